@@ -1,0 +1,148 @@
+// GRU recurrence on the CPU: per step one recurrent GEMM (with b_hh, which must stay inside
+// r * (.)) and one fused pass over the gates; weight gradients as GEMMs after the loop.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include "../cells/gru.h"
+#include "../common/checks.h"
+#include "recurrence.h"
+
+namespace fastrnn {
+namespace cpu {
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+RecurrenceSizes check_gru(const char* op, const Tensor& batch_sizes, const Tensor& h0,
+                          const Tensor& w_hh) {
+  const auto sz = check_recurrence(op, gru::kGates, batch_sizes, h0, w_hh);
+  TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [3*H, H], got ", w_hh.sizes());
+  return sz;
+}
+
+// gx: [N, 3H] = x @ W_ih^T + b_ih; h0: [B, H]; w_hh: [3H, H]; b_hh: [3H] or none.
+// Returns y: [N, H]; hn: [B, H]; saved: [N, 4H] = [r|z|n|h_n] per row, read by gru_backward.
+std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor& batch_sizes,
+                                               const Tensor& h0, const Tensor& w_hh,
+                                               const optional<Tensor>& b_hh, bool reverse) {
+  const char* op = "gru_forward";
+  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  const int64_t H = sz.H;
+  check_arg(op, h0, gx_in, "gx", {sz.N, 3 * H}, "[sum(batch_sizes), 3*H]");
+  if (b_hh.has_value()) check_arg(op, h0, *b_hh, "b_hh", {3 * H}, "[3*H]");
+  const Tensor gx = gx_in.contiguous();
+  const Schedule schedule(batch_sizes, reverse);
+
+  Tensor h_state = h0.contiguous().clone();  // [B, H], rows updated as steps visit them
+  Tensor y = at::empty({sz.N, H}, gx.options());
+  Tensor saved = at::empty({sz.N, gru::kSaved * H}, gx.options());
+  Tensor gh = at::empty({sz.B, 3 * H}, gx.options());  // h_prev @ w_hh^T
+  const Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({3 * H}, gx.options());
+  const Tensor w_hh_t = w_hh.t();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "gru_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for (int64_t s = 0; s < schedule.steps(); ++s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      if (b == 0) continue;
+      mm_into(head(gh, b), head(h_state, b), w_hh_t);
+      const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 3 * H;
+      const scalar_t* gh_p = gh.data_ptr<scalar_t>();
+      const scalar_t* bias_p = bias.data_ptr<scalar_t>();
+      scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 4 * H;
+      scalar_t* h_p = h_state.data_ptr<scalar_t>();
+      scalar_t* y_p = y.data_ptr<scalar_t>() + first * H;
+      for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        const scalar_t* x = gx_p + row * 3 * H;
+        const scalar_t* hh = gh_p + row * 3 * H;
+        scalar_t* sv = saved_p + row * 4 * H;
+        for (int64_t j = j0; j < j1; ++j) {
+          const acc_t h_n = acc_t(hh[2 * H + j]) + acc_t(bias_p[2 * H + j]);
+          acc_t r, z, n, h;
+          gru::forward<acc_t>(x[j], x[H + j], x[2 * H + j], acc_t(hh[j]) + acc_t(bias_p[j]),
+                              acc_t(hh[H + j]) + acc_t(bias_p[H + j]), h_n, h_p[row * H + j],
+                              r, z, n, h);
+          sv[j] = r;
+          sv[H + j] = z;
+          sv[2 * H + j] = n;
+          sv[3 * H + j] = h_n;
+          h_p[row * H + j] = h;
+          y_p[row * H + j] = h;
+        }
+      });
+    }
+  });
+  return {y, h_state, saved};
+}
+
+// Gradients of gru_forward. grad_y: [N, H]; grad_hn: [B, H]; the rest as passed to and
+// returned by gru_forward (saved is only read).
+// Returns grad_gx: [N, 3H]; grad_h0: [B, H]; grad_w_hh: [3H, H]; grad_b_hh: [3H], or [0]
+// without bias.
+std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
+    const Tensor& grad_y_in, const Tensor& grad_hn, const Tensor& batch_sizes,
+    const Tensor& h0, const Tensor& w_hh, const Tensor& y, const Tensor& saved_in,
+    bool has_bias, bool reverse) {
+  const char* op = "gru_backward";
+  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  const int64_t H = sz.H;
+  check_arg(op, h0, grad_y_in, "grad_y", {sz.N, H}, "[N, H]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, H}, "[B, H]");
+  check_arg(op, h0, y, "y", {sz.N, H}, "[N, H]");
+  check_arg(op, h0, saved_in, "saved", {sz.N, gru::kSaved * H}, "[N, 4*H]");
+  const Tensor grad_y = grad_y_in.contiguous(), saved = saved_in.contiguous();
+  const Schedule schedule(batch_sizes, reverse);
+
+  Tensor dh_state = grad_hn.contiguous().clone();  // [B, H]: gradient w.r.t. the h state
+  Tensor grad_gx = at::empty({sz.N, 3 * H}, saved.options());
+  Tensor grad_gh = at::empty({sz.N, 3 * H}, saved.options());  // w.r.t. h_prev @ w_hh^T + b_hh
+  const Tensor h_prev = previous_states(y.contiguous(), h0, schedule);  // [N, H]
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "gru_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      if (b == 0) continue;
+      const scalar_t* gy_p = grad_y.data_ptr<scalar_t>() + first * H;
+      const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 4 * H;
+      const scalar_t* hp_p = h_prev.data_ptr<scalar_t>() + first * H;
+      scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
+      scalar_t* dx_p = grad_gx.data_ptr<scalar_t>() + first * 3 * H;
+      scalar_t* dhh_p = grad_gh.data_ptr<scalar_t>() + first * 3 * H;
+      for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        const scalar_t* sv = sv_p + row * 4 * H;
+        scalar_t* dx = dx_p + row * 3 * H;
+        scalar_t* dhh = dhh_p + row * 3 * H;
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t k = row * H + j;
+          acc_t dx_r, dx_z, dx_n, dh_n, dh_direct;
+          gru::backward<acc_t>(acc_t(dh_p[k]) + acc_t(gy_p[k]), sv[j], sv[H + j], sv[2 * H + j],
+                               sv[3 * H + j], hp_p[k], dx_r, dx_z, dx_n, dh_n, dh_direct);
+          dx[j] = dhh[j] = dx_r;
+          dx[H + j] = dhh[H + j] = dx_z;
+          dx[2 * H + j] = dx_n;
+          dhh[2 * H + j] = dh_n;
+          dh_p[k] = dh_direct;
+        }
+      });
+      head(dh_state, b).addmm_(slice(grad_gh, first, b), w_hh);
+    }
+  });
+
+  Tensor grad_w_hh = at::mm(grad_gh.t(), h_prev);
+  Tensor grad_b_hh = has_bias ? grad_gh.sum(0) : at::empty({0}, saved.options());
+  return {grad_gx, dh_state, grad_w_hh, grad_b_hh};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
+  m.impl("gru_forward", &gru_forward);
+  m.impl("gru_backward", &gru_backward);
+}
+
+}  // namespace cpu
+}  // namespace fastrnn

@@ -1,0 +1,197 @@
+// LSTM recurrence on the CPU: per step one recurrent GEMM (plus one projection GEMM when
+// proj_size > 0) and one fused pass over the gates; weight gradients as GEMMs after the loop.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include "../cells/lstm.h"
+#include "../common/checks.h"
+#include "recurrence.h"
+
+namespace fastrnn {
+namespace cpu {
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+// Checks what lstm_forward and lstm_backward share; see lstm_forward for the shapes.
+RecurrenceSizes check_lstm(const char* op, const Tensor& batch_sizes, const Tensor& h0,
+                           const Tensor& c0, const Tensor& w_hh, const optional<Tensor>& w_hr) {
+  const auto sz = check_recurrence(op, lstm::kGates, batch_sizes, h0, w_hh);
+  check_arg(op, h0, c0, "c0", {sz.B, sz.H}, "[B, H]");
+  if (w_hr.has_value()) {
+    check_arg(op, h0, *w_hr, "w_hr", {sz.P, sz.H}, "[P, H]");
+  } else {
+    TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [4*H, H] without w_hr, got ", w_hh.sizes());
+  }
+  return sz;
+}
+
+// m = o * tanh(c) for every row, from saved: [N, 5H] -> [N, H].
+Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
+  Tensor m = at::empty({saved.size(0), H}, saved.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_hidden", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* sv = saved.data_ptr<scalar_t>();
+    scalar_t* m_p = m.data_ptr<scalar_t>();
+    for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        m_p[row * H + j] = lstm::hidden<acc_t>(sv[row * 5 * H + 3 * H + j], sv[row * 5 * H + 4 * H + j]);
+      }
+    });
+  });
+  return m;
+}
+
+// gx: [N, 4H] pre-activations from the input side (biases included); h0: [B, P];
+// c0: [B, H]; w_hh: [4H, P]; w_hr: [P, H] or none (then P = H).
+// Returns y: [N, P]; hn: [B, P]; cn: [B, H]; saved: [N, 5H] = [i|f|g|o|c] per row,
+// read by lstm_backward.
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
+                                                       const Tensor& batch_sizes,
+                                                       const Tensor& h0, const Tensor& c0,
+                                                       const Tensor& w_hh,
+                                                       const optional<Tensor>& w_hr,
+                                                       bool reverse) {
+  const char* op = "lstm_forward";
+  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
+  check_arg(op, h0, gx_in, "gx", {sz.N, 4 * sz.H}, "[sum(batch_sizes), 4*H]");
+  const int64_t H = sz.H, P = sz.P;
+  const Tensor gx = gx_in.contiguous();
+  const Schedule schedule(batch_sizes, reverse);
+  const bool proj = w_hr.has_value();
+
+  Tensor h_state = h0.contiguous().clone();  // [B, P], rows updated as steps visit them
+  Tensor c_state = c0.contiguous().clone();  // [B, H]
+  Tensor y = at::empty({sz.N, P}, gx.options());
+  Tensor saved = at::empty({sz.N, lstm::kSaved * H}, gx.options());
+  Tensor gh = at::empty({sz.B, lstm::kGates * H}, gx.options());  // h_prev @ w_hh^T
+  Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
+  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for (int64_t s = 0; s < schedule.steps(); ++s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      if (b == 0) continue;
+      mm_into(head(gh, b), head(h_state, b), w_hh_t);
+      const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 4 * H;
+      const scalar_t* gh_p = gh.data_ptr<scalar_t>();
+      scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 5 * H;
+      scalar_t* c_p = c_state.data_ptr<scalar_t>();
+      // Without projection h goes straight to the state and the output.
+      scalar_t* h_p = proj ? m.data_ptr<scalar_t>() : h_state.data_ptr<scalar_t>();
+      scalar_t* y_p = proj ? nullptr : y.data_ptr<scalar_t>() + first * H;
+      for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        const scalar_t* a_x = gx_p + row * 4 * H;
+        const scalar_t* a_h = gh_p + row * 4 * H;
+        scalar_t* sv = saved_p + row * 5 * H;
+        for (int64_t j = j0; j < j1; ++j) {
+          acc_t i, f, g, o, c, h;
+          lstm::forward<acc_t>(acc_t(a_x[j]) + acc_t(a_h[j]),
+                               acc_t(a_x[H + j]) + acc_t(a_h[H + j]),
+                               acc_t(a_x[2 * H + j]) + acc_t(a_h[2 * H + j]),
+                               acc_t(a_x[3 * H + j]) + acc_t(a_h[3 * H + j]),
+                               acc_t(c_p[row * H + j]), i, f, g, o, c, h);
+          sv[j] = i;
+          sv[H + j] = f;
+          sv[2 * H + j] = g;
+          sv[3 * H + j] = o;
+          sv[4 * H + j] = c;
+          c_p[row * H + j] = c;
+          h_p[row * H + j] = h;
+          if (y_p) y_p[row * H + j] = h;
+        }
+      });
+      if (proj) {
+        mm_into(head(h_state, b), head(m, b), w_hr_t);
+        slice(y, first, b).copy_(head(h_state, b));
+      }
+    }
+  });
+  return {y, h_state, c_state, saved};
+}
+
+// Gradients of lstm_forward. grad_y: [N, P]; grad_hn: [B, P]; grad_cn: [B, H]; the rest
+// as passed to and returned by lstm_forward (saved is only read).
+// Returns grad_gx: [N, 4H]; grad_h0: [B, P]; grad_c0: [B, H]; grad_w_hh: [4H, P];
+// grad_w_hr: [P, H], or [0] without projection.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_y_in, const Tensor& grad_hn, const Tensor& grad_cn,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+    const optional<Tensor>& w_hr, const Tensor& y_in, const Tensor& saved_in, bool reverse) {
+  const char* op = "lstm_backward";
+  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
+  const int64_t H = sz.H, P = sz.P;
+  check_arg(op, h0, grad_y_in, "grad_y", {sz.N, P}, "[N, P]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, P}, "[B, P]");
+  check_arg(op, h0, grad_cn, "grad_cn", {sz.B, H}, "[B, H]");
+  check_arg(op, h0, y_in, "y", {sz.N, P}, "[N, P]");
+  check_arg(op, h0, saved_in, "saved", {sz.N, lstm::kSaved * H}, "[N, 5*H]");
+
+  const Tensor grad_y = grad_y_in.contiguous(), saved = saved_in.contiguous();
+  const Schedule schedule(batch_sizes, reverse);
+  const bool proj = w_hr.has_value();
+
+  Tensor dh_state = grad_hn.contiguous().clone();  // [B, P]: gradient w.r.t. the h state
+  Tensor dc_state = grad_cn.contiguous().clone();  // [B, H]
+  Tensor grad_gx = at::empty({sz.N, 4 * H}, saved.options());
+  const Tensor c_all = saved.narrow(1, 4 * H, H);                    // [N, H], strided
+  const Tensor c_prev = previous_states(c_all, c0, schedule);        // [N, H]
+  Tensor dh_all = proj ? at::empty({sz.N, P}, saved.options()) : Tensor();  // for grad_w_hr
+  Tensor dm = proj ? at::empty({sz.B, H}, saved.options()) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      if (b == 0) continue;
+      if (proj) {  // dh = grad_y + dh_state, then back through h = m @ w_hr^T
+        head(dh_state, b).add_(slice(grad_y, first, b));
+        slice(dh_all, first, b).copy_(head(dh_state, b));
+        mm_into(head(dm, b), head(dh_state, b), *w_hr);
+      }
+      const scalar_t* dh_p = proj ? dm.data_ptr<scalar_t>() : dh_state.data_ptr<scalar_t>();
+      const scalar_t* gy_p = proj ? nullptr : grad_y.data_ptr<scalar_t>() + first * H;
+      const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 5 * H;
+      const scalar_t* cp_p = c_prev.data_ptr<scalar_t>() + first * H;
+      scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
+      scalar_t* dg_p = grad_gx.data_ptr<scalar_t>() + first * 4 * H;
+      for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        const scalar_t* sv = sv_p + row * 5 * H;
+        scalar_t* dg = dg_p + row * 4 * H;
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t k = row * H + j;
+          const acc_t dh = gy_p ? acc_t(dh_p[k]) + acc_t(gy_p[k]) : acc_t(dh_p[k]);
+          acc_t dc = dc_p[k], da_i, da_f, da_g, da_o;
+          lstm::backward<acc_t>(dh, dc, sv[j], sv[H + j], sv[2 * H + j], sv[3 * H + j],
+                                sv[4 * H + j], cp_p[k], da_i, da_f, da_g, da_o);
+          dc_p[k] = dc;
+          dg[j] = da_i;
+          dg[H + j] = da_f;
+          dg[2 * H + j] = da_g;
+          dg[3 * H + j] = da_o;
+        }
+      });
+      mm_into(head(dh_state, b), slice(grad_gx, first, b), w_hh);
+    }
+  });
+
+  const Tensor h_prev = previous_states(y_in.contiguous(), h0, schedule);  // [N, P]
+  Tensor grad_w_hh = at::mm(grad_gx.t(), h_prev);
+  Tensor grad_w_hr = proj ? at::mm(dh_all.t(), lstm_hidden_from_saved(saved, H))
+                          : at::empty({0}, saved.options());
+  return {grad_gx, dh_state, dc_state, grad_w_hh, grad_w_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
+  m.impl("lstm_forward", &lstm_forward);
+  m.impl("lstm_backward", &lstm_backward);
+}
+
+}  // namespace cpu
+}  // namespace fastrnn

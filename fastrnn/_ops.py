@@ -1,0 +1,123 @@
+"""Loads the compiled ops (torch.ops.fastrnn.*) and registers their fake kernels and autograd.
+
+Every forward op returns, besides its results, the tensors its backward reads; the
+backward op only reads them, so backward can run any number of times (retain_graph).
+"""
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (importing registers torch.ops.fastrnn.*)
+except ImportError as error:  # pragma: no cover - only without a build
+    raise ImportError(
+        "fastrnn's compiled extension fastrnn._C is missing or does not load "
+        f"({error}). Build it against the installed torch: run `pip install "
+        "--no-build-isolation -e .` (or `python setup.py build_ext --inplace`) in the "
+        "fastrnn source tree."
+    ) from error
+
+ops = torch.ops.fastrnn
+
+
+def _zeros_if_none(grad, like):
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _none_if_empty(grad, wanted):
+    return grad if wanted else None
+
+
+# --- fake kernels: shapes only (meta tensors, torch.compile) -------------------------------
+# gx: [N, gates*H]; h0: [B, P]; every shape follows from the inputs' shapes.
+
+
+@torch.library.register_fake("fastrnn::lstm_forward")
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse):
+    n, hidden = gx.shape[0], c0.shape[1]
+    return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
+            gx.new_empty(n, 5 * hidden))
+
+
+@torch.library.register_fake("fastrnn::lstm_backward")
+def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
+    n, hidden = y.shape[0], c0.shape[1]
+    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else y.new_empty(0)
+    return (y.new_empty(n, 4 * hidden), torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(w_hh), grad_w_hr)
+
+
+@torch.library.register_fake("fastrnn::gru_forward")
+def _(gx, batch_sizes, h0, w_hh, b_hh, reverse):
+    n, hidden = gx.shape[0], h0.shape[1]
+    return gx.new_empty(n, hidden), torch.empty_like(h0), gx.new_empty(n, 4 * hidden)
+
+
+@torch.library.register_fake("fastrnn::gru_backward")
+def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, saved, has_bias, reverse):
+    n, hidden = y.shape[0], h0.shape[1]
+    return (y.new_empty(n, 3 * hidden), torch.empty_like(h0), torch.empty_like(w_hh),
+            y.new_empty(3 * hidden if has_bias else 0))
+
+
+@torch.library.register_fake("fastrnn::rnn_forward")
+def _(gx, batch_sizes, h0, w_hh, relu, reverse):
+    return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
+
+
+@torch.library.register_fake("fastrnn::rnn_backward")
+def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, relu, reverse):
+    return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
+
+
+# --- autograd ---------------------------------------------------------------------------
+
+
+def _lstm_setup(ctx, inputs, output):
+    gx, batch_sizes, h0, c0, w_hh, w_hr, reverse = inputs
+    y, _, _, saved = output
+    ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, y, saved)
+    ctx.reverse = reverse
+
+
+def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+    batch_sizes, h0, c0, w_hh, w_hr, y, saved = ctx.saved_tensors
+    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = ops.lstm_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
+        batch_sizes, h0, c0, w_hh, w_hr, y, saved, ctx.reverse)
+    return (grad_gx, None, grad_h0, grad_c0, grad_w_hh,
+            _none_if_empty(grad_w_hr, w_hr is not None), None)
+
+
+def _gru_setup(ctx, inputs, output):
+    gx, batch_sizes, h0, w_hh, b_hh, reverse = inputs
+    y, _, saved = output
+    ctx.save_for_backward(batch_sizes, h0, w_hh, y, saved)
+    ctx.has_bias, ctx.reverse = b_hh is not None, reverse
+
+
+def _gru_backward(ctx, grad_y, grad_hn, _grad_saved):
+    batch_sizes, h0, w_hh, y, saved = ctx.saved_tensors
+    grad_gx, grad_h0, grad_w_hh, grad_b_hh = ops.gru_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
+        saved, ctx.has_bias, ctx.reverse)
+    return grad_gx, None, grad_h0, grad_w_hh, _none_if_empty(grad_b_hh, ctx.has_bias), None
+
+
+def _rnn_setup(ctx, inputs, output):
+    gx, batch_sizes, h0, w_hh, relu, reverse = inputs
+    y, _ = output
+    ctx.save_for_backward(batch_sizes, h0, w_hh, y)
+    ctx.relu, ctx.reverse = relu, reverse
+
+
+def _rnn_backward(ctx, grad_y, grad_hn):
+    batch_sizes, h0, w_hh, y = ctx.saved_tensors
+    grad_gx, grad_h0, grad_w_hh = ops.rnn_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
+        ctx.relu, ctx.reverse)
+    return grad_gx, None, grad_h0, grad_w_hh, None, None
+
+
+torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
+torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)

@@ -1,0 +1,140 @@
+"""fastrnn.LSTM, GRU and RNN: torch.nn's modules with the recurrence run by fastrnn's ops.
+
+Each class subclasses its torch.nn twin, so the constructor, its validation, the parameters
+(names, shapes, order, gate order, initialisation), state_dict, repr, pickling and
+parametrizations are torch's own; only forward() differs, and it accepts and returns what
+torch.nn's forward does.
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+
+
+class _FusedRecurrence:
+    """forward() for a torch.nn.RNNBase subclass, running functional.rnn."""
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        is_lstm = self.mode == "LSTM"
+        is_packed = isinstance(input, PackedSequence)
+        is_batched = True
+        sorted_indices = unsorted_indices = batch_sizes = None
+        if is_packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+        else:
+            if input.dim() not in (2, 3):
+                name = "RNN" if self.mode.startswith("RNN") else self.mode
+                tensor = " tensor" if name == "RNN" else ""
+                raise ValueError(
+                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D{tensor} instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            if hx is not None:
+                hx = self._batched_hx(hx, is_batched)
+        if hx is None:
+            hx = self._zero_hx(input, batch_sizes)
+        self.check_forward_args(input, hx, batch_sizes)
+        hx = self.permute_hidden(hx, sorted_indices)
+        h0, c0 = hx if is_lstm else (hx, None)
+        self._check_devices_and_dtypes(input, h0, c0)
+
+        if is_packed:
+            data = input
+        else:
+            if self.batch_first:
+                input = input.transpose(0, 1)
+            steps, batch = input.shape[:2]
+            if steps == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            data = input.reshape(steps * batch, input.shape[2])
+            batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+
+        output, h_n, c_n = functional.rnn(
+            self.mode, data, batch_sizes, h0, c0, self._flat_weights, has_bias=self.bias,
+            num_layers=self.num_layers, bidirectional=self.bidirectional,
+            proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
+            training=self.training)
+        hidden = (h_n, c_n) if is_lstm else h_n
+
+        if is_packed:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output, self.permute_hidden(hidden, unsorted_indices)
+        output = output.view(steps, batch, output.shape[1])
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+        return output, hidden
+
+    def _batched_hx(self, hx, is_batched):
+        """Checks hx's rank against the input's (as torch.nn does) and adds the batch dim."""
+        rank = 3 if is_batched else 2
+        kind = "batched 3-D" if is_batched else "unbatched 2-D"
+        if self.mode == "LSTM":
+            if hx[0].dim() != rank or hx[1].dim() != rank:
+                raise RuntimeError(
+                    f"For {kind} input, hx and cx should also be {rank}-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            return hx if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if hx.dim() != rank:
+            raise RuntimeError(
+                f"For {kind} input, hx should also be {rank}-D but got {hx.dim()}-D tensor")
+        return hx if is_batched else hx.unsqueeze(1)
+
+    def _zero_hx(self, input, batch_sizes):
+        """Zero initial state(s) shaped as torch.nn expects them."""
+        if batch_sizes is not None:
+            batch = int(batch_sizes[0])
+        else:
+            batch = input.size(0) if self.batch_first else input.size(1)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        zeros = lambda size: torch.zeros(layers, batch, size, dtype=input.dtype,
+                                         device=input.device)
+        if self.mode == "LSTM":
+            return zeros(self.proj_size or self.hidden_size), zeros(self.hidden_size)
+        return zeros(self.hidden_size)
+
+    def _check_devices_and_dtypes(self, input, h0, c0):
+        weight = self._flat_weights[0]
+        if input.device != weight.device:
+            raise RuntimeError(
+                "Input and parameter tensors are not at the same device, found input tensor "
+                f"at {input.device} and parameter tensor at {weight.device}")
+        for state in (h0, c0):
+            if state is None:
+                continue
+            if state.device != input.device:
+                raise RuntimeError(
+                    "Input and hidden tensors are not at the same device, found input tensor "
+                    f"at {input.device} and hidden tensor at {state.device}")
+            if state.dtype != input.dtype:
+                raise RuntimeError(
+                    f"Input and hidden tensors must have the same dtype, found input "
+                    f"{input.dtype} and hidden {state.dtype}")
+        if not (input.is_floating_point() and input.dtype in _SUPPORTED_DTYPES):
+            raise RuntimeError(
+                f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
+                f"{input.dtype}")
+
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+class LSTM(_FusedRecurrence, nn.LSTM):
+    __doc__ = "Drop-in replacement for torch.nn.LSTM (same arguments, parameters, I/O).\n\n" + (
+        nn.LSTM.__doc__ or "")
+
+
+class GRU(_FusedRecurrence, nn.GRU):
+    __doc__ = "Drop-in replacement for torch.nn.GRU (same arguments, parameters, I/O).\n\n" + (
+        nn.GRU.__doc__ or "")
+
+
+class RNN(_FusedRecurrence, nn.RNN):
+    __doc__ = "Drop-in replacement for torch.nn.RNN (same arguments, parameters, I/O).\n\n" + (
+        nn.RNN.__doc__ or "")
