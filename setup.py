@@ -16,7 +16,9 @@ def sources(pattern):
 # -fopenmp makes at::parallel_for use torch's OpenMP runtime (libgomp.so.1 is already
 # loaded by torch, so the extension shares it).
 cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
-if os.environ.get("FASTRNN_NATIVE", "0") == "1":
+# The gate loops are vectorised for the building machine's CPU (AVX2/AVX-512 where it has
+# them); FASTRNN_PORTABLE=1 builds for the baseline x86-64 instead, e.g. for a wheel.
+if os.environ.get("FASTRNN_PORTABLE", "0") != "1":
     cxx_flags.append("-march=native")
 
 setup(

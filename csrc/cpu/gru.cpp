@@ -59,6 +59,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
         const scalar_t* x = gx_p + row * 3 * H;
         const scalar_t* hh = gh_p + row * 3 * H;
         scalar_t* sv = saved_p + row * 4 * H;
+        FASTRNN_SIMD
         for (int64_t j = j0; j < j1; ++j) {
           const acc_t h_n = acc_t(hh[2 * H + j]) + acc_t(bias_p[2 * H + j]);
           acc_t r, z, n, h;
@@ -116,6 +117,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
         const scalar_t* sv = sv_p + row * 4 * H;
         scalar_t* dx = dx_p + row * 3 * H;
         scalar_t* dhh = dhh_p + row * 3 * H;
+        FASTRNN_SIMD
         for (int64_t j = j0; j < j1; ++j) {
           const int64_t k = row * H + j;
           acc_t dx_r, dx_z, dx_n, dh_n, dh_direct;

@@ -37,6 +37,7 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
     const scalar_t* sv = saved.data_ptr<scalar_t>();
     scalar_t* m_p = m.data_ptr<scalar_t>();
     for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
+      FASTRNN_SIMD
       for (int64_t j = j0; j < j1; ++j) {
         m_p[row * H + j] = lstm::hidden<acc_t>(sv[row * 5 * H + 3 * H + j], sv[row * 5 * H + 4 * H + j]);
       }
@@ -81,13 +82,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
       scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 5 * H;
       scalar_t* c_p = c_state.data_ptr<scalar_t>();
-      // Without projection h goes straight to the state and the output.
+      // Without projection h goes straight to the state.
       scalar_t* h_p = proj ? m.data_ptr<scalar_t>() : h_state.data_ptr<scalar_t>();
-      scalar_t* y_p = proj ? nullptr : y.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
         const scalar_t* a_x = gx_p + row * 4 * H;
         const scalar_t* a_h = gh_p + row * 4 * H;
         scalar_t* sv = saved_p + row * 5 * H;
+        FASTRNN_SIMD
         for (int64_t j = j0; j < j1; ++j) {
           acc_t i, f, g, o, c, h;
           lstm::forward<acc_t>(acc_t(a_x[j]) + acc_t(a_h[j]),
@@ -102,13 +103,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
           sv[4 * H + j] = c;
           c_p[row * H + j] = c;
           h_p[row * H + j] = h;
-          if (y_p) y_p[row * H + j] = h;
         }
       });
-      if (proj) {
-        mm_into(head(h_state, b), head(m, b), w_hr_t);
-        slice(y, first, b).copy_(head(h_state, b));
-      }
+      if (proj) mm_into(head(h_state, b), head(m, b), w_hr_t);
+      copy_rows(y, first, h_state, b);
     }
   });
   return {y, h_state, c_state, saved};
@@ -162,6 +160,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
         const scalar_t* sv = sv_p + row * 5 * H;
         scalar_t* dg = dg_p + row * 4 * H;
+        FASTRNN_SIMD
         for (int64_t j = j0; j < j1; ++j) {
           const int64_t k = row * H + j;
           const acc_t dh = gy_p ? acc_t(dh_p[k]) + acc_t(gy_p[k]) : acc_t(dh_p[k]);

@@ -37,6 +37,7 @@ void rnn_forward_loop(const Tensor& gx, const Schedule& schedule, const Tensor& 
       scalar_t* h_p = h_state.data_ptr<scalar_t>();
       scalar_t* y_p = y.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        FASTRNN_SIMD
         for (int64_t k = row * H + j0; k < row * H + j1; ++k) {
           const acc_t h = rnn::forward<kRelu, acc_t>(acc_t(gx_p[k]) + acc_t(gh_p[k]));
           h_p[k] = h;
@@ -61,6 +62,7 @@ void rnn_backward_loop(const Tensor& grad_y, const Tensor& y, const Schedule& sc
       const scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
       scalar_t* da_p = grad_gx.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        FASTRNN_SIMD
         for (int64_t k = row * H + j0; k < row * H + j1; ++k) {
           da_p[k] = rnn::backward<kRelu, acc_t>(acc_t(dh_p[k]) + acc_t(gy_p[k]), y_p[k]);
         }
