@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs fastrnn into ./.venv and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/install.sh pytest numpy hypothesis matplotlib
+python -m pytest tests -q "$@"
