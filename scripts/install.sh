@@ -8,6 +8,6 @@ TORCH_SPEC="${FASTRNN_TORCH:-torch==2.13.0}"   # any torch >= 2.4 works; set FAS
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q setuptools wheel ninja "$@"
+python -m pip install -q setuptools wheel ninja numpy "$@"
 # --no-build-isolation: build against the torch installed above, not a fresh download.
 python -m pip install -q --no-build-isolation --no-deps -e .

@@ -2,5 +2,5 @@
 # Installs fastrnn into ./.venv and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/install.sh pytest numpy hypothesis matplotlib
+source scripts/install.sh pytest hypothesis matplotlib
 python -m pytest tests -q "$@"
