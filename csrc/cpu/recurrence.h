@@ -9,6 +9,8 @@
 #include <cstring>
 #include <vector>
 
+#include "gemm.h"
+
 // Vectorise the loop that follows (the gate loops carry no dependence between units).
 #define FASTRNN_SIMD _Pragma("omp simd")
 
@@ -47,11 +49,6 @@ inline at::Tensor head(const at::Tensor& t, int64_t rows) { return t.narrow(0, 0
 // Rows [first, first + rows) of a 2-D tensor.
 inline at::Tensor slice(const at::Tensor& t, int64_t first, int64_t rows) {
   return t.narrow(0, first, rows);
-}
-
-// out = a @ b, written into out (a view into a preallocated buffer).
-inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
-  at::mm_out(out, a, b);
 }
 
 // dst[first : first + rows] = src[0 : rows], both contiguous with equal row widths.
