@@ -77,6 +77,7 @@ def _lstm_setup(ctx, inputs, output):
     y, _, _, saved = output
     ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, y, saved)
     ctx.reverse = reverse
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
@@ -93,6 +94,7 @@ def _gru_setup(ctx, inputs, output):
     y, _, saved = output
     ctx.save_for_backward(batch_sizes, h0, w_hh, y, saved)
     ctx.has_bias, ctx.reverse = b_hh is not None, reverse
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _gru_backward(ctx, grad_y, grad_hn, _grad_saved):
@@ -108,6 +110,7 @@ def _rnn_setup(ctx, inputs, output):
     y, _ = output
     ctx.save_for_backward(batch_sizes, h0, w_hh, y)
     ctx.relu, ctx.reverse = relu, reverse
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _rnn_backward(ctx, grad_y, grad_hn):

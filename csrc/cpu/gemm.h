@@ -1,9 +1,12 @@
 #pragma once
-// out = a @ b for the per-step GEMMs. float and double go straight to BLAS's sgemm_/dgemm_
-// when the process has them (torch's MKL exports them), skipping the dispatcher's per-call
-// cost, which matters at small sizes; anything else goes through at::mm_out.
+// The per-step products out = a @ w of the CPU recurrences, for a weight w fixed over the
+// whole walk. float and double call BLAS's sgemm_/dgemm_ directly on raw pointers when the
+// process has them (torch's MKL exports them): at small sizes a tensor view and a dispatch
+// per step cost more than the product. Other dtypes go through at::mm_out.
 
 #include <ATen/ATen.h>
+
+#include <limits>
 
 extern "C" {
 // Fortran BLAS, column-major. Weak: resolved only if a loaded library defines them.
@@ -17,57 +20,59 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 
 namespace fastrnn {
 namespace cpu {
-namespace detail {
 
-// A row-major [rows, cols] operand seen by column-major BLAS: its transpose flag and
-// leading dimension, or false when its strides fit neither layout.
-inline bool blas_layout(const at::Tensor& t, char& trans, int& ld) {
-  const int64_t rows = t.size(0), cols = t.size(1);
-  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, cols)) {
-    trans = 'N';  // row-major: column-major [cols, rows] = t^T
-    ld = static_cast<int>(t.stride(0));
-    return true;
+template <typename scalar_t>
+class StepGemm {
+ public:
+  // w: [k, n], row-major or a transposed row-major matrix (e.g. w_hh.t()).
+  explicit StepGemm(const at::Tensor& w) : w_(w), k_(w.size(0)), n_(w.size(1)) {
+    constexpr int64_t kMax = std::numeric_limits<int>::max();
+    if (!blas() || k_ == 0 || n_ == 0 || k_ > kMax || n_ > kMax) return;
+    if (w.stride(1) == 1 && w.stride(0) >= n_) {
+      trans_w_ = 'N';  // column-major BLAS sees w^T [n, k]
+      ld_w_ = static_cast<int>(w.stride(0));
+    } else if (w.stride(0) == 1 && w.stride(1) >= k_) {
+      trans_w_ = 'T';  // column-major BLAS sees w [k, n] and must transpose it
+      ld_w_ = static_cast<int>(w.stride(1));
+    }
   }
-  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, rows)) {
-    trans = 'T';  // column-major [rows, cols] = t; BLAS must transpose it
-    ld = static_cast<int>(t.stride(1));
-    return true;
-  }
-  return false;
-}
 
-template <typename scalar_t, typename Gemm>
-bool blas_mm(Gemm gemm, at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
-  constexpr int64_t kMax = std::numeric_limits<int>::max();
-  if (gemm == nullptr || m == 0 || n == 0 || k == 0 || m > kMax || n > kMax || k > kMax ||
-      out.stride(1) != 1 || out.stride(0) != n) {
-    return false;
+  // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w.
+  void operator()(int64_t m, const scalar_t* a, scalar_t* out) const {
+    if (m == 0) return;
+    if (trans_w_ != 0 && m <= std::numeric_limits<int>::max()) {
+      // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
+      const int mi = static_cast<int>(n_), ni = static_cast<int>(m), ki = static_cast<int>(k_);
+      const scalar_t one = 1, zero = 0;
+      const char no_trans = 'N';
+      blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w_.data_ptr<scalar_t>(), &ld_w_, a,
+             &ki, &zero, out, &mi);
+      return;
+    }
+    const auto options = w_.options();
+    at::Tensor out_t = at::from_blob(out, {m, n_}, options);
+    at::mm_out(out_t, at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options), w_);
   }
-  char trans_a, trans_b;
-  int ld_a, ld_b;
-  if (!blas_layout(a, trans_a, ld_a) || !blas_layout(b, trans_b, ld_b)) return false;
-  // Row-major out = a @ b is column-major out^T = b^T @ a^T.
-  const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
-  const int ld_out = static_cast<int>(n);
-  const scalar_t one = 1, zero = 0;
-  gemm(&trans_b, &trans_a, &mi, &ni, &ki, &one, b.data_ptr<scalar_t>(), &ld_b,
-       a.data_ptr<scalar_t>(), &ld_a, &zero, out.data_ptr<scalar_t>(), &ld_out);
-  return true;
-}
 
-}  // namespace detail
-
-// out: [m, n] contiguous (a view into a preallocated buffer); a: [m, k]; b: [k, n].
-inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
-  bool done = false;
-  if (out.scalar_type() == at::kFloat) {
-    done = detail::blas_mm<float>(sgemm_, out, a, b);
-  } else if (out.scalar_type() == at::kDouble) {
-    done = detail::blas_mm<double>(dgemm_, out, a, b);
+ private:
+  using Blas = void (*)(const char*, const char*, const int*, const int*, const int*,
+                        const scalar_t*, const scalar_t*, const int*, const scalar_t*,
+                        const int*, const scalar_t*, scalar_t*, const int*);
+  static Blas blas() {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      return sgemm_;
+    } else if constexpr (std::is_same_v<scalar_t, double>) {
+      return dgemm_;
+    } else {
+      return nullptr;
+    }
   }
-  if (!done) at::mm_out(out, a, b);
-}
+
+  at::Tensor w_;
+  int64_t k_, n_;
+  char trans_w_ = 0;  // 0: no BLAS path
+  int ld_w_ = 0;
+};
 
 }  // namespace cpu
 }  // namespace fastrnn

@@ -41,14 +41,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
   Tensor saved = at::empty({sz.N, gru::kSaved * H}, gx.options());
   Tensor gh = at::empty({sz.B, 3 * H}, gx.options());  // h_prev @ w_hh^T
   const Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({3 * H}, gx.options());
-  const Tensor w_hh_t = w_hh.t();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "gru_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh.t());  // [b, H] -> [b, 3H]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
-      mm_into(head(gh, b), head(h_state, b), w_hh_t);
+      recurrent(b, h_state.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>());
       const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 3 * H;
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
       const scalar_t* bias_p = bias.data_ptr<scalar_t>();
@@ -97,20 +97,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Tensor grad_y = grad_y_in.contiguous(), saved = saved_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
 
-  Tensor dh_state = grad_hn.contiguous().clone();  // [B, H]: gradient w.r.t. the h state
+  // The gradient w.r.t. the h state is dh_state + dh_direct ([B, H] each): the parts
+  // through w_hh and through z * h_prev.
+  Tensor dh_state = grad_hn.contiguous().clone();
+  Tensor dh_direct = at::zeros_like(dh_state);
   Tensor grad_gx = at::empty({sz.N, 3 * H}, saved.options());
   Tensor grad_gh = at::empty({sz.N, 3 * H}, saved.options());  // w.r.t. h_prev @ w_hh^T + b_hh
   const Tensor h_prev = previous_states(y.contiguous(), h0, schedule);  // [N, H]
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "gru_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh);  // [b, 3H] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
       const scalar_t* gy_p = grad_y.data_ptr<scalar_t>() + first * H;
       const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 4 * H;
       const scalar_t* hp_p = h_prev.data_ptr<scalar_t>() + first * H;
-      scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
+      const scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
+      scalar_t* dhd_p = dh_direct.data_ptr<scalar_t>();
       scalar_t* dx_p = grad_gx.data_ptr<scalar_t>() + first * 3 * H;
       scalar_t* dhh_p = grad_gh.data_ptr<scalar_t>() + first * 3 * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
@@ -120,23 +125,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
         FASTRNN_SIMD
         for (int64_t j = j0; j < j1; ++j) {
           const int64_t k = row * H + j;
-          acc_t dx_r, dx_z, dx_n, dh_n, dh_direct;
-          gru::backward<acc_t>(acc_t(dh_p[k]) + acc_t(gy_p[k]), sv[j], sv[H + j], sv[2 * H + j],
-                               sv[3 * H + j], hp_p[k], dx_r, dx_z, dx_n, dh_n, dh_direct);
+          acc_t dx_r, dx_z, dx_n, dh_n, dh_prev_direct;
+          gru::backward<acc_t>(acc_t(dh_p[k]) + acc_t(dhd_p[k]) + acc_t(gy_p[k]), sv[j],
+                               sv[H + j], sv[2 * H + j], sv[3 * H + j], hp_p[k], dx_r, dx_z,
+                               dx_n, dh_n, dh_prev_direct);
           dx[j] = dhh[j] = dx_r;
           dx[H + j] = dhh[H + j] = dx_z;
           dx[2 * H + j] = dx_n;
           dhh[2 * H + j] = dh_n;
-          dh_p[k] = dh_direct;
+          dhd_p[k] = dh_prev_direct;
         }
       });
-      head(dh_state, b).addmm_(slice(grad_gh, first, b), w_hh);
+      recurrent(b, dhh_p, dh_state.data_ptr<scalar_t>());
     }
   });
 
   Tensor grad_w_hh = at::mm(grad_gh.t(), h_prev);
   Tensor grad_b_hh = has_bias ? grad_gh.sum(0) : at::empty({0}, saved.options());
-  return {grad_gx, dh_state, grad_w_hh, grad_b_hh};
+  return {grad_gx, dh_state.add_(dh_direct), grad_w_hh, grad_b_hh};
 }
 
 }  // namespace

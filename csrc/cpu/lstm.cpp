@@ -70,14 +70,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   Tensor saved = at::empty({sz.N, lstm::kSaved * H}, gx.options());
   Tensor gh = at::empty({sz.B, lstm::kGates * H}, gx.options());  // h_prev @ w_hh^T
   Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
-  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh.t());                // [b, P] -> [b, 4H]
+    const StepGemm<scalar_t> project(proj ? w_hr->t() : w_hh);  // [b, H] -> [b, P]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
-      mm_into(head(gh, b), head(h_state, b), w_hh_t);
+      recurrent(b, h_state.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>());
       const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 4 * H;
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
       scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 5 * H;
@@ -105,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
           h_p[row * H + j] = h;
         }
       });
-      if (proj) mm_into(head(h_state, b), head(m, b), w_hr_t);
+      if (proj) project(b, m.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>());
       copy_rows(y, first, h_state, b);
     }
   });
@@ -143,13 +144,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh);                // [b, 4H] -> [b, P]
+    const StepGemm<scalar_t> project(proj ? *w_hr : w_hh);  // [b, P] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
       if (proj) {  // dh = grad_y + dh_state, then back through h = m @ w_hr^T
-        head(dh_state, b).add_(slice(grad_y, first, b));
-        slice(dh_all, first, b).copy_(head(dh_state, b));
-        mm_into(head(dm, b), head(dh_state, b), *w_hr);
+        scalar_t* dh = dh_state.data_ptr<scalar_t>();
+        const scalar_t* gy = grad_y.data_ptr<scalar_t>() + first * P;
+        scalar_t* dh_saved = dh_all.data_ptr<scalar_t>() + first * P;
+        for (int64_t k = 0; k < b * P; ++k) dh_saved[k] = dh[k] = dh[k] + gy[k];
+        project(b, dh, dm.data_ptr<scalar_t>());
       }
       const scalar_t* dh_p = proj ? dm.data_ptr<scalar_t>() : dh_state.data_ptr<scalar_t>();
       const scalar_t* gy_p = proj ? nullptr : grad_y.data_ptr<scalar_t>() + first * H;
@@ -174,7 +179,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
           dg[3 * H + j] = da_o;
         }
       });
-      mm_into(head(dh_state, b), slice(grad_gx, first, b), w_hh);
+      recurrent(b, dg_p, dh_state.data_ptr<scalar_t>());
     }
   });
 

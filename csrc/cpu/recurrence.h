@@ -43,14 +43,6 @@ class Schedule {
   std::vector<int64_t> batch_, offset_;
 };
 
-// The first `rows` rows of a contiguous 2-D tensor, itself contiguous.
-inline at::Tensor head(const at::Tensor& t, int64_t rows) { return t.narrow(0, 0, rows); }
-
-// Rows [first, first + rows) of a 2-D tensor.
-inline at::Tensor slice(const at::Tensor& t, int64_t first, int64_t rows) {
-  return t.narrow(0, first, rows);
-}
-
 // dst[first : first + rows] = src[0 : rows], both contiguous with equal row widths.
 inline void copy_rows(const at::Tensor& dst, int64_t first, const at::Tensor& src, int64_t rows) {
   const size_t row_bytes = src.size(1) * src.element_size();

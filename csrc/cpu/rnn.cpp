@@ -23,15 +23,16 @@ RecurrenceSizes check_rnn(const char* op, const Tensor& batch_sizes, const Tenso
 }
 
 template <bool kRelu>
-void rnn_forward_loop(const Tensor& gx, const Schedule& schedule, const Tensor& w_hh_t,
+void rnn_forward_loop(const Tensor& gx, const Schedule& schedule, const Tensor& w_hh,
                       Tensor& h_state, Tensor& y, Tensor& gh) {
   const int64_t H = h_state.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "rnn_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh.t());  // [b, H] -> [b, H]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
-      mm_into(head(gh, b), head(h_state, b), w_hh_t);
+      recurrent(b, h_state.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>());
       const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * H;
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
       scalar_t* h_p = h_state.data_ptr<scalar_t>();
@@ -54,6 +55,7 @@ void rnn_backward_loop(const Tensor& grad_y, const Tensor& y, const Schedule& sc
   const int64_t H = dh_state.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "rnn_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const StepGemm<scalar_t> recurrent(w_hh);  // [b, H] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
       if (b == 0) continue;
@@ -67,7 +69,7 @@ void rnn_backward_loop(const Tensor& grad_y, const Tensor& y, const Schedule& sc
           da_p[k] = rnn::backward<kRelu, acc_t>(acc_t(dh_p[k]) + acc_t(gy_p[k]), y_p[k]);
         }
       });
-      mm_into(head(dh_state, b), slice(grad_gx, first, b), w_hh);
+      recurrent(b, da_p, dh_state.data_ptr<scalar_t>());
     }
   });
 }
@@ -86,9 +88,9 @@ std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx_in, const Tensor& batch_
   Tensor y = at::empty({sz.N, sz.H}, gx.options());
   Tensor gh = at::empty({sz.B, sz.H}, gx.options());  // h_prev @ w_hh^T
   if (relu) {
-    rnn_forward_loop<true>(gx, schedule, w_hh.t(), h_state, y, gh);
+    rnn_forward_loop<true>(gx, schedule, w_hh, h_state, y, gh);
   } else {
-    rnn_forward_loop<false>(gx, schedule, w_hh.t(), h_state, y, gh);
+    rnn_forward_loop<false>(gx, schedule, w_hh, h_state, y, gh);
   }
   return {y, h_state};
 }
