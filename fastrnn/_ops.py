@@ -121,6 +121,14 @@ def _rnn_backward(ctx, grad_y, grad_hn):
     return grad_gx, None, grad_h0, grad_w_hh, None, None
 
 
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastrnn: double backward (the gradient of a gradient, e.g. a gradient penalty) is "
+        "not supported by the recurrence ops")
+
+
 torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
 torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
+for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
+    torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)

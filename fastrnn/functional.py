@@ -44,6 +44,13 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     """
     if mode not in MODES:
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
+    device_type = data.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        # The layers run in the dtype of their weights, as torch.nn's GRU does under autocast.
+        with torch.autocast(device_type, enabled=False):
+            return rnn(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
+                       num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size,
+                       dropout=dropout, training=training)
     directions = 2 if bidirectional else 1
     per_direction = len(weights) // (num_layers * directions)
     layer_input = data
