@@ -1,0 +1,236 @@
+"""The ops themselves (torch.ops.fastrnn.*): gradcheck in float64 through the registered
+autograd, torch.library.opcheck (schema, fake kernels, autograd registration, AOT dispatch)
+on every forward and backward op, and gradcheck of the modules."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.func import functional_call
+
+from conftest import CELLS, Case, make_inputs, make_pair
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+ops = torch.ops.fastrnn
+H, P, B = 3, 2, 3
+F64 = torch.float64
+# dense (every step full), packed (variable lengths, incl. length 1), a single step
+BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3]}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
+            dtype=F64, seed=0):
+    """Random arguments for op's forward, in schema order."""
+    gen = torch.Generator().manual_seed(seed)
+    batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
+    n = int(batch_sizes.sum())
+    out = P if proj else H
+
+    def rand(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
+            requires_grad)
+
+    gx = rand(n, GATES[op] * H)
+    h0 = rand(B, out)
+    w_hh = rand(GATES[op] * H, out, scale=0.5)
+    if op == "lstm":
+        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse)
+    if op == "gru":
+        return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse)
+    return (gx, batch_sizes, h0, w_hh, relu, reverse)
+
+
+FORWARD_VARIANTS = [
+    ("lstm", {}), ("lstm", {"proj": True}), ("gru", {}), ("gru", {"bias": False}),
+    ("rnn", {"relu": False}), ("rnn", {"relu": True}),
+]
+
+
+def variant_id(variant):
+    op, kw = variant
+    return "-".join([op] + [f"{k}={v}" for k, v in kw.items()])
+
+
+LAYOUTS = list(BATCH_SIZES)
+REVERSE = [False, True]
+
+
+def forward_op(op):
+    return getattr(ops, f"{op}_forward")
+
+
+def differentiable_outputs(op):
+    """The op's forward without the `saved` output (only read by backward)."""
+    def fn(*args):
+        out = forward_op(op)(*args)
+        return out[:3] if op == "lstm" else out[:2]
+    return fn
+
+
+@pytest.mark.parametrize("reverse", REVERSE, ids=["forward", "reverse"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_gradcheck_op(variant, layout, reverse):
+    op, kw = variant
+    args = op_args(op, layout, reverse, **kw)
+    assert gradcheck(differentiable_outputs(op), args, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_gradcheck_op_single_output(variant):
+    """Gradients when only one output is used (the others' gradients arrive as None)."""
+    op, kw = variant
+    args = op_args(op, "packed", True, **kw)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[0], args, eps=1e-6, atol=1e-7)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[1], args, eps=1e-6, atol=1e-7)
+
+
+# opcheck is slow (it traces with AOT autograd): dense time order and packed reverse order.
+OPCHECK_LAYOUTS = [("dense", False), ("packed", True)]
+
+
+@pytest.mark.parametrize("layout,reverse", OPCHECK_LAYOUTS, ids=["dense-forward",
+                                                                  "packed-reverse"])
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_opcheck_forward(variant, layout, reverse):
+    op, kw = variant
+    args = op_args(op, layout, reverse, **kw)
+    torch.library.opcheck(forward_op(op), args)
+
+
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_opcheck_forward_without_grad(variant):
+    op, kw = variant
+    args = op_args(op, "packed", False, requires_grad=False, **kw)
+    torch.library.opcheck(forward_op(op), args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def backward_args(op, layout, reverse, kw):
+    """Arguments for op's backward, in schema order, from a real forward."""
+    fwd = op_args(op, layout, reverse, requires_grad=False, **kw)
+    out = forward_op(op)(*fwd)
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in out[:3 if op == "lstm"
+                                                                         else 2]]
+    if op == "lstm":
+        gx, batch_sizes, h0, c0, w_hh, w_hr, rev = fwd
+        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
+    if op == "gru":
+        gx, batch_sizes, h0, w_hh, b_hh, rev = fwd
+        return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)
+    gx, batch_sizes, h0, w_hh, relu, rev = fwd
+    return (*grads, batch_sizes, h0, w_hh, out[0], relu, rev)
+
+
+@pytest.mark.parametrize("layout,reverse", OPCHECK_LAYOUTS, ids=["dense-forward",
+                                                                  "packed-reverse"])
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_opcheck_backward(variant, layout, reverse):
+    op, kw = variant
+    torch.library.opcheck(getattr(ops, f"{op}_backward"), backward_args(op, layout, reverse, kw))
+
+
+@pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
+def test_backward_op_matches_autograd(variant):
+    """The backward op called directly returns what autograd computes through the forward."""
+    op, kw = variant
+    args = op_args(op, "packed", True, **kw)
+    outs = differentiable_outputs(op)(*args)
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in outs]
+    wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    want = torch.autograd.grad(outs, wrt, grads)
+    got = getattr(ops, f"{op}_backward")(*backward_args(op, "packed", True, kw))
+    if op == "lstm":  # (gx, h0, c0, w_hh, w_hr) vs (gx, h0, c0, w_hh[, w_hr])
+        assert len(got) == 5
+        if not kw.get("proj"):
+            assert got[4].numel() == 0
+            got = got[:4]
+    elif op == "gru":  # (gx, h0, w_hh, b_hh); b_hh empty without bias
+        if not kw.get("bias", True):
+            assert got[3].numel() == 0
+            got = got[:3]
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_backward_op_does_not_modify_saved():
+    """The forward's saved tensors are only read, so backward can run again (retain_graph)."""
+    args = backward_args("lstm", "packed", False, {"proj": True})
+    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    first = ops.lstm_backward(*args)
+    second = ops.lstm_backward(*args)
+    for a, b in zip(args, before):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_fake_kernels_give_the_real_shapes():
+    for op, kw in FORWARD_VARIANTS:
+        args = op_args(op, "packed", False, requires_grad=False, **kw)
+        real = forward_op(op)(*args)
+        meta_args = [a.to("meta") if isinstance(a, torch.Tensor) and a.dim() > 0 and a.dtype
+                     != torch.long else a for a in args]
+        fake = forward_op(op)(*meta_args)
+        assert [t.shape for t in fake] == [t.shape for t in real], op
+        assert all(t.device.type == "meta" for t in fake)
+
+
+@pytest.mark.parametrize("op", ["lstm", "gru", "rnn"])
+def test_op_argument_checks(op):
+    """Bad shapes/dtypes are refused with a message naming the argument."""
+    args = list(op_args(op, "packed", False, requires_grad=False))
+    bad_gx = list(args)
+    bad_gx[0] = args[0][:-1]
+    with pytest.raises(RuntimeError, match="gx"):
+        forward_op(op)(*bad_gx)
+    bad_sizes = list(args)
+    bad_sizes[1] = torch.tensor([3, 2, 3, 0])  # increases (same total rows)
+    with pytest.raises(RuntimeError, match="non-increasing"):
+        forward_op(op)(*bad_sizes)
+    bad_sizes[1] = torch.tensor([3, 2, 2, 1], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="batch_sizes"):
+        forward_op(op)(*bad_sizes)
+    empty = list(args)
+    empty[0], empty[1] = args[0][:0], torch.zeros(0, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="at least one step"):
+        forward_op(op)(*empty)
+    bad_dtype = list(args)
+    bad_dtype[0] = args[0].float()
+    with pytest.raises(RuntimeError, match="dtype"):
+        forward_op(op)(*bad_dtype)
+
+
+# --- modules: gradcheck through the whole stack (inputs, states and parameters) ------------
+
+# Two layers (the second reads the first's output), packed with unequal lengths; plus one
+# bidirectional dense case per cell. fast_mode gradcheck (random projections of the
+# Jacobian) keeps the many parameters affordable; the ops get the full gradcheck above.
+MODULE_CASES = [Case(cell, True, layers, bi, False, kind, True, input_size=2, hidden_size=4,
+                     batch=3, steps=3, lengths=(3, 1, 2))
+                for cell in CELLS
+                for layers, bi, kind in [(2, False, "packed_unsorted"), (1, True, "dense")]]
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
+def test_gradcheck_module(case):
+    _, fast = make_pair(case)
+    inputs = make_inputs(case)
+    names = [n for n, _ in fast.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for _, p in fast.named_parameters()]
+    leaves = [t.detach().clone().requires_grad_() for t in inputs.leaves()]
+
+    def fn(*tensors):
+        x, h0, c0 = list(tensors[:len(leaves)]) + [None] * (3 - len(leaves))
+        inp, hx = type(inputs)(case, x, h0, c0).args()
+        weights = dict(zip(names, tensors[len(leaves):]))
+        out, hidden = functional_call(fast, weights, (inp, hx))
+        out = out.data if hasattr(out, "batch_sizes") else out
+        return (out, *hidden) if isinstance(hidden, tuple) else (out, hidden)
+
+    assert gradcheck(fn, (*leaves, *params), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
