@@ -1,0 +1,156 @@
+"""Runs one Case: torch.nn and fastrnn modules with the same weights, a parity check, then
+both timed interleaved on the same distinct inputs; returns the case's result record.
+
+Parity: fastrnn's output (and, for fwdbwd, the input gradient) must match the baseline's
+elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol = rtol = tol), where
+tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for float32 and
+2e-2 for bfloat16/float16; the sqrt factor allows for rounding that accumulates over long
+sequences.
+
+GEMM flops per layer and direction: 2*T*B*G*H*(I_layer + H) (input projection plus
+recurrence; G = 4, 3, 1 gates for LSTM, GRU, RNN; I_layer = I for the first layer, D*H
+after), times 3 for forward plus backward.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+import fastrnn
+
+from .grids import KEY_FIELDS
+from .timing import interleaved
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+BASE_TOLERANCE = {"float64": 1e-10, "float32": 5e-5, "bfloat16": 2e-2, "float16": 2e-2}
+N_INPUTS = 3  # distinct pre-generated inputs, cycled through the repeats
+
+
+def gemm_flops(case):
+    """The GEMM flop count of one call of the case (see the module docstring)."""
+    directions = 2 if case.bidirectional else 1
+    total = 0
+    for layer in range(case.layers):
+        layer_input = case.I if layer == 0 else directions * case.H
+        total += directions * 2 * case.T * case.B * GATES[case.cell] * case.H * (
+            layer_input + case.H)
+    return total * (3 if case.mode == "fwdbwd" else 1)
+
+
+def tolerance(dtype, T):
+    """atol = rtol used by the parity check for this dtype and sequence length."""
+    return BASE_TOLERANCE[dtype] * max(1.0, math.sqrt(T / 100))
+
+
+def baseline_name(device):
+    """'torch-cpu' on the CPU; 'cudnn' on CUDA with cuDNN enabled, else 'torch-cuda'."""
+    if not str(device).startswith("cuda"):
+        return "torch-cpu"
+    usable = torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
+    return "cudnn" if usable else "torch-cuda"
+
+
+def backend_name(device):
+    """Which fastrnn kernel runs on this device."""
+    return "cuda" if str(device).startswith("cuda") else "cpu-fused"
+
+
+def build_modules(case, device, seed=0):
+    """(torch.nn module, fastrnn module) with identical weights, on device and dtype."""
+    name = "RNN" if case.cell.startswith("RNN") else case.cell
+    kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional)
+    if name == "RNN":
+        kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
+    torch.manual_seed(seed)
+    baseline = getattr(nn, name)(case.I, case.H, **kwargs)
+    fast = getattr(fastrnn, name)(case.I, case.H, **kwargs)
+    fast.load_state_dict(baseline.state_dict())
+    dtype = getattr(torch, case.dtype)
+    return baseline.to(device, dtype), fast.to(device, dtype)
+
+
+def make_inputs(case, device, count=N_INPUTS, seed=1):
+    """`count` distinct inputs [T, B, I] and one output gradient [T, B, D*H]."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, case.dtype)
+    grad_x = case.mode == "fwdbwd"
+    inputs = [torch.randn(case.T, case.B, case.I, generator=g).to(device, dtype)
+              .requires_grad_(grad_x) for _ in range(count)]
+    out_features = case.H * (2 if case.bidirectional else 1)
+    grad_out = torch.randn(case.T, case.B, out_features, generator=g).to(device, dtype)
+    return inputs, grad_out
+
+
+def make_runner(module, case, inputs, grad_out):
+    """fn(index) running the case on inputs[index % len]; returns the tensors parity checks:
+    (output,) for fwd, (output, input gradient) for fwdbwd."""
+    if case.mode == "fwd":
+        module.eval()
+
+        def run(index):
+            with torch.no_grad():
+                return (module(inputs[index % len(inputs)])[0],)
+        return run
+
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def run(index):
+        x = inputs[index % len(inputs)]
+        out = module(x)[0]
+        grads = torch.autograd.grad(out, [x, *params], grad_out)
+        return out, grads[0]
+    return run
+
+
+def parity(fast_tensors, base_tensors, dtype, T):
+    """('pass' or 'fail', max abs difference) of fastrnn's tensors against the baseline's."""
+    tol = tolerance(dtype, T)
+    ok, worst = True, 0.0
+    for got, want in zip(fast_tensors, base_tensors):
+        got, want = got.detach().double(), want.detach().double()
+        ok = ok and got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol)
+        if got.shape == want.shape and got.numel():
+            worst = max(worst, (got - want).abs().max().item())
+    return ("pass" if ok else "fail"), worst
+
+
+def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gflops=None):
+    """Measures one case; returns its result record (a flat dict, see the results schema)."""
+    baseline, fast = build_modules(case, device)
+    inputs, grad_out = make_inputs(case, device)
+    run_base = make_runner(baseline, case, inputs, grad_out)
+    run_fast = make_runner(fast, case, inputs, grad_out)
+    verdict, max_err = parity(run_fast(0), run_base(0), case.dtype, case.T)
+
+    timing = interleaved({"fastrnn": run_fast, "baseline": run_base}, repeats=repeats,
+                         warmup=warmup, min_time=min_time, timer=timer)
+    fast_ms = timing.median["fastrnn"] * 1e3
+    base_ms = timing.median["baseline"] * 1e3
+    flops = gemm_flops(case)
+    gflops = lambda ms: flops / (ms * 1e-3) / 1e9
+    percent = lambda ms: 100.0 * gflops(ms) / peak_gflops if peak_gflops else None
+    record = {name: getattr(case, name) for name in KEY_FIELDS}
+    record.update({
+        "fastrnn_ms": fast_ms,
+        "baseline": baseline_name(device),
+        "baseline_ms": base_ms,
+        "backend": backend_name(device),
+        "parity": verdict,
+        "parity_max_abs_err": max_err,
+        "parity_tol": tolerance(case.dtype, case.T),
+        "speedup": base_ms / fast_ms,
+        "us_per_step_fastrnn": fast_ms * 1e3 / case.T,
+        "us_per_step_baseline": base_ms * 1e3 / case.T,
+        "gflop": flops / 1e9,
+        "gflops_fastrnn": gflops(fast_ms),
+        "gflops_baseline": gflops(base_ms),
+        "pct_peak_fastrnn": percent(fast_ms),
+        "pct_peak_baseline": percent(base_ms),
+        "fastrnn_ms_min": min(timing.samples["fastrnn"]) * 1e3,
+        "baseline_ms_min": min(timing.samples["baseline"]) * 1e3,
+        "repeats": timing.repeats,
+        "note": case.note,
+    })
+    return record

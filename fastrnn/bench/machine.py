@@ -1,0 +1,92 @@
+"""What ran the benchmark: device name, library versions, source commit, date, GEMM peak."""
+
+import datetime
+import os
+import platform
+import subprocess
+
+import torch
+
+from .timing import interleaved, timer_for
+
+
+def device_name(device):
+    """CPU model name (from /proc/cpuinfo) or the CUDA device's name."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _git(*args):
+    """Output of a git command in the tree holding the fastrnn package, or None."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def source_commit():
+    """git rev-parse HEAD of the tree holding the fastrnn package, or None."""
+    out = _git("rev-parse", "HEAD")
+    return (out or "").strip() or None
+
+
+def source_dirty():
+    """Whether tracked files differ from that commit (None without git)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
+
+
+def cudnn_version():
+    """torch.backends.cudnn.version() when CUDA and cuDNN are usable, else None."""
+    if not torch.cuda.is_available() or not torch.backends.cudnn.is_available():
+        return None
+    return torch.backends.cudnn.version()
+
+
+def gemm_size(device, dtype):
+    """The matmul size used for the peak: 8192 on CUDA; on the CPU 2048, or 1024 for
+    half precision (often emulated, hence slow)."""
+    if str(device).startswith("cuda"):
+        return 8192
+    return 1024 if dtype in (torch.bfloat16, torch.float16) else 2048
+
+
+def gemm_peak_gflops(device="cpu", dtype=torch.float32, n=None, repeats=5):
+    """Achieved GFLOP/s of an n x n x n matmul (median of `repeats`, after a warm-up):
+    a practical ceiling for the RNN's GEMMs on this device, dtype and thread count."""
+    n = n or gemm_size(device, dtype)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    timing = interleaved({"mm": lambda _: torch.mm(a, b)}, repeats=repeats, warmup=2,
+                         timer=timer_for(device))
+    return 2.0 * n ** 3 / timing.median["mm"] / 1e9
+
+
+def describe(device):
+    """The results document's header fields (all but gemm_peak_gflops and cases)."""
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn_version(),
+        "commit": source_commit(),
+        "commit_dirty": source_dirty(),
+        "date": datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(
+            timespec="seconds"),
+        "threads": torch.get_num_threads(),
+        "torch_device": str(device),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,78 @@
+"""speedup.png: fastrnn's speedup over the baseline by hidden size, one line per batch size.
+
+One panel per (cell, mode), cells in rows and modes in columns; x = H (log2 axis),
+y = baseline_ms / fastrnn_ms, a dashed line at 1x. Within a panel, a line joins the cases
+that differ only in H; its label names B and any other field (dtype, T, I, layers,
+bidirectional) that varies within the panel.
+matplotlib (Agg backend) is imported only here, when a plot is asked for.
+"""
+
+import itertools
+from collections import defaultdict
+
+from .grids import CELLS, MODES
+
+_LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I")
+
+
+def _line_key(record, varying):
+    return tuple(record[f] for f in _LINE_FIELDS if f == "B" or f in varying)
+
+
+def _label(key, varying):
+    names = [f for f in _LINE_FIELDS if f == "B" or f in varying]
+    return " ".join(f"{n}={v}" for n, v in zip(names, key))
+
+
+def _order(sequence, item):
+    return sequence.index(item) if item in sequence else len(sequence)
+
+
+def plot_speedup(doc, path):
+    """Draws the speedup plot of a results document to `path` (PNG). Returns path, or None
+    when there are no cases."""
+    cases = doc["cases"]
+    if not cases:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = defaultdict(list)
+    for r in cases:
+        panels[(r["cell"], r["mode"])].append(r)
+    cells = sorted({k[0] for k in panels}, key=lambda c: (_order(CELLS, c), c))
+    modes = sorted({k[1] for k in panels}, key=lambda m: (_order(MODES, m), m))
+    fig, axes = plt.subplots(len(cells), len(modes), figsize=(6.4 * len(modes),
+                             4.2 * len(cells)), squeeze=False, layout="constrained")
+    for (row, cell), (col, mode) in itertools.product(enumerate(cells), enumerate(modes)):
+        ax, key = axes[row][col], (cell, mode)
+        if key not in panels:
+            ax.set_visible(False)
+            continue
+        records = panels[key]
+        # I follows H in most grids; list it only when it varies at a fixed H.
+        varying = {f for f in _LINE_FIELDS if len({r[f] for r in records}) > 1}
+        if "I" in varying and all(r["I"] == r["H"] for r in records):
+            varying.discard("I")
+        lines = defaultdict(list)
+        for r in records:
+            lines[_line_key(r, varying)].append((r["H"], r["speedup"]))
+        for line, points in sorted(lines.items()):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                    label=_label(line, varying))
+        ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        hiddens = sorted({r["H"] for r in records})
+        ax.set_xticks(hiddens, [str(h) for h in hiddens])
+        ax.minorticks_off()
+        ax.set_xlabel("hidden size H")
+        ax.set_ylabel(f"speedup vs {records[0]['baseline']}")
+        ax.set_title(f"{key[0]} {key[1]}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"fastrnn speedup on {doc['device']} (threads={doc['threads']})", fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,151 @@
+"""Presenting results: the live terminal table with a progress bar (stderr), and the files
+results.json, results.csv and results.md."""
+
+import csv
+import json
+import os
+import sys
+import time
+
+from .grids import KEY_FIELDS, Case
+
+
+def _ms(x):
+    return "-" if x is None else f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1e4 else f"{x:.0f}"
+
+
+def _num(x, digits=1):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+# (header, width, value(record)) for the terminal; the markdown table uses the same values.
+COLUMNS = [
+    ("fastrnn ms", 10, lambda r: _ms(r["fastrnn_ms"])),
+    ("base ms", 10, lambda r: _ms(r["baseline_ms"])),
+    ("speedup", 8, lambda r: f"{r['speedup']:.2f}x"),
+    ("us/step", 9, lambda r: _num(r["us_per_step_fastrnn"])),
+    ("GFLOP/s", 8, lambda r: _num(r["gflops_fastrnn"])),
+    ("%peak", 6, lambda r: _num(r["pct_peak_fastrnn"])),
+    ("base GF/s", 9, lambda r: _num(r["gflops_baseline"])),
+    ("parity", 6, lambda r: r["parity"]),
+]
+LABEL_WIDTH = 44
+
+
+def case_of(record):
+    """The Case a result record (or skipped entry) describes."""
+    return Case(*(record[k] for k in KEY_FIELDS))
+
+
+def table_header():
+    cells = [f"{'case':<{LABEL_WIDTH}}"] + [f"{h:>{w}}" for h, w, _ in COLUMNS]
+    line = " ".join(cells)
+    return line + "\n" + "-" * len(line)
+
+
+def table_row(record):
+    cells = [f"{case_of(record).label():<{LABEL_WIDTH}}"]
+    cells += [f"{value(record):>{w}}" for _, w, value in COLUMNS]
+    return " ".join(cells)
+
+
+def summary_lines(doc):
+    """Header lines naming the machine and the run."""
+    return [
+        f"device: {doc['device']} ({doc.get('torch_device', '')}), torch {doc['torch']}, "
+        f"cuda {doc['cuda']}, cudnn {doc['cudnn']}, threads {doc['threads']}",
+        f"commit: {doc['commit']}, date: {doc['date']}, GEMM peak (float32): "
+        f"{doc['gemm_peak_gflops']:.1f} GFLOP/s",
+    ]
+
+
+class LiveTable:
+    """Listener for suite.run_suite: prints each row to `out` as its case finishes, and a
+    text progress bar (done/total, elapsed, current case) to `err`: redrawn in place on a
+    terminal, one line per case otherwise."""
+
+    def __init__(self, total, out=sys.stdout, err=sys.stderr, width=24):
+        self.total, self.out, self.err, self.width = total, out, err, width
+        self.tty = hasattr(err, "isatty") and err.isatty()
+        self.started = time.monotonic()
+        self.header_done = False
+
+    def _bar(self, done, label):
+        filled = int(self.width * done / max(self.total, 1))
+        elapsed = int(time.monotonic() - self.started)
+        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                f"{elapsed // 60}:{elapsed % 60:02d} {label}")
+
+    def _clear(self):
+        if self.tty:
+            self.err.write("\r\033[K")
+            self.err.flush()
+
+    def start(self, index, case):
+        if not self.header_done:
+            print(table_header(), file=self.out, flush=True)
+            self.header_done = True
+        if self.tty:
+            self.err.write("\r\033[K" + self._bar(index, case.label()))
+        else:
+            self.err.write(self._bar(index, case.label()) + "\n")
+        self.err.flush()
+
+    def done(self, index, case, record, error):
+        self._clear()
+        if record is not None:
+            print(table_row(record), file=self.out, flush=True)
+        else:
+            print(f"{case.label():<{LABEL_WIDTH}} skipped: {error}", file=self.out, flush=True)
+        if self.tty and index + 1 == self.total:
+            self.err.write(self._bar(self.total, "done") + "\n")
+            self.err.flush()
+
+
+def write_json(doc, path):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def write_csv(doc, path):
+    """One row per case; the columns are the case records' keys."""
+    fields = []
+    for record in doc["cases"]:
+        fields += [k for k in record if k not in fields]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(doc["cases"])
+
+
+def markdown(doc):
+    """results.md: the run's header and a markdown table of the cases."""
+    baseline = doc["cases"][0]["baseline"] if doc["cases"] else "baseline"
+    head = ["cell", "dtype", "T", "B", "I", "H", "layers", "bidir", "mode", "fastrnn ms",
+            f"{baseline} ms", "speedup", "us/step fastrnn", "us/step baseline",
+            "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
+    lines = ["# fastrnn benchmark", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in doc["cases"]:
+        cells = [r["cell"], r["dtype"], r["T"], r["B"], r["I"], r["H"], r["layers"],
+                 "yes" if r["bidirectional"] else "no", r["mode"], _ms(r["fastrnn_ms"]),
+                 _ms(r["baseline_ms"]), f"{r['speedup']:.2f}x",
+                 _num(r["us_per_step_fastrnn"]), _num(r["us_per_step_baseline"]),
+                 _num(r["gflops_fastrnn"]), _num(r["pct_peak_fastrnn"]),
+                 _num(r["gflops_baseline"]), r["parity"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    for s in doc.get("skipped", []):
+        lines.append(f"\nSkipped: {case_of(s).label()}: {s['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(doc, out_dir):
+    """Writes results.json, results.csv and results.md under out_dir; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, n) for n in ("results.json", "results.csv", "results.md")]
+    write_json(doc, paths[0])
+    write_csv(doc, paths[1])
+    with open(paths[2], "w") as f:
+        f.write(markdown(doc))
+    return paths

@@ -1,0 +1,70 @@
+"""Runs a list of cases on one device and assembles the results document (results.json).
+
+A case that raises (an unsupported dtype, out of memory, ...) is recorded under "skipped"
+with the reason, and the run goes on.
+"""
+
+import contextlib
+
+import torch
+
+from . import machine
+from .cases import run_case
+from .grids import KEY_FIELDS
+from .timing import timer_for
+
+
+@contextlib.contextmanager
+def tf32_mode(device, allow):
+    """On CUDA, sets cuDNN's and cuBLAS's TF32 switches to `allow` for the run (and restores
+    them): by default float32 is timed as true float32 on both sides (cuDNN allows TF32 by
+    default, cuBLAS does not). Does nothing on the CPU."""
+    if not str(device).startswith("cuda"):
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=False,
+              gemm_size=None, listener=None, settings=None):
+    """Measures every case; returns the results document. listener (optional) gets
+    start(index, case) before and done(index, case, record, error) after each case."""
+    timer = timer_for(device)
+    with tf32_mode(device, tf32):
+        doc = machine.describe(device)
+        dtypes = ["float32"] + sorted({c.dtype for c in cases} - {"float32"})
+        peaks = {d: machine.gemm_peak_gflops(device, getattr(torch, d), n=gemm_size)
+                 for d in dtypes}
+        doc.update({
+            "gemm_peak_gflops": peaks["float32"],
+            "gemm_peak_gflops_by_dtype": peaks,
+            "gemm_peak_n": gemm_size or machine.gemm_size(device, torch.float32),
+            "tf32": tf32 if str(device).startswith("cuda") else None,
+            "settings": dict(settings or {}, repeats=repeats, warmup=warmup,
+                             min_time=min_time),
+            "cases": [],
+            "skipped": [],
+        })
+        for index, case in enumerate(cases):
+            if listener:
+                listener.start(index, case)
+            record = error = None
+            try:
+                record = run_case(case, device, timer=timer, repeats=repeats, warmup=warmup,
+                                  min_time=min_time, peak_gflops=peaks[case.dtype])
+                doc["cases"].append(record)
+            except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                doc["skipped"].append(
+                    dict({k: getattr(case, k) for k in KEY_FIELDS}, reason=error))
+            finally:
+                if str(device).startswith("cuda"):
+                    torch.cuda.empty_cache()
+            if listener:
+                listener.done(index, case, record, error)
+    return doc

@@ -1,0 +1,259 @@
+"""Tests of fastrnn.bench: timing, grids, the results schema, --compare and the plot."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fastrnn.bench import compare as comparing
+from fastrnn.bench.__main__ import main
+from fastrnn.bench.cases import gemm_flops, tolerance
+from fastrnn.bench.grids import GRIDS, KEY_FIELDS, Case
+from fastrnn.bench.plot import plot_speedup
+from fastrnn.bench.timing import CpuTimer, interleaved
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- timing ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that only moves when a fake implementation 'runs'."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def fake_impls(clock, log, durations):
+    """{name: fn(index)} that log their calls and advance the clock by durations[name][i]."""
+    def make(name):
+        def fn(index):
+            log.append((name, index))
+            clock.now += durations[name][index % len(durations[name])]
+        return fn
+    return {name: make(name) for name in durations}
+
+
+def test_interleaved_order_warmup_and_median():
+    clock, log = FakeClock(), []
+    fns = fake_impls(clock, log, {"a": [5.0, 1.0, 3.0, 100.0, 2.0], "b": [2.0, 2.0, 9.0]})
+    timing = interleaved(fns, repeats=5, warmup=2, timer=CpuTimer(clock))
+    warm = [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    timed = [(name, i) for i in range(5) for name in ("a", "b")]
+    assert log == warm + timed  # warm-up first, then A B A B ..., each with its repeat index
+    assert timing.samples["a"] == [5.0, 1.0, 3.0, 100.0, 2.0]
+    assert timing.samples["b"] == [2.0, 2.0, 9.0, 2.0, 2.0]
+    assert timing.median == {"a": 3.0, "b": 2.0}  # the 100 s outlier does not matter
+    assert timing.repeats == 5
+
+
+def test_interleaved_min_time_adds_rounds_and_caps():
+    clock, log = FakeClock(), []
+    fns = fake_impls(clock, log, {"a": [1.0], "b": [0.5]})
+    timing = interleaved(fns, repeats=2, warmup=0, min_time=4.0, timer=CpuTimer(clock))
+    assert timing.repeats == 8  # b needs 8 rounds of 0.5 s to reach 4 s
+    assert len(timing.samples["a"]) == len(timing.samples["b"]) == 8
+    capped = interleaved(fns, repeats=2, warmup=0, min_time=1e9, max_repeats=6,
+                         timer=CpuTimer(clock))
+    assert capped.repeats == 6
+    with pytest.raises(ValueError):
+        interleaved(fns, repeats=0)
+
+
+# --- grids, flops, tolerance -------------------------------------------------------------
+
+
+def test_core_grid():
+    cases = GRIDS["core"].cases("cpu")
+    assert GRIDS["core"].threads == 2
+    assert len(cases) == 15
+    assert {c.cell for c in cases} == {"LSTM", "GRU", "RNN_TANH"}
+    assert {c.mode for c in cases} == {"fwdbwd"} and {c.dtype for c in cases} == {"float32"}
+    assert {(c.T, c.B, c.I, c.H) for c in cases} == {
+        (100, 64, 512, 512), (100, 32, 128, 128), (50, 8, 64, 64), (200, 1, 256, 256),
+        (25, 256, 256, 256)}
+
+
+def test_anchor_grid_half_precision_runs_float32_on_cpu():
+    cpu = GRIDS["anchors"].cases("cpu")
+    gpu = GRIDS["anchors"].cases("cuda")
+    assert {c.dtype for c in cpu} == {"float32"}
+    assert {c.dtype for c in gpu if c.T == 1024} == {"bfloat16", "float16"}
+    assert all("CPU" in c.note for c in cpu if c.T == 1024)
+    batch1 = [c for c in cpu if "batch-1" in c.note]
+    assert batch1 and all(c.B == 1 and c.mode == "fwd" for c in batch1)
+    haste = {(c.B, c.H) for c in cpu if c.note == "haste sweep"}
+    assert haste == {(b, h) for b in (1, 16, 32, 64, 128) for h in (128, 256, 512, 1024, 2048)}
+
+
+def test_gemm_flops_and_tolerance():
+    case = Case("LSTM", "float32", T=10, B=2, I=3, H=5, mode="fwd")
+    assert gemm_flops(case) == 2 * 10 * 2 * 4 * 5 * (3 + 5)
+    deep = Case("GRU", "float32", 10, 2, 3, 5, layers=2, bidirectional=True, mode="fwdbwd")
+    per_dir = lambda i: 2 * 10 * 2 * 3 * 5 * (i + 5)
+    assert gemm_flops(deep) == 3 * 2 * (per_dir(3) + per_dir(10))
+    assert tolerance("float32", 100) == 5e-5 and tolerance("float32", 400) == 1e-4
+    assert tolerance("float64", 3) == 1e-10 and tolerance("bfloat16", 50) == 2e-2
+
+
+def test_list_custom_product(capsys):
+    assert main(["--cell", "rnn", "GRU", "--T", "7", "--B", "2", "--H", "8", "16",
+                 "--mode", "fwd", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[0] == "RNN_TANH f32 T=7 B=2 I=8 H=8 fwd"
+
+
+def test_usage_errors(capsys):
+    assert main(["--grid", "core", "--T", "5", "--list"]) == 2
+    assert main(["--cell", "LSTM2", "--list"]) == 2
+    assert main(["--device", "tpu", "--list"]) == 2
+    assert main(["--repeats", "0", "--list"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["--device", "cuda", "--list"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--against", "x.json"])
+    assert exit_info.value.code == 2
+
+
+# --- one real (tiny) run: the schema -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--cell", "LSTM", "GRU", "--T", "3", "--B", "2", "--I", "4", "--H", "4",
+            "--repeats", "2", "--warmup", "1", "--min-time", "0", "--device", "cpu",
+            "--gemm-size", "256",
+            "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+TOP_LEVEL = {"device": str, "torch": str, "cuda": (str, type(None)),
+             "cudnn": (int, type(None)), "commit": (str, type(None)), "date": str,
+             "threads": int, "gemm_peak_gflops": float, "cases": list}
+CASE_FIELDS = {"cell": str, "dtype": str, "T": int, "B": int, "I": int, "H": int,
+               "layers": int, "bidirectional": bool, "mode": str, "fastrnn_ms": float,
+               "baseline": str, "baseline_ms": float, "backend": str, "parity": str,
+               "speedup": float, "us_per_step_fastrnn": float, "us_per_step_baseline": float,
+               "gflops_fastrnn": float, "gflops_baseline": float, "repeats": int}
+
+
+def test_results_json_schema(tiny_run):
+    doc = json.loads((tiny_run / "results.json").read_text())
+    for key, kind in TOP_LEVEL.items():
+        assert isinstance(doc[key], kind), key
+    assert doc["gemm_peak_gflops"] > 0
+    assert len(doc["cases"]) == 4  # LSTM, GRU x fwd, fwdbwd
+    assert {(c["cell"], c["mode"]) for c in doc["cases"]} == {
+        ("LSTM", "fwd"), ("LSTM", "fwdbwd"), ("GRU", "fwd"), ("GRU", "fwdbwd")}
+    for case in doc["cases"]:
+        for key, kind in CASE_FIELDS.items():
+            assert isinstance(case[key], kind), key
+        assert case["dtype"] == "float32" and case["baseline"] == "torch-cpu"
+        assert case["backend"] == "cpu-fused" and case["parity"] == "pass"
+        assert (case["T"], case["B"], case["I"], case["H"]) == (3, 2, 4, 4)
+        assert case["repeats"] == 2 and case["fastrnn_ms"] > 0 and case["baseline_ms"] > 0
+        assert case["speedup"] == pytest.approx(case["baseline_ms"] / case["fastrnn_ms"])
+        assert case["us_per_step_fastrnn"] == pytest.approx(case["fastrnn_ms"] * 1000 / 3)
+
+
+def test_csv_md_png_written(tiny_run):
+    rows = list(csv.DictReader((tiny_run / "results.csv").open()))
+    assert len(rows) == 4 and set(CASE_FIELDS) <= set(rows[0])
+    md = (tiny_run / "results.md").read_text()
+    assert "| cell |" in md and md.count("| LSTM |") == 2
+
+
+def test_run_writes_png(tiny_run):
+    pytest.importorskip("matplotlib")
+    assert (tiny_run / "speedup.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_threads_option_is_recorded(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        assert main(["--T", "2", "--B", "1", "--H", "3", "--mode", "fwd", "--repeats", "1",
+                     "--warmup", "0", "--min-time", "0", "--threads", "1",
+                     "--gemm-size", "128",
+                     "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["threads"] == 1 and len(doc["cases"]) == 1
+
+
+# --- compare -----------------------------------------------------------------------------
+
+
+def synthetic(ms_by_case, device="test-device"):
+    cases = []
+    for (cell, H, mode), ms in ms_by_case.items():
+        key = dict(zip(KEY_FIELDS, (cell, "float32", 50, 16, H, H, 1, False, mode)))
+        cases.append(dict(key, fastrnn_ms=ms, baseline="torch-cpu", baseline_ms=2.0 * ms,
+                          speedup=2.0, backend="cpu-fused", parity="pass"))
+    return {"device": device, "threads": 2, "torch": "x", "gemm_peak_gflops": 1.0,
+            "cases": cases}
+
+
+def write(path, doc):
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_compare_detects_regression(tmp_path, capsys):
+    old = write(tmp_path / "old.json", synthetic({("LSTM", 64, "fwd"): 10.0,
+                                                  ("GRU", 64, "fwd"): 10.0}))
+    new = write(tmp_path / "new.json", synthetic({("LSTM", 64, "fwd"): 12.0,
+                                                  ("GRU", 64, "fwd"): 9.0}))
+    assert main(["--compare", old, "--against", new]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "+20.0%" in out and "1 regression(s)" in out
+    assert main(["--compare", old, "--against", new, "--threshold", "25"]) == 0
+
+
+def test_compare_without_regression(tmp_path):
+    old = write(tmp_path / "old.json", synthetic({("LSTM", 64, "fwd"): 10.0,
+                                                  ("LSTM", 128, "fwd"): 20.0}))
+    new = write(tmp_path / "new.json", synthetic({("LSTM", 64, "fwd"): 10.5,
+                                                  ("LSTM", 256, "fwd"): 99.0}))
+    assert main(["--compare", old, "--against", new]) == 0  # +5% < 10%; unmatched ignored
+    result = comparing.compare(comparing.load(old), comparing.load(new))
+    assert len(result["rows"]) == 1 and len(result["only_old"]) == len(result["only_new"]) == 1
+
+
+def test_compare_nothing_in_common_or_bad_file(tmp_path):
+    old = write(tmp_path / "old.json", synthetic({("LSTM", 64, "fwd"): 10.0}))
+    new = write(tmp_path / "new.json", synthetic({("GRU", 64, "fwd"): 10.0}))
+    assert main(["--compare", old, "--against", new]) == 2
+    assert main(["--compare", str(tmp_path / "missing.json"), "--against", new]) == 2
+
+
+# --- plot --------------------------------------------------------------------------------
+
+
+def test_plot_is_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    ms = {(cell, H, mode): 1.0 + H / 64 for cell in ("LSTM", "GRU") for H in (64, 128, 256)
+          for mode in ("fwd", "fwdbwd")}
+    doc = synthetic(ms)
+    doc["cases"][0]["B"] = 1  # a second line in one panel
+    path = plot_speedup(doc, str(tmp_path / "speedup.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    assert plot_speedup(dict(doc, cases=[]), str(tmp_path / "none.png")) is None
+
+
+def test_run_then_compare_with_earlier_file(tiny_run, tmp_path, capsys):
+    argv = ["--cell", "LSTM", "--T", "3", "--B", "2", "--I", "4", "--H", "4", "--mode", "fwd",
+            "--repeats", "1", "--warmup", "0", "--min-time", "0", "--gemm-size", "128",
+            "--compare", str(tiny_run / "results.json")]
+    assert main(argv + ["--threshold", "1e9"]) == 0  # the LSTM fwd case matches
+    assert "1 matched, 0 regression(s)" in capsys.readouterr().out
+    assert main(argv + ["--threshold", "-100"]) == 1  # any time counts as slower
