@@ -23,6 +23,51 @@ RecurrenceSizes check_gru(const char* op, const Tensor& batch_sizes, const Tenso
   return sz;
 }
 
+// The gate loops over units [j0, j1) of one row, outside the dispatch macros so that the
+// simd pragmas apply. Pointers are at the row's start.
+
+// x: [3H] input side; hh: [3H] = h_prev @ w_hh^T; bias: [3H] = b_hh; h: [H] state,
+// updated; y: [H]; saved: [4H] = [r|z|n|h_n].
+template <typename scalar_t>
+void gru_forward_units(const scalar_t* x, const scalar_t* hh, const scalar_t* bias, scalar_t* h,
+                       scalar_t* y, scalar_t* saved, int64_t H, int64_t j0, int64_t j1) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const acc_t h_n = acc_t(hh[2 * H + j]) + acc_t(bias[2 * H + j]);
+    acc_t r, z, n, h_new;
+    gru::forward<acc_t>(x[j], x[H + j], x[2 * H + j], acc_t(hh[j]) + acc_t(bias[j]),
+                        acc_t(hh[H + j]) + acc_t(bias[H + j]), h_n, h[j], r, z, n, h_new);
+    saved[j] = r;
+    saved[H + j] = z;
+    saved[2 * H + j] = n;
+    saved[3 * H + j] = h_n;
+    h[j] = h_new;
+    y[j] = h_new;
+  }
+}
+
+// dh + dh_direct + grad_y: [H] each, the gradient w.r.t. h; dh_direct is replaced by the
+// direct part of the gradient w.r.t. h_prev. saved: [4H]; h_prev: [H]; dx, dhh: [3H].
+template <typename scalar_t>
+void gru_backward_units(const scalar_t* dh, scalar_t* dh_direct, const scalar_t* grad_y,
+                        const scalar_t* saved, const scalar_t* h_prev, scalar_t* dx,
+                        scalar_t* dhh, int64_t H, int64_t j0, int64_t j1) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    acc_t dx_r, dx_z, dx_n, dh_n, dh_prev_direct;
+    gru::backward<acc_t>(acc_t(dh[j]) + acc_t(dh_direct[j]) + acc_t(grad_y[j]), saved[j],
+                         saved[H + j], saved[2 * H + j], saved[3 * H + j], h_prev[j], dx_r, dx_z,
+                         dx_n, dh_n, dh_prev_direct);
+    dx[j] = dhh[j] = dx_r;
+    dx[H + j] = dhh[H + j] = dx_z;
+    dx[2 * H + j] = dx_n;
+    dhh[2 * H + j] = dh_n;
+    dh_direct[j] = dh_prev_direct;
+  }
+}
+
 // gx: [N, 3H] = x @ W_ih^T + b_ih; h0: [B, H]; w_hh: [3H, H]; b_hh: [3H] or none.
 // Returns y: [N, H]; hn: [B, H]; saved: [N, 4H] = [r|z|n|h_n] per row, read by gru_backward.
 std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor& batch_sizes,
@@ -43,7 +88,6 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
   const Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({3 * H}, gx.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "gru_forward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh.t());  // [b, H] -> [b, 3H]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -56,23 +100,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
       scalar_t* h_p = h_state.data_ptr<scalar_t>();
       scalar_t* y_p = y.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        const scalar_t* x = gx_p + row * 3 * H;
-        const scalar_t* hh = gh_p + row * 3 * H;
-        scalar_t* sv = saved_p + row * 4 * H;
-        FASTRNN_SIMD
-        for (int64_t j = j0; j < j1; ++j) {
-          const acc_t h_n = acc_t(hh[2 * H + j]) + acc_t(bias_p[2 * H + j]);
-          acc_t r, z, n, h;
-          gru::forward<acc_t>(x[j], x[H + j], x[2 * H + j], acc_t(hh[j]) + acc_t(bias_p[j]),
-                              acc_t(hh[H + j]) + acc_t(bias_p[H + j]), h_n, h_p[row * H + j],
-                              r, z, n, h);
-          sv[j] = r;
-          sv[H + j] = z;
-          sv[2 * H + j] = n;
-          sv[3 * H + j] = h_n;
-          h_p[row * H + j] = h;
-          y_p[row * H + j] = h;
-        }
+        gru_forward_units(gx_p + row * 3 * H, gh_p + row * 3 * H, bias_p, h_p + row * H,
+                          y_p + row * H, saved_p + row * 4 * H, H, j0, j1);
       });
     }
   });
@@ -106,7 +135,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Tensor h_prev = previous_states(y.contiguous(), h0, schedule);  // [N, H]
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "gru_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh);  // [b, 3H] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -119,22 +147,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
       scalar_t* dx_p = grad_gx.data_ptr<scalar_t>() + first * 3 * H;
       scalar_t* dhh_p = grad_gh.data_ptr<scalar_t>() + first * 3 * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        const scalar_t* sv = sv_p + row * 4 * H;
-        scalar_t* dx = dx_p + row * 3 * H;
-        scalar_t* dhh = dhh_p + row * 3 * H;
-        FASTRNN_SIMD
-        for (int64_t j = j0; j < j1; ++j) {
-          const int64_t k = row * H + j;
-          acc_t dx_r, dx_z, dx_n, dh_n, dh_prev_direct;
-          gru::backward<acc_t>(acc_t(dh_p[k]) + acc_t(dhd_p[k]) + acc_t(gy_p[k]), sv[j],
-                               sv[H + j], sv[2 * H + j], sv[3 * H + j], hp_p[k], dx_r, dx_z,
-                               dx_n, dh_n, dh_prev_direct);
-          dx[j] = dhh[j] = dx_r;
-          dx[H + j] = dhh[H + j] = dx_z;
-          dx[2 * H + j] = dx_n;
-          dhh[2 * H + j] = dh_n;
-          dhd_p[k] = dh_prev_direct;
-        }
+        gru_backward_units(dh_p + row * H, dhd_p + row * H, gy_p + row * H, sv_p + row * 4 * H,
+                           hp_p + row * H, dx_p + row * 3 * H, dhh_p + row * 3 * H, H, j0, j1);
       });
       recurrent(b, dhh_p, dh_state.data_ptr<scalar_t>());
     }

@@ -29,6 +29,53 @@ RecurrenceSizes check_lstm(const char* op, const Tensor& batch_sizes, const Tens
   return sz;
 }
 
+// The gate loops over units [j0, j1) of one row, outside the dispatch macros so that the
+// simd pragmas apply. Pointers are at the row's start.
+
+// a_x, a_h: [4H] pre-activations; c: [H] state, updated; saved: [5H] = [i|f|g|o|c]; h: [H].
+template <typename scalar_t>
+void lstm_forward_units(const scalar_t* a_x, const scalar_t* a_h, scalar_t* c, scalar_t* saved,
+                        scalar_t* h, int64_t H, int64_t j0, int64_t j1) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    acc_t i, f, g, o, c_new, h_new;
+    lstm::forward<acc_t>(acc_t(a_x[j]) + acc_t(a_h[j]), acc_t(a_x[H + j]) + acc_t(a_h[H + j]),
+                         acc_t(a_x[2 * H + j]) + acc_t(a_h[2 * H + j]),
+                         acc_t(a_x[3 * H + j]) + acc_t(a_h[3 * H + j]), acc_t(c[j]), i, f, g,
+                         o, c_new, h_new);
+    saved[j] = i;
+    saved[H + j] = f;
+    saved[2 * H + j] = g;
+    saved[3 * H + j] = o;
+    saved[4 * H + j] = c_new;
+    c[j] = c_new;
+    h[j] = h_new;
+  }
+}
+
+// dh: [H] gradient w.r.t. h (plus grad_y: [H] when kAddGradY); dc: [H], replaced by the
+// gradient w.r.t. c_prev; saved: [5H]; c_prev: [H]; da: [4H] pre-activation gradients.
+template <bool kAddGradY, typename scalar_t>
+void lstm_backward_units(const scalar_t* dh, const scalar_t* grad_y, scalar_t* dc,
+                         const scalar_t* saved, const scalar_t* c_prev, scalar_t* da, int64_t H,
+                         int64_t j0, int64_t j1) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    acc_t dh_total = dh[j];
+    if constexpr (kAddGradY) dh_total += acc_t(grad_y[j]);
+    acc_t dc_j = dc[j], da_i, da_f, da_g, da_o;
+    lstm::backward<acc_t>(dh_total, dc_j, saved[j], saved[H + j], saved[2 * H + j],
+                          saved[3 * H + j], saved[4 * H + j], c_prev[j], da_i, da_f, da_g, da_o);
+    dc[j] = dc_j;
+    da[j] = da_i;
+    da[H + j] = da_f;
+    da[2 * H + j] = da_g;
+    da[3 * H + j] = da_o;
+  }
+}
+
 // m = o * tanh(c) for every row, from saved: [N, 5H] -> [N, H].
 Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
   Tensor m = at::empty({saved.size(0), H}, saved.options());
@@ -37,8 +84,7 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
     const scalar_t* sv = saved.data_ptr<scalar_t>();
     scalar_t* m_p = m.data_ptr<scalar_t>();
     for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
-      FASTRNN_SIMD
-      for (int64_t j = j0; j < j1; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {  // once per backward with projection: left scalar
         m_p[row * H + j] = lstm::hidden<acc_t>(sv[row * 5 * H + 3 * H + j], sv[row * 5 * H + 4 * H + j]);
       }
     });
@@ -72,7 +118,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh.t());                // [b, P] -> [b, 4H]
     const StepGemm<scalar_t> project(proj ? w_hr->t() : w_hh);  // [b, H] -> [b, P]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -86,25 +131,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
       // Without projection h goes straight to the state.
       scalar_t* h_p = proj ? m.data_ptr<scalar_t>() : h_state.data_ptr<scalar_t>();
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        const scalar_t* a_x = gx_p + row * 4 * H;
-        const scalar_t* a_h = gh_p + row * 4 * H;
-        scalar_t* sv = saved_p + row * 5 * H;
-        FASTRNN_SIMD
-        for (int64_t j = j0; j < j1; ++j) {
-          acc_t i, f, g, o, c, h;
-          lstm::forward<acc_t>(acc_t(a_x[j]) + acc_t(a_h[j]),
-                               acc_t(a_x[H + j]) + acc_t(a_h[H + j]),
-                               acc_t(a_x[2 * H + j]) + acc_t(a_h[2 * H + j]),
-                               acc_t(a_x[3 * H + j]) + acc_t(a_h[3 * H + j]),
-                               acc_t(c_p[row * H + j]), i, f, g, o, c, h);
-          sv[j] = i;
-          sv[H + j] = f;
-          sv[2 * H + j] = g;
-          sv[3 * H + j] = o;
-          sv[4 * H + j] = c;
-          c_p[row * H + j] = c;
-          h_p[row * H + j] = h;
-        }
+        lstm_forward_units(gx_p + row * 4 * H, gh_p + row * 4 * H, c_p + row * H,
+                           saved_p + row * 5 * H, h_p + row * H, H, j0, j1);
       });
       if (proj) project(b, m.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>());
       copy_rows(y, first, h_state, b);
@@ -143,7 +171,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor dm = proj ? at::empty({sz.B, H}, saved.options()) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh);                // [b, 4H] -> [b, P]
     const StepGemm<scalar_t> project(proj ? *w_hr : w_hh);  // [b, P] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
@@ -157,27 +184,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
         project(b, dh, dm.data_ptr<scalar_t>());
       }
       const scalar_t* dh_p = proj ? dm.data_ptr<scalar_t>() : dh_state.data_ptr<scalar_t>();
-      const scalar_t* gy_p = proj ? nullptr : grad_y.data_ptr<scalar_t>() + first * H;
+      const scalar_t* gy_p = grad_y.data_ptr<scalar_t>() + first * P;  // read unless proj
       const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 5 * H;
       const scalar_t* cp_p = c_prev.data_ptr<scalar_t>() + first * H;
       scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
       scalar_t* dg_p = grad_gx.data_ptr<scalar_t>() + first * 4 * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        const scalar_t* sv = sv_p + row * 5 * H;
-        scalar_t* dg = dg_p + row * 4 * H;
-        FASTRNN_SIMD
-        for (int64_t j = j0; j < j1; ++j) {
-          const int64_t k = row * H + j;
-          const acc_t dh = gy_p ? acc_t(dh_p[k]) + acc_t(gy_p[k]) : acc_t(dh_p[k]);
-          acc_t dc = dc_p[k], da_i, da_f, da_g, da_o;
-          lstm::backward<acc_t>(dh, dc, sv[j], sv[H + j], sv[2 * H + j], sv[3 * H + j],
-                                sv[4 * H + j], cp_p[k], da_i, da_f, da_g, da_o);
-          dc_p[k] = dc;
-          dg[j] = da_i;
-          dg[H + j] = da_f;
-          dg[2 * H + j] = da_g;
-          dg[3 * H + j] = da_o;
-        }
+        const auto units = proj ? lstm_backward_units<false, scalar_t>
+                                : lstm_backward_units<true, scalar_t>;
+        units(dh_p + row * H, gy_p + row * H, dc_p + row * H, sv_p + row * 5 * H,
+              cp_p + row * H, dg_p + row * 4 * H, H, j0, j1);
       });
       recurrent(b, dg_p, dh_state.data_ptr<scalar_t>());
     }

@@ -11,9 +11,6 @@
 
 #include "gemm.h"
 
-// Vectorise the loop that follows (the gate loops carry no dependence between units).
-#define FASTRNN_SIMD _Pragma("omp simd")
-
 namespace fastrnn {
 namespace cpu {
 

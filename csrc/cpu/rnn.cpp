@@ -22,12 +22,38 @@ RecurrenceSizes check_rnn(const char* op, const Tensor& batch_sizes, const Tenso
   return sz;
 }
 
+// The loops over units [begin, end) of the flattened [b, H] step, outside the dispatch
+// macros so that the simd pragmas apply.
+
+// h = y = act(gx + gh), all [b, H].
+template <bool kRelu, typename scalar_t>
+void rnn_forward_units(const scalar_t* gx, const scalar_t* gh, scalar_t* h, scalar_t* y,
+                       int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t k = begin; k < end; ++k) {
+    const acc_t h_k = rnn::forward<kRelu, acc_t>(acc_t(gx[k]) + acc_t(gh[k]));
+    h[k] = h_k;
+    y[k] = h_k;
+  }
+}
+
+// da = gradient w.r.t. the pre-activation, from dh + grad_y and the output y; all [b, H].
+template <bool kRelu, typename scalar_t>
+void rnn_backward_units(const scalar_t* dh, const scalar_t* grad_y, const scalar_t* y,
+                        scalar_t* da, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+#pragma omp simd
+  for (int64_t k = begin; k < end; ++k) {
+    da[k] = rnn::backward<kRelu, acc_t>(acc_t(dh[k]) + acc_t(grad_y[k]), acc_t(y[k]));
+  }
+}
+
 template <bool kRelu>
 void rnn_forward_loop(const Tensor& gx, const Schedule& schedule, const Tensor& w_hh,
                       Tensor& h_state, Tensor& y, Tensor& gh) {
   const int64_t H = h_state.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "rnn_forward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh.t());  // [b, H] -> [b, H]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -38,12 +64,7 @@ void rnn_forward_loop(const Tensor& gx, const Schedule& schedule, const Tensor& 
       scalar_t* h_p = h_state.data_ptr<scalar_t>();
       scalar_t* y_p = y.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        FASTRNN_SIMD
-        for (int64_t k = row * H + j0; k < row * H + j1; ++k) {
-          const acc_t h = rnn::forward<kRelu, acc_t>(acc_t(gx_p[k]) + acc_t(gh_p[k]));
-          h_p[k] = h;
-          y_p[k] = h;
-        }
+        rnn_forward_units<kRelu>(gx_p, gh_p, h_p, y_p, row * H + j0, row * H + j1);
       });
     }
   });
@@ -54,7 +75,6 @@ void rnn_backward_loop(const Tensor& grad_y, const Tensor& y, const Schedule& sc
                        const Tensor& w_hh, Tensor& dh_state, Tensor& grad_gx) {
   const int64_t H = dh_state.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "rnn_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const StepGemm<scalar_t> recurrent(w_hh);  // [b, H] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -64,10 +84,7 @@ void rnn_backward_loop(const Tensor& grad_y, const Tensor& y, const Schedule& sc
       const scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
       scalar_t* da_p = grad_gx.data_ptr<scalar_t>() + first * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        FASTRNN_SIMD
-        for (int64_t k = row * H + j0; k < row * H + j1; ++k) {
-          da_p[k] = rnn::backward<kRelu, acc_t>(acc_t(dh_p[k]) + acc_t(gy_p[k]), y_p[k]);
-        }
+        rnn_backward_units<kRelu>(dh_p, gy_p, y_p, da_p, row * H + j0, row * H + j1);
       });
       recurrent(b, da_p, dh_state.data_ptr<scalar_t>());
     }
