@@ -132,7 +132,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dh_direct = at::zeros_like(dh_state);
   Tensor grad_gx = at::empty({sz.N, 3 * H}, saved.options());
   Tensor grad_gh = at::empty({sz.N, 3 * H}, saved.options());  // w.r.t. h_prev @ w_hh^T + b_hh
-  const Tensor h_prev = previous_states(y.contiguous(), h0, schedule);  // [N, H]
+  const Tensor y_c = y.contiguous(), h0_c = h0.contiguous();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "gru_backward", [&] {
     const StepGemm<scalar_t> recurrent(w_hh);  // [b, 3H] -> [b, H]
@@ -141,20 +141,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
       if (b == 0) continue;
       const scalar_t* gy_p = grad_y.data_ptr<scalar_t>() + first * H;
       const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 4 * H;
-      const scalar_t* hp_p = h_prev.data_ptr<scalar_t>() + first * H;
       const scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
       scalar_t* dhd_p = dh_direct.data_ptr<scalar_t>();
       scalar_t* dx_p = grad_gx.data_ptr<scalar_t>() + first * 3 * H;
       scalar_t* dhh_p = grad_gh.data_ptr<scalar_t>() + first * 3 * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+        const scalar_t* h_prev = previous_row(y_c.data_ptr<scalar_t>(), H,
+                                              h0_c.data_ptr<scalar_t>(), schedule, s, row, H);
         gru_backward_units(dh_p + row * H, dhd_p + row * H, gy_p + row * H, sv_p + row * 4 * H,
-                           hp_p + row * H, dx_p + row * 3 * H, dhh_p + row * 3 * H, H, j0, j1);
+                           h_prev, dx_p + row * 3 * H, dhh_p + row * 3 * H, H, j0, j1);
       });
       recurrent(b, dhh_p, dh_state.data_ptr<scalar_t>());
     }
   });
 
-  Tensor grad_w_hh = at::mm(grad_gh.t(), h_prev);
+  Tensor grad_w_hh = recurrent_weight_grad(grad_gh, y_c, h0, schedule, reverse);
   Tensor grad_b_hh = has_bias ? grad_gh.sum(0) : at::empty({0}, saved.options());
   return {grad_gx, dh_state.add_(dh_direct), grad_w_hh, grad_b_hh};
 }

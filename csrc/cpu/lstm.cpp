@@ -165,8 +165,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, P]: gradient w.r.t. the h state
   Tensor dc_state = grad_cn.contiguous().clone();  // [B, H]
   Tensor grad_gx = at::empty({sz.N, 4 * H}, saved.options());
-  const Tensor c_all = saved.narrow(1, 4 * H, H);                    // [N, H], strided
-  const Tensor c_prev = previous_states(c_all, c0, schedule);        // [N, H]
+  const Tensor c0_c = c0.contiguous();
   Tensor dh_all = proj ? at::empty({sz.N, P}, saved.options()) : Tensor();  // for grad_w_hr
   Tensor dm = proj ? at::empty({sz.B, H}, saved.options()) : Tensor();
 
@@ -186,21 +185,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
       const scalar_t* dh_p = proj ? dm.data_ptr<scalar_t>() : dh_state.data_ptr<scalar_t>();
       const scalar_t* gy_p = grad_y.data_ptr<scalar_t>() + first * P;  // read unless proj
       const scalar_t* sv_p = saved.data_ptr<scalar_t>() + first * 5 * H;
-      const scalar_t* cp_p = c_prev.data_ptr<scalar_t>() + first * H;
       scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
       scalar_t* dg_p = grad_gx.data_ptr<scalar_t>() + first * 4 * H;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
         const auto units = proj ? lstm_backward_units<false, scalar_t>
                                 : lstm_backward_units<true, scalar_t>;
-        units(dh_p + row * H, gy_p + row * H, dc_p + row * H, sv_p + row * 5 * H,
-              cp_p + row * H, dg_p + row * 4 * H, H, j0, j1);
+        const scalar_t* c_prev = previous_row(saved.data_ptr<scalar_t>() + 4 * H, 5 * H,
+                                              c0_c.data_ptr<scalar_t>(), schedule, s, row, H);
+        units(dh_p + row * H, gy_p + row * H, dc_p + row * H, sv_p + row * 5 * H, c_prev,
+              dg_p + row * 4 * H, H, j0, j1);
       });
       recurrent(b, dg_p, dh_state.data_ptr<scalar_t>());
     }
   });
 
-  const Tensor h_prev = previous_states(y_in.contiguous(), h0, schedule);  // [N, P]
-  Tensor grad_w_hh = at::mm(grad_gx.t(), h_prev);
+  Tensor grad_w_hh = recurrent_weight_grad(grad_gx, y_in.contiguous(), h0, schedule, reverse);
   Tensor grad_w_hr = proj ? at::mm(dh_all.t(), lstm_hidden_from_saved(saved, H))
                           : at::empty({0}, saved.options());
   return {grad_gx, dh_state, dc_state, grad_w_hh, grad_w_hr};

@@ -3,6 +3,7 @@
 // the parallel loop over hidden units, and the gathering of each step's previous state.
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -33,6 +34,11 @@ class Schedule {
   int64_t steps() const { return static_cast<int64_t>(batch_.size()); }
   int64_t rows(int64_t s) const { return batch_[time(s)]; }
   int64_t first_row(int64_t s) const { return offset_[time(s)]; }
+  // Rows of step s that were also rows of step s-1: their previous state is that step's
+  // row; the others start from the initial state.
+  int64_t carried_rows(int64_t s) const { return s == 0 ? 0 : std::min(rows(s), rows(s - 1)); }
+  // Whether every step has the same rows (a dense [T, B] sequence).
+  bool dense() const { return std::all_of(batch_.begin(), batch_.end(), [&](int64_t b) { return b == batch_[0]; }); }
 
  private:
   int64_t time(int64_t s) const { return reverse_ ? steps() - 1 - s : s; }
@@ -62,30 +68,44 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
   });
 }
 
-// For every step s, the state each of its rows held before s: rows active at the previous
-// step take that step's row of `states`, rows that start at s take `init`.
-// states: [N, X] (row stride may exceed X), init: [B, X]; returns [N, X] contiguous.
-inline at::Tensor previous_states(const at::Tensor& states, const at::Tensor& init,
-                                  const Schedule& schedule) {
-  auto out = at::empty({states.size(0), states.size(1)}, states.options());
-  const int64_t X = states.size(1), stride = states.stride(0);
-  const auto init_c = init.contiguous();
-  const size_t row_bytes = X * states.element_size();
-  const auto* src = static_cast<const char*>(states.data_ptr());
-  const auto* src_init = static_cast<const char*>(init_c.data_ptr());
-  auto* dst = static_cast<char*>(out.data_ptr());
-  const size_t elem = states.element_size();
-  for (int64_t s = 0; s < schedule.steps(); ++s) {
-    const int64_t b = schedule.rows(s), first = schedule.first_row(s);
-    const int64_t carried = s == 0 ? 0 : std::min(b, schedule.rows(s - 1));
-    const int64_t prev_first = s == 0 ? 0 : schedule.first_row(s - 1);
-    for (int64_t i = 0; i < b; ++i) {
-      const char* from = i < carried ? src + (prev_first + i) * stride * elem
-                                     : src_init + i * X * elem;
-      std::memcpy(dst + (first + i) * X * elem, from, row_bytes);
-    }
+// Row i of the state step s read: row i of step s-1 in `states` ([N, X], row stride
+// `stride`) when that step had the row, else row i of `init` ([B, X], contiguous).
+template <typename T>
+const T* previous_row(const T* states, int64_t stride, const T* init, const Schedule& schedule,
+                      int64_t s, int64_t i, int64_t X) {
+  return i < schedule.carried_rows(s) ? states + (schedule.first_row(s - 1) + i) * stride
+                                      : init + i * X;
+}
+
+// grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
+// h_prev @ w_hh^T; h_prev of a step's rows is the previous step's rows of y ([N, P]) or
+// h0 ([B, P]). A dense sequence needs no gathering: two GEMMs on views of y and h0.
+inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
+                                        const at::Tensor& h0, const Schedule& schedule,
+                                        bool reverse) {
+  const int64_t N = y.size(0), B = h0.size(0);
+  if (schedule.dense()) {
+    // Forward: step t reads y of t-1 (h0 for t = 0); reverse: y of t+1 (h0 for t = T-1).
+    const at::Tensor grad_first = reverse ? grad.narrow(0, N - B, B) : grad.narrow(0, 0, B);
+    const at::Tensor grad_rest = reverse ? grad.narrow(0, 0, N - B) : grad.narrow(0, B, N - B);
+    const at::Tensor y_prev = reverse ? y.narrow(0, B, N - B) : y.narrow(0, 0, N - B);
+    return at::addmm(at::mm(grad_first.t(), h0), grad_rest.t(), y_prev);
   }
-  return out;
+  const auto init = h0.contiguous();
+  at::Tensor h_prev = at::empty_like(y);  // [N, P]
+  const int64_t P = y.size(1);
+  const size_t row_bytes = P * y.element_size();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "h_prev", [&] {
+    for (int64_t s = 0; s < schedule.steps(); ++s) {
+      for (int64_t i = 0; i < schedule.rows(s); ++i) {
+        std::memcpy(h_prev.data_ptr<scalar_t>() + (schedule.first_row(s) + i) * P,
+                    previous_row(y.data_ptr<scalar_t>(), P, init.data_ptr<scalar_t>(), schedule,
+                                 s, i, P),
+                    row_bytes);
+      }
+    }
+  });
+  return at::mm(grad.t(), h_prev);
 }
 
 }  // namespace cpu

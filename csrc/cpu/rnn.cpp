@@ -132,7 +132,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
   } else {
     rnn_backward_loop<false>(grad_y, y, schedule, w_hh, dh_state, grad_gx);
   }
-  Tensor grad_w_hh = at::mm(grad_gx.t(), previous_states(y, h0, schedule));
+  Tensor grad_w_hh = recurrent_weight_grad(grad_gx, y, h0, schedule, reverse);
   return {grad_gx, dh_state, grad_w_hh};
 }
 
