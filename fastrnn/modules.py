@@ -6,6 +6,8 @@ parametrizations are torch's own; only forward() differs, and it accepts and ret
 torch.nn's forward does.
 """
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -17,6 +19,12 @@ class _FusedRecurrence:
     """forward() for a torch.nn.RNNBase subclass, running functional.rnn."""
 
     def forward(self, input, hx=None):
+        device = (input.data if isinstance(input, PackedSequence) else input).device
+        if not _has_kernels(device):
+            warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
+                          f"{type(self).__name__} runs torch.nn's implementation there",
+                          stacklevel=2)
+            return super().forward(input, hx)
         self._update_flat_weights()
         is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
@@ -120,6 +128,14 @@ class _FusedRecurrence:
             raise RuntimeError(
                 f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
                 f"{input.dtype}")
+
+
+def _has_kernels(device):
+    """Whether fastrnn's recurrence ops run on this device (meta: shapes only)."""
+    if device.type in ("cpu", "meta"):
+        return True
+    return device.type == "cuda" and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastrnn::lstm_forward", "CUDA")
 
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

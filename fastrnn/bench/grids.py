@@ -25,22 +25,21 @@ _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "f32": "float32", "fl
 _DTYPE_SHORT = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "float16": "f16"}
 
 
+def _parse(aliases, name, what, expected):
+    try:
+        return aliases[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; expected {expected}") from None
+
+
 def parse_cell(name):
     """'lstm', 'RNN', 'rnn_relu', ... -> one of CELLS (RNN means RNN_TANH)."""
-    try:
-        return _CELL_ALIASES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown cell {name!r}; expected one of LSTM, GRU, RNN, "
-                         "RNN_TANH, RNN_RELU") from None
+    return _parse(_CELL_ALIASES, name, "cell", "one of LSTM, GRU, RNN, RNN_TANH, RNN_RELU")
 
 
 def parse_dtype(name):
     """'fp32', 'bf16', 'half', ... -> the torch dtype's name (float32, bfloat16, ...)."""
-    try:
-        return _DTYPE_ALIASES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; expected float32, float64, bfloat16 "
-                         "or float16") from None
+    return _parse(_DTYPE_ALIASES, name, "dtype", "float32, float64, bfloat16 or float16")
 
 
 @dataclass(frozen=True)
