@@ -5,6 +5,9 @@
 // per step cost more than the product. Other dtypes go through at::mm_out.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #include <limits>
 
@@ -38,23 +41,47 @@ class StepGemm {
   }
 
   // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w.
+  // With few rows the product streams w once per step: its columns are then split into
+  // one block per thread, each thread always taking the same block, so that each core
+  // keeps its part of w in its own cache from step to step.
   void operator()(int64_t m, const scalar_t* a, scalar_t* out) const {
     if (m == 0) return;
-    if (trans_w_ != 0 && m <= std::numeric_limits<int>::max()) {
-      // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
-      const int mi = static_cast<int>(n_), ni = static_cast<int>(m), ki = static_cast<int>(k_);
-      const scalar_t one = 1, zero = 0;
-      const char no_trans = 'N';
-      blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w_.data_ptr<scalar_t>(), &ld_w_, a,
-             &ki, &zero, out, &mi);
+    if (trans_w_ == 0 || m > std::numeric_limits<int>::max()) {
+      const auto options = w_.options();
+      at::Tensor out_t = at::from_blob(out, {m, n_}, options);
+      at::mm_out(out_t, at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options), w_);
       return;
     }
-    const auto options = w_.options();
-    at::Tensor out_t = at::from_blob(out, {m, n_}, options);
-    at::mm_out(out_t, at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options), w_);
+    constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16;
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    if (m > kMaxRowsToSplit || threads == 1 || n_ < 2 * kAlign * threads) {
+      blas_columns(m, a, out, 0, n_);
+      return;
+    }
+    const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t first = std::min(n_, t * width);
+        blas_columns(m, a, out, first, std::min(width, n_ - first));
+      }
+    });
   }
 
  private:
+  // out[:, first : first + width] = a @ w[:, first : first + width].
+  void blas_columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first,
+                    int64_t width) const {
+    if (width == 0) return;
+    // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
+    const int mi = static_cast<int>(width), ni = static_cast<int>(m), ki = static_cast<int>(k_);
+    const int ld_out = static_cast<int>(n_);
+    const scalar_t one = 1, zero = 0;
+    const char no_trans = 'N';
+    const scalar_t* w = w_.data_ptr<scalar_t>() + (trans_w_ == 'N' ? first : first * ld_w_);
+    blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ki, &zero, out + first,
+           &ld_out);
+  }
+
   using Blas = void (*)(const char*, const char*, const int*, const int*, const int*,
                         const scalar_t*, const scalar_t*, const int*, const scalar_t*,
                         const int*, const scalar_t*, scalar_t*, const int*);
