@@ -1,0 +1,228 @@
+#pragma once
+// One block's work in a persistent recurrence, written once for the CUDA kernels and the
+// host emulation. Each phase is a per-thread function (tid in [0, nthreads)) except the
+// product, which is per warp (see dot_partial); a block-wide barrier separates phases and
+// a grid-wide barrier separates steps:
+//
+//   forward:  load_weights | per step s = 0..T-1:
+//               stage (h_{s-1} rows -> x_s) | product (x_s @ w_s^T -> acc_s: gh) |
+//               gates_forward (gx + gh -> y, saved, carry) || grid barrier
+//   backward: load_weights | per iteration s = T-1..-1:
+//               stage (rows of step s+1's recurrent-side gradient -> x_s) |
+//               product (x_s @ w_s -> acc_s: dh through W_hh for the owned units) |
+//               gates_backward (-> grad_gx, grad_gh, carry; grad_h0, grad_c0) || grid barrier
+//
+// Global data written by other blocks during the launch (y rows forward, the gradient
+// rows backward) is read with load_cross (ld.global.cg: from L2, never a stale L1 line),
+// and only after the grid barrier that follows its writers.
+
+#include "cell_policy.h"
+#include "plan.h"
+
+namespace fastrnn {
+namespace persistent {
+
+template <class A, class T>
+FASTRNN_HD A to_acc(T v) {
+  return static_cast<A>(v);
+}
+template <class T, class A>
+FASTRNN_HD T from_acc(A v) {
+  return static_cast<T>(v);
+}
+
+template <class T>
+FASTRNN_HD T load_cross(const T* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldcg(p);
+#else
+  return *p;
+#endif
+}
+
+// Global tensors of one direction of one layer, storage type T, all contiguous.
+// N packed rows, GH = G*H. Forward reads gx [N, GH], h0 [B, H], c0 [B, H] (LSTM),
+// w_hh [GH, H], b_hh [GH] (GRU, optional); writes y [N, H], hn [B, H], cn [B, H] (LSTM),
+// saved [N, kSaved*H]. Backward reads grad_y [N, H], grad_hn [B, H], grad_cn [B, H]
+// (LSTM), h0, c0, w_hh, y, saved; writes grad_gx [N, GH], grad_gh [N, GH] (GRU: gradient
+// w.r.t. h_prev @ w_hh^T + b_hh), grad_h0 [B, H], grad_c0 [B, H] (LSTM).
+template <class T>
+struct Params {
+  Sched sched;
+  const T *gx, *h0, *c0, *w_hh, *b_hh;
+  T *y, *hn, *cn, *saved;
+  const T *grad_y, *grad_hn, *grad_cn;
+  T *grad_gx, *grad_gh, *grad_h0, *grad_c0;
+  unsigned int* barrier;  // one counter, see barrier.h
+};
+
+// The product of one step: out[r, c] = sum_k x_s[r, k] * w_s[c, k] for r < R, c < ncol.
+struct DotJob {
+  int ncol, R, K;
+};
+
+template <class Cell, class T, class A>
+struct Block {
+  static constexpr int G = Cell::kGates;
+  static constexpr int kSavedArr = Cell::kSaved > 0 ? Cell::kSaved : 1;
+
+  Plan p;
+  Params<T> a;
+  int u0, nu;  // owned units [u0, u0 + nu)
+  T* w_s;      // forward [G*nu, H], backward [nu, G*H]
+  T* x_s;      // forward [B, H], backward [B, G*H]
+  A* acc_s;    // forward [B, G*nu], backward [B, nu]
+  A* carry_s;  // [B, nu]
+
+  FASTRNN_HD Block(const Plan& plan, const Params<T>& args, int block, unsigned char* smem)
+      : p(plan), a(args), u0(first_unit(plan, block)), nu(unit_count(plan, block)) {
+    const SmemLayout l = smem_layout(plan, sizeof(T), sizeof(A));
+    w_s = reinterpret_cast<T*>(smem + l.w);
+    x_s = reinterpret_cast<T*>(smem + l.x);
+    acc_s = reinterpret_cast<A*>(smem + l.acc);
+    carry_s = reinterpret_cast<A*>(smem + l.carry);
+  }
+
+  FASTRNN_HD int rows(int s) const { return step_rows(p, a.sched, s); }
+  FASTRNN_HD int first(int s) const { return step_first(p, a.sched, s); }
+
+  FASTRNN_HD void load_weights(int tid, int nthreads) const {
+    const int H = p.H, GH = G * p.H;
+    const int n = nu * GH;
+    for (int idx = tid; idx < n; idx += nthreads) {
+      if (!p.backward) {  // w_s[(g*nu + u)*H + k] = w_hh[g*H + u0 + u, k]
+        const int c = idx / H, k = idx % H, g = c / nu, u = c % nu;
+        w_s[idx] = a.w_hh[size_t(g * H + u0 + u) * H + k];
+      } else {  // w_s[u*GH + k] = w_hh[k, u0 + u]
+        const int u = idx / GH, k = idx % GH;
+        w_s[idx] = a.w_hh[size_t(k) * H + u0 + u];
+      }
+    }
+  }
+
+  // forward: x_s[i, :] = h_prev of row i of step s (row i of step s-1 in y, else h0).
+  // backward (iteration s): x_s[i, :] = gradient row i of step s+1 (grad_gh or grad_gx).
+  FASTRNN_HD void stage(int s, int tid, int nthreads) const {
+    const int H = p.H, GH = G * p.H;
+    if (!p.backward) {
+      const int R = rows(s), Rp = rows(s - 1);
+      const int fp = Rp > 0 ? first(s - 1) : 0;
+      for (int idx = tid; idx < R * H; idx += nthreads) {
+        const int i = idx / H, k = idx % H;
+        x_s[idx] = i < Rp ? load_cross(a.y + size_t(fp + i) * H + k) : a.h0[size_t(i) * H + k];
+      }
+    } else {
+      const int R = rows(s + 1);
+      if (R == 0) return;
+      const T* src = (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) + size_t(first(s + 1)) * GH;
+      for (int idx = tid; idx < R * GH; idx += nthreads) x_s[idx] = load_cross(src + idx);
+    }
+  }
+
+  FASTRNN_HD DotJob job(int s) const {
+    if (!p.backward) return {G * nu, rows(s), p.H};
+    return {nu, rows(s + 1), G * p.H};
+  }
+
+  // One lane's share of column c, rows [r0, r0 + kMaxRowsPerPass): acc[r] += the sum over
+  // k = lane, lane + 32, ... of x_s[r0 + r, k] * w_s[c, k]. A warp adds its 32 lanes with
+  // warp_sum's butterfly (dot_phase below, and its host twin in the emulation).
+  FASTRNN_HD void dot_partial(const DotJob& j, int c, int r0, int lane, A* acc) const {
+    const T* w = w_s + size_t(c) * j.K;
+    const T* x = x_s + size_t(r0) * j.K;
+    const int nr = j.R - r0;
+    for (int k = lane; k < j.K; k += kWarp) {
+      const A wk = to_acc<A>(w[k]);
+#pragma unroll
+      for (int r = 0; r < kMaxRowsPerPass; ++r) {
+        if (r < nr) acc[r] += to_acc<A>(x[size_t(r) * j.K + k]) * wk;
+      }
+    }
+  }
+
+  FASTRNN_HD void dot_store(const DotJob& j, int c, int r0, const A* acc) const {
+    const int nr = j.R - r0 < kMaxRowsPerPass ? j.R - r0 : kMaxRowsPerPass;
+    for (int r = 0; r < nr; ++r) acc_s[size_t(r0 + r) * j.ncol + c] = acc[r];
+  }
+
+  // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for
+  // rows whose last step this is.
+  FASTRNN_HD void gates_forward(int s, int tid, int nthreads) const {
+    const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
+    if (R == 0) return;
+    const int f = first(s);
+    for (int idx = tid; idx < R * nu; idx += nthreads) {
+      const int i = idx / nu, u = idx % nu, j = u0 + u;
+      const size_t row = size_t(f + i);
+      A x[G], hh[G], saved[kSavedArr];
+      for (int g = 0; g < G; ++g) {
+        x[g] = to_acc<A>(a.gx[row * GH + g * H + j]);
+        hh[g] = acc_s[size_t(i) * G * nu + g * nu + u];
+        if (a.b_hh != nullptr) hh[g] += to_acc<A>(a.b_hh[g * H + j]);
+      }
+      A carry = A(0);
+      if (Cell::kForwardCarry) {
+        carry = i < Rp ? carry_s[i * nu + u] : to_acc<A>(a.c0[size_t(i) * H + j]);
+      }
+      const A h_prev = to_acc<A>(x_s[size_t(i) * H + j]);
+      const A h = Cell::forward(x, hh, h_prev, carry, saved);
+      if (Cell::kForwardCarry) carry_s[i * nu + u] = carry;
+      for (int q = 0; q < Cell::kSaved; ++q) {
+        a.saved[row * Cell::kSaved * H + q * H + j] = from_acc<T>(saved[q]);
+      }
+      a.y[row * H + j] = from_acc<T>(h);
+      if (i >= Rn) {
+        a.hn[size_t(i) * H + j] = from_acc<T>(h);
+        if (Cell::kForwardCarry) a.cn[size_t(i) * H + j] = from_acc<T>(carry);
+      }
+    }
+  }
+
+  // Iteration s in [-1, T): rows of step s get their gradients; rows whose first step is
+  // s+1 (i in [rows(s), rows(s+1))) get grad_h0 from this iteration's product.
+  FASTRNN_HD void gates_backward(int s, int tid, int nthreads) const {
+    const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
+    const int Rmax = R > Rn ? R : Rn;
+    const int f = R > 0 ? first(s) : 0, fp = Rp > 0 ? first(s - 1) : 0;
+    for (int idx = tid; idx < Rmax * nu; idx += nthreads) {
+      const int i = idx / nu, u = idx % nu, j = u0 + u;
+      const A rec = i < Rn ? acc_s[i * nu + u] : A(0);
+      A carry = A(0);
+      if (Cell::kBackwardCarry && i < Rn) carry = carry_s[i * nu + u];
+      if (i >= R) {
+        a.grad_h0[size_t(i) * H + j] = from_acc<T>(Cell::h0_grad(rec, carry));
+        continue;
+      }
+      const size_t row = size_t(f + i);
+      const A dh = (i < Rn ? rec : to_acc<A>(a.grad_hn[size_t(i) * H + j])) +
+                   to_acc<A>(a.grad_y[row * H + j]);
+      if (Cell::kBackwardCarry && i >= Rn && a.grad_cn != nullptr) {
+        carry = to_acc<A>(a.grad_cn[size_t(i) * H + j]);
+      }
+      A saved[kSavedArr], dx[G], dgh[G];
+      for (int q = 0; q < Cell::kSaved; ++q) {
+        saved[q] = to_acc<A>(a.saved[row * Cell::kSaved * H + q * H + j]);
+      }
+      A prev = A(0);
+      if (Cell::kBackwardCarry) {  // LSTM: c_prev; GRU: h_prev
+        if (Cell::kPrevFromY) {
+          prev = to_acc<A>(i < Rp ? a.y[size_t(fp + i) * H + j] : a.h0[size_t(i) * H + j]);
+        } else {
+          prev = to_acc<A>(i < Rp ? a.saved[size_t(fp + i) * Cell::kSaved * H + 4 * H + j]
+                                  : a.c0[size_t(i) * H + j]);
+        }
+      }
+      const A h = to_acc<A>(a.y[row * H + j]);
+      Cell::backward(dh, carry, saved, h, prev, dx, dgh);
+      for (int g = 0; g < G; ++g) {
+        a.grad_gx[row * GH + g * H + j] = from_acc<T>(dx[g]);
+        if (Cell::kSeparateDgh) a.grad_gh[row * GH + g * H + j] = from_acc<T>(dgh[g]);
+      }
+      if (Cell::kBackwardCarry) carry_s[i * nu + u] = carry;
+      if (i >= Rp && a.grad_c0 != nullptr) a.grad_c0[size_t(i) * H + j] = from_acc<T>(carry);
+    }
+  }
+};
+
+}  // namespace persistent
+}  // namespace fastrnn

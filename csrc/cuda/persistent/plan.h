@@ -1,0 +1,104 @@
+#pragma once
+// The partition of a persistent recurrence over blocks and each block's shared memory.
+// Plain C++ (host and device): the CUDA launcher and the host emulation share it.
+//
+// Block b owns hidden units [b*U, min(H, (b+1)*U)) and ALL gates of those units, so the
+// gate math needs nothing from other blocks:
+//   forward:  rows g*H + u0 .. g*H + u0 + nu of W_hh ([G*H, H]) for every gate g,
+//             held as w_s[(g*nu + u) * H + k]                       (G*nu x H, storage type)
+//   backward: columns u0 .. u0 + nu of W_hh, held as w_s[u * G*H + k] (nu x G*H)
+// Every step a block stages the rows it multiplies (h_{t-1}: [rows, H] forward; the next
+// step's recurrent-side gradient: [rows, G*H] backward) from global memory into x_s.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../../common/macros.h"
+
+namespace fastrnn {
+namespace persistent {
+
+constexpr int kWarp = 32;
+constexpr int kMaxRowsPerPass = 16;  // rows one lane accumulates at once (registers)
+
+struct Plan {
+  int B = 0;        // batch (rows of the first step)
+  int H = 0;        // hidden size
+  int G = 0;        // gates: 4 LSTM, 3 GRU, 1 RNN
+  int steps = 0;    // T
+  int blocks = 0;   // grid size; every block owns >= 1 unit
+  int U = 0;        // units per block (the last block may own fewer)
+  bool reverse = false;
+  bool backward = false;
+};
+
+FASTRNN_HD int first_unit(const Plan& p, int block) { return block * p.U; }
+FASTRNN_HD int unit_count(const Plan& p, int block) {
+  const int rest = p.H - block * p.U;
+  return rest < p.U ? rest : p.U;
+}
+
+// Byte offsets of one block's shared-memory regions, each 16-byte aligned:
+//   w: the block's W_hh slice (storage type T)   x: the staged rows (T)
+//   acc: [B, G*U] gh (forward) or [B, U] dh through W_hh (backward), accumulation type A
+//   carry: [B, U] per-unit state kept across steps (LSTM c / dc, GRU direct dh), type A
+struct SmemLayout {
+  size_t w = 0, x = 0, acc = 0, carry = 0, total = 0;
+};
+
+FASTRNN_HD size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+FASTRNN_HD SmemLayout smem_layout(const Plan& p, size_t t_bytes, size_t a_bytes) {
+  const size_t GH = size_t(p.G) * p.H;
+  SmemLayout l;
+  l.w = 0;
+  l.x = align16(size_t(p.U) * GH * t_bytes);
+  const size_t x_width = p.backward ? GH : size_t(p.H);
+  l.acc = l.x + align16(size_t(p.B) * x_width * t_bytes);
+  const size_t acc_width = p.backward ? size_t(p.U) : size_t(p.G) * p.U;
+  l.carry = l.acc + align16(size_t(p.B) * acc_width * a_bytes);
+  l.total = l.carry + align16(size_t(p.B) * p.U * a_bytes);
+  return l;
+}
+
+// The partition for a device with `blocks_max` co-resident blocks (SMs x blocks per SM)
+// and `smem_max` bytes of shared memory per block: as many blocks as there are units or
+// block slots, each owning U = ceil(H / blocks) units. Returns false (plan unusable) when
+// a block's slice and buffers exceed smem_max.
+inline bool make_plan(int G, int B, int H, int steps, bool reverse, bool backward,
+                      size_t t_bytes, size_t a_bytes, int blocks_max, size_t smem_max,
+                      Plan* out) {
+  if (G <= 0 || B <= 0 || H <= 0 || steps <= 0 || blocks_max <= 0) return false;
+  Plan p;
+  p.B = B;
+  p.H = H;
+  p.G = G;
+  p.steps = steps;
+  p.reverse = reverse;
+  p.backward = backward;
+  const int want = H < blocks_max ? H : blocks_max;
+  p.U = (H + want - 1) / want;
+  p.blocks = (H + p.U - 1) / p.U;
+  if (smem_layout(p, t_bytes, a_bytes).total > smem_max) return false;
+  *out = p;
+  return true;
+}
+
+// The packed schedule, by time index t (int32, device or host memory):
+// batch[t] rows at time t, starting at packed row offset[t]. Step s visits
+// t = reverse ? T-1-s : s; steps outside [0, T) have no rows.
+struct Sched {
+  const int* batch = nullptr;
+  const int* offset = nullptr;
+};
+
+FASTRNN_HD int step_rows(const Plan& p, const Sched& sc, int s) {
+  if (s < 0 || s >= p.steps) return 0;
+  return sc.batch[p.reverse ? p.steps - 1 - s : s];
+}
+FASTRNN_HD int step_first(const Plan& p, const Sched& sc, int s) {
+  return sc.offset[p.reverse ? p.steps - 1 - s : s];
+}
+
+}  // namespace persistent
+}  // namespace fastrnn
