@@ -133,7 +133,9 @@ struct Block {
     const int nr = j.R - r0;
     for (int k = lane; k < j.K; k += kWarp) {
       const A wk = to_acc<A>(w[k]);
+#if defined(__CUDA_ARCH__)
 #pragma unroll
+#endif
       for (int r = 0; r < kMaxRowsPerPass; ++r) {
         if (r < nr) acc[r] += to_acc<A>(x[size_t(r) * j.K + k]) * wk;
       }

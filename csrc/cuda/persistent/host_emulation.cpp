@@ -1,0 +1,251 @@
+// Host emulation of the persistent kernels: runs the very Block phases of block.h (and the
+// barrier protocol of barrier.h) on the CPU, for the tests. Built with a plain C++20
+// compiler into a shared library and called through ctypes (tests/persistent_host.py).
+//
+// Two drivers:
+//   sequential: phase by phase; within a block every phase runs its threads 0..n-1 one
+//               after the other (a __syncthreads between phases), the product runs each
+//               warp's 32 lanes and then the same butterfly as __shfl_xor_sync.
+//   threaded:   one std::thread per block, each walking its own program with the grid
+//               barrier of barrier.h over std::atomic_ref; optional per-block delays make
+//               blocks drift apart, so a missing or broken barrier shows as a read of a
+//               poisoned (NaN) row. skip_barrier=1 removes the barrier (negative control).
+// Storage and accumulation type are the same here (float or double).
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "barrier.h"
+#include "block.h"
+
+namespace fastrnn {
+namespace persistent {
+namespace {
+
+struct HostAtomics {
+  static unsigned int fetch_add_release(unsigned int* p, unsigned int v) {
+    return std::atomic_ref<unsigned int>(*p).fetch_add(v, std::memory_order_acq_rel);
+  }
+  static unsigned int load_acquire(unsigned int* p) {
+    return std::atomic_ref<unsigned int>(*p).load(std::memory_order_acquire);
+  }
+  static void pause() { std::this_thread::yield(); }
+};
+
+// The product phase of one block: warp w, columns w, w + nwarps, ...; lanes, then the
+// butterfly acc[l] = acc[l] + acc[l ^ off] for off = 16, 8, 4, 2, 1 (what the device's
+// __shfl_xor_sync loop computes, in the same order).
+template <class Blk, class A>
+void product(const Blk& b, const DotJob& j, int nthreads) {
+  const int nwarps = nthreads / kWarp;
+  A part[kWarp][kMaxRowsPerPass], tmp[kWarp][kMaxRowsPerPass];
+  for (int warp = 0; warp < nwarps; ++warp) {
+    for (int c = warp; c < j.ncol; c += nwarps) {
+      for (int r0 = 0; r0 < j.R; r0 += kMaxRowsPerPass) {
+        for (int lane = 0; lane < kWarp; ++lane) {
+          std::fill(part[lane], part[lane] + kMaxRowsPerPass, A(0));
+          b.dot_partial(j, c, r0, lane, part[lane]);
+        }
+        for (int off = kWarp / 2; off > 0; off /= 2) {
+          std::memcpy(tmp, part, sizeof part);
+          for (int lane = 0; lane < kWarp; ++lane) {
+            for (int r = 0; r < kMaxRowsPerPass; ++r) part[lane][r] = tmp[lane][r] + tmp[lane ^ off][r];
+          }
+        }
+        b.dot_store(j, c, r0, part[0]);
+      }
+    }
+  }
+}
+
+template <class F>
+void threads(int n, const F& f) {
+  for (int tid = 0; tid < n; ++tid) f(tid);
+}
+
+// One block's whole program, as the kernels run it; `sync` is the grid barrier.
+template <class Cell, class T, class Sync, class Delay>
+void block_program(const Block<Cell, T, T>& b, int nthreads, const Sync& sync, const Delay& delay) {
+  const Plan& p = b.p;
+  threads(nthreads, [&](int t) { b.load_weights(t, nthreads); });
+  if (!p.backward) {
+    for (int s = 0; s < p.steps; ++s) {
+      delay(s);
+      threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
+      product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+      threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads); });
+      if (s + 1 < p.steps) sync();
+    }
+  } else {
+    for (int s = p.steps - 1; s >= -1; --s) {
+      delay(s);
+      if (b.rows(s + 1) > 0) {
+        threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
+        product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+      }
+      threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
+      if (s >= 0) sync();
+    }
+  }
+}
+
+template <class Cell, class T>
+int run(const Plan& p, const Params<T>& a, int nthreads, int threaded, int skip_barrier,
+        int delay_us) {
+  const size_t smem = smem_layout(p, sizeof(T), sizeof(T)).total;
+  // Shared memory starts as NaN: a read of a slot nobody wrote shows in the results.
+  std::vector<std::vector<T>> mem(p.blocks,
+                                  std::vector<T>(smem / sizeof(T) + 1,
+                                                 std::numeric_limits<T>::quiet_NaN()));
+  std::vector<Block<Cell, T, T>> blocks;
+  for (int k = 0; k < p.blocks; ++k) {
+    blocks.emplace_back(p, a, k, reinterpret_cast<unsigned char*>(mem[k].data()));
+  }
+  if (!threaded) {
+    // Phase by phase: every block finishes a step (block 0, then 1, ...) before any block
+    // starts the next, which is all the grid barrier guarantees.
+    const int first = p.backward ? p.steps - 1 : 0;
+    const int last = p.backward ? -1 : p.steps - 1;
+    const int dir = p.backward ? -1 : 1;
+    for (auto& b : blocks) threads(nthreads, [&](int t) { b.load_weights(t, nthreads); });
+    for (int s = first;; s += dir) {
+      for (auto& b : blocks) {
+        const bool has_product = p.backward ? b.rows(s + 1) > 0 : true;
+        if (has_product) {
+          threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
+          product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+        }
+        if (p.backward) {
+          threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
+        } else {
+          threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads); });
+        }
+      }
+      if (s == last) break;
+    }
+    return 0;
+  }
+  unsigned int counter = 0;
+  std::vector<std::thread> pool;
+  for (int k = 0; k < p.blocks; ++k) {
+    pool.emplace_back([&, k] {
+      const auto sync = [&] {
+        if (!skip_barrier) barrier_arrive_and_wait<HostAtomics>(&counter, p.blocks, k == 0);
+      };
+      // Block 0 lags behind at every step; the others do not.
+      const auto delay = [&](int) {
+        if (k == 0 && delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+      };
+      block_program<Cell, T>(blocks[k], nthreads, sync, delay);
+    });
+  }
+  for (auto& t : pool) t.join();
+  return (counter & 0x7fffffffu) == 0 ? 0 : 3;  // every round must add exactly 2^31
+}
+
+template <class T>
+int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const int* sched,
+             int blocks_max, int nthreads, int threaded, int skip_barrier, int delay_us,
+             void* const* ptrs) {
+  Params<T> a;
+  std::memset(static_cast<void*>(&a), 0, sizeof a);
+  a.sched.batch = sched;
+  a.sched.offset = sched + steps;
+  const T** cin[] = {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.b_hh};
+  T** cout[] = {&a.y, &a.hn, &a.cn, &a.saved};
+  const T** gin[] = {&a.grad_y, &a.grad_hn, &a.grad_cn};
+  T** gout[] = {&a.grad_gx, &a.grad_gh, &a.grad_h0, &a.grad_c0};
+  int k = 0;
+  for (auto q : cin) *q = static_cast<const T*>(ptrs[k++]);
+  for (auto q : cout) *q = static_cast<T*>(ptrs[k++]);
+  for (auto q : gin) *q = static_cast<const T*>(ptrs[k++]);
+  for (auto q : gout) *q = static_cast<T*>(ptrs[k++]);
+  if (nthreads <= 0 || nthreads % kWarp != 0) return 2;
+  const int G = cell == 0 ? 4 : cell == 1 ? 3 : 1;
+  Plan p;
+  if (!make_plan(G, B, H, steps, reverse != 0, backward != 0, sizeof(T), sizeof(T), blocks_max,
+                 size_t(1) << 30, &p)) {
+    return 1;
+  }
+  switch (cell) {
+    case 0: return run<LstmPolicy, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
+    case 1: return run<GruPolicy, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
+    case 2: return run<RnnPolicy<false>, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
+    case 3: return run<RnnPolicy<true>, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
+  }
+  return 2;
+}
+
+}  // namespace
+}  // namespace persistent
+}  // namespace fastrnn
+
+extern "C" {
+
+// cell: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN relu; dtype: 0 float32, 1 float64.
+// sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 16 pointers in
+// the order gx, h0, c0, w_hh, b_hh, y, hn, cn, saved, grad_y, grad_hn, grad_cn, grad_gx,
+// grad_gh, grad_h0, grad_c0 (null where unused). Returns 0 on success, 1 when the plan
+// does not fit, 2 on a bad argument, 3 when the barrier counter ended inconsistent.
+int fastrnn_emulate(int cell, int dtype, int backward, int B, int H, int steps, int reverse,
+                    const int* sched, int blocks_max, int nthreads, int threaded,
+                    int skip_barrier, int delay_us, void* const* ptrs) {
+  using namespace fastrnn::persistent;
+  if (dtype == 0) {
+    return dispatch<float>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
+                           threaded, skip_barrier, delay_us, ptrs);
+  }
+  return dispatch<double>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
+                          threaded, skip_barrier, delay_us, ptrs);
+}
+
+// The number of blocks the plan uses for these sizes (0 when it does not fit).
+int fastrnn_plan_blocks(int G, int B, int H, int blocks_max, long long smem_max, int t_bytes,
+                        int backward) {
+  fastrnn::persistent::Plan p;
+  if (!fastrnn::persistent::make_plan(G, B, H, 1, false, backward != 0, t_bytes, 4, blocks_max,
+                                      size_t(smem_max), &p)) {
+    return 0;
+  }
+  return p.blocks;
+}
+
+// Barrier stress: `blocks` threads, `rounds` rounds; in round r each thread writes r to
+// its slot, passes the barrier, then reads every slot of round r. Returns the number of
+// slots seen without their value (0 for a correct barrier). skip_wait=1 arrives without
+// waiting (a broken barrier), to show the check catches one.
+long long fastrnn_barrier_stress(int blocks, int rounds, int skip_wait, int delay_us) {
+  using namespace fastrnn::persistent;
+  std::vector<std::atomic<int>> slots(size_t(blocks) * rounds);
+  for (auto& s : slots) s.store(-1, std::memory_order_relaxed);
+  unsigned int counter = 0;
+  std::atomic<long long> violations{0};
+  std::vector<std::thread> pool;
+  for (int k = 0; k < blocks; ++k) {
+    pool.emplace_back([&, k] {
+      for (int r = 0; r < rounds; ++r) {
+        if (delay_us > 0 && (r + k) % blocks == 0) {
+          std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+        }
+        slots[size_t(r) * blocks + k].store(r, std::memory_order_relaxed);
+        if (skip_wait) {
+          HostAtomics::fetch_add_release(&counter, k == 0 ? 0x80000000u - (blocks - 1u) : 1u);
+        } else {
+          barrier_arrive_and_wait<HostAtomics>(&counter, blocks, k == 0);
+        }
+        for (int o = 0; o < blocks; ++o) {
+          if (slots[size_t(r) * blocks + o].load(std::memory_order_relaxed) != r) ++violations;
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  return violations.load();
+}
+
+}  // extern "C"

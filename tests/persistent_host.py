@@ -1,0 +1,88 @@
+"""Builds and calls the host emulation of the persistent GPU kernels
+(csrc/cuda/persistent/host_emulation.cpp) through ctypes.
+
+The library is compiled once per content of its sources into build/persistent_emulation/.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC_DIR = os.path.join(ROOT, "csrc", "cuda", "persistent")
+HEADERS = [os.path.join(ROOT, "csrc", p) for p in (
+    "cells/lstm.h", "cells/gru.h", "cells/rnn.h", "common/activations.h", "common/macros.h")]
+SOURCES = [os.path.join(SRC_DIR, p) for p in (
+    "host_emulation.cpp", "block.h", "plan.h", "barrier.h", "cell_policy.h")] + HEADERS
+
+CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+SAVED = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
+# Params order of host_emulation.cpp's fastrnn_emulate.
+NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
+         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
+
+_lib = None
+
+
+def compiler():
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+def library():
+    global _lib
+    if _lib is not None:
+        return _lib
+    digest = hashlib.sha256()
+    for path in SOURCES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    out_dir = os.path.join(ROOT, "build", "persistent_emulation")
+    os.makedirs(out_dir, exist_ok=True)
+    lib_path = os.path.join(out_dir, f"emulation-{digest.hexdigest()[:16]}.so")
+    if not os.path.exists(lib_path):
+        tmp = f"{lib_path}.{os.getpid()}.tmp"
+        subprocess.run([compiler(), "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread",
+                        "-I", os.path.join(ROOT, "csrc"), os.path.join(SRC_DIR, "host_emulation.cpp"),
+                        "-o", tmp], check=True)
+        os.replace(tmp, lib_path)
+    lib = ctypes.CDLL(lib_path)
+    lib.fastrnn_emulate.restype = ctypes.c_int
+    lib.fastrnn_emulate.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
+        ctypes.POINTER(ctypes.c_void_p)]
+    lib.fastrnn_plan_blocks.restype = ctypes.c_int
+    lib.fastrnn_plan_blocks.argtypes = [ctypes.c_int] * 4 + [ctypes.c_longlong] + [ctypes.c_int] * 2
+    lib.fastrnn_barrier_stress.restype = ctypes.c_longlong
+    lib.fastrnn_barrier_stress.argtypes = [ctypes.c_int] * 4
+    _lib = lib
+    return lib
+
+
+def schedule(batch_sizes):
+    """int32 [2*T]: batch sizes, then each time step's first packed row."""
+    sizes = [int(b) for b in batch_sizes]
+    offsets = [0]
+    for b in sizes[:-1]:
+        offsets.append(offsets[-1] + b)
+    return torch.tensor(sizes + offsets, dtype=torch.int32)
+
+
+def emulate(mode, backward, batch_sizes, hidden, reverse, tensors, *, blocks, threads=64,
+            threaded=False, skip_barrier=False, delay_us=0):
+    """Runs one persistent launch on the host. tensors: name -> contiguous tensor (float32
+    or float64, all alike); outputs must be allocated (and poisoned) by the caller."""
+    dtype = next(iter(tensors.values())).dtype
+    assert dtype in (torch.float32, torch.float64)
+    for name, t in tensors.items():
+        assert name in NAMES and t.is_contiguous() and t.dtype == dtype, name
+    sched = schedule(batch_sizes)
+    ptrs = (ctypes.c_void_p * len(NAMES))(
+        *[tensors[n].data_ptr() if n in tensors else None for n in NAMES])
+    return library().fastrnn_emulate(
+        CELLS[mode], 0 if dtype == torch.float32 else 1, int(backward), int(batch_sizes[0]),
+        hidden, len(batch_sizes), int(reverse), sched.data_ptr(), blocks, threads,
+        int(threaded), int(skip_barrier), delay_us, ptrs)

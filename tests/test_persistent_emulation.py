@@ -1,0 +1,239 @@
+"""The persistent GPU kernels' per-block code, run on the host (see
+csrc/cuda/persistent/host_emulation.cpp), against fastrnn's CPU ops in float64.
+
+What this proves: the partition (which block owns which units and which slice of W_hh),
+the shared-memory layout, the staging of h_{t-1} / the next step's gradient, the packed
+schedule (rows that finished, rows that start late in reverse), the gate math wiring,
+the warp butterfly's order, and that the grid barrier's protocol orders the steps.
+What it cannot prove: anything about the device itself (see the GPU tests).
+"""
+
+import pytest
+import torch
+
+import persistent_host as ph
+from fastrnn import _ops  # noqa: F401  (registers torch.ops.fastrnn)
+
+ops = torch.ops.fastrnn
+
+pytestmark = pytest.mark.skipif(ph.compiler() is None, reason="needs a C++ compiler")
+
+TOL = {torch.float64: 1e-10, torch.float32: 5e-5}
+NAN = float("nan")
+
+
+def batch_sizes_of(lengths):
+    return [sum(1 for n in lengths if n > t) for t in range(max(lengths))]
+
+
+def h_prev_rows(y, h0, batch_sizes, reverse):
+    """[N, H]: the h_prev each packed row's step read."""
+    offsets = [0]
+    for b in batch_sizes[:-1]:
+        offsets.append(offsets[-1] + b)
+    T = len(batch_sizes)
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    rows, prev_t = [None] * T, None
+    for t in order:
+        b = batch_sizes[t]
+        prev = h0[:b].clone()
+        if prev_t is not None:
+            carried = min(b, batch_sizes[prev_t])
+            prev[:carried] = y[offsets[prev_t]:offsets[prev_t] + carried]
+        rows[t] = prev
+        prev_t = t
+    return torch.cat(rows)
+
+
+def problem(mode, lengths, hidden, seed):
+    g = torch.Generator().manual_seed(seed)
+    bs = batch_sizes_of(lengths)
+    N, B, G = sum(bs), bs[0], ph.GATES[mode]
+
+    def r(*shape, scale=1.0):
+        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
+
+    t = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=0.4)}
+    if mode == "LSTM":
+        t["c0"] = r(B, hidden)
+    if mode == "GRU":
+        t["b_hh"] = r(G * hidden)
+    grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
+    if mode == "LSTM":
+        grads["grad_cn"] = r(B, hidden)
+    return bs, t, grads
+
+
+def cpu_forward(mode, t, bs, reverse):
+    b = torch.tensor(bs, dtype=torch.int64)
+    if mode == "LSTM":
+        y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse)
+        return {"y": y, "hn": hn, "cn": cn, "saved": saved}
+    if mode == "GRU":
+        y, hn, saved = ops.gru_forward(t["gx"], b, t["h0"], t["w_hh"], t["b_hh"], reverse)
+        return {"y": y, "hn": hn, "saved": saved}
+    y, hn = ops.rnn_forward(t["gx"], b, t["h0"], t["w_hh"], mode == "RNN_RELU", reverse)
+    return {"y": y, "hn": hn}
+
+
+def cpu_backward(mode, t, fwd, grads, bs, reverse):
+    b = torch.tensor(bs, dtype=torch.int64)
+    if mode == "LSTM":
+        gx, gh0, gc0, gw, _ = ops.lstm_backward(grads["grad_y"], grads["grad_hn"], grads["grad_cn"],
+                                                b, t["h0"], t["c0"], t["w_hh"], None, fwd["y"],
+                                                fwd["saved"], reverse)
+        return {"grad_gx": gx, "grad_h0": gh0, "grad_c0": gc0, "grad_w_hh": gw}
+    if mode == "GRU":
+        gx, gh0, gw, gb = ops.gru_backward(grads["grad_y"], grads["grad_hn"], b, t["h0"], t["w_hh"],
+                                           fwd["y"], fwd["saved"], True, reverse)
+        return {"grad_gx": gx, "grad_h0": gh0, "grad_w_hh": gw, "grad_b_hh": gb}
+    gx, gh0, gw = ops.rnn_backward(grads["grad_y"], grads["grad_hn"], b, t["h0"], t["w_hh"],
+                                   fwd["y"], mode == "RNN_RELU", reverse)
+    return {"grad_gx": gx, "grad_h0": gh0, "grad_w_hh": gw}
+
+
+def poisoned(like, *shape):
+    return torch.full(shape, NAN, dtype=like.dtype)
+
+
+def emulate_forward(mode, t, bs, hidden, reverse, dtype, **kw):
+    ins = {k: v.to(dtype).contiguous() for k, v in t.items()}
+    N, B, x = sum(bs), bs[0], ins["gx"]
+    outs = {"y": poisoned(x, N, hidden), "hn": poisoned(x, B, hidden)}
+    if mode == "LSTM":
+        outs["cn"] = poisoned(x, B, hidden)
+    if ph.SAVED[mode]:
+        outs["saved"] = poisoned(x, N, ph.SAVED[mode] * hidden)
+    rc = ph.emulate(mode, False, bs, hidden, reverse, {**ins, **outs}, **kw)
+    return rc, outs
+
+
+def emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, **kw):
+    ins = {k: v.to(dtype).contiguous() for k, v in {**t, **grads}.items()}
+    ins["y"] = fwd["y"].to(dtype).contiguous()
+    if "saved" in fwd:
+        ins["saved"] = fwd["saved"].to(dtype).contiguous()
+    ins.pop("gx")
+    N, B, G, x = sum(bs), bs[0], ph.GATES[mode], ins["grad_y"]
+    outs = {"grad_gx": poisoned(x, N, G * hidden), "grad_h0": poisoned(x, B, hidden)}
+    if mode == "GRU":
+        outs["grad_gh"] = poisoned(x, N, G * hidden)
+    if mode == "LSTM":
+        outs["grad_c0"] = poisoned(x, B, hidden)
+    rc = ph.emulate(mode, True, bs, hidden, reverse, {**ins, **outs}, **kw)
+    return rc, outs
+
+
+def assert_close(name, got, want, tol):
+    got = got.double()
+    assert not torch.isnan(got).any(), f"{name}: NaN (a slot read before it was written)"
+    err = (got - want).abs().max().item()
+    assert err <= tol * max(1.0, want.abs().max().item()), f"{name}: max error {err:.3g}"
+
+
+MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+# (lengths, hidden, blocks, threads): H not a multiple of the units per block, B = 1,
+# packed lengths, more rows than one pass of the product (16), blocks 1 .. > H.
+SHAPES = [
+    ((6, 6, 6), 37, 5, 64),
+    ((5,), 9, 3, 32),
+    ((7, 5, 5, 2, 1), 20, 7, 96),
+    ((4,) * 18, 11, 4, 64),
+    ((3, 3), 6, 1, 32),
+    ((4, 2, 1), 5, 9, 64),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"L{len(s[0])}x{max(s[0])}-H{s[1]}-k{s[2]}-t{s[3]}")
+@pytest.mark.parametrize("mode", MODES)
+def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype):
+    lengths, hidden, blocks, threads = shape
+    bs, t, grads = problem(mode, lengths, hidden, seed=hash((mode, lengths, hidden)) % 1000)
+    fwd = cpu_forward(mode, t, bs, reverse)
+    tol = TOL[dtype]
+
+    rc, got = emulate_forward(mode, t, bs, hidden, reverse, dtype, blocks=blocks, threads=threads)
+    assert rc == 0
+    for name, value in got.items():
+        assert_close(name, value, fwd[name], tol)
+
+    want = cpu_backward(mode, t, fwd, grads, bs, reverse)
+    rc, got = emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, blocks=blocks,
+                               threads=threads)
+    assert rc == 0
+    for name in ("grad_gx", "grad_h0", "grad_c0"):
+        if name in got:
+            assert_close(name, got[name], want[name], tol)
+    # The caller's GEMMs after the launch give the weight (and GRU bias) gradients.
+    grad_gh = got.get("grad_gh", got["grad_gx"]).double()
+    h_prev = h_prev_rows(fwd["y"], t["h0"], bs, reverse)
+    assert_close("grad_w_hh", grad_gh.t() @ h_prev, want["grad_w_hh"], tol * 10)
+    if mode == "GRU":
+        assert_close("grad_b_hh", grad_gh.sum(0), want["grad_b_hh"], tol * 10)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_threaded_blocks_with_the_barrier_match_the_sequential_run(mode, backward):
+    """One thread per block, block 0 late at every step: same bits as phase by phase."""
+    lengths, hidden, reverse = (6, 5, 5, 3), 13, True
+    bs, t, grads = problem(mode, lengths, hidden, seed=7)
+    fwd = cpu_forward(mode, t, bs, reverse)
+    run = emulate_backward if backward else emulate_forward
+    args = (mode, t, fwd, grads, bs, hidden, reverse) if backward else (mode, t, bs, hidden, reverse)
+    rc, seq = run(*args, torch.float64, blocks=4)
+    assert rc == 0
+    rc, thr = run(*args, torch.float64, blocks=4, threaded=True, delay_us=300)
+    assert rc == 0
+    for name in seq:
+        assert torch.equal(seq[name], thr[name]), name
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_without_the_barrier_blocks_read_rows_not_yet_written(backward):
+    """Negative control: the poisoned rows make a missing barrier visible."""
+    mode, lengths, hidden = "LSTM", (5, 5), 12
+    bs, t, grads = problem(mode, lengths, hidden, seed=3)
+    fwd = cpu_forward(mode, t, bs, False)
+    if backward:
+        rc, got = emulate_backward(mode, t, fwd, grads, bs, hidden, False, torch.float64,
+                                   blocks=4, threaded=True, skip_barrier=True, delay_us=20000)
+        out = got["grad_gx"]
+    else:
+        rc, got = emulate_forward(mode, t, bs, hidden, False, torch.float64, blocks=4,
+                                  threaded=True, skip_barrier=True, delay_us=20000)
+        out = got["y"]
+    assert rc == 0
+    assert torch.isnan(out).any()
+
+
+def test_barrier_orders_every_round():
+    lib = ph.library()
+    assert lib.fastrnn_barrier_stress(8, 2000, 0, 0) == 0
+    assert lib.fastrnn_barrier_stress(5, 50, 0, 200) == 0
+
+
+def test_broken_barrier_is_caught():
+    assert ph.library().fastrnn_barrier_stress(4, 20, 1, 2000) > 0
+
+
+H100_SMS, H100_SMEM = 132, 227 * 1024
+
+
+@pytest.mark.parametrize("gates,batch,hidden,t_bytes,backward,blocks", [
+    (4, 16, 768, 2, False, 128),   # the goal shape, bf16: 6 units per block
+    (4, 16, 768, 2, True, 128),
+    (4, 16, 1024, 2, False, 128),  # 8 units per block, 64 KiB of W_hh each
+    (4, 16, 1024, 2, True, 128),   # stage [16, 4096] bf16 = 128 KiB + 64 KiB of W_hh
+    (4, 16, 1024, 4, False, 128),  # float32 forward fits ...
+    (4, 16, 1024, 4, True, 0),     # ... its backward does not (256 KiB staging)
+    (4, 64, 1024, 2, True, 0),
+    (3, 16, 1024, 4, True, 0),
+    (1, 1, 100, 4, False, 100),    # one unit per block
+])
+def test_plan_on_an_h100(gates, batch, hidden, t_bytes, backward, blocks):
+    got = ph.library().fastrnn_plan_blocks(gates, batch, hidden, H100_SMS, H100_SMEM, t_bytes,
+                                           int(backward))
+    assert got == blocks
