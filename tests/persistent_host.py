@@ -17,7 +17,7 @@ SRC_DIR = os.path.join(ROOT, "csrc", "cuda", "persistent")
 HEADERS = [os.path.join(ROOT, "csrc", p) for p in (
     "cells/lstm.h", "cells/gru.h", "cells/rnn.h", "common/activations.h", "common/macros.h")]
 SOURCES = [os.path.join(SRC_DIR, p) for p in (
-    "host_emulation.cpp", "block.h", "plan.h", "barrier.h", "cell_policy.h")] + HEADERS
+    "host_emulation.cpp", "block.h", "plan.h", "barrier.h", "cell_policy.h", "mma.h")] + HEADERS
 
 CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -52,7 +52,7 @@ def library():
         os.replace(tmp, lib_path)
     lib = ctypes.CDLL(lib_path)
     lib.fastrnn_emulate.restype = ctypes.c_int
-    lib.fastrnn_emulate.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
+    lib.fastrnn_emulate.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] + [ctypes.c_int] * 6 + [
         ctypes.POINTER(ctypes.c_void_p)]
     lib.fastrnn_plan_blocks.restype = ctypes.c_int
     lib.fastrnn_plan_blocks.argtypes = [ctypes.c_int] * 4 + [ctypes.c_longlong] + [ctypes.c_int] * 2
@@ -72,9 +72,11 @@ def schedule(batch_sizes):
 
 
 def emulate(mode, backward, batch_sizes, hidden, reverse, tensors, *, blocks, threads=64,
-            threaded=False, skip_barrier=False, delay_us=0):
+            mma=False, threaded=False, skip_barrier=False, delay_us=0):
     """Runs one persistent launch on the host. tensors: name -> contiguous tensor (float32
-    or float64, all alike); outputs must be allocated (and poisoned) by the caller."""
+    or float64, all alike); outputs must be allocated (and poisoned) by the caller.
+    mma: run the product the way the bf16/fp16 kernels do (tensor-core tiling, with the
+    host twin of the tile product), else the float32 kernels' FFMA way."""
     dtype = next(iter(tensors.values())).dtype
     assert dtype in (torch.float32, torch.float64)
     for name, t in tensors.items():
@@ -84,5 +86,5 @@ def emulate(mode, backward, batch_sizes, hidden, reverse, tensors, *, blocks, th
         *[tensors[n].data_ptr() if n in tensors else None for n in NAMES])
     return library().fastrnn_emulate(
         CELLS[mode], 0 if dtype == torch.float32 else 1, int(backward), int(batch_sizes[0]),
-        hidden, len(batch_sizes), int(reverse), sched.data_ptr(), blocks, threads,
+        hidden, len(batch_sizes), int(reverse), sched.data_ptr(), blocks, threads, int(mma),
         int(threaded), int(skip_barrier), delay_us, ptrs)

@@ -12,88 +12,11 @@ import pytest
 import torch
 
 import persistent_host as ph
-from fastrnn import _ops  # noqa: F401  (registers torch.ops.fastrnn)
-
-ops = torch.ops.fastrnn
+from persistent_cases import batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows, poisoned, problem
 
 pytestmark = pytest.mark.skipif(ph.compiler() is None, reason="needs a C++ compiler")
 
 TOL = {torch.float64: 1e-10, torch.float32: 5e-5}
-NAN = float("nan")
-
-
-def batch_sizes_of(lengths):
-    return [sum(1 for n in lengths if n > t) for t in range(max(lengths))]
-
-
-def h_prev_rows(y, h0, batch_sizes, reverse):
-    """[N, H]: the h_prev each packed row's step read."""
-    offsets = [0]
-    for b in batch_sizes[:-1]:
-        offsets.append(offsets[-1] + b)
-    T = len(batch_sizes)
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    rows, prev_t = [None] * T, None
-    for t in order:
-        b = batch_sizes[t]
-        prev = h0[:b].clone()
-        if prev_t is not None:
-            carried = min(b, batch_sizes[prev_t])
-            prev[:carried] = y[offsets[prev_t]:offsets[prev_t] + carried]
-        rows[t] = prev
-        prev_t = t
-    return torch.cat(rows)
-
-
-def problem(mode, lengths, hidden, seed):
-    g = torch.Generator().manual_seed(seed)
-    bs = batch_sizes_of(lengths)
-    N, B, G = sum(bs), bs[0], ph.GATES[mode]
-
-    def r(*shape, scale=1.0):
-        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
-
-    t = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=0.4)}
-    if mode == "LSTM":
-        t["c0"] = r(B, hidden)
-    if mode == "GRU":
-        t["b_hh"] = r(G * hidden)
-    grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
-    if mode == "LSTM":
-        grads["grad_cn"] = r(B, hidden)
-    return bs, t, grads
-
-
-def cpu_forward(mode, t, bs, reverse):
-    b = torch.tensor(bs, dtype=torch.int64)
-    if mode == "LSTM":
-        y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse)
-        return {"y": y, "hn": hn, "cn": cn, "saved": saved}
-    if mode == "GRU":
-        y, hn, saved = ops.gru_forward(t["gx"], b, t["h0"], t["w_hh"], t["b_hh"], reverse)
-        return {"y": y, "hn": hn, "saved": saved}
-    y, hn = ops.rnn_forward(t["gx"], b, t["h0"], t["w_hh"], mode == "RNN_RELU", reverse)
-    return {"y": y, "hn": hn}
-
-
-def cpu_backward(mode, t, fwd, grads, bs, reverse):
-    b = torch.tensor(bs, dtype=torch.int64)
-    if mode == "LSTM":
-        gx, gh0, gc0, gw, _ = ops.lstm_backward(grads["grad_y"], grads["grad_hn"], grads["grad_cn"],
-                                                b, t["h0"], t["c0"], t["w_hh"], None, fwd["y"],
-                                                fwd["saved"], reverse)
-        return {"grad_gx": gx, "grad_h0": gh0, "grad_c0": gc0, "grad_w_hh": gw}
-    if mode == "GRU":
-        gx, gh0, gw, gb = ops.gru_backward(grads["grad_y"], grads["grad_hn"], b, t["h0"], t["w_hh"],
-                                           fwd["y"], fwd["saved"], True, reverse)
-        return {"grad_gx": gx, "grad_h0": gh0, "grad_w_hh": gw, "grad_b_hh": gb}
-    gx, gh0, gw = ops.rnn_backward(grads["grad_y"], grads["grad_hn"], b, t["h0"], t["w_hh"],
-                                   fwd["y"], mode == "RNN_RELU", reverse)
-    return {"grad_gx": gx, "grad_h0": gh0, "grad_w_hh": gw}
-
-
-def poisoned(like, *shape):
-    return torch.full(shape, NAN, dtype=like.dtype)
 
 
 def emulate_forward(mode, t, bs, hidden, reverse, dtype, **kw):
@@ -144,24 +67,30 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+# The float32 kernels' FFMA product, and the bf16/fp16 kernels' tensor-core tiling (run
+# with the tile's host twin, in float64: it checks the tiling, not the device's mma).
+PRODUCTS = [(torch.float64, False), (torch.float32, False), (torch.float64, True)]
+
+
+@pytest.mark.parametrize("dtype,mma", PRODUCTS, ids=["f64-ffma", "f32-ffma", "f64-mma"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"L{len(s[0])}x{max(s[0])}-H{s[1]}-k{s[2]}-t{s[3]}")
 @pytest.mark.parametrize("mode", MODES)
-def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype):
+def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype, mma):
     lengths, hidden, blocks, threads = shape
     bs, t, grads = problem(mode, lengths, hidden, seed=hash((mode, lengths, hidden)) % 1000)
     fwd = cpu_forward(mode, t, bs, reverse)
     tol = TOL[dtype]
 
-    rc, got = emulate_forward(mode, t, bs, hidden, reverse, dtype, blocks=blocks, threads=threads)
+    rc, got = emulate_forward(mode, t, bs, hidden, reverse, dtype, blocks=blocks, threads=threads,
+                              mma=mma)
     assert rc == 0
     for name, value in got.items():
         assert_close(name, value, fwd[name], tol)
 
     want = cpu_backward(mode, t, fwd, grads, bs, reverse)
     rc, got = emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, blocks=blocks,
-                               threads=threads)
+                               threads=threads, mma=mma)
     assert rc == 0
     for name in ("grad_gx", "grad_h0", "grad_c0"):
         if name in got:
@@ -174,18 +103,18 @@ def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype):
         assert_close("grad_b_hh", grad_gh.sum(0), want["grad_b_hh"], tol * 10)
 
 
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+@pytest.mark.parametrize("mode,mma", [("LSTM", False), ("GRU", True)], ids=["LSTM-ffma", "GRU-mma"])
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
-def test_threaded_blocks_with_the_barrier_match_the_sequential_run(mode, backward):
+def test_threaded_blocks_with_the_barrier_match_the_sequential_run(mode, mma, backward):
     """One thread per block, block 0 late at every step: same bits as phase by phase."""
     lengths, hidden, reverse = (6, 5, 5, 3), 13, True
     bs, t, grads = problem(mode, lengths, hidden, seed=7)
     fwd = cpu_forward(mode, t, bs, reverse)
     run = emulate_backward if backward else emulate_forward
     args = (mode, t, fwd, grads, bs, hidden, reverse) if backward else (mode, t, bs, hidden, reverse)
-    rc, seq = run(*args, torch.float64, blocks=4)
+    rc, seq = run(*args, torch.float64, blocks=4, mma=mma)
     assert rc == 0
-    rc, thr = run(*args, torch.float64, blocks=4, threaded=True, delay_us=300)
+    rc, thr = run(*args, torch.float64, blocks=4, mma=mma, threaded=True, delay_us=300)
     assert rc == 0
     for name in seq:
         assert torch.equal(seq[name], thr[name]), name

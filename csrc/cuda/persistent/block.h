@@ -17,6 +17,7 @@
 // and only after the grid barrier that follows its writers.
 
 #include "cell_policy.h"
+#include "mma.h"
 #include "plan.h"
 
 namespace fastrnn {
@@ -56,9 +57,17 @@ struct Params {
   unsigned int* barrier;  // one counter, see barrier.h
 };
 
-// The product of one step: out[r, c] = sum_k x_s[r, k] * w_s[c, k] for r < R, c < ncol.
+// The product of one step: out[r, c] = sum_k x_s[r, k] * w_s[c, k] for r < R, c < ncol,
+// k < K; rows of x_s and w_s are ld apart and zero from K to K16 = K rounded up to 16.
 struct DotJob {
-  int ncol, R, K;
+  int ncol, R, K, K16;
+};
+
+// The tensor-core split of a DotJob: tiles of 16 rows x 8 columns, each split along K
+// into ksplit parts of whole 16-deep chunks when there are fewer tiles than warps.
+// Job q in [0, tiles * ksplit) is part q / tiles of tile q % tiles.
+struct MmaJob {
+  int col_tiles, tiles, ksplit, chunks;
 };
 
 template <class Cell, class T, class A>
@@ -69,67 +78,88 @@ struct Block {
   Plan p;
   Params<T> a;
   int u0, nu;  // owned units [u0, u0 + nu)
-  T* w_s;      // forward [G*nu, H], backward [nu, G*H]
-  T* x_s;      // forward [B, H], backward [B, G*H]
+  int ld;      // row stride of w_s and x_s
+  T* w_s;      // forward [G*nu, H], backward [nu, G*H] (+ zero padding, see plan.h)
+  T* x_s;      // forward [B, H], backward [B, G*H] (+ zero padding)
   A* acc_s;    // forward [B, G*nu], backward [B, nu]
   A* carry_s;  // [B, nu]
+  A* part_s;   // [kMaxWarps, 16, 8]
 
   FASTRNN_HD Block(const Plan& plan, const Params<T>& args, int block, unsigned char* smem)
-      : p(plan), a(args), u0(first_unit(plan, block)), nu(unit_count(plan, block)) {
+      : p(plan),
+        a(args),
+        u0(first_unit(plan, block)),
+        nu(unit_count(plan, block)),
+        ld(row_stride(plan)) {
     const SmemLayout l = smem_layout(plan, sizeof(T), sizeof(A));
     w_s = reinterpret_cast<T*>(smem + l.w);
     x_s = reinterpret_cast<T*>(smem + l.x);
     acc_s = reinterpret_cast<A*>(smem + l.acc);
     carry_s = reinterpret_cast<A*>(smem + l.carry);
+    part_s = reinterpret_cast<A*>(smem + l.part);
   }
 
   FASTRNN_HD int rows(int s) const { return step_rows(p, a.sched, s); }
   FASTRNN_HD int first(int s) const { return step_first(p, a.sched, s); }
 
+  // Every slot of w_s, padding included (zero).
   FASTRNN_HD void load_weights(int tid, int nthreads) const {
-    const int H = p.H, GH = G * p.H;
-    const int n = nu * GH;
+    const int H = p.H, K = product_depth(p), ncol = p.backward ? nu : G * nu;
+    const int n = padded_columns(p) * ld;
     for (int idx = tid; idx < n; idx += nthreads) {
-      if (!p.backward) {  // w_s[(g*nu + u)*H + k] = w_hh[g*H + u0 + u, k]
-        const int c = idx / H, k = idx % H, g = c / nu, u = c % nu;
-        w_s[idx] = a.w_hh[size_t(g * H + u0 + u) * H + k];
-      } else {  // w_s[u*GH + k] = w_hh[k, u0 + u]
-        const int u = idx / GH, k = idx % GH;
-        w_s[idx] = a.w_hh[size_t(k) * H + u0 + u];
+      const int c = idx / ld, k = idx % ld;
+      T v = from_acc<T>(A(0));
+      if (c < ncol && k < K) {
+        if (!p.backward) {  // w_s[(g*nu + u)*ld + k] = w_hh[g*H + u0 + u, k]
+          v = a.w_hh[size_t(c / nu * H + u0 + c % nu) * H + k];
+        } else {  // w_s[u*ld + k] = w_hh[k, u0 + u]
+          v = a.w_hh[size_t(k) * H + u0 + c];
+        }
       }
+      w_s[idx] = v;
     }
   }
 
   // forward: x_s[i, :] = h_prev of row i of step s (row i of step s-1 in y, else h0).
   // backward (iteration s): x_s[i, :] = gradient row i of step s+1 (grad_gh or grad_gx).
+  // Rows up to the next multiple of 16 and columns past K are zero.
   FASTRNN_HD void stage(int s, int tid, int nthreads) const {
-    const int H = p.H, GH = G * p.H;
+    const int H = p.H, GH = G * p.H, K = product_depth(p);
+    const int R = p.backward ? rows(s + 1) : rows(s);
+    const int n = (R + 15) / 16 * 16 * ld;
     if (!p.backward) {
-      const int R = rows(s), Rp = rows(s - 1);
+      const int Rp = rows(s - 1);
       const int fp = Rp > 0 ? first(s - 1) : 0;
-      for (int idx = tid; idx < R * H; idx += nthreads) {
-        const int i = idx / H, k = idx % H;
-        x_s[idx] = i < Rp ? load_cross(a.y + size_t(fp + i) * H + k) : a.h0[size_t(i) * H + k];
+      for (int idx = tid; idx < n; idx += nthreads) {
+        const int i = idx / ld, k = idx % ld;
+        T v = from_acc<T>(A(0));
+        if (i < R && k < K) {
+          v = i < Rp ? load_cross(a.y + size_t(fp + i) * H + k) : a.h0[size_t(i) * H + k];
+        }
+        x_s[idx] = v;
       }
     } else {
-      const int R = rows(s + 1);
       if (R == 0) return;
       const T* src = (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) + size_t(first(s + 1)) * GH;
-      for (int idx = tid; idx < R * GH; idx += nthreads) x_s[idx] = load_cross(src + idx);
+      for (int idx = tid; idx < n; idx += nthreads) {
+        const int i = idx / ld, k = idx % ld;
+        x_s[idx] = i < R && k < K ? load_cross(src + size_t(i) * GH + k) : from_acc<T>(A(0));
+      }
     }
   }
 
   FASTRNN_HD DotJob job(int s) const {
-    if (!p.backward) return {G * nu, rows(s), p.H};
-    return {nu, rows(s + 1), G * p.H};
+    const int K = product_depth(p), K16 = (K + 15) / 16 * 16;
+    if (!p.backward) return {G * nu, rows(s), K, K16};
+    return {nu, rows(s + 1), K, K16};
   }
 
   // One lane's share of column c, rows [r0, r0 + kMaxRowsPerPass): acc[r] += the sum over
   // k = lane, lane + 32, ... of x_s[r0 + r, k] * w_s[c, k]. A warp adds its 32 lanes with
   // warp_sum's butterfly (dot_phase below, and its host twin in the emulation).
   FASTRNN_HD void dot_partial(const DotJob& j, int c, int r0, int lane, A* acc) const {
-    const T* w = w_s + size_t(c) * j.K;
-    const T* x = x_s + size_t(r0) * j.K;
+    const T* w = w_s + size_t(c) * ld;
+    const T* x = x_s + size_t(r0) * ld;
     const int nr = j.R - r0;
     for (int k = lane; k < j.K; k += kWarp) {
       const A wk = to_acc<A>(w[k]);
@@ -137,7 +167,7 @@ struct Block {
 #pragma unroll
 #endif
       for (int r = 0; r < kMaxRowsPerPass; ++r) {
-        if (r < nr) acc[r] += to_acc<A>(x[size_t(r) * j.K + k]) * wk;
+        if (r < nr) acc[r] += to_acc<A>(x[size_t(r) * ld + k]) * wk;
       }
     }
   }
@@ -145,6 +175,57 @@ struct Block {
   FASTRNN_HD void dot_store(const DotJob& j, int c, int r0, const A* acc) const {
     const int nr = j.R - r0 < kMaxRowsPerPass ? j.R - r0 : kMaxRowsPerPass;
     for (int r = 0; r < nr; ++r) acc_s[size_t(r0 + r) * j.ncol + c] = acc[r];
+  }
+
+  FASTRNN_HD MmaJob mma_job(const DotJob& j, int nwarps) const {
+    MmaJob m;
+    m.col_tiles = (j.ncol + 7) / 8;
+    m.tiles = (j.R + 15) / 16 * m.col_tiles;
+    m.chunks = j.K16 / 16;
+    m.ksplit = m.tiles >= nwarps ? 1 : nwarps / m.tiles;
+    if (m.ksplit > m.chunks) m.ksplit = m.chunks;
+    return m;
+  }
+
+  // Job q's operands: the tile's first row of x_s and first column of w_s, and its K range.
+  FASTRNN_HD void mma_operands(const MmaJob& m, int q, const T** x, const T** w, int* k0,
+                               int* k1) const {
+    const int tile = q % m.tiles, part = q / m.tiles;
+    *x = x_s + size_t(tile / m.col_tiles) * 16 * ld;
+    *w = w_s + size_t(tile % m.col_tiles) * 8 * ld;
+    *k0 = part * m.chunks / m.ksplit * 16;
+    *k1 = (part + 1) * m.chunks / m.ksplit * 16;
+  }
+
+  // A lane's 4 results of job q: straight into acc_s without a K split, else into part_s.
+  FASTRNN_HD void mma_store(const DotJob& j, const MmaJob& m, int q, int lane,
+                            const A* out) const {
+    const int tile = q % m.tiles;
+    for (int i = 0; i < 4; ++i) {
+      int r, c;
+      frag_coords(lane, i, &r, &c);
+      if (m.ksplit > 1) {
+        part_s[q * kTileElems + r * 8 + c] = out[i];
+        continue;
+      }
+      const int row = tile / m.col_tiles * 16 + r, col = tile % m.col_tiles * 8 + c;
+      if (row < j.R && col < j.ncol) acc_s[size_t(row) * j.ncol + col] = out[i];
+    }
+  }
+
+  // With a K split: acc_s = the parts of each tile added in part order (deterministic).
+  FASTRNN_HD void mma_reduce(const DotJob& j, const MmaJob& m, int tid, int nthreads) const {
+    if (m.ksplit == 1) return;
+    for (int idx = tid; idx < m.tiles * kTileElems; idx += nthreads) {
+      const int tile = idx / kTileElems, e = idx % kTileElems;
+      const int row = tile / m.col_tiles * 16 + e / 8, col = tile % m.col_tiles * 8 + e % 8;
+      if (row >= j.R || col >= j.ncol) continue;
+      A sum = part_s[tile * kTileElems + e];
+      for (int part = 1; part < m.ksplit; ++part) {
+        sum += part_s[(part * m.tiles + tile) * kTileElems + e];
+      }
+      acc_s[size_t(row) * j.ncol + col] = sum;
+    }
   }
 
   // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for
@@ -166,7 +247,7 @@ struct Block {
       if (Cell::kForwardCarry) {
         carry = i < Rp ? carry_s[i * nu + u] : to_acc<A>(a.c0[size_t(i) * H + j]);
       }
-      const A h_prev = to_acc<A>(x_s[size_t(i) * H + j]);
+      const A h_prev = to_acc<A>(x_s[size_t(i) * ld + j]);
       const A h = Cell::forward(x, hh, h_prev, carry, saved);
       if (Cell::kForwardCarry) carry_s[i * nu + u] = carry;
       for (int q = 0; q < Cell::kSaved; ++q) {

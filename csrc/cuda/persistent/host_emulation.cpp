@@ -63,6 +63,36 @@ void product(const Blk& b, const DotJob& j, int nthreads) {
   }
 }
 
+// The tensor-core product of one block, with mma.h's host twin for each warp's tile.
+template <class Blk, class A>
+void product_mma(const Blk& b, const DotJob& j, int nthreads) {
+  const int nwarps = nthreads / kWarp;
+  const MmaJob m = b.mma_job(j, nwarps);
+  for (int warp = 0; warp < nwarps; ++warp) {
+    for (int q = warp; q < m.tiles * m.ksplit; q += nwarps) {
+      for (int lane = 0; lane < kWarp; ++lane) {
+        const auto* x = b.x_s;
+        const auto* w = b.w_s;
+        int k0, k1;
+        b.mma_operands(m, q, &x, &w, &k0, &k1);
+        A out[4] = {A(0), A(0), A(0), A(0)};
+        tile_product_twin(x, w, b.ld, k0, k1, lane, out);
+        b.mma_store(j, m, q, lane, out);
+      }
+    }
+  }
+  for (int tid = 0; tid < nthreads; ++tid) b.mma_reduce(j, m, tid, nthreads);
+}
+
+template <class Blk, class A>
+void product_any(const Blk& b, const DotJob& j, int nthreads, bool mma) {
+  if (mma) {
+    product_mma<Blk, A>(b, j, nthreads);
+  } else {
+    product<Blk, A>(b, j, nthreads);
+  }
+}
+
 template <class F>
 void threads(int n, const F& f) {
   for (int tid = 0; tid < n; ++tid) f(tid);
@@ -70,14 +100,15 @@ void threads(int n, const F& f) {
 
 // One block's whole program, as the kernels run it; `sync` is the grid barrier.
 template <class Cell, class T, class Sync, class Delay>
-void block_program(const Block<Cell, T, T>& b, int nthreads, const Sync& sync, const Delay& delay) {
+void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Sync& sync,
+                   const Delay& delay) {
   const Plan& p = b.p;
   threads(nthreads, [&](int t) { b.load_weights(t, nthreads); });
   if (!p.backward) {
     for (int s = 0; s < p.steps; ++s) {
       delay(s);
       threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-      product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+      product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
       threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads); });
       if (s + 1 < p.steps) sync();
     }
@@ -86,7 +117,7 @@ void block_program(const Block<Cell, T, T>& b, int nthreads, const Sync& sync, c
       delay(s);
       if (b.rows(s + 1) > 0) {
         threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-        product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+        product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
       }
       threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
       if (s >= 0) sync();
@@ -95,8 +126,8 @@ void block_program(const Block<Cell, T, T>& b, int nthreads, const Sync& sync, c
 }
 
 template <class Cell, class T>
-int run(const Plan& p, const Params<T>& a, int nthreads, int threaded, int skip_barrier,
-        int delay_us) {
+int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
+        int skip_barrier, int delay_us) {
   const size_t smem = smem_layout(p, sizeof(T), sizeof(T)).total;
   // Shared memory starts as NaN: a read of a slot nobody wrote shows in the results.
   std::vector<std::vector<T>> mem(p.blocks,
@@ -118,7 +149,7 @@ int run(const Plan& p, const Params<T>& a, int nthreads, int threaded, int skip_
         const bool has_product = p.backward ? b.rows(s + 1) > 0 : true;
         if (has_product) {
           threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-          product<Block<Cell, T, T>, T>(b, b.job(s), nthreads);
+          product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
         }
         if (p.backward) {
           threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
@@ -141,7 +172,7 @@ int run(const Plan& p, const Params<T>& a, int nthreads, int threaded, int skip_
       const auto delay = [&](int) {
         if (k == 0 && delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
       };
-      block_program<Cell, T>(blocks[k], nthreads, sync, delay);
+      block_program<Cell, T>(blocks[k], nthreads, mma, sync, delay);
     });
   }
   for (auto& t : pool) t.join();
@@ -150,8 +181,8 @@ int run(const Plan& p, const Params<T>& a, int nthreads, int threaded, int skip_
 
 template <class T>
 int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const int* sched,
-             int blocks_max, int nthreads, int threaded, int skip_barrier, int delay_us,
-             void* const* ptrs) {
+             int blocks_max, int nthreads, bool mma, int threaded, int skip_barrier,
+             int delay_us, void* const* ptrs) {
   Params<T> a;
   std::memset(static_cast<void*>(&a), 0, sizeof a);
   a.sched.batch = sched;
@@ -165,7 +196,7 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
   for (auto q : cout) *q = static_cast<T*>(ptrs[k++]);
   for (auto q : gin) *q = static_cast<const T*>(ptrs[k++]);
   for (auto q : gout) *q = static_cast<T*>(ptrs[k++]);
-  if (nthreads <= 0 || nthreads % kWarp != 0) return 2;
+  if (nthreads <= 0 || nthreads % kWarp != 0 || nthreads > kMaxWarps * kWarp) return 2;
   const int G = cell == 0 ? 4 : cell == 1 ? 3 : 1;
   Plan p;
   if (!make_plan(G, B, H, steps, reverse != 0, backward != 0, sizeof(T), sizeof(T), blocks_max,
@@ -173,10 +204,10 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
     return 1;
   }
   switch (cell) {
-    case 0: return run<LstmPolicy, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
-    case 1: return run<GruPolicy, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
-    case 2: return run<RnnPolicy<false>, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
-    case 3: return run<RnnPolicy<true>, T>(p, a, nthreads, threaded, skip_barrier, delay_us);
+    case 0: return run<LstmPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
+    case 1: return run<GruPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
+    case 2: return run<RnnPolicy<false>, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
+    case 3: return run<RnnPolicy<true>, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
   }
   return 2;
 }
@@ -187,21 +218,22 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
 
 extern "C" {
 
-// cell: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN relu; dtype: 0 float32, 1 float64.
+// cell: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN relu; dtype: 0 float32, 1 float64; mma: 1 runs
+// the product the tensor-core way (tiles, K split, mma.h's host twin), 0 the FFMA way.
 // sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 16 pointers in
 // the order gx, h0, c0, w_hh, b_hh, y, hn, cn, saved, grad_y, grad_hn, grad_cn, grad_gx,
 // grad_gh, grad_h0, grad_c0 (null where unused). Returns 0 on success, 1 when the plan
 // does not fit, 2 on a bad argument, 3 when the barrier counter ended inconsistent.
 int fastrnn_emulate(int cell, int dtype, int backward, int B, int H, int steps, int reverse,
-                    const int* sched, int blocks_max, int nthreads, int threaded,
+                    const int* sched, int blocks_max, int nthreads, int mma, int threaded,
                     int skip_barrier, int delay_us, void* const* ptrs) {
   using namespace fastrnn::persistent;
   if (dtype == 0) {
     return dispatch<float>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
-                           threaded, skip_barrier, delay_us, ptrs);
+                           mma != 0, threaded, skip_barrier, delay_us, ptrs);
   }
   return dispatch<double>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
-                          threaded, skip_barrier, delay_us, ptrs);
+                          mma != 0, threaded, skip_barrier, delay_us, ptrs);
 }
 
 // The number of blocks the plan uses for these sizes (0 when it does not fit).

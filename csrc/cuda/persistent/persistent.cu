@@ -2,6 +2,7 @@
 // plan.h for the partition, block.h for each block's phases, barrier.h for the grid sync).
 // One cooperative launch per direction of a layer; grid = plan.blocks (<= one per SM),
 // kThreads threads per block, dynamic shared memory = smem_layout(plan).total.
+// The per-step product runs on tensor cores for bf16/fp16 (mma.h) and on FFMA for fp32.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -12,6 +13,7 @@
 
 #include "barrier.h"
 #include "block.h"
+#include "mma.h"
 #include "persistent.h"
 
 namespace fastrnn {
@@ -45,6 +47,39 @@ __device__ __forceinline__ void dot_phase(const Blk& b, const DotJob& j) {
   }
 }
 
+// 16-bit storage: the same product on tensor cores (mma.h), warp q taking jobs q, q + kWarps,
+// ... of the tile split; with a K split, the parts are added in a fixed order afterwards.
+template <class Blk>
+__device__ __forceinline__ void mma_phase(const Blk& b, const DotJob& j) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const MmaJob m = b.mma_job(j, kWarps);
+  for (int q = warp; q < m.tiles * m.ksplit; q += kWarps) {
+    const auto* x = b.x_s;
+    const auto* w = b.w_s;
+    int k0, k1;
+    b.mma_operands(m, q, &x, &w, &k0, &k1);
+    float out[4] = {0.f, 0.f, 0.f, 0.f};
+    tile_product(x, w, b.ld, k0, k1, lane, out);
+    b.mma_store(j, m, q, lane, out);
+  }
+  if (m.ksplit > 1) {  // uniform over the block
+    __syncthreads();
+    b.mma_reduce(j, m, threadIdx.x, kThreads);
+  }
+}
+
+template <class T>
+constexpr bool kTensorCores = sizeof(T) == 2;
+
+template <class Blk, class T>
+__device__ __forceinline__ void product(const Blk& b, const DotJob& j) {
+  if constexpr (kTensorCores<T>) {
+    mma_phase(b, j);
+  } else {
+    dot_phase(b, j);
+  }
+}
+
 template <class Cell, class T>
 __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -53,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, cons
   for (int s = 0; s < p.steps; ++s) {
     b.stage(s, threadIdx.x, kThreads);
     __syncthreads();  // x_s (and, at s = 0, w_s) complete
-    dot_phase(b, b.job(s));
+    product<Block<Cell, T, float>, T>(b, b.job(s));
     __syncthreads();  // acc_s complete
     b.gates_forward(s, threadIdx.x, kThreads);
     if (s + 1 < p.steps) grid_barrier(a.barrier);  // y rows of step s visible to all
@@ -69,7 +104,7 @@ __global__ void __launch_bounds__(kThreads, 1) backward_kernel(const Plan p, con
     if (b.rows(s + 1) > 0) {  // uniform over the block
       b.stage(s, threadIdx.x, kThreads);
       __syncthreads();
-      dot_phase(b, b.job(s));
+      product<Block<Cell, T, float>, T>(b, b.job(s));
       __syncthreads();
     }
     b.gates_backward(s, threadIdx.x, kThreads);

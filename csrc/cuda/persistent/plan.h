@@ -5,8 +5,9 @@
 // Block b owns hidden units [b*U, min(H, (b+1)*U)) and ALL gates of those units, so the
 // gate math needs nothing from other blocks:
 //   forward:  rows g*H + u0 .. g*H + u0 + nu of W_hh ([G*H, H]) for every gate g,
-//             held as w_s[(g*nu + u) * H + k]                       (G*nu x H, storage type)
-//   backward: columns u0 .. u0 + nu of W_hh, held as w_s[u * G*H + k] (nu x G*H)
+//             held as w_s[(g*nu + u) * ld + k]                  (G*nu x H, storage type)
+//   backward: columns u0 .. u0 + nu of W_hh, held as w_s[u * ld + k] (nu x G*H)
+// (ld = row_stride below).
 // Every step a block stages the rows it multiplies (h_{t-1}: [rows, H] forward; the next
 // step's recurrent-side gradient: [rows, G*H] backward) from global memory into x_s.
 
@@ -38,26 +39,42 @@ FASTRNN_HD int unit_count(const Plan& p, int block) {
   return rest < p.U ? rest : p.U;
 }
 
+// Row stride (elements) of x_s and w_s: the product's depth K (H forward, G*H backward)
+// rounded up to the tensor-core step 16 (the pad is zero in both), plus 8 so that the rows
+// of a 16-bit tile start 16 bytes apart in the banks (conflict-free fragment loads).
+FASTRNN_HD int product_depth(const Plan& p) { return p.backward ? p.G * p.H : p.H; }
+FASTRNN_HD int row_stride(const Plan& p) { return (product_depth(p) + 15) / 16 * 16 + 8; }
+// Columns of the product (G*U forward, U backward) rounded up to the tensor-core tile's 8,
+// rows (B) to its 16; the padded rows and columns are zero and never stored.
+FASTRNN_HD int padded_columns(const Plan& p) { return ((p.backward ? 1 : p.G) * p.U + 7) / 8 * 8; }
+FASTRNN_HD int padded_rows(const Plan& p) { return (p.B + 15) / 16 * 16; }
+
+// Partial 16x8 tiles of a product split along K over warps (at most one per warp).
+constexpr int kMaxWarps = 16;
+constexpr int kTileElems = 16 * 8;
+
 // Byte offsets of one block's shared-memory regions, each 16-byte aligned:
-//   w: the block's W_hh slice (storage type T)   x: the staged rows (T)
+//   w: the block's W_hh slice, [padded_columns, row_stride] (storage type T)
+//   x: the staged rows, [padded_rows, row_stride] (T)
 //   acc: [B, G*U] gh (forward) or [B, U] dh through W_hh (backward), accumulation type A
 //   carry: [B, U] per-unit state kept across steps (LSTM c / dc, GRU direct dh), type A
+//   part: [kMaxWarps, 16, 8] partial tiles of the tensor-core product (A)
 struct SmemLayout {
-  size_t w = 0, x = 0, acc = 0, carry = 0, total = 0;
+  size_t w = 0, x = 0, acc = 0, carry = 0, part = 0, total = 0;
 };
 
 FASTRNN_HD size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 FASTRNN_HD SmemLayout smem_layout(const Plan& p, size_t t_bytes, size_t a_bytes) {
-  const size_t GH = size_t(p.G) * p.H;
+  const size_t ld = size_t(row_stride(p));
   SmemLayout l;
   l.w = 0;
-  l.x = align16(size_t(p.U) * GH * t_bytes);
-  const size_t x_width = p.backward ? GH : size_t(p.H);
-  l.acc = l.x + align16(size_t(p.B) * x_width * t_bytes);
+  l.x = align16(size_t(padded_columns(p)) * ld * t_bytes);
+  l.acc = l.x + align16(size_t(padded_rows(p)) * ld * t_bytes);
   const size_t acc_width = p.backward ? size_t(p.U) : size_t(p.G) * p.U;
   l.carry = l.acc + align16(size_t(p.B) * acc_width * a_bytes);
-  l.total = l.carry + align16(size_t(p.B) * p.U * a_bytes);
+  l.part = l.carry + align16(size_t(p.B) * p.U * a_bytes);
+  l.total = l.part + align16(size_t(kMaxWarps) * kTileElems * a_bytes);
   return l;
 }
 

@@ -1,0 +1,253 @@
+"""Runs the persistent GPU kernels from Python (ctypes over csrc/cuda/persistent/capi.cu,
+compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests,
+compute-sanitizer and the benchmark.
+
+    python tests/persistent_gpu.py run   --mode LSTM --dtype bf16 --batch 4 --hidden 64 --steps 5
+    python tests/persistent_gpu.py bench [--mode LSTM --dtype bf16 --batch 16 --hidden 768 --steps 1024]
+
+`bench` times the persistent forward and forward+backward (with the caller's recurrent
+weight-gradient GEMM) against torch.nn on the same GPU (cuDNN), with CUDA events after a
+warm-up, median of --repeats runs, and prints ms, us per step and the ratio.
+"""
+
+import argparse
+import ctypes
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from persistent_cases import GATES, SAVED, poisoned  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
+CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
+DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+DTYPE_NAMES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
+         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
+
+_lib = None
+
+
+def nvcc():
+    for path in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
+        if path and os.path.exists(path):
+            return path
+    return None
+
+
+def library():
+    global _lib
+    if _lib is not None:
+        return _lib
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+    digest = hashlib.sha256(arch.encode())
+    for root, _, files in os.walk(os.path.join(ROOT, "csrc")):
+        for name in sorted(files):
+            if name.endswith((".h", ".cu")):
+                with open(os.path.join(root, name), "rb") as f:
+                    digest.update(f.read())
+    out_dir = os.path.join(ROOT, "build", "persistent_gpu")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"persistent-{digest.hexdigest()[:16]}.so")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        subprocess.run([nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
+                        f"-gencode=arch=compute_{arch},code=sm_{arch}", "-I",
+                        os.path.join(ROOT, "csrc"), os.path.join(SRC, "persistent.cu"),
+                        os.path.join(SRC, "capi.cu"), "-o", tmp], check=True)
+        os.replace(tmp, path)
+    lib = ctypes.CDLL(path)
+    lib.fastrnn_persistent_run.restype = ctypes.c_int
+    lib.fastrnn_persistent_run.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3 + [
+        ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+    lib.fastrnn_persistent_choose.restype = ctypes.c_int
+    lib.fastrnn_persistent_choose.argtypes = [ctypes.c_int] * 6
+    lib.fastrnn_persistent_last_error.restype = ctypes.c_int
+    _lib = lib
+    return lib
+
+
+def schedule(batch_sizes, device):
+    sizes = [int(b) for b in batch_sizes]
+    offsets = [0]
+    for b in sizes[:-1]:
+        offsets.append(offsets[-1] + b)
+    return torch.tensor(sizes + offsets, dtype=torch.int32, device=device)
+
+
+class Runner:
+    """The device schedule and barrier word of one recurrence, uploaded once."""
+
+    def __init__(self, mode, batch_sizes, hidden, reverse, device="cuda"):
+        self.mode, self.bs, self.hidden, self.reverse = mode, list(batch_sizes), hidden, reverse
+        self.sched = schedule(batch_sizes, device)
+        self.barrier = torch.zeros(1, dtype=torch.int32, device=device)
+
+    def launch(self, backward, tensors):
+        """tensors: name -> contiguous CUDA tensor of one dtype. Returns True if launched."""
+        dtype = next(iter(tensors.values())).dtype
+        ptrs = (ctypes.c_void_p * len(NAMES))(
+            *[tensors[n].data_ptr() if n in tensors else None for n in NAMES])
+        rc = library().fastrnn_persistent_run(
+            CELLS[self.mode], DTYPES[dtype], int(backward), self.bs[0], self.hidden, len(self.bs),
+            int(self.reverse), self.sched.data_ptr(), self.barrier.data_ptr(),
+            torch.cuda.current_stream().cuda_stream, torch.cuda.current_device(), ptrs)
+        error = library().fastrnn_persistent_last_error()
+        assert error == 0, f"CUDA error {error} in the persistent launch"
+        return rc == 1
+
+    def forward(self, ins, outs=None):
+        """ins: gx, h0, (c0), w_hh, (b_hh) on the GPU. Returns the outputs (new, NaN-filled
+        before the launch, unless given), or None if the launcher declined."""
+        if outs is not None:
+            return outs if self.launch(False, {**ins, **outs}) else None
+        N, B, H, x = sum(self.bs), self.bs[0], self.hidden, ins["gx"]
+        outs = {"y": poisoned(x, N, H), "hn": poisoned(x, B, H)}
+        if self.mode == "LSTM":
+            outs["cn"] = poisoned(x, B, H)
+        if SAVED[self.mode]:
+            outs["saved"] = poisoned(x, N, SAVED[self.mode] * H)
+        return outs if self.launch(False, {**ins, **outs}) else None
+
+    def backward(self, ins, outs=None):
+        """ins: grad_y, grad_hn, (grad_cn), h0, (c0), w_hh, y, (saved). Outputs, or None."""
+        if outs is not None:
+            return outs if self.launch(True, {**ins, **outs}) else None
+        N, B, H, G, x = sum(self.bs), self.bs[0], self.hidden, GATES[self.mode], ins["grad_y"]
+        outs = {"grad_gx": poisoned(x, N, G * H), "grad_h0": poisoned(x, B, H)}
+        if self.mode == "GRU":
+            outs["grad_gh"] = poisoned(x, N, G * H)
+        if self.mode == "LSTM":
+            outs["grad_c0"] = poisoned(x, B, H)
+        return outs if self.launch(True, {**ins, **outs}) else None
+
+
+def random_inputs(mode, batch_sizes, hidden, dtype, device="cuda", seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    N, B, G = sum(batch_sizes), batch_sizes[0], GATES[mode]
+
+    def r(*shape, scale=1.0):
+        v = (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
+        return v.to(dtype).to(device)
+
+    ins = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=hidden ** -0.5)}
+    if mode == "LSTM":
+        ins["c0"] = r(B, hidden)
+    if mode == "GRU":
+        ins["b_hh"] = r(G * hidden)
+    grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
+    if mode == "LSTM":
+        grads["grad_cn"] = r(B, hidden)
+    return ins, grads
+
+
+def time_ms(fn, repeats):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def bench(args):
+    dtype, mode, B, H, T = DTYPE_NAMES[args.dtype], args.mode, args.batch, args.hidden, args.steps
+    runner = Runner(mode, [B] * T, H, False)
+    ins, grads = random_inputs(mode, [B] * T, H, dtype)
+    fwd = runner.forward(ins)
+    if fwd is None:
+        print(f"persistent path declined {mode} {args.dtype} B={B} H={H}")
+        return 1
+    y = fwd["y"]
+    back = {**grads, **{k: v for k, v in ins.items() if k in ("h0", "c0", "w_hh")}, "y": y,
+            **({"saved": fwd["saved"]} if "saved" in fwd else {})}
+    bwd = runner.backward(back)
+    if bwd is None:
+        print(f"persistent backward declined {mode} {args.dtype} B={B} H={H}")
+        return 1
+    dgh = bwd.get("grad_gh", bwd["grad_gx"])
+
+    def fwd_bwd():  # outputs preallocated: no fills inside the timed region
+        runner.forward(ins, fwd)
+        runner.backward(back, bwd)
+        torch.mm(dgh[B:].t(), y[:-B])  # the caller's grad_w_hh GEMM (dense case)
+
+    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
+    kw = {} if cls is not torch.nn.RNN else {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"}
+    ref = cls(H, H, **kw).to("cuda", dtype)
+    x = torch.randn(T, B, H, device="cuda", dtype=dtype, requires_grad=True)
+
+    def ref_fwd():
+        with torch.no_grad():
+            ref(x)
+
+    def ref_fwd_bwd():
+        out = ref(x)[0]
+        out.backward(torch.ones_like(out))
+
+    results = {
+        "persistent fwd": time_ms(lambda: runner.forward(ins, fwd), args.repeats),
+        "persistent fwd+bwd": time_ms(fwd_bwd, args.repeats),
+        "torch.nn fwd": time_ms(ref_fwd, args.repeats),
+        "torch.nn fwd+bwd": time_ms(ref_fwd_bwd, args.repeats),
+    }
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda} "
+          f"cudnn {torch.backends.cudnn.version()}; {mode} {args.dtype} B={B} H={H} T={T}; "
+          f"y finite: {bool(torch.isfinite(y).all())}")
+    for name, ms in results.items():
+        print(f"{name:20s} {ms:9.3f} ms {1000 * ms / T:8.2f} us/step")
+    print(f"speed-up fwd {results['torch.nn fwd'] / results['persistent fwd']:.2f}x, "
+          f"fwd+bwd {results['torch.nn fwd+bwd'] / results['persistent fwd+bwd']:.2f}x "
+          "(the torch.nn times include its input projection, the persistent ones do not)")
+    return 0
+
+
+def run_once(args):
+    """One small forward and backward, for compute-sanitizer."""
+    dtype, mode = DTYPE_NAMES[args.dtype], args.mode
+    bs = [args.batch] * args.steps
+    runner = Runner(mode, bs, args.hidden, args.reverse)
+    ins, grads = random_inputs(mode, bs, args.hidden, dtype)
+    fwd = runner.forward(ins)
+    assert fwd is not None, "declined"
+    back = {**grads, **{k: v for k, v in ins.items() if k in ("h0", "c0", "w_hh")}, "y": fwd["y"]}
+    if "saved" in fwd:
+        back["saved"] = fwd["saved"]
+    g = runner.backward(back)
+    assert g is not None, "declined"
+    torch.cuda.synchronize()
+    finite = all(bool(torch.isfinite(t).all()) for t in list(fwd.values()) + list(g.values()))
+    print("finite" if finite else "NOT FINITE")
+    return 0 if finite else 1
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["run", "bench"])
+    parser.add_argument("--mode", default="LSTM", choices=list(CELLS))
+    parser.add_argument("--dtype", default="bf16", choices=list(DTYPE_NAMES))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--steps", type=int, default=1024)
+    parser.add_argument("--reverse", action="store_true")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    return run_once(args) if args.command == "run" else bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
