@@ -3,7 +3,7 @@ inputs of one recurrence in the packed layout, and fastrnn's CPU ops as the orac
 
 import torch
 
-from fastrnn import _ops  # noqa: F401  (registers torch.ops.fastrnn)
+from fastrnn import _ops  # noqa: F401  (importing registers torch.ops.fastrnn)
 
 ops = torch.ops.fastrnn
 NAN = float("nan")
@@ -56,10 +56,11 @@ def problem(mode, lengths, hidden, seed):
 def cpu_forward(mode, t, bs, reverse):
     b = torch.tensor(bs, dtype=torch.int64)
     if mode == "LSTM":
-        y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse)
+        y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse,
+                                           True)
         return {"y": y, "hn": hn, "cn": cn, "saved": saved}
     if mode == "GRU":
-        y, hn, saved = ops.gru_forward(t["gx"], b, t["h0"], t["w_hh"], t["b_hh"], reverse)
+        y, hn, saved = ops.gru_forward(t["gx"], b, t["h0"], t["w_hh"], t["b_hh"], reverse, True)
         return {"y": y, "hn": hn, "saved": saved}
     y, hn = ops.rnn_forward(t["gx"], b, t["h0"], t["w_hh"], mode == "RNN_RELU", reverse)
     return {"y": y, "hn": hn}

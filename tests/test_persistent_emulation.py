@@ -12,20 +12,20 @@ import pytest
 import torch
 
 import persistent_host as ph
-from persistent_cases import batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows, poisoned, problem
+from persistent_cases import cpu_backward, cpu_forward, h_prev_rows, poisoned, problem
 
 pytestmark = pytest.mark.skipif(ph.compiler() is None, reason="needs a C++ compiler")
 
 TOL = {torch.float64: 1e-10, torch.float32: 5e-5}
 
 
-def emulate_forward(mode, t, bs, hidden, reverse, dtype, **kw):
+def emulate_forward(mode, t, bs, hidden, reverse, dtype, save=True, **kw):
     ins = {k: v.to(dtype).contiguous() for k, v in t.items()}
     N, B, x = sum(bs), bs[0], ins["gx"]
     outs = {"y": poisoned(x, N, hidden), "hn": poisoned(x, B, hidden)}
     if mode == "LSTM":
         outs["cn"] = poisoned(x, B, hidden)
-    if ph.SAVED[mode]:
+    if ph.SAVED[mode] and save:
         outs["saved"] = poisoned(x, N, ph.SAVED[mode] * hidden)
     rc = ph.emulate(mode, False, bs, hidden, reverse, {**ins, **outs}, **kw)
     return rc, outs
@@ -101,6 +101,17 @@ def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype, mma):
     assert_close("grad_w_hh", grad_gh.t() @ h_prev, want["grad_w_hh"], tol * 10)
     if mode == "GRU":
         assert_close("grad_b_hh", grad_gh.sum(0), want["grad_b_hh"], tol * 10)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_forward_without_saved(mode):
+    """saved = null (inference): the same outputs, nothing else written."""
+    bs, t, _ = problem(mode, (4, 3, 1), 10, seed=5)
+    fwd = cpu_forward(mode, t, bs, False)
+    rc, got = emulate_forward(mode, t, bs, 10, False, torch.float64, save=False, blocks=3)
+    assert rc == 0 and "saved" not in got
+    for name, value in got.items():
+        assert_close(name, value, fwd[name], TOL[torch.float64])
 
 
 @pytest.mark.parametrize("mode,mma", [("LSTM", False), ("GRU", True)], ids=["LSTM-ffma", "GRU-mma"])

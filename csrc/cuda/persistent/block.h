@@ -42,11 +42,13 @@ FASTRNN_HD T load_cross(const T* p) {
 }
 
 // Global tensors of one direction of one layer, storage type T, all contiguous.
-// N packed rows, GH = G*H. Forward reads gx [N, GH], h0 [B, H], c0 [B, H] (LSTM),
-// w_hh [GH, H], b_hh [GH] (GRU, optional); writes y [N, H], hn [B, H], cn [B, H] (LSTM),
-// saved [N, kSaved*H]. Backward reads grad_y [N, H], grad_hn [B, H], grad_cn [B, H]
-// (LSTM), h0, c0, w_hh, y, saved; writes grad_gx [N, GH], grad_gh [N, GH] (GRU: gradient
-// w.r.t. h_prev @ w_hh^T + b_hh), grad_h0 [B, H], grad_c0 [B, H] (LSTM).
+// N packed rows, GH = G*H.
+// Forward reads gx [N, GH], h0 [B, H], c0 [B, H] (LSTM), w_hh [GH, H], b_hh [GH] (GRU,
+// optional); writes y [N, H], hn [B, H], cn [B, H] (LSTM), saved [N, kSaved*H] (unless
+// null: no backward will read it).
+// Backward reads grad_y [N, H], grad_hn [B, H], grad_cn [B, H] (LSTM), h0, c0, w_hh, y,
+// saved; writes grad_gx [N, GH], grad_gh [N, GH] (GRU: the gradient w.r.t.
+// h_prev @ w_hh^T + b_hh), grad_h0 [B, H], grad_c0 [B, H] (LSTM).
 template <class T>
 struct Params {
   Sched sched;
@@ -250,8 +252,10 @@ struct Block {
       const A h_prev = to_acc<A>(x_s[size_t(i) * ld + j]);
       const A h = Cell::forward(x, hh, h_prev, carry, saved);
       if (Cell::kForwardCarry) carry_s[i * nu + u] = carry;
-      for (int q = 0; q < Cell::kSaved; ++q) {
-        a.saved[row * Cell::kSaved * H + q * H + j] = from_acc<T>(saved[q]);
+      if (a.saved != nullptr) {  // null: no backward will read it
+        for (int q = 0; q < Cell::kSaved; ++q) {
+          a.saved[row * Cell::kSaved * H + q * H + j] = from_acc<T>(saved[q]);
+        }
       }
       a.y[row * H + j] = from_acc<T>(h);
       if (i >= Rn) {

@@ -4,7 +4,8 @@
 // grid-wide barrier per step. Raw pointers, contiguous tensors, storage dtype `dtype`
 // everywhere (float accumulation). Shapes as the CPU ops (csrc/ops.cpp):
 //   gx [N, G*H], h0 [B, H], c0 [B, H], w_hh [G*H, H], b_hh [G*H] (GRU, may be null),
-//   y [N, H], hn [B, H], cn [B, H], saved [N, S*H] (S = 5 LSTM, 4 GRU, 0 RNN),
+//   y [N, H], hn [B, H], cn [B, H], saved [N, S*H] (S = 5 LSTM, 4 GRU, 0 RNN; may be null
+//   when no backward will run),
 //   grad_gx [N, G*H], grad_gh [N, G*H] (GRU: gradient w.r.t. h_prev @ w_hh^T + b_hh,
 //   which the caller turns into grad_w_hh and grad_b_hh), grad_h0 [B, H], grad_c0 [B, H].
 // The recurrent weight gradients are GEMMs the caller runs after the backward launch
