@@ -41,6 +41,22 @@ FASTRNN_HD T load_cross(const T* p) {
 #endif
 }
 
+// 16 bytes of any type, for the vectorised staging.
+struct alignas(16) Vec16 {
+  unsigned int w[4];
+};
+
+FASTRNN_HD Vec16 load_cross16(const void* p) {
+#if defined(__CUDA_ARCH__)
+  const uint4 v = __ldcg(reinterpret_cast<const uint4*>(p));
+  return Vec16{{v.x, v.y, v.z, v.w}};
+#else
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+#endif
+}
+
 // Global tensors of one direction of one layer, storage type T, all contiguous.
 // N packed rows, GH = G*H.
 // Forward reads gx [N, GH], h0 [B, H], c0 [B, H] (LSTM), w_hh [GH, H], b_hh [GH] (GRU,
@@ -122,31 +138,47 @@ struct Block {
     }
   }
 
-  // forward: x_s[i, :] = h_prev of row i of step s (row i of step s-1 in y, else h0).
-  // backward (iteration s): x_s[i, :] = gradient row i of step s+1 (grad_gh or grad_gx).
-  // Rows up to the next multiple of 16 and columns past K are zero.
-  FASTRNN_HD void stage(int s, int tid, int nthreads) const {
-    const int H = p.H, GH = G * p.H, K = product_depth(p);
-    const int R = p.backward ? rows(s + 1) : rows(s);
-    const int n = (R + 15) / 16 * 16 * ld;
+  // Where row i of x_s comes from at step s (forward) / iteration s (backward):
+  // forward, h_prev of row i of step s: row i of step s-1 in y (`carried`) for i < Rp,
+  // else row i of h0 (`init`); backward, row i of step s+1's recurrent-side gradient.
+  struct Rows {
+    const T *carried, *init;
+    int Rp, width;
+    FASTRNN_HD const T* row(int i) const {
+      return i < Rp ? carried + size_t(i) * width : init + size_t(i) * width;
+    }
+  };
+  FASTRNN_HD Rows staged_rows(int s) const {
     if (!p.backward) {
       const int Rp = rows(s - 1);
-      const int fp = Rp > 0 ? first(s - 1) : 0;
-      for (int idx = tid; idx < n; idx += nthreads) {
-        const int i = idx / ld, k = idx % ld;
-        T v = from_acc<T>(A(0));
-        if (i < R && k < K) {
-          v = i < Rp ? load_cross(a.y + size_t(fp + i) * H + k) : a.h0[size_t(i) * H + k];
-        }
-        x_s[idx] = v;
+      return {a.y + (Rp > 0 ? size_t(first(s - 1)) * p.H : 0), a.h0, Rp, p.H};
+    }
+    const T* src = (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) + size_t(first(s + 1)) * G * p.H;
+    return {src, src, rows(s + 1), G * p.H};
+  }
+
+  // x_s[i, :K] = staged_rows(s).row(i) for the R rows; rows up to the next multiple of 16 and
+  // columns from K on are zero. 16 bytes per load when plan.vec_stage.
+  FASTRNN_HD void stage(int s, int tid, int nthreads) const {
+    const int K = product_depth(p);
+    const int R = p.backward ? rows(s + 1) : rows(s);
+    if (R == 0) return;
+    const int R16 = (R + 15) / 16 * 16;
+    const Rows src = staged_rows(s);
+    if (p.vec_stage) {
+      constexpr int V = 16 / sizeof(T);
+      const int per_row = ld / V;  // ld is a multiple of 8, V of 8 / 4 / 2
+      for (int idx = tid; idx < R16 * per_row; idx += nthreads) {
+        const int i = idx / per_row, k = idx % per_row * V;
+        Vec16 v{{0u, 0u, 0u, 0u}};
+        if (i < R && k < K) v = load_cross16(src.row(i) + k);
+        *reinterpret_cast<Vec16*>(x_s + size_t(i) * ld + k) = v;
       }
-    } else {
-      if (R == 0) return;
-      const T* src = (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) + size_t(first(s + 1)) * GH;
-      for (int idx = tid; idx < n; idx += nthreads) {
-        const int i = idx / ld, k = idx % ld;
-        x_s[idx] = i < R && k < K ? load_cross(src + size_t(i) * GH + k) : from_acc<T>(A(0));
-      }
+      return;
+    }
+    for (int idx = tid; idx < R16 * ld; idx += nthreads) {
+      const int i = idx / ld, k = idx % ld;
+      x_s[idx] = i < R && k < K ? load_cross(src.row(i) + k) : from_acc<T>(A(0));
     }
   }
 
@@ -230,9 +262,17 @@ struct Block {
     }
   }
 
+  // The gx values of thread tid's first (row, unit) of step s, loaded ahead (the kernel
+  // issues the loads before the grid barrier, so their latency hides behind it).
+  FASTRNN_HD void load_gx(int s, int tid, A* x) const {
+    if (tid >= rows(s) * nu) return;
+    const size_t row = size_t(first(s) + tid / nu);
+    for (int g = 0; g < G; ++g) x[g] = to_acc<A>(a.gx[row * G * p.H + g * p.H + u0 + tid % nu]);
+  }
+
   // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for
-  // rows whose last step this is.
-  FASTRNN_HD void gates_forward(int s, int tid, int nthreads) const {
+  // rows whose last step this is. gx_pre: load_gx(s, tid).
+  FASTRNN_HD void gates_forward(int s, int tid, int nthreads, const A* gx_pre) const {
     const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
     if (R == 0) return;
     const int f = first(s);
@@ -241,7 +281,7 @@ struct Block {
       const size_t row = size_t(f + i);
       A x[G], hh[G], saved[kSavedArr];
       for (int g = 0; g < G; ++g) {
-        x[g] = to_acc<A>(a.gx[row * GH + g * H + j]);
+        x[g] = idx == tid ? gx_pre[g] : to_acc<A>(a.gx[row * GH + g * H + j]);
         hh[g] = acc_s[size_t(i) * G * nu + g * nu + u];
         if (a.b_hh != nullptr) hh[g] += to_acc<A>(a.b_hh[g * H + j]);
       }

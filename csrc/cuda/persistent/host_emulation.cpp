@@ -13,7 +13,9 @@
 // Storage and accumulation type are the same here (float or double).
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -103,14 +105,19 @@ template <class Cell, class T, class Sync, class Delay>
 void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Sync& sync,
                    const Delay& delay) {
   const Plan& p = b.p;
+  std::vector<std::array<T, Cell::kGates>> gx(nthreads);  // each thread's registers
   threads(nthreads, [&](int t) { b.load_weights(t, nthreads); });
   if (!p.backward) {
+    threads(nthreads, [&](int t) { b.load_gx(0, t, gx[t].data()); });
     for (int s = 0; s < p.steps; ++s) {
       delay(s);
       threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
       product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
-      threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads); });
-      if (s + 1 < p.steps) sync();
+      threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads, gx[t].data()); });
+      if (s + 1 < p.steps) {
+        threads(nthreads, [&](int t) { b.load_gx(s + 1, t, gx[t].data()); });
+        sync();
+      }
     }
   } else {
     for (int s = p.steps - 1; s >= -1; --s) {
@@ -143,9 +150,12 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
     const int first = p.backward ? p.steps - 1 : 0;
     const int last = p.backward ? -1 : p.steps - 1;
     const int dir = p.backward ? -1 : 1;
+    std::vector<std::vector<std::array<T, Cell::kGates>>> gx(
+        p.blocks, std::vector<std::array<T, Cell::kGates>>(nthreads));
     for (auto& b : blocks) threads(nthreads, [&](int t) { b.load_weights(t, nthreads); });
     for (int s = first;; s += dir) {
-      for (auto& b : blocks) {
+      for (int k = 0; k < p.blocks; ++k) {
+        const auto& b = blocks[k];
         const bool has_product = p.backward ? b.rows(s + 1) > 0 : true;
         if (has_product) {
           threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
@@ -154,7 +164,8 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
         if (p.backward) {
           threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
         } else {
-          threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads); });
+          threads(nthreads, [&](int t) { b.load_gx(s, t, gx[k][t].data()); });
+          threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads, gx[k][t].data()); });
         }
       }
       if (s == last) break;
@@ -203,6 +214,11 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
                  size_t(1) << 30, &p)) {
     return 1;
   }
+  // As the launcher decides it (torch's CPU allocations are 16-byte aligned too).
+  const void* staged = backward ? (cell == 1 ? a.grad_gh : a.grad_gx) : a.y;
+  const auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  p.vec_stage = product_depth(p) % int(16 / sizeof(T)) == 0 && aligned16(staged) &&
+                (backward || aligned16(a.h0));
   switch (cell) {
     case 0: return run<LstmPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
     case 1: return run<GruPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);

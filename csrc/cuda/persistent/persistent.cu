@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -84,14 +85,19 @@ template <class Cell, class T>
 __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Block<Cell, T, float> b(p, a, blockIdx.x, smem);
+  float gx[Cell::kGates];  // this thread's first gx values of the coming step
   b.load_weights(threadIdx.x, kThreads);
+  b.load_gx(0, threadIdx.x, gx);
   for (int s = 0; s < p.steps; ++s) {
     b.stage(s, threadIdx.x, kThreads);
     __syncthreads();  // x_s (and, at s = 0, w_s) complete
     product<Block<Cell, T, float>, T>(b, b.job(s));
     __syncthreads();  // acc_s complete
-    b.gates_forward(s, threadIdx.x, kThreads);
-    if (s + 1 < p.steps) grid_barrier(a.barrier);  // y rows of step s visible to all
+    b.gates_forward(s, threadIdx.x, kThreads, gx);
+    if (s + 1 < p.steps) {
+      b.load_gx(s + 1, threadIdx.x, gx);  // in flight during the barrier
+      grid_barrier(a.barrier);            // y rows of step s visible to all
+    }
   }
 }
 
@@ -147,10 +153,15 @@ bool device_plan(int B, int H, int T_steps, bool reverse, bool backward, int dev
   return per_sm >= 1 && p->blocks <= per_sm * sms;
 }
 
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
 template <class Cell, class T>
 bool launch(const Problem& pr, bool backward, Params<T> a) {
   Plan p;
   if (!device_plan<Cell, T>(pr.B, pr.H, pr.T, pr.reverse, backward, pr.device, &p)) return false;
+  const T* staged = backward ? (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) : a.y;
+  p.vec_stage = product_depth(p) % int(16 / sizeof(T)) == 0 && aligned16(staged) &&
+                (backward || aligned16(a.h0));
   a.sched.batch = pr.sched;
   a.sched.offset = pr.sched + pr.T;
   a.barrier = pr.barrier;

@@ -31,6 +31,10 @@ struct Plan {
   int U = 0;        // units per block (the last block may own fewer)
   bool reverse = false;
   bool backward = false;
+  // Stage with 16-byte loads: the product depth K is a multiple of 16 / sizeof(T) and the
+  // staged tensors (y and h0 forward, grad_gx / grad_gh backward) are 16-byte aligned.
+  // Set by the launcher, which sees the pointers.
+  bool vec_stage = false;
 };
 
 FASTRNN_HD int first_unit(const Plan& p, int block) { return block * p.U; }
