@@ -6,7 +6,7 @@
 //
 // Device (16-bit T): mma.sync.m16n8k16 (bf16 or f16 inputs, f32 accumulation) with the
 // fragment layout of the PTX ISA for that shape. Host twin: the same 4 dot products per
-// lane in plain loops. The emulation runs the twin, so it checks everything around the
+// lane in plain loops (in another order: the device's sums differ in the last bits). The emulation runs the twin, so it checks everything around the
 // tile (tiling, K split, padding, frag_coords -> (r, c) stores) but NOT that the device
 // fragments below really hold the elements frag_coords says: that needs a GPU.
 
@@ -75,7 +75,9 @@ __device__ __forceinline__ void tile_product(const T* x, const T* w, int ld, int
   const T* x0 = x + g * ld + 2 * t;
   const T* x8 = x0 + 8 * ld;
   const T* w0 = w + g * ld + 2 * t;
-  for (int k = k0; k < k1; k += 16) {
+  // Two accumulators over alternate chunks: two independent mma chains instead of one.
+  float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
+  const auto chunk = [&](int k, float* acc) {
     uint32_t a[4], b[2];
     a[0] = *reinterpret_cast<const uint32_t*>(x0 + k);
     a[1] = *reinterpret_cast<const uint32_t*>(x8 + k);
@@ -83,8 +85,15 @@ __device__ __forceinline__ void tile_product(const T* x, const T* w, int ld, int
     a[3] = *reinterpret_cast<const uint32_t*>(x8 + k + 8);
     b[0] = *reinterpret_cast<const uint32_t*>(w0 + k);
     b[1] = *reinterpret_cast<const uint32_t*>(w0 + k + 8);
-    mma_16x8x16<T>(out, a, b);
+    mma_16x8x16<T>(acc, a, b);
+  };
+  int k = k0;
+  for (; k + 16 < k1; k += 32) {
+    chunk(k, acc0);
+    chunk(k + 16, acc1);
   }
+  if (k < k1) chunk(k, acc0);
+  for (int i = 0; i < 4; ++i) out[i] += acc0[i] + acc1[i];
 }
 #endif
 
