@@ -72,8 +72,16 @@ def library():
     lib.fastrnn_persistent_choose.restype = ctypes.c_int
     lib.fastrnn_persistent_choose.argtypes = [ctypes.c_int] * 6
     lib.fastrnn_persistent_last_error.restype = ctypes.c_int
+    lib.fastrnn_persistent_runtime_status.restype = ctypes.c_int
     _lib = lib
     return lib
+
+
+def runtime_problem():
+    """None when the kernels built here can run, else why not (e.g. nvcc's CUDA runtime
+    needs a newer driver than the one installed)."""
+    status = library().fastrnn_persistent_runtime_status()
+    return None if status == 0 else f"the CUDA runtime of nvcc's build reports error {status}"
 
 
 def schedule(batch_sizes, device):
@@ -219,7 +227,8 @@ def bench(args):
 def run_once(args):
     """One small forward and backward, for compute-sanitizer."""
     dtype, mode = DTYPE_NAMES[args.dtype], args.mode
-    bs = [args.batch] * args.steps
+    # Packed: rows drop off along the sequence (e.g. batch 3, 4 steps: 3, 3, 2, 2).
+    bs = sorted((max(1, args.batch - t // 2) for t in range(args.steps)), reverse=True)
     runner = Runner(mode, bs, args.hidden, args.reverse)
     ins, grads = random_inputs(mode, bs, args.hidden, dtype)
     fwd = runner.forward(ins)

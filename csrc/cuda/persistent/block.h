@@ -305,12 +305,44 @@ struct Block {
     }
   }
 
+  // What the backward gate math of one (row i, unit) of step s reads from global memory
+  // that no block writes during the launch: grad_y, saved, y (h) and prev (LSTM: c_prev
+  // from the previous row's saved or c0; GRU: h_prev from y or h0).
+  struct RowInputs {
+    A gy, h, prev;
+    A saved[kSavedArr];
+  };
+  FASTRNN_HD void load_inputs(int s, int idx, RowInputs& in) const {
+    const int H = p.H, i = idx / nu, j = u0 + idx % nu, Rp = rows(s - 1);
+    const size_t row = size_t(first(s) + i);
+    in.gy = to_acc<A>(a.grad_y[row * H + j]);
+    in.h = to_acc<A>(a.y[row * H + j]);
+    for (int q = 0; q < Cell::kSaved; ++q) {
+      in.saved[q] = to_acc<A>(a.saved[row * Cell::kSaved * H + q * H + j]);
+    }
+    in.prev = A(0);
+    if (Cell::kBackwardCarry) {
+      const size_t prev_row = Rp > i ? size_t(first(s - 1) + i) : 0;
+      if (Cell::kPrevFromY) {
+        in.prev = to_acc<A>(i < Rp ? a.y[prev_row * H + j] : a.h0[size_t(i) * H + j]);
+      } else {
+        in.prev = to_acc<A>(i < Rp ? a.saved[prev_row * Cell::kSaved * H + 4 * H + j]
+                                   : a.c0[size_t(i) * H + j]);
+      }
+    }
+  }
+  // Thread tid's first (row, unit) of iteration s, loaded ahead (before the grid barrier).
+  FASTRNN_HD void load_inputs_ahead(int s, int tid, RowInputs& in) const {
+    if (tid < rows(s) * nu) load_inputs(s, tid, in);
+  }
+
   // Iteration s in [-1, T): rows of step s get their gradients; rows whose first step is
   // s+1 (i in [rows(s), rows(s+1))) get grad_h0 from this iteration's product.
-  FASTRNN_HD void gates_backward(int s, int tid, int nthreads) const {
+  // ahead: load_inputs_ahead(s, tid).
+  FASTRNN_HD void gates_backward(int s, int tid, int nthreads, const RowInputs& ahead) const {
     const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
     const int Rmax = R > Rn ? R : Rn;
-    const int f = R > 0 ? first(s) : 0, fp = Rp > 0 ? first(s - 1) : 0;
+    const int f = R > 0 ? first(s) : 0;
     for (int idx = tid; idx < Rmax * nu; idx += nthreads) {
       const int i = idx / nu, u = idx % nu, j = u0 + u;
       const A rec = i < Rn ? acc_s[i * nu + u] : A(0);
@@ -320,27 +352,19 @@ struct Block {
         a.grad_h0[size_t(i) * H + j] = from_acc<T>(Cell::h0_grad(rec, carry));
         continue;
       }
+      RowInputs in;
+      if (idx == tid) {
+        in = ahead;
+      } else {
+        load_inputs(s, idx, in);
+      }
       const size_t row = size_t(f + i);
-      const A dh = (i < Rn ? rec : to_acc<A>(a.grad_hn[size_t(i) * H + j])) +
-                   to_acc<A>(a.grad_y[row * H + j]);
+      const A dh = (i < Rn ? rec : to_acc<A>(a.grad_hn[size_t(i) * H + j])) + in.gy;
       if (Cell::kBackwardCarry && i >= Rn && a.grad_cn != nullptr) {
         carry = to_acc<A>(a.grad_cn[size_t(i) * H + j]);
       }
-      A saved[kSavedArr], dx[G], dgh[G];
-      for (int q = 0; q < Cell::kSaved; ++q) {
-        saved[q] = to_acc<A>(a.saved[row * Cell::kSaved * H + q * H + j]);
-      }
-      A prev = A(0);
-      if (Cell::kBackwardCarry) {  // LSTM: c_prev; GRU: h_prev
-        if (Cell::kPrevFromY) {
-          prev = to_acc<A>(i < Rp ? a.y[size_t(fp + i) * H + j] : a.h0[size_t(i) * H + j]);
-        } else {
-          prev = to_acc<A>(i < Rp ? a.saved[size_t(fp + i) * Cell::kSaved * H + 4 * H + j]
-                                  : a.c0[size_t(i) * H + j]);
-        }
-      }
-      const A h = to_acc<A>(a.y[row * H + j]);
-      Cell::backward(dh, carry, saved, h, prev, dx, dgh);
+      A dx[G], dgh[G];
+      Cell::backward(dh, carry, in.saved, in.h, in.prev, dx, dgh);
       for (int g = 0; g < G; ++g) {
         a.grad_gx[row * GH + g * H + j] = from_acc<T>(dx[g]);
         if (Cell::kSeparateDgh) a.grad_gh[row * GH + g * H + j] = from_acc<T>(dgh[g]);

@@ -56,4 +56,11 @@ int fastrnn_persistent_choose(int cell, int dtype, int B, int H, int device, int
 
 int fastrnn_persistent_last_error() { return static_cast<int>(cudaGetLastError()); }
 
+// 0 when this library's CUDA runtime can use the driver (e.g. 35,
+// cudaErrorInsufficientDriver, when nvcc's runtime is newer than the installed driver).
+int fastrnn_persistent_runtime_status() {
+  int count = 0;
+  return static_cast<int>(cudaGetDeviceCount(&count));
+}
+
 }  // extern "C"

@@ -120,14 +120,19 @@ void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Syn
       }
     }
   } else {
+    std::vector<typename Block<Cell, T, T>::RowInputs> in(nthreads);
+    threads(nthreads, [&](int t) { b.load_inputs_ahead(p.steps - 1, t, in[t]); });
     for (int s = p.steps - 1; s >= -1; --s) {
       delay(s);
       if (b.rows(s + 1) > 0) {
         threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
         product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
       }
-      threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
-      if (s >= 0) sync();
+      threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads, in[t]); });
+      if (s >= 0) {
+        threads(nthreads, [&](int t) { b.load_inputs_ahead(s - 1, t, in[t]); });
+        sync();
+      }
     }
   }
 }
@@ -162,7 +167,9 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
           product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
         }
         if (p.backward) {
-          threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads); });
+          std::vector<typename Block<Cell, T, T>::RowInputs> in(nthreads);
+          threads(nthreads, [&](int t) { b.load_inputs_ahead(s, t, in[t]); });
+          threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads, in[t]); });
         } else {
           threads(nthreads, [&](int t) { b.load_gx(s, t, gx[k][t].data()); });
           threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads, gx[k][t].data()); });

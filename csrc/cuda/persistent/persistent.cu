@@ -104,17 +104,23 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, cons
 template <class Cell, class T>
 __global__ void __launch_bounds__(kThreads, 1) backward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const Block<Cell, T, float> b(p, a, blockIdx.x, smem);
+  using Blk = Block<Cell, T, float>;
+  const Blk b(p, a, blockIdx.x, smem);
+  typename Blk::RowInputs in;  // this thread's first (row, unit) of the coming iteration
   b.load_weights(threadIdx.x, kThreads);
+  b.load_inputs_ahead(p.steps - 1, threadIdx.x, in);
   for (int s = p.steps - 1; s >= -1; --s) {
     if (b.rows(s + 1) > 0) {  // uniform over the block
       b.stage(s, threadIdx.x, kThreads);
       __syncthreads();
-      product<Block<Cell, T, float>, T>(b, b.job(s));
+      product<Blk, T>(b, b.job(s));
       __syncthreads();
     }
-    b.gates_backward(s, threadIdx.x, kThreads);
-    if (s >= 0) grid_barrier(a.barrier);  // gradient rows of step s visible to all
+    b.gates_backward(s, threadIdx.x, kThreads, in);
+    if (s >= 0) {
+      b.load_inputs_ahead(s - 1, threadIdx.x, in);  // in flight during the barrier
+      grid_barrier(a.barrier);                      // gradient rows of step s visible to all
+    }
   }
 }
 
