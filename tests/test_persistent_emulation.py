@@ -103,6 +103,29 @@ def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype, mma):
         assert_close("grad_b_hh", grad_gh.sum(0), want["grad_b_hh"], tol * 10)
 
 
+@pytest.mark.parametrize("mode,dtype,mma", [("LSTM", torch.float64, True), ("GRU", torch.float32, False)],
+                         ids=["LSTM-f64-mma", "GRU-f32-ffma"])
+def test_goal_shape_partition(mode, dtype, mma):
+    """B = 16, H = 768 on 132 block slots and 256 threads, as on an H100: 128 blocks of 6
+    units, a 16 x 24 (forward) / 16 x 6 (backward) product per block, K split over warps."""
+    lengths, hidden, reverse = (3,) * 16, 768, False
+    bs, t, grads = problem(mode, lengths, hidden, seed=11)
+    with torch.no_grad():
+        t["w_hh"] *= 0.05  # keep the gates away from saturation at this width
+    fwd = cpu_forward(mode, t, bs, reverse)
+    rc, got = emulate_forward(mode, t, bs, hidden, reverse, dtype, blocks=132, threads=256, mma=mma)
+    assert rc == 0
+    for name, value in got.items():
+        assert_close(name, value, fwd[name], TOL[dtype])
+    want = cpu_backward(mode, t, fwd, grads, bs, reverse)
+    rc, got = emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, blocks=132,
+                               threads=256, mma=mma)
+    assert rc == 0
+    for name in ("grad_gx", "grad_h0", "grad_c0"):
+        if name in got:
+            assert_close(name, got[name], want[name], TOL[dtype])
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 def test_forward_without_saved(mode):
     """saved = null (inference): the same outputs, nothing else written."""

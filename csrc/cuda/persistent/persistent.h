@@ -12,18 +12,32 @@
 // (LSTM, RNN: grad_gx^T @ h_prev; GRU: grad_gh^T @ h_prev), as the CPU ops do.
 //
 // sched: device int32 [2*T]: batch_sizes (as int32) followed by the packed row offset of
-// each time step (exclusive prefix sum). barrier: device memory for one unsigned int,
-// not shared with a concurrent launch (the launcher zeroes it on `stream`).
+// each time step (exclusive prefix sum), see fill_schedule; N = sum(batch_sizes) must fit
+// an int32. barrier: device memory for one unsigned int, not shared with a concurrent
+// launch (the launcher zeroes it on `stream`). The current device must be `device`.
 //
-// Every launcher returns false without touching the device when the shape does not fit
+// Every launcher returns false without launching anything when the shape does not fit
 // (see choose_persistent), so the caller can fall back to the per-step path; it also
 // returns false if a CUDA call fails (the error is left in cudaGetLastError()).
 // LSTM with projection (proj_size > 0) is not supported: call the per-step path.
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace fastrnn {
 namespace persistent {
+
+// The host side of `sched` (copy it to the device, e.g. from pinned memory without a
+// sync): sched[0, T) = batch_sizes, sched[T, 2T) = first packed row of each time step.
+inline void fill_schedule(const int64_t* batch_sizes, int T, int* sched) {
+  int64_t offset = 0;
+  for (int t = 0; t < T; ++t) {
+    sched[t] = static_cast<int>(batch_sizes[t]);
+    sched[T + t] = static_cast<int>(offset);
+    offset += batch_sizes[t];
+  }
+}
 
 enum class Dtype { kFloat32, kBFloat16, kFloat16 };
 enum class Cell { kLstm, kGru, kRnnTanh, kRnnRelu };
