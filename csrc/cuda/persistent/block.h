@@ -188,20 +188,38 @@ struct Block {
     return {nu, rows(s + 1), K, K16};
   }
 
-  // One lane's share of column c, rows [r0, r0 + kMaxRowsPerPass): acc[r] += the sum over
-  // k = lane, lane + 32, ... of x_s[r0 + r, k] * w_s[c, k]. A warp adds its 32 lanes with
-  // warp_sum's butterfly (dot_phase below, and its host twin in the emulation).
-  FASTRNN_HD void dot_partial(const DotJob& j, int c, int r0, int lane, A* acc) const {
-    const T* w = w_s + size_t(c) * ld;
+  // The FFMA product, per warp: columns c + q*stride (q < kColsPerPass, those < ncol),
+  // rows [r0, r0 + kMaxRowsPerPass). One lane's share: acc[q][r] += the sum over
+  // k = lane, lane + 32, ... of x_s[r0 + r, k] * w_s[c + q*stride, k]; each x_s value is
+  // loaded once for all the columns. The warp then adds its 32 lanes with a butterfly
+  // (dot_phase in persistent.cu, and its host twin in the emulation).
+  FASTRNN_HD static int dot_columns(const DotJob& j, int c, int stride) {
+    const int n = (j.ncol - c + stride - 1) / stride;
+    return n < kColsPerPass ? n : kColsPerPass;
+  }
+  FASTRNN_HD void dot_partial(const DotJob& j, int c, int stride, int r0, int lane,
+                              A (*acc)[kMaxRowsPerPass]) const {
+    const int nq = dot_columns(j, c, stride), nr = j.R - r0;
     const T* x = x_s + size_t(r0) * ld;
-    const int nr = j.R - r0;
     for (int k = lane; k < j.K; k += kWarp) {
-      const A wk = to_acc<A>(w[k]);
+      A w[kColsPerPass];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int q = 0; q < kColsPerPass; ++q) {
+        w[q] = q < nq ? to_acc<A>(w_s[size_t(c + q * stride) * ld + k]) : A(0);
+      }
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
       for (int r = 0; r < kMaxRowsPerPass; ++r) {
-        if (r < nr) acc[r] += to_acc<A>(x[size_t(r) * ld + k]) * wk;
+        if (r < nr) {
+          const A xr = to_acc<A>(x[size_t(r) * ld + k]);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+          for (int q = 0; q < kColsPerPass; ++q) acc[q][r] += xr * w[q];
+        }
       }
     }
   }

@@ -39,27 +39,33 @@ struct HostAtomics {
   static void pause() { std::this_thread::yield(); }
 };
 
-// The product phase of one block: warp w, columns w, w + nwarps, ...; lanes, then the
-// butterfly acc[l] = acc[l] + acc[l ^ off] for off = 16, 8, 4, 2, 1 (what the device's
-// __shfl_xor_sync loop computes, in the same order).
+// The FFMA product of one block: warp w, columns w, w + nwarps, ... kColsPerPass at a time;
+// lanes, then the butterfly acc[l] = acc[l] + acc[l ^ off] for off = 16, 8, 4, 2, 1
+// (what the device's __shfl_xor_sync loop computes, in the same order).
 template <class Blk, class A>
 void product(const Blk& b, const DotJob& j, int nthreads) {
   const int nwarps = nthreads / kWarp;
-  A part[kWarp][kMaxRowsPerPass], tmp[kWarp][kMaxRowsPerPass];
+  static thread_local A part[kWarp][kColsPerPass][kMaxRowsPerPass];
+  static thread_local A tmp[kWarp][kColsPerPass][kMaxRowsPerPass];
   for (int warp = 0; warp < nwarps; ++warp) {
-    for (int c = warp; c < j.ncol; c += nwarps) {
+    for (int c = warp; c < j.ncol; c += nwarps * kColsPerPass) {
+      const int nq = Blk::dot_columns(j, c, nwarps);
       for (int r0 = 0; r0 < j.R; r0 += kMaxRowsPerPass) {
         for (int lane = 0; lane < kWarp; ++lane) {
-          std::fill(part[lane], part[lane] + kMaxRowsPerPass, A(0));
-          b.dot_partial(j, c, r0, lane, part[lane]);
+          std::fill(&part[lane][0][0], &part[lane][0][0] + kColsPerPass * kMaxRowsPerPass, A(0));
+          b.dot_partial(j, c, nwarps, r0, lane, part[lane]);
         }
         for (int off = kWarp / 2; off > 0; off /= 2) {
           std::memcpy(tmp, part, sizeof part);
           for (int lane = 0; lane < kWarp; ++lane) {
-            for (int r = 0; r < kMaxRowsPerPass; ++r) part[lane][r] = tmp[lane][r] + tmp[lane ^ off][r];
+            for (int q = 0; q < kColsPerPass; ++q) {
+              for (int r = 0; r < kMaxRowsPerPass; ++r) {
+                part[lane][q][r] = tmp[lane][q][r] + tmp[lane ^ off][q][r];
+              }
+            }
           }
         }
-        b.dot_store(j, c, r0, part[0]);
+        for (int q = 0; q < nq; ++q) b.dot_store(j, c + q * nwarps, r0, part[0][q]);
       }
     }
   }

@@ -24,26 +24,35 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarp;
 
-// Warp w computes columns c = w, w + kWarps, ... of the step's product, kMaxRowsPerPass rows
-// at a time: each lane sums its k's, then a butterfly over the 32 lanes (fixed order, so
-// the result is deterministic and bitwise what the host emulation computes).
+// Warp w computes columns w, w + kWarps, ... of the step's product, kColsPerPass columns
+// and kMaxRowsPerPass rows at a time: each lane sums its k's, then a butterfly over the
+// 32 lanes (fixed order, so the result is deterministic and bitwise what the host
+// emulation computes).
 template <class Blk>
 __device__ __forceinline__ void dot_phase(const Blk& b, const DotJob& j) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  for (int c = warp; c < j.ncol; c += kWarps) {
+  for (int c = warp; c < j.ncol; c += kWarps * kColsPerPass) {
+    const int nq = Blk::dot_columns(j, c, kWarps);
     for (int r0 = 0; r0 < j.R; r0 += kMaxRowsPerPass) {
-      float acc[kMaxRowsPerPass];
+      float acc[kColsPerPass][kMaxRowsPerPass];
 #pragma unroll
-      for (int r = 0; r < kMaxRowsPerPass; ++r) acc[r] = 0.f;
-      b.dot_partial(j, c, r0, lane, acc);
+      for (int q = 0; q < kColsPerPass; ++q) {
 #pragma unroll
-      for (int r = 0; r < kMaxRowsPerPass; ++r) {
-#pragma unroll
-        for (int off = kWarp / 2; off > 0; off /= 2) {
-          acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-        }
+        for (int r = 0; r < kMaxRowsPerPass; ++r) acc[q][r] = 0.f;
       }
-      if (lane == 0) b.dot_store(j, c, r0, acc);
+      b.dot_partial(j, c, kWarps, r0, lane, acc);
+#pragma unroll
+      for (int q = 0; q < kColsPerPass; ++q) {
+        if (q >= nq) break;  // uniform over the warp
+#pragma unroll
+        for (int r = 0; r < kMaxRowsPerPass; ++r) {
+#pragma unroll
+          for (int off = kWarp / 2; off > 0; off /= 2) {
+            acc[q][r] += __shfl_xor_sync(0xffffffffu, acc[q][r], off);
+          }
+        }
+        if (lane == 0) b.dot_store(j, c + q * kWarps, r0, acc[q]);
+      }
     }
   }
 }
@@ -174,8 +183,15 @@ bool launch(const Problem& pr, bool backward, Params<T> a) {
   if (cudaMemsetAsync(pr.barrier, 0, sizeof(unsigned int), pr.stream) != cudaSuccess) return false;
   void* args[] = {&p, &a};
   const size_t smem = smem_layout(p, sizeof(T), sizeof(float)).total;
-  return cudaLaunchCooperativeKernel(kernel_for<Cell, T>(backward), dim3(p.blocks),
-                                     dim3(kThreads), args, smem, pr.stream) == cudaSuccess;
+  const cudaError_t error = cudaLaunchCooperativeKernel(
+      kernel_for<Cell, T>(backward), dim3(p.blocks), dim3(kThreads), args, smem, pr.stream);
+  if (error == cudaErrorCooperativeLaunchTooLarge) {
+    // The blocks cannot all be resident right now (e.g. MPS or a smaller SM partition):
+    // not an error, the caller takes the per-step path.
+    cudaGetLastError();
+    return false;
+  }
+  return error == cudaSuccess;
 }
 
 // Calls fn(T{}) with T the storage type of `dtype`.

@@ -17,8 +17,9 @@
 // launch (the launcher zeroes it on `stream`). The current device must be `device`.
 //
 // Every launcher returns false without launching anything when the shape does not fit
-// (see choose_persistent), so the caller can fall back to the per-step path; it also
-// returns false if a CUDA call fails (the error is left in cudaGetLastError()).
+// (see choose_persistent) or the grid cannot be co-resident at launch time, so the caller
+// can fall back to the per-step path (cudaGetLastError() is then cudaSuccess); it also
+// returns false if a CUDA call fails, and leaves that error in cudaGetLastError().
 // LSTM with projection (proj_size > 0) is not supported: call the per-step path.
 
 #include <cuda_runtime.h>

@@ -21,6 +21,7 @@ namespace persistent {
 
 constexpr int kWarp = 32;
 constexpr int kMaxRowsPerPass = 16;  // rows one lane accumulates at once (registers)
+constexpr int kColsPerPass = 4;      // columns one warp accumulates at once (FFMA product)
 
 struct Plan {
   int B = 0;        // batch (rows of the first step)
