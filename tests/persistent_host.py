@@ -1,5 +1,5 @@
 """Builds and calls the host emulation of the persistent GPU kernels
-(csrc/cuda/persistent/host_emulation.cpp) through ctypes.
+(tests/persistent_emulation.cpp over csrc/cuda/persistent/) through ctypes.
 
 The library is compiled once per content of its sources into build/persistent_emulation/.
 """
@@ -16,13 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC_DIR = os.path.join(ROOT, "csrc", "cuda", "persistent")
 HEADERS = [os.path.join(ROOT, "csrc", p) for p in (
     "cells/lstm.h", "cells/gru.h", "cells/rnn.h", "common/activations.h", "common/macros.h")]
-SOURCES = [os.path.join(SRC_DIR, p) for p in (
-    "host_emulation.cpp", "block.h", "plan.h", "barrier.h", "cell_policy.h", "mma.h")] + HEADERS
+DRIVER = os.path.join(ROOT, "tests", "persistent_emulation.cpp")
+SOURCES = [DRIVER] + [os.path.join(SRC_DIR, p) for p in (
+    "block.h", "plan.h", "barrier.h", "cell_policy.h", "mma.h")] + HEADERS
 
 CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 SAVED = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
-# Params order of host_emulation.cpp's fastrnn_emulate.
+# Params order of persistent_emulation.cpp's fastrnn_emulate.
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
          "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
 
@@ -47,8 +48,7 @@ def library():
     if not os.path.exists(lib_path):
         tmp = f"{lib_path}.{os.getpid()}.tmp"
         subprocess.run([compiler(), "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread",
-                        "-I", os.path.join(ROOT, "csrc"), os.path.join(SRC_DIR, "host_emulation.cpp"),
-                        "-o", tmp], check=True)
+                        "-I", os.path.join(ROOT, "csrc"), DRIVER, "-o", tmp], check=True)
         os.replace(tmp, lib_path)
     lib = ctypes.CDLL(lib_path)
     lib.fastrnn_emulate.restype = ctypes.c_int

@@ -23,6 +23,9 @@
 namespace fastrnn {
 namespace persistent {
 
+// Storage <-> accumulation conversions. The 16-bit ones call the conversion intrinsics:
+// torch's extension builds define __CUDA_NO_HALF_CONVERSIONS__ and
+// __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit ones.
 template <class A, class T>
 FASTRNN_HD A to_acc(T v) {
   return static_cast<A>(v);
@@ -31,6 +34,24 @@ template <class T, class A>
 FASTRNN_HD T from_acc(A v) {
   return static_cast<T>(v);
 }
+#if defined(__CUDACC__)
+template <>
+FASTRNN_HD float to_acc<float, __half>(__half v) {
+  return __half2float(v);
+}
+template <>
+FASTRNN_HD float to_acc<float, __nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+FASTRNN_HD __half from_acc<__half, float>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+FASTRNN_HD __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
+  return __float2bfloat16_rn(v);
+}
+#endif
 
 template <class T>
 FASTRNN_HD T load_cross(const T* p) {
