@@ -1,4 +1,4 @@
-"""Runs the persistent GPU kernels from Python (ctypes over csrc/cuda/persistent/capi.cu,
+"""Runs the persistent GPU kernels from Python (ctypes over csrc/cuda/persistent/capi.cpp,
 compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests,
 compute-sanitizer and the benchmark.
 
@@ -52,7 +52,7 @@ def library():
     digest = hashlib.sha256(arch.encode())
     for root, _, files in os.walk(os.path.join(ROOT, "csrc")):
         for name in sorted(files):
-            if name.endswith((".h", ".cu")):
+            if name.endswith((".h", ".cu", ".cpp")):
                 with open(os.path.join(root, name), "rb") as f:
                     digest.update(f.read())
     out_dir = os.path.join(ROOT, "build", "persistent_gpu")
@@ -63,7 +63,7 @@ def library():
         subprocess.run([nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
                         f"-gencode=arch=compute_{arch},code=sm_{arch}", "-I",
                         os.path.join(ROOT, "csrc"), os.path.join(SRC, "persistent.cu"),
-                        os.path.join(SRC, "capi.cu"), "-o", tmp], check=True)
+                        os.path.join(SRC, "capi.cpp"), "-o", tmp], check=True)
         os.replace(tmp, path)
     lib = ctypes.CDLL(path)
     lib.fastrnn_persistent_run.restype = ctypes.c_int

@@ -27,6 +27,9 @@ extern "C" {
 int fastrnn_persistent_run(int cell, int dtype, int backward, int B, int H, int T, int reverse,
                            const int* sched, unsigned int* barrier, void* stream, int device,
                            void* const* p) {
+  // This library may carry its own CUDA runtime (static cudart), whose current device is
+  // not the caller's: set it.
+  if (cudaSetDevice(device) != cudaSuccess) return 0;
   const Problem pr{cell_of(cell), dtype_of(dtype), B, H, T, reverse != 0, sched, barrier,
                    static_cast<cudaStream_t>(stream), device};
   bool ok = false;
@@ -51,6 +54,7 @@ int fastrnn_persistent_run(int cell, int dtype, int backward, int B, int H, int 
 
 // choose_persistent: 0 kNo, 1 kYes, 2 kUnsupported, 3 kBadSetting.
 int fastrnn_persistent_choose(int cell, int dtype, int B, int H, int device, int backward) {
+  if (cudaSetDevice(device) != cudaSuccess) return -1;
   return static_cast<int>(choose_persistent(cell_of(cell), dtype_of(dtype), B, H, device, backward != 0));
 }
 
