@@ -2,6 +2,8 @@
 
 Every forward op returns, besides its results, the tensors its backward reads; the
 backward op only reads them, so backward can run any number of times (retain_graph).
+With save=False (inference) the LSTM and GRU forward ops skip writing `saved`, return it
+empty and cannot be differentiated.
 """
 
 import torch
@@ -32,10 +34,10 @@ def _none_if_empty(grad, wanted):
 
 
 @torch.library.register_fake("fastrnn::lstm_forward")
-def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse):
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
     n, hidden = gx.shape[0], c0.shape[1]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
-            gx.new_empty(n, 5 * hidden))
+            gx.new_empty(n if save else 0, 5 * hidden))
 
 
 @torch.library.register_fake("fastrnn::lstm_backward")
@@ -47,9 +49,10 @@ def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, rever
 
 
 @torch.library.register_fake("fastrnn::gru_forward")
-def _(gx, batch_sizes, h0, w_hh, b_hh, reverse):
+def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
     n, hidden = gx.shape[0], h0.shape[1]
-    return gx.new_empty(n, hidden), torch.empty_like(h0), gx.new_empty(n, 4 * hidden)
+    return (gx.new_empty(n, hidden), torch.empty_like(h0),
+            gx.new_empty(n if save else 0, 4 * hidden))
 
 
 @torch.library.register_fake("fastrnn::gru_backward")
@@ -72,37 +75,47 @@ def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, relu, reverse):
 # --- autograd ---------------------------------------------------------------------------
 
 
+def _require_saved(ctx, op):
+    if not ctx.saved_for_backward:
+        raise RuntimeError(
+            f"fastrnn: {op} ran with save=False, which keeps nothing for backward; call it "
+            "with save=True to differentiate it")
+
+
 def _lstm_setup(ctx, inputs, output):
-    gx, batch_sizes, h0, c0, w_hh, w_hr, reverse = inputs
+    gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save = inputs
     y, _, _, saved = output
     ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, y, saved)
-    ctx.reverse = reverse
+    ctx.reverse, ctx.saved_for_backward = reverse, save
     ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+    _require_saved(ctx, "lstm_forward")
     batch_sizes, h0, c0, w_hh, w_hr, y, saved = ctx.saved_tensors
     grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = ops.lstm_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
         batch_sizes, h0, c0, w_hh, w_hr, y, saved, ctx.reverse)
     return (grad_gx, None, grad_h0, grad_c0, grad_w_hh,
-            _none_if_empty(grad_w_hr, w_hr is not None), None)
+            _none_if_empty(grad_w_hr, w_hr is not None), None, None)
 
 
 def _gru_setup(ctx, inputs, output):
-    gx, batch_sizes, h0, w_hh, b_hh, reverse = inputs
+    gx, batch_sizes, h0, w_hh, b_hh, reverse, save = inputs
     y, _, saved = output
     ctx.save_for_backward(batch_sizes, h0, w_hh, y, saved)
-    ctx.has_bias, ctx.reverse = b_hh is not None, reverse
+    ctx.has_bias, ctx.reverse, ctx.saved_for_backward = b_hh is not None, reverse, save
     ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _gru_backward(ctx, grad_y, grad_hn, _grad_saved):
+    _require_saved(ctx, "gru_forward")
     batch_sizes, h0, w_hh, y, saved = ctx.saved_tensors
     grad_gx, grad_h0, grad_w_hh, grad_b_hh = ops.gru_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
         saved, ctx.has_bias, ctx.reverse)
-    return grad_gx, None, grad_h0, grad_w_hh, _none_if_empty(grad_b_hh, ctx.has_bias), None
+    return (grad_gx, None, grad_h0, grad_w_hh, _none_if_empty(grad_b_hh, ctx.has_bias), None,
+            None)
 
 
 def _rnn_setup(ctx, inputs, output):

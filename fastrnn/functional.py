@@ -13,6 +13,12 @@ from ._ops import ops
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
+def _needs_grad(*tensors):
+    """Whether autograd will differentiate an op on these inputs: without it (inference) the
+    ops skip writing what only their backward reads."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse):
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
 
@@ -24,11 +30,13 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     w_hr = weights[-1] if has_proj else None
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
         gx = torch.addmm(b_ih, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
-        y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse)
+        y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,
+                                    _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
     gx = torch.addmm(b_ih + b_hh, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
     if mode == "LSTM":
-        y, hn, cn, _ = ops.lstm_forward(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse)
+        y, hn, cn, _ = ops.lstm_forward(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse,
+                                        _needs_grad(gx, h0, c0, w_hh, w_hr))
         return y, hn, cn
     y, hn = ops.rnn_forward(gx, batch_sizes, h0, w_hh, mode == "RNN_RELU", reverse)
     return y, hn, None

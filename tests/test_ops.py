@@ -7,6 +7,8 @@ import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
+import fastrnn
+
 from conftest import CELLS, Case, make_inputs, make_pair
 
 pytestmark = pytest.mark.usefixtures("torch_state")
@@ -20,7 +22,7 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
-            dtype=F64, seed=0):
+            save=True, dtype=F64, seed=0):
     """Random arguments for op's forward, in schema order."""
     gen = torch.Generator().manual_seed(seed)
     batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
@@ -35,9 +37,11 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_
     h0 = rand(B, out)
     w_hh = rand(GATES[op] * H, out, scale=0.5)
     if op == "lstm":
-        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse)
+        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse,
+                save)
     if op == "gru":
-        return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse)
+        return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse,
+                save)
     return (gx, batch_sizes, h0, w_hh, relu, reverse)
 
 
@@ -99,12 +103,46 @@ def test_opcheck_forward(variant, layout, reverse):
     torch.library.opcheck(forward_op(op), args)
 
 
+@pytest.mark.parametrize("save", [True, False], ids=["save", "no_save"])
 @pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
-def test_opcheck_forward_without_grad(variant):
+def test_opcheck_forward_without_grad(variant, save):
     op, kw = variant
-    args = op_args(op, "packed", False, requires_grad=False, **kw)
+    args = op_args(op, "packed", False, requires_grad=False, save=save, **kw)
     torch.library.opcheck(forward_op(op), args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("reverse", REVERSE, ids=["forward", "reverse"])
+@pytest.mark.parametrize("variant", [v for v in FORWARD_VARIANTS if v[0] != "rnn"],
+                         ids=variant_id)
+def test_forward_without_save(variant, reverse):
+    """save=False gives bitwise the same results, an empty `saved`, and refuses backward."""
+    op, kw = variant
+    with_save = forward_op(op)(*op_args(op, "packed", reverse, requires_grad=False, **kw))
+    args = op_args(op, "packed", reverse, save=False, **kw)
+    without = forward_op(op)(*args)
+    for a, b in zip(with_save[:-1], without[:-1]):
+        assert torch.equal(a, b)
+    assert without[-1].shape == (0, with_save[-1].shape[1])
+    with pytest.raises(RuntimeError, match="save=False"):
+        without[0].sum().backward()
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_modules_save_only_for_autograd(cell, monkeypatch):
+    """The layers ask the ops to save for backward exactly when autograd needs it."""
+    op_name = f"{cell.lower()}_forward"
+    real, calls = getattr(ops, op_name), []
+    monkeypatch.setattr(ops, op_name, lambda *a: calls.append(a[-1]) or real(*a))
+    layer = getattr(fastrnn, cell)(2, 3).double()
+    x = torch.randn(4, 1, 2, dtype=F64)
+    layer(x)
+    with torch.no_grad():
+        layer(x)
+    layer.requires_grad_(False)
+    layer(x)
+    layer(x.requires_grad_())
+    assert calls == [True, False, False, True]
 
 
 def backward_args(op, layout, reverse, kw):
@@ -115,10 +153,10 @@ def backward_args(op, layout, reverse, kw):
     grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in out[:3 if op == "lstm"
                                                                          else 2]]
     if op == "lstm":
-        gx, batch_sizes, h0, c0, w_hh, w_hr, rev = fwd
+        gx, batch_sizes, h0, c0, w_hh, w_hr, rev, _ = fwd
         return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
     if op == "gru":
-        gx, batch_sizes, h0, w_hh, b_hh, rev = fwd
+        gx, batch_sizes, h0, w_hh, b_hh, rev, _ = fwd
         return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)
     gx, batch_sizes, h0, w_hh, relu, rev = fwd
     return (*grads, batch_sizes, h0, w_hh, out[0], relu, rev)

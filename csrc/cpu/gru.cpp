@@ -20,8 +20,8 @@ using c10::optional;
 // simd pragmas apply. Pointers are at the row's start.
 
 // x: [3H] input side; hh: [3H] = h_prev @ w_hh^T; bias: [3H] = b_hh; h: [H] state,
-// updated; y: [H]; saved: [4H] = [r|z|n|h_n].
-template <typename scalar_t>
+// updated; y: [H]; saved: [4H] = [r|z|n|h_n], written when kSave.
+template <bool kSave, typename scalar_t>
 void gru_forward_units(const scalar_t* x, const scalar_t* hh, const scalar_t* bias, scalar_t* h,
                        scalar_t* y, scalar_t* saved, int64_t H, int64_t j0, int64_t j1) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -31,10 +31,12 @@ void gru_forward_units(const scalar_t* x, const scalar_t* hh, const scalar_t* bi
     acc_t r, z, n, h_new;
     gru::forward<acc_t>(x[j], x[H + j], x[2 * H + j], acc_t(hh[j]) + acc_t(bias[j]),
                         acc_t(hh[H + j]) + acc_t(bias[H + j]), h_n, h[j], r, z, n, h_new);
-    saved[j] = r;
-    saved[H + j] = z;
-    saved[2 * H + j] = n;
-    saved[3 * H + j] = h_n;
+    if constexpr (kSave) {
+      saved[j] = r;
+      saved[H + j] = z;
+      saved[2 * H + j] = n;
+      saved[3 * H + j] = h_n;
+    }
     h[j] = h_new;
     y[j] = h_new;
   }
@@ -62,10 +64,12 @@ void gru_backward_units(const scalar_t* dh, scalar_t* dh_direct, const scalar_t*
 }
 
 // gx: [N, 3H] = x @ W_ih^T + b_ih; h0: [B, H]; w_hh: [3H, H]; b_hh: [3H] or none.
-// Returns y: [N, H]; hn: [B, H]; saved: [N, 4H] = [r|z|n|h_n] per row, read by gru_backward.
+// Returns y: [N, H]; hn: [B, H]; saved: [N, 4H] = [r|z|n|h_n] per row, read by gru_backward
+// ([0, 4H] unless save).
 std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor& batch_sizes,
                                                const Tensor& h0, const Tensor& w_hh,
-                                               const optional<Tensor>& b_hh, bool reverse) {
+                                               const optional<Tensor>& b_hh, bool reverse,
+                                               bool save) {
   const char* op = "gru_forward";
   const auto sz = check_gru(op, batch_sizes, h0, w_hh);
   const int64_t H = sz.H;
@@ -76,7 +80,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
 
   Tensor h_state = h0.contiguous().clone();  // [B, H], rows updated as steps visit them
   Tensor y = at::empty({sz.N, H}, gx.options());
-  Tensor saved = at::empty({sz.N, gru::kSaved * H}, gx.options());
+  Tensor saved = at::empty({save ? sz.N : 0, gru::kSaved * H}, gx.options());
   Tensor gh = at::empty({sz.B, 3 * H}, gx.options());  // h_prev @ w_hh^T
   const Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({3 * H}, gx.options());
 
@@ -89,12 +93,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
       const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 3 * H;
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
       const scalar_t* bias_p = bias.data_ptr<scalar_t>();
-      scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 4 * H;
+      scalar_t* saved_p = save ? saved.data_ptr<scalar_t>() + first * 4 * H : nullptr;
       scalar_t* h_p = h_state.data_ptr<scalar_t>();
       scalar_t* y_p = y.data_ptr<scalar_t>() + first * H;
+      const auto units = save ? gru_forward_units<true, scalar_t>
+                              : gru_forward_units<false, scalar_t>;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        gru_forward_units(gx_p + row * 3 * H, gh_p + row * 3 * H, bias_p, h_p + row * H,
-                          y_p + row * H, saved_p + row * 4 * H, H, j0, j1);
+        units(gx_p + row * 3 * H, gh_p + row * 3 * H, bias_p, h_p + row * H, y_p + row * H,
+              save ? saved_p + row * 4 * H : nullptr, H, j0, j1);
       });
     }
   });

@@ -19,8 +19,9 @@ using c10::optional;
 // The gate loops over units [j0, j1) of one row, outside the dispatch macros so that the
 // simd pragmas apply. Pointers are at the row's start.
 
-// a_x, a_h: [4H] pre-activations; c: [H] state, updated; saved: [5H] = [i|f|g|o|c]; h: [H].
-template <typename scalar_t>
+// a_x, a_h: [4H] pre-activations; c: [H] state, updated; saved: [5H] = [i|f|g|o|c], written
+// when kSave; h: [H].
+template <bool kSave, typename scalar_t>
 void lstm_forward_units(const scalar_t* a_x, const scalar_t* a_h, scalar_t* c, scalar_t* saved,
                         scalar_t* h, int64_t H, int64_t j0, int64_t j1) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -31,11 +32,13 @@ void lstm_forward_units(const scalar_t* a_x, const scalar_t* a_h, scalar_t* c, s
                          acc_t(a_x[2 * H + j]) + acc_t(a_h[2 * H + j]),
                          acc_t(a_x[3 * H + j]) + acc_t(a_h[3 * H + j]), acc_t(c[j]), i, f, g,
                          o, c_new, h_new);
-    saved[j] = i;
-    saved[H + j] = f;
-    saved[2 * H + j] = g;
-    saved[3 * H + j] = o;
-    saved[4 * H + j] = c_new;
+    if constexpr (kSave) {
+      saved[j] = i;
+      saved[H + j] = f;
+      saved[2 * H + j] = g;
+      saved[3 * H + j] = o;
+      saved[4 * H + j] = c_new;
+    }
     c[j] = c_new;
     h[j] = h_new;
   }
@@ -81,14 +84,14 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
 
 // gx: [N, 4H] pre-activations from the input side (biases included); h0: [B, P];
 // c0: [B, H]; w_hh: [4H, P]; w_hr: [P, H] or none (then P = H).
-// Returns y: [N, P]; hn: [B, P]; cn: [B, H]; saved: [N, 5H] = [i|f|g|o|c] per row,
-// read by lstm_backward.
+// Returns y: [N, P]; hn: [B, P]; cn: [B, H]; saved: [N, 5H] = [i|f|g|o|c] per row, read by
+// lstm_backward ([0, 5H] unless save).
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
                                                        const Tensor& batch_sizes,
                                                        const Tensor& h0, const Tensor& c0,
                                                        const Tensor& w_hh,
                                                        const optional<Tensor>& w_hr,
-                                                       bool reverse) {
+                                                       bool reverse, bool save) {
   const char* op = "lstm_forward";
   const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
   check_arg(op, h0, gx_in, "gx", {sz.N, 4 * sz.H}, "[sum(batch_sizes), 4*H]");
@@ -100,7 +103,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   Tensor h_state = h0.contiguous().clone();  // [B, P], rows updated as steps visit them
   Tensor c_state = c0.contiguous().clone();  // [B, H]
   Tensor y = at::empty({sz.N, P}, gx.options());
-  Tensor saved = at::empty({sz.N, lstm::kSaved * H}, gx.options());
+  Tensor saved = at::empty({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
   Tensor gh = at::empty({sz.B, lstm::kGates * H}, gx.options());  // h_prev @ w_hh^T
   Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
 
@@ -113,13 +116,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
       recurrent(b, h_state.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>());
       const scalar_t* gx_p = gx.data_ptr<scalar_t>() + first * 4 * H;
       const scalar_t* gh_p = gh.data_ptr<scalar_t>();
-      scalar_t* saved_p = saved.data_ptr<scalar_t>() + first * 5 * H;
+      scalar_t* saved_p = save ? saved.data_ptr<scalar_t>() + first * 5 * H : nullptr;
       scalar_t* c_p = c_state.data_ptr<scalar_t>();
       // Without projection h goes straight to the state.
       scalar_t* h_p = proj ? m.data_ptr<scalar_t>() : h_state.data_ptr<scalar_t>();
+      const auto units = save ? lstm_forward_units<true, scalar_t>
+                              : lstm_forward_units<false, scalar_t>;
       for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
-        lstm_forward_units(gx_p + row * 4 * H, gh_p + row * 4 * H, c_p + row * H,
-                           saved_p + row * 5 * H, h_p + row * H, H, j0, j1);
+        units(gx_p + row * 4 * H, gh_p + row * 4 * H, c_p + row * H,
+              save ? saved_p + row * 5 * H : nullptr, h_p + row * H, H, j0, j1);
       });
       if (proj) project(b, m.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>());
       copy_rows(y, first, h_state, b);
