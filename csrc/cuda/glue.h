@@ -10,13 +10,26 @@
 #include "../common/schedule.h"
 #include "launch.h"
 
+// The library and dispatch key the glue registers its ops under. tests/cuda_emulation.cpp
+// builds the same glue on the host, with host loops for the kernels, as a library of its
+// own on the CPU key (FASTRNN_CUDA_EMULATION), so the CPU tests can run it.
+#ifndef FASTRNN_CUDA_LIBRARY
+#define FASTRNN_CUDA_LIBRARY fastrnn
+#define FASTRNN_CUDA_KEY CUDA
+#endif
+
 namespace fastrnn {
 namespace cuda {
 
 // The caller's current stream on `device` (a CUDA device).
 inline cudaStream_t current_stream(const c10::Device& device) {
+#ifdef FASTRNN_CUDA_EMULATION
+  (void)device;
+  return nullptr;
+#else
   const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
   return static_cast<cudaStream_t>(impl.getStream(device).native_handle());
+#endif
 }
 
 inline DType dtype_of(const at::Tensor& t) {

@@ -100,7 +100,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTRNN_CUDA_LIBRARY, FASTRNN_CUDA_KEY, m) {
   m.impl("gru_forward", &gru_forward);
   m.impl("gru_backward", &gru_backward);
 }

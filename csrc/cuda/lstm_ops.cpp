@@ -126,7 +126,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTRNN_CUDA_LIBRARY, FASTRNN_CUDA_KEY, m) {
   m.impl("lstm_forward", &lstm_forward);
   m.impl("lstm_backward", &lstm_backward);
 }

@@ -77,7 +77,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTRNN_CUDA_LIBRARY, FASTRNN_CUDA_KEY, m) {
   m.impl("rnn_forward", &rnn_forward);
   m.impl("rnn_backward", &rnn_backward);
 }
