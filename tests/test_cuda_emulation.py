@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from test_ops import FORWARD_VARIANTS, backward_args, op_args, variant_id
+from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -40,7 +40,7 @@ def emulated():
     return torch.ops.fastrnn_cuda_emulated
 
 
-LAYOUTS = ["dense", "packed", "one_step"]
+LAYOUTS = list(BATCH_SIZES)
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2,
              torch.float16: 2e-3}
 

@@ -13,6 +13,15 @@ namespace {
 using at::Tensor;
 using c10::optional;
 
+// gh[0 : rows] = h_prev @ w_t for a step whose h state lives in y: its carried rows'
+// h_prev are the previous step's rows of y, the others' rows of h0 ([B, P], contiguous).
+void recurrent_gemm_from_y(const Tensor& gh, const Tensor& y, const Tensor& h0, const Step& step,
+                           const Tensor& w_t) {
+  const int64_t carried = step.carried, fresh = step.rows - step.carried;
+  if (carried > 0) mm_into(rows(gh, 0, carried), rows(y, step.prev_first, carried), w_t);
+  if (fresh > 0) mm_into(rows(gh, carried, fresh), rows(h0, carried, fresh), w_t);
+}
+
 // gx: [N, 4H] pre-activations from the input side (biases included); h0: [B, P];
 // c0: [B, H]; w_hh: [4H, P]; w_hr: [P, H] or none (then P = H).
 // Returns y: [N, P]; hn: [B, P]; cn: [B, H]; saved: [N, 5H] = [i|f|g|o|c] per row when
@@ -33,7 +42,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   const Schedule schedule(batch_sizes, reverse);
   const bool proj = w_hr.has_value();
 
-  Tensor h_state = h0.contiguous().clone();  // [B, P], rows updated as steps visit them
+  // The h state: without projection a [B, P] buffer that the kernel updates; with it, y
+  // itself (the projection GEMM writes y's rows, the next step's GEMM reads them) and hn
+  // gets each row's last h when its sequence ends.
+  const Tensor h0_c = h0.contiguous();
+  Tensor h_state = proj ? at::empty({sz.B, P}, gx.options()) : h0_c.clone();
   Tensor c_state = c0.contiguous().clone();  // [B, H], updated in place by the kernel
   Tensor y = at::empty({sz.N, P}, gx.options());
   Tensor saved = at::empty({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
@@ -45,7 +58,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
     const Step step = schedule.step(s);
     const int64_t b = step.rows;
     if (b == 0) continue;
-    mm_into(rows(gh, 0, b), rows(h_state, 0, b), w_hh_t);
+    if (proj) {
+      recurrent_gemm_from_y(gh, y, h0_c, step, w_hh_t);
+    } else {
+      mm_into(rows(gh, 0, b), rows(h_state, 0, b), w_hh_t);
+    }
     // Without projection the kernel writes h to the state and y itself.
     const LstmForwardStep args{gx.data_ptr(), gh.data_ptr(), c_state.data_ptr(),
                                proj ? m.data_ptr() : h_state.data_ptr(),
@@ -53,8 +70,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
                                H, step};
     check_launch(lstm_forward_step(dtype_of(gx), args, stream), "lstm_forward_kernel");
     if (proj) {
-      mm_into(rows(h_state, 0, b), rows(m, 0, b), w_hr_t);
-      rows(y, step.first, b).copy_(rows(h_state, 0, b));
+      mm_into(rows(y, step.first, b), rows(m, 0, b), w_hr_t);
+      // Rows [next, b) do not go on to the next step: their h is final.
+      const int64_t next = s + 1 < schedule.steps() ? schedule.carried_rows(s + 1) : 0;
+      if (next < b) rows(h_state, next, b - next).copy_(rows(y, step.first + next, b - next));
     }
   }
   return {y, h_state, c_state, saved};
