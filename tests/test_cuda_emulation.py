@@ -1,8 +1,10 @@
 """The CUDA ops' host glue and per-unit step code, run on the CPU: tests/cuda_emulation.cpp
 builds them for the host (each kernel launch a loop over the step's rows and units) as the
 library fastrnn_cuda_emulated, and every op, layout, direction and dtype must match the
-CPU ops. This checks the CUDA path's row offsets, packed carry-over, h_prev gathering,
-projection and argument plumbing without a GPU. Skips when the CUDA headers are missing."""
+CPU ops, and the modules run through them must match torch.nn. Outputs start as NaN in
+this build, so an element the kernels leave unwritten shows. This checks the CUDA path's
+row offsets, packed carry-over, h_prev gathering, projection and argument plumbing without
+a GPU. Skips when the CUDA headers are missing."""
 
 import importlib.util
 import os
@@ -10,6 +12,8 @@ import os
 import pytest
 import torch
 
+from conftest import CELLS, KINDS, Case, ids
+from test_parity import check_parity
 from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
 
 pytestmark = pytest.mark.usefixtures("torch_state")
@@ -101,3 +105,28 @@ def test_emulated_lstm_projection_wider_than_hidden(emulated, reverse):
              args[4], args[5], y, saved, reverse)
     assert_all_close(emulated.lstm_backward(*bargs), cpu.lstm_backward(*bargs), torch.float64,
                      "backward")
+
+
+# The modules through the emulated CUDA ops: fastrnn's autograd for them, and the layers
+# pointed at them instead of the CPU ops, over every cell, input kind and direction.
+MODULE_CASES = [Case(cell, bias, 2, bi, False, kind, True)
+                for cell in CELLS for kind in KINDS for bi in (False, True)
+                for bias in ([True] if bi else [False])]
+
+
+@pytest.fixture(scope="module")
+def emulated_autograd(emulated):
+    from fastrnn import _ops
+    for cell in ("lstm", "gru", "rnn"):
+        torch.library.register_autograd(f"fastrnn_cuda_emulated::{cell}_forward",
+                                        getattr(_ops, f"_{cell}_backward"),
+                                        setup_context=getattr(_ops, f"_{cell}_setup"))
+    return emulated
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=ids(MODULE_CASES))
+def test_emulated_modules_match_torch_nn(emulated_autograd, case, monkeypatch):
+    from fastrnn import _ops, functional
+    monkeypatch.setattr(_ops, "ops", emulated_autograd)
+    monkeypatch.setattr(functional, "ops", emulated_autograd)
+    check_parity(case, torch.float64)

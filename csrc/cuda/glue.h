@@ -6,6 +6,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <limits>
+
 #include "../common/checks.h"
 #include "../common/schedule.h"
 #include "launch.h"
@@ -51,6 +53,16 @@ inline DType dtype_of(const at::Tensor& t) {
 inline void check_launch(cudaError_t error, const char* kernel) {
   TORCH_CHECK(error == cudaSuccess, "fastrnn: CUDA kernel ", kernel, " failed: ",
               cudaGetErrorString(error));
+}
+
+// Memory for what the kernels and GEMMs write. The host emulation fills it with NaN, so
+// that an element they leave unwritten shows in its tests.
+inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#ifdef FASTRNN_CUDA_EMULATION
+  t.fill_(std::numeric_limits<double>::quiet_NaN());
+#endif
+  return t;
 }
 
 // Rows [first, first + n) of a 2-D tensor (a view).

@@ -32,9 +32,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
   const Schedule schedule(batch_sizes, reverse);
 
   Tensor h_state = h0.contiguous().clone();  // [B, H], updated in place by the kernel
-  Tensor y = at::empty({sz.N, H}, gx.options());
-  Tensor saved = at::empty({save ? sz.N : 0, gru::kSaved * H}, gx.options());
-  Tensor gh = at::empty({sz.B, 3 * H}, gx.options());  // h_prev @ w_hh^T
+  Tensor y = empty_output({sz.N, H}, gx.options());
+  Tensor saved = empty_output({save ? sz.N : 0, gru::kSaved * H}, gx.options());
+  Tensor gh = empty_output({sz.B, 3 * H}, gx.options());  // h_prev @ w_hh^T
   const Tensor w_hh_t = w_hh.t();
 
   for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -76,10 +76,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   // through w_hh and through z * h_prev.
   Tensor dh_state = grad_hn.contiguous().clone();
   Tensor dh_direct = at::zeros_like(dh_state);
-  Tensor grad_gx = at::empty({sz.N, 3 * H}, options);
-  Tensor grad_gh = at::empty({sz.N, 3 * H}, options);  // w.r.t. h_prev @ w_hh^T + b_hh
+  Tensor grad_gx = empty_output({sz.N, 3 * H}, options);
+  Tensor grad_gh = empty_output({sz.N, 3 * H}, options);  // w.r.t. h_prev @ w_hh^T + b_hh
   // A packed sequence's h_prev rows, gathered by the kernels for grad_w_hh.
-  Tensor h_prev = schedule.dense() ? Tensor() : at::empty({sz.N, H}, options);
+  Tensor h_prev = schedule.dense() ? Tensor() : empty_output({sz.N, H}, options);
 
   for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
     const Step step = schedule.step(s);

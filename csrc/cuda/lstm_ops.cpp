@@ -46,12 +46,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   // itself (the projection GEMM writes y's rows, the next step's GEMM reads them) and hn
   // gets each row's last h when its sequence ends.
   const Tensor h0_c = h0.contiguous();
-  Tensor h_state = proj ? at::empty({sz.B, P}, gx.options()) : h0_c.clone();
+  Tensor h_state = proj ? empty_output({sz.B, P}, gx.options()) : h0_c.clone();
   Tensor c_state = c0.contiguous().clone();  // [B, H], updated in place by the kernel
-  Tensor y = at::empty({sz.N, P}, gx.options());
-  Tensor saved = at::empty({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
-  Tensor gh = at::empty({sz.B, lstm::kGates * H}, gx.options());    // h_prev @ w_hh^T
-  Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
+  Tensor y = empty_output({sz.N, P}, gx.options());
+  Tensor saved = empty_output({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
+  Tensor gh = empty_output({sz.B, lstm::kGates * H}, gx.options());    // h_prev @ w_hh^T
+  Tensor m = proj ? empty_output({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
   const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr->t() : Tensor();
 
   for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -105,12 +105,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, P]: gradient w.r.t. the h state
   Tensor dc_state = grad_cn.contiguous().clone();  // [B, H], updated in place by the kernel
-  Tensor grad_gx = at::empty({sz.N, 4 * H}, options);
-  Tensor dh_all = proj ? at::empty({sz.N, P}, options) : Tensor();  // for grad_w_hr
-  Tensor m_all = proj ? at::empty({sz.N, H}, options) : Tensor();   // o * tanh(c), likewise
-  Tensor dm = proj ? at::empty({sz.B, H}, options) : Tensor();
+  Tensor grad_gx = empty_output({sz.N, 4 * H}, options);
+  Tensor dh_all = proj ? empty_output({sz.N, P}, options) : Tensor();  // for grad_w_hr
+  Tensor m_all = proj ? empty_output({sz.N, H}, options) : Tensor();   // o * tanh(c), likewise
+  Tensor dm = proj ? empty_output({sz.B, H}, options) : Tensor();
   // A packed sequence's h_prev rows, gathered by the kernels for grad_w_hh.
-  Tensor h_prev = schedule.dense() ? Tensor() : at::empty({sz.N, P}, options);
+  Tensor h_prev = schedule.dense() ? Tensor() : empty_output({sz.N, P}, options);
 
   for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
     const Step step = schedule.step(s);

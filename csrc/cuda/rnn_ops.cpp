@@ -25,8 +25,8 @@ std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx_in, const Tensor& batch_
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   Tensor h_state = h0.contiguous().clone();  // [B, H], rows overwritten by the kernel
-  Tensor y = at::empty({sz.N, sz.H}, gx.options());
-  Tensor gh = at::empty({sz.B, sz.H}, gx.options());  // h_prev @ w_hh^T
+  Tensor y = empty_output({sz.N, sz.H}, gx.options());
+  Tensor gh = empty_output({sz.B, sz.H}, gx.options());  // h_prev @ w_hh^T
   const Tensor w_hh_t = w_hh.t();
 
   for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -57,9 +57,9 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
   const Tensor grad_y = grad_y_in.contiguous(), y = y_in.contiguous(), h0 = h0_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, H]: gradient w.r.t. the h state
-  Tensor grad_gx = at::empty({sz.N, sz.H}, y.options());
+  Tensor grad_gx = empty_output({sz.N, sz.H}, y.options());
   // A packed sequence's h_prev rows, gathered by the kernels for grad_w_hh.
-  Tensor h_prev = schedule.dense() ? Tensor() : at::empty({sz.N, sz.H}, y.options());
+  Tensor h_prev = schedule.dense() ? Tensor() : empty_output({sz.N, sz.H}, y.options());
 
   for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
     const Step step = schedule.step(s);
