@@ -86,3 +86,26 @@ def test_per_step_kernels_for_every_dtype(report, kernel):
         for arch in ARCHES:
             assert any(f"{kernel}<{dtype}," in k["name"] and k["arch"] == arch
                        for k in report["kernels"]), (kernel, dtype, arch)
+
+
+def test_report_parser_reads_spills_and_shared_memory():
+    """The check's ptxas parser on ptxas -v text as nvcc 13 prints it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "check_cuda", os.path.join(ROOT, "scripts", "check_cuda.py"))
+    check_cuda = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_cuda)
+    text = """ptxas info    : Compiling entry function '_Z1kPf' for 'sm_80'
+ptxas info    : Function properties for _Z1kPf
+    48 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers, 4096 bytes smem, 360 bytes cmem[0]
+ptxas info    : Compiling entry function '_Z1kPf' for 'sm_90a'
+ptxas info    : Function properties for _Z1kPf
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 40 registers, used 0 barriers, 360 bytes cmem[0]
+"""
+    first, second = check_cuda.parse_ptxas(text, "x.cu")
+    assert (first["arch"], first["registers"], first["spill_stores"], first["spill_loads"],
+            first["stack"], first["smem"]) == ("sm_80", 255, 8, 12, 48, 4096)
+    assert (second["arch"], second["registers"], second["spill_stores"], second["smem"]) == (
+        "sm_90a", 40, 0, 0)
