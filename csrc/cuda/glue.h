@@ -65,6 +65,13 @@ inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& o
   return t;
 }
 
+// A working copy of t in the kernels' accumulation type: float for half and bfloat16.
+inline at::Tensor accumulation_copy(const at::Tensor& t) {
+  const bool low = t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+  return t.contiguous().to(low ? at::kFloat : t.scalar_type(), /*non_blocking=*/false,
+                           /*copy=*/true);
+}
+
 // Rows [first, first + n) of a 2-D tensor (a view).
 inline at::Tensor rows(const at::Tensor& t, int64_t first, int64_t n) {
   return t.narrow(0, first, n);

@@ -4,7 +4,9 @@
 // only the CUDA runtime and this project's headers; called by the *_ops.cpp glue, which
 // maps at::ScalarType to DType, does the GEMMs through ATen and checks every error.
 //
-// Every pointer is to contiguous row-major data of the step's dtype. Sizes: N packed rows,
+// Every pointer is to contiguous row-major data of the step's dtype, except the LSTM's c
+// and its gradient, which stay in the accumulation type between steps (float for half and
+// bfloat16: no rounding per step). Sizes: N packed rows,
 // B batch (= rows of step 0 of a forward walk), H hidden units, P = size of h (P = H
 // except for an LSTM with projection). A step's rows are given by `step` (step.h): packed
 // rows [first, first + rows) of gx, y, saved and the gradients; rows [0, rows) of the
@@ -24,7 +26,7 @@ enum class DType { kFloat, kDouble, kHalf, kBFloat16 };
 struct LstmForwardStep {
   const void* gx;  // [N, 4H] input-side pre-activations (biases included); read
   const void* gh;  // [>= rows, 4H] h_prev @ w_hh^T for the step's rows; read
-  void* c;         // [B, H] cell state; rows [0, rows) read (c_prev) and overwritten
+  void* c;         // [B, H] cell state (accumulation type); rows [0, rows) read and overwritten
   void* h;         // [B, H] where h = o * tanh(c) goes: the h state, or (projection) m
   void* y;         // [N, H] output rows written, or null (projection: y comes from a GEMM)
   void* saved;     // [N, 5H] rows written as [i|f|g|o|c], or null when not saved
@@ -36,7 +38,8 @@ cudaError_t lstm_forward_step(DType dtype, const LstmForwardStep& args, cudaStre
 struct LstmBackwardStep {
   const void* dh;      // [>= rows, H] gradient w.r.t. the step's h (projection: w.r.t. m); read
   const void* grad_y;  // [N, H] added to dh, or null (projection: already in dh)
-  void* dc;            // [B, H] rows [0, rows): gradient w.r.t. c, replaced by w.r.t. c_prev
+  void* dc;            // [B, H] (accumulation type) rows [0, rows): gradient w.r.t. c,
+                       // replaced by the gradient w.r.t. c_prev
   const void* saved;   // [N, 5H] from the forward; read only
   const void* c0;      // [B, H] c_prev of rows that start at this step
   void* grad_gx;       // [N, 4H] rows written: gradient w.r.t. the pre-activations

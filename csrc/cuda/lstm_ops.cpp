@@ -47,7 +47,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   // gets each row's last h when its sequence ends.
   const Tensor h0_c = h0.contiguous();
   Tensor h_state = proj ? empty_output({sz.B, P}, gx.options()) : h0_c.clone();
-  Tensor c_state = c0.contiguous().clone();  // [B, H], updated in place by the kernel
+  Tensor c_state = accumulation_copy(c0);  // [B, H], updated in place by the kernel
   Tensor y = empty_output({sz.N, P}, gx.options());
   Tensor saved = empty_output({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
   Tensor gh = empty_output({sz.B, lstm::kGates * H}, gx.options());    // h_prev @ w_hh^T
@@ -76,7 +76,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
       if (next < b) rows(h_state, next, b - next).copy_(rows(y, step.first + next, b - next));
     }
   }
-  return {y, h_state, c_state, saved};
+  return {y, h_state, c_state.to(gx.scalar_type()), saved};
 }
 
 // Gradients of lstm_forward. grad_y: [N, P]; grad_hn: [B, P]; grad_cn: [B, H]; the rest
@@ -104,7 +104,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   const auto options = saved.options();
 
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, P]: gradient w.r.t. the h state
-  Tensor dc_state = grad_cn.contiguous().clone();  // [B, H], updated in place by the kernel
+  Tensor dc_state = accumulation_copy(grad_cn);  // [B, H], updated in place by the kernel
   Tensor grad_gx = empty_output({sz.N, 4 * H}, options);
   Tensor dh_all = proj ? empty_output({sz.N, P}, options) : Tensor();  // for grad_w_hr
   Tensor m_all = proj ? empty_output({sz.N, H}, options) : Tensor();   // o * tanh(c), likewise
@@ -140,7 +140,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   Tensor grad_w_hh = recurrent_weight_grad(grad_gx, y, h0, h_prev, reverse);
   Tensor grad_w_hr = proj ? at::mm(dh_all.t(), m_all) : at::empty({0}, options);
-  return {grad_gx, dh_state, dc_state, grad_w_hh, grad_w_hr};
+  return {grad_gx, dh_state, dc_state.to(saved.scalar_type()), grad_w_hh, grad_w_hr};
 }
 
 }  // namespace

@@ -19,13 +19,12 @@ FASTRNN_HD void lstm_forward_unit(const LstmForwardStep& a, int64_t row, int64_t
   const int64_t H = a.H, packed = a.step.first + row;
   const T* ax = static_cast<const T*>(a.gx) + packed * lstm::kGates * H;
   const T* ah = static_cast<const T*>(a.gh) + row * lstm::kGates * H;
-  T* c = static_cast<T*>(a.c) + row * H + j;
+  A* c = static_cast<A*>(a.c) + row * H + j;
   A i, f, g, o, c_new, h_new;
   lstm::forward<A>(load(ax + j) + load(ah + j), load(ax + H + j) + load(ah + H + j),
                    load(ax + 2 * H + j) + load(ah + 2 * H + j),
-                   load(ax + 3 * H + j) + load(ah + 3 * H + j), load(c), i, f, g, o, c_new,
-                   h_new);
-  store(c, c_new);
+                   load(ax + 3 * H + j) + load(ah + 3 * H + j), *c, i, f, g, o, c_new, h_new);
+  *c = c_new;
   store(static_cast<T*>(a.h) + row * H + j, h_new);
   if constexpr (kWriteY) store(static_cast<T*>(a.y) + packed * H + j, h_new);
   if constexpr (kSave) {
@@ -55,15 +54,15 @@ FASTRNN_HD void lstm_backward_unit(const LstmBackwardStep& a, int64_t row, int64
     const T* sv = saved + packed * lstm::kSaved * H;
     A dh = load(static_cast<const T*>(a.dh) + row * H + j);
     if constexpr (!kProj) dh += load(static_cast<const T*>(a.grad_y) + packed * H + j);
-    T* dc_p = static_cast<T*>(a.dc) + row * H + j;
-    A dc = load(dc_p);
+    A* dc_p = static_cast<A*>(a.dc) + row * H + j;
+    A dc = *dc_p;
     const A c_prev = prev >= 0 ? load(saved + prev * lstm::kSaved * H + 4 * H + j)
                                : load(static_cast<const T*>(a.c0) + row * H + j);
     const A o = load(sv + 3 * H + j), c = load(sv + 4 * H + j);
     A da_i, da_f, da_g, da_o;
     lstm::backward<A>(dh, dc, load(sv + j), load(sv + H + j), load(sv + 2 * H + j), o, c,
                       c_prev, da_i, da_f, da_g, da_o);
-    store(dc_p, dc);
+    *dc_p = dc;
     T* da = static_cast<T*>(a.grad_gx) + packed * lstm::kGates * H;
     store(da + j, da_i);
     store(da + H + j, da_f);
