@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "glue.h"
+#include "persistent_glue.h"
 
 namespace fastrnn {
 namespace cuda {
@@ -30,6 +31,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
   const Tensor gx = gx_in.contiguous();
   const Tensor bias = b_hh.has_value() ? b_hh->contiguous() : Tensor();
   const Schedule schedule(batch_sizes, reverse);
+
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
+  if (persistent_chosen(RecurrentCell::kGru, op, gx, sz.B, H, sz.N, false)) {
+    Tensor y = empty_output({sz.N, H}, gx.options()), hn = empty_output({sz.B, H}, gx.options());
+    Tensor saved = empty_output({save ? sz.N : 0, gru::kSaved * H}, gx.options());
+    if (persistent_gru_forward(gx, batch_sizes, h0.contiguous(), w_hh.contiguous(), bias,
+                               reverse, y, hn, saved)) {
+      return {y, hn, saved};
+    }
+  }
 
   Tensor h_state = h0.contiguous().clone();  // [B, H], updated in place by the kernel
   Tensor y = empty_output({sz.N, H}, gx.options());
@@ -71,6 +82,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Tensor y = y_in.contiguous(), h0 = h0_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   const auto options = saved.options();
+
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
+  // weight and bias gradients as below.
+  if (persistent_chosen(RecurrentCell::kGru, op, saved, sz.B, H, sz.N, true)) {
+    Tensor grad_gx = empty_output({sz.N, 3 * H}, options);
+    Tensor grad_gh = empty_output({sz.N, 3 * H}, options), grad_h0 = empty_output({sz.B, H}, options);
+    if (persistent_gru_backward(grad_y, grad_hn.contiguous(), batch_sizes, h0, w_hh.contiguous(),
+                                y, saved, reverse, grad_gx, grad_gh, grad_h0)) {
+      Tensor grad_w_hh = recurrent_weight_grad(grad_gh, y, h0, persistent_h_prev(y, h0, schedule),
+                                               reverse);
+      Tensor grad_b_hh = has_bias ? grad_gh.sum(0) : at::empty({0}, options);
+      return {grad_gx, grad_h0, grad_w_hh, grad_b_hh};
+    }
+  }
 
   // The gradient w.r.t. the h state is dh_state + dh_direct ([B, H] each): the parts
   // through w_hh and through z * h_prev.

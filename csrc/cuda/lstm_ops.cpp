@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "glue.h"
+#include "persistent_glue.h"
 
 namespace fastrnn {
 namespace cuda {
@@ -41,6 +42,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   const bool proj = w_hr.has_value();
+
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
+  if (persistent_chosen(RecurrentCell::kLstm, op, gx, sz.B, H, sz.N, false,
+                        proj ? "LSTM projection" : nullptr)) {
+    Tensor y = empty_output({sz.N, H}, gx.options()), hn = empty_output({sz.B, H}, gx.options());
+    Tensor cn = empty_output({sz.B, H}, gx.options());
+    Tensor saved = empty_output({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
+    if (persistent_lstm_forward(gx, batch_sizes, h0.contiguous(), c0.contiguous(),
+                                w_hh.contiguous(), reverse, y, hn, cn, saved)) {
+      return {y, hn, cn, saved};
+    }
+  }
 
   // The h state: without projection a [B, P] buffer that the kernel updates; with it, y
   // itself (the projection GEMM writes y's rows, the next step's GEMM reads them) and hn
@@ -102,6 +115,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   const Schedule schedule(batch_sizes, reverse);
   const bool proj = w_hr.has_value();
   const auto options = saved.options();
+
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
+  // weight gradient as below.
+  if (persistent_chosen(RecurrentCell::kLstm, op, saved, sz.B, H, sz.N, true,
+                        proj ? "LSTM projection" : nullptr)) {
+    Tensor grad_gx = empty_output({sz.N, 4 * H}, options);
+    Tensor grad_h0 = empty_output({sz.B, H}, options), grad_c0 = empty_output({sz.B, H}, options);
+    if (persistent_lstm_backward(grad_y, grad_hn.contiguous(), grad_cn.contiguous(), batch_sizes,
+                                 h0, c0, w_hh.contiguous(), y, saved, reverse, grad_gx, grad_h0,
+                                 grad_c0)) {
+      Tensor grad_w_hh = recurrent_weight_grad(grad_gx, y, h0, persistent_h_prev(y, h0, schedule),
+                                               reverse);
+      return {grad_gx, grad_h0, grad_c0, grad_w_hh, at::empty({0}, options)};
+    }
+  }
 
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, P]: gradient w.r.t. the h state
   Tensor dc_state = accumulation_copy(grad_cn);  // [B, H], updated in place by the kernel

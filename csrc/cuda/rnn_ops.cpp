@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "glue.h"
+#include "persistent_glue.h"
 
 namespace fastrnn {
 namespace cuda {
@@ -24,6 +25,16 @@ std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx_in, const Tensor& batch_
   const cudaStream_t stream = current_stream(h0.device());
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
+  const RecurrentCell cell = relu ? RecurrentCell::kRnnRelu : RecurrentCell::kRnnTanh;
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
+  if (persistent_chosen(cell, op, gx, sz.B, sz.H, sz.N, false)) {
+    Tensor y = empty_output({sz.N, sz.H}, gx.options());
+    Tensor hn = empty_output({sz.B, sz.H}, gx.options());
+    if (persistent_rnn_forward(gx, batch_sizes, h0.contiguous(), w_hh.contiguous(), relu, reverse,
+                               y, hn)) {
+      return {y, hn};
+    }
+  }
   Tensor h_state = h0.contiguous().clone();  // [B, H], rows overwritten by the kernel
   Tensor y = empty_output({sz.N, sz.H}, gx.options());
   Tensor gh = empty_output({sz.B, sz.H}, gx.options());  // h_prev @ w_hh^T
@@ -56,6 +67,19 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
   const cudaStream_t stream = current_stream(h0_in.device());
   const Tensor grad_y = grad_y_in.contiguous(), y = y_in.contiguous(), h0 = h0_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
+  const RecurrentCell cell = relu ? RecurrentCell::kRnnRelu : RecurrentCell::kRnnTanh;
+  // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
+  // weight gradient as below.
+  if (persistent_chosen(cell, op, y, sz.B, sz.H, sz.N, true)) {
+    Tensor grad_gx = empty_output({sz.N, sz.H}, y.options());
+    Tensor grad_h0 = empty_output({sz.B, sz.H}, y.options());
+    if (persistent_rnn_backward(grad_y, grad_hn.contiguous(), batch_sizes, h0, w_hh.contiguous(),
+                                y, relu, reverse, grad_gx, grad_h0)) {
+      Tensor grad_w_hh = recurrent_weight_grad(grad_gx, y, h0, persistent_h_prev(y, h0, schedule),
+                                               reverse);
+      return {grad_gx, grad_h0, grad_w_hh};
+    }
+  }
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, H]: gradient w.r.t. the h state
   Tensor grad_gx = empty_output({sz.N, sz.H}, y.options());
   // A packed sequence's h_prev rows, gathered by the kernels for grad_w_hh.
