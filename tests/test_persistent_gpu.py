@@ -211,3 +211,4 @@ def test_compute_sanitizer(tool, mode, dtype):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "finite" in done.stdout
+

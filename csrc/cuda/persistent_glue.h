@@ -126,6 +126,16 @@ inline bool persistent_chosen(RecurrentCell rc, const char* op, const at::Tensor
                 unsupported);
     return false;
   }
+  // Not inside CUDA-graph capture: the schedule is uploaded from pinned host memory that
+  // is recycled after the call, which a replay would read again.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  const cudaError_t capture_error = cudaStreamIsCapturing(current_stream(like.device()), &capture);
+  if (capture_error != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+    (void)cudaGetLastError();
+    TORCH_CHECK(!forced, op, ": FASTRNN_PERSISTENT=1, but the persistent kernels are not ",
+                "captured into CUDA graphs");
+    return false;
+  }
   const auto type = like.scalar_type();
   const bool typed = type == at::kFloat || type == at::kHalf || type == at::kBFloat16;
   const bool sized = N <= INT_MAX && B * H <= INT_MAX;

@@ -1,0 +1,49 @@
+"""The persistent kernels through the public modules on a GPU (skipped without one): the
+CUDA ops call them first, so FASTRNN_PERSISTENT=1 forces them (=0 the per-step path).
+Tolerances as in test_module: float32 to 5e-5 of float64; bf16/fp16 at most twice
+torch.nn's own error in that dtype."""
+
+import pytest
+import torch
+
+from conftest import Case, assert_close, make_inputs, make_pair, run
+from test_module import check_low_precision
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+MODULE_CASES = [
+    Case(cell, kind=kind, bidirectional=bi, layers=layers)
+    for cell in ("LSTM", "GRU", "RNN-tanh", "RNN-relu")
+    for kind, bi, layers in (("dense", False, 1), ("packed_sorted", True, 2),
+                             ("packed_unsorted", True, 1))
+]
+
+
+@pytest.mark.parametrize("setting", ["1", "0"], ids=["persistent", "per-step"])
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
+def test_modules_float32_on_cuda_match_float64(monkeypatch, setting, case):
+    monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
+    ref, _ = make_pair(case, torch.float64)
+    _, fast = make_pair(case, torch.float32, device="cuda")
+    inputs = make_inputs(case, torch.float64)
+    want, want_grads, _ = run(ref, inputs)
+    got, got_grads, _ = run(fast, inputs.to(device="cuda", dtype=torch.float32))
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_close(g.double().cpu(), w, tol=5e-5, msg=f"output {i}")
+    for name, w in want_grads.items():
+        assert_close(got_grads[name].double().cpu(), w, tol=5e-5, msg=f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", MODULE_CASES[::3], ids=[c.id for c in MODULE_CASES[::3]])
+def test_modules_low_precision_on_cuda(monkeypatch, case, dtype):
+    """At most 2x torch.nn's error in the same dtype (test_module's rule)."""
+    monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
+    check_low_precision(case, dtype, device="cuda")
+
+
+def test_forced_persistent_refuses_projection(monkeypatch):
+    monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
+    _, fast = make_pair(Case("LSTM-proj"), torch.float32, device="cuda")
+    with pytest.raises(RuntimeError, match="FASTRNN_PERSISTENT=1"):
+        fast(torch.randn(4, 2, fast.input_size, device="cuda"))
