@@ -87,7 +87,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   // weight and bias gradients as below.
   if (persistent_chosen(RecurrentCell::kGru, op, saved, sz.B, H, sz.N, true)) {
     Tensor grad_gx = empty_output({sz.N, 3 * H}, options);
-    Tensor grad_gh = empty_output({sz.N, 3 * H}, options), grad_h0 = empty_output({sz.B, H}, options);
+    Tensor grad_gh = empty_output({sz.N, 3 * H}, options);
+    Tensor grad_h0 = empty_output({sz.B, H}, options);
     if (persistent_gru_backward(grad_y, grad_hn.contiguous(), batch_sizes, h0, w_hh.contiguous(),
                                 y, saved, reverse, grad_gx, grad_gh, grad_h0)) {
       Tensor grad_w_hh = recurrent_weight_grad(grad_gh, y, h0, persistent_h_prev(y, h0, schedule),

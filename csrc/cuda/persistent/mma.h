@@ -6,7 +6,8 @@
 //
 // Device (16-bit T): mma.sync.m16n8k16 (bf16 or f16 inputs, f32 accumulation) with the
 // fragment layout of the PTX ISA for that shape. Host twin: the same 4 dot products per
-// lane in plain loops (in another order: the device's sums differ in the last bits). The emulation runs the twin, so it checks everything around the
+// lane in plain loops (in another order: the device's sums differ in the last bits).
+// The emulation runs the twin, so it checks everything around the
 // tile (tiling, K split, padding, frag_coords -> (r, c) stores) but NOT that the device
 // fragments below really hold the elements frag_coords says: that needs a GPU.
 
