@@ -181,8 +181,8 @@ def test_declines_what_does_not_fit():
     ("0", 16, 256, False, 0),      # never
     ("1", 16, 256, False, 1),      # fits
     ("1", 16, 1024, True, 2),      # float32 backward does not fit: the caller errors
-    ("auto", 16, 256, False, 1),
-    ("auto", 128, 256, False, 0),  # above kAutoMaxBatch
+    ("auto", 16, 256, False, 0),   # auto does not pick them until validated on a GPU
+    ("auto", 128, 256, False, 0),
     ("yes", 16, 256, False, 3),    # not a valid setting
 ])
 def test_selection_rule(monkeypatch, setting, batch, hidden, backward, want):

@@ -333,7 +333,7 @@ Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool 
   if (!is_auto && env[0] == '0') return Choice::kNo;
   const bool fits = persistent_fits(cell, dtype, B, H, device, backward);
   if (!is_auto) return fits ? Choice::kYes : Choice::kUnsupported;
-  return fits && B <= kAutoMaxBatch ? Choice::kYes : Choice::kNo;
+  return kAutoEnabled && fits && B <= kAutoMaxBatch ? Choice::kYes : Choice::kNo;
 }
 
 }  // namespace persistent

@@ -77,8 +77,8 @@ bool rnn_backward(const Problem& pr, const void* grad_y, const void* grad_hn, co
 //   FASTRNN_PERSISTENT=0     never: kNo.
 //   FASTRNN_PERSISTENT=1     kYes whenever the shape fits, else kUnsupported, which the
 //                            caller must turn into an error.
-//   FASTRNN_PERSISTENT=auto  (or unset) kYes when the shape fits and B <= kAutoMaxBatch,
-//                            else kNo.
+//   FASTRNN_PERSISTENT=auto  (or unset) kYes when kAutoEnabled, the shape fits and
+//                            B <= kAutoMaxBatch, else kNo.
 //   anything else            kBadSetting: the caller reports the variable and its values.
 // "Fits": the device supports cooperative launch, and the plan of plan.h (one block per
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
@@ -87,6 +87,9 @@ enum class Choice { kNo, kYes, kUnsupported, kBadSetting };
 // Estimate: per step the persistent kernel does the B x G*H x H product on one block per
 // SM with FFMA; above ~64 rows the per-step cuBLAS GEMM's tensor cores should win.
 constexpr int kAutoMaxBatch = 64;
+// Whether `auto` may pick these kernels at all. Off until they have passed their GPU tests
+// and been timed against the per-step path: until then they run only when asked for (=1).
+constexpr bool kAutoEnabled = false;
 Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool backward);
 // Whether the shape fits on `device` (the "fits" above), ignoring FASTRNN_PERSISTENT.
 bool persistent_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward);
