@@ -72,6 +72,25 @@ def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, relu, reverse):
     return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
 
 
+# --- the zero initial state of a packed batch -------------------------------------------
+
+
+@torch.library.custom_op("fastrnn::packed_zeros", mutates_args=())
+def packed_zeros(batch_sizes: torch.Tensor, layers: int, size: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """Zeros [layers, batch_sizes[0], size]. The batch of a packed input sorted by its
+    creator (no sorted_indices) is only known from batch_sizes' values: to torch.compile this
+    op's result has a data-dependent batch, where reading batch_sizes[0] in Python would not
+    trace. batch_sizes: [T], int64, CPU."""
+    return torch.zeros(layers, int(batch_sizes[0]), size, dtype=dtype, device=device)
+
+
+@packed_zeros.register_fake
+def _(batch_sizes, layers, size, dtype, device):
+    batch = torch.library.get_ctx().new_dynamic_size()
+    return torch.empty(layers, batch, size, dtype=dtype, device=device)
+
+
 # --- autograd ---------------------------------------------------------------------------
 
 
