@@ -146,7 +146,7 @@ class _FusedRecurrence:
                 raise RuntimeError(
                     "Input and hidden tensors are not at the same device, found input tensor "
                     f"at {input.device} and hidden tensor at {state.device}")
-            if state.dtype != input.dtype:
+            if state.dtype != input.dtype and not _autocast_enabled(input.device):
                 raise RuntimeError(
                     f"Input and hidden tensors must have the same dtype, found input "
                     f"{input.dtype} and hidden {state.dtype}")
@@ -154,6 +154,11 @@ class _FusedRecurrence:
             raise RuntimeError(
                 f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
                 f"{input.dtype}")
+
+
+def _autocast_enabled(device):
+    """Whether autocast is on for device, under which torch.nn lets hx's dtype differ."""
+    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
 
 
 def _has_kernels(device):
