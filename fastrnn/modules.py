@@ -44,10 +44,16 @@ class _FusedRecurrence:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
                 hx = self._batched_hx(hx, is_batched)
-        if hx is None:
+        if is_lstm and is_packed and isinstance(hx, torch.Tensor):  # as torch.nn's lstm op
+            raise TypeError("LSTM: hx must be a tuple (h_0, c_0), got a Tensor")
+        if hx is None:  # already in sorted order
             hx = self._zero_hx(input, batch_sizes, sorted_indices)
-        self._check_forward_args(input, hx, batch_sizes)
-        hx = self.permute_hidden(hx, sorted_indices)
+            self._check_forward_args(input, hx, batch_sizes)
+        else:
+            self._check_forward_args(input, hx, batch_sizes)
+            hx = self.permute_hidden(hx, sorted_indices)
+        if is_lstm and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
         h0, c0 = hx if is_lstm else (hx, None)
         self._check_devices_and_dtypes(input, h0, c0)
 
@@ -118,7 +124,7 @@ class _FusedRecurrence:
         if batch_sizes is None:
             batch = input.size(0) if self.batch_first else input.size(1)
         elif not torch.compiler.is_compiling():
-            batch = int(batch_sizes[0])
+            batch = batch_sizes[0]  # a 0-d tensor, as torch.nn passes it
         elif sorted_indices is not None:  # compiled, batch_sizes[0] is data, not a shape;
             batch = sorted_indices.size(0)  # there is one index per sequence
         else:
