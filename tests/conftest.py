@@ -22,6 +22,8 @@ LENGTHS_SORTED = [5, 3, 3, 1]  # different lengths, a repeated one and a length-
 LENGTHS_UNSORTED = [3, 1, 5, 2]
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
+# Tests parametrised by device run their CUDA cases only where a GPU is.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # name -> (torch.nn class, fastrnn class, constructor kwargs)
 CELLS = {
@@ -155,6 +157,12 @@ class Inputs:
         return inp, ((self.h0, self.c0) if case.is_lstm else self.h0)
 
 
+def to_device(inputs, device):
+    """inputs with its tensors moved to device (generated on the CPU, so equal everywhere)."""
+    move = lambda t: None if t is None else t.to(device)
+    return Inputs(inputs.case, move(inputs.x), move(inputs.h0), move(inputs.c0))
+
+
 def make_inputs(case, dtype=torch.float64, seed=1):
     gen = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)
@@ -193,7 +201,7 @@ def weighted_loss(tensors, seed=2):
     gen = torch.Generator().manual_seed(seed)
     total = 0
     for t in tensors:
-        w = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
+        w = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device, t.dtype)
         total = total + (t * w).sum()
     return total
 

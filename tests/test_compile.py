@@ -14,12 +14,12 @@ import torch
 import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from conftest import Case, assert_results_close, assert_same_packing, make_inputs, make_pair, run
+from conftest import (DEVICES, Case, assert_results_close, assert_same_packing, make_inputs,
+                      make_pair, run, to_device)
 
 pytestmark = pytest.mark.usefixtures("torch_state", "dynamo")
 
 F64 = torch.float64
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture
@@ -59,9 +59,7 @@ def check_compiled_matches_torch_nn(case, backend, device="cpu"):
     compiled = torch.compile(fast, fullgraph=True, dynamic=True, backend=counter)
     shapes = PACKED_SHAPES if case.kind.startswith("packed") else DENSE_SHAPES
     for call, shape in enumerate(shapes):
-        inputs = make_inputs(shaped(case, *shape))
-        inputs = type(inputs)(inputs.case, *[t if t is None else t.to(device)
-                                             for t in (inputs.x, inputs.h0, inputs.c0)])
+        inputs = to_device(make_inputs(shaped(case, *shape)), device)
         with torch._dynamo.config.patch(error_on_recompile=call > 0):
             outs, grads, result = run(compiled, inputs)
         got = outs, {name.removeprefix("_orig_mod."): g for name, g in grads.items()}, result

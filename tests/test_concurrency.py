@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from conftest import Case, make_inputs, make_pair, run
+from conftest import DEVICES, Case, make_inputs, make_pair, run, to_device
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -23,9 +23,10 @@ LARGE = Case("LSTM", True, 1, True, False, "packed_unsorted", True, input_size=3
              lengths=tuple([3] * 60 + [2] * 40 + [1] * 28))
 
 
-def check_threads_match_sequential(case, dtype, calls=CALLS):
+def check_threads_match_sequential(case, dtype, calls=CALLS, device="cpu"):
     _, fast = make_pair(case, dtype)
-    inputs = [make_inputs(case, dtype, seed=seed) for seed in range(calls)]
+    fast = fast.to(device)
+    inputs = [to_device(make_inputs(case, dtype, seed=seed), device) for seed in range(calls)]
     sequential = [run(fast, i)[:2] for i in inputs]
     with ThreadPoolExecutor(THREADS) as pool:
         concurrent = list(pool.map(lambda i: run(fast, i)[:2], inputs))
@@ -37,9 +38,10 @@ def check_threads_match_sequential(case, dtype, calls=CALLS):
             assert torch.equal(grads_a[name], grads_b[name]), name
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_threads_match_sequential(case):
-    check_threads_match_sequential(case, torch.float64)
+def test_threads_match_sequential(case, device):
+    check_threads_match_sequential(case, torch.float64, device=device)
 
 
 def test_threads_match_sequential_with_intra_op_threads(multithreaded):

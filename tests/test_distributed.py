@@ -1,5 +1,6 @@
 """DistributedDataParallel (gloo, 2 processes on this machine): a few SGD steps on half of the
-batch per process give the parameters of single-process training on the whole batch."""
+batch per process give the parameters of single-process training on the whole batch.
+CPU only: two processes on one GPU need NCCL-free CUDA collectives (gloo) or two GPUs."""
 
 import os
 import sys

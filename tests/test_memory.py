@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conftest import CELLS, flatten_result, weighted_loss  # noqa: E402
+from conftest import CELLS, DEVICES, flatten_result, weighted_loss  # noqa: E402
 
 T, B, I, H, PROJ = 20, 8, 16, 32, 8
 LENGTHS = torch.linspace(T, 1, B).long()  # sorted, T down to 1
@@ -35,9 +35,9 @@ def layer_pair(cell, **kwargs):
     return ref, fast
 
 
-def layer_input(kind):
+def layer_input(kind, device="cpu"):
     """A leaf: x [T, B, I], or packed data [sum(LENGTHS), I] with its batch_sizes."""
-    x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(1)).to(device)
     if kind == "dense":
         return x.requires_grad_()
     packed = pack_padded_sequence(x, LENGTHS)
@@ -59,12 +59,14 @@ def saved_bytes(module, inp):
 
 @pytest.mark.parametrize("kind", ["dense", "packed"])
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_saved_for_backward_not_more_than_torch_nn(cell, kind):
+@pytest.mark.parametrize("device", DEVICES)
+def test_saved_for_backward_not_more_than_torch_nn(device, cell, kind):
     """torch.nn's figure is the smaller of its default path and its path without oneDNN
     (the dense LSTM's default, oneDNN, keeps more). fastrnn keeps batch_sizes ([T] int64,
     8 bytes a step) besides what torch.nn keeps; for the RNN cells that is the difference."""
     ref, fast = layer_pair(cell)
-    inp = layer_input(kind)
+    ref, fast = ref.to(device), fast.to(device)
+    inp = layer_input(kind, device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.nn: projections are not run by oneDNN
         torch_bytes = saved_bytes(ref, inp)

@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELLS, Case, assert_results_close, assert_same_packing, make_inputs,
-                      make_pair, run)
+from conftest import (CELLS, DEVICES, Case, assert_results_close, assert_same_packing,
+                      make_inputs, make_pair, run, to_device)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -42,12 +42,14 @@ def cases(draw):
         proj_size=draw(st.integers(1, hidden - 1)) if cell == "LSTM-proj" else None)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @SETTINGS
 @given(case=cases(), dtype=st.sampled_from([torch.float64, torch.float32]),
        seed=st.integers(0, 2 ** 16))
-def test_matches_torch_nn(case, dtype, seed):
+def test_matches_torch_nn(device, case, dtype, seed):
     ref, fast = make_pair(case, dtype, seed=seed)
-    inputs = make_inputs(case, dtype, seed=seed + 1)
+    ref, fast = ref.to(device), fast.to(device)
+    inputs = to_device(make_inputs(case, dtype, seed=seed + 1), device)
     want, got = run(ref, inputs), run(fast, inputs)
     assert_results_close(got[:2], want[:2], dtype, case.id)
     assert_same_packing(got[2], want[2])

@@ -5,7 +5,8 @@
   where torch.nn silently accepts what it should refuse, fastrnn raises a clear error.
 - Odd strides (slices, transposes, stride-0 expansions) work and match torch.nn.
 - The raw ops refuse malformed arguments with a message naming the argument.
-Also in process: NaN and Inf propagate as in torch.nn, and no input is ever modified.
+Also in process: NaN and Inf propagate as in torch.nn (on every device), and no input is
+ever modified. The child-process groups run on the CPU.
 """
 
 import json
@@ -22,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastrnn  # noqa: E402
-from conftest import CELLS, Case, flatten_result, make_inputs, make_pair, weighted_loss  # noqa: E402
+from conftest import (CELLS, DEVICES, Case, flatten_result, make_inputs, make_pair,  # noqa: E402
+                      to_device, weighted_loss)
 
 I, H, P, B = 4, 5, 3, 3
 PAIRS = {"LSTM": (nn.LSTM, fastrnn.LSTM, {}), "LSTM-proj": (nn.LSTM, fastrnn.LSTM,
@@ -426,14 +428,17 @@ def test_op_bad_arguments_are_refused(results, name):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")],
                          ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_nan_and_inf_propagate_like_torch_nn(cell, value):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_and_inf_propagate_like_torch_nn(device, cell, value):
     """A non-finite value in one sequence's input and another's h0: the same elements of
     every result are NaN (or +-Inf) as in torch.nn, and the rest agree."""
     case = Case(cell, True, 2, True, False, "packed_unsorted", True)
     ref, fast = make_pair(case)
+    ref, fast = ref.to(device), fast.to(device)
     inputs = make_inputs(case)
     inputs.x[1, 2, 0] = value
     inputs.h0[0, 0, 1] = value
+    inputs = to_device(inputs, device)
     results = []
     for module in (ref, fast):
         leaves = inputs.fresh()
