@@ -112,11 +112,12 @@ class _FusedRecurrence:
         layers = self.num_layers * (2 if self.bidirectional else 1)
         h0, c0 = hx if self.mode == "LSTM" else (hx, None)
         p = getattr(self, "proj_size", 0) or self.hidden_size
-        self.check_hidden_size(h0, (layers, h0.size(1), p), "Expected hidden{} size {{}}, got {{}}"
-                               .format("[0]" if c0 is not None else ""))
-        if c0 is not None:
-            self.check_hidden_size(c0, (layers, c0.size(1), self.hidden_size),
-                                   "Expected hidden[1] size {}, got {}")
+        if c0 is None:
+            self.check_hidden_size(h0, (layers, h0.size(1), p))
+            return
+        self.check_hidden_size(h0, (layers, h0.size(1), p), "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(c0, (layers, c0.size(1), self.hidden_size),
+                               "Expected hidden[1] size {}, got {}")
 
     def _zero_hx(self, input, batch_sizes, sorted_indices):
         """Zero initial state(s) shaped as torch.nn expects them."""
