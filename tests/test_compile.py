@@ -122,3 +122,14 @@ def test_packed_zeros_op():
     args = (torch.tensor([3, 2, 2, 1]), 2, 4, torch.float32, torch.device("cpu"))
     torch.library.opcheck(torch.ops.fastrnn.packed_zeros.default, args)
     assert torch.equal(torch.ops.fastrnn.packed_zeros(*args), torch.zeros(2, 3, 4))
+
+
+def test_dynamo_refuses_torch_nn_subclasses_without_allow_rnn():
+    """The one setting fastrnn needs, and why: without it dynamo stops at the module (an
+    instance of torch.nn.LSTM), before fastrnn's forward runs. If a torch release lifts
+    this, this test fails and the README's instruction can go."""
+    import fastrnn
+    compiled = torch.compile(fastrnn.GRU(3, 4), fullgraph=True, backend="eager")
+    with torch._dynamo.config.patch(allow_rnn=False):
+        with pytest.raises(torch._dynamo.exc.Unsupported, match="RNN, GRU, or LSTM"):
+            compiled(torch.randn(5, 2, 3))
