@@ -15,16 +15,18 @@ import itertools
 import pytest
 import torch
 
-from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair
+from conftest import (CELLS, NEEDS_CUDA_KERNELS, Case, Inputs, flatten_result, make_inputs,
+                      make_pair)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
 F32, F64 = torch.float32, torch.float64
 HAS_CUDA = torch.cuda.is_available()
 # (device, autocast dtype)
-AUTOCASTS = [("cpu", torch.bfloat16), ("cpu", torch.float16)] + (
-    [("cuda", torch.float16), ("cuda", torch.bfloat16)] if HAS_CUDA else [])
-AUTOCAST_IDS = [f"{d}-{str(t)[6:]}" for d, t in AUTOCASTS]
+AUTOCASTS = [pytest.param(device, dtype, id=f"{device}-{str(dtype)[6:]}",
+                          marks=[NEEDS_CUDA_KERNELS] if device == "cuda" else [])
+             for device, dtype in [("cpu", torch.bfloat16), ("cpu", torch.float16)] + (
+                 [("cuda", torch.float16), ("cuda", torch.bfloat16)] if HAS_CUDA else [])]
 KINDS = ["dense", "packed_unsorted", "unbatched"]
 
 
@@ -72,7 +74,7 @@ DTYPE_VARIANTS = [("f32", None), ("f32", "f32"), ("f32", "low"), ("low", None),
                          ids=[f"x_{x}-hx_{h}" for x, h in DTYPE_VARIANTS])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype", AUTOCASTS, ids=AUTOCAST_IDS)
+@pytest.mark.parametrize("device,dtype", AUTOCASTS)
 def test_result_dtypes_match_torch_nn(device, dtype, cell, kind, x_dtype, hx_dtype):
     case = Case(cell, True, 2, True, False, kind, hx_dtype is not None)
     ref, fast = make_pair(case, F32)
@@ -88,7 +90,7 @@ def test_result_dtypes_match_torch_nn(device, dtype, cell, kind, x_dtype, hx_dty
 
 @pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype", AUTOCASTS, ids=AUTOCAST_IDS)
+@pytest.mark.parametrize("device,dtype", AUTOCASTS)
 def test_error_at_most_twice_torch_nn_error(device, dtype, cell, kind):
     """Outputs, states and every gradient (inputs and parameters) against float64."""
     case = Case(cell, True, 2, True, False, kind, True)
