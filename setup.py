@@ -1,16 +1,20 @@
-"""Builds fastrnn._C against the installed torch (a CPU-only torch works)."""
+"""Builds fastrnn._C against the installed torch: the C++ ops always; the CUDA ops too when
+torch has CUDA and the CUDA toolkit is found (FASTRNN_CUDA=0 builds without them). A CPU-only
+torch builds exactly the C++ extension."""
 
 import glob
 import os
 
+import torch
 from setuptools import setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def sources(pattern):
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    return sorted(os.path.relpath(p, ROOT)
+                  for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
 # -fopenmp makes at::parallel_for use torch's OpenMP runtime (libgomp.so.1 is already
@@ -21,14 +25,27 @@ cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-
 if os.environ.get("FASTRNN_PORTABLE", "0") != "1":
     cxx_flags.append("-march=native")
 
-setup(
-    ext_modules=[
-        CppExtension(
-            "fastrnn._C",
-            sources("csrc/ops.cpp") + sources("csrc/cpu/*.cpp"),
-            extra_compile_args={"cxx": cxx_flags},
-            extra_link_args=["-fopenmp"],
-        )
-    ],
-    cmdclass={"build_ext": BuildExtension},
-)
+cpu_sources = sources("csrc/ops.cpp") + sources("csrc/cpu/*.cpp")
+with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None
+             and os.environ.get("FASTRNN_CUDA", "1") != "0")
+
+if with_cuda:
+    # A100 (sm_80) and H100 (sm_90a) machine code, and sm_80 PTX that newer GPUs compile
+    # when they load the library. TORCH_CUDA_ARCH_LIST, when set, chooses instead (torch
+    # adds its flags only when we add none).
+    arch_flags = [] if os.environ.get("TORCH_CUDA_ARCH_LIST") else [
+        "-gencode=arch=compute_80,code=sm_80",
+        "-gencode=arch=compute_90a,code=sm_90a",
+        "-gencode=arch=compute_80,code=compute_80",
+    ]
+    extension = CUDAExtension(
+        "fastrnn._C",
+        cpu_sources + sources("csrc/cuda/**/*.cpp") + sources("csrc/cuda/**/*.cu"),
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"] + arch_flags},
+        extra_link_args=["-fopenmp"],
+    )
+else:
+    extension = CppExtension("fastrnn._C", cpu_sources, extra_compile_args={"cxx": cxx_flags},
+                             extra_link_args=["-fopenmp"])
+
+setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension})

@@ -11,7 +11,7 @@ python -c "import torch" 2>/dev/null || python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q setuptools wheel ninja numpy "$@"
 # Rebuild only when the sources, the build settings or torch changed since the last build.
 build_key="$( { python -c "import torch; print(torch.__version__)"
-               echo "${FASTRNN_PORTABLE:-} ${TORCH_CUDA_ARCH_LIST:-}"
+               echo "${FASTRNN_PORTABLE:-} ${FASTRNN_CUDA:-} ${TORCH_CUDA_ARCH_LIST:-}"
                find csrc setup.py pyproject.toml -type f | sort | xargs sha256sum; } | sha256sum )"
 stamp=.venv/fastrnn-build.key
 if [ "$(cat "$stamp" 2>/dev/null)" != "$build_key" ] || ! python -c "import fastrnn" 2>/dev/null; then

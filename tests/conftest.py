@@ -22,13 +22,10 @@ LENGTHS_SORTED = [5, 3, 3, 1]  # different lengths, a repeated one and a length-
 LENGTHS_UNSORTED = [3, 1, 5, 2]
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
-# Tests parametrised by device run their CUDA cases only where a GPU is, and skip them (in
-# sight) while fastrnn has no CUDA kernels: its modules would run torch.nn's code there.
-NEEDS_CUDA_KERNELS = pytest.mark.skipif(
-    not torch._C._dispatch_has_kernel_for_dispatch_key("fastrnn::lstm_forward", "CUDA"),
-    reason="fastrnn has no CUDA kernels yet")
-DEVICES = ["cpu"] + ([pytest.param("cuda", marks=NEEDS_CUDA_KERNELS)]
-                     if torch.cuda.is_available() else [])
+
+# Device parameters: CUDA cases are collected everywhere and skipped without a GPU.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 
 # name -> (torch.nn class, fastrnn class, constructor kwargs)
 CELLS = {
@@ -117,14 +114,15 @@ def module_kwargs(case, dtype):
                 dropout=case.dropout, bidirectional=case.bidirectional, dtype=dtype, **extra)
 
 
-def make_pair(case, dtype=torch.float64, seed=0):
-    """A fresh torch.nn module and a fastrnn module loaded with its state_dict."""
+def make_pair(case, dtype=torch.float64, seed=0, device="cpu"):
+    """A fresh torch.nn module and a fastrnn module loaded with its state_dict, on device
+    (initialised on the CPU, so every device gets the same weights)."""
     torch_cls, fast_cls, _ = CELLS[case.cell]
     torch.manual_seed(seed)
     ref = torch_cls(**module_kwargs(case, dtype))
     fast = fast_cls(**module_kwargs(case, dtype))
     fast.load_state_dict(ref.state_dict())
-    return ref, fast
+    return ref.to(device), fast.to(device)
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -148,6 +146,11 @@ class Inputs:
             requires_grad)
         return Inputs(self.case, copy(self.x), copy(self.h0), copy(self.c0))
 
+    def to(self, device=None, dtype=None):
+        """The same values on another device and/or in another dtype."""
+        move = lambda t: None if t is None else t.detach().to(device=device, dtype=dtype)
+        return Inputs(self.case, move(self.x), move(self.h0), move(self.c0))
+
     def args(self):
         """(input, hx) for module(input, hx); input is a PackedSequence for packed kinds."""
         case = self.case
@@ -162,13 +165,7 @@ class Inputs:
         return inp, ((self.h0, self.c0) if case.is_lstm else self.h0)
 
 
-def to_device(inputs, device):
-    """inputs with its tensors moved to device (generated on the CPU, so equal everywhere)."""
-    move = lambda t: None if t is None else t.to(device)
-    return Inputs(inputs.case, move(inputs.x), move(inputs.h0), move(inputs.c0))
-
-
-def make_inputs(case, dtype=torch.float64, seed=1):
+def make_inputs(case, dtype=torch.float64, seed=1, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)
     if case.kind == "unbatched":
@@ -184,7 +181,7 @@ def make_inputs(case, dtype=torch.float64, seed=1):
         h0 = rand(case.layers * case.directions, *state_batch, case.out_size)
         if case.is_lstm:
             c0 = rand(case.layers * case.directions, *state_batch, case.hidden_size)
-    return Inputs(case, x, h0, c0)
+    return Inputs(case, x, h0, c0).to(device)
 
 
 # --- running and comparing -----------------------------------------------------------------
@@ -332,10 +329,14 @@ def torch_state():
     that need the parallel paths ask for `multithreaded`. The fastrnn test files use this
     fixture through `pytestmark`, so other test files keep torch's defaults."""
     before = torch.get_num_threads()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.set_num_threads(1)
     torch.manual_seed(1234)
+    # float32 on CUDA means float32: no TF32 in cuBLAS (fastrnn's GEMMs) or cuDNN (torch.nn).
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.set_num_threads(before)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 @pytest.fixture

@@ -15,18 +15,16 @@ import itertools
 import pytest
 import torch
 
-from conftest import (CELLS, NEEDS_CUDA_KERNELS, Case, Inputs, flatten_result, make_inputs,
-                      make_pair)
+from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair, requires_cuda
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
 F32, F64 = torch.float32, torch.float64
-HAS_CUDA = torch.cuda.is_available()
 # (device, autocast dtype)
 AUTOCASTS = [pytest.param(device, dtype, id=f"{device}-{str(dtype)[6:]}",
-                          marks=[NEEDS_CUDA_KERNELS] if device == "cuda" else [])
-             for device, dtype in [("cpu", torch.bfloat16), ("cpu", torch.float16)] + (
-                 [("cuda", torch.float16), ("cuda", torch.bfloat16)] if HAS_CUDA else [])]
+                          marks=[requires_cuda] if device == "cuda" else [])
+             for device, dtype in [("cpu", torch.bfloat16), ("cpu", torch.float16),
+                                   ("cuda", torch.float16), ("cuda", torch.bfloat16)]]
 KINDS = ["dense", "packed_unsorted", "unbatched"]
 
 

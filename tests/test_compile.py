@@ -15,7 +15,7 @@ import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from conftest import (DEVICES, Case, assert_results_close, assert_same_packing, make_inputs,
-                      make_pair, run, to_device)
+                      make_pair, run)
 
 pytestmark = pytest.mark.usefixtures("torch_state", "dynamo")
 
@@ -59,7 +59,7 @@ def check_compiled_matches_torch_nn(case, backend, device="cpu"):
     compiled = torch.compile(fast, fullgraph=True, dynamic=True, backend=counter)
     shapes = PACKED_SHAPES if case.kind.startswith("packed") else DENSE_SHAPES
     for call, shape in enumerate(shapes):
-        inputs = to_device(make_inputs(shaped(case, *shape)), device)
+        inputs = make_inputs(shaped(case, *shape), device=device)
         with torch._dynamo.config.patch(error_on_recompile=call > 0):
             outs, grads, result = run(compiled, inputs)
         got = outs, {name.removeprefix("_orig_mod."): g for name, g in grads.items()}, result

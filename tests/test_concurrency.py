@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from conftest import DEVICES, Case, make_inputs, make_pair, run, to_device
+from conftest import DEVICES, Case, make_inputs, make_pair, run
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -26,7 +26,7 @@ LARGE = Case("LSTM", True, 1, True, False, "packed_unsorted", True, input_size=3
 def check_threads_match_sequential(case, dtype, calls=CALLS, device="cpu"):
     _, fast = make_pair(case, dtype)
     fast = fast.to(device)
-    inputs = [to_device(make_inputs(case, dtype, seed=seed), device) for seed in range(calls)]
+    inputs = [make_inputs(case, dtype, seed=seed, device=device) for seed in range(calls)]
     sequential = [run(fast, i)[:2] for i in inputs]
     with ThreadPoolExecutor(THREADS) as pool:
         concurrent = list(pool.map(lambda i: run(fast, i)[:2], inputs))

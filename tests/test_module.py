@@ -14,9 +14,9 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from conftest import (CELLS, KINDS, Case, Inputs, ReferenceModule, assert_close, assert_results_close,
-                      flatten_result, make_inputs, make_pair, module_kwargs, run,
-                      weighted_loss)
+from conftest import (CELLS, DEVICES, KINDS, Case, Inputs, ReferenceModule, assert_close,
+                      assert_results_close, flatten_result, make_inputs, make_pair,
+                      module_kwargs, run, weighted_loss)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -414,35 +414,40 @@ def test_to_float64(cell):
     assert_results_close(run(fast, inputs)[:2], run(ref, inputs)[:2], F64)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_low_precision_close_to_float64_reference(cell, dtype):
-    """bf16 (and fp16) run on the CPU, and fastrnn's error against the float64 result (same
-    representable weights and inputs) is at most 2x torch.nn's own error in that dtype plus
-    a small absolute slack, for outputs, final states and every gradient."""
-    case = Case(cell, True, 2, True, False, "packed_unsorted", True)
+def check_low_precision(case, dtype, device="cpu"):
+    """fastrnn's error in dtype on device against the float64 result on the CPU (same
+    representable weights and inputs) is at most 2x torch.nn's own error in that dtype on
+    that device plus a small absolute slack, for outputs, final states and every gradient."""
     exact, _ = make_pair(case, F64)
     with torch.no_grad():  # weights exactly representable in the low-precision dtype
         for p in exact.parameters():
             p.copy_(p.to(dtype))
-    torch_low = copy.deepcopy(exact).to(dtype)
-    fast_low = CELLS[cell][1](**module_kwargs(case, dtype))
+    torch_low = copy.deepcopy(exact).to(device, dtype)
+    fast_low = CELLS[case.cell][1](**module_kwargs(case, dtype))
     fast_low.load_state_dict(torch_low.state_dict())
+    fast_low = fast_low.to(device)
     inputs = make_inputs(case, dtype)
-    inputs64 = Inputs(case, *[None if t is None else t.to(F64)
-                              for t in (inputs.x, inputs.h0, inputs.c0)])
+    inputs64 = inputs.to(dtype=F64)
     want_outs, want_grads, _ = run(exact, inputs64)
-    got_outs, got_grads, _ = run(fast_low, inputs)
-    torch_outs, torch_grads, _ = run(torch_low, inputs)
+    got_outs, got_grads, _ = run(fast_low, inputs.to(device))
+    torch_outs, torch_grads, _ = run(torch_low, inputs.to(device))
     triples = list(zip(got_outs, torch_outs, want_outs)) + [
         (got_grads[n], torch_grads[n], want_grads[n]) for n in want_grads]
     for fast_value, torch_value, want in triples:
-        assert fast_value.dtype == dtype
+        assert fast_value.dtype == dtype and fast_value.device.type == device
         assert torch.isfinite(fast_value).all()
-        fast_error = (fast_value.double() - want).abs().max().item()
-        torch_error = (torch_value.double() - want).abs().max().item()
+        fast_error = (fast_value.double().cpu() - want).abs().max().item()
+        torch_error = (torch_value.double().cpu() - want).abs().max().item()
         slack = 1e-2 * max(1.0, want.abs().max().item())
         assert fast_error <= 2 * torch_error + slack, (fast_error, torch_error)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_low_precision_close_to_float64_reference(cell, dtype, device):
+    """bf16 and fp16, on the CPU and on CUDA: see check_low_precision."""
+    check_low_precision(Case(cell, True, 2, True, False, "packed_unsorted", True), dtype, device)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

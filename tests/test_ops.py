@@ -16,8 +16,10 @@ pytestmark = pytest.mark.usefixtures("torch_state")
 ops = torch.ops.fastrnn
 H, P, B = 3, 2, 3
 F64 = torch.float64
-# dense (every step full), packed (variable lengths, incl. length 1), a single step
-BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3]}
+# dense (every step full), packed (variable lengths, incl. length 1), a single step, and a
+# last step with no rows (the ops accept it; torch's packing never makes one)
+BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3],
+               "empty_last_step": [3, 2, 0]}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 

@@ -1,12 +1,13 @@
 """fastrnn vs torch.nn (and vs fastrnn/reference.py, itself checked against torch.nn):
-outputs, final states and every gradient, over the whole configuration matrix."""
+outputs, final states and every gradient, over the whole configuration matrix, on the CPU
+and (where there is a GPU) on CUDA, each against torch.nn on the same device."""
 
 import itertools
 
 import pytest
 import torch
 
-from conftest import (CELLS, KINDS, Case, ReferenceModule, assert_results_close,
+from conftest import (CELLS, DEVICES, KINDS, Case, ReferenceModule, assert_results_close,
                       assert_same_packing, full_matrix, ids, make_inputs, make_pair, run)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
@@ -18,23 +19,25 @@ MATRIX = full_matrix()
 FLOAT32_SUBSET = [case for k, case in enumerate(MATRIX) if (k + k // 48) % 5 == 0]
 
 
-def check_parity(case, dtype):
-    ref, fast = make_pair(case, dtype)
-    inputs = make_inputs(case, dtype)
+def check_parity(case, dtype, device="cpu"):
+    ref, fast = make_pair(case, dtype, device=device)
+    inputs = make_inputs(case, dtype, device=device)
     *want, result_want = run(ref, inputs)
     *got, result_got = run(fast, inputs)
     assert_same_packing(result_got, result_want)
     assert_results_close(got, want, dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", MATRIX, ids=ids(MATRIX))
-def test_parity_float64(case):
-    check_parity(case, torch.float64)
+def test_parity_float64(case, device):
+    check_parity(case, torch.float64, device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", FLOAT32_SUBSET, ids=ids(FLOAT32_SUBSET))
-def test_parity_float32(case):
-    check_parity(case, torch.float32)
+def test_parity_float32(case, device):
+    check_parity(case, torch.float32, device)
 
 
 def test_float32_subset_covers_every_pair_of_options():
@@ -73,16 +76,18 @@ EDGE = [Case("LSTM", True, 2, True, False, "dense", True, input_size=1, hidden_s
         Case("GRU", True, 1, True, False, "unbatched", True, steps=1)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", EDGE, ids=[f"{c.id}-I{c.input_size}-H{c.hidden_size}-B{c.batch}"
                                             for c in EDGE])
-def test_parity_edge_sizes(case):
-    check_parity(case, torch.float64)
+def test_parity_edge_sizes(case, device):
+    check_parity(case, torch.float64, device)
 
 
-def test_parity_long_sequence_float32():
+@pytest.mark.parametrize("device", DEVICES)
+def test_parity_long_sequence_float32(device):
     case = Case("LSTM-proj", True, 2, True, True, "packed_unsorted", True, steps=60,
                 lengths=(60, 1, 33, 59))
-    check_parity(case, torch.float32)
+    check_parity(case, torch.float32, device)
 
 
 # --- the oracle: reference.py vs torch.nn, then fastrnn vs reference.py --------------------
@@ -108,12 +113,15 @@ FAST_VS_REFERENCE = [Case(cell, bias, layers, True, False, kind, True)
                      for kind in ("dense", "packed_unsorted")]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", FAST_VS_REFERENCE, ids=ids(FAST_VS_REFERENCE))
-def test_fastrnn_matches_reference(case):
+def test_fastrnn_matches_reference(case, device):
+    """fastrnn on device against reference.py run in float64 on the CPU."""
     _, fast = make_pair(case)
     inputs = make_inputs(case)
     *want, _ = run(ReferenceModule(fast), inputs)
-    *got, _ = run(fast, inputs)
+    *got, _ = run(fast.to(device), inputs.to(device))
+    got = ([t.cpu() for t in got[0]], {name: g.cpu() for name, g in got[1].items()})
     assert_results_close(got, want, torch.float64, "fastrnn vs reference.py")
 
 

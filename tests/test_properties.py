@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import (CELLS, DEVICES, Case, assert_results_close, assert_same_packing,
-                      make_inputs, make_pair, run, to_device)
+                      make_inputs, make_pair, run)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -49,7 +49,7 @@ def cases(draw):
 def test_matches_torch_nn(device, case, dtype, seed):
     ref, fast = make_pair(case, dtype, seed=seed)
     ref, fast = ref.to(device), fast.to(device)
-    inputs = to_device(make_inputs(case, dtype, seed=seed + 1), device)
+    inputs = make_inputs(case, dtype, seed=seed + 1, device=device)
     want, got = run(ref, inputs), run(fast, inputs)
     assert_results_close(got[:2], want[:2], dtype, case.id)
     assert_same_packing(got[2], want[2])

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastrnn  # noqa: E402
 from conftest import (CELLS, DEVICES, Case, flatten_result, make_inputs, make_pair,  # noqa: E402
-                      to_device, weighted_loss)
+                      weighted_loss)
 
 I, H, P, B = 4, 5, 3, 3
 PAIRS = {"LSTM": (nn.LSTM, fastrnn.LSTM, {}), "LSTM-proj": (nn.LSTM, fastrnn.LSTM,
@@ -438,7 +438,7 @@ def test_nan_and_inf_propagate_like_torch_nn(device, cell, value):
     inputs = make_inputs(case)
     inputs.x[1, 2, 0] = value
     inputs.h0[0, 0, 1] = value
-    inputs = to_device(inputs, device)
+    inputs = inputs.to(device)
     results = []
     for module in (ref, fast):
         leaves = inputs.fresh()

@@ -7,6 +7,10 @@
 
 #include <limits>
 
+#include "../cells/gru.h"
+#include "../cells/lstm.h"
+#include "../cells/rnn.h"
+
 namespace fastrnn {
 
 // Sizes of one recurrence: N packed rows over T steps, batch B, hidden H, output P
@@ -56,6 +60,34 @@ inline RecurrenceSizes check_recurrence(const char* op, int64_t gates,
     N += b[t];
   }
   return {N, T, B, H, P};
+}
+
+// Per cell, what forward and backward share (every backend): see the ops' shapes in ops.cpp.
+inline RecurrenceSizes check_lstm(const char* op, const at::Tensor& batch_sizes,
+                                  const at::Tensor& h0, const at::Tensor& c0,
+                                  const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr) {
+  const auto sz = check_recurrence(op, lstm::kGates, batch_sizes, h0, w_hh);
+  check_arg(op, h0, c0, "c0", {sz.B, sz.H}, "[B, H]");
+  if (w_hr.has_value()) {
+    check_arg(op, h0, *w_hr, "w_hr", {sz.P, sz.H}, "[P, H]");
+  } else {
+    TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [4*H, H] without w_hr, got ", w_hh.sizes());
+  }
+  return sz;
+}
+
+inline RecurrenceSizes check_gru(const char* op, const at::Tensor& batch_sizes,
+                                 const at::Tensor& h0, const at::Tensor& w_hh) {
+  const auto sz = check_recurrence(op, gru::kGates, batch_sizes, h0, w_hh);
+  TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [3*H, H], got ", w_hh.sizes());
+  return sz;
+}
+
+inline RecurrenceSizes check_rnn(const char* op, const at::Tensor& batch_sizes,
+                                 const at::Tensor& h0, const at::Tensor& w_hh) {
+  const auto sz = check_recurrence(op, rnn::kGates, batch_sizes, h0, w_hh);
+  TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [H, H], got ", w_hh.sizes());
+  return sz;
 }
 
 }  // namespace fastrnn

@@ -16,13 +16,6 @@ namespace {
 using at::Tensor;
 using c10::optional;
 
-RecurrenceSizes check_gru(const char* op, const Tensor& batch_sizes, const Tensor& h0,
-                          const Tensor& w_hh) {
-  const auto sz = check_recurrence(op, gru::kGates, batch_sizes, h0, w_hh);
-  TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [3*H, H], got ", w_hh.sizes());
-  return sz;
-}
-
 // The gate loops over units [j0, j1) of one row, outside the dispatch macros so that the
 // simd pragmas apply. Pointers are at the row's start.
 

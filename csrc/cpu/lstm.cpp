@@ -16,19 +16,6 @@ namespace {
 using at::Tensor;
 using c10::optional;
 
-// Checks what lstm_forward and lstm_backward share; see lstm_forward for the shapes.
-RecurrenceSizes check_lstm(const char* op, const Tensor& batch_sizes, const Tensor& h0,
-                           const Tensor& c0, const Tensor& w_hh, const optional<Tensor>& w_hr) {
-  const auto sz = check_recurrence(op, lstm::kGates, batch_sizes, h0, w_hh);
-  check_arg(op, h0, c0, "c0", {sz.B, sz.H}, "[B, H]");
-  if (w_hr.has_value()) {
-    check_arg(op, h0, *w_hr, "w_hr", {sz.P, sz.H}, "[P, H]");
-  } else {
-    TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [4*H, H] without w_hr, got ", w_hh.sizes());
-  }
-  return sz;
-}
-
 // The gate loops over units [j0, j1) of one row, outside the dispatch macros so that the
 // simd pragmas apply. Pointers are at the row's start.
 

@@ -10,41 +10,11 @@
 #include <cstring>
 #include <vector>
 
+#include "../common/schedule.h"
 #include "gemm.h"
 
 namespace fastrnn {
 namespace cpu {
-
-// The walk over packed time: step s visits time t = reverse ? T-1-s : s, whose rows are
-// data[first_row(s) : first_row(s) + rows(s)] (batch_sizes sorted longest first, so
-// rows shrink along t and grow along a reverse walk).
-class Schedule {
- public:
-  Schedule(const at::Tensor& batch_sizes, bool reverse) : reverse_(reverse) {
-    const auto sizes = batch_sizes.contiguous();
-    const int64_t* b = sizes.data_ptr<int64_t>();
-    batch_.assign(b, b + sizes.numel());
-    offset_.resize(batch_.size());
-    int64_t offset = 0;
-    for (size_t t = 0; t < batch_.size(); ++t) {
-      offset_[t] = offset;
-      offset += batch_[t];
-    }
-  }
-  int64_t steps() const { return static_cast<int64_t>(batch_.size()); }
-  int64_t rows(int64_t s) const { return batch_[time(s)]; }
-  int64_t first_row(int64_t s) const { return offset_[time(s)]; }
-  // Rows of step s that were also rows of step s-1: their previous state is that step's
-  // row; the others start from the initial state.
-  int64_t carried_rows(int64_t s) const { return s == 0 ? 0 : std::min(rows(s), rows(s - 1)); }
-  // Whether every step has the same rows (a dense [T, B] sequence).
-  bool dense() const { return std::all_of(batch_.begin(), batch_.end(), [&](int64_t b) { return b == batch_[0]; }); }
-
- private:
-  int64_t time(int64_t s) const { return reverse_ ? steps() - 1 - s : s; }
-  bool reverse_;
-  std::vector<int64_t> batch_, offset_;
-};
 
 // dst[first : first + rows] = src[0 : rows], both contiguous with equal row widths.
 inline void copy_rows(const at::Tensor& dst, int64_t first, const at::Tensor& src, int64_t rows) {
@@ -73,8 +43,8 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
 template <typename T>
 const T* previous_row(const T* states, int64_t stride, const T* init, const Schedule& schedule,
                       int64_t s, int64_t i, int64_t X) {
-  return i < schedule.carried_rows(s) ? states + (schedule.first_row(s - 1) + i) * stride
-                                      : init + i * X;
+  const int64_t row = previous_packed_row(schedule.step(s), i);
+  return row >= 0 ? states + row * stride : init + i * X;
 }
 
 // grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
@@ -83,14 +53,7 @@ const T* previous_row(const T* states, int64_t stride, const T* init, const Sche
 inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
                                         const at::Tensor& h0, const Schedule& schedule,
                                         bool reverse) {
-  const int64_t N = y.size(0), B = h0.size(0);
-  if (schedule.dense()) {
-    // Forward: step t reads y of t-1 (h0 for t = 0); reverse: y of t+1 (h0 for t = T-1).
-    const at::Tensor grad_first = reverse ? grad.narrow(0, N - B, B) : grad.narrow(0, 0, B);
-    const at::Tensor grad_rest = reverse ? grad.narrow(0, 0, N - B) : grad.narrow(0, B, N - B);
-    const at::Tensor y_prev = reverse ? y.narrow(0, B, N - B) : y.narrow(0, 0, N - B);
-    return at::addmm(at::mm(grad_first.t(), h0), grad_rest.t(), y_prev);
-  }
+  if (schedule.dense()) return recurrent_weight_grad_dense(grad, y, h0, reverse);
   const auto init = h0.contiguous();
   at::Tensor h_prev = at::empty_like(y);  // [N, P]
   const int64_t P = y.size(1);

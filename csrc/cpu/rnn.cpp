@@ -15,13 +15,6 @@ namespace {
 
 using at::Tensor;
 
-RecurrenceSizes check_rnn(const char* op, const Tensor& batch_sizes, const Tensor& h0,
-                          const Tensor& w_hh) {
-  const auto sz = check_recurrence(op, rnn::kGates, batch_sizes, h0, w_hh);
-  TORCH_CHECK(sz.P == sz.H, op, ": w_hh must be [H, H], got ", w_hh.sizes());
-  return sz;
-}
-
 // The loops over units [begin, end) of the flattened [b, H] step, outside the dispatch
 // macros so that the simd pragmas apply.
 
