@@ -17,7 +17,9 @@ import torch
 
 from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair, requires_cuda
 
-pytestmark = pytest.mark.usefixtures("torch_state")
+pytestmark = [pytest.mark.usefixtures("torch_state"),
+              # torch.backends.mkldnn.flags() warns about Intel GPUs on every use
+              pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")]
 
 F32, F64 = torch.float32, torch.float64
 # (device, autocast dtype)
