@@ -30,11 +30,25 @@ def _none_if_empty(grad, wanted):
 
 
 # --- fake kernels: shapes only (meta tensors, torch.compile) -------------------------------
-# gx: [N, gates*H]; h0: [B, P]; every shape follows from the inputs' shapes.
+# gx: [N, gates*H]; h0: [B, P]; every shape follows from the inputs' shapes. They check what
+# the kernels check about devices: a meta tensor among CPU ones sends a call here, not there.
+
+
+def _check_devices(op, batch_sizes, *tensors):
+    """batch_sizes on the CPU, every other tensor on the device of the first."""
+    torch._check(batch_sizes.device.type == "cpu",
+                 lambda: f"{op}: batch_sizes must be a 1-D int64 CPU tensor, got one on "
+                         f"{batch_sizes.device}")
+    device = tensors[0].device
+    for t in tensors:
+        torch._check(t is None or t.device == device,
+                     lambda: f"{op}: every tensor must be on h0's device ({device}), got one on "
+                             f"{t.device}")
 
 
 @torch.library.register_fake("fastrnn::lstm_forward")
 def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
+    _check_devices("lstm_forward", batch_sizes, h0, gx, c0, w_hh, w_hr)
     n, hidden = gx.shape[0], c0.shape[1]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
             gx.new_empty(n if save else 0, 5 * hidden))
@@ -42,6 +56,8 @@ def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
 
 @torch.library.register_fake("fastrnn::lstm_backward")
 def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
+    _check_devices("lstm_backward", batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh, w_hr, y,
+                   saved)
     n, hidden = y.shape[0], c0.shape[1]
     grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else y.new_empty(0)
     return (y.new_empty(n, 4 * hidden), torch.empty_like(h0), torch.empty_like(c0),
@@ -50,6 +66,7 @@ def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, rever
 
 @torch.library.register_fake("fastrnn::gru_forward")
 def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
+    _check_devices("gru_forward", batch_sizes, h0, gx, w_hh, b_hh)
     n, hidden = gx.shape[0], h0.shape[1]
     return (gx.new_empty(n, hidden), torch.empty_like(h0),
             gx.new_empty(n if save else 0, 4 * hidden))
@@ -57,6 +74,7 @@ def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
 
 @torch.library.register_fake("fastrnn::gru_backward")
 def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, saved, has_bias, reverse):
+    _check_devices("gru_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y, saved)
     n, hidden = y.shape[0], h0.shape[1]
     return (y.new_empty(n, 3 * hidden), torch.empty_like(h0), torch.empty_like(w_hh),
             y.new_empty(3 * hidden if has_bias else 0))
@@ -64,12 +82,33 @@ def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, saved, has_bias, reverse):
 
 @torch.library.register_fake("fastrnn::rnn_forward")
 def _(gx, batch_sizes, h0, w_hh, relu, reverse):
+    _check_devices("rnn_forward", batch_sizes, h0, gx, w_hh)
     return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
 
 
 @torch.library.register_fake("fastrnn::rnn_backward")
 def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, relu, reverse):
+    _check_devices("rnn_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y)
     return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
+
+
+# --- the zero initial state of a packed batch -------------------------------------------
+
+
+@torch.library.custom_op("fastrnn::packed_zeros", mutates_args=())
+def packed_zeros(batch_sizes: torch.Tensor, layers: int, size: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """Zeros [layers, batch_sizes[0], size]. The batch of a packed input sorted by its
+    creator (no sorted_indices) is only known from batch_sizes' values: to torch.compile this
+    op's result has a data-dependent batch, where reading batch_sizes[0] in Python would not
+    trace. batch_sizes: [T], int64, CPU."""
+    return torch.zeros(layers, int(batch_sizes[0]), size, dtype=dtype, device=device)
+
+
+@packed_zeros.register_fake
+def _(batch_sizes, layers, size, dtype, device):
+    batch = torch.library.get_ctx().new_dynamic_size()
+    return torch.empty(layers, batch, size, dtype=dtype, device=device)
 
 
 # --- autograd ---------------------------------------------------------------------------

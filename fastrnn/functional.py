@@ -54,11 +54,9 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
     device_type = data.device.type
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
-        # The layers run in the dtype of their weights, as torch.nn's GRU does under autocast.
-        with torch.autocast(device_type, enabled=False):
-            return rnn(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
-                       num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size,
-                       dropout=dropout, training=training)
+        return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
+                                   num_layers=num_layers, bidirectional=bidirectional,
+                                   proj_size=proj_size, dropout=dropout, training=training)
     directions = 2 if bidirectional else 1
     per_direction = len(weights) // (num_layers * directions)
     layer_input = data
@@ -78,3 +76,44 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
     return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
+
+
+def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, **kwargs):
+    """rnn() under autocast: the layers run with autocast off in the dtype of the weights
+    (float accuracy, the CPU ops' fastest path), and the results come back in the dtypes
+    torch.nn's layers give under autocast (see autocast_result_dtypes)."""
+    device_type = data.device.type
+    compute = weights[0].dtype
+    cast = lambda t: None if t is None else t.to(compute)
+    with torch.autocast(device_type, enabled=False):
+        output, h_n, c_n = rnn(mode, cast(data), batch_sizes, cast(h0), cast(c0), weights,
+                               **kwargs)
+    out_dtype, c_dtype = autocast_result_dtypes(
+        mode, device_type, torch.get_autocast_dtype(device_type), compute, h0.dtype,
+        None if c0 is None else c0.dtype, kwargs.get("proj_size", 0) > 0)
+    return output.to(out_dtype), h_n.to(out_dtype), None if c_n is None else c_n.to(c_dtype)
+
+
+def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_dtype, c0_dtype,
+                           has_proj):
+    """(dtype of output and h_n, dtype of c_n) that torch.nn's layer returns under autocast.
+
+    CUDA: cuDNN's autocast wrapper casts every argument, so every result is autocast_dtype.
+    CPU: torch.nn runs each step's products (x @ W_ih^T, h @ W_hh^T, the LSTM projection)
+    in autocast_dtype and the state updates in ordinary type promotion, so
+      RNN: the activation of a product: autocast_dtype;
+      GRU: (h - n) * z + n with h the state: promote(h0, autocast_dtype);
+      LSTM: c' = f * c + i * g: promote(c0, autocast_dtype) for c_n, and for output/h_n
+            unless a projection (a product) makes them autocast_dtype.
+    float64 weights are never cast by autocast: the results stay float64.
+    """
+    if weight_dtype == torch.float64:
+        return torch.float64, torch.float64
+    if device_type != "cpu":
+        return autocast_dtype, autocast_dtype
+    if mode.startswith("RNN"):
+        return autocast_dtype, None
+    if mode == "GRU":
+        return torch.promote_types(h0_dtype, autocast_dtype), None
+    c_dtype = torch.promote_types(c0_dtype, autocast_dtype)
+    return (autocast_dtype if has_proj else c_dtype), c_dtype

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from ._ops import packed_zeros
 
 
 class _FusedRecurrence:
@@ -43,10 +44,16 @@ class _FusedRecurrence:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
                 hx = self._batched_hx(hx, is_batched)
-        if hx is None:
-            hx = self._zero_hx(input, batch_sizes)
-        self.check_forward_args(input, hx, batch_sizes)
-        hx = self.permute_hidden(hx, sorted_indices)
+        if is_lstm and is_packed and isinstance(hx, torch.Tensor):  # as torch.nn's lstm op
+            raise TypeError("LSTM: hx must be a tuple (h_0, c_0), got a Tensor")
+        if hx is None:  # already in sorted order
+            hx = self._zero_hx(input, batch_sizes, sorted_indices)
+            self._check_forward_args(input, hx, batch_sizes)
+        else:
+            self._check_forward_args(input, hx, batch_sizes)
+            hx = self.permute_hidden(hx, sorted_indices)
+        if is_lstm and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
         h0, c0 = hx if is_lstm else (hx, None)
         self._check_devices_and_dtypes(input, h0, c0)
 
@@ -94,15 +101,41 @@ class _FusedRecurrence:
                 f"For {kind} input, hx should also be {rank}-D but got {hx.dim()}-D tensor")
         return hx if is_batched else hx.unsqueeze(1)
 
-    def _zero_hx(self, input, batch_sizes):
-        """Zero initial state(s) shaped as torch.nn expects them."""
-        if batch_sizes is not None:
-            batch = int(batch_sizes[0])
-        else:
-            batch = input.size(0) if self.batch_first else input.size(1)
+    def _check_forward_args(self, input, hx, batch_sizes):
+        """torch.nn's checks of input and hx. The batch of a packed input is batch_sizes[0], a
+        value torch.compile cannot trace: compiled, hx's batch is compared with it by the ops
+        when they run, and every other dimension here."""
+        if batch_sizes is None or not torch.compiler.is_compiling():
+            self.check_forward_args(input, hx, batch_sizes)
+            return
+        self.check_input(input, batch_sizes)
         layers = self.num_layers * (2 if self.bidirectional else 1)
-        zeros = lambda size: torch.zeros(layers, batch, size, dtype=input.dtype,
-                                         device=input.device)
+        h0, c0 = hx if self.mode == "LSTM" else (hx, None)
+        p = getattr(self, "proj_size", 0) or self.hidden_size
+        if c0 is None:
+            self.check_hidden_size(h0, (layers, h0.size(1), p))
+            return
+        self.check_hidden_size(h0, (layers, h0.size(1), p), "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(c0, (layers, c0.size(1), self.hidden_size),
+                               "Expected hidden[1] size {}, got {}")
+
+    def _zero_hx(self, input, batch_sizes, sorted_indices):
+        """Zero initial state(s) shaped as torch.nn expects them."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        if batch_sizes is None:
+            batch = input.size(0) if self.batch_first else input.size(1)
+        elif not torch.compiler.is_compiling():
+            batch = batch_sizes[0]  # a 0-d tensor, as torch.nn passes it
+        elif sorted_indices is not None:  # compiled, batch_sizes[0] is data, not a shape;
+            batch = sorted_indices.size(0)  # there is one index per sequence
+        else:
+            batch = None  # packed_zeros: a data-dependent batch
+
+        def zeros(size):
+            if batch is None:
+                return packed_zeros(batch_sizes, layers, size, input.dtype, input.device)
+            return torch.zeros(layers, batch, size, dtype=input.dtype, device=input.device)
+
         if self.mode == "LSTM":
             return zeros(self.proj_size or self.hidden_size), zeros(self.hidden_size)
         return zeros(self.hidden_size)
@@ -120,7 +153,7 @@ class _FusedRecurrence:
                 raise RuntimeError(
                     "Input and hidden tensors are not at the same device, found input tensor "
                     f"at {input.device} and hidden tensor at {state.device}")
-            if state.dtype != input.dtype:
+            if state.dtype != input.dtype and not _autocast_enabled(input.device):
                 raise RuntimeError(
                     f"Input and hidden tensors must have the same dtype, found input "
                     f"{input.dtype} and hidden {state.dtype}")
@@ -128,6 +161,11 @@ class _FusedRecurrence:
             raise RuntimeError(
                 f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
                 f"{input.dtype}")
+
+
+def _autocast_enabled(device):
+    """Whether autocast is on for device, under which torch.nn lets hx's dtype differ."""
+    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
 
 
 def _has_kernels(device):

@@ -81,9 +81,11 @@ template <typename T>
 FASTRNN_HD T dtanh_from_output(T y) {
   return T(1) - y * y;
 }
+// 1 for a NaN output, as torch's relu backward (threshold_backward) passes the gradient
+// wherever the output is not <= 0.
 template <typename T>
 FASTRNN_HD T drelu_from_output(T y) {
-  return y > T(0) ? T(1) : T(0);
+  return y <= T(0) ? T(0) : T(1);
 }
 
 }  // namespace fastrnn

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
+#include <limits>
+
 #include "../cells/gru.h"
 #include "../cells/lstm.h"
 #include "../cells/rnn.h"
@@ -53,6 +55,8 @@ inline RecurrenceSizes check_recurrence(const char* op, int64_t gates,
   for (int64_t t = 0; t < T; ++t) {
     TORCH_CHECK(b[t] >= 0 && (t == 0 || b[t] <= b[t - 1]), op,
                 ": batch_sizes must be non-negative and non-increasing, got ", batch_sizes);
+    TORCH_CHECK(N <= std::numeric_limits<int64_t>::max() - b[t], op,
+                ": sum(batch_sizes) overflows int64");
     N += b[t];
   }
   return {N, T, B, H, P};
