@@ -90,4 +90,70 @@ inline RecurrenceSizes check_rnn(const char* op, const at::Tensor& batch_sizes,
   return sz;
 }
 
+// Each op's full argument check (every backend), in schema order; shapes in ops.cpp.
+inline RecurrenceSizes check_lstm_forward(const char* op, const at::Tensor& gx,
+                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                          const at::Tensor& c0, const at::Tensor& w_hh,
+                                          const c10::optional<at::Tensor>& w_hr) {
+  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
+  check_arg(op, h0, gx, "gx", {sz.N, 4 * sz.H}, "[sum(batch_sizes), 4*H]");
+  return sz;
+}
+
+inline RecurrenceSizes check_lstm_backward(
+    const char* op, const at::Tensor& grad_y, const at::Tensor& grad_hn,
+    const at::Tensor& grad_cn, const at::Tensor& batch_sizes, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+    const at::Tensor& y, const at::Tensor& saved) {
+  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
+  check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.P}, "[N, P]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.P}, "[B, P]");
+  check_arg(op, h0, grad_cn, "grad_cn", {sz.B, sz.H}, "[B, H]");
+  check_arg(op, h0, y, "y", {sz.N, sz.P}, "[N, P]");
+  check_arg(op, h0, saved, "saved", {sz.N, lstm::kSaved * sz.H}, "[N, 5*H]");
+  return sz;
+}
+
+inline RecurrenceSizes check_gru_forward(const char* op, const at::Tensor& gx,
+                                         const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                         const at::Tensor& w_hh,
+                                         const c10::optional<at::Tensor>& b_hh) {
+  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  check_arg(op, h0, gx, "gx", {sz.N, 3 * sz.H}, "[sum(batch_sizes), 3*H]");
+  if (b_hh.has_value()) check_arg(op, h0, *b_hh, "b_hh", {3 * sz.H}, "[3*H]");
+  return sz;
+}
+
+inline RecurrenceSizes check_gru_backward(const char* op, const at::Tensor& grad_y,
+                                          const at::Tensor& grad_hn,
+                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                          const at::Tensor& w_hh, const at::Tensor& y,
+                                          const at::Tensor& saved) {
+  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
+  check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
+  check_arg(op, h0, saved, "saved", {sz.N, gru::kSaved * sz.H}, "[N, 4*H]");
+  return sz;
+}
+
+inline RecurrenceSizes check_rnn_forward(const char* op, const at::Tensor& gx,
+                                         const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                         const at::Tensor& w_hh) {
+  const auto sz = check_rnn(op, batch_sizes, h0, w_hh);
+  check_arg(op, h0, gx, "gx", {sz.N, sz.H}, "[sum(batch_sizes), H]");
+  return sz;
+}
+
+inline RecurrenceSizes check_rnn_backward(const char* op, const at::Tensor& grad_y,
+                                          const at::Tensor& grad_hn,
+                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                          const at::Tensor& w_hh, const at::Tensor& y) {
+  const auto sz = check_rnn(op, batch_sizes, h0, w_hh);
+  check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
+  check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
+  return sz;
+}
+
 }  // namespace fastrnn

@@ -71,10 +71,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
                                                const optional<Tensor>& b_hh, bool reverse,
                                                bool save) {
   const char* op = "gru_forward";
-  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  const auto sz = check_gru_forward(op, gx_in, batch_sizes, h0, w_hh, b_hh);
   const int64_t H = sz.H;
-  check_arg(op, h0, gx_in, "gx", {sz.N, 3 * H}, "[sum(batch_sizes), 3*H]");
-  if (b_hh.has_value()) check_arg(op, h0, *b_hh, "b_hh", {3 * H}, "[3*H]");
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
 
@@ -116,12 +114,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& h0, const Tensor& w_hh, const Tensor& y, const Tensor& saved_in,
     bool has_bias, bool reverse) {
   const char* op = "gru_backward";
-  const auto sz = check_gru(op, batch_sizes, h0, w_hh);
+  const auto sz = check_gru_backward(op, grad_y_in, grad_hn, batch_sizes, h0, w_hh, y, saved_in);
   const int64_t H = sz.H;
-  check_arg(op, h0, grad_y_in, "grad_y", {sz.N, H}, "[N, H]");
-  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, H}, "[B, H]");
-  check_arg(op, h0, y, "y", {sz.N, H}, "[N, H]");
-  check_arg(op, h0, saved_in, "saved", {sz.N, gru::kSaved * H}, "[N, 4*H]");
   const Tensor grad_y = grad_y_in.contiguous(), saved = saved_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
 

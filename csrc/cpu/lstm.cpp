@@ -93,8 +93,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
                                                        const optional<Tensor>& w_hr,
                                                        bool reverse, bool save) {
   const char* op = "lstm_forward";
-  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
-  check_arg(op, h0, gx_in, "gx", {sz.N, 4 * sz.H}, "[sum(batch_sizes), 4*H]");
+  const auto sz = check_lstm_forward(op, gx_in, batch_sizes, h0, c0, w_hh, w_hr);
   const int64_t H = sz.H, P = sz.P;
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
@@ -142,13 +141,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
     const optional<Tensor>& w_hr, const Tensor& y_in, const Tensor& saved_in, bool reverse) {
   const char* op = "lstm_backward";
-  const auto sz = check_lstm(op, batch_sizes, h0, c0, w_hh, w_hr);
+  const auto sz = check_lstm_backward(op, grad_y_in, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh,
+                      w_hr, y_in, saved_in);
   const int64_t H = sz.H, P = sz.P;
-  check_arg(op, h0, grad_y_in, "grad_y", {sz.N, P}, "[N, P]");
-  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, P}, "[B, P]");
-  check_arg(op, h0, grad_cn, "grad_cn", {sz.B, H}, "[B, H]");
-  check_arg(op, h0, y_in, "y", {sz.N, P}, "[N, P]");
-  check_arg(op, h0, saved_in, "saved", {sz.N, lstm::kSaved * H}, "[N, 5*H]");
 
   const Tensor grad_y = grad_y_in.contiguous(), saved = saved_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);

@@ -90,8 +90,7 @@ std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx_in, const Tensor& batch_
                                        const Tensor& h0, const Tensor& w_hh, bool relu,
                                        bool reverse) {
   const char* op = "rnn_forward";
-  const auto sz = check_rnn(op, batch_sizes, h0, w_hh);
-  check_arg(op, h0, gx_in, "gx", {sz.N, sz.H}, "[sum(batch_sizes), H]");
+  const auto sz = check_rnn_forward(op, gx_in, batch_sizes, h0, w_hh);
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   Tensor h_state = h0.contiguous().clone();  // [B, H], rows updated as steps visit them
@@ -112,10 +111,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
                                                 const Tensor& w_hh, const Tensor& y_in,
                                                 bool relu, bool reverse) {
   const char* op = "rnn_backward";
-  const auto sz = check_rnn(op, batch_sizes, h0, w_hh);
-  check_arg(op, h0, grad_y_in, "grad_y", {sz.N, sz.H}, "[N, H]");
-  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
-  check_arg(op, h0, y_in, "y", {sz.N, sz.H}, "[N, H]");
+  const auto sz = check_rnn_backward(op, grad_y_in, grad_hn, batch_sizes, h0, w_hh, y_in);
   const Tensor grad_y = grad_y_in.contiguous(), y = y_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
   Tensor dh_state = grad_hn.contiguous().clone();  // [B, H]: gradient w.r.t. the h state
