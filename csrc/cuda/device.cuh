@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "dtypes.h"
 
@@ -26,6 +27,20 @@ inline bool empty_launch(int64_t rows, int64_t width) { return rows <= 0 || widt
 // This thread's column, and the rows it visits: for (row = first_row(); row < rows; ...).
 __device__ __forceinline__ int64_t step_column() {
   return static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+}
+
+// Calls f with std::bool_constant<flag> for each run-time flag, so that a launcher picks
+// the kernel instance whose compile-time bools match: f(kA, kB) uses decltype(kA)::value.
+template <typename F>
+cudaError_t with_flags(bool a, F&& f) {
+  return a ? f(std::true_type{}) : f(std::false_type{});
+}
+
+template <typename F>
+cudaError_t with_flags(bool a, bool b, F&& f) {
+  return with_flags(a, [&](auto kA) {
+    return b ? f(kA, std::true_type{}) : f(kA, std::false_type{});
+  });
 }
 
 }  // namespace cuda

@@ -38,16 +38,10 @@ cudaError_t gru_forward_step(DType dtype, const GruForwardStep& a, cudaStream_t 
   const bool bias = a.b_hh != nullptr, save = a.saved != nullptr;
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (bias && save) {
-      gru_forward_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(a);
-    } else if (bias) {
-      gru_forward_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(a);
-    } else if (save) {
-      gru_forward_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      gru_forward_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(bias, save, [&](auto kBias, auto kSave) {
+      gru_forward_kernel<T, decltype(kBias)::value, decltype(kSave)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -57,12 +51,10 @@ cudaError_t gru_backward_step(DType dtype, const GruBackwardStep& a, cudaStream_
   const bool gather = a.h_prev != nullptr;
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (gather) {
-      gru_backward_kernel<T, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      gru_backward_kernel<T, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(gather, [&](auto kGather) {
+      gru_backward_kernel<T, decltype(kGather)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 

@@ -39,16 +39,10 @@ cudaError_t lstm_forward_step(DType dtype, const LstmForwardStep& a, cudaStream_
   const bool save = a.saved != nullptr, write_y = a.y != nullptr;
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (save && write_y) {
-      lstm_forward_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(a);
-    } else if (save) {
-      lstm_forward_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(a);
-    } else if (write_y) {
-      lstm_forward_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      lstm_forward_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(save, write_y, [&](auto kSave, auto kWriteY) {
+      lstm_forward_kernel<T, decltype(kSave)::value, decltype(kWriteY)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -59,16 +53,10 @@ cudaError_t lstm_backward_step(DType dtype, const LstmBackwardStep& a, cudaStrea
   const dim3 grid = step_grid(a.step.rows, width);
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (proj && gather) {
-      lstm_backward_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(a);
-    } else if (proj) {
-      lstm_backward_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(a);
-    } else if (gather) {
-      lstm_backward_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      lstm_backward_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(proj, gather, [&](auto kProj, auto kGather) {
+      lstm_backward_kernel<T, decltype(kProj)::value, decltype(kGather)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 

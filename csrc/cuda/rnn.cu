@@ -37,12 +37,10 @@ cudaError_t rnn_forward_step(DType dtype, const RnnForwardStep& a, cudaStream_t 
   const dim3 grid = step_grid(a.step.rows, a.H);
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (a.relu) {
-      rnn_forward_kernel<T, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      rnn_forward_kernel<T, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(a.relu, [&](auto kRelu) {
+      rnn_forward_kernel<T, decltype(kRelu)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -52,16 +50,10 @@ cudaError_t rnn_backward_step(DType dtype, const RnnBackwardStep& a, cudaStream_
   const bool gather = a.h_prev != nullptr;
   return dispatch(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (a.relu && gather) {
-      rnn_backward_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(a);
-    } else if (a.relu) {
-      rnn_backward_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(a);
-    } else if (gather) {
-      rnn_backward_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      rnn_backward_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return with_flags(a.relu, gather, [&](auto kRelu, auto kGather) {
+      rnn_backward_kernel<T, decltype(kRelu)::value, decltype(kGather)::value><<<grid, kThreads, 0, stream>>>(a);
+      return cudaGetLastError();
+    });
   });
 }
 
