@@ -18,7 +18,7 @@ namespace fastrnn {
 namespace persistent {
 
 struct LstmPolicy {
-  static constexpr int kGates = 4, kSaved = 5;
+  static constexpr int kGates = lstm::kGates, kSaved = lstm::kSaved;
   static constexpr bool kForwardCarry = true, kBackwardCarry = true;
   static constexpr bool kSeparateDgh = false;  // gradient w.r.t. gh == w.r.t. gx
   static constexpr bool kPrevFromY = false;    // prev = c_prev from saved slot 4 / c0
@@ -50,7 +50,7 @@ struct LstmPolicy {
 };
 
 struct GruPolicy {
-  static constexpr int kGates = 3, kSaved = 4;
+  static constexpr int kGates = gru::kGates, kSaved = gru::kSaved;
   static constexpr bool kForwardCarry = false, kBackwardCarry = true;
   static constexpr bool kSeparateDgh = true;  // dh_n = dx_n * r differs from dx_n
   static constexpr bool kPrevFromY = true;
@@ -84,7 +84,7 @@ struct GruPolicy {
 
 template <bool kRelu>
 struct RnnPolicy {
-  static constexpr int kGates = 1, kSaved = 0;
+  static constexpr int kGates = rnn::kGates, kSaved = 0;  // RNN saves nothing but y
   static constexpr bool kForwardCarry = false, kBackwardCarry = false;
   static constexpr bool kSeparateDgh = false;
   static constexpr bool kPrevFromY = true;  // unused
