@@ -7,6 +7,7 @@
 
 #include "../cells/lstm.h"
 #include "../common/checks.h"
+#include "fused_walk.h"
 #include "recurrence.h"
 
 namespace fastrnn {
@@ -82,6 +83,111 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
   return m;
 }
 
+// The fused walks (see fused_walk.h) for an LSTM without projection in float or double.
+// A thread owns units [j0, j1): their four gates' rows of w_hh for the forward walk and
+// their columns of w_hh for the backward walk, both packed into panels before the first step.
+
+// Whether lstm_forward / lstm_backward take the fused walk for B rows and H units.
+template <typename T>
+bool lstm_fused_applies(bool proj, int64_t B, int64_t H) {
+  if (proj || !(std::is_same_v<T, float> || std::is_same_v<T, double>)) return false;
+  const int64_t threads = fused_slices(H, kPanelWidth<T>).count;
+  return use_fused_walk(B, lstm::kGates * H * H * int64_t(sizeof(T)) / threads);
+}
+
+// Forward walk. Unit group u (V units, V = kPanelWidth / 2) has two panels over K = H:
+// gates i and f of its units, then g and o. Arguments as lstm_forward's, as raw pointers;
+// gh: [B, 4H] scratch; h_state, c_state: [B, H], updated.
+template <typename T>
+void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, const T* w_hh,
+                        T* h_state, T* c_state, T* y, T* saved, T* gh, int64_t H, bool save) {
+  constexpr int64_t W = kPanelWidth<T>, V = W / 2;
+  const int64_t groups = (H + V - 1) / V;
+  Tensor panels_t = at::empty({groups * 2 * H * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
+  T* panels = panels_t.data_ptr<T>();
+  const auto units = save ? lstm_forward_units<true, T> : lstm_forward_units<false, T>;
+  run_fused_walk(fused_slices(H, W), [&](int64_t j0, int64_t j1, const auto& sync) {
+    for (int64_t u = j0 / V; u * V < j1; ++u) {
+      for (int64_t half = 0; half < 2; ++half) {  // gates (i, f), then (g, o)
+        pack_panel(panels + (2 * u + half) * H * W, H, 1, [&](int64_t c) -> const T* {
+          const int64_t unit = u * V + c % V, gate = 2 * half + c / V;
+          return unit < H ? w_hh + (gate * H + unit) * H : nullptr;
+        });
+      }
+    }
+    const T* rows[kMaxPanelRows];
+    T out[kMaxPanelRows * 2 * W];  // per row: the 4 gates of V units
+    for (int64_t s = 0; s < schedule.steps(); ++s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
+        const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+        for (int r = 0; r < n; ++r) rows[r] = previous_row(y, H, h0, schedule, s, r0 + r, H);
+        for (int64_t u = j0 / V; u * V < j1; ++u) {
+          panel_product(n, rows, panels + 2 * u * H * W, H, out);
+          panel_product(n, rows, panels + (2 * u + 1) * H * W, H, out + n * W);
+          const int64_t lanes = std::min(V, H - u * V);
+          for (int r = 0; r < n; ++r) {
+            for (int64_t gate = 0; gate < lstm::kGates; ++gate) {
+              const T* src = out + (gate / 2) * n * W + r * W + (gate % 2) * V;
+              std::memcpy(gh + (r0 + r) * 4 * H + gate * H + u * V, src, lanes * sizeof(T));
+            }
+          }
+        }
+        for (int64_t r = r0; r < r0 + n; ++r) {
+          T* h = y + (first + r) * H;
+          units(gx + (first + r) * 4 * H, gh + r * 4 * H, c_state + r * H,
+                save ? saved + (first + r) * 5 * H : nullptr, h, H, j0, j1);
+          std::memcpy(h_state + r * H + j0, h + j0, (j1 - j0) * sizeof(T));
+        }
+      }
+      sync();
+    }
+  });
+}
+
+// Backward walk. Column chunk k (W columns of w_hh [4H, H]) is one panel over K = 4H.
+// Arguments as lstm_backward's, as raw pointers; dh_state: [B, H], dc_state: [B, H],
+// updated; grad_gx: [N, 4H] written.
+template <typename T>
+void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
+                         const T* w_hh, const T* saved, T* dh_state, T* dc_state, T* grad_gx,
+                         int64_t H) {
+  constexpr int64_t W = kPanelWidth<T>;
+  const int64_t chunks = (H + W - 1) / W, K = 4 * H;
+  Tensor panels_t = at::empty({chunks * K * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
+  T* panels = panels_t.data_ptr<T>();
+  run_fused_walk(fused_slices(H, W), [&](int64_t j0, int64_t j1, const auto& sync) {
+    for (int64_t k = j0 / W; k * W < j1; ++k) {
+      pack_panel(panels + k * K * W, K, H, [&](int64_t c) -> const T* {
+        return k * W + c < H ? w_hh + k * W + c : nullptr;
+      });
+    }
+    const T* rows[kMaxPanelRows];
+    T out[kMaxPanelRows * W];
+    for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      for (int64_t r = 0; r < b; ++r) {
+        const T* c_prev = previous_row(saved + 4 * H, 5 * H, c0, schedule, s, r, H);
+        lstm_backward_units<true, T>(dh_state + r * H, grad_y + (first + r) * H,
+                                     dc_state + r * H, saved + (first + r) * 5 * H, c_prev,
+                                     grad_gx + (first + r) * K, H, j0, j1);
+      }
+      sync();  // every unit's gate gradients of this step are written
+      for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
+        const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+        for (int r = 0; r < n; ++r) rows[r] = grad_gx + (first + r0 + r) * K;
+        for (int64_t k = j0 / W; k * W < j1; ++k) {
+          panel_product(n, rows, panels + k * K * W, K, out);
+          const int64_t columns = std::min(W, H - k * W);
+          for (int r = 0; r < n; ++r) {
+            std::memcpy(dh_state + (r0 + r) * H + k * W, out + r * W, columns * sizeof(T));
+          }
+        }
+      }
+    }
+  });
+}
+
 // gx: [N, 4H] pre-activations from the input side (biases included); h0: [B, P];
 // c0: [B, H]; w_hh: [4H, P]; w_hr: [P, H] or none (then P = H).
 // Returns y: [N, P]; hn: [B, P]; cn: [B, H]; saved: [N, 5H] = [i|f|g|o|c] per row, read by
@@ -99,7 +205,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   const Schedule schedule(batch_sizes, reverse);
   const bool proj = w_hr.has_value();
 
-  Tensor h_state = h0.contiguous().clone();  // [B, P], rows updated as steps visit them
+  const Tensor h0_c = h0.contiguous(), w_hh_c = w_hh.contiguous();
+  Tensor h_state = h0_c.clone();  // [B, P], rows updated as steps visit them
   Tensor c_state = c0.contiguous().clone();  // [B, H]
   Tensor y = at::empty({sz.N, P}, gx.options());
   Tensor saved = at::empty({save ? sz.N : 0, lstm::kSaved * H}, gx.options());
@@ -107,6 +214,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   Tensor m = proj ? at::empty({sz.B, H}, gx.options()) : Tensor();  // o * tanh(c)
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
+    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+      if (lstm_fused_applies<scalar_t>(proj, sz.B, H)) {
+        lstm_forward_fused(gx.data_ptr<scalar_t>(), schedule, h0_c.data_ptr<scalar_t>(),
+                           w_hh_c.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>(),
+                           c_state.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                           save ? saved.data_ptr<scalar_t>() : nullptr, gh.data_ptr<scalar_t>(),
+                           H, save);
+        return;
+      }
+    }
     const StepGemm<scalar_t> recurrent(w_hh.t());                // [b, P] -> [b, 4H]
     const StepGemm<scalar_t> project(proj ? w_hr->t() : w_hh);  // [b, H] -> [b, P]
     for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -157,6 +274,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor dm = proj ? at::empty({sz.B, H}, saved.options()) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
+    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+      if (lstm_fused_applies<scalar_t>(proj, sz.B, H)) {
+        lstm_backward_fused(grad_y.data_ptr<scalar_t>(), schedule, c0_c.data_ptr<scalar_t>(),
+                            w_hh.contiguous().data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
+                            dh_state.data_ptr<scalar_t>(), dc_state.data_ptr<scalar_t>(),
+                            grad_gx.data_ptr<scalar_t>(), H);
+        return;
+      }
+    }
     const StepGemm<scalar_t> recurrent(w_hh);                // [b, 4H] -> [b, P]
     const StepGemm<scalar_t> project(proj ? *w_hr : w_hh);  // [b, P] -> [b, H]
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {

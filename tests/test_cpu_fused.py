@@ -1,0 +1,106 @@
+"""The two CPU LSTM walks: the fused walk (per-thread weight panels, one parallel region for
+the whole sequence, a barrier per step) and the BLAS walk (a GEMM and a parallel gate loop
+per step). FASTRNN_CPU_FUSED=1 / 0 forces one; both must match torch.nn, with one thread
+and with two, at sizes that cut the hidden units and the rows at every boundary the fused
+walk has (panels of 8 float / 4 double units, blocks of 6 rows, one slice per thread)."""
+
+import threading
+
+import pytest
+import torch
+
+import fastrnn
+from conftest import Case, assert_close, make_inputs, make_pair, run
+from test_parity import check_parity
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+WALKS = {"fused": "1", "blas": "0"}
+
+# (hidden, batch): one unit; a part panel; a whole float panel and a part one; one slice
+# per thread and a remainder; rows 1, 6 (one block), 7 and 13 (a block and a remainder).
+SIZES = [(1, 3), (5, 7), (16, 6), (17, 13), (33, 1), (40, 7)]
+CASES = [Case("LSTM", True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
+              lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
+         for hidden, batch in SIZES for kind in ("dense", "packed_unsorted")]
+
+
+@pytest.fixture(params=list(WALKS))
+def walk(request, monkeypatch):
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", WALKS[request.param])
+    return request.param
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, torch_state):
+    torch.set_num_threads(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"H{c.hidden_size}-B{c.batch}-{c.kind}")
+def test_walk_matches_torch_nn(case, dtype, walk, threads):
+    check_parity(case, dtype)
+
+
+def test_walks_agree_to_rounding(monkeypatch):
+    """The two walks sum the same products in different orders: float64 results agree to
+    rounding, on a size with several panels and row blocks per thread."""
+    torch.set_num_threads(2)
+    case = Case("LSTM", True, 2, True, False, "packed_unsorted", True, input_size=9,
+                hidden_size=70, batch=20, steps=9,
+                lengths=tuple([9] * 5 + [7] * 6 + [4] * 5 + [1] * 4))
+    results = {}
+    for name, flag in WALKS.items():
+        monkeypatch.setenv("FASTRNN_CPU_FUSED", flag)
+        _, fast = make_pair(case, torch.float64)
+        outs, grads, _ = run(fast, make_inputs(case, torch.float64))
+        results[name] = outs + [grads[k] for k in sorted(grads)]
+    assert len(results["fused"]) == 3 + 3 + 2 * 2 * 4  # outputs, x/h0/c0, 2 layers x 2 dirs
+    for fused, blas in zip(results["fused"], results["blas"]):
+        assert_close(fused, blas, tol=1e-12)
+
+
+@pytest.mark.parametrize("walk_flag", list(WALKS.values()), ids=list(WALKS))
+def test_gradcheck(walk_flag, monkeypatch):
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", walk_flag)
+    torch.set_num_threads(2)
+    lstm = fastrnn.LSTM(3, 9, dtype=torch.float64)
+    x = torch.randn(4, 7, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 7, 9, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(1, 7, 9, dtype=torch.float64, requires_grad=True)
+    params = tuple(lstm.parameters())
+
+    def fn(x, h0, c0, *weights):
+        out, (hn, cn) = torch.func.functional_call(
+            lstm, dict(zip((n for n, _ in lstm.named_parameters()), weights)), (x, (h0, c0)))
+        return out, hn, cn
+
+    assert torch.autograd.gradcheck(fn, (x, h0, c0, *params))
+
+
+def test_concurrent_calls_from_python_threads(monkeypatch):
+    """Several Python threads each running fused walks (each with its own parallel region
+    and barrier) on 2 cores: all finish, each with its own correct result."""
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", "1")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(8, 24)
+    inputs = [torch.randn(30, 5, 8) for _ in range(4)]
+    with torch.no_grad():
+        want = [lstm(x)[0] for x in inputs]
+    got = [None] * len(inputs)
+
+    def work(k):
+        with torch.no_grad():
+            for _ in range(20):
+                got[k] = lstm(inputs[k])[0]
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a fused walk did not finish"
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
