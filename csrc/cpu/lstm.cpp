@@ -119,25 +119,26 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
     T out[kMaxPanelRows * 2 * W];  // per row: the 4 gates of V units
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
-      for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
-        const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
-        for (int r = 0; r < n; ++r) rows[r] = previous_row(y, H, h0, schedule, s, r0 + r, H);
-        for (int64_t u = j0 / V; u * V < j1; ++u) {
+      // Unit group by unit group, so that the group's two panels stay in L1 over the rows.
+      for (int64_t u = j0 / V; u * V < j1; ++u) {
+        const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
+        for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
+          const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+          for (int r = 0; r < n; ++r) rows[r] = previous_row(y, H, h0, schedule, s, r0 + r, H);
           panel_product(n, rows, panels + 2 * u * H * W, H, out);
           panel_product(n, rows, panels + (2 * u + 1) * H * W, H, out + n * W);
-          const int64_t lanes = std::min(V, H - u * V);
           for (int r = 0; r < n; ++r) {
             for (int64_t gate = 0; gate < lstm::kGates; ++gate) {
               const T* src = out + (gate / 2) * n * W + r * W + (gate % 2) * V;
-              std::memcpy(gh + (r0 + r) * 4 * H + gate * H + u * V, src, lanes * sizeof(T));
+              std::memcpy(gh + (r0 + r) * 4 * H + gate * H + u0, src, (u1 - u0) * sizeof(T));
             }
           }
         }
-        for (int64_t r = r0; r < r0 + n; ++r) {
+        for (int64_t r = 0; r < b; ++r) {
           T* h = y + (first + r) * H;
           units(gx + (first + r) * 4 * H, gh + r * 4 * H, c_state + r * H,
-                save ? saved + (first + r) * 5 * H : nullptr, h, H, j0, j1);
-          std::memcpy(h_state + r * H + j0, h + j0, (j1 - j0) * sizeof(T));
+                save ? saved + (first + r) * 5 * H : nullptr, h, H, u0, u1);
+          std::memcpy(h_state + r * H + u0, h + u0, (u1 - u0) * sizeof(T));
         }
       }
       sync();
@@ -173,10 +174,10 @@ void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
                                      grad_gx + (first + r) * K, H, j0, j1);
       }
       sync();  // every unit's gate gradients of this step are written
-      for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
-        const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
-        for (int r = 0; r < n; ++r) rows[r] = grad_gx + (first + r0 + r) * K;
-        for (int64_t k = j0 / W; k * W < j1; ++k) {
+      for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows
+        for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
+          const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+          for (int r = 0; r < n; ++r) rows[r] = grad_gx + (first + r0 + r) * K;
           panel_product(n, rows, panels + k * K * W, K, out);
           const int64_t columns = std::min(W, H - k * W);
           for (int r = 0; r < n; ++r) {
