@@ -122,8 +122,7 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
       // Unit group by unit group, so that the group's two panels stay in L1 over the rows.
       for (int64_t u = j0 / V; u * V < j1; ++u) {
         const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
-        for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
-          const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+        for_each_row_block(b, [&](int64_t r0, int n) {
           for (int r = 0; r < n; ++r) rows[r] = previous_row(y, H, h0, schedule, s, r0 + r, H);
           panel_product(n, rows, panels + 2 * u * H * W, H, out);
           panel_product(n, rows, panels + (2 * u + 1) * H * W, H, out + n * W);
@@ -133,7 +132,7 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
               std::memcpy(gh + (r0 + r) * 4 * H + gate * H + u0, src, (u1 - u0) * sizeof(T));
             }
           }
-        }
+        });
         for (int64_t r = 0; r < b; ++r) {
           T* h = y + (first + r) * H;
           units(gx + (first + r) * 4 * H, gh + r * 4 * H, c_state + r * H,
@@ -175,15 +174,14 @@ void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
       }
       sync();  // every unit's gate gradients of this step are written
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows
-        for (int64_t r0 = 0; r0 < b; r0 += kMaxPanelRows) {
-          const int n = static_cast<int>(std::min<int64_t>(kMaxPanelRows, b - r0));
+        for_each_row_block(b, [&](int64_t r0, int n) {
           for (int r = 0; r < n; ++r) rows[r] = grad_gx + (first + r0 + r) * K;
           panel_product(n, rows, panels + k * K * W, K, out);
           const int64_t columns = std::min(W, H - k * W);
           for (int r = 0; r < n; ++r) {
             std::memcpy(dh_state + (r0 + r) * H + k * W, out + r * W, columns * sizeof(T));
           }
-        }
+        });
       }
     }
   });

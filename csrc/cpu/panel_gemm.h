@@ -27,6 +27,19 @@ constexpr int kPanelWidth = 2 * Simd<T>::kLanes;  // 16 floats, 8 doubles
 // vectors and a broadcast fit the 16 AVX registers.
 constexpr int kMaxPanelRows = 6;
 
+// Calls fn(r0, n) over rows [0, rows) in the fewest blocks of at most kMaxPanelRows rows,
+// as even as possible (8 rows: 4 + 4, not 6 + 2): a short block keeps too few
+// accumulators busy to hide the multiply-add latency.
+template <typename F>
+void for_each_row_block(int64_t rows, const F& fn) {
+  int64_t blocks = (rows + kMaxPanelRows - 1) / kMaxPanelRows;
+  for (int64_t r0 = 0; r0 < rows; --blocks) {
+    const int n = static_cast<int>((rows - r0 + blocks - 1) / blocks);
+    fn(r0, n);
+    r0 += n;
+  }
+}
+
 // panel[k * kPanelWidth + c] = column(c)[k * k_stride], or 0 where column(c) is null:
 // column(c) points at element k = 0 of column c, or is null past the matrix's last column.
 template <typename T, typename Column>
