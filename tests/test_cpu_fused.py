@@ -23,6 +23,10 @@ SIZES = [(1, 3), (5, 7), (16, 6), (17, 13), (33, 1), (40, 7)]
 CASES = [Case("LSTM", True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
               lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
          for hidden, batch in SIZES for kind in ("dense", "packed_unsorted")]
+# Big enough for the BLAS walk's parallel gate loop (B * H over its grain of 16384 units).
+CASES += [Case("LSTM", True, 1, True, False, "packed_unsorted", True, input_size=7,
+               hidden_size=130, batch=131, steps=4,
+               lengths=tuple([4] * 41 + [3] * 41 + [2] * 29 + [1] * 20))]
 
 
 @pytest.fixture(params=list(WALKS))

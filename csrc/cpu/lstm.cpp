@@ -87,12 +87,10 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
 // A thread owns units [j0, j1): their four gates' rows of w_hh for the forward walk and
 // their columns of w_hh for the backward walk, both packed into panels before the first step.
 
-// Whether lstm_forward / lstm_backward take the fused walk for B rows and H units.
+// Whether lstm_forward / lstm_backward take the fused walk for B rows.
 template <typename T>
-bool lstm_fused_applies(bool proj, int64_t B, int64_t H) {
-  if (proj || !(std::is_same_v<T, float> || std::is_same_v<T, double>)) return false;
-  const int64_t threads = fused_slices(H, kPanelWidth<T>).count;
-  return use_fused_walk(B, lstm::kGates * H * H * int64_t(sizeof(T)) / threads);
+bool lstm_fused_applies(bool proj, int64_t B) {
+  return !proj && (std::is_same_v<T, float> || std::is_same_v<T, double>) && use_fused_walk(B);
 }
 
 // Forward walk. Unit group u (V units, V = kPanelWidth / 2) has two panels over K = H:
@@ -214,7 +212,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (lstm_fused_applies<scalar_t>(proj, sz.B, H)) {
+      if (lstm_fused_applies<scalar_t>(proj, sz.B)) {
         lstm_forward_fused(gx.data_ptr<scalar_t>(), schedule, h0_c.data_ptr<scalar_t>(),
                            w_hh_c.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>(),
                            c_state.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
@@ -274,7 +272,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (lstm_fused_applies<scalar_t>(proj, sz.B, H)) {
+      if (lstm_fused_applies<scalar_t>(proj, sz.B)) {
         lstm_backward_fused(grad_y.data_ptr<scalar_t>(), schedule, c0_c.data_ptr<scalar_t>(),
                             w_hh.contiguous().data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
                             dh_state.data_ptr<scalar_t>(), dc_state.data_ptr<scalar_t>(),
