@@ -24,18 +24,15 @@ struct UnitSlices {
   int64_t begin(int64_t slice) const { return std::min(H, chunk * (slice * chunks() / count)); }
 };
 
-// Whether a fused walk should run a recurrence whose steps have at most `rows` rows.
-// FASTRNN_CPU_FUSED=1 or 0 forces the choice (read at every call). Otherwise the fused walk
-// runs up to 256 rows: measured on 2 cores (float32 LSTM, H from 64 to 1024), it beats
-// the per-step BLAS walk by 1.1x to 2x up to 128 rows, ties at 256 and loses at 512, where
-// BLAS's blocking of the rows pays off.
-inline bool use_fused_walk(int64_t rows) {
+// Whether a fused walk should run a recurrence whose steps have at most `rows` rows, given
+// the most rows for which it beats the BLAS walk. FASTRNN_CPU_FUSED=1 or 0 forces the
+// choice (read at every call).
+inline bool use_fused_walk(int64_t rows, int64_t max_rows) {
   if (const char* env = std::getenv("FASTRNN_CPU_FUSED")) {
     if (std::strcmp(env, "1") == 0) return true;
     if (std::strcmp(env, "0") == 0) return false;
   }
-  constexpr int64_t kMaxRows = 256;
-  return rows <= kMaxRows;
+  return rows <= max_rows;
 }
 
 // Threads for a fused walk over H units in chunks of `chunk`: as many as torch uses, but
