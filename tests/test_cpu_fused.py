@@ -1,8 +1,8 @@
 """The two CPU LSTM walks: the fused walk (per-thread weight panels, one parallel region for
 the whole sequence, a barrier per step) and the BLAS walk (a GEMM and a parallel gate loop
-per step). FASTRNN_CPU_FUSED=1 / 0 forces one; both must match torch.nn, with one thread
-and with two, at sizes that cut the hidden units and the rows at every boundary the fused
-walk has (panels of 8 float / 4 double units, blocks of 6 rows, one slice per thread)."""
+per step). FASTRNN_CPU_FUSED=1 / 0 forces one; both must match torch.nn, with one, two and
+four threads, at sizes that cut the hidden units and the rows at every boundary the fused
+walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread)."""
 
 import threading
 
@@ -35,7 +35,9 @@ def walk(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+# 4 threads: more than the processors CI has (the fused walk then uses no more threads than
+# processors).
+@pytest.fixture(params=[1, 2, 4], ids=["1thread", "2threads", "4threads"])
 def threads(request, torch_state):
     torch.set_num_threads(request.param)
     return request.param
