@@ -4,6 +4,7 @@
 // (and their columns of the recurrent weight, packed into panels it keeps in its cache),
 // and the threads meet at a SpinBarrier once per step.
 
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -39,11 +40,15 @@ inline bool use_fused_walk(int64_t rows, int64_t max_rows) {
 // Threads for a fused walk over H units in chunks of `chunk`: as many as torch uses, but
 // no more than there are chunks or processors (a thread waiting at the barrier on a core
 // that another of the walk's threads needs stalls every step: measured 2x slower than the
-// BLAS walk with 4 threads on 2 cores), and one inside another parallel region.
+// BLAS walk with 4 threads on 2 cores), and one inside another parallel region. Only
+// OpenMP runs every chunk of a parallel_for at once, as the barrier needs: with torch's
+// other thread pools a chunk may wait in a queue behind a busy thread, so the walk keeps
+// to one thread there.
 inline UnitSlices fused_slices(int64_t H, int64_t chunk) {
   static const int64_t processors = std::max(1u, std::thread::hardware_concurrency());
+  const bool concurrent = AT_PARALLEL_OPENMP && !at::in_parallel_region();
   const int64_t threads =
-      at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), processors);
+      concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
   const int64_t chunks = (H + chunk - 1) / chunk;
   return {H, chunk, std::max<int64_t>(1, std::min(threads, chunks))};
 }
