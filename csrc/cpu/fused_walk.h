@@ -49,7 +49,7 @@ inline UnitSlices fused_slices(int64_t H, int64_t chunk) {
   const bool concurrent = AT_PARALLEL_OPENMP && !at::in_parallel_region();
   const int64_t threads =
       concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
-  const int64_t chunks = (H + chunk - 1) / chunk;
+  const int64_t chunks = UnitSlices{H, chunk, 1}.chunks();
   return {H, chunk, std::max<int64_t>(1, std::min(threads, chunks))};
 }
 

@@ -1,7 +1,8 @@
 // LSTM recurrence on the CPU: per step one recurrent product (plus one projection GEMM when
 // proj_size > 0) and one fused pass over the gates; weight gradients as GEMMs after the loop.
 // For batches up to 192 rows (forward) or 128 (backward), without projection, in float or
-// double, the fused walk (fused_walk.h) does the steps; otherwise the BLAS walk, with one BLAS call and one parallel gate loop per step.
+// double, the fused walk (fused_walk.h) does the steps; otherwise the BLAS walk, with one
+// BLAS call and one parallel gate loop per step.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -204,7 +205,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   const Schedule schedule(batch_sizes, reverse);
   const bool proj = w_hr.has_value();
 
-  const Tensor h0_c = h0.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor h0_c = h0.contiguous();
   Tensor h_state = h0_c.clone();  // [B, P], rows updated as steps visit them
   Tensor c_state = c0.contiguous().clone();  // [B, H]
   Tensor y = at::empty({sz.N, P}, gx.options());
@@ -216,8 +217,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
       if (!proj && use_fused_walk(sz.B, kFusedForwardMaxRows)) {
         lstm_forward_fused(gx.data_ptr<scalar_t>(), schedule, h0_c.data_ptr<scalar_t>(),
-                           w_hh_c.data_ptr<scalar_t>(), h_state.data_ptr<scalar_t>(),
-                           c_state.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                           w_hh.contiguous().data_ptr<scalar_t>(),
+                           h_state.data_ptr<scalar_t>(), c_state.data_ptr<scalar_t>(),
+                           y.data_ptr<scalar_t>(),
                            save ? saved.data_ptr<scalar_t>() : nullptr, gh.data_ptr<scalar_t>(),
                            H, save);
         return;
