@@ -1,6 +1,7 @@
-"""The two CPU LSTM walks: the fused walk (per-thread weight panels, one parallel region for
-the whole sequence, a barrier per step) and the BLAS walk (a GEMM and a parallel gate loop
-per step). FASTRNN_CPU_FUSED=1 / 0 forces one; both must match torch.nn, with one, two and
+"""The CPU LSTM walks: the fused walk (weight panels, one parallel region for the whole
+sequence) with its threads splitting the hidden units (a barrier per step) or the rows (no
+barrier), and the BLAS walk (a GEMM and a parallel gate loop per step).
+FASTRNN_CPU_FUSED=units / rows / 0 forces one; each must match torch.nn, with one, two and
 four threads, at sizes that cut the hidden units and the rows at every boundary the fused
 walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread)."""
 
@@ -15,7 +16,7 @@ from test_parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-WALKS = {"fused": "1", "blas": "0"}
+WALKS = {"fused_units": "units", "fused_rows": "rows", "blas": "0"}
 
 # (hidden, batch): one unit; a part panel; a whole float panel and a part one; one slice
 # per thread and a remainder; rows 1, 6 (one block), 7 and 13 (a block and a remainder).
@@ -50,7 +51,7 @@ def test_walk_matches_torch_nn(case, dtype, walk, threads):
 
 
 def test_walks_agree_to_rounding(monkeypatch):
-    """The two walks sum the same products in different orders: float64 results agree to
+    """The walks sum the same products in different orders: float64 results agree to
     rounding, on a size with several panels and row blocks per thread."""
     torch.set_num_threads(2)
     case = Case("LSTM", True, 2, True, False, "packed_unsorted", True, input_size=9,
@@ -62,9 +63,10 @@ def test_walks_agree_to_rounding(monkeypatch):
         _, fast = make_pair(case, torch.float64)
         outs, grads, _ = run(fast, make_inputs(case, torch.float64))
         results[name] = outs + [grads[k] for k in sorted(grads)]
-    assert len(results["fused"]) == 3 + 3 + 2 * 2 * 4  # outputs, x/h0/c0, 2 layers x 2 dirs
-    for fused, blas in zip(results["fused"], results["blas"]):
-        assert_close(fused, blas, tol=1e-12)
+    assert len(results["blas"]) == 3 + 3 + 2 * 2 * 4  # outputs, x/h0/c0, 2 layers x 2 dirs
+    for fused in ("fused_units", "fused_rows"):
+        for got, want in zip(results[fused], results["blas"], strict=True):
+            assert_close(got, want, tol=1e-12)
 
 
 @pytest.mark.parametrize("walk_flag", list(WALKS.values()), ids=list(WALKS))

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <thread>
 
 #include "panel_gemm.h"
@@ -18,43 +19,65 @@
 namespace fastrnn {
 namespace cpu {
 
-// Units [0, H) in slices of whole chunks of `chunk` units: slice i is
+// [0, n) (hidden units, or rows) in `count` slices of whole chunks of `chunk`: slice i is
 // [begin(i), begin(i + 1)).
 struct UnitSlices {
-  int64_t H, chunk, count;
-  int64_t chunks() const { return (H + chunk - 1) / chunk; }
-  int64_t begin(int64_t slice) const { return std::min(H, chunk * (slice * chunks() / count)); }
+  int64_t n, chunk, count;
+  int64_t chunks() const { return (n + chunk - 1) / chunk; }
+  int64_t begin(int64_t slice) const { return std::min(n, chunk * (slice * chunks() / count)); }
 };
 
-// Whether a fused walk should run a recurrence whose steps have at most `rows` rows, given
-// the most rows for which it beats the BLAS walk. FASTRNN_CPU_FUSED=1 or 0 forces the
-// choice (read at every call).
-inline bool use_fused_walk(int64_t rows, int64_t max_rows) {
-  if (const char* env = std::getenv("FASTRNN_CPU_FUSED")) {
-    if (std::strcmp(env, "1") == 0) return true;
-    if (std::strcmp(env, "0") == 0) return false;
-  }
-  return rows <= max_rows;
+// How a fused walk runs a recurrence, or not at all (kNone: the BLAS walk).
+//   kUnits: each thread owns a slice of the hidden units and the threads meet at a barrier
+//           every step, since each step needs every unit of the last;
+//   kRows:  each thread owns whole rows (sequences) and walks them alone, with no barrier;
+//           every thread then reads the whole recurrent weight each step.
+enum class FusedSplit { kNone, kUnits, kRows };
+
+// When a walk is fused, and how: at most max_rows rows per step (beyond them BLAS's
+// blocking of the rows pays off); rows split when each thread gets at least
+// rows_min_per_thread of them and the recurrent weight (which every thread then reads
+// each step) is at most rows_max_weight_bytes. Measured values in lstm.cpp.
+struct FusedPolicy {
+  int64_t max_rows, rows_min_per_thread, rows_max_weight_bytes;
+};
+
+// How to run a recurrence with at most `rows` rows per step and a recurrent weight of
+// `weight_bytes` on `threads` threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces the
+// choice (1: fused, split as the policy says; read at every call).
+inline FusedSplit fused_split(const FusedPolicy& policy, int64_t rows, int64_t weight_bytes,
+                              int64_t threads) {
+  const char* env = std::getenv("FASTRNN_CPU_FUSED");
+  const std::string_view force = env ? env : "";
+  if (force == "0") return FusedSplit::kNone;
+  if (force == "units") return FusedSplit::kUnits;
+  if (force == "rows") return FusedSplit::kRows;
+  if (force != "1" && rows > policy.max_rows) return FusedSplit::kNone;
+  const bool by_rows = threads > 1 && rows >= policy.rows_min_per_thread * threads &&
+                       weight_bytes <= policy.rows_max_weight_bytes;
+  return by_rows ? FusedSplit::kRows : FusedSplit::kUnits;
 }
 
-// Threads for a fused walk over H units in chunks of `chunk`: as many as torch uses, but
-// no more than there are chunks or processors (a thread waiting at the barrier on a core
-// that another of the walk's threads needs stalls every step: measured 2x slower than the
-// BLAS walk with 4 threads on 2 cores), and one inside another parallel region. Only
-// OpenMP runs every chunk of a parallel_for at once, as the barrier needs: with torch's
-// other thread pools a chunk may wait in a queue behind a busy thread, so the walk keeps
-// to one thread there.
-inline UnitSlices fused_slices(int64_t H, int64_t chunk) {
+// Threads for a fused walk: as many as torch uses, but no more than there are processors
+// (a thread waiting at the barrier on a core that another of the walk's threads needs
+// stalls every step: measured 2x slower than the BLAS walk with 4 threads on 2 cores),
+// and one inside another parallel region. Only OpenMP runs every chunk of a parallel_for
+// at once, as the barrier needs: with torch's other thread pools a chunk may wait in a
+// queue behind a busy thread, so the walk keeps to one thread there.
+inline int64_t fused_threads() {
   static const int64_t processors = std::max(1u, std::thread::hardware_concurrency());
   const bool concurrent = AT_PARALLEL_OPENMP && !at::in_parallel_region();
-  const int64_t threads =
-      concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
-  const int64_t chunks = UnitSlices{H, chunk, 1}.chunks();
-  return {H, chunk, std::max<int64_t>(1, std::min(threads, chunks))};
+  return concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
 }
 
-// Runs body(j0, j1, sync) once per thread of one parallel region, where [j0, j1) are the
-// units of the thread's slices and sync() returns once every thread has called it as
+// [0, n) in one slice per thread of whole chunks of `chunk`, no more slices than chunks.
+inline UnitSlices fused_slices(int64_t n, int64_t chunk) {
+  const int64_t chunks = UnitSlices{n, chunk, 1}.chunks();
+  return {n, chunk, std::max<int64_t>(1, std::min(fused_threads(), chunks))};
+}
+
+// Runs body(begin, end, sync) once per thread of one parallel region, where [begin, end)
+// are the units (or rows) of the thread's slices and sync() returns once every thread has called it as
 // often. body must not throw: a thread that left early would leave the others waiting.
 template <typename Body>
 void run_fused_walk(const UnitSlices& slices, const Body& body) {

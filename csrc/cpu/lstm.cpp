@@ -90,40 +90,66 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
 // A thread owns units [j0, j1): their four gates' rows of w_hh for the forward walk and
 // their columns of w_hh for the backward walk, both packed into panels before the first step.
 
-// The most rows for which each fused walk beats the BLAS walk, measured on 2 cores (float32,
-// H from 64 to 1024, us per step fused vs BLAS). Forward: B64 H512 1449 vs 2002, B192 H256
-// 1455 vs 1679, B256 H256 1884 vs 1746. Backward: B64 H512 2624 vs 2967, B128 H256 1633 vs
-// 1589, B192 H256 2521 vs 2322. Beyond them BLAS's blocking of the rows pays off.
-constexpr int64_t kFusedForwardMaxRows = 192, kFusedBackwardMaxRows = 128;
+// Measured on 2 cores, float32, us per step (fused_walk.h's FusedPolicy):
+// - the most rows for which each fused walk beats the BLAS walk (H from 64 to 1024, fused vs
+//   BLAS): forward B64 H512 1449 vs 2002, B192 H256 1455 vs 1679, B256 H256 1884 vs 1746;
+//   backward B64 H512 2624 vs 2967, B128 H256 1633 vs 1589, B192 H256 2521 vs 2322;
+// - the rows split against the units split (median of 7 to 15 interleaved runs, units vs
+//   rows): forward B32 H128 159 vs 151, B16 H64 27.2 vs 29.0, B32 H256 307 vs 317;
+//   backward B8 H64 12.6 vs 11.8, B16 H64 27.4 vs 22.2, B32 H128 138 vs 116, B32 H256 (a
+//   1 MB weight) 493 vs 451, B64 H512 (4 MB) 3682 vs 3870.
+constexpr FusedPolicy kFusedForward{192, 16, 384 << 10}, kFusedBackward{128, 4, 1 << 20};
+
+// Calls pack(i) for i in [0, count), split across threads.
+template <typename Pack>
+void pack_all(int64_t count, const Pack& pack) {
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) pack(i);
+  });
+}
 
 // Forward walk. Unit group u (V units, V = kPanelWidth / 2) has two panels over K = H:
 // gates i and f of its units, then g and o. Arguments as lstm_forward's, as raw pointers;
-// gh: [B, 4H] scratch; h_state, c_state: [B, H], updated.
+// gh: [B, 4H] scratch; h_state, c_state: [B, H], updated. A thread runs units [j0, j1) of
+// rows [r_begin, r_end) of every step: its slice of the units (FusedSplit::kUnits; it packs
+// their panels itself, and the threads meet after every step) or of the rows (kRows; the
+// panels of every group are packed first, and it walks its rows alone).
 template <typename T>
 void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, const T* w_hh,
-                        T* h_state, T* c_state, T* y, T* saved, T* gh, int64_t H, bool save) {
+                        T* h_state, T* c_state, T* y, T* saved, T* gh, int64_t B, int64_t H,
+                        bool save, FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>, V = W / 2;
   const int64_t groups = (H + V - 1) / V;
   Tensor panels_t = at::empty({groups * 2 * H * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
   T* panels = panels_t.data_ptr<T>();
+  const auto pack_group = [&](int64_t u) {
+    for (int64_t half = 0; half < 2; ++half) {  // gates (i, f), then (g, o)
+      pack_panel(panels + (2 * u + half) * H * W, H, 1, [&](int64_t c) -> const T* {
+        const int64_t unit = u * V + c % V, gate = 2 * half + c / V;
+        return unit < H ? w_hh + (gate * H + unit) * H : nullptr;
+      });
+    }
+  };
+  const bool by_rows = split == FusedSplit::kRows;
+  if (by_rows) pack_all(groups, pack_group);
   const auto units = save ? lstm_forward_units<true, T> : lstm_forward_units<false, T>;
-  run_fused_walk(fused_slices(H, W), [&](int64_t j0, int64_t j1, const auto& sync) {
-    for (int64_t u = j0 / V; u * V < j1; ++u) {
-      for (int64_t half = 0; half < 2; ++half) {  // gates (i, f), then (g, o)
-        pack_panel(panels + (2 * u + half) * H * W, H, 1, [&](int64_t c) -> const T* {
-          const int64_t unit = u * V + c % V, gate = 2 * half + c / V;
-          return unit < H ? w_hh + (gate * H + unit) * H : nullptr;
-        });
-      }
+  const auto slices = by_rows ? fused_slices(B, 1) : fused_slices(H, W);
+  run_fused_walk(slices, [&](int64_t begin, int64_t end, const auto& sync) {
+    const int64_t j0 = by_rows ? 0 : begin, j1 = by_rows ? H : end;
+    const int64_t r_begin = by_rows ? begin : 0, r_end = by_rows ? end : B;
+    if (!by_rows) {
+      for (int64_t u = j0 / V; u * V < j1; ++u) pack_group(u);
     }
     const T* rows[kMaxPanelRows];
     T out[kMaxPanelRows * 2 * W];  // per row: the 4 gates of V units
     for (int64_t s = 0; s < schedule.steps(); ++s) {
-      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      const int64_t first = schedule.first_row(s);
+      const int64_t r_last = std::min(r_end, schedule.rows(s));
       // Unit group by unit group, so that the group's two panels stay in L1 over the rows.
       for (int64_t u = j0 / V; u * V < j1; ++u) {
         const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
-        for_each_row_block(b, [&](int64_t r0, int n) {
+        for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
+          const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = previous_row(y, H, h0, schedule, s, r0 + r, H);
           panel_product(n, rows, panels + 2 * u * H * W, H, out);
           panel_product(n, rows, panels + (2 * u + 1) * H * W, H, out + n * W);
@@ -134,48 +160,60 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
             }
           }
         });
-        for (int64_t r = 0; r < b; ++r) {
+        for (int64_t r = r_begin; r < r_last; ++r) {
           T* h = y + (first + r) * H;
           units(gx + (first + r) * 4 * H, gh + r * 4 * H, c_state + r * H,
                 save ? saved + (first + r) * 5 * H : nullptr, h, H, u0, u1);
           std::memcpy(h_state + r * H + u0, h + u0, (u1 - u0) * sizeof(T));
         }
       }
-      sync();
+      if (!by_rows) sync();
     }
   });
 }
 
 // Backward walk. Column chunk k (W columns of w_hh [4H, H]) is one panel over K = 4H.
 // Arguments as lstm_backward's, as raw pointers; dh_state: [B, H], dc_state: [B, H],
-// updated; grad_gx: [N, 4H] written.
+// updated; grad_gx: [N, 4H] written. The threads split the units or the rows as in the
+// forward walk: by units, a thread computes its units' gate gradients, and after the
+// barrier its columns (the same units) of dh_prev; by rows, both for its own rows.
 template <typename T>
 void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
                          const T* w_hh, const T* saved, T* dh_state, T* dc_state, T* grad_gx,
-                         int64_t H) {
+                         int64_t B, int64_t H, FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
   const int64_t chunks = (H + W - 1) / W, K = 4 * H;
   Tensor panels_t = at::empty({chunks * K * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
   T* panels = panels_t.data_ptr<T>();
-  run_fused_walk(fused_slices(H, W), [&](int64_t j0, int64_t j1, const auto& sync) {
-    for (int64_t k = j0 / W; k * W < j1; ++k) {
-      pack_panel(panels + k * K * W, K, H, [&](int64_t c) -> const T* {
-        return k * W + c < H ? w_hh + k * W + c : nullptr;
-      });
+  const auto pack_chunk = [&](int64_t k) {
+    pack_panel(panels + k * K * W, K, H, [&](int64_t c) -> const T* {
+      return k * W + c < H ? w_hh + k * W + c : nullptr;
+    });
+  };
+  const bool by_rows = split == FusedSplit::kRows;
+  if (by_rows) pack_all(chunks, pack_chunk);
+  const auto slices = by_rows ? fused_slices(B, 1) : fused_slices(H, W);
+  run_fused_walk(slices, [&](int64_t begin, int64_t end, const auto& sync) {
+    const int64_t j0 = by_rows ? 0 : begin, j1 = by_rows ? H : end;
+    const int64_t r_begin = by_rows ? begin : 0, r_end = by_rows ? end : B;
+    if (!by_rows) {
+      for (int64_t k = j0 / W; k * W < j1; ++k) pack_chunk(k);
     }
     const T* rows[kMaxPanelRows];
     T out[kMaxPanelRows * W];
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
-      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
-      for (int64_t r = 0; r < b; ++r) {
+      const int64_t first = schedule.first_row(s);
+      const int64_t r_last = std::min(r_end, schedule.rows(s));
+      for (int64_t r = r_begin; r < r_last; ++r) {
         const T* c_prev = previous_row(saved + 4 * H, 5 * H, c0, schedule, s, r, H);
         lstm_backward_units<true, T>(dh_state + r * H, grad_y + (first + r) * H,
                                      dc_state + r * H, saved + (first + r) * 5 * H, c_prev,
                                      grad_gx + (first + r) * K, H, j0, j1);
       }
-      sync();  // every unit's gate gradients of this step are written
+      if (!by_rows) sync();  // every unit's gate gradients of this step are written
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows
-        for_each_row_block(b, [&](int64_t r0, int n) {
+        for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
+          const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = grad_gx + (first + r0 + r) * K;
           panel_product(n, rows, panels + k * K * W, K, out);
           const int64_t columns = std::min(W, H - k * W);
@@ -215,13 +253,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (!proj && use_fused_walk(sz.B, kFusedForwardMaxRows)) {
+      const FusedSplit split =
+          proj ? FusedSplit::kNone
+               : fused_split(kFusedForward, sz.B, w_hh.nbytes(), fused_threads());
+      if (split != FusedSplit::kNone) {
         lstm_forward_fused(gx.data_ptr<scalar_t>(), schedule, h0_c.data_ptr<scalar_t>(),
                            w_hh.contiguous().data_ptr<scalar_t>(),
                            h_state.data_ptr<scalar_t>(), c_state.data_ptr<scalar_t>(),
                            y.data_ptr<scalar_t>(),
                            save ? saved.data_ptr<scalar_t>() : nullptr, gh.data_ptr<scalar_t>(),
-                           H, save);
+                           sz.B, H, save, split);
         return;
       }
     }
@@ -276,11 +317,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (!proj && use_fused_walk(sz.B, kFusedBackwardMaxRows)) {
+      const FusedSplit split =
+          proj ? FusedSplit::kNone
+               : fused_split(kFusedBackward, sz.B, w_hh.nbytes(), fused_threads());
+      if (split != FusedSplit::kNone) {
         lstm_backward_fused(grad_y.data_ptr<scalar_t>(), schedule, c0_c.data_ptr<scalar_t>(),
                             w_hh.contiguous().data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
                             dh_state.data_ptr<scalar_t>(), dc_state.data_ptr<scalar_t>(),
-                            grad_gx.data_ptr<scalar_t>(), H);
+                            grad_gx.data_ptr<scalar_t>(), sz.B, H, split);
         return;
       }
     }
