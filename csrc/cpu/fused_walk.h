@@ -2,7 +2,8 @@
 // The fused CPU walks: one parallel region for the whole walk over time instead of a
 // BLAS call and a parallel loop per step. Each thread owns a slice of the hidden units
 // (and their columns of the recurrent weight, packed into panels it keeps in its cache),
-// and the threads meet at a SpinBarrier once per step.
+// and the threads meet at a SpinBarrier once per step; or each owns a slice of the rows
+// and walks them alone, reading every panel.
 
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
