@@ -89,5 +89,29 @@ void run_fused_walk(const UnitSlices& slices, const Body& body) {
   });
 }
 
+// Runs a fused walk over B rows and H units split as `split` (kUnits or kRows), where
+// pack(p) packs the weight panel of units [p * chunk, (p + 1) * chunk). By rows, every
+// panel is packed first, across threads; by units, each thread packs its own. Then
+// body(j0, j1, r_begin, r_end, sync) runs once per thread: it walks units [j0, j1) of rows
+// [r_begin, r_end) of every step, calling sync() after each step (a barrier by units, a
+// no-op by rows, where no thread reads what another writes).
+template <typename Pack, typename Body>
+void run_split_walk(FusedSplit split, int64_t B, int64_t H, int64_t chunk, const Pack& pack,
+                    const Body& body) {
+  if (split == FusedSplit::kRows) {
+    at::parallel_for(0, (H + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) pack(p);
+    });
+    run_fused_walk(fused_slices(B, 1), [&](int64_t r_begin, int64_t r_end, const auto&) {
+      body(int64_t{0}, H, r_begin, r_end, [] {});
+    });
+    return;
+  }
+  run_fused_walk(fused_slices(H, chunk), [&](int64_t j0, int64_t j1, const auto& sync) {
+    for (int64_t p = j0 / chunk; p * chunk < j1; ++p) pack(p);
+    body(j0, j1, int64_t{0}, B, sync);
+  });
+}
+
 }  // namespace cpu
 }  // namespace fastrnn

@@ -100,20 +100,10 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
 //   1 MB weight) 493 vs 451, B64 H512 (4 MB) 3682 vs 3870.
 constexpr FusedPolicy kFusedForward{192, 16, 384 << 10}, kFusedBackward{128, 4, 1 << 20};
 
-// Calls pack(i) for i in [0, count), split across threads.
-template <typename Pack>
-void pack_all(int64_t count, const Pack& pack) {
-  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) pack(i);
-  });
-}
-
 // Forward walk. Unit group u (V units, V = kPanelWidth / 2) has two panels over K = H:
 // gates i and f of its units, then g and o. Arguments as lstm_forward's, as raw pointers;
-// gh: [B, 4H] scratch; h_state, c_state: [B, H], updated. A thread runs units [j0, j1) of
-// rows [r_begin, r_end) of every step: its slice of the units (FusedSplit::kUnits; it packs
-// their panels itself, and the threads meet after every step) or of the rows (kRows; the
-// panels of every group are packed first, and it walks its rows alone).
+// gh: [B, 4H] scratch; h_state, c_state: [B, H], updated. The threads split the units or
+// the rows as `split` says (run_split_walk).
 template <typename T>
 void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, const T* w_hh,
                         T* h_state, T* c_state, T* y, T* saved, T* gh, int64_t B, int64_t H,
@@ -130,16 +120,9 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
       });
     }
   };
-  const bool by_rows = split == FusedSplit::kRows;
-  if (by_rows) pack_all(groups, pack_group);
   const auto units = save ? lstm_forward_units<true, T> : lstm_forward_units<false, T>;
-  const auto slices = by_rows ? fused_slices(B, 1) : fused_slices(H, W);
-  run_fused_walk(slices, [&](int64_t begin, int64_t end, const auto& sync) {
-    const int64_t j0 = by_rows ? 0 : begin, j1 = by_rows ? H : end;
-    const int64_t r_begin = by_rows ? begin : 0, r_end = by_rows ? end : B;
-    if (!by_rows) {
-      for (int64_t u = j0 / V; u * V < j1; ++u) pack_group(u);
-    }
+  run_split_walk(split, B, H, V, pack_group, [&](int64_t j0, int64_t j1, int64_t r_begin,
+                                                 int64_t r_end, const auto& sync) {
     const T* rows[kMaxPanelRows];
     T out[kMaxPanelRows * 2 * W];  // per row: the 4 gates of V units
     for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -167,7 +150,7 @@ void lstm_forward_fused(const T* gx, const Schedule& schedule, const T* h0, cons
           std::memcpy(h_state + r * H + u0, h + u0, (u1 - u0) * sizeof(T));
         }
       }
-      if (!by_rows) sync();
+      sync();
     }
   });
 }
@@ -190,15 +173,8 @@ void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
       return k * W + c < H ? w_hh + k * W + c : nullptr;
     });
   };
-  const bool by_rows = split == FusedSplit::kRows;
-  if (by_rows) pack_all(chunks, pack_chunk);
-  const auto slices = by_rows ? fused_slices(B, 1) : fused_slices(H, W);
-  run_fused_walk(slices, [&](int64_t begin, int64_t end, const auto& sync) {
-    const int64_t j0 = by_rows ? 0 : begin, j1 = by_rows ? H : end;
-    const int64_t r_begin = by_rows ? begin : 0, r_end = by_rows ? end : B;
-    if (!by_rows) {
-      for (int64_t k = j0 / W; k * W < j1; ++k) pack_chunk(k);
-    }
+  run_split_walk(split, B, H, W, pack_chunk, [&](int64_t j0, int64_t j1, int64_t r_begin,
+                                                 int64_t r_end, const auto& sync) {
     const T* rows[kMaxPanelRows];
     T out[kMaxPanelRows * W];
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
@@ -210,7 +186,7 @@ void lstm_backward_fused(const T* grad_y, const Schedule& schedule, const T* c0,
                                      dc_state + r * H, saved + (first + r) * 5 * H, c_prev,
                                      grad_gx + (first + r) * K, H, j0, j1);
       }
-      if (!by_rows) sync();  // every unit's gate gradients of this step are written
+      sync();  // by units: every unit's gate gradients of this step are written
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
