@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <string_view>
 #include <thread>
 
@@ -78,8 +77,8 @@ inline UnitSlices fused_slices(int64_t n, int64_t chunk) {
 }
 
 // Runs body(begin, end, sync) once per thread of one parallel region, where [begin, end)
-// are the units (or rows) of the thread's slices and sync() returns once every thread has called it as
-// often. body must not throw: a thread that left early would leave the others waiting.
+// are the units (or rows) of the thread's slices and sync() returns once every thread has
+// called it as often. body must not throw: a thread that left early would leave the others waiting.
 template <typename Body>
 void run_fused_walk(const UnitSlices& slices, const Body& body) {
   SpinBarrier barrier(slices.count);
