@@ -78,7 +78,8 @@ inline UnitSlices fused_slices(int64_t n, int64_t chunk) {
 
 // Runs body(begin, end, sync) once per thread of one parallel region, where [begin, end)
 // are the units (or rows) of the thread's slices and sync() returns once every thread has
-// called it as often. body must not throw: a thread that left early would leave the others waiting.
+// called it as often. body must not throw: a thread that left early would leave the others
+// waiting.
 template <typename Body>
 void run_fused_walk(const UnitSlices& slices, const Body& body) {
   SpinBarrier barrier(slices.count);
@@ -98,7 +99,7 @@ template <typename Pack, typename Body>
 void run_split_walk(FusedSplit split, int64_t B, int64_t H, int64_t chunk, const Pack& pack,
                     const Body& body) {
   if (split == FusedSplit::kRows) {
-    at::parallel_for(0, (H + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, UnitSlices{H, chunk, 1}.chunks(), 1, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) pack(p);
     });
     run_fused_walk(fused_slices(B, 1), [&](int64_t r_begin, int64_t r_end, const auto&) {

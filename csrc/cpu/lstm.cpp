@@ -87,8 +87,8 @@ Tensor lstm_hidden_from_saved(const Tensor& saved, int64_t H) {
 }
 
 // The fused walks (see fused_walk.h) for an LSTM without projection in float or double.
-// A thread owns units [j0, j1): their four gates' rows of w_hh for the forward walk and
-// their columns of w_hh for the backward walk, both packed into panels before the first step.
+// w_hh is packed into panels before the first step: by unit group, each group's four gates'
+// rows, for the forward walk; by chunk of units, their columns, for the backward walk.
 
 // Measured on 2 cores, float32, us per step (fused_walk.h's FusedPolicy):
 // - the most rows for which each fused walk beats the BLAS walk (H from 64 to 1024, fused vs
