@@ -42,22 +42,6 @@ struct FusedPolicy {
   int64_t max_rows, rows_min_per_thread, rows_max_weight_bytes;
 };
 
-// How to run a recurrence with at most `rows` rows per step and a recurrent weight of
-// `weight_bytes` on `threads` threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces the
-// choice (1: fused, split as the policy says; read at every call).
-inline FusedSplit fused_split(const FusedPolicy& policy, int64_t rows, int64_t weight_bytes,
-                              int64_t threads) {
-  const char* env = std::getenv("FASTRNN_CPU_FUSED");
-  const std::string_view force = env ? env : "";
-  if (force == "0") return FusedSplit::kNone;
-  if (force == "units") return FusedSplit::kUnits;
-  if (force == "rows") return FusedSplit::kRows;
-  if (force != "1" && rows > policy.max_rows) return FusedSplit::kNone;
-  const bool by_rows = threads > 1 && rows >= policy.rows_min_per_thread * threads &&
-                       weight_bytes <= policy.rows_max_weight_bytes;
-  return by_rows ? FusedSplit::kRows : FusedSplit::kUnits;
-}
-
 // Threads for a fused walk: as many as torch uses, but no more than there are processors
 // (a thread waiting at the barrier on a core that another of the walk's threads needs
 // stalls every step: measured 2x slower than the BLAS walk with 4 threads on 2 cores),
@@ -68,6 +52,22 @@ inline int64_t fused_threads() {
   static const int64_t processors = std::max(1u, std::thread::hardware_concurrency());
   const bool concurrent = AT_PARALLEL_OPENMP && !at::in_parallel_region();
   return concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
+}
+
+// How to run a recurrence with at most `rows` rows per step and a recurrent weight of
+// `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces
+// the choice (1: fused, split as the policy says; read at every call).
+inline FusedSplit fused_split(const FusedPolicy& policy, int64_t rows, int64_t weight_bytes) {
+  const char* env = std::getenv("FASTRNN_CPU_FUSED");
+  const std::string_view force = env ? env : "";
+  if (force == "0") return FusedSplit::kNone;
+  if (force == "units") return FusedSplit::kUnits;
+  if (force == "rows") return FusedSplit::kRows;
+  if (force != "1" && rows > policy.max_rows) return FusedSplit::kNone;
+  const int64_t threads = fused_threads();
+  const bool by_rows = threads > 1 && rows >= policy.rows_min_per_thread * threads &&
+                       weight_bytes <= policy.rows_max_weight_bytes;
+  return by_rows ? FusedSplit::kRows : FusedSplit::kUnits;
 }
 
 // [0, n) in one slice per thread of whole chunks of `chunk`, no more slices than chunks.

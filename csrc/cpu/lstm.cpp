@@ -230,8 +230,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_forward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
       const FusedSplit split =
-          proj ? FusedSplit::kNone
-               : fused_split(kFusedForward, sz.B, w_hh.nbytes(), fused_threads());
+          proj ? FusedSplit::kNone : fused_split(kFusedForward, sz.B, w_hh.nbytes());
       if (split != FusedSplit::kNone) {
         lstm_forward_fused(gx.data_ptr<scalar_t>(), schedule, h0_c.data_ptr<scalar_t>(),
                            w_hh.contiguous().data_ptr<scalar_t>(),
@@ -294,8 +293,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "lstm_backward", [&] {
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
       const FusedSplit split =
-          proj ? FusedSplit::kNone
-               : fused_split(kFusedBackward, sz.B, w_hh.nbytes(), fused_threads());
+          proj ? FusedSplit::kNone : fused_split(kFusedBackward, sz.B, w_hh.nbytes());
       if (split != FusedSplit::kNone) {
         lstm_backward_fused(grad_y.data_ptr<scalar_t>(), schedule, c0_c.data_ptr<scalar_t>(),
                             w_hh.contiguous().data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
