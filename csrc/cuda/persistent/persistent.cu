@@ -11,6 +11,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
+#include <utility>
 
 #include "barrier.h"
 #include "block.h"
@@ -139,6 +144,24 @@ void* kernel_for(bool backward) {
                   : reinterpret_cast<void*>(&forward_kernel<Cell, T>);
 }
 
+// cudaFuncSetAttribute is process-wide: raise each kernel's dynamic shared-memory limit
+// once per device, to all the device allows, so that a thread planning another shape never
+// lowers it between this thread's query and its launch.
+bool raise_smem_limit(const void* kern, int device, int smem_optin) {
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> raised;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (raised.count({kern, device}) != 0) return true;
+  cudaFuncAttributes attr;
+  if (cudaFuncGetAttributes(&attr, kern) != cudaSuccess ||
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           smem_optin - int(attr.sharedSizeBytes)) != cudaSuccess) {
+    return false;
+  }
+  raised.insert({kern, device});
+  return true;
+}
+
 // The plan for this device, or false when the shape does not fit (see persistent.h).
 template <class Cell, class T>
 bool device_plan(int B, int H, int T_steps, bool reverse, bool backward, int device, Plan* p) {
@@ -156,10 +179,7 @@ bool device_plan(int B, int H, int T_steps, bool reverse, bool backward, int dev
   }
   const size_t smem = smem_layout(*p, sizeof(T), sizeof(float)).total;
   const void* kern = kernel_for<Cell, T>(backward);
-  if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
-      cudaSuccess) {
-    return false;
-  }
+  if (!raise_smem_limit(kern, device, smem_optin)) return false;
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, smem) !=
       cudaSuccess) {
@@ -324,6 +344,30 @@ bool persistent_fits(Cell cell, Dtype dtype, int B, int H, int device, bool back
   });
 }
 
+namespace {
+
+// persistent_fits, queried once per (cell, dtype, B, H, device, backward): the queries
+// cost a few microseconds (the first one loads the kernel), and any error a failed query
+// leaves is cleared here, so that no later launch check reports it as its own.
+bool cached_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
+  using Key = std::tuple<int, int, int, int, int, bool>;
+  static std::mutex mutex;
+  static std::map<Key, bool> known;
+  const Key key{int(cell), int(dtype), B, H, device, backward};
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto found = known.find(key);
+    if (found != known.end()) return found->second;
+  }
+  const bool fits = persistent_fits(cell, dtype, B, H, device, backward);
+  if (!fits) (void)cudaGetLastError();
+  const std::lock_guard<std::mutex> lock(mutex);
+  known.emplace(key, fits);
+  return fits;
+}
+
+}  // namespace
+
 Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
   const char* env = std::getenv("FASTRNN_PERSISTENT");
   const bool is_auto = env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0;
@@ -331,9 +375,10 @@ Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool 
     return Choice::kBadSetting;
   }
   if (!is_auto && env[0] == '0') return Choice::kNo;
-  const bool fits = persistent_fits(cell, dtype, B, H, device, backward);
+  if (is_auto && !(kAutoEnabled && B <= kAutoMaxBatch)) return Choice::kNo;
+  const bool fits = cached_fits(cell, dtype, B, H, device, backward);
   if (!is_auto) return fits ? Choice::kYes : Choice::kUnsupported;
-  return kAutoEnabled && fits && B <= kAutoMaxBatch ? Choice::kYes : Choice::kNo;
+  return fits ? Choice::kYes : Choice::kNo;
 }
 
 }  // namespace persistent
