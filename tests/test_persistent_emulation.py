@@ -200,3 +200,24 @@ def test_plan_on_an_h100(gates, batch, hidden, t_bytes, backward, blocks):
     got = ph.library().fastrnn_plan_blocks(gates, batch, hidden, H100_SMS, H100_SMEM, t_bytes,
                                            int(backward))
     assert got == blocks
+
+
+@pytest.mark.parametrize("mma", [False, True], ids=["ffma", "mma"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("mode", MODES)
+def test_steps_without_rows(mode, reverse, mma):
+    """batch_sizes ending in zeros (the ops allow them): those steps do nothing."""
+    bs, t, grads = problem(mode, (4, 3, 1), 10, seed=9)
+    bs = bs + [0, 0]
+    fwd = cpu_forward(mode, t, bs, reverse)
+    rc, got = emulate_forward(mode, t, bs, 10, reverse, torch.float64, blocks=3, mma=mma)
+    assert rc == 0
+    for name, value in got.items():
+        assert_close(name, value, fwd[name], TOL[torch.float64])
+    want = cpu_backward(mode, t, fwd, grads, bs, reverse)
+    rc, got = emulate_backward(mode, t, fwd, grads, bs, 10, reverse, torch.float64, blocks=3,
+                               mma=mma)
+    assert rc == 0
+    for name in ("grad_gx", "grad_h0", "grad_c0"):
+        if name in got:
+            assert_close(name, got[name], want[name], TOL[torch.float64])

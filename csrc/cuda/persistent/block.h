@@ -53,10 +53,21 @@ FASTRNN_HD __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
 }
 #endif
 
+// A value another block wrote before the last grid barrier: read from L2 (.cg), never
+// from a stale L1 line. CUDA 13's 16-bit __ldcg is an asm without volatile or a memory
+// clobber, which the compiler may move above the barrier; this load cannot move.
 template <class T>
 FASTRNN_HD T load_cross(const T* p) {
 #if defined(__CUDA_ARCH__)
-  return __ldcg(p);
+  if constexpr (sizeof(T) == 2) {
+    unsigned short bits;
+    asm volatile("ld.global.cg.u16 %0, [%1];" : "=h"(bits) : "l"(p) : "memory");
+    T value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+  } else {
+    return __ldcg(p);
+  }
 #else
   return *p;
 #endif
@@ -255,7 +266,8 @@ struct Block {
     m.col_tiles = (j.ncol + 7) / 8;
     m.tiles = (j.R + 15) / 16 * m.col_tiles;
     m.chunks = j.K16 / 16;
-    m.ksplit = m.tiles >= nwarps ? 1 : nwarps / m.tiles;
+    // A step with no rows (batch_sizes may end in zeros) has no tiles and no split.
+    m.ksplit = m.tiles == 0 || m.tiles >= nwarps ? 1 : nwarps / m.tiles;
     if (m.ksplit > m.chunks) m.ksplit = m.chunks;
     return m;
   }
