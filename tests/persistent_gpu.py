@@ -1,8 +1,10 @@
-"""Runs the persistent GPU kernels from Python (ctypes over csrc/cuda/persistent/capi.cpp,
+"""Runs the persistent GPU kernels from Python (ctypes over tests/persistent_capi.cpp,
 compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests,
 compute-sanitizer and the benchmark.
 
+    python tests/persistent_gpu.py build
     python tests/persistent_gpu.py run   --mode LSTM --dtype bf16 --batch 4 --hidden 64 --steps 5
+    python tests/persistent_gpu.py run   --mode all --dtype all
     python tests/persistent_gpu.py bench [--mode LSTM --dtype bf16 --batch 16 --hidden 768 --steps 1024]
 
 `bench` times the persistent forward and forward+backward (with the caller's recurrent
@@ -23,7 +25,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from persistent_cases import GATES, SAVED, poisoned  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
@@ -50,11 +51,13 @@ def library():
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
     digest = hashlib.sha256(arch.encode())
-    for root, _, files in os.walk(os.path.join(ROOT, "csrc")):
-        for name in sorted(files):
-            if name.endswith((".h", ".cu", ".cpp")):
-                with open(os.path.join(root, name), "rb") as f:
-                    digest.update(f.read())
+    capi = os.path.join(ROOT, "tests", "persistent_capi.cpp")
+    sources = [capi] + [os.path.join(root, name)
+                        for root, _, files in sorted(os.walk(os.path.join(ROOT, "csrc")))
+                        for name in sorted(files) if name.endswith((".h", ".cu", ".cpp"))]
+    for source in sources:
+        with open(source, "rb") as f:
+            digest.update(f.read())
     out_dir = os.path.join(ROOT, "build", "persistent_gpu")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"persistent-{digest.hexdigest()[:16]}.so")
@@ -63,7 +66,7 @@ def library():
         subprocess.run([nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
                         f"-gencode=arch=compute_{arch},code=sm_{arch}", "-I",
                         os.path.join(ROOT, "csrc"), os.path.join(SRC, "persistent.cu"),
-                        os.path.join(SRC, "capi.cpp"), "-o", tmp], check=True)
+                        capi, "-o", tmp], check=True)
         os.replace(tmp, path)
     lib = ctypes.CDLL(path)
     lib.fastrnn_persistent_run.restype = ctypes.c_int
@@ -116,6 +119,7 @@ class Runner:
     def forward(self, ins, outs=None):
         """ins: gx, h0, (c0), w_hh, (b_hh) on the GPU. Returns the outputs (new, NaN-filled
         before the launch, unless given), or None if the launcher declined."""
+        from persistent_cases import SAVED, poisoned  # needs fastrnn's extension
         if outs is not None:
             return outs if self.launch(False, {**ins, **outs}) else None
         N, B, H, x = sum(self.bs), self.bs[0], self.hidden, ins["gx"]
@@ -128,6 +132,7 @@ class Runner:
 
     def backward(self, ins, outs=None):
         """ins: grad_y, grad_hn, (grad_cn), h0, (c0), w_hh, y, (saved). Outputs, or None."""
+        from persistent_cases import GATES, poisoned
         if outs is not None:
             return outs if self.launch(True, {**ins, **outs}) else None
         N, B, H, G, x = sum(self.bs), self.bs[0], self.hidden, GATES[self.mode], ins["grad_y"]
@@ -140,6 +145,7 @@ class Runner:
 
 
 def random_inputs(mode, batch_sizes, hidden, dtype, device="cuda", seed=0):
+    from persistent_cases import GATES
     g = torch.Generator(device="cpu").manual_seed(seed)
     N, B, G = sum(batch_sizes), batch_sizes[0], GATES[mode]
 
@@ -225,8 +231,20 @@ def bench(args):
 
 
 def run_once(args):
-    """One small forward and backward, for compute-sanitizer."""
-    dtype, mode = DTYPE_NAMES[args.dtype], args.mode
+    """One small forward and backward of each --mode and --dtype asked for (`all`: every
+    one), for compute-sanitizer and smoke runs."""
+    modes = list(CELLS) if args.mode == "all" else [args.mode]
+    dtypes = list(DTYPE_NAMES) if args.dtype == "all" else [args.dtype]
+    failures = 0
+    for mode in modes:
+        for dtype in dtypes:
+            ok = run_one(mode, DTYPE_NAMES[dtype], args)
+            print(f"{mode} {dtype}: {'finite' if ok else 'NOT FINITE'}", flush=True)
+            failures += not ok
+    return 1 if failures else 0
+
+
+def run_one(mode, dtype, args):
     # Packed: rows drop off along the sequence (e.g. batch 3, 4 steps: 3, 3, 2, 2).
     bs = sorted((max(1, args.batch - t // 2) for t in range(args.steps)), reverse=True)
     runner = Runner(mode, bs, args.hidden, args.reverse)
@@ -239,22 +257,23 @@ def run_once(args):
     g = runner.backward(back)
     assert g is not None, "declined"
     torch.cuda.synchronize()
-    finite = all(bool(torch.isfinite(t).all()) for t in list(fwd.values()) + list(g.values()))
-    print("finite" if finite else "NOT FINITE")
-    return 0 if finite else 1
+    return all(bool(torch.isfinite(t).all()) for t in list(fwd.values()) + list(g.values()))
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["run", "bench"])
-    parser.add_argument("--mode", default="LSTM", choices=list(CELLS))
-    parser.add_argument("--dtype", default="bf16", choices=list(DTYPE_NAMES))
+    parser.add_argument("command", choices=["build", "run", "bench"])
+    parser.add_argument("--mode", default="LSTM", choices=list(CELLS) + ["all"])
+    parser.add_argument("--dtype", default="bf16", choices=list(DTYPE_NAMES) + ["all"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--reverse", action="store_true")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    if args.command == "build":  # only the library (needs no fastrnn extension)
+        print(library()._name)
+        return 0
     return run_once(args) if args.command == "run" else bench(args)
 
 

@@ -1,9 +1,10 @@
-// A C entry point to the persistent launchers for the GPU tests and the benchmark
-// (tests/persistent_gpu.py loads it with ctypes); the ops call persistent.h directly.
+// C entry points to the persistent launchers for the GPU tests and their benchmark
+// (tests/persistent_gpu.py builds it with persistent.cu and loads it with ctypes); the
+// library's ops call persistent.h directly.
 
 #include <cuda_runtime.h>
 
-#include "persistent.h"
+#include "cuda/persistent/persistent.h"
 
 namespace {
 using namespace fastrnn::persistent;
