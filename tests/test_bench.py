@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -257,3 +258,38 @@ def test_run_then_compare_with_earlier_file(tiny_run, tmp_path, capsys):
     assert main(argv + ["--threshold", "1e9"]) == 0  # the LSTM fwd case matches
     assert "1 matched, 0 regression(s)" in capsys.readouterr().out
     assert main(argv + ["--threshold", "-100"]) == 1  # any time counts as slower
+
+
+# --- the CUDA kernel variants (their records are made on a GPU; the helpers run anywhere) --
+
+
+def test_forced_setting_is_restored(monkeypatch):
+    from fastrnn.bench.cases import forced
+    seen = []
+    run = forced(lambda index: seen.append(os.environ.get("FASTRNN_PERSISTENT")), "1")
+    monkeypatch.delenv("FASTRNN_PERSISTENT", raising=False)
+    run(0)
+    assert seen == ["1"] and "FASTRNN_PERSISTENT" not in os.environ
+    monkeypatch.setenv("FASTRNN_PERSISTENT", "auto")
+    run(1)
+    assert seen == ["1", "1"] and os.environ["FASTRNN_PERSISTENT"] == "auto"
+
+
+def test_markdown_shows_the_variants():
+    from fastrnn.bench.report import markdown, table_row
+    doc = synthetic({("LSTM", 64, "fwd"): 4.0, ("GRU", 64, "fwd"): 8.0})
+    doc.update(torch_device="cuda", cuda="13.0", cudnn=91000, driver="580.1", commit="abc",
+               date="today")
+    common = dict(us_per_step_fastrnn=1.0, us_per_step_baseline=1.0, gflops_fastrnn=1.0,
+                  pct_peak_fastrnn=1.0, gflops_baseline=1.0)
+    doc["cases"][0].update(common, per_step_ms=4.0, per_step_speedup=2.0, per_step_parity="pass",
+                           persistent_ms=1.0, persistent_speedup=8.0, persistent_parity="pass")
+    doc["cases"][1].update(common, per_step_ms=8.0, per_step_speedup=2.0, per_step_parity="pass",
+                           persistent_skipped="RuntimeError: does not fit")
+    text = markdown(doc)
+    assert "persistent ms" in text and "per_step speedup" in text and "driver 580.1" in text
+    rows = [line for line in text.splitlines() if line.startswith("| LSTM")
+            or line.startswith("| GRU")]
+    assert rows[0].endswith("| 4.000 | 2.00x | pass | 1.000 | 8.00x | pass |")
+    assert rows[1].endswith("| 8.000 | 2.00x | pass | - | - | - |")
+    assert "persistent 1.000 ms 8.00x pass" in table_row(doc["cases"][0])

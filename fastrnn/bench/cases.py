@@ -1,6 +1,9 @@
 """Runs one Case: torch.nn and fastrnn modules with the same weights, a parity check, then
 both timed interleaved on the same distinct inputs; returns the case's result record.
 
+On CUDA the per-step and the persistent kernels are also timed, each forced
+(CUDA_VARIANTS), with their own parity fields.
+
 Parity: fastrnn's output (and, for fwdbwd, the input gradient) must match the baseline's
 elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol = rtol = tol), where
 tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for float32 and
@@ -12,7 +15,9 @@ recurrence; G = 4, 3, 1 gates for LSTM, GRU, RNN; I_layer = I for the first laye
 after), times 3 for forward plus backward.
 """
 
+import contextlib
 import math
+import os
 
 import torch
 from torch import nn
@@ -54,6 +59,34 @@ def baseline_name(device):
 def backend_name(device):
     """Which fastrnn kernel runs on this device."""
     return "cuda" if str(device).startswith("cuda") else "cpu-fused"
+
+
+# On CUDA each op runs either the per-step kernels or the persistent ones, as the
+# environment variable FASTRNN_PERSISTENT selects (see the README's GPU section). Besides
+# the default setting ("fastrnn"), each kernel is timed forced: {record key: setting}.
+CUDA_VARIANTS = {"per_step": "0", "persistent": "1"}
+
+
+@contextlib.contextmanager
+def persistent_setting(value):
+    """FASTRNN_PERSISTENT=value for the duration (the ops read it at every call)."""
+    saved = os.environ.get("FASTRNN_PERSISTENT")
+    os.environ["FASTRNN_PERSISTENT"] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["FASTRNN_PERSISTENT"]
+        else:
+            os.environ["FASTRNN_PERSISTENT"] = saved
+
+
+def forced(run, value):
+    """run(index) under FASTRNN_PERSISTENT=value."""
+    def run_forced(index):
+        with persistent_setting(value):
+            return run(index)
+    return run_forced
 
 
 def build_modules(case, device, seed=0):
@@ -122,10 +155,22 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
     inputs, grad_out = make_inputs(case, device)
     run_base = make_runner(baseline, case, inputs, grad_out)
     run_fast = make_runner(fast, case, inputs, grad_out)
-    verdict, max_err = parity(run_fast(0), run_base(0), case.dtype, case.T)
+    base_tensors = run_base(0)
+    verdict, max_err = parity(run_fast(0), base_tensors, case.dtype, case.T)
+    runs = {"fastrnn": run_fast, "baseline": run_base}
+    variants = {}  # record key -> fields of that forced variant
+    if str(device).startswith("cuda"):
+        for key, value in CUDA_VARIANTS.items():
+            run_variant = forced(run_fast, value)
+            try:
+                result = parity(run_variant(0), base_tensors, case.dtype, case.T)
+            except RuntimeError as error:  # the forced kernel does not take this shape
+                variants[key] = {f"{key}_skipped": str(error).splitlines()[0][:200]}
+                continue
+            variants[key] = {f"{key}_parity": result[0], f"{key}_parity_max_abs_err": result[1]}
+            runs[key] = run_variant
 
-    timing = interleaved({"fastrnn": run_fast, "baseline": run_base}, repeats=repeats,
-                         warmup=warmup, min_time=min_time, timer=timer)
+    timing = interleaved(runs, repeats=repeats, warmup=warmup, min_time=min_time, timer=timer)
     fast_ms = timing.median["fastrnn"] * 1e3
     base_ms = timing.median["baseline"] * 1e3
     flops = gemm_flops(case)
@@ -153,4 +198,10 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
         "repeats": timing.repeats,
         "note": case.note,
     })
+    for key, fields in variants.items():
+        record.update(fields)
+        if key in timing.median:
+            ms = timing.median[key] * 1e3
+            record.update({f"{key}_ms": ms, f"{key}_speedup": base_ms / ms,
+                           f"{key}_us_per_step": ms * 1e3 / case.T})
     return record

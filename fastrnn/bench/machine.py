@@ -36,15 +36,29 @@ def _git(*args):
 
 
 def source_commit():
-    """git rev-parse HEAD of the tree holding the fastrnn package, or None."""
+    """git rev-parse HEAD of the tree holding the fastrnn package; in a copy without git,
+    FASTRNN_COMMIT if set; else None."""
     out = _git("rev-parse", "HEAD")
-    return (out or "").strip() or None
+    return (out or "").strip() or os.environ.get("FASTRNN_COMMIT") or None
 
 
 def source_dirty():
     """Whether tracked files differ from that commit (None without git)."""
     out = _git("status", "--porcelain", "--untracked-files=no")
     return None if out is None else bool(out.strip())
+
+
+def driver_version(device):
+    """The NVIDIA driver's version (nvidia-smi) on CUDA, else None."""
+    if not str(device).startswith("cuda"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.split()
+    return lines[0] if out.returncode == 0 and lines else None
 
 
 def cudnn_version():
@@ -81,6 +95,7 @@ def describe(device):
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": cudnn_version(),
+        "driver": driver_version(device),
         "commit": source_commit(),
         "commit_dirty": source_dirty(),
         "date": datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(

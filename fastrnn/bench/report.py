@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from .cases import CUDA_VARIANTS
 from .grids import KEY_FIELDS, Case
 
 
@@ -43,17 +44,30 @@ def table_header():
     return line + "\n" + "-" * len(line)
 
 
+def variant_summary(record):
+    """' per_step 1.23 ms 0.98x pass; persistent ...' for the CUDA variants a record has."""
+    parts = []
+    for key in CUDA_VARIANTS:
+        if f"{key}_ms" in record:
+            parts.append(f"{key} {_ms(record[f'{key}_ms'])} ms {record[f'{key}_speedup']:.2f}x "
+                         f"{record[f'{key}_parity']}")
+        elif f"{key}_skipped" in record:
+            parts.append(f"{key} -")
+    return ("  " + "; ".join(parts)) if parts else ""
+
+
 def table_row(record):
     cells = [f"{case_of(record).label():<{LABEL_WIDTH}}"]
     cells += [f"{value(record):>{w}}" for _, w, value in COLUMNS]
-    return " ".join(cells)
+    return " ".join(cells) + variant_summary(record)
 
 
 def summary_lines(doc):
     """Header lines naming the machine and the run."""
     return [
         f"device: {doc['device']} ({doc.get('torch_device', '')}), torch {doc['torch']}, "
-        f"cuda {doc['cuda']}, cudnn {doc['cudnn']}, threads {doc['threads']}",
+        f"cuda {doc['cuda']}, cudnn {doc['cudnn']}, driver {doc.get('driver')}, "
+        f"threads {doc['threads']}",
         f"commit: {doc['commit']}, date: {doc['date']}, GEMM peak (float32): "
         f"{doc['gemm_peak_gflops']:.1f} GFLOP/s",
     ]
@@ -125,7 +139,14 @@ def markdown(doc):
     head = ["cell", "dtype", "T", "B", "I", "H", "layers", "bidir", "mode", "fastrnn ms",
             f"{baseline} ms", "speedup", "us/step fastrnn", "us/step baseline",
             "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
+    variants = [k for k in CUDA_VARIANTS
+                if any(f"{k}_ms" in r or f"{k}_skipped" in r for r in doc["cases"])]
+    for key in variants:
+        head += [f"{key} ms", f"{key} speedup", f"{key} parity"]
     lines = ["# fastrnn benchmark", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
+    if variants:
+        lines += ["fastrnn ms: the default FASTRNN_PERSISTENT setting; "
+                  + ", ".join(variants) + ": that kernel forced (- where it does not run).", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["cases"]:
         cells = [r["cell"], r["dtype"], r["T"], r["B"], r["I"], r["H"], r["layers"],
@@ -134,6 +155,11 @@ def markdown(doc):
                  _num(r["us_per_step_fastrnn"]), _num(r["us_per_step_baseline"]),
                  _num(r["gflops_fastrnn"]), _num(r["pct_peak_fastrnn"]),
                  _num(r["gflops_baseline"]), r["parity"]]
+        for key in variants:
+            timed = f"{key}_ms" in r
+            cells += [_ms(r[f"{key}_ms"]) if timed else "-",
+                      f"{r[f'{key}_speedup']:.2f}x" if timed else "-",
+                      r[f"{key}_parity"] if timed else "-"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     for s in doc.get("skipped", []):
         lines.append(f"\nSkipped: {case_of(s).label()}: {s['reason']}")
