@@ -293,3 +293,12 @@ def test_markdown_shows_the_variants():
     assert rows[0].endswith("| 4.000 | 2.00x | pass | 1.000 | 8.00x | pass |")
     assert rows[1].endswith("| 8.000 | 2.00x | pass | - | - | - |")
     assert "persistent 1.000 ms 8.00x pass" in table_row(doc["cases"][0])
+
+
+def test_checkpoint_after_every_case():
+    from fastrnn.bench.suite import run_suite
+    cases = [Case("RNN_TANH", "float32", 2, 1, 3, 3, mode=mode) for mode in ("fwd", "fwdbwd")]
+    seen = []
+    doc = run_suite(cases, repeats=1, warmup=0, gemm_size=64,
+                    checkpoint=lambda d: seen.append(len(d["cases"])))
+    assert seen == [1, 2] and len(doc["cases"]) == 2

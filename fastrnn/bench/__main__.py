@@ -121,14 +121,18 @@ def main(argv=None):
     if threads:
         torch.set_num_threads(threads)
 
-    from .report import LiveTable, summary_lines, write_outputs
+    from .report import LiveTable, summary_lines, write_json, write_outputs
     from .suite import run_suite
+    checkpoint = None
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        checkpoint = lambda doc: write_json(doc, os.path.join(args.out, "results.json"))
     settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default"}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
           f"threads {torch.get_num_threads()}", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,
                     min_time=args.min_time, tf32=args.tf32, gemm_size=args.gemm_size,
-                    listener=LiveTable(len(cases)), settings=settings)
+                    listener=LiveTable(len(cases)), settings=settings, checkpoint=checkpoint)
     print("\n".join(summary_lines(doc)))
     failed = [r for r in doc["cases"] if r["parity"] != "pass"]
     if failed:

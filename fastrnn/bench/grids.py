@@ -152,6 +152,11 @@ GRIDS = {
               _square(100, (1,), (256, 512, 1024), inference_only=True),
               modes=("fwd",), note="batch-1 inference"),
     )),
+    "gpu": Grid("gpu", "every cell, float32/bfloat16/float16, T=100, B in {1, 8, 16, 64}, "
+                "H = I in {256, 512, 1024}, fwd and fwdbwd (for GPUs)", (
+        Block(CELLS, ("float32", "bfloat16", "float16"),
+              _square(100, (1, 8, 16, 64), (256, 512, 1024)), cpu_dtypes=("float32",)),
+    )),
     "full": Grid("full", "all cells, T in {50, 200}, B in {1, 8, 32, 128}, H = I in "
                  "{64 .. 1024}, plus 2-layer and bidirectional; half precision on GPU", (
         Block(CELLS, ("float32", "bfloat16", "float16"),

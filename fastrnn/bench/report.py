@@ -117,9 +117,11 @@ class LiveTable:
 
 
 def write_json(doc, path):
-    with open(path, "w") as f:
+    """Writes doc to path atomically (a run killed while writing leaves the old file)."""
+    with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
+    os.replace(path + ".tmp", path)
 
 
 def write_csv(doc, path):

@@ -31,9 +31,11 @@ def tf32_mode(device, allow):
 
 
 def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=False,
-              gemm_size=None, listener=None, settings=None):
+              gemm_size=None, listener=None, settings=None, checkpoint=None):
     """Measures every case; returns the results document. listener (optional) gets
-    start(index, case) before and done(index, case, record, error) after each case."""
+    start(index, case) before and done(index, case, record, error) after each case;
+    checkpoint (optional) gets the document so far after each case, so that a run cut
+    short keeps what it measured."""
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
@@ -67,4 +69,6 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
                     torch.cuda.empty_cache()
             if listener:
                 listener.done(index, case, record, error)
+            if checkpoint:
+                checkpoint(doc)
     return doc
