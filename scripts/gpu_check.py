@@ -8,8 +8,9 @@ builds fastrnn in place against that torch for the present GPU only, then runs t
 standalone device check (tests/device_check.cu: tensor-core fragments, grid barrier),
 smoke runs of every persistent kernel, the GPU tests (the ops against the CPU float64 ops
 first, then the persistent kernels, the modules, the rest of the CUDA behaviour), one
-compute-sanitizer memcheck of the persistent kernels, and the benchmark against cuDNN
-(`--grid anchors`, every kernel variant) into OUT_DIR/bench/results.json.
+compute-sanitizer memcheck of the persistent kernels, and the benchmarks against cuDNN
+(`--grid anchors`, then `--grid gpu`; every kernel variant) into
+OUT_DIR/bench-<grid>/results.json; then racecheck and the per-step path's sanitizer runs.
 
 Each step runs under its own timeout (a broken grid barrier hangs) and the whole run under
 --budget seconds; a failing step stops nothing. Each step's output goes to
@@ -80,6 +81,7 @@ def steps(out_dir):
     target = f"-gencode=arch=compute_{arch},code=sm_{arch}" if arch else "-arch=native"
     sanitizer = ["compute-sanitizer", "--error-exitcode", "99", "--tool"]
     kernels = [PY, "tests/persistent_gpu.py", "run", "--mode", "all", "--dtype", "all"]
+    bench = [PY, "-m", "fastrnn.bench", "--device", "cuda", "--min-time", "0.1"]
     gpu_tests = [x for name in CPU_ONLY for x in ("--ignore", f"tests/{name}")]
     gpu_tests += ["--ignore", "tests/test_cuda.py", "--ignore", "tests/test_persistent_gpu.py"]
     return [
@@ -98,18 +100,23 @@ def steps(out_dir):
         Step("kernel-library", 240, [PY, "tests/persistent_gpu.py", "build"]),
         Step("persistent-smoke", 120, kernels + ["--batch", "16", "--hidden", "768",
                                                  "--steps", "32"]),
-        Step("tests-ops", 240, pytest_command("tests/test_cuda.py", "-k", OPS_TESTS)),
+        # Correctness runs side by side; only the benchmarks need the GPU to themselves.
+        Step("tests-ops", 240, pytest_command("tests/test_cuda.py", "-k", OPS_TESTS),
+             with_next=True),
         Step("tests-persistent", 240, pytest_command("tests/test_persistent_gpu.py", "-k",
-                                                     "not compute_sanitizer")),
+                                                     "not compute_sanitizer"), with_next=True),
+        Step("memcheck-persistent", 240, sanitizer + ["memcheck"] + kernels + SMALL_RUN),
         Step("tests-modules", 420, pytest_command("tests", *gpu_tests, "-k",
                                                   "cuda or test_persistent_modules_gpu",
-                                                  workers=8)),
+                                                  workers=10), with_next=True),
         Step("tests-cuda", 300, pytest_command("tests/test_cuda.py", "-k",
                                                f"not compute_sanitizer and not ({OPS_TESTS})")),
-        Step("memcheck-persistent", 240, sanitizer + ["memcheck"] + kernels + SMALL_RUN),
-        Step("bench", 420, [PY, "-m", "fastrnn.bench", "--grid", "anchors", "--device", "cuda",
-                            "--min-time", "0.1", "--out", os.path.join(out_dir, "bench")]),
-        Step("racecheck-persistent", 240, sanitizer + ["racecheck"] + kernels + SMALL_RUN),
+        Step("bench-anchors", 420, bench + ["--grid", "anchors", "--out",
+                                            os.path.join(out_dir, "bench-anchors")]),
+        Step("bench-gpu", 600, bench + ["--grid", "gpu", "--out",
+                                        os.path.join(out_dir, "bench-gpu")]),
+        Step("racecheck-persistent", 240, sanitizer + ["racecheck"] + kernels + SMALL_RUN,
+             with_next=True),
         Step("sanitize-per-step", 480, pytest_command("tests/test_cuda.py", "-k",
                                                       "compute_sanitizer")),
     ]

@@ -30,7 +30,7 @@ def test_plan_lists_the_steps_in_order_of_value(capsys):
     first = ["environment", "build", "device-check", "kernel-library", "persistent-smoke",
              "tests-ops"]
     assert names[:len(first)] == first
-    assert names.index("memcheck-persistent") < names.index("bench")
+    assert names.index("memcheck-persistent") < names.index("bench-anchors")
     assert not os.path.exists("unused-dir")
 
 
