@@ -168,12 +168,14 @@ def _autocast_enabled(device):
     return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
 
 
+# Whether the extension was built with its CUDA kernels: read once, so that torch.compile
+# sees a constant here rather than a call it cannot trace.
+_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("fastrnn::lstm_forward", "CUDA")
+
+
 def _has_kernels(device):
     """Whether fastrnn's recurrence ops run on this device (meta: shapes only)."""
-    if device.type in ("cpu", "meta"):
-        return True
-    return device.type == "cuda" and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "fastrnn::lstm_forward", "CUDA")
+    return device.type in ("cpu", "meta") or (device.type == "cuda" and _CUDA_KERNELS)
 
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

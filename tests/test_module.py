@@ -431,15 +431,16 @@ def check_low_precision(case, dtype, device="cpu"):
     want_outs, want_grads, _ = run(exact, inputs64)
     got_outs, got_grads, _ = run(fast_low, inputs.to(device))
     torch_outs, torch_grads, _ = run(torch_low, inputs.to(device))
+    names = ["output", "h_n", "c_n"][:len(want_outs)] + [f"grad {n}" for n in want_grads]
     triples = list(zip(got_outs, torch_outs, want_outs)) + [
         (got_grads[n], torch_grads[n], want_grads[n]) for n in want_grads]
-    for fast_value, torch_value, want in triples:
-        assert fast_value.dtype == dtype and fast_value.device.type == device
-        assert torch.isfinite(fast_value).all()
+    for name, (fast_value, torch_value, want) in zip(names, triples):
+        assert fast_value.dtype == dtype and fast_value.device.type == device, name
+        assert torch.isfinite(fast_value).all(), name
         fast_error = (fast_value.double().cpu() - want).abs().max().item()
         torch_error = (torch_value.double().cpu() - want).abs().max().item()
         slack = 1e-2 * max(1.0, want.abs().max().item())
-        assert fast_error <= 2 * torch_error + slack, (fast_error, torch_error)
+        assert fast_error <= 2 * torch_error + slack, (name, fast_error, torch_error)
 
 
 @pytest.mark.parametrize("device", DEVICES)
