@@ -13,6 +13,7 @@ import sys
 import torch
 
 from . import compare as comparing
+from .cases import CUDA_VARIANTS
 from .grids import GRIDS, MODES, custom_cases, parse_cell, parse_dtype
 
 _SHAPE_OPTIONS = ("T", "B", "I", "H", "layers")
@@ -48,6 +49,9 @@ def _parser():
     p.add_argument("--gemm-size", type=int, metavar="N",
                    help="size of the N^3 matmul that measures the GEMM peak (default 2048 "
                         "on the CPU, 1024 for half precision there, 8192 on CUDA)")
+    p.add_argument("--variants", nargs="*", choices=list(CUDA_VARIANTS), metavar="KERNEL",
+                   help="on CUDA, also time these kernels forced: per_step, persistent "
+                        "(default both; none when given without names)")
     p.add_argument("--tf32", action="store_true",
                    help="on CUDA, allow TF32 for float32 (cuDNN and cuBLAS); default off")
     p.add_argument("--out", metavar="DIR",
@@ -127,12 +131,14 @@ def main(argv=None):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         checkpoint = lambda doc: write_json(doc, os.path.join(args.out, "results.json"))
-    settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default"}
+    settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default",
+                "variants": list(CUDA_VARIANTS) if args.variants is None else args.variants}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
           f"threads {torch.get_num_threads()}", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,
                     min_time=args.min_time, tf32=args.tf32, gemm_size=args.gemm_size,
-                    listener=LiveTable(len(cases)), settings=settings, checkpoint=checkpoint)
+                    listener=LiveTable(len(cases)), settings=settings, checkpoint=checkpoint,
+                    variants=args.variants)
     print("\n".join(summary_lines(doc)))
     failed = [r for r in doc["cases"] if r["parity"] != "pass"]
     if failed:

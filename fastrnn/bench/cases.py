@@ -149,8 +149,10 @@ def parity(fast_tensors, base_tensors, dtype, T):
     return ("pass" if ok else "fail"), worst
 
 
-def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gflops=None):
-    """Measures one case; returns its result record (a flat dict, see the results schema)."""
+def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gflops=None,
+             variants=tuple(CUDA_VARIANTS)):
+    """Measures one case; returns its result record (a flat dict, see the results schema).
+    variants: which of CUDA_VARIANTS to time as well, on CUDA."""
     baseline, fast = build_modules(case, device)
     inputs, grad_out = make_inputs(case, device)
     run_base = make_runner(baseline, case, inputs, grad_out)
@@ -160,8 +162,8 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
     runs = {"fastrnn": run_fast, "baseline": run_base}
     variants = {}  # record key -> fields of that forced variant
     if str(device).startswith("cuda"):
-        for key, value in CUDA_VARIANTS.items():
-            run_variant = forced(run_fast, value)
+        for key in variants:
+            run_variant = forced(run_fast, CUDA_VARIANTS[key])
             try:
                 result = parity(run_variant(0), base_tensors, case.dtype, case.T)
             except RuntimeError as error:  # the forced kernel does not take this shape

@@ -9,7 +9,7 @@ import contextlib
 import torch
 
 from . import machine
-from .cases import run_case
+from .cases import CUDA_VARIANTS, run_case
 from .grids import KEY_FIELDS
 from .timing import timer_for
 
@@ -31,11 +31,13 @@ def tf32_mode(device, allow):
 
 
 def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=False,
-              gemm_size=None, listener=None, settings=None, checkpoint=None):
+              gemm_size=None, listener=None, settings=None, checkpoint=None,
+              variants=None):
     """Measures every case; returns the results document. listener (optional) gets
     start(index, case) before and done(index, case, record, error) after each case;
     checkpoint (optional) gets the document so far after each case, so that a run cut
-    short keeps what it measured."""
+    short keeps what it measured. variants: the CUDA kernel variants to time forced
+    (cases.CUDA_VARIANTS; None: all)."""
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
@@ -58,7 +60,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
             record = error = None
             try:
                 record = run_case(case, device, timer=timer, repeats=repeats, warmup=warmup,
-                                  min_time=min_time, peak_gflops=peaks[case.dtype])
+                                  min_time=min_time, peak_gflops=peaks[case.dtype],
+                                  variants=tuple(CUDA_VARIANTS if variants is None else variants))
                 doc["cases"].append(record)
             except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
