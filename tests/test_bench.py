@@ -302,3 +302,25 @@ def test_checkpoint_after_every_case():
     doc = run_suite(cases, repeats=1, warmup=0, gemm_size=64,
                     checkpoint=lambda d: seen.append(len(d["cases"])))
     assert seen == [1, 2] and len(doc["cases"]) == 2
+
+
+def test_forced_variants_are_timed_with_their_parity():
+    """The variant loop, on the CPU (whose kernels ignore the setting, so each variant is
+    the CPU kernel again): every variant asked for gets its time, speedup and parity."""
+    from fastrnn.bench.suite import run_suite
+    case = Case("GRU", "float32", 3, 2, 4, 4, mode="fwdbwd")
+    doc = run_suite([case], repeats=2, warmup=0, gemm_size=64,
+                    variants=("per_step", "persistent"))
+    record = doc["cases"][0]
+    for key in ("per_step", "persistent"):
+        assert record[f"{key}_parity"] == "pass" and record[f"{key}_ms"] > 0
+        assert record[f"{key}_speedup"] == pytest.approx(
+            record["baseline_ms"] / record[f"{key}_ms"])
+    plain = run_suite([case], repeats=1, warmup=0, gemm_size=64)["cases"][0]
+    assert not any(k.startswith(("per_step", "persistent")) for k in plain)
+
+
+def test_named_commit_wins(monkeypatch):
+    from fastrnn.bench import machine
+    monkeypatch.setenv("FASTRNN_COMMIT", "abc123")
+    assert machine.source_commit() == "abc123" and machine.source_dirty() is None

@@ -50,8 +50,8 @@ def _parser():
                    help="size of the N^3 matmul that measures the GEMM peak (default 2048 "
                         "on the CPU, 1024 for half precision there, 8192 on CUDA)")
     p.add_argument("--variants", nargs="*", choices=list(CUDA_VARIANTS), metavar="KERNEL",
-                   help="on CUDA, also time these kernels forced: per_step, persistent "
-                        "(default both; none when given without names)")
+                   help="also time these kernels forced: per_step, persistent (default: "
+                        "both on CUDA; none when given without names)")
     p.add_argument("--tf32", action="store_true",
                    help="on CUDA, allow TF32 for float32 (cuDNN and cuBLAS); default off")
     p.add_argument("--out", metavar="DIR",
@@ -132,7 +132,7 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         checkpoint = lambda doc: write_json(doc, os.path.join(args.out, "results.json"))
     settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default",
-                "variants": list(CUDA_VARIANTS) if args.variants is None else args.variants}
+                "variants": args.variants}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
           f"threads {torch.get_num_threads()}", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,

@@ -36,14 +36,16 @@ def _git(*args):
 
 
 def source_commit():
-    """git rev-parse HEAD of the tree holding the fastrnn package; in a copy without git,
-    FASTRNN_COMMIT if set; else None."""
-    out = _git("rev-parse", "HEAD")
-    return (out or "").strip() or os.environ.get("FASTRNN_COMMIT") or None
+    """FASTRNN_COMMIT if set (for a copy of the sources whose .git, if any, is not theirs),
+    else git rev-parse HEAD of the tree holding the fastrnn package, else None."""
+    named = os.environ.get("FASTRNN_COMMIT")
+    return named or (_git("rev-parse", "HEAD") or "").strip() or None
 
 
 def source_dirty():
     """Whether tracked files differ from that commit (None without git)."""
+    if os.environ.get("FASTRNN_COMMIT"):
+        return None  # the copy's .git, if any, says nothing about these sources
     out = _git("status", "--porcelain", "--untracked-files=no")
     return None if out is None else bool(out.strip())
 
