@@ -86,12 +86,13 @@ def steps(out_dir):
     gpu_tests = [x for name in CPU_ONLY for x in ("--ignore", f"tests/{name}")]
     gpu_tests += ["--ignore", "tests/test_cuda.py", "--ignore", "tests/test_persistent_gpu.py"]
     return [
-        Step("environment", 60, ["bash", "-c", "nvidia-smi; nvcc --version; "
+        Step("environment", 60, ["bash", "-c", "nvidia-smi; nvcc --version; c++ --version; "
+                                 "env | grep -E '^(CC|CXX|LDFLAGS|CFLAGS|CXXFLAGS)=' ; "
                                  "compute-sanitizer --version | head -2; " + PY +
                                  " -c 'import torch; print(torch.__version__, torch.version.cuda,"
                                  " torch.backends.cudnn.version(), torch.cuda.get_device_name())'"]),
         Step("build", 420, [PY, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-                            "--no-index", "-e", "."],
+                            "--no-index", "-v", "-e", "."],
              env={"TORCH_CUDA_ARCH_LIST": arch_list or "", "MAX_JOBS": str(os.cpu_count() or 4)},
              with_next=True),
         Step("device-check", 120, ["bash", "-c", "mkdir -p build/gpu_check && nvcc -O3 "
@@ -102,7 +103,8 @@ def steps(out_dir):
         Step("persistent-smoke", 120, kernels + ["--batch", "16", "--hidden", "512",
                                                  "--steps", "32"]),
         # Correctness runs side by side; only the benchmarks need the GPU to themselves.
-        Step("tests-ops", 240, pytest_command("tests/test_cuda.py", "-k", OPS_TESTS),
+        Step("tests-ops", 240, pytest_command("tests/test_linkage.py", "tests/test_cuda.py",
+                                              "-k", f"linkage or {OPS_TESTS}"),
              with_next=True),
         Step("tests-persistent", 240, pytest_command("tests/test_persistent_gpu.py", "-k",
                                                      "not compute_sanitizer"), with_next=True),

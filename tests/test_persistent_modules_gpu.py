@@ -6,6 +6,7 @@ torch.nn's own error in that dtype."""
 import pytest
 import torch
 
+import fastrnn
 from conftest import Case, assert_close, make_inputs, make_pair, run
 from test_module import check_low_precision
 
@@ -47,3 +48,16 @@ def test_forced_persistent_refuses_projection(monkeypatch):
     _, fast = make_pair(Case("LSTM-proj"), torch.float32, device="cuda")
     with pytest.raises(RuntimeError, match="FASTRNN_PERSISTENT=1"):
         fast(torch.randn(4, 2, fast.input_size, device="cuda"))
+
+
+@pytest.mark.parametrize("dtype,batch,hidden,match", [
+    (torch.float64, 3, 16, "float32, float16 and bfloat16"),
+    (torch.float32, 64, 1024, "does not fit B=64, H=1024"),  # forward: 227 KiB a block
+])
+def test_forced_persistent_refuses_with_an_error(monkeypatch, dtype, batch, hidden, match):
+    """An error whose message holds numbers is raised, not a crash (it was a SIGSEGV in a
+    build that carried its own copy of libstdc++: test_linkage.py)."""
+    monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
+    fast = fastrnn.LSTM(hidden, hidden).to("cuda", dtype)
+    with pytest.raises(RuntimeError, match=match):
+        fast(torch.randn(4, batch, hidden, device="cuda", dtype=dtype))
