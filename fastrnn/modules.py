@@ -194,3 +194,11 @@ class GRU(_FusedRecurrence, nn.GRU):
 class RNN(_FusedRecurrence, nn.RNN):
     __doc__ = "Drop-in replacement for torch.nn.RNN (same arguments, parameters, I/O).\n\n" + (
         nn.RNN.__doc__ or "")
+
+
+# torch.load(weights_only=True), the default since torch 2.6, rebuilds only allowlisted classes.
+# A model saved whole with torch.save(model) refers to these classes by name where one built
+# with torch.nn refers to torch.nn's; they add no state of their own (the pickle holds the
+# class and torch.nn's state), so they load as safely as their twins, and allowlisting them here
+# lets such a model load wherever its torch.nn twin would.
+torch.serialization.add_safe_globals([LSTM, GRU, RNN])
