@@ -43,11 +43,13 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
 
 
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
-        proj_size=0, dropout=0.0, training=False):
+        proj_size=0, dropout=0.0, training=False, packed=False):
     """Runs a stack of recurrent layers over packed data.
 
     data: [N, I]; batch_sizes: [T]; h0: [L*D, B, P]; c0: [L*D, B, H] for LSTM, else None;
-    weights: the flat list of torch.nn's parameters (module._flat_weights order).
+    weights: the flat list of torch.nn's parameters (module._flat_weights order);
+    packed: whether the caller's input was a PackedSequence (only autocast's result dtypes
+    depend on it, as torch.nn's do).
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
     if mode not in MODES:
@@ -56,7 +58,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
                                    num_layers=num_layers, bidirectional=bidirectional,
-                                   proj_size=proj_size, dropout=dropout, training=training)
+                                   proj_size=proj_size, dropout=dropout, training=training,
+                                   packed=packed)
     directions = 2 if bidirectional else 1
     per_direction = len(weights) // (num_layers * directions)
     layer_input = data
@@ -78,29 +81,36 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
 
 
-def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, **kwargs):
+def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **kwargs):
     """rnn() under autocast: the layers run with autocast off in the dtype of the weights
     (float accuracy, the CPU ops' fastest path), and the results come back in the dtypes
-    torch.nn's layers give under autocast (see autocast_result_dtypes)."""
+    torch.nn's layers give under autocast (see autocast_result_dtypes), also where torch.nn
+    computes in the autocast dtype (its oneDNN LSTM): one rounding of the float result (for a
+    2-layer bidirectional LSTM in bfloat16, 0.6-0.75x torch.nn's error against float64;
+    tests/test_autocast.py requires at most 2x)."""
     device_type = data.device.type
     compute = weights[0].dtype
+    has_proj = kwargs.get("proj_size", 0) > 0
+    onednn = torch_nn_takes_onednn(mode, data, packed, has_proj)  # before data is cast
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
         output, h_n, c_n = rnn(mode, cast(data), batch_sizes, cast(h0), cast(c0), weights,
                                **kwargs)
     out_dtype, c_dtype = autocast_result_dtypes(
         mode, device_type, torch.get_autocast_dtype(device_type), compute, h0.dtype,
-        None if c0 is None else c0.dtype, kwargs.get("proj_size", 0) > 0)
+        None if c0 is None else c0.dtype, has_proj, onednn)
     return output.to(out_dtype), h_n.to(out_dtype), None if c_n is None else c_n.to(c_dtype)
 
 
 def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_dtype, c0_dtype,
-                           has_proj):
+                           has_proj, onednn=False):
     """(dtype of output and h_n, dtype of c_n) that torch.nn's layer returns under autocast.
 
     CUDA: cuDNN's autocast wrapper casts every argument, so every result is autocast_dtype.
-    CPU: torch.nn runs each step's products (x @ W_ih^T, h @ W_hh^T, the LSTM projection)
-    in autocast_dtype and the state updates in ordinary type promotion, so
+    CPU, where torch.nn's LSTM takes oneDNN (onednn, see torch_nn_takes_onednn): autocast
+    casts every argument of each oneDNN layer (mkldnn_rnn_layer), so again autocast_dtype.
+    Elsewhere on the CPU torch.nn runs each step's products (x @ W_ih^T, h @ W_hh^T, the LSTM
+    projection) in autocast_dtype and the state updates in ordinary type promotion, so
       RNN: the activation of a product: autocast_dtype;
       GRU: (h - n) * z + n with h the state: promote(h0, autocast_dtype);
       LSTM: c' = f * c + i * g: promote(c0, autocast_dtype) for c_n, and for output/h_n
@@ -109,7 +119,7 @@ def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_d
     """
     if weight_dtype == torch.float64:
         return torch.float64, torch.float64
-    if device_type != "cpu":
+    if device_type != "cpu" or onednn:
         return autocast_dtype, autocast_dtype
     if mode.startswith("RNN"):
         return autocast_dtype, None
@@ -117,3 +127,32 @@ def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_d
         return torch.promote_types(h0_dtype, autocast_dtype), None
     c_dtype = torch.promote_types(c0_dtype, autocast_dtype)
     return (autocast_dtype if has_proj else c_dtype), c_dtype
+
+
+def torch_nn_takes_onednn(mode, data, packed, has_proj):
+    """Whether torch.nn's layer runs oneDNN's LSTM for this input (data: the input's rows in
+    the dtype the caller passed). Mirrors use_mkldnn() in aten/src/ATen/native/RNN.cpp and the
+    checks at::lstm makes around it (torch 2.13): dense LSTM input without projection, on the
+    CPU, oneDNN built and enabled, not empty, and float32, or bfloat16 where oneDNN supports
+    it on this CPU, or float16 where it does and autograd is off. The dtype is the one given:
+    on the CPU autocast has no rule for aten::lstm itself, only for the oneDNN layer it calls.
+    GRU, RNN and packed input never take oneDNN. Not mirrored: at::lstm also keeps off oneDNN
+    when hx has symbolic sizes (torch.compile with dynamic shapes)."""
+    if mode != "LSTM" or packed or has_proj or data.device.type != "cpu" or data.numel() == 0:
+        return False
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    if data.dtype == torch.float32:
+        return True
+    if data.dtype == torch.bfloat16:
+        return onednn_supports(torch.bfloat16)
+    return data.dtype == torch.float16 and not torch.is_grad_enabled() and (
+        onednn_supports(torch.float16))
+
+
+def onednn_supports(dtype):
+    """Whether oneDNN computes in dtype on this CPU: ATen's mkldnn_bf16_device_check() and
+    mkldnn_fp16_device_check() (aten/src/ATen/native/mkldnn/Utils.h), which use_mkldnn reads."""
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())

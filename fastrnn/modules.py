@@ -72,7 +72,7 @@ class _FusedRecurrence:
             self.mode, data, batch_sizes, h0, c0, self._flat_weights, has_bias=self.bias,
             num_layers=self.num_layers, bidirectional=self.bidirectional,
             proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
-            training=self.training)
+            training=self.training, packed=is_packed)
         hidden = (h_n, c_n) if is_lstm else h_n
 
         if is_packed:

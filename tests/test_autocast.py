@@ -1,37 +1,46 @@
 """Under autocast fastrnn returns the dtypes torch.nn returns, for every cell, input layout,
-input dtype and hx dtype, and its error against a float64 reference is at most 2x torch.nn's
-own error under the same autocast (DESIGN.md's low-precision rule), gradients included.
+input dtype and hx dtype, with oneDNN on and off, and its error against a float64 reference is
+at most 2x torch.nn's own error under the same autocast (DESIGN.md's low-precision rule),
+gradients included.
 
 torch.nn's CPU results under autocast follow its per-step products (autocast dtype) and
-state updates (type promotion with the state); fastrnn.functional.autocast_result_dtypes
-states the rule. torch.nn's dense LSTM on the CPU takes oneDNN, which on CPUs without bf16
-support fails under autocast ("could not create a primitive descriptor"); torch.nn is run
-with oneDNN off here, its portable path, the one its packed LSTM takes everywhere.
+state updates (type promotion with the state), except where its LSTM takes oneDNN, whose
+layers autocast casts whole (every result in the autocast dtype);
+fastrnn.functional.autocast_result_dtypes and torch_nn_takes_onednn state the rules. Whether
+oneDNN supports a dtype on this CPU cannot be switched, so test_onednn_device_check_both_sides
+covers the other answer by patching fastrnn's one reading of it.
 """
 
-import dataclasses
 import itertools
 
 import pytest
 import torch
 
 from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair, requires_cuda
+from fastrnn import functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               # torch.backends.mkldnn.flags() warns about Intel GPUs on every use
               pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")]
 
 F32, F64 = torch.float32, torch.float64
-# (device, autocast dtype)
-AUTOCASTS = [pytest.param(device, dtype, id=f"{device}-{str(dtype)[6:]}",
+# (device, autocast dtype, oneDNN enabled); oneDNN matters on the CPU only
+AUTOCASTS = [pytest.param(device, dtype, onednn,
+                          id=f"{device}-{str(dtype)[6:]}" + (
+                              "" if device == "cuda" else "-onednn" if onednn else "-no_onednn"),
                           marks=[requires_cuda] if device == "cuda" else [])
-             for device, dtype in [("cpu", torch.bfloat16), ("cpu", torch.float16),
-                                   ("cuda", torch.float16), ("cuda", torch.bfloat16)]]
+             for device, dtype, onednn in [
+                 ("cpu", torch.bfloat16, True), ("cpu", torch.bfloat16, False),
+                 ("cpu", torch.float16, True), ("cpu", torch.float16, False),
+                 ("cuda", torch.float16, True), ("cuda", torch.bfloat16, True)]]
 KINDS = ["dense", "packed_unsorted", "unbatched"]
+# torch.nn's LSTM fails with this where oneDNN cannot compute in the autocast dtype on this
+# CPU (float32 input makes it take oneDNN whatever the CPU supports)
+ONEDNN_UNSUPPORTED = "could not create a primitive descriptor"
 
 
-def torch_nn_context(device):
-    return torch.backends.mkldnn.flags(enabled=False) if device == "cpu" else (
+def backend_context(device, onednn=True):
+    return torch.backends.mkldnn.flags(enabled=onednn) if device == "cpu" else (
         torch.backends.cudnn.flags(enabled=True))
 
 
@@ -41,19 +50,33 @@ def to(inputs, device, x_dtype=None, hx_dtype=None):
                   move(inputs.c0, hx_dtype))
 
 
-def forward(module, inputs, device, dtype):
-    with torch.autocast(device, dtype=dtype), torch_nn_context(device):
+def forward(module, inputs, device, dtype, onednn=True):
+    with torch.autocast(device, dtype=dtype), backend_context(device, onednn):
         return flatten_result(module(*inputs.fresh(requires_grad=False).args()))
 
 
-def run(module, inputs, low, device=None):
+def dtypes(tensors):
+    return [t.dtype for t in tensors]
+
+
+def torch_nn_forward(module, inputs, device, dtype, onednn):
+    """forward() of a torch.nn module, or None where its oneDNN LSTM cannot run on this CPU."""
+    try:
+        return forward(module, inputs, device, dtype, onednn)
+    except RuntimeError as error:
+        if ONEDNN_UNSUPPORTED not in str(error):
+            raise
+        return None
+
+
+def run(module, inputs, low, device=None, onednn=True):
     """(results, gradients by name) of sum_k <w_k, results_k>, with fixed random w_k rounded
     to the low-precision dtype `low`: the float64 reference then differentiates the same loss,
     and gradient errors are the layers' own. The forward runs under autocast on `device`
     (if given), the backward after it, as autocast's documentation asks."""
     leaves = inputs.fresh()
     with torch.autocast(device or "cpu", dtype=low, enabled=device is not None), (
-            torch_nn_context(device or "cpu")):
+            backend_context(device or "cpu", onednn)):
         outs = flatten_result(module(*leaves.args()))
     gen = torch.Generator().manual_seed(2)
     loss = sum((t * torch.randn(t.shape, generator=gen, dtype=F64).to(low).to(t.dtype)).sum()
@@ -68,30 +91,76 @@ def run(module, inputs, low, device=None):
 # input dtype x hx (None: no hx, the zero state takes the input's dtype)
 DTYPE_VARIANTS = [("f32", None), ("f32", "f32"), ("f32", "low"), ("low", None),
                   ("low", "f32")]
+SHAPES = [pytest.param(1, False, id="L1-uni"), pytest.param(2, True, id="L2-bi")]
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize("x_dtype,hx_dtype", DTYPE_VARIANTS,
                          ids=[f"x_{x}-hx_{h}" for x, h in DTYPE_VARIANTS])
+@pytest.mark.parametrize("layers,bidirectional", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype", AUTOCASTS)
-def test_result_dtypes_match_torch_nn(device, dtype, cell, kind, x_dtype, hx_dtype):
-    case = Case(cell, True, 2, True, False, kind, hx_dtype is not None)
+@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
+def test_result_dtypes_match_torch_nn(device, dtype, onednn, cell, kind, layers, bidirectional,
+                                      x_dtype, hx_dtype, grad):
+    case = Case(cell, True, layers, bidirectional, False, kind, hx_dtype is not None)
     ref, fast = make_pair(case, F32)
     ref, fast = ref.to(device), fast.to(device)
     named = {"f32": F32, "low": dtype, None: None}
     inputs = to(make_inputs(case, F32), device, named[x_dtype], named[hx_dtype])
-    want = forward(ref, inputs, device, dtype)
-    got = forward(fast, inputs, device, dtype)
-    assert [t.dtype for t in got] == [t.dtype for t in want]
+    with torch.set_grad_enabled(grad):
+        want = torch_nn_forward(ref, inputs, device, dtype, onednn)
+        got = forward(fast, inputs, device, dtype, onednn)
+    if want is None:  # where oneDNN runs, its layers cast every argument to the autocast dtype
+        assert dtypes(got) == [dtype] * len(got)
+        return
+    assert dtypes(got) == dtypes(want)
     for a, b in zip(got, want):
         torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("supported", [True, False], ids=["supported", "unsupported"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_onednn_device_check_both_sides(monkeypatch, dtype, supported, grad):
+    """torch.nn's LSTM takes oneDNN for input in bfloat16 (float16: with autograd off) only
+    where oneDNN supports that dtype on the CPU. Each answer of fastrnn's reading of it is
+    compared with what torch.nn does under that answer: unsupported, its per-step path (torch.nn
+    with oneDNN off); supported, torch.nn itself where this CPU supports the dtype, else what
+    ATen's source says (oneDNN, every result in the autocast dtype, unless float16 input
+    with autograd on keeps it on the per-step path)."""
+    case = Case("LSTM", True, 2, True, False, "dense", True)
+    ref, fast = make_pair(case, F32)
+    inputs = to(make_inputs(case, F32), "cpu", dtype, F32)  # hx float32: the paths differ
+    this_cpu = functional.onednn_supports(dtype)
+    with torch.set_grad_enabled(grad):
+        per_step = dtypes(forward(ref, inputs, "cpu", dtype, onednn=False))
+        assert per_step != [dtype] * 3  # the two paths give different dtypes
+        if supported and this_cpu:
+            want = dtypes(forward(ref, inputs, "cpu", dtype))
+        elif supported and not (dtype == torch.float16 and grad):
+            want = [dtype] * 3
+        else:
+            want = per_step
+        monkeypatch.setattr(functional, "onednn_supports", lambda _: supported)
+        assert dtypes(forward(fast, inputs, "cpu", dtype)) == want
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
+def test_empty_batch_dtypes_match_torch_nn(device, dtype, onednn, cell):
+    """torch.nn's LSTM does not take oneDNN for an input with no elements."""
+    case = Case(cell, True, 1, False, False, "dense", True, batch=0)
+    ref, fast = make_pair(case, F32)
+    inputs = to(make_inputs(case, F32), device)
+    want = torch_nn_forward(ref.to(device), inputs, device, dtype, onednn)
+    assert dtypes(forward(fast.to(device), inputs, device, dtype, onednn)) == dtypes(want)
+
+
 @pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype", AUTOCASTS)
-def test_error_at_most_twice_torch_nn_error(device, dtype, cell, kind):
+@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
+def test_error_at_most_twice_torch_nn_error(device, dtype, onednn, cell, kind):
     """Outputs, states and every gradient (inputs and parameters) against float64."""
     case = Case(cell, True, 2, True, False, kind, True)
     ref, fast = make_pair(case, F32)
@@ -100,10 +169,13 @@ def test_error_at_most_twice_torch_nn_error(device, dtype, cell, kind):
     ref, fast, exact = ref.to(device), fast.to(device), exact.to(device)
     inputs = to(make_inputs(case, F32), device)
     want_outs, want_grads = run(exact, to(inputs, device, F64, F64), dtype)
-    results = []
-    for module in (ref, fast):
-        results.append(run(module, inputs, dtype, device))
-    (torch_outs, torch_grads), (fast_outs, fast_grads) = results
+    try:
+        torch_outs, torch_grads = run(ref, inputs, dtype, device, onednn)
+    except RuntimeError as error:
+        if ONEDNN_UNSUPPORTED not in str(error):
+            raise
+        pytest.skip(f"torch.nn's oneDNN LSTM cannot run {dtype} on this CPU")
+    fast_outs, fast_grads = run(fast, inputs, dtype, device, onednn)
     assert list(fast_grads) == list(torch_grads)
     triples = list(zip(fast_outs, torch_outs, want_outs)) + [
         (fast_grads[n], torch_grads[n], want_grads[n]) for n in want_grads]
