@@ -91,24 +91,29 @@ def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **k
     device_type = data.device.type
     compute = weights[0].dtype
     has_proj = kwargs.get("proj_size", 0) > 0
-    onednn = torch_nn_takes_onednn(mode, data, packed, has_proj)  # before data is cast
+    # before data is cast: which kernel torch.nn's layer would take for this input
+    kernel = ("cudnn" if torch_nn_takes_cudnn(data)
+              else "onednn" if torch_nn_takes_onednn(mode, data, packed, has_proj) else None)
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
         output, h_n, c_n = rnn(mode, cast(data), batch_sizes, cast(h0), cast(c0), weights,
                                **kwargs)
     out_dtype, c_dtype = autocast_result_dtypes(
         mode, device_type, torch.get_autocast_dtype(device_type), compute, h0.dtype,
-        None if c0 is None else c0.dtype, has_proj, onednn)
+        None if c0 is None else c0.dtype, has_proj, kernel)
     return output.to(out_dtype), h_n.to(out_dtype), None if c_n is None else c_n.to(c_dtype)
 
 
 def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_dtype, c0_dtype,
-                           has_proj, onednn=False):
+                           has_proj, kernel=None):
     """(dtype of output and h_n, dtype of c_n) that torch.nn's layer returns under autocast.
 
-    CUDA: cuDNN's autocast wrapper casts every argument, so every result is autocast_dtype.
-    CPU, where torch.nn's LSTM takes oneDNN (onednn, see torch_nn_takes_onednn): autocast
-    casts every argument of each oneDNN layer (mkldnn_rnn_layer), so again autocast_dtype.
+    kernel: "cudnn" where torch.nn takes cuDNN (torch_nn_takes_cudnn): cuDNN's autocast
+    wrapper (_cudnn_rnn_cast_reflatten, aten/src/ATen/cudnn/AutocastRNN.cpp) casts every
+    argument to float16 whatever the autocast dtype, so every result is float16.
+    "onednn" where torch.nn's LSTM takes oneDNN on the CPU (torch_nn_takes_onednn): autocast
+    casts every argument of each oneDNN layer (mkldnn_rnn_layer), so autocast_dtype.
+    CUDA without cuDNN: autocast_dtype (not yet compared with torch.nn on a GPU).
     Elsewhere on the CPU torch.nn runs each step's products (x @ W_ih^T, h @ W_hh^T, the LSTM
     projection) in autocast_dtype and the state updates in ordinary type promotion, so
       RNN: the activation of a product: autocast_dtype;
@@ -119,7 +124,9 @@ def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_d
     """
     if weight_dtype == torch.float64:
         return torch.float64, torch.float64
-    if device_type != "cpu" or onednn:
+    if kernel == "cudnn":
+        return torch.float16, torch.float16
+    if device_type != "cpu" or kernel == "onednn":
         return autocast_dtype, autocast_dtype
     if mode.startswith("RNN"):
         return autocast_dtype, None
@@ -127,6 +134,13 @@ def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_d
         return torch.promote_types(h0_dtype, autocast_dtype), None
     c_dtype = torch.promote_types(c0_dtype, autocast_dtype)
     return (autocast_dtype if has_proj else c_dtype), c_dtype
+
+
+def torch_nn_takes_cudnn(data):
+    """Whether torch.nn's layer runs cuDNN for this input: at::native::cudnn_is_acceptable
+    (torch 2.13: cuDNN built and enabled, a CUDA tensor, not empty; no dtype condition)."""
+    return (data.device.type == "cuda" and data.numel() > 0 and torch.backends.cudnn.enabled
+            and torch.backends.cudnn.is_available())
 
 
 def torch_nn_takes_onednn(mode, data, packed, has_proj):

@@ -5,8 +5,10 @@ gradients included.
 
 torch.nn's CPU results under autocast follow its per-step products (autocast dtype) and
 state updates (type promotion with the state), except where its LSTM takes oneDNN, whose
-layers autocast casts whole (every result in the autocast dtype);
-fastrnn.functional.autocast_result_dtypes and torch_nn_takes_onednn state the rules. Whether
+layers autocast casts whole (every result in the autocast dtype). On CUDA, cuDNN's autocast
+wrapper casts everything to float16, whatever the autocast dtype.
+fastrnn.functional.autocast_result_dtypes, torch_nn_takes_onednn and torch_nn_takes_cudnn
+state the rules. Whether
 oneDNN supports a dtype on this CPU cannot be switched, so test_onednn_device_check_both_sides
 covers the other answer by patching fastrnn's one reading of it.
 """
@@ -24,24 +26,24 @@ pytestmark = [pytest.mark.usefixtures("torch_state"),
               pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")]
 
 F32, F64 = torch.float32, torch.float64
-# (device, autocast dtype, oneDNN enabled); oneDNN matters on the CPU only
-AUTOCASTS = [pytest.param(device, dtype, onednn,
-                          id=f"{device}-{str(dtype)[6:]}" + (
-                              "" if device == "cuda" else "-onednn" if onednn else "-no_onednn"),
+# (device, autocast dtype, the device's RNN library enabled: oneDNN on the CPU, cuDNN on CUDA)
+LIBRARY = {"cpu": "onednn", "cuda": "cudnn"}
+AUTOCASTS = [pytest.param(device, dtype, library_on,
+                          id=f"{device}-{str(dtype)[6:]}-"
+                             f"{'' if library_on else 'no_'}{LIBRARY[device]}",
                           marks=[requires_cuda] if device == "cuda" else [])
-             for device, dtype, onednn in [
-                 ("cpu", torch.bfloat16, True), ("cpu", torch.bfloat16, False),
-                 ("cpu", torch.float16, True), ("cpu", torch.float16, False),
-                 ("cuda", torch.float16, True), ("cuda", torch.bfloat16, True)]]
+             for device, dtype, library_on in itertools.product(
+                 ("cpu", "cuda"), (torch.bfloat16, torch.float16), (True, False))]
 KINDS = ["dense", "packed_unsorted", "unbatched"]
 # torch.nn's LSTM fails with this where oneDNN cannot compute in the autocast dtype on this
 # CPU (float32 input makes it take oneDNN whatever the CPU supports)
 ONEDNN_UNSUPPORTED = "could not create a primitive descriptor"
 
 
-def backend_context(device, onednn=True):
-    return torch.backends.mkldnn.flags(enabled=onednn) if device == "cpu" else (
-        torch.backends.cudnn.flags(enabled=True))
+def backend_context(device, library_on=True):
+    """oneDNN (CPU) or cuDNN (CUDA) switched on or off."""
+    return torch.backends.mkldnn.flags(enabled=library_on) if device == "cpu" else (
+        torch.backends.cudnn.flags(enabled=library_on))
 
 
 def to(inputs, device, x_dtype=None, hx_dtype=None):
@@ -50,8 +52,8 @@ def to(inputs, device, x_dtype=None, hx_dtype=None):
                   move(inputs.c0, hx_dtype))
 
 
-def forward(module, inputs, device, dtype, onednn=True):
-    with torch.autocast(device, dtype=dtype), backend_context(device, onednn):
+def forward(module, inputs, device, dtype, library_on=True):
+    with torch.autocast(device, dtype=dtype), backend_context(device, library_on):
         return flatten_result(module(*inputs.fresh(requires_grad=False).args()))
 
 
@@ -59,24 +61,24 @@ def dtypes(tensors):
     return [t.dtype for t in tensors]
 
 
-def torch_nn_forward(module, inputs, device, dtype, onednn):
+def torch_nn_forward(module, inputs, device, dtype, library_on):
     """forward() of a torch.nn module, or None where its oneDNN LSTM cannot run on this CPU."""
     try:
-        return forward(module, inputs, device, dtype, onednn)
+        return forward(module, inputs, device, dtype, library_on)
     except RuntimeError as error:
         if ONEDNN_UNSUPPORTED not in str(error):
             raise
         return None
 
 
-def run(module, inputs, low, device=None, onednn=True):
+def run(module, inputs, low, device=None, library_on=True):
     """(results, gradients by name) of sum_k <w_k, results_k>, with fixed random w_k rounded
     to the low-precision dtype `low`: the float64 reference then differentiates the same loss,
     and gradient errors are the layers' own. The forward runs under autocast on `device`
     (if given), the backward after it, as autocast's documentation asks."""
     leaves = inputs.fresh()
     with torch.autocast(device or "cpu", dtype=low, enabled=device is not None), (
-            backend_context(device or "cpu", onednn)):
+            backend_context(device or "cpu", library_on)):
         outs = flatten_result(module(*leaves.args()))
     gen = torch.Generator().manual_seed(2)
     loss = sum((t * torch.randn(t.shape, generator=gen, dtype=F64).to(low).to(t.dtype)).sum()
@@ -100,8 +102,8 @@ SHAPES = [pytest.param(1, False, id="L1-uni"), pytest.param(2, True, id="L2-bi")
 @pytest.mark.parametrize("layers,bidirectional", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
-def test_result_dtypes_match_torch_nn(device, dtype, onednn, cell, kind, layers, bidirectional,
+@pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
+def test_result_dtypes_match_torch_nn(device, dtype, library_on, cell, kind, layers, bidirectional,
                                       x_dtype, hx_dtype, grad):
     case = Case(cell, True, layers, bidirectional, False, kind, hx_dtype is not None)
     ref, fast = make_pair(case, F32)
@@ -109,8 +111,8 @@ def test_result_dtypes_match_torch_nn(device, dtype, onednn, cell, kind, layers,
     named = {"f32": F32, "low": dtype, None: None}
     inputs = to(make_inputs(case, F32), device, named[x_dtype], named[hx_dtype])
     with torch.set_grad_enabled(grad):
-        want = torch_nn_forward(ref, inputs, device, dtype, onednn)
-        got = forward(fast, inputs, device, dtype, onednn)
+        want = torch_nn_forward(ref, inputs, device, dtype, library_on)
+        got = forward(fast, inputs, device, dtype, library_on)
     if want is None:  # where oneDNN runs, its layers cast every argument to the autocast dtype
         assert dtypes(got) == [dtype] * len(got)
         return
@@ -134,7 +136,7 @@ def test_onednn_device_check_both_sides(monkeypatch, dtype, supported, grad):
     inputs = to(make_inputs(case, F32), "cpu", dtype, F32)  # hx float32: the paths differ
     this_cpu = functional.onednn_supports(dtype)
     with torch.set_grad_enabled(grad):
-        per_step = dtypes(forward(ref, inputs, "cpu", dtype, onednn=False))
+        per_step = dtypes(forward(ref, inputs, "cpu", dtype, library_on=False))
         assert per_step != [dtype] * 3  # the two paths give different dtypes
         if supported and this_cpu:
             want = dtypes(forward(ref, inputs, "cpu", dtype))
@@ -147,20 +149,20 @@ def test_onednn_device_check_both_sides(monkeypatch, dtype, supported, grad):
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
-def test_empty_batch_dtypes_match_torch_nn(device, dtype, onednn, cell):
+@pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
+def test_empty_batch_dtypes_match_torch_nn(device, dtype, library_on, cell):
     """torch.nn's LSTM does not take oneDNN for an input with no elements."""
     case = Case(cell, True, 1, False, False, "dense", True, batch=0)
     ref, fast = make_pair(case, F32)
     inputs = to(make_inputs(case, F32), device)
-    want = torch_nn_forward(ref.to(device), inputs, device, dtype, onednn)
-    assert dtypes(forward(fast.to(device), inputs, device, dtype, onednn)) == dtypes(want)
+    want = torch_nn_forward(ref.to(device), inputs, device, dtype, library_on)
+    assert dtypes(forward(fast.to(device), inputs, device, dtype, library_on)) == dtypes(want)
 
 
 @pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("device,dtype,onednn", AUTOCASTS)
-def test_error_at_most_twice_torch_nn_error(device, dtype, onednn, cell, kind):
+@pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
+def test_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kind):
     """Outputs, states and every gradient (inputs and parameters) against float64."""
     case = Case(cell, True, 2, True, False, kind, True)
     ref, fast = make_pair(case, F32)
@@ -170,12 +172,12 @@ def test_error_at_most_twice_torch_nn_error(device, dtype, onednn, cell, kind):
     inputs = to(make_inputs(case, F32), device)
     want_outs, want_grads = run(exact, to(inputs, device, F64, F64), dtype)
     try:
-        torch_outs, torch_grads = run(ref, inputs, dtype, device, onednn)
+        torch_outs, torch_grads = run(ref, inputs, dtype, device, library_on)
     except RuntimeError as error:
         if ONEDNN_UNSUPPORTED not in str(error):
             raise
         pytest.skip(f"torch.nn's oneDNN LSTM cannot run {dtype} on this CPU")
-    fast_outs, fast_grads = run(fast, inputs, dtype, device, onednn)
+    fast_outs, fast_grads = run(fast, inputs, dtype, device, library_on)
     assert list(fast_grads) == list(torch_grads)
     triples = list(zip(fast_outs, torch_outs, want_outs)) + [
         (fast_grads[n], torch_grads[n], want_grads[n]) for n in want_grads]
@@ -188,6 +190,18 @@ def test_error_at_most_twice_torch_nn_error(device, dtype, onednn, cell, kind):
         # that dtype can be off by
         ulp = torch.finfo(fast_value.dtype).eps * want.abs().max().item()
         assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+
+
+def test_cudnn_rule():
+    """cuDNN's autocast wrapper makes every result float16, whatever the autocast dtype;
+    float64 layers are left alone; CPU tensors never take cuDNN."""
+    from fastrnn.functional import autocast_result_dtypes, torch_nn_takes_cudnn
+    for mode in ("LSTM", "GRU", "RNN_TANH"):
+        assert autocast_result_dtypes(mode, "cuda", torch.bfloat16, F32, F32, F32, False,
+                                      "cudnn") == (torch.float16, torch.float16)
+        assert autocast_result_dtypes(mode, "cuda", torch.bfloat16, F64, F64, F64, False,
+                                      "cudnn") == (F64, F64)
+    assert not torch_nn_takes_cudnn(torch.ones(2))
 
 
 def test_rule_covers_every_mode():
