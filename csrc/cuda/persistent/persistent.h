@@ -71,9 +71,9 @@ bool rnn_forward(const Problem& pr, const void* gx, const void* h0, const void* 
 bool rnn_backward(const Problem& pr, const void* grad_y, const void* grad_hn, const void* h0,
                   const void* w_hh, const void* y, void* grad_gx, void* grad_h0);
 
-// Selection rule (THRESHOLDS NOT YET MEASURED ON A GPU: estimates from the H100 figures in
-// DESIGN.md). Forward and backward are chosen separately (`backward`): both paths write
-// and read the same saved layouts, so they mix freely.
+// Selection rule (auto does not pick these kernels yet: see kAutoEnabled). Forward and
+// backward are chosen separately (`backward`): both paths write and read the same saved
+// layouts, so they mix freely.
 //   FASTRNN_PERSISTENT=0     never: kNo.
 //   FASTRNN_PERSISTENT=1     kYes whenever the shape fits, else kUnsupported, which the
 //                            caller must turn into an error.
@@ -84,11 +84,13 @@ bool rnn_backward(const Problem& pr, const void* grad_y, const void* grad_hn, co
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
 // at least one block per SM by the occupancy calculator.
 enum class Choice { kNo, kYes, kUnsupported, kBadSetting };
-// Estimate: per step the persistent kernel does the B x G*H x H product on one block per
-// SM with FFMA; above ~64 rows the per-step cuBLAS GEMM's tensor cores should win.
-constexpr int kAutoMaxBatch = 64;
-// Whether `auto` may pick these kernels at all. Off until they have passed their GPU tests
-// and been timed against the per-step path: until then they run only when asked for (=1).
+// Measured on an H200 (LSTM float32, T=100, forward; benchmarks/results/
+// nvidia-h200-2026-12-04): the persistent path beat the per-step one at B <= 16 (H=256:
+// 0.77-0.97 ms against 1.52-2.15 ms) and lost at B=64 (H=256: 2.43 against 2.19 ms; H=512:
+// 4.49 against 2.18 ms). Other cells and the 16-bit kernels are not timed yet.
+constexpr int kAutoMaxBatch = 16;
+// Whether `auto` may pick these kernels at all. Off until they have been timed in every
+// cell and dtype: until then they run only when asked for (=1).
 constexpr bool kAutoEnabled = false;
 Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool backward);
 // Whether the shape fits on `device` (the "fits" above), ignoring FASTRNN_PERSISTENT.
