@@ -88,9 +88,9 @@ def steps(out_dir):
     return [
         Step("environment", 60, ["bash", "-c", "nvidia-smi; nvcc --version; c++ --version; "
                                  "env | grep -E '^(CC|CXX|LDFLAGS|CFLAGS|CXXFLAGS)=' ; "
-                                 "compute-sanitizer --version | head -2; " + PY +
-                                 " -c 'import torch; print(torch.__version__, torch.version.cuda,"
-                                 " torch.backends.cudnn.version(), torch.cuda.get_device_name())'"]),
+                                 "compute-sanitizer --version | head -2; " + PY + " -c "
+                                 "'import torch; print(torch.__version__, torch.version.cuda, "
+                                 "torch.backends.cudnn.version(), torch.cuda.get_device_name())'"]),
         Step("build", 420, [PY, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
                             "--no-index", "-v", "-e", "."],
              env={"TORCH_CUDA_ARCH_LIST": arch_list or "", "MAX_JOBS": str(os.cpu_count() or 4)},
@@ -151,7 +151,10 @@ def finish(step, running, deadline, out_dir):
         returncode = proc.wait(timeout=max(0.0, limit - time.monotonic()))
         timed_out = False
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the step and everything it started
+        except ProcessLookupError:  # it ended just now
+            pass
         returncode, timed_out = proc.wait(), True
     seconds = time.monotonic() - began
     log.close()
