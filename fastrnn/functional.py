@@ -136,11 +136,22 @@ def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_d
     return (autocast_dtype if has_proj else c_dtype), c_dtype
 
 
+# What this build of torch and this machine support: read once, at import, so that
+# torch.compile sees constants where the rules below consult them.
+_CUDNN_BUILT = torch.backends.cudnn.is_available()
+_ONEDNN_BUILT = torch.backends.mkldnn.is_available()
+_ONEDNN_DTYPES = frozenset(
+    dtype for dtype, supported in (
+        (torch.bfloat16, _ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        (torch.float16, _ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_fp16_supported()))
+    if supported)
+
+
 def torch_nn_takes_cudnn(data):
     """Whether torch.nn's layer runs cuDNN for this input: at::native::cudnn_is_acceptable
     (torch 2.13: cuDNN built and enabled, a CUDA tensor, not empty; no dtype condition)."""
-    return (data.device.type == "cuda" and data.numel() > 0 and torch.backends.cudnn.enabled
-            and torch.backends.cudnn.is_available())
+    return (data.device.type == "cuda" and data.numel() > 0 and _CUDNN_BUILT
+            and torch.backends.cudnn.enabled)
 
 
 def torch_nn_takes_onednn(mode, data, packed, has_proj):
@@ -154,7 +165,7 @@ def torch_nn_takes_onednn(mode, data, packed, has_proj):
     when hx has symbolic sizes (torch.compile with dynamic shapes)."""
     if mode != "LSTM" or packed or has_proj or data.device.type != "cpu" or data.numel() == 0:
         return False
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if not (_ONEDNN_BUILT and torch.backends.mkldnn.enabled):
         return False
     if data.dtype == torch.float32:
         return True
@@ -167,6 +178,4 @@ def torch_nn_takes_onednn(mode, data, packed, has_proj):
 def onednn_supports(dtype):
     """Whether oneDNN computes in dtype on this CPU: ATen's mkldnn_bf16_device_check() and
     mkldnn_fp16_device_check() (aten/src/ATen/native/mkldnn/Utils.h), which use_mkldnn reads."""
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return dtype in _ONEDNN_DTYPES

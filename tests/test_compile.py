@@ -133,3 +133,20 @@ def test_dynamo_refuses_torch_nn_subclasses_without_allow_rnn():
     with torch._dynamo.config.patch(allow_rnn=False):
         with pytest.raises(torch._dynamo.exc.Unsupported, match="RNN, GRU, or LSTM"):
             compiled(torch.randn(5, 2, 3))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_compiled_under_autocast(cell, device):
+    """The autocast rules (which library torch.nn would take) trace as constants: one graph,
+    the same results and dtypes as eager fastrnn."""
+    import fastrnn
+    torch.manual_seed(0)
+    module = getattr(fastrnn, cell)(4, 5).to(device)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    x = torch.randn(6, 3, 4, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        want, got = module(x), compiled(x)
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b)
