@@ -81,7 +81,7 @@ def run(module, inputs, low, device=None, library_on=True):
             backend_context(device or "cpu", library_on)):
         outs = flatten_result(module(*leaves.args()))
     gen = torch.Generator().manual_seed(2)
-    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=F64).to(low).to(t.dtype)).sum()
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=F64).to(low).to(t)).sum()
                for t in outs)
     names = [n for n in ("x", "h0", "c0") if getattr(leaves, n) is not None]
     params = dict(module.named_parameters())
