@@ -53,8 +53,8 @@ class Step:
 def pytest_command(*args, workers=0):
     """pytest with per-test timeouts and parallel workers where those plugins exist."""
     command = [PY, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *args]
-    if has_module("pytest_timeout"):
-        command += ["--timeout", "300"]
+    if has_module("pytest_timeout"):  # a hung test fails alone, within its step's timeout
+        command += ["--timeout", "120"]
     if workers and has_module("xdist"):
         command += ["-n", str(workers)]
     return command
@@ -138,14 +138,21 @@ def start(step, out_dir):
     log.write(f"$ {shlex.join(step.command)}\n")
     log.flush()
     env = dict(os.environ, PYTHONUNBUFFERED="1", **step.env)
-    proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as error:  # e.g. a tool that is not installed: the step fails, no more
+        log.write(f"cannot start: {error}\n")
+        proc = None
     return proc, log, time.monotonic()
 
 
 def finish(step, running, deadline, out_dir):
     """Waits for a started step (killing its process group at its timeout); its row."""
     proc, log, began = running
+    if proc is None:
+        log.close()
+        return step.name, "FAIL (cannot start)", 0.0
     limit = min(began + step.timeout, deadline)
     try:
         returncode = proc.wait(timeout=max(0.0, limit - time.monotonic()))
@@ -204,8 +211,10 @@ def main(argv=None):
         if unknown:
             parser.error(f"unknown steps {sorted(unknown)}; "
                          f"known: {[s.name for s in step_list]}")
-        step_list = [s for s in step_list if s.name in args.only]
-        step_list[-1] = dataclasses.replace(step_list[-1], with_next=False)
+        # a step keeps running beside its next one only if that one is selected too
+        step_list = [dataclasses.replace(s, with_next=s.with_next and n.name in args.only)
+                     for s, n in zip(step_list, step_list[1:] + step_list[:1])
+                     if s.name in args.only]
     if args.plan:
         for s in step_list:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in s.env.items())

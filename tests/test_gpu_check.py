@@ -74,3 +74,19 @@ def test_device_check_compiles_for_hopper(tmp_path):
                            "-o", str(tmp_path / "device_check.o")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_a_step_that_cannot_start_fails_alone(tmp_path):
+    rows = gpu_check.run_all([
+        gpu_check.Step("missing", 10, ["no-such-program-anywhere"], with_next=True),
+        python_step("passes", "print('ok')"),
+    ], str(tmp_path), budget=60)
+    assert [r for _, r, _ in rows] == ["FAIL (cannot start)", "pass"]
+
+
+def test_only_keeps_concurrency_between_selected_neighbours(capsys):
+    gpu_check.main(["unused-dir", "--only", "build", "tests-cuda", "--plan"])
+    printed = capsys.readouterr().out
+    assert "(with the next)" not in printed  # build's neighbour was not selected
+    gpu_check.main(["unused-dir", "--only", "build", "device-check", "--plan"])
+    assert capsys.readouterr().out.count("(with the next)") == 1
