@@ -347,8 +347,9 @@ bool persistent_fits(Cell cell, Dtype dtype, int B, int H, int device, bool back
 namespace {
 
 // persistent_fits, queried once per (cell, dtype, B, H, device, backward): the queries
-// cost a few microseconds (the first one loads the kernel), and any error a failed query
-// leaves is cleared here, so that no later launch check reports it as its own.
+// cost a few microseconds (the first one loads the kernel). An error a failed query
+// leaves is cleared here, so that no later launch check reports it as its own, and such
+// an answer (e.g. out of memory while loading the kernel) is not kept.
 bool cached_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
   using Key = std::tuple<int, int, int, int, int, bool>;
   static std::mutex mutex;
@@ -360,7 +361,7 @@ bool cached_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward
     if (found != known.end()) return found->second;
   }
   const bool fits = persistent_fits(cell, dtype, B, H, device, backward);
-  if (!fits) (void)cudaGetLastError();
+  if (!fits && cudaGetLastError() != cudaSuccess) return false;
   const std::lock_guard<std::mutex> lock(mutex);
   known.emplace(key, fits);
   return fits;
