@@ -324,3 +324,24 @@ def test_named_commit_wins(monkeypatch):
     from fastrnn.bench import machine
     monkeypatch.setenv("FASTRNN_COMMIT", "abc123")
     assert machine.source_commit() == "abc123" and machine.source_dirty() is None
+
+
+def test_a_fault_in_a_forced_variant_is_not_a_skip(monkeypatch):
+    """Only the forced kernel's own refusal is recorded as skipped; anything else raises."""
+    from fastrnn.bench import cases
+    case = Case("RNN_TANH", "float32", 2, 1, 3, 3, mode="fwd")
+
+    def failing(message):
+        def forced(run, value):
+            def run_forced(index):
+                raise RuntimeError(message)
+            return run_forced
+        return forced
+
+    kw = dict(timer=CpuTimer(), repeats=1, warmup=0, variants=("persistent",))
+    monkeypatch.setattr(cases, "forced", failing("lstm: FASTRNN_PERSISTENT=1, but no fit"))
+    record = cases.run_case(case, "cpu", **kw)
+    assert record["persistent_skipped"].endswith("no fit") and "persistent_ms" not in record
+    monkeypatch.setattr(cases, "forced", failing("CUDA error: an illegal memory access"))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        cases.run_case(case, "cpu", **kw)

@@ -37,7 +37,7 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
     start(index, case) before and done(index, case, record, error) after each case;
     checkpoint (optional) gets the document so far after each case, so that a run cut
     short keeps what it measured. variants: the kernel variants to time forced
-    (cases.CUDA_VARIANTS; None: all of them on CUDA)."""
+    (cases.CUDA_VARIANTS; None: cases.DEFAULT_CUDA_VARIANTS on CUDA)."""
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
