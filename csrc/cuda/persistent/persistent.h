@@ -84,10 +84,11 @@ bool rnn_backward(const Problem& pr, const void* grad_y, const void* grad_hn, co
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
 // at least one block per SM by the occupancy calculator.
 enum class Choice { kNo, kYes, kUnsupported, kBadSetting };
-// Measured on an H200 (LSTM float32, T=100, forward; benchmarks/results/
-// nvidia-h200-2026-12-04): the persistent path beat the per-step one at B <= 16 (H=256:
-// 0.77-0.97 ms against 1.52-2.15 ms) and lost at B=64 (H=256: 2.43 against 2.19 ms; H=512:
-// 4.49 against 2.18 ms). Other cells and the 16-bit kernels are not timed yet.
+// Not yet a measured threshold. On an H200 (LSTM float32, T=100, forward only; benchmarks/
+// results/nvidia-h200-2026-12-04) the persistent path beat the per-step one at H=256,
+// B <= 16 (0.77-0.97 ms against 1.52-2.15 ms), lost at H=512, B=64 (4.49 against 2.18 ms)
+// and at H=1024, B=8 (2.23 against 1.84 ms), and at H=256, B=64 won in one run and lost in
+// the other. The rule will need H as well as B, from repeated runs of every cell and dtype.
 constexpr int kAutoMaxBatch = 16;
 // Whether `auto` may pick these kernels at all. Off until they have been timed in every
 // cell and dtype: until then they run only when asked for (=1).
