@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import persistent_gpu as pg
+from fastrnn.bench.cases import persistent_setting
 from persistent_cases import GATES, batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows
 
 pytestmark = [
@@ -44,16 +45,10 @@ CASES = [
 
 def fits(mode, dtype, batch, hidden, backward):
     """The selection rule's verdict with FASTRNN_PERSISTENT=1: does the shape fit?"""
-    saved = os.environ.get("FASTRNN_PERSISTENT")
-    os.environ["FASTRNN_PERSISTENT"] = "1"
-    try:
+    with persistent_setting("1"):
         choice = pg.library().fastrnn_persistent_choose(
             pg.CELLS[mode], pg.DTYPES[dtype], batch, hidden, torch.cuda.current_device(),
             int(backward))
-    finally:
-        os.environ.pop("FASTRNN_PERSISTENT")
-        if saved is not None:
-            os.environ["FASTRNN_PERSISTENT"] = saved
     assert choice in (1, 2), choice
     return choice == 1
 
