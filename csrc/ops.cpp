@@ -1,4 +1,6 @@
-// The fastrnn operator library, defined with the schemas of ops.h.
+// The fastrnn operator library, defined with the schemas of ops.h, and the Python module
+// fastrnn._C, which holds the cells' layout facts (gates, saved slots, cell numbers) so that
+// Python (the fake kernels, the tests) reads them instead of repeating them.
 
 #include <Python.h>
 #include <torch/library.h>
@@ -7,8 +9,29 @@
 
 TORCH_LIBRARY(fastrnn, m) { fastrnn::define_ops(m); }
 
-// Importing fastrnn._C runs the registrations above; the module itself holds nothing.
+namespace {
+
+// <NAME>_GATES, <NAME>_SAVED and <NAME>_KIND for one cell policy.
+template <class Cell>
+int add_cell(PyObject* module, const std::string& name) {
+  return PyModule_AddIntConstant(module, (name + "_GATES").c_str(), Cell::kGates) |
+         PyModule_AddIntConstant(module, (name + "_SAVED").c_str(), Cell::kSaved) |
+         PyModule_AddIntConstant(module, (name + "_KIND").c_str(), static_cast<int>(Cell::kKind));
+}
+
+}  // namespace
+
+// Importing fastrnn._C runs the registrations above.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+  using namespace fastrnn;
+  if (add_cell<lstm::Policy>(module, "LSTM") | add_cell<gru::Policy>(module, "GRU") |
+      add_cell<rnn::Policy<false>>(module, "RNN_TANH") |
+      add_cell<rnn::Policy<true>>(module, "RNN_RELU")) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }

@@ -1,7 +1,11 @@
 #pragma once
-// The operator schemas, declared once (ops.cpp defines the fastrnn library with them);
-// each backend registers its kernels in its own file, and fastrnn/_ops.py registers the
-// fake (shape-only) kernels and autograd.
+// The operator schemas, declared once (ops.cpp defines the fastrnn library with them), and
+// each op's C++ entry point, written once for every backend: it maps the schema's arguments
+// onto ForwardArgs/BackwardArgs (common/recurrence.h), checks them and calls the backend's
+// walk for the cell. A backend registers all of them with register_ops<Backend>, where
+//   Backend::forward<Cell>(const ForwardArgs&) -> ForwardResult
+//   Backend::backward<Cell>(const BackwardArgs&) -> BackwardResult
+// and Cell is a cell policy (csrc/cells/policy.h).
 //
 // Layout shared by every op: the sequence is packed, rows of time step t follow those of
 // t-1 and batch_sizes ([T], int64, CPU, non-increasing) says how many rows each step has;
@@ -12,6 +16,11 @@
 // it (inference) `saved` comes back empty, [0, k*H], and the step costs less memory traffic.
 
 #include <torch/library.h>
+
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+#include "common/checks.h"
 
 namespace fastrnn {
 
@@ -36,6 +45,113 @@ inline void define_ops(torch::Library& m) {
   m.def(
       "rnn_backward(Tensor grad_y, Tensor grad_hn, Tensor batch_sizes, Tensor h0, Tensor w_hh, "
       "Tensor y, bool relu, bool reverse) -> (Tensor grad_gx, Tensor grad_h0, Tensor grad_w_hh)");
+}
+
+namespace op_entry {
+
+using at::Tensor;
+using c10::optional;
+
+inline Tensor contiguous_or_none(const optional<Tensor>& t) {
+  return t.has_value() ? t->contiguous() : Tensor();
+}
+
+// Checks the arguments (in the caller's layout), then runs the walk on contiguous copies.
+template <class Backend, class Cell>
+ForwardResult forward(const char* op, ForwardArgs a) {
+  a.size = check_forward<Cell>(op, a);
+  for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh}) {
+    if (t->defined()) *t = t->contiguous();
+  }
+  return Backend::template forward<Cell>(a);
+}
+
+template <class Backend, class Cell>
+BackwardResult backward(const char* op, BackwardArgs a) {
+  a.size = check_backward<Cell>(op, a);
+  for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,
+                    &a.saved}) {
+    if (t->defined()) *t = t->contiguous();
+  }
+  return Backend::template backward<Cell>(a);
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
+    const Tensor& gx, const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_hh, const optional<Tensor>& w_hr, bool reverse, bool save) {
+  const auto r = forward<Backend, lstm::Policy>(
+      "lstm_forward", {gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(),
+                       reverse, save, {}});
+  return {r.y, r.hn, r.cn, r.saved};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& grad_cn,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+    const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse) {
+  const auto r = backward<Backend, lstm::Policy>(
+      "lstm_backward", {grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh,
+                        w_hr.value_or(Tensor()), y, saved, false, reverse, {}});
+  return {r.grad_gx, r.grad_h0, r.grad_c0, r.grad_w_hh, r.grad_w_hr};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx, const Tensor& batch_sizes,
+                                               const Tensor& h0, const Tensor& w_hh,
+                                               const optional<Tensor>& b_hh, bool reverse,
+                                               bool save) {
+  const auto r = forward<Backend, gru::Policy>(
+      "gru_forward", {gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), b_hh.value_or(Tensor()),
+                      reverse, save, {}});
+  return {r.y, r.hn, r.saved};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
+    const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias, bool reverse) {
+  const auto r = backward<Backend, gru::Policy>(
+      "gru_backward", {grad_y, grad_hn, Tensor(), batch_sizes, h0, Tensor(), w_hh, Tensor(), y,
+                       saved, has_bias, reverse, {}});
+  return {r.grad_gx, r.grad_h0, r.grad_w_hh, r.grad_b_hh};
+}
+
+// The RNN saves nothing but y, so its forward always "saves".
+template <class Backend>
+std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx, const Tensor& batch_sizes,
+                                       const Tensor& h0, const Tensor& w_hh, bool relu,
+                                       bool reverse) {
+  const ForwardArgs a{gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), Tensor(), reverse, true, {}};
+  const auto r = relu ? forward<Backend, rnn::Policy<true>>("rnn_forward", a)
+                      : forward<Backend, rnn::Policy<false>>("rnn_forward", a);
+  return {r.y, r.hn};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y, const Tensor& grad_hn,
+                                                const Tensor& batch_sizes, const Tensor& h0,
+                                                const Tensor& w_hh, const Tensor& y, bool relu,
+                                                bool reverse) {
+  const BackwardArgs a{grad_y, grad_hn, Tensor(), batch_sizes, h0, Tensor(), w_hh, Tensor(),
+                       y, Tensor(), false, reverse, {}};
+  const auto r = relu ? backward<Backend, rnn::Policy<true>>("rnn_backward", a)
+                      : backward<Backend, rnn::Policy<false>>("rnn_backward", a);
+  return {r.grad_gx, r.grad_h0, r.grad_w_hh};
+}
+
+}  // namespace op_entry
+
+// Registers every op of define_ops on `m` (a TORCH_LIBRARY_IMPL block) with Backend's walks.
+template <class Backend>
+void register_ops(torch::Library& m) {
+  m.impl("lstm_forward", &op_entry::lstm_forward<Backend>);
+  m.impl("lstm_backward", &op_entry::lstm_backward<Backend>);
+  m.impl("gru_forward", &op_entry::gru_forward<Backend>);
+  m.impl("gru_backward", &op_entry::gru_backward<Backend>);
+  m.impl("rnn_forward", &op_entry::rnn_forward<Backend>);
+  m.impl("rnn_backward", &op_entry::rnn_backward<Backend>);
 }
 
 }  // namespace fastrnn

@@ -5,13 +5,15 @@
 // where x_* = (x W_ih^T + b_ih)_* and h_* = (h_prev W_hh^T + b_hh)_*: b_hn sits inside r * (.).
 
 #include "../common/activations.h"
+#include "policy.h"
 
 namespace fastrnn {
 namespace gru {
 
 constexpr int kGates = 3;
-// Per row, forward saves [r | z | n | h_n], each H wide, for the backward pass.
-constexpr int kSaved = 4;
+// Per row, forward saves [r | z | n | h_n], each H wide, for the backward pass: slot k is
+// columns [k*H, (k+1)*H) of the row. h_n = (h_prev W_hn^T + b_hn), needed for dr.
+enum Slot : int { kSlotR, kSlotZ, kSlotN, kSlotHn, kSaved };
 
 template <typename T>
 FASTRNN_HD void forward(T x_r, T x_z, T x_n, T h_r, T h_z, T h_n, T h_prev, T& r, T& z, T& n,
@@ -34,6 +36,44 @@ FASTRNN_HD void backward(T dh, T r, T z, T n, T h_n, T h_prev, T& dx_r, T& dx_z,
   dh_n = dx_n * r;
   dh_prev_direct = dh * z;
 }
+
+// The GRU as the walks see it (csrc/cells/policy.h). hh includes b_hh, which must stay on
+// the recurrent side (inside r * (.)). carry: none forward; backward, the direct part
+// dh * z of the gradient w.r.t. h_prev. prev: h_prev.
+struct Policy {
+  static constexpr CellKind kKind = CellKind::kGru;
+  static constexpr int kGates = gru::kGates, kSaved = gru::kSaved;
+  static constexpr bool kCellState = false;
+  static constexpr bool kRecurrentBias = true;
+  static constexpr bool kSeparateDgh = true;  // dh_n = dx_n * r differs from dx_n
+  static constexpr bool kProjection = false;
+  static constexpr PrevSource kPrev = PrevSource::kOutput;
+  static constexpr int kPrevSlot = -1;
+
+  template <class A>
+  FASTRNN_HD static A forward(const A* x, const A* hh, A h_prev, A& /*carry*/, A* saved) {
+    A h;
+    gru::forward<A>(x[0], x[1], x[2], hh[0], hh[1], hh[2], h_prev, saved[kSlotR],
+                    saved[kSlotZ], saved[kSlotN], h);
+    saved[kSlotHn] = hh[2];
+    return h;
+  }
+  template <class A>
+  FASTRNN_HD static void backward(A dh, A& carry, const A* saved, A /*h*/, A prev, A* dx,
+                                  A* dgh) {
+    A dh_n, direct;
+    gru::backward<A>(dh + carry, saved[kSlotR], saved[kSlotZ], saved[kSlotN], saved[kSlotHn],
+                     prev, dx[0], dx[1], dx[2], dh_n, direct);
+    dgh[0] = dx[0];
+    dgh[1] = dx[1];
+    dgh[2] = dh_n;
+    carry = direct;
+  }
+  template <class A>
+  FASTRNN_HD static A h0_grad(A rec, A carry) {
+    return rec + carry;
+  }
+};
 
 }  // namespace gru
 }  // namespace fastrnn

@@ -5,13 +5,15 @@
 // where a_* = (x W_ih^T + b_ih + b_hh + h_prev W_hh^T)_* are the pre-activations.
 
 #include "../common/activations.h"
+#include "policy.h"
 
 namespace fastrnn {
 namespace lstm {
 
 constexpr int kGates = 4;
-// Per row, forward saves [i | f | g | o | c], each H wide, for the backward pass.
-constexpr int kSaved = 5;
+// Per row, forward saves [i | f | g | o | c], each H wide, for the backward pass: slot k
+// is columns [k*H, (k+1)*H) of the row.
+enum Slot : int { kSlotI, kSlotF, kSlotG, kSlotO, kSlotC, kSaved };
 
 template <typename T>
 FASTRNN_HD void forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T& i, T& f, T& g, T& o, T& c,
@@ -43,6 +45,45 @@ FASTRNN_HD void backward(T dh, T& dc, T i, T f, T g, T o, T c, T c_prev, T& da_i
   da_g = dc_total * i * dtanh_from_output(g);
   dc = dc_total * f;
 }
+
+// The LSTM as the walks see it (csrc/cells/policy.h). carry: c forward, dc backward; c0 and
+// cn are the carry's initial and final values. prev: c_prev.
+struct Policy {
+  static constexpr CellKind kKind = CellKind::kLstm;
+  static constexpr int kGates = lstm::kGates, kSaved = lstm::kSaved;
+  static constexpr bool kCellState = true;       // a second state c: c0, cn, grad_c0
+  static constexpr bool kRecurrentBias = false;  // b_hh is folded into gx
+  static constexpr bool kSeparateDgh = false;    // the gradient w.r.t. hh is dx
+  static constexpr bool kProjection = true;      // h may be projected (w_hr, proj_size)
+  static constexpr PrevSource kPrev = PrevSource::kSavedSlot;
+  static constexpr int kPrevSlot = kSlotC;
+
+  template <class A>
+  FASTRNN_HD static A forward(const A* x, const A* hh, A /*h_prev*/, A& carry, A* saved) {
+    A c_new, h;
+    lstm::forward<A>(x[0] + hh[0], x[1] + hh[1], x[2] + hh[2], x[3] + hh[3], carry,
+                     saved[kSlotI], saved[kSlotF], saved[kSlotG], saved[kSlotO], c_new, h);
+    saved[kSlotC] = c_new;
+    carry = c_new;
+    return h;
+  }
+  template <class A>
+  FASTRNN_HD static void backward(A dh, A& carry, const A* saved, A /*h*/, A prev, A* dx,
+                                  A* dgh) {
+    lstm::backward<A>(dh, carry, saved[kSlotI], saved[kSlotF], saved[kSlotG], saved[kSlotO],
+                      saved[kSlotC], prev, dx[0], dx[1], dx[2], dx[3]);
+    for (int g = 0; g < kGates; ++g) dgh[g] = dx[g];
+  }
+  template <class A>
+  FASTRNN_HD static A h0_grad(A rec, A /*carry*/) {
+    return rec;
+  }
+  // The cell output before projection, from a row's saved slots (for grad_w_hr).
+  template <class A>
+  FASTRNN_HD static A hidden_from_saved(const A* saved) {
+    return lstm::hidden<A>(saved[kSlotO], saved[kSlotC]);
+  }
+};
 
 }  // namespace lstm
 }  // namespace fastrnn

@@ -3,11 +3,14 @@
 // act = tanh or relu.
 
 #include "../common/activations.h"
+#include "policy.h"
 
 namespace fastrnn {
 namespace rnn {
 
 constexpr int kGates = 1;
+// Forward saves nothing per row besides y (backward reads the activation's output h).
+constexpr int kSaved = 0;
 
 template <bool kRelu, typename T>
 FASTRNN_HD T forward(T a) {
@@ -27,6 +30,35 @@ FASTRNN_HD T backward(T dh, T h) {
     return dh * dtanh_from_output(h);
   }
 }
+
+// The Elman RNN as the walks see it (csrc/cells/policy.h): no carry, no saved slots;
+// backward reads the row's output h.
+template <bool kRelu>
+struct Policy {
+  static constexpr CellKind kKind = kRelu ? CellKind::kRnnRelu : CellKind::kRnnTanh;
+  static constexpr int kGates = rnn::kGates, kSaved = rnn::kSaved;
+  static constexpr bool kCellState = false;
+  static constexpr bool kRecurrentBias = false;  // b_hh is folded into gx
+  static constexpr bool kSeparateDgh = false;
+  static constexpr bool kProjection = false;
+  static constexpr PrevSource kPrev = PrevSource::kNone;
+  static constexpr int kPrevSlot = -1;
+
+  template <class A>
+  FASTRNN_HD static A forward(const A* x, const A* hh, A /*h_prev*/, A& /*carry*/,
+                              A* /*saved*/) {
+    return rnn::forward<kRelu, A>(x[0] + hh[0]);
+  }
+  template <class A>
+  FASTRNN_HD static void backward(A dh, A& /*carry*/, const A* /*saved*/, A h, A /*prev*/,
+                                  A* dx, A* dgh) {
+    dx[0] = dgh[0] = rnn::backward<kRelu, A>(dh, h);
+  }
+  template <class A>
+  FASTRNN_HD static A h0_grad(A rec, A /*carry*/) {
+    return rec;
+  }
+};
 
 }  // namespace rnn
 }  // namespace fastrnn

@@ -1,0 +1,60 @@
+#pragma once
+// One recurrence (one layer, one direction) as every backend's walk receives it: the ops'
+// arguments, checked and contiguous (csrc/ops.h builds these from each op's schema), and
+// what the walks return. Shapes, with N packed rows, T steps, batch B, H hidden units,
+// G = Cell::kGates, S = Cell::kSaved and P = size of h (H, or proj_size with w_hr):
+
+#include <ATen/ATen.h>
+
+namespace fastrnn {
+
+// Sizes of one recurrence.
+struct RecurrenceSizes {
+  int64_t N, T, B, H, P;
+};
+
+// Tensors a cell does not have are undefined.
+struct ForwardArgs {
+  at::Tensor gx;           // [N, G*H] input-side pre-activations, biases included (not b_hh
+                           //   of a kRecurrentBias cell)
+  at::Tensor batch_sizes;  // [T] int64 on the CPU, non-increasing, batch_sizes[0] = B
+  at::Tensor h0;           // [B, P]
+  at::Tensor c0;           // [B, H] (kCellState)
+  at::Tensor w_hh;         // [G*H, P]
+  at::Tensor w_hr;         // [P, H] projection, or undefined (then P = H)
+  at::Tensor b_hh;         // [G*H] (kRecurrentBias), or undefined (no bias)
+  bool reverse;            // walk time from T-1 down to 0
+  bool save;               // write `saved` for backward; else it comes back [0, S*H]
+  RecurrenceSizes size;
+};
+
+struct ForwardResult {
+  at::Tensor y;      // [N, P]
+  at::Tensor hn;     // [B, P] each row's last h
+  at::Tensor cn;     // [B, H] (kCellState) each row's last c, else undefined
+  at::Tensor saved;  // [N, S*H] the rows' saved slots, read by backward ([0, S*H] unless save)
+};
+
+// The gradients w.r.t. a forward's outputs and what backward reads of it (only read).
+struct BackwardArgs {
+  at::Tensor grad_y;       // [N, P]
+  at::Tensor grad_hn;      // [B, P]
+  at::Tensor grad_cn;      // [B, H] (kCellState)
+  at::Tensor batch_sizes, h0, c0, w_hh, w_hr;  // as in ForwardArgs
+  at::Tensor y;            // [N, P] from forward
+  at::Tensor saved;        // [N, S*H] from forward with save
+  bool has_bias;           // (kRecurrentBias) whether the forward had b_hh
+  bool reverse;
+  RecurrenceSizes size;
+};
+
+struct BackwardResult {
+  at::Tensor grad_gx;    // [N, G*H]
+  at::Tensor grad_h0;    // [B, P]
+  at::Tensor grad_c0;    // [B, H] (kCellState)
+  at::Tensor grad_w_hh;  // [G*H, P]
+  at::Tensor grad_w_hr;  // [P, H], or [0] without projection
+  at::Tensor grad_b_hh;  // [G*H] (kRecurrentBias with bias), or [0]
+};
+
+}  // namespace fastrnn
