@@ -5,7 +5,7 @@
 Run from the repository root on a machine with an NVIDIA GPU, nvcc, and a CUDA build of
 torch installed for `python3` (no package registry needed: nothing is downloaded). It
 builds fastrnn in place against that torch for the present GPU only, then runs the
-standalone device check (tests/device_check.cu: tensor-core fragments, grid barrier),
+standalone device check (tests/native/device_check.cu: tensor-core fragments, grid barrier),
 smoke runs of every persistent kernel, the GPU tests (the ops against the CPU float64 ops
 first, then the persistent kernels, the modules, the rest of the CUDA behaviour), one
 compute-sanitizer memcheck of the persistent kernels, and the benchmarks against cuDNN
@@ -96,7 +96,7 @@ def steps(out_dir):
              env={"TORCH_CUDA_ARCH_LIST": arch_list or "", "MAX_JOBS": str(os.cpu_count() or 4)},
              with_next=True),
         Step("device-check", 120, ["bash", "-c", "mkdir -p build/gpu_check && nvcc -O3 "
-                                   f"-std=c++17 {target} -I csrc tests/device_check.cu "
+                                   f"-std=c++17 {target} -I csrc tests/native/device_check.cu "
                                    "-o build/gpu_check/device_check && "
                                    "build/gpu_check/device_check"], with_next=True),
         Step("kernel-library", 240, [PY, "tests/persistent_gpu.py", "build"]),

@@ -1,4 +1,4 @@
-"""Runs the persistent GPU kernels from Python (ctypes over tests/persistent_capi.cpp,
+"""Runs the persistent GPU kernels from Python (ctypes over tests/native/persistent_capi.cpp,
 compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests,
 compute-sanitizer and the benchmark.
 
@@ -51,7 +51,7 @@ def library():
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
     digest = hashlib.sha256(arch.encode())
-    capi = os.path.join(ROOT, "tests", "persistent_capi.cpp")
+    capi = os.path.join(ROOT, "tests", "native", "persistent_capi.cpp")
     sources = [capi] + [os.path.join(root, name)
                         for root, _, files in sorted(os.walk(os.path.join(ROOT, "csrc")))
                         for name in sorted(files) if name.endswith((".h", ".cu", ".cpp"))]

@@ -1,5 +1,5 @@
 """Builds and calls the host emulation of the persistent GPU kernels
-(tests/persistent_emulation.cpp over csrc/cuda/persistent/) through ctypes.
+(tests/native/persistent_emulation.cpp over csrc/cuda/persistent/) through ctypes.
 
 The library is compiled once per content of its sources into build/persistent_emulation/.
 """
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC_DIR = os.path.join(ROOT, "csrc", "cuda", "persistent")
 HEADERS = [os.path.join(ROOT, "csrc", p) for p in (
     "cells/lstm.h", "cells/gru.h", "cells/rnn.h", "common/activations.h", "common/macros.h")]
-DRIVER = os.path.join(ROOT, "tests", "persistent_emulation.cpp")
+DRIVER = os.path.join(ROOT, "tests", "native", "persistent_emulation.cpp")
 SOURCES = [DRIVER] + [os.path.join(SRC_DIR, p) for p in (
     "block.h", "plan.h", "barrier.h", "cell_policy.h", "mma.h")] + HEADERS
 

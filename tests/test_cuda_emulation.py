@@ -1,4 +1,4 @@
-"""The CUDA ops' host glue and per-unit step code, run on the CPU: tests/cuda_emulation.cpp
+"""The CUDA ops' host glue and per-unit step code, run on the CPU: tests/native/cuda_emulation.cpp
 builds them for the host (each kernel launch a loop over the step's rows and units) as the
 library fastrnn_cuda_emulated, and every op, layout, direction and dtype must match the
 CPU ops, and the modules run through them must match torch.nn. Outputs start as NaN in
@@ -38,7 +38,8 @@ def emulated():
         pytest.skip("no CUDA toolkit (its headers define the half/bfloat16 types)")
     build = os.path.join(ROOT, "build", "cuda-emulation")
     os.makedirs(build, exist_ok=True)
-    load(name="fastrnn_cuda_emulation", sources=[os.path.join(ROOT, "tests", "cuda_emulation.cpp")],
+    load(name="fastrnn_cuda_emulation",
+         sources=[os.path.join(ROOT, "tests", "native", "cuda_emulation.cpp")],
          extra_include_paths=[check_cuda.cuda_include_dir(nvcc)],
          extra_cflags=["-O1", "-std=c++20"], build_directory=build, is_python_module=False)
     return torch.ops.fastrnn_cuda_emulated

@@ -70,7 +70,7 @@ def test_concurrent_group_and_budget(tmp_path):
 def test_device_check_compiles_for_hopper(tmp_path):
     done = subprocess.run(["nvcc", "-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a",
                            "-I", os.path.join(ROOT, "csrc"), "-c",
-                           os.path.join(ROOT, "tests", "device_check.cu"),
+                           os.path.join(ROOT, "tests", "native", "device_check.cu"),
                            "-o", str(tmp_path / "device_check.o")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -1,5 +1,5 @@
 """The persistent GPU kernels' per-block code, run on the host (see
-tests/persistent_emulation.cpp), against fastrnn's CPU ops in float64.
+tests/native/persistent_emulation.cpp), against fastrnn's CPU ops in float64.
 
 What this proves: the partition (which block owns which units and which slice of W_hh),
 the shared-memory layout, the staging of h_{t-1} / the next step's gradient, the packed

@@ -2,7 +2,7 @@
 // The element types of the CUDA code and their conversions: 16-bit types load as float and
 // store rounded to nearest, through the conversion intrinsics (so torch's
 // -D__CUDA_NO_HALF_CONVERSIONS__ and friends do not matter). Host and device: the per-unit
-// step functions (*_step.h) also build on the host for tests/cuda_emulation.cpp.
+// step functions (*_step.h) also build on the host for tests/native/cuda_emulation.cpp.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -12,7 +12,7 @@
 #include "../common/schedule.h"
 #include "launch.h"
 
-// The library and dispatch key the glue registers its ops under. tests/cuda_emulation.cpp
+// The library and dispatch key the glue registers its ops under. tests/native/cuda_emulation.cpp
 // builds the same glue on the host, with host loops for the kernels, as a library of its
 // own on the CPU key (FASTRNN_CUDA_EMULATION), so the CPU tests can run it.
 #ifndef FASTRNN_CUDA_LIBRARY

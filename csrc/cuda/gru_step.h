@@ -1,6 +1,6 @@
 #pragma once
 // The GRU step kernels' work for one (row, hidden unit) pair, host and device: gru.cu runs
-// them in CUDA threads, tests/cuda_emulation.cpp in host loops. The gate math is
+// them in CUDA threads, tests/native/cuda_emulation.cpp in host loops. The gate math is
 // csrc/cells/gru.h; here only indexing and conversions. Shapes and aliasing of the
 // arguments: GruForwardStep / GruBackwardStep in launch.h.
 

@@ -1,6 +1,6 @@
 #pragma once
 // The LSTM step kernels' work for one (row, hidden unit) pair, host and device: lstm.cu
-// runs them in CUDA threads, tests/cuda_emulation.cpp in host loops. The gate math is
+// runs them in CUDA threads, tests/native/cuda_emulation.cpp in host loops. The gate math is
 // csrc/cells/lstm.h; here only indexing and conversions. Shapes and aliasing of the
 // arguments: LstmForwardStep / LstmBackwardStep in launch.h.
 

@@ -1,6 +1,6 @@
 #pragma once
 // The Elman RNN step kernels' work for one (row, hidden unit) pair, host and device:
-// rnn.cu runs them in CUDA threads, tests/cuda_emulation.cpp in host loops. The math is
+// rnn.cu runs them in CUDA threads, tests/native/cuda_emulation.cpp in host loops. The math is
 // csrc/cells/rnn.h; here only indexing and conversions. Shapes and aliasing of the
 // arguments: RnnForwardStep / RnnBackwardStep in launch.h.
 

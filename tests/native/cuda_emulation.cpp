@@ -9,13 +9,13 @@
 #define FASTRNN_CUDA_LIBRARY fastrnn_cuda_emulated
 #define FASTRNN_CUDA_KEY CPU
 
-#include "../csrc/cuda/gru_ops.cpp"
-#include "../csrc/cuda/gru_step.h"
-#include "../csrc/cuda/lstm_ops.cpp"
-#include "../csrc/cuda/lstm_step.h"
-#include "../csrc/cuda/rnn_ops.cpp"
-#include "../csrc/cuda/rnn_step.h"
-#include "../csrc/ops.h"
+#include "../../csrc/cuda/gru_ops.cpp"
+#include "../../csrc/cuda/gru_step.h"
+#include "../../csrc/cuda/lstm_ops.cpp"
+#include "../../csrc/cuda/lstm_step.h"
+#include "../../csrc/cuda/rnn_ops.cpp"
+#include "../../csrc/cuda/rnn_step.h"
+#include "../../csrc/ops.h"
 
 TORCH_LIBRARY(fastrnn_cuda_emulated, m) { fastrnn::define_ops(m); }
 

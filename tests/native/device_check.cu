@@ -6,7 +6,7 @@
 //      barrier every block reads every other block's slot with load_cross (the 16-bit
 //      staging load of block.h) and counts values older than the round (stale reads).
 // Build from the repository root:
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I csrc tests/device_check.cu
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I csrc tests/native/device_check.cu
 // Exit status 0 when every check passes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
