@@ -1,10 +1,12 @@
 // The fastrnn operator library, defined with the schemas of ops.h, and the Python module
-// fastrnn._C, which holds the cells' layout facts (gates, saved slots, cell numbers) so that
-// Python (the fake kernels, the tests) reads them instead of repeating them.
+// fastrnn._C, which holds the cells' layout facts (gates, saved slots, cell numbers) and
+// the numbers of the GPU code's element types (common/dtype.h) so that Python (the fake
+// kernels, the tests) reads them instead of repeating them.
 
 #include <Python.h>
 #include <torch/library.h>
 
+#include "common/dtype.h"
 #include "ops.h"
 
 TORCH_LIBRARY(fastrnn, m) { fastrnn::define_ops(m); }
@@ -19,6 +21,16 @@ int add_cell(PyObject* module, const std::string& name) {
          PyModule_AddIntConstant(module, (name + "_KIND").c_str(), static_cast<int>(Cell::kKind));
 }
 
+// DTYPE_<NAME> for each DType, named as torch names the dtype.
+int add_dtypes(PyObject* module) {
+  using fastrnn::DType;
+  const auto add = [&](const char* name, DType dtype) {
+    return PyModule_AddIntConstant(module, name, static_cast<int>(dtype));
+  };
+  return add("DTYPE_FLOAT32", DType::kFloat32) | add("DTYPE_FLOAT64", DType::kFloat64) |
+         add("DTYPE_FLOAT16", DType::kFloat16) | add("DTYPE_BFLOAT16", DType::kBFloat16);
+}
+
 }  // namespace
 
 // Importing fastrnn._C runs the registrations above.
@@ -29,7 +41,7 @@ extern "C" PyObject* PyInit__C(void) {
   using namespace fastrnn;
   if (add_cell<lstm::Policy>(module, "LSTM") | add_cell<gru::Policy>(module, "GRU") |
       add_cell<rnn::Policy<false>>(module, "RNN_TANH") |
-      add_cell<rnn::Policy<true>>(module, "RNN_RELU")) {
+      add_cell<rnn::Policy<true>>(module, "RNN_RELU") | add_dtypes(module)) {
     Py_DECREF(module);
     return nullptr;
   }

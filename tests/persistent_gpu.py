@@ -26,10 +26,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from persistent_host import cell_kind, dtype_code  # noqa: E402  (the C entry points' numbers)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
-CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
-DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 DTYPE_NAMES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
          "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
@@ -52,9 +53,9 @@ def library():
     arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
     digest = hashlib.sha256(arch.encode())
     capi = os.path.join(ROOT, "tests", "native", "persistent_capi.cpp")
-    sources = [capi] + [os.path.join(root, name)
-                        for root, _, files in sorted(os.walk(os.path.join(ROOT, "csrc")))
-                        for name in sorted(files) if name.endswith((".h", ".cu", ".cpp"))]
+    sources = [capi, os.path.join(ROOT, "tests", "native", "cell_kinds.h")] + [
+        os.path.join(root, name) for root, _, files in sorted(os.walk(os.path.join(ROOT, "csrc")))
+        for name in sorted(files) if name.endswith((".h", ".cu", ".cpp"))]
     for source in sources:
         with open(source, "rb") as f:
             digest.update(f.read())
@@ -109,7 +110,8 @@ class Runner:
         ptrs = (ctypes.c_void_p * len(NAMES))(
             *[tensors[n].data_ptr() if n in tensors else None for n in NAMES])
         rc = library().fastrnn_persistent_run(
-            CELLS[self.mode], DTYPES[dtype], int(backward), self.bs[0], self.hidden, len(self.bs),
+            cell_kind(self.mode), dtype_code(dtype), int(backward), self.bs[0], self.hidden,
+            len(self.bs),
             int(self.reverse), self.sched.data_ptr(), self.barrier.data_ptr(),
             torch.cuda.current_stream().cuda_stream, torch.cuda.current_device(), ptrs)
         error = library().fastrnn_persistent_last_error()
@@ -233,7 +235,7 @@ def bench(args):
 def run_once(args):
     """One small forward and backward of each --mode and --dtype asked for (`all`: every
     one), for compute-sanitizer and smoke runs."""
-    modes = list(CELLS) if args.mode == "all" else [args.mode]
+    modes = list(MODES) if args.mode == "all" else [args.mode]
     dtypes = list(DTYPE_NAMES) if args.dtype == "all" else [args.dtype]
     failures = 0
     for mode in modes:
@@ -263,7 +265,7 @@ def run_one(mode, dtype, args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["build", "run", "bench"])
-    parser.add_argument("--mode", default="LSTM", choices=list(CELLS) + ["all"])
+    parser.add_argument("--mode", default="LSTM", choices=list(MODES) + ["all"])
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPE_NAMES) + ["all"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=768)

@@ -13,14 +13,13 @@ import subprocess
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC_DIR = os.path.join(ROOT, "csrc", "cuda", "persistent")
-HEADERS = [os.path.join(ROOT, "csrc", p) for p in (
-    "cells/lstm.h", "cells/gru.h", "cells/rnn.h", "common/activations.h", "common/macros.h")]
-DRIVER = os.path.join(ROOT, "tests", "native", "persistent_emulation.cpp")
-SOURCES = [DRIVER] + [os.path.join(SRC_DIR, p) for p in (
-    "block.h", "plan.h", "barrier.h", "cell_policy.h", "mma.h")] + HEADERS
-
-CELLS = {"LSTM": 0, "GRU": 1, "RNN_TANH": 2, "RNN_RELU": 3}
+NATIVE = os.path.join(ROOT, "tests", "native")
+DRIVER = os.path.join(NATIVE, "persistent_emulation.cpp")
+# What the driver may include: the library's headers and the native tests' own.
+SOURCES = [DRIVER] + sorted(os.path.join(root, name)
+                            for top in (os.path.join(ROOT, "csrc"), NATIVE)
+                            for root, _, files in os.walk(top)
+                            for name in files if name.endswith(".h"))
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 SAVED = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
 # Params order of persistent_emulation.cpp's fastrnn_emulate.
@@ -28,6 +27,18 @@ NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "
          "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
 
 _lib = None
+
+
+def cell_kind(mode):
+    """The C entry points' number of a cell: its CellKind (csrc/cells/policy.h)."""
+    from fastrnn import _C
+    return getattr(_C, f"{mode}_KIND")
+
+
+def dtype_code(dtype):
+    """The C entry points' number of a dtype: its DType (csrc/common/dtype.h)."""
+    from fastrnn import _C
+    return getattr(_C, "DTYPE_" + str(dtype).removeprefix("torch.").upper())
 
 
 def compiler():
@@ -85,6 +96,6 @@ def emulate(mode, backward, batch_sizes, hidden, reverse, tensors, *, blocks, th
     ptrs = (ctypes.c_void_p * len(NAMES))(
         *[tensors[n].data_ptr() if n in tensors else None for n in NAMES])
     return library().fastrnn_emulate(
-        CELLS[mode], 0 if dtype == torch.float32 else 1, int(backward), int(batch_sizes[0]),
+        cell_kind(mode), dtype_code(dtype), int(backward), int(batch_sizes[0]),
         hidden, len(batch_sizes), int(reverse), sched.data_ptr(), blocks, threads, int(mma),
         int(threaded), int(skip_barrier), delay_us, ptrs)

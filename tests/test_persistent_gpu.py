@@ -47,7 +47,7 @@ def fits(mode, dtype, batch, hidden, backward):
     """The selection rule's verdict with FASTRNN_PERSISTENT=1: does the shape fit?"""
     with persistent_setting("1"):
         choice = pg.library().fastrnn_persistent_choose(
-            pg.CELLS[mode], pg.DTYPES[dtype], batch, hidden, torch.cuda.current_device(),
+            pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, torch.cuda.current_device(),
             int(backward))
     assert choice in (1, 2), choice
     return choice == 1
@@ -204,7 +204,8 @@ def test_declines_what_does_not_fit():
 ])
 def test_selection_rule(monkeypatch, setting, batch, hidden, backward, want):
     monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
-    got = pg.library().fastrnn_persistent_choose(0, 0, batch, hidden, torch.cuda.current_device(),
+    got = pg.library().fastrnn_persistent_choose(pg.cell_kind("LSTM"), pg.dtype_code(torch.float32),
+                                                 batch, hidden, torch.cuda.current_device(),
                                                  int(backward))
     assert got == want
 

@@ -9,7 +9,9 @@
 //   hh[g] = (h_prev W_hh^T)[r, g*H + j], plus b_hh[g*H + j] for kRecurrentBias cells
 //   forward(x, hh, h_prev[j], carry, saved) -> h[j]; fills saved[0, kSaved) (the row's
 //       saved slots, slot k is columns [k*H, (k+1)*H) of `saved`) and updates carry (kept
-//       in the accumulation type between steps).
+//       in the accumulation type between steps). Forward has a carry iff kCellState: c,
+//       from c0 to cn. Backward has one iff kBackwardCarry; without it, the walks keep
+//       none and pass zero.
 //   backward(dh, carry, saved, h, prev, dx, dgh): dh is the gradient w.r.t. this step's h
 //       (through the next step's product, plus grad_y); carry, from the later step, is
 //       replaced by this step's; writes dx[g] (w.r.t. gx) and dgh[g] (w.r.t. hh, the rows

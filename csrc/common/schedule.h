@@ -28,6 +28,10 @@ class Schedule {
     }
   }
   int64_t steps() const { return static_cast<int64_t>(batch_.size()); }
+  // By time t (not step): the rows of t and the first packed row of t, the exclusive
+  // prefix sum of batch_sizes (the persistent kernels read both from device memory).
+  const std::vector<int64_t>& batch_sizes() const { return batch_; }
+  const std::vector<int64_t>& offsets() const { return offset_; }
   int64_t rows(int64_t s) const { return batch_[time(s)]; }
   int64_t first_row(int64_t s) const { return offset_[time(s)]; }
   // Rows of step s that were also rows of step s-1: their previous state is that step's

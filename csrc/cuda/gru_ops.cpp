@@ -31,7 +31,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(const Tensor& gx_in, const Tensor
   const Schedule schedule(batch_sizes, reverse);
 
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
-  if (persistent_chosen(RecurrentCell::kGru, op, gx, sz.B, H, sz.N, false)) {
+  if (persistent_chosen<gru::Policy>(op, gx, sz.B, H, sz.N, false)) {
     Tensor y = empty_output({sz.N, H}, gx.options()), hn = empty_output({sz.B, H}, gx.options());
     Tensor saved = empty_output({save ? sz.N : 0, gru::kSaved * H}, gx.options());
     if (persistent_gru_forward(gx, batch_sizes, h0.contiguous(), w_hh.contiguous(), bias,
@@ -80,7 +80,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
   // weight and bias gradients as below.
-  if (persistent_chosen(RecurrentCell::kGru, op, saved, sz.B, H, sz.N, true)) {
+  if (persistent_chosen<gru::Policy>(op, saved, sz.B, H, sz.N, true)) {
     Tensor grad_gx = empty_output({sz.N, 3 * H}, options);
     Tensor grad_gh = empty_output({sz.N, 3 * H}, options);
     Tensor grad_h0 = empty_output({sz.B, H}, options);

@@ -43,7 +43,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& gx_in,
   const bool proj = w_hr.has_value();
 
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
-  if (persistent_chosen(RecurrentCell::kLstm, op, gx, sz.B, H, sz.N, false,
+  if (persistent_chosen<lstm::Policy>(op, gx, sz.B, H, sz.N, false,
                         proj ? "LSTM projection" : nullptr)) {
     Tensor y = empty_output({sz.N, H}, gx.options()), hn = empty_output({sz.B, H}, gx.options());
     Tensor cn = empty_output({sz.B, H}, gx.options());
@@ -113,7 +113,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
   // weight gradient as below.
-  if (persistent_chosen(RecurrentCell::kLstm, op, saved, sz.B, H, sz.N, true,
+  if (persistent_chosen<lstm::Policy>(op, saved, sz.B, H, sz.N, true,
                         proj ? "LSTM projection" : nullptr)) {
     Tensor grad_gx = empty_output({sz.N, 4 * H}, options);
     Tensor grad_h0 = empty_output({sz.B, H}, options), grad_c0 = empty_output({sz.B, H}, options);

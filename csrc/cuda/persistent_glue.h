@@ -21,7 +21,6 @@
 namespace fastrnn {
 namespace cuda {
 
-enum class RecurrentCell { kLstm, kGru, kRnnTanh, kRnnRelu };
 
 // [N, P]: the h_prev each packed row's step read (a row of y, or of h0 for rows that
 // start at their step), for the weight gradient after a persistent backward; undefined
@@ -45,8 +44,9 @@ inline at::Tensor persistent_h_prev(const at::Tensor& y, const at::Tensor& h0,
 
 #ifdef FASTRNN_CUDA_EMULATION
 
-inline bool persistent_chosen(RecurrentCell, const char*, const at::Tensor&, int64_t, int64_t,
-                              int64_t, bool, const char* = nullptr) {
+template <class Cell>
+bool persistent_chosen(const char*, const at::Tensor&, int64_t, int64_t, int64_t, bool,
+                       const char* = nullptr) {
   return false;
 }
 inline bool persistent_lstm_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -95,14 +95,10 @@ inline void* out(const at::Tensor& t) {
   return t.defined() && t.numel() > 0 ? t.data_ptr() : nullptr;
 }
 
-inline persistent::Cell cell_of(RecurrentCell cell) {
-  switch (cell) {
-    case RecurrentCell::kLstm: return persistent::Cell::kLstm;
-    case RecurrentCell::kGru: return persistent::Cell::kGru;
-    case RecurrentCell::kRnnTanh: return persistent::Cell::kRnnTanh;
-    case RecurrentCell::kRnnRelu: return persistent::Cell::kRnnRelu;
-  }
-  return persistent::Cell::kLstm;
+inline fastrnn::DType persistent_dtype(at::ScalarType type) {
+  return type == at::kFloat ? fastrnn::DType::kFloat32
+         : type == at::kHalf ? fastrnn::DType::kFloat16
+                             : fastrnn::DType::kBFloat16;
 }
 
 }  // namespace persistent_detail
@@ -110,17 +106,14 @@ inline persistent::Cell cell_of(RecurrentCell cell) {
 // Whether the op runs on the persistent kernel: like is a tensor of the op's dtype and
 // device; B batch, H hidden size, N packed rows; unsupported: why the op's arguments rule
 // the persistent kernels out (an error under FASTRNN_PERSISTENT=1), or null.
-inline bool persistent_chosen(RecurrentCell rc, const char* op, const at::Tensor& like,
-                              int64_t B, int64_t H, int64_t N, bool backward,
-                              const char* unsupported = nullptr) {
-  const persistent::Cell cell = persistent_detail::cell_of(rc);
-  const char* env = std::getenv("FASTRNN_PERSISTENT");
-  const char* setting = env == nullptr || env[0] == '\0' ? "auto" : env;
-  TORCH_CHECK(std::strcmp(setting, "auto") == 0 || std::strcmp(setting, "0") == 0 ||
-                  std::strcmp(setting, "1") == 0,
-              "FASTRNN_PERSISTENT must be auto, 0 or 1, got '", setting, "'");
-  const bool forced = std::strcmp(setting, "1") == 0;
-  if (std::strcmp(setting, "0") == 0) return false;
+template <class Cell>
+bool persistent_chosen(const char* op, const at::Tensor& like, int64_t B, int64_t H, int64_t N,
+                       bool backward, const char* unsupported = nullptr) {
+  const persistent::Setting setting = persistent::current_setting();
+  TORCH_CHECK(setting.mode != persistent::Setting::kInvalid,
+              "FASTRNN_PERSISTENT must be auto, 0 or 1, got '", setting.text, "'");
+  const bool forced = setting.mode == persistent::Setting::kForced;
+  if (setting.mode == persistent::Setting::kNever) return false;
   if (unsupported != nullptr) {
     TORCH_CHECK(!forced, op, ": FASTRNN_PERSISTENT=1, but the persistent kernels have no ",
                 unsupported);
@@ -143,11 +136,8 @@ inline bool persistent_chosen(RecurrentCell rc, const char* op, const at::Tensor
               "kernels take float32, float16 and bfloat16 with fewer than 2^31 rows, got ",
               type, " with ", N, " rows");
   if (!typed || !sized) return false;
-  const persistent::Dtype dtype = type == at::kFloat ? persistent::Dtype::kFloat32
-                                  : type == at::kHalf ? persistent::Dtype::kFloat16
-                                                      : persistent::Dtype::kBFloat16;
-  const auto choice = persistent::choose_persistent(cell, dtype, int(B), int(H),
-                                                    like.device().index(), backward);
+  const auto choice = persistent::choose<Cell>(setting.mode, persistent_detail::persistent_dtype(type),
+                                               int(B), int(H), like.device().index(), backward);
   TORCH_CHECK(choice != persistent::Choice::kUnsupported, op, ": FASTRNN_PERSISTENT=1, but ",
               "the persistent kernel does not fit B=", B, ", H=", H, " in ", type, " on ",
               like.device());
@@ -158,21 +148,20 @@ namespace persistent_detail {
 
 // Uploads the schedule (pinned, no host sync) and a barrier word, then calls `launch`;
 // a CUDA error is raised, a declined launch returns false.
-inline bool run(persistent::Cell cell, const at::Tensor& like, const at::Tensor& batch_sizes,
-                int64_t B, int64_t H, bool reverse,
-                const std::function<bool(const persistent::Problem&)>& launch) {
-  const int64_t T = batch_sizes.size(0);
+inline bool run(const at::Tensor& like, const at::Tensor& batch_sizes, int64_t B, int64_t H,
+                bool reverse, const std::function<bool(const persistent::Problem&)>& launch) {
+  const Schedule schedule(batch_sizes, reverse);
+  const int64_t T = schedule.steps();
   at::Tensor host = at::empty({2 * T}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-  persistent::fill_schedule(batch_sizes.contiguous().data_ptr<int64_t>(), int(T),
-                            host.data_ptr<int>());
+  int* sched_host = host.data_ptr<int>();
+  for (int64_t t = 0; t < T; ++t) {
+    sched_host[t] = int(schedule.batch_sizes()[t]);
+    sched_host[T + t] = int(schedule.offsets()[t]);
+  }
   const at::Tensor sched = host.to(like.options().dtype(at::kInt), /*non_blocking=*/true);
   const at::Tensor barrier = at::empty({1}, like.options().dtype(at::kInt));
-  const auto type = like.scalar_type();
   const persistent::Problem problem{
-      cell,
-      type == at::kFloat ? persistent::Dtype::kFloat32
-      : type == at::kHalf ? persistent::Dtype::kFloat16
-                          : persistent::Dtype::kBFloat16,
+      persistent_dtype(like.scalar_type()),
       int(B), int(H), int(T), reverse, sched.data_ptr<int>(),
       reinterpret_cast<unsigned int*>(barrier.data_ptr<int>()), current_stream(like.device()),
       like.device().index()};
@@ -191,10 +180,11 @@ inline bool persistent_lstm_forward(const at::Tensor& gx, const at::Tensor& batc
                                     const at::Tensor& hn, const at::Tensor& cn,
                                     const at::Tensor& saved) {
   using namespace persistent_detail;
-  return run(persistent::Cell::kLstm, gx, batch_sizes, h0.size(0), c0.size(1), reverse,
+  return run(gx, batch_sizes, h0.size(0), c0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::lstm_forward(pr, ptr(gx), ptr(h0), ptr(c0), ptr(w_hh), out(y),
-                                               out(hn), out(cn), out(saved));
+               return persistent::forward<lstm::Policy>(
+                   pr, {ptr(gx), ptr(h0), ptr(c0), ptr(w_hh), nullptr, out(y), out(hn), out(cn),
+                        out(saved)});
              });
 }
 
@@ -207,11 +197,11 @@ inline bool persistent_lstm_backward(const at::Tensor& grad_y, const at::Tensor&
                                      const at::Tensor& grad_gx, const at::Tensor& grad_h0,
                                      const at::Tensor& grad_c0) {
   using namespace persistent_detail;
-  return run(persistent::Cell::kLstm, saved, batch_sizes, h0.size(0), c0.size(1), reverse,
+  return run(saved, batch_sizes, h0.size(0), c0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::lstm_backward(pr, ptr(grad_y), ptr(grad_hn), ptr(grad_cn),
-                                                ptr(h0), ptr(c0), ptr(w_hh), ptr(y), ptr(saved),
-                                                out(grad_gx), out(grad_h0), out(grad_c0));
+               return persistent::backward<lstm::Policy>(
+                   pr, {ptr(grad_y), ptr(grad_hn), ptr(grad_cn), ptr(h0), ptr(c0), ptr(w_hh),
+                        ptr(y), ptr(saved), out(grad_gx), nullptr, out(grad_h0), out(grad_c0)});
              });
 }
 
@@ -222,10 +212,11 @@ inline bool persistent_gru_forward(const at::Tensor& gx, const at::Tensor& batch
                                    const at::Tensor& b_hh, bool reverse, const at::Tensor& y,
                                    const at::Tensor& hn, const at::Tensor& saved) {
   using namespace persistent_detail;
-  return run(persistent::Cell::kGru, gx, batch_sizes, h0.size(0), h0.size(1), reverse,
+  return run(gx, batch_sizes, h0.size(0), h0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::gru_forward(pr, ptr(gx), ptr(h0), ptr(w_hh), ptr(b_hh), out(y),
-                                              out(hn), out(saved));
+               return persistent::forward<gru::Policy>(
+                   pr, {ptr(gx), ptr(h0), nullptr, ptr(w_hh), ptr(b_hh), out(y), out(hn), nullptr,
+                        out(saved)});
              });
 }
 
@@ -237,11 +228,11 @@ inline bool persistent_gru_backward(const at::Tensor& grad_y, const at::Tensor& 
                                     const at::Tensor& grad_gx, const at::Tensor& grad_gh,
                                     const at::Tensor& grad_h0) {
   using namespace persistent_detail;
-  return run(persistent::Cell::kGru, saved, batch_sizes, h0.size(0), h0.size(1), reverse,
+  return run(saved, batch_sizes, h0.size(0), h0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::gru_backward(pr, ptr(grad_y), ptr(grad_hn), ptr(h0), ptr(w_hh),
-                                               ptr(y), ptr(saved), out(grad_gx), out(grad_gh),
-                                               out(grad_h0));
+               return persistent::backward<gru::Policy>(
+                   pr, {ptr(grad_y), ptr(grad_hn), nullptr, ptr(h0), nullptr, ptr(w_hh), ptr(y),
+                        ptr(saved), out(grad_gx), out(grad_gh), out(grad_h0), nullptr});
              });
 }
 
@@ -250,10 +241,12 @@ inline bool persistent_rnn_forward(const at::Tensor& gx, const at::Tensor& batch
                                    const at::Tensor& h0, const at::Tensor& w_hh, bool relu,
                                    bool reverse, const at::Tensor& y, const at::Tensor& hn) {
   using namespace persistent_detail;
-  const auto cell = relu ? persistent::Cell::kRnnRelu : persistent::Cell::kRnnTanh;
-  return run(cell, gx, batch_sizes, h0.size(0), h0.size(1), reverse,
+  return run(gx, batch_sizes, h0.size(0), h0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::rnn_forward(pr, ptr(gx), ptr(h0), ptr(w_hh), out(y), out(hn));
+               const persistent::ForwardTensors t{ptr(gx), ptr(h0), nullptr, ptr(w_hh), nullptr,
+                                                  out(y), out(hn), nullptr, nullptr};
+               return relu ? persistent::forward<rnn::Policy<true>>(pr, t)
+                           : persistent::forward<rnn::Policy<false>>(pr, t);
              });
 }
 
@@ -264,11 +257,13 @@ inline bool persistent_rnn_backward(const at::Tensor& grad_y, const at::Tensor& 
                                     bool reverse, const at::Tensor& grad_gx,
                                     const at::Tensor& grad_h0) {
   using namespace persistent_detail;
-  const auto cell = relu ? persistent::Cell::kRnnRelu : persistent::Cell::kRnnTanh;
-  return run(cell, y, batch_sizes, h0.size(0), h0.size(1), reverse,
+  return run(y, batch_sizes, h0.size(0), h0.size(1), reverse,
              [&](const persistent::Problem& pr) {
-               return persistent::rnn_backward(pr, ptr(grad_y), ptr(grad_hn), ptr(h0), ptr(w_hh),
-                                               ptr(y), out(grad_gx), out(grad_h0));
+               const persistent::BackwardTensors t{ptr(grad_y), ptr(grad_hn), nullptr, ptr(h0),
+                                                   nullptr, ptr(w_hh), ptr(y), nullptr,
+                                                   out(grad_gx), nullptr, out(grad_h0), nullptr};
+               return relu ? persistent::backward<rnn::Policy<true>>(pr, t)
+                           : persistent::backward<rnn::Policy<false>>(pr, t);
              });
 }
 

@@ -24,9 +24,9 @@ std::tuple<Tensor, Tensor> rnn_forward(const Tensor& gx_in, const Tensor& batch_
   const cudaStream_t stream = current_stream(h0.device());
   const Tensor gx = gx_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
-  const RecurrentCell cell = relu ? RecurrentCell::kRnnRelu : RecurrentCell::kRnnTanh;
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h).
-  if (persistent_chosen(cell, op, gx, sz.B, sz.H, sz.N, false)) {
+  if (relu ? persistent_chosen<rnn::Policy<true>>(op, gx, sz.B, sz.H, sz.N, false)
+           : persistent_chosen<rnn::Policy<false>>(op, gx, sz.B, sz.H, sz.N, false)) {
     Tensor y = empty_output({sz.N, sz.H}, gx.options());
     Tensor hn = empty_output({sz.B, sz.H}, gx.options());
     if (persistent_rnn_forward(gx, batch_sizes, h0.contiguous(), w_hh.contiguous(), relu, reverse,
@@ -63,10 +63,10 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y_in, const T
   const cudaStream_t stream = current_stream(h0_in.device());
   const Tensor grad_y = grad_y_in.contiguous(), y = y_in.contiguous(), h0 = h0_in.contiguous();
   const Schedule schedule(batch_sizes, reverse);
-  const RecurrentCell cell = relu ? RecurrentCell::kRnnRelu : RecurrentCell::kRnnTanh;
   // The whole sequence in one persistent launch, when chosen (persistent_glue.h); the
   // weight gradient as below.
-  if (persistent_chosen(cell, op, y, sz.B, sz.H, sz.N, true)) {
+  if (relu ? persistent_chosen<rnn::Policy<true>>(op, y, sz.B, sz.H, sz.N, true)
+           : persistent_chosen<rnn::Policy<false>>(op, y, sz.B, sz.H, sz.N, true)) {
     Tensor grad_gx = empty_output({sz.N, sz.H}, y.options());
     Tensor grad_h0 = empty_output({sz.B, sz.H}, y.options());
     if (persistent_rnn_backward(grad_y, grad_hn.contiguous(), batch_sizes, h0, w_hh.contiguous(),

@@ -11,7 +11,7 @@
 //               barrier of barrier.h over std::atomic_ref; optional per-block delays make
 //               blocks drift apart, so a missing or broken barrier shows as a read of a
 //               poisoned (NaN) row. skip_barrier=1 removes the barrier (negative control).
-// Storage and accumulation type are the same here (float or double).
+// Storage and accumulation type are the same here (float or double: acc_t<T> = T).
 
 #include <algorithm>
 #include <array>
@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "cell_kinds.h"
+#include "cuda/dispatch.h"
 #include "cuda/persistent/barrier.h"
 #include "cuda/persistent/block.h"
 
@@ -109,7 +111,7 @@ void threads(int n, const F& f) {
 
 // One block's whole program, as the kernels run it; `sync` is the grid barrier.
 template <class Cell, class T, class Sync, class Delay>
-void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Sync& sync,
+void block_program(const Block<Cell, T>& b, int nthreads, bool mma, const Sync& sync,
                    const Delay& delay) {
   const Plan& p = b.p;
   std::vector<std::array<T, Cell::kGates>> gx(nthreads);  // each thread's registers
@@ -119,7 +121,7 @@ void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Syn
     for (int s = 0; s < p.steps; ++s) {
       delay(s);
       threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-      product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
+      product_any<Block<Cell, T>, T>(b, b.job(s), nthreads, mma);
       threads(nthreads, [&](int t) { b.gates_forward(s, t, nthreads, gx[t].data()); });
       if (s + 1 < p.steps) {
         threads(nthreads, [&](int t) { b.load_gx(s + 1, t, gx[t].data()); });
@@ -127,13 +129,13 @@ void block_program(const Block<Cell, T, T>& b, int nthreads, bool mma, const Syn
       }
     }
   } else {
-    std::vector<typename Block<Cell, T, T>::RowInputs> in(nthreads);
+    std::vector<typename Block<Cell, T>::RowInputs> in(nthreads);
     threads(nthreads, [&](int t) { b.load_inputs_ahead(p.steps - 1, t, in[t]); });
     for (int s = p.steps - 1; s >= -1; --s) {
       delay(s);
       if (b.rows(s + 1) > 0) {
         threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-        product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
+        product_any<Block<Cell, T>, T>(b, b.job(s), nthreads, mma);
       }
       threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads, in[t]); });
       if (s >= 0) {
@@ -152,7 +154,7 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
   std::vector<std::vector<T>> mem(p.blocks,
                                   std::vector<T>(smem / sizeof(T) + 1,
                                                  std::numeric_limits<T>::quiet_NaN()));
-  std::vector<Block<Cell, T, T>> blocks;
+  std::vector<Block<Cell, T>> blocks;
   for (int k = 0; k < p.blocks; ++k) {
     blocks.emplace_back(p, a, k, reinterpret_cast<unsigned char*>(mem[k].data()));
   }
@@ -171,10 +173,10 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
         const bool has_product = p.backward ? b.rows(s + 1) > 0 : true;
         if (has_product) {
           threads(nthreads, [&](int t) { b.stage(s, t, nthreads); });
-          product_any<Block<Cell, T, T>, T>(b, b.job(s), nthreads, mma);
+          product_any<Block<Cell, T>, T>(b, b.job(s), nthreads, mma);
         }
         if (p.backward) {
-          std::vector<typename Block<Cell, T, T>::RowInputs> in(nthreads);
+          std::vector<typename Block<Cell, T>::RowInputs> in(nthreads);
           threads(nthreads, [&](int t) { b.load_inputs_ahead(s, t, in[t]); });
           threads(nthreads, [&](int t) { b.gates_backward(s, t, nthreads, in[t]); });
         } else {
@@ -204,10 +206,10 @@ int run(const Plan& p, const Params<T>& a, int nthreads, bool mma, int threaded,
   return (counter & 0x7fffffffu) == 0 ? 0 : 3;  // every round must add exactly 2^31
 }
 
-template <class T>
-int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const int* sched,
-             int blocks_max, int nthreads, bool mma, int threaded, int skip_barrier,
-             int delay_us, void* const* ptrs) {
+template <class Cell, class T>
+int emulate(int backward, int B, int H, int steps, int reverse, const int* sched,
+            int blocks_max, int nthreads, bool mma, int threaded, int skip_barrier,
+            int delay_us, void* const* ptrs) {
   Params<T> a;
   std::memset(static_cast<void*>(&a), 0, sizeof a);
   a.sched.batch = sched;
@@ -222,24 +224,17 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
   for (auto q : gin) *q = static_cast<const T*>(ptrs[k++]);
   for (auto q : gout) *q = static_cast<T*>(ptrs[k++]);
   if (nthreads <= 0 || nthreads % kWarp != 0 || nthreads > kMaxWarps * kWarp) return 2;
-  const int G = cell == 0 ? 4 : cell == 1 ? 3 : 1;
   Plan p;
-  if (!make_plan(G, B, H, steps, reverse != 0, backward != 0, sizeof(T), sizeof(T), blocks_max,
-                 size_t(1) << 30, &p)) {
+  if (!make_plan(Cell::kGates, B, H, steps, reverse != 0, backward != 0, sizeof(T), sizeof(T),
+                 blocks_max, size_t(1) << 30, &p)) {
     return 1;
   }
   // As the launcher decides it (torch's CPU allocations are 16-byte aligned too).
-  const void* staged = backward ? (cell == 1 ? a.grad_gh : a.grad_gx) : a.y;
+  const void* staged = backward ? (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) : a.y;
   const auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   p.vec_stage = product_depth(p) % int(16 / sizeof(T)) == 0 && aligned16(staged) &&
                 (backward || aligned16(a.h0));
-  switch (cell) {
-    case 0: return run<LstmPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
-    case 1: return run<GruPolicy, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
-    case 2: return run<RnnPolicy<false>, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
-    case 3: return run<RnnPolicy<true>, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
-  }
-  return 2;
+  return run<Cell, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
 }
 
 }  // namespace
@@ -248,8 +243,9 @@ int dispatch(int cell, int backward, int B, int H, int steps, int reverse, const
 
 extern "C" {
 
-// cell: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN relu; dtype: 0 float32, 1 float64; mma: 1 runs
-// the product the tensor-core way (tiles, K split, mma.h's host twin), 0 the FFMA way.
+// cell: a CellKind; dtype: a DType, float32 or float64 (the numbers of fastrnn._C's
+// <CELL>_KIND and DTYPE_* constants); mma: 1 runs the product the tensor-core way (tiles,
+// K split, mma.h's host twin), 0 the FFMA way.
 // sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 16 pointers in
 // the order gx, h0, c0, w_hh, b_hh, y, hn, cn, saved, grad_y, grad_hn, grad_cn, grad_gx,
 // grad_gh, grad_h0, grad_c0 (null where unused). Returns 0 on success, 1 when the plan
@@ -257,13 +253,14 @@ extern "C" {
 int fastrnn_emulate(int cell, int dtype, int backward, int B, int H, int steps, int reverse,
                     const int* sched, int blocks_max, int nthreads, int mma, int threaded,
                     int skip_barrier, int delay_us, void* const* ptrs) {
-  using namespace fastrnn::persistent;
-  if (dtype == 0) {
-    return dispatch<float>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
-                           mma != 0, threaded, skip_barrier, delay_us, ptrs);
-  }
-  return dispatch<double>(cell, backward, B, H, steps, reverse, sched, blocks_max, nthreads,
-                          mma != 0, threaded, skip_barrier, delay_us, ptrs);
+  using namespace fastrnn;
+  return with_cell(cell, 2, [&](auto c) {
+    return dispatch(TypeList<float, double>{}, static_cast<DType>(dtype), 2, [&](auto tag) {
+      return persistent::emulate<decltype(c), typename decltype(tag)::type>(
+          backward, B, H, steps, reverse, sched, blocks_max, nthreads, mma != 0, threaded,
+          skip_barrier, delay_us, ptrs);
+    });
+  });
 }
 
 // The number of blocks the plan uses for these sizes (0 when it does not fit).

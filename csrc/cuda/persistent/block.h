@@ -15,97 +15,21 @@
 // Global data written by other blocks during the launch (y rows forward, the gradient
 // rows backward) is read with load_cross (ld.global.cg: from L2, never a stale L1 line),
 // and only after the grid barrier that follows its writers.
+//
+// Cell is a cell policy (csrc/cells/policy.h), T the storage type; the math runs in
+// acc_t<T> (element_types.h): float on the device, T itself (float or double) in the host
+// emulation. Which row of the previous step a row continues is the walks' one rule,
+// previous_packed_row (csrc/common/step.h), over step(s).
 
-#include "cell_policy.h"
+#include "../../cells/policy.h"
+#include "../../common/step.h"
+#include "../element_types.h"
+#include "global_memory.h"
 #include "mma.h"
 #include "plan.h"
 
 namespace fastrnn {
 namespace persistent {
-
-// Storage <-> accumulation conversions. The 16-bit ones call the conversion intrinsics:
-// torch's extension builds define __CUDA_NO_HALF_CONVERSIONS__ and
-// __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit ones.
-template <class A, class T>
-FASTRNN_HD A to_acc(T v) {
-  return static_cast<A>(v);
-}
-template <class T, class A>
-FASTRNN_HD T from_acc(A v) {
-  return static_cast<T>(v);
-}
-#if defined(__CUDACC__)
-template <>
-FASTRNN_HD float to_acc<float, __half>(__half v) {
-  return __half2float(v);
-}
-template <>
-FASTRNN_HD float to_acc<float, __nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <>
-FASTRNN_HD __half from_acc<__half, float>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-FASTRNN_HD __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
-  return __float2bfloat16_rn(v);
-}
-#endif
-
-// A value another block wrote before the last grid barrier: read from L2 (.cg), never
-// from a stale L1 line. CUDA 13's 16-bit __ldcg is an asm without volatile or a memory
-// clobber, which the compiler may move above the barrier; this load cannot move.
-template <class T>
-FASTRNN_HD T load_cross(const T* p) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 2) {
-    unsigned short bits;
-    asm volatile("ld.global.cg.u16 %0, [%1];" : "=h"(bits) : "l"(p) : "memory");
-    T value;
-    memcpy(&value, &bits, sizeof value);
-    return value;
-  } else {
-    return __ldcg(p);
-  }
-#else
-  return *p;
-#endif
-}
-
-// 16 bytes of any type, for the vectorised staging.
-struct alignas(16) Vec16 {
-  unsigned int w[4];
-};
-
-FASTRNN_HD Vec16 load_cross16(const void* p) {
-#if defined(__CUDA_ARCH__)
-  const uint4 v = __ldcg(reinterpret_cast<const uint4*>(p));
-  return Vec16{{v.x, v.y, v.z, v.w}};
-#else
-  Vec16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-#endif
-}
-
-// Global tensors of one direction of one layer, storage type T, all contiguous.
-// N packed rows, GH = G*H.
-// Forward reads gx [N, GH], h0 [B, H], c0 [B, H] (LSTM), w_hh [GH, H], b_hh [GH] (GRU,
-// optional); writes y [N, H], hn [B, H], cn [B, H] (LSTM), saved [N, kSaved*H] (unless
-// null: no backward will read it).
-// Backward reads grad_y [N, H], grad_hn [B, H], grad_cn [B, H] (LSTM), h0, c0, w_hh, y,
-// saved; writes grad_gx [N, GH], grad_gh [N, GH] (GRU: the gradient w.r.t.
-// h_prev @ w_hh^T + b_hh), grad_h0 [B, H], grad_c0 [B, H] (LSTM).
-template <class T>
-struct Params {
-  Sched sched;
-  const T *gx, *h0, *c0, *w_hh, *b_hh;
-  T *y, *hn, *cn, *saved;
-  const T *grad_y, *grad_hn, *grad_cn;
-  T *grad_gx, *grad_gh, *grad_h0, *grad_c0;
-  unsigned int* barrier;  // one counter, see barrier.h
-};
 
 // The product of one step: out[r, c] = sum_k x_s[r, k] * w_s[c, k] for r < R, c < ncol,
 // k < K; rows of x_s and w_s are ld apart and zero from K to K16 = K rounded up to 16.
@@ -120,8 +44,9 @@ struct MmaJob {
   int col_tiles, tiles, ksplit, chunks;
 };
 
-template <class Cell, class T, class A>
+template <class Cell, class T>
 struct Block {
+  using A = acc_t<T>;
   static constexpr int G = Cell::kGates;
   static constexpr int kSavedArr = Cell::kSaved > 0 ? Cell::kSaved : 1;
 
@@ -151,6 +76,12 @@ struct Block {
 
   FASTRNN_HD int rows(int s) const { return step_rows(p, a.sched, s); }
   FASTRNN_HD int first(int s) const { return step_first(p, a.sched, s); }
+  // Step s (steps outside [0, T) have no rows): rows i < carried continue row
+  // prev_first + i of step s-1, the others start from h0 / c0.
+  FASTRNN_HD Step step(int s) const {
+    const int R = rows(s), Rp = rows(s - 1);
+    return {R, R > 0 ? first(s) : 0, R < Rp ? R : Rp, Rp > 0 ? first(s - 1) : 0};
+  }
 
   // Every slot of w_s, padding included (zero).
   FASTRNN_HD void load_weights(int tid, int nthreads) const {
@@ -170,23 +101,24 @@ struct Block {
     }
   }
 
-  // Where row i of x_s comes from at step s (forward) / iteration s (backward):
-  // forward, h_prev of row i of step s: row i of step s-1 in y (`carried`) for i < Rp,
-  // else row i of h0 (`init`); backward, row i of step s+1's recurrent-side gradient.
+  // Where row i of x_s comes from at step s (forward) / iteration s (backward): row
+  // previous_packed_row(step, i) of `from`, or row i of `init` when that is -1 (width
+  // elements per row). Forward: h_prev of row i of step s, from y or h0. Backward: row i
+  // of step s+1's recurrent-side gradient (a step whose every row is carried).
   struct Rows {
-    const T *carried, *init;
-    int Rp, width;
+    const T *from, *init;
+    Step step;
+    int width;
     FASTRNN_HD const T* row(int i) const {
-      return i < Rp ? carried + size_t(i) * width : init + size_t(i) * width;
+      const int64_t prev = previous_packed_row(step, i);
+      return prev >= 0 ? from + size_t(prev) * width : init + size_t(i) * width;
     }
   };
   FASTRNN_HD Rows staged_rows(int s) const {
-    if (!p.backward) {
-      const int Rp = rows(s - 1);
-      return {a.y + (Rp > 0 ? size_t(first(s - 1)) * p.H : 0), a.h0, Rp, p.H};
-    }
-    const T* src = (Cell::kSeparateDgh ? a.grad_gh : a.grad_gx) + size_t(first(s + 1)) * G * p.H;
-    return {src, src, rows(s + 1), G * p.H};
+    if (!p.backward) return {a.y, a.h0, step(s), p.H};
+    const T* src = Cell::kSeparateDgh ? a.grad_gh : a.grad_gx;
+    const int R = rows(s + 1);
+    return {src, src, Step{R, 0, R, R > 0 ? first(s + 1) : 0}, G * p.H};
   }
 
   // x_s[i, :K] = staged_rows(s).row(i) for the R rows; rows up to the next multiple of 16 and
@@ -239,14 +171,14 @@ struct Block {
 #pragma unroll
 #endif
       for (int q = 0; q < kColsPerPass; ++q) {
-        w[q] = q < nq ? to_acc<A>(w_s[size_t(c + q * stride) * ld + k]) : A(0);
+        w[q] = q < nq ? to_acc(w_s[size_t(c + q * stride) * ld + k]) : A(0);
       }
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
       for (int r = 0; r < kMaxRowsPerPass; ++r) {
         if (r < nr) {
-          const A xr = to_acc<A>(x[size_t(r) * ld + k]);
+          const A xr = to_acc(x[size_t(r) * ld + k]);
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
@@ -318,31 +250,33 @@ struct Block {
   FASTRNN_HD void load_gx(int s, int tid, A* x) const {
     if (tid >= rows(s) * nu) return;
     const size_t row = size_t(first(s) + tid / nu);
-    for (int g = 0; g < G; ++g) x[g] = to_acc<A>(a.gx[row * G * p.H + g * p.H + u0 + tid % nu]);
+    for (int g = 0; g < G; ++g) x[g] = to_acc(a.gx[row * G * p.H + g * p.H + u0 + tid % nu]);
   }
 
   // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for
   // rows whose last step this is. gx_pre: load_gx(s, tid).
   FASTRNN_HD void gates_forward(int s, int tid, int nthreads, const A* gx_pre) const {
-    const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
+    const int H = p.H, GH = G * p.H, R = rows(s), Rn = rows(s + 1);
     if (R == 0) return;
-    const int f = first(s);
+    const Step st = step(s);
+    const int f = int(st.first);
     for (int idx = tid; idx < R * nu; idx += nthreads) {
       const int i = idx / nu, u = idx % nu, j = u0 + u;
       const size_t row = size_t(f + i);
       A x[G], hh[G], saved[kSavedArr];
       for (int g = 0; g < G; ++g) {
-        x[g] = idx == tid ? gx_pre[g] : to_acc<A>(a.gx[row * GH + g * H + j]);
+        x[g] = idx == tid ? gx_pre[g] : to_acc(a.gx[row * GH + g * H + j]);
         hh[g] = acc_s[size_t(i) * G * nu + g * nu + u];
-        if (a.b_hh != nullptr) hh[g] += to_acc<A>(a.b_hh[g * H + j]);
+        if (Cell::kRecurrentBias && a.b_hh != nullptr) hh[g] += to_acc(a.b_hh[g * H + j]);
       }
       A carry = A(0);
-      if (Cell::kForwardCarry) {
-        carry = i < Rp ? carry_s[i * nu + u] : to_acc<A>(a.c0[size_t(i) * H + j]);
+      if (Cell::kCellState) {
+        carry = previous_packed_row(st, i) >= 0 ? carry_s[i * nu + u]
+                                                : to_acc(a.c0[size_t(i) * H + j]);
       }
-      const A h_prev = to_acc<A>(x_s[size_t(i) * ld + j]);
+      const A h_prev = to_acc(x_s[size_t(i) * ld + j]);
       const A h = Cell::forward(x, hh, h_prev, carry, saved);
-      if (Cell::kForwardCarry) carry_s[i * nu + u] = carry;
+      if (Cell::kCellState) carry_s[i * nu + u] = carry;
       if (a.saved != nullptr) {  // null: no backward will read it
         for (int q = 0; q < Cell::kSaved; ++q) {
           a.saved[row * Cell::kSaved * H + q * H + j] = from_acc<T>(saved[q]);
@@ -351,49 +285,49 @@ struct Block {
       a.y[row * H + j] = from_acc<T>(h);
       if (i >= Rn) {
         a.hn[size_t(i) * H + j] = from_acc<T>(h);
-        if (Cell::kForwardCarry) a.cn[size_t(i) * H + j] = from_acc<T>(carry);
+        if (Cell::kCellState) a.cn[size_t(i) * H + j] = from_acc<T>(carry);
       }
     }
   }
 
-  // What the backward gate math of one (row i, unit) of step s reads from global memory
-  // that no block writes during the launch: grad_y, saved, y (h) and prev (LSTM: c_prev
-  // from the previous row's saved or c0; GRU: h_prev from y or h0).
+  // What the backward gate math of one (row i, unit) of step st reads from global memory
+  // that no block writes during the launch: grad_y, saved, y (h) and prev (Cell::kPrev:
+  // h_prev from y or h0, or slot kPrevSlot of the previous row's saved or c0).
   struct RowInputs {
     A gy, h, prev;
     A saved[kSavedArr];
   };
-  FASTRNN_HD void load_inputs(int s, int idx, RowInputs& in) const {
-    const int H = p.H, i = idx / nu, j = u0 + idx % nu, Rp = rows(s - 1);
-    const size_t row = size_t(first(s) + i);
-    in.gy = to_acc<A>(a.grad_y[row * H + j]);
-    in.h = to_acc<A>(a.y[row * H + j]);
-    for (int q = 0; q < Cell::kSaved; ++q) {
-      in.saved[q] = to_acc<A>(a.saved[row * Cell::kSaved * H + q * H + j]);
-    }
+  FASTRNN_HD void load_inputs(const Step& st, int idx, RowInputs& in) const {
+    constexpr int S = Cell::kSaved;
+    const int H = p.H, i = idx / nu, j = u0 + idx % nu;
+    const size_t row = size_t(st.first + i);
+    in.gy = to_acc(a.grad_y[row * H + j]);
+    in.h = to_acc(a.y[row * H + j]);
+    for (int q = 0; q < S; ++q) in.saved[q] = to_acc(a.saved[row * S * H + q * H + j]);
     in.prev = A(0);
-    if (Cell::kBackwardCarry) {
-      const size_t prev_row = Rp > i ? size_t(first(s - 1) + i) : 0;
-      if (Cell::kPrevFromY) {
-        in.prev = to_acc<A>(i < Rp ? a.y[prev_row * H + j] : a.h0[size_t(i) * H + j]);
+    if constexpr (Cell::kPrev != PrevSource::kNone) {
+      const int64_t prev = previous_packed_row(st, i);
+      if constexpr (Cell::kPrev == PrevSource::kOutput) {
+        in.prev = to_acc(prev >= 0 ? a.y[size_t(prev) * H + j] : a.h0[size_t(i) * H + j]);
       } else {
-        in.prev = to_acc<A>(i < Rp ? a.saved[prev_row * Cell::kSaved * H + 4 * H + j]
+        in.prev = to_acc(prev >= 0 ? a.saved[size_t(prev) * S * H + Cell::kPrevSlot * H + j]
                                    : a.c0[size_t(i) * H + j]);
       }
     }
   }
   // Thread tid's first (row, unit) of iteration s, loaded ahead (before the grid barrier).
   FASTRNN_HD void load_inputs_ahead(int s, int tid, RowInputs& in) const {
-    if (tid < rows(s) * nu) load_inputs(s, tid, in);
+    if (tid < rows(s) * nu) load_inputs(step(s), tid, in);
   }
 
   // Iteration s in [-1, T): rows of step s get their gradients; rows whose first step is
   // s+1 (i in [rows(s), rows(s+1))) get grad_h0 from this iteration's product.
   // ahead: load_inputs_ahead(s, tid).
   FASTRNN_HD void gates_backward(int s, int tid, int nthreads, const RowInputs& ahead) const {
-    const int H = p.H, GH = G * p.H, R = rows(s), Rp = rows(s - 1), Rn = rows(s + 1);
+    const Step st = step(s);
+    const int H = p.H, GH = G * p.H, R = int(st.rows), Rn = rows(s + 1);
     const int Rmax = R > Rn ? R : Rn;
-    const int f = R > 0 ? first(s) : 0;
+    const int f = int(st.first);
     for (int idx = tid; idx < Rmax * nu; idx += nthreads) {
       const int i = idx / nu, u = idx % nu, j = u0 + u;
       const A rec = i < Rn ? acc_s[i * nu + u] : A(0);
@@ -407,12 +341,12 @@ struct Block {
       if (idx == tid) {
         in = ahead;
       } else {
-        load_inputs(s, idx, in);
+        load_inputs(st, idx, in);
       }
       const size_t row = size_t(f + i);
-      const A dh = (i < Rn ? rec : to_acc<A>(a.grad_hn[size_t(i) * H + j])) + in.gy;
+      const A dh = (i < Rn ? rec : to_acc(a.grad_hn[size_t(i) * H + j])) + in.gy;
       if (Cell::kBackwardCarry && i >= Rn && a.grad_cn != nullptr) {
-        carry = to_acc<A>(a.grad_cn[size_t(i) * H + j]);
+        carry = to_acc(a.grad_cn[size_t(i) * H + j]);
       }
       A dx[G], dgh[G];
       Cell::backward(dh, carry, in.saved, in.h, in.prev, dx, dgh);
@@ -421,7 +355,9 @@ struct Block {
         if (Cell::kSeparateDgh) a.grad_gh[row * GH + g * H + j] = from_acc<T>(dgh[g]);
       }
       if (Cell::kBackwardCarry) carry_s[i * nu + u] = carry;
-      if (i >= Rp && a.grad_c0 != nullptr) a.grad_c0[size_t(i) * H + j] = from_acc<T>(carry);
+      if (Cell::kCellState && previous_packed_row(st, i) < 0 && a.grad_c0 != nullptr) {
+        a.grad_c0[size_t(i) * H + j] = from_acc<T>(carry);
+      }
     }
   }
 };

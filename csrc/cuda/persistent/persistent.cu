@@ -1,8 +1,9 @@
-// Persistent recurrence kernels and their launchers (see persistent.h for the API,
-// plan.h for the partition, block.h for each block's phases, barrier.h for the grid sync).
-// One cooperative launch per direction of a layer; grid = plan.blocks (<= one per SM),
-// kThreads threads per block, dynamic shared memory = smem_layout(plan).total.
+// Persistent recurrence kernels and their launchers (see persistent.h for the API and the
+// shapes, plan.h for the partition, block.h for each block's phases, barrier.h for the grid
+// sync). One cooperative launch per direction of a layer; grid = plan.blocks (<= one per
+// SM), kBlockThreads threads per block, dynamic shared memory = smem_layout(plan).total.
 // The per-step product runs on tensor cores for bf16/fp16 (mma.h) and on FFMA for fp32.
+// Kernels exist for every cell policy (csrc/cells) and float, __half, __nv_bfloat16.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -17,6 +18,10 @@
 #include <tuple>
 #include <utility>
 
+#include "../../cells/gru.h"
+#include "../../cells/lstm.h"
+#include "../../cells/rnn.h"
+#include "../dispatch.h"
 #include "barrier.h"
 #include "block.h"
 #include "mma.h"
@@ -26,8 +31,11 @@ namespace fastrnn {
 namespace persistent {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarp;
+// Threads of a persistent block (the per-step kernels' blocks are launch_geometry.cuh's).
+constexpr int kBlockThreads = 256;
+constexpr int kWarps = kBlockThreads / kWarp;
+// The storage types the kernels exist for (persistent.h's takes()).
+using Types = TypeList<float, __half, __nv_bfloat16>;
 
 // Warp w computes columns w, w + kWarps, ... of the step's product, kColsPerPass columns
 // and kMaxRowsPerPass rows at a time: each lane sums its k's, then a butterfly over the
@@ -79,7 +87,7 @@ __device__ __forceinline__ void mma_phase(const Blk& b, const DotJob& j) {
   }
   if (m.ksplit > 1) {  // uniform over the block
     __syncthreads();
-    b.mma_reduce(j, m, threadIdx.x, kThreads);
+    b.mma_reduce(j, m, threadIdx.x, kBlockThreads);
   }
 }
 
@@ -95,19 +103,20 @@ __device__ __forceinline__ void product(const Blk& b, const DotJob& j) {
   }
 }
 
+// Shapes and aliasing: Params in global_memory.h (persistent.h's ForwardTensors).
 template <class Cell, class T>
-__global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, const Params<T> a) {
+__global__ void __launch_bounds__(kBlockThreads, 1) forward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const Block<Cell, T, float> b(p, a, blockIdx.x, smem);
+  const Block<Cell, T> b(p, a, blockIdx.x, smem);
   float gx[Cell::kGates];  // this thread's first gx values of the coming step
-  b.load_weights(threadIdx.x, kThreads);
+  b.load_weights(threadIdx.x, kBlockThreads);
   b.load_gx(0, threadIdx.x, gx);
   for (int s = 0; s < p.steps; ++s) {
-    b.stage(s, threadIdx.x, kThreads);
+    b.stage(s, threadIdx.x, kBlockThreads);
     __syncthreads();  // x_s (and, at s = 0, w_s) complete
-    product<Block<Cell, T, float>, T>(b, b.job(s));
+    product<Block<Cell, T>, T>(b, b.job(s));
     __syncthreads();  // acc_s complete
-    b.gates_forward(s, threadIdx.x, kThreads, gx);
+    b.gates_forward(s, threadIdx.x, kBlockThreads, gx);
     if (s + 1 < p.steps) {
       b.load_gx(s + 1, threadIdx.x, gx);  // in flight during the barrier
       grid_barrier(a.barrier);            // y rows of step s visible to all
@@ -115,22 +124,23 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Plan p, cons
   }
 }
 
+// Shapes and aliasing: Params in global_memory.h (persistent.h's BackwardTensors).
 template <class Cell, class T>
-__global__ void __launch_bounds__(kThreads, 1) backward_kernel(const Plan p, const Params<T> a) {
+__global__ void __launch_bounds__(kBlockThreads, 1) backward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  using Blk = Block<Cell, T, float>;
+  using Blk = Block<Cell, T>;
   const Blk b(p, a, blockIdx.x, smem);
   typename Blk::RowInputs in;  // this thread's first (row, unit) of the coming iteration
-  b.load_weights(threadIdx.x, kThreads);
+  b.load_weights(threadIdx.x, kBlockThreads);
   b.load_inputs_ahead(p.steps - 1, threadIdx.x, in);
   for (int s = p.steps - 1; s >= -1; --s) {
     if (b.rows(s + 1) > 0) {  // uniform over the block
-      b.stage(s, threadIdx.x, kThreads);
+      b.stage(s, threadIdx.x, kBlockThreads);
       __syncthreads();
       product<Blk, T>(b, b.job(s));
       __syncthreads();
     }
-    b.gates_backward(s, threadIdx.x, kThreads, in);
+    b.gates_backward(s, threadIdx.x, kBlockThreads, in);
     if (s >= 0) {
       b.load_inputs_ahead(s - 1, threadIdx.x, in);  // in flight during the barrier
       grid_barrier(a.barrier);                      // gradient rows of step s visible to all
@@ -173,15 +183,15 @@ bool device_plan(int B, int H, int T_steps, bool reverse, bool backward, int dev
     return false;
   }
   if (!coop) return false;
-  if (!make_plan(Cell::kGates, B, H, T_steps, reverse, backward, sizeof(T), sizeof(float), sms,
+  if (!make_plan(Cell::kGates, B, H, T_steps, reverse, backward, sizeof(T), sizeof(acc_t<T>), sms,
                  size_t(smem_optin), p)) {
     return false;
   }
-  const size_t smem = smem_layout(*p, sizeof(T), sizeof(float)).total;
+  const size_t smem = smem_layout(*p, sizeof(T), sizeof(acc_t<T>)).total;
   const void* kern = kernel_for<Cell, T>(backward);
   if (!raise_smem_limit(kern, device, smem_optin)) return false;
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, smem) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kBlockThreads, smem) !=
       cudaSuccess) {
     return false;
   }
@@ -202,9 +212,9 @@ bool launch(const Problem& pr, bool backward, Params<T> a) {
   a.barrier = pr.barrier;
   if (cudaMemsetAsync(pr.barrier, 0, sizeof(unsigned int), pr.stream) != cudaSuccess) return false;
   void* args[] = {&p, &a};
-  const size_t smem = smem_layout(p, sizeof(T), sizeof(float)).total;
+  const size_t smem = smem_layout(p, sizeof(T), sizeof(acc_t<T>)).total;
   const cudaError_t error = cudaLaunchCooperativeKernel(
-      kernel_for<Cell, T>(backward), dim3(p.blocks), dim3(kThreads), args, smem, pr.stream);
+      kernel_for<Cell, T>(backward), dim3(p.blocks), dim3(kBlockThreads), args, smem, pr.stream);
   if (error == cudaErrorCooperativeLaunchTooLarge) {
     // The blocks cannot all be resident right now (e.g. MPS or a smaller SM partition):
     // not an error, the caller takes the per-step path.
@@ -212,17 +222,6 @@ bool launch(const Problem& pr, bool backward, Params<T> a) {
     return false;
   }
   return error == cudaSuccess;
-}
-
-// Calls fn(T{}) with T the storage type of `dtype`.
-template <class Fn>
-bool with_dtype(Dtype dtype, Fn&& fn) {
-  switch (dtype) {
-    case Dtype::kFloat32: return fn(float{});
-    case Dtype::kBFloat16: return fn(__nv_bfloat16{});
-    case Dtype::kFloat16: return fn(__half{});
-  }
-  return false;
 }
 
 template <class T>
@@ -237,150 +236,92 @@ const T* in(const void* p) {
   return static_cast<const T*>(p);
 }
 template <class T>
-T* out(void* p) {
-  return static_cast<T*>(p);
+T* out(const void* p) {  // y and saved are written forward, only read backward
+  return static_cast<T*>(const_cast<void*>(p));
 }
 
 bool shape_ok(const Problem& pr) { return pr.B > 0 && pr.H > 0 && pr.T > 0; }
-
-}  // namespace
-
-bool lstm_forward(const Problem& pr, const void* gx, const void* h0, const void* c0,
-                  const void* w_hh, void* y, void* hn, void* cn, void* saved) {
-  if (pr.cell != Cell::kLstm || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.gx = in<T>(gx), a.h0 = in<T>(h0), a.c0 = in<T>(c0), a.w_hh = in<T>(w_hh);
-    a.y = out<T>(y), a.hn = out<T>(hn), a.cn = out<T>(cn), a.saved = out<T>(saved);
-    return launch<LstmPolicy, T>(pr, false, a);
-  });
-}
-
-bool lstm_backward(const Problem& pr, const void* grad_y, const void* grad_hn,
-                   const void* grad_cn, const void* h0, const void* c0, const void* w_hh,
-                   const void* y, const void* saved, void* grad_gx, void* grad_h0,
-                   void* grad_c0) {
-  if (pr.cell != Cell::kLstm || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.grad_y = in<T>(grad_y), a.grad_hn = in<T>(grad_hn), a.grad_cn = in<T>(grad_cn);
-    a.h0 = in<T>(h0), a.c0 = in<T>(c0), a.w_hh = in<T>(w_hh);
-    a.y = const_cast<T*>(in<T>(y)), a.saved = const_cast<T*>(in<T>(saved));  // only read
-    a.grad_gx = out<T>(grad_gx), a.grad_h0 = out<T>(grad_h0), a.grad_c0 = out<T>(grad_c0);
-    return launch<LstmPolicy, T>(pr, true, a);
-  });
-}
-
-bool gru_forward(const Problem& pr, const void* gx, const void* h0, const void* w_hh,
-                 const void* b_hh, void* y, void* hn, void* saved) {
-  if (pr.cell != Cell::kGru || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.gx = in<T>(gx), a.h0 = in<T>(h0), a.w_hh = in<T>(w_hh), a.b_hh = in<T>(b_hh);
-    a.y = out<T>(y), a.hn = out<T>(hn), a.saved = out<T>(saved);
-    return launch<GruPolicy, T>(pr, false, a);
-  });
-}
-
-bool gru_backward(const Problem& pr, const void* grad_y, const void* grad_hn, const void* h0,
-                  const void* w_hh, const void* y, const void* saved, void* grad_gx,
-                  void* grad_gh, void* grad_h0) {
-  if (pr.cell != Cell::kGru || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.grad_y = in<T>(grad_y), a.grad_hn = in<T>(grad_hn), a.h0 = in<T>(h0);
-    a.w_hh = in<T>(w_hh);
-    a.y = const_cast<T*>(in<T>(y)), a.saved = const_cast<T*>(in<T>(saved));  // only read
-    a.grad_gx = out<T>(grad_gx), a.grad_gh = out<T>(grad_gh), a.grad_h0 = out<T>(grad_h0);
-    return launch<GruPolicy, T>(pr, true, a);
-  });
-}
-
-bool rnn_forward(const Problem& pr, const void* gx, const void* h0, const void* w_hh, void* y,
-                 void* hn) {
-  if ((pr.cell != Cell::kRnnTanh && pr.cell != Cell::kRnnRelu) || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.gx = in<T>(gx), a.h0 = in<T>(h0), a.w_hh = in<T>(w_hh);
-    a.y = out<T>(y), a.hn = out<T>(hn);
-    return pr.cell == Cell::kRnnRelu ? launch<RnnPolicy<true>, T>(pr, false, a)
-                                     : launch<RnnPolicy<false>, T>(pr, false, a);
-  });
-}
-
-bool rnn_backward(const Problem& pr, const void* grad_y, const void* grad_hn, const void* h0,
-                  const void* w_hh, const void* y, void* grad_gx, void* grad_h0) {
-  if ((pr.cell != Cell::kRnnTanh && pr.cell != Cell::kRnnRelu) || !shape_ok(pr)) return false;
-  return with_dtype(pr.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Params<T> a = no_params<T>();
-    a.grad_y = in<T>(grad_y), a.grad_hn = in<T>(grad_hn), a.h0 = in<T>(h0);
-    a.w_hh = in<T>(w_hh), a.y = const_cast<T*>(in<T>(y));  // y only read
-    a.grad_gx = out<T>(grad_gx), a.grad_h0 = out<T>(grad_h0);
-    return pr.cell == Cell::kRnnRelu ? launch<RnnPolicy<true>, T>(pr, true, a)
-                                     : launch<RnnPolicy<false>, T>(pr, true, a);
-  });
-}
-
-bool persistent_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
-  if (B <= 0 || H <= 0) return false;
-  return with_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    Plan p;
-    switch (cell) {
-      case Cell::kLstm: return device_plan<LstmPolicy, T>(B, H, 1, false, backward, device, &p);
-      case Cell::kGru: return device_plan<GruPolicy, T>(B, H, 1, false, backward, device, &p);
-      case Cell::kRnnTanh:
-        return device_plan<RnnPolicy<false>, T>(B, H, 1, false, backward, device, &p);
-      case Cell::kRnnRelu:
-        return device_plan<RnnPolicy<true>, T>(B, H, 1, false, backward, device, &p);
-    }
-    return false;
-  });
-}
-
-namespace {
 
 // persistent_fits, queried once per (cell, dtype, B, H, device, backward): the queries
 // cost a few microseconds (the first one loads the kernel). An error a failed query
 // leaves is cleared here, so that no later launch check reports it as its own, and such
 // an answer (e.g. out of memory while loading the kernel) is not kept.
-bool cached_fits(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
+template <class Cell>
+bool cached_fits(DType dtype, int B, int H, int device, bool backward) {
   using Key = std::tuple<int, int, int, int, int, bool>;
   static std::mutex mutex;
   static std::map<Key, bool> known;
-  const Key key{int(cell), int(dtype), B, H, device, backward};
+  const Key key{int(Cell::kKind), int(dtype), B, H, device, backward};
   {
     const std::lock_guard<std::mutex> lock(mutex);
     const auto found = known.find(key);
     if (found != known.end()) return found->second;
   }
-  const bool fits = persistent_fits(cell, dtype, B, H, device, backward);
-  if (!fits && cudaGetLastError() != cudaSuccess) return false;
+  const bool answer = fits<Cell>(dtype, B, H, device, backward);
+  if (!answer && cudaGetLastError() != cudaSuccess) return false;
   const std::lock_guard<std::mutex> lock(mutex);
-  known.emplace(key, fits);
-  return fits;
+  known.emplace(key, answer);
+  return answer;
 }
 
 }  // namespace
 
-Choice choose_persistent(Cell cell, Dtype dtype, int B, int H, int device, bool backward) {
-  const char* env = std::getenv("FASTRNN_PERSISTENT");
-  const bool is_auto = env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0;
-  if (!is_auto && std::strcmp(env, "0") != 0 && std::strcmp(env, "1") != 0) {
-    return Choice::kBadSetting;
-  }
-  if (!is_auto && env[0] == '0') return Choice::kNo;
-  if (is_auto && !(kAutoEnabled && B <= kAutoMaxBatch)) return Choice::kNo;
-  const bool fits = cached_fits(cell, dtype, B, H, device, backward);
-  if (!is_auto) return fits ? Choice::kYes : Choice::kUnsupported;
-  return fits ? Choice::kYes : Choice::kNo;
+template <class Cell>
+bool forward(const Problem& pr, const ForwardTensors& t) {
+  if (!shape_ok(pr)) return false;
+  return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Params<T> a = no_params<T>();
+    a.gx = in<T>(t.gx), a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
+    a.b_hh = in<T>(t.b_hh);
+    a.y = out<T>(t.y), a.hn = out<T>(t.hn), a.cn = out<T>(t.cn), a.saved = out<T>(t.saved);
+    return launch<Cell, T>(pr, false, a);
+  });
 }
+
+template <class Cell>
+bool backward(const Problem& pr, const BackwardTensors& t) {
+  if (!shape_ok(pr)) return false;
+  return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Params<T> a = no_params<T>();
+    a.grad_y = in<T>(t.grad_y), a.grad_hn = in<T>(t.grad_hn), a.grad_cn = in<T>(t.grad_cn);
+    a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
+    a.y = out<T>(t.y), a.saved = out<T>(t.saved);  // only read
+    a.grad_gx = out<T>(t.grad_gx), a.grad_gh = out<T>(t.grad_gh);
+    a.grad_h0 = out<T>(t.grad_h0), a.grad_c0 = out<T>(t.grad_c0);
+    return launch<Cell, T>(pr, true, a);
+  });
+}
+
+template <class Cell>
+bool fits(DType dtype, int B, int H, int device, bool backward) {
+  if (B <= 0 || H <= 0) return false;
+  return dispatch(Types{}, dtype, false, [&](auto tag) {
+    Plan p;
+    return device_plan<Cell, typename decltype(tag)::type>(B, H, 1, false, backward, device, &p);
+  });
+}
+
+template <class Cell>
+Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward) {
+  if (setting == Setting::kNever || setting == Setting::kInvalid) return Choice::kNo;
+  if (setting == Setting::kAuto && !(kAutoEnabled && B <= kAutoMaxBatch)) return Choice::kNo;
+  const bool fit = cached_fits<Cell>(dtype, B, H, device, backward);
+  if (setting == Setting::kForced) return fit ? Choice::kYes : Choice::kUnsupported;
+  return fit ? Choice::kYes : Choice::kNo;
+}
+
+#define FASTRNN_PERSISTENT_CELL(Cell)                                                       \
+  template bool forward<Cell>(const Problem&, const ForwardTensors&);                       \
+  template bool backward<Cell>(const Problem&, const BackwardTensors&);                     \
+  template bool fits<Cell>(DType, int, int, int, bool);                                     \
+  template Choice choose<Cell>(Setting::Mode, DType, int, int, int, bool);
+FASTRNN_PERSISTENT_CELL(lstm::Policy)
+FASTRNN_PERSISTENT_CELL(gru::Policy)
+FASTRNN_PERSISTENT_CELL(rnn::Policy<false>)
+FASTRNN_PERSISTENT_CELL(rnn::Policy<true>)
+#undef FASTRNN_PERSISTENT_CELL
 
 }  // namespace persistent
 }  // namespace fastrnn
