@@ -60,6 +60,7 @@ inline Tensor contiguous_or_none(const optional<Tensor>& t) {
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {
   a.size = check_forward<Cell>(op, a);
+  a.op = op;
   for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh}) {
     if (t->defined()) *t = t->contiguous();
   }
@@ -69,6 +70,7 @@ ForwardResult forward(const char* op, ForwardArgs a) {
 template <class Backend, class Cell>
 BackwardResult backward(const char* op, BackwardArgs a) {
   a.size = check_backward<Cell>(op, a);
+  a.op = op;
   for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,
                     &a.saved}) {
     if (t->defined()) *t = t->contiguous();

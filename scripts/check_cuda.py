@@ -3,7 +3,8 @@
 Every .cu under csrc/cuda/ (recursively) is compiled with nvcc for sm_80 and sm_90a with
 -Xptxas -v, warnings as errors and the half/bfloat16 defines torch's CUDAExtension uses;
 every host-glue .cpp under csrc/cuda/ is compiled with the host compiler (-fsyntax-only)
-against the installed torch's headers (a CPU-only torch is enough) and the CUDA headers.
+against the installed torch's headers (a CPU-only torch is enough) and the CUDA headers, and
+so are the C entry points that only the GPU tests build (tests/native/persistent_capi.cpp).
 Fails (exit 1) on any error or warning, on a kernel that spills registers, or on a kernel
 compiled for one arch only. Writes into build/cuda-check/ (or --out):
   ptxas.txt   a table: arch, registers, spill stores/loads, stack, shared memory, kernel
@@ -41,6 +42,10 @@ def cuda_sources():
     found = lambda ext: sorted(os.path.relpath(p, ROOT) for p in glob.glob(
         os.path.join(ROOT, "csrc", "cuda", "**", f"*.{ext}"), recursive=True))
     return found("cu"), found("cpp")
+
+
+# Native test sources that only a GPU machine builds, checked here so that CI sees them.
+NATIVE_SOURCES = ["tests/native/persistent_capi.cpp"]
 
 
 def find_nvcc():
@@ -114,8 +119,9 @@ def compile_cu(nvcc, out, source):
     return source, proc, seconds, parse_ptxas(proc.stdout + proc.stderr, source)
 
 
-def check_glue(cxx, includes, out, source):
-    cmd = [cxx] + HOST_FLAGS + [f for path in includes for f in ("-isystem", path)] + [source]
+def check_glue(cxx, includes, out, source, own=()):
+    cmd = [cxx] + HOST_FLAGS + [f for path in includes for f in ("-isystem", path)]
+    cmd += [f for path in own for f in ("-I", path)] + [source]
     proc, seconds = run(cmd, log_path(out, source))
     return source, proc, seconds, []
 
@@ -141,6 +147,8 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         jobs = [pool.submit(compile_cu, nvcc, out, s) for s in kernel_sources]
         jobs += [pool.submit(check_glue, cxx, includes, out, s) for s in glue_sources]
+        jobs += [pool.submit(check_glue, cxx, includes, out, s, [os.path.join(ROOT, "csrc")])
+                 for s in NATIVE_SOURCES]
         results = [job.result() for job in jobs]
     elapsed = time.monotonic() - start
 
@@ -168,7 +176,8 @@ def main():
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     report = {"nvcc": version.strip().splitlines()[-1] if version.strip() else "",
               "arches": list(ARCHES), "kernel_sources": kernel_sources,
-              "glue_sources": glue_sources, "seconds": round(elapsed, 1),
+              "glue_sources": glue_sources, "native_sources": NATIVE_SOURCES,
+              "seconds": round(elapsed, 1),
               "ok": not failures, "failures": failures, "kernels": kernels}
     with open(os.path.join(out, "ptxas.json"), "w") as f:
         json.dump(report, f, indent=1)
@@ -180,6 +189,7 @@ def main():
             f.write(f"{k['arch']:7} {k['registers']:4} {k['spill_stores']:8} "
                     f"{k['spill_loads']:8} {k['stack']:5} {k['smem']:5}  {k['name']}\n")
     print(f"check_cuda: {len(kernel_sources)} .cu, {len(glue_sources)} glue .cpp, "
+          f"{len(NATIVE_SOURCES)} native test .cpp, "
           f"{len(kernels)} kernel builds in {elapsed:.0f} s; report in "
           f"{os.path.relpath(os.path.join(out, 'ptxas.txt'), ROOT)}")
     for failure in failures:

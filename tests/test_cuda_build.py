@@ -78,14 +78,14 @@ def test_no_kernel_spills_registers(report):
     assert not spilling, "\n".join(spilling)
 
 
-@pytest.mark.parametrize("kernel", ["lstm_forward_kernel", "lstm_backward_kernel",
-                                    "gru_forward_kernel", "gru_backward_kernel",
-                                    "rnn_forward_kernel", "rnn_backward_kernel"])
-def test_per_step_kernels_for_every_dtype(report, kernel):
+@pytest.mark.parametrize("cell", ["lstm::Policy", "gru::Policy", "rnn::Policy<false>",
+                                  "rnn::Policy<true>"])
+@pytest.mark.parametrize("unit", ["ForwardUnit", "BackwardUnit"])
+def test_per_step_kernels_for_every_dtype(report, unit, cell):
     for dtype in ("float", "double", "__half", "__nv_bfloat16"):
         for arch in ARCHES:
-            assert any(f"{kernel}<{dtype}," in k["name"] and k["arch"] == arch
-                       for k in report["kernels"]), (kernel, dtype, arch)
+            assert any(f"step_kernel<fastrnn::cuda::{unit}<fastrnn::{cell}, {dtype}," in k["name"]
+                       and k["arch"] == arch for k in report["kernels"]), (unit, cell, dtype, arch)
 
 
 def test_report_parser_reads_spills_and_shared_memory():

@@ -26,6 +26,7 @@ struct ForwardArgs {
   bool reverse;            // walk time from T-1 down to 0
   bool save;               // write `saved` for backward; else it comes back [0, S*H]
   RecurrenceSizes size;
+  const char* op = "";     // the op's name, for messages
 };
 
 struct ForwardResult {
@@ -46,6 +47,7 @@ struct BackwardArgs {
   bool has_bias;           // (kRecurrentBias) whether the forward had b_hh
   bool reverse;
   RecurrenceSizes size;
+  const char* op = "";
 };
 
 struct BackwardResult {

@@ -1,0 +1,61 @@
+// The CUDA backend of every op (csrc/ops.h): for each cell, the persistent kernel when the
+// selection rule picks it (persistent/ops_bridge.h), else the per-step walk (step_walk.h)
+// on CudaDevice: the kernels of step_kernels.cu on the caller's current stream and memory
+// from the caching allocator. Everything runs on the current stream, without host syncs.
+// Only c10's device-generic API is used for the device and the stream, so this compiles
+// against a CPU-only torch's headers too.
+
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include "../ops.h"
+#include "persistent/ops_bridge.h"
+#include "step_kernels.h"
+#include "step_walk.h"
+#include "stream.h"
+
+namespace fastrnn {
+namespace cuda {
+namespace {
+
+// The per-step walk's Device (see step_walk.h) for a CUDA tensor.
+class CudaDevice {
+ public:
+  explicit CudaDevice(const at::Tensor& like) : stream_(current_stream(like.device())) {}
+
+  static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return at::empty(sizes, options);
+  }
+  template <class Cell>
+  void forward_step(DType dtype, const ForwardStepArgs& args) const {
+    check_launch(launch_forward_step<Cell>(dtype, args, stream_), "forward step");
+  }
+  template <class Cell>
+  void backward_step(DType dtype, const BackwardStepArgs& args) const {
+    check_launch(launch_backward_step<Cell>(dtype, args, stream_), "backward step");
+  }
+
+ private:
+  cudaStream_t stream_;
+};
+
+struct CudaBackend {
+  template <class Cell>
+  static ForwardResult forward(const ForwardArgs& args) {
+    const c10::DeviceGuard guard(args.h0.device());
+    if (auto result = persistent_forward<Cell>(args)) return *result;
+    return walk_forward<CudaDevice, Cell>(args);
+  }
+  template <class Cell>
+  static BackwardResult backward(const BackwardArgs& args) {
+    const c10::DeviceGuard guard(args.h0.device());
+    if (auto result = persistent_backward<Cell>(args)) return *result;
+    return walk_backward<CudaDevice, Cell>(args);
+  }
+};
+
+}  // namespace
+}  // namespace cuda
+}  // namespace fastrnn
+
+TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) { fastrnn::register_ops<fastrnn::cuda::CudaBackend>(m); }

@@ -1,0 +1,67 @@
+// The per-step kernels: one step's fused gate math and state update (forward) or its
+// gradient (backward), for every cell, dtype and option, and their launchers
+// (step_kernels.h). The GEMMs around them run through ATen in the walk (step_walk.h).
+// Thread (row, j) does column j of the step's row `row` (step_units.h); no two threads
+// write the same element: no atomics, bitwise reproducible results.
+
+#include "../cells/gru.h"
+#include "../cells/lstm.h"
+#include "../cells/rnn.h"
+#include "launch_geometry.cuh"
+#include "step_kernels.h"
+#include "step_units.h"
+
+namespace fastrnn {
+namespace cuda {
+namespace {
+
+// Shapes and aliasing: ForwardStepArgs / BackwardStepArgs in step_args.h (Unit::Args);
+// one thread per (row, column j < Unit::width(a)) of the step.
+template <class Unit>
+__global__ void __launch_bounds__(kStepThreads) step_kernel(const typename Unit::Args a) {
+  const int64_t j = step_column();
+  if (j >= Unit::width(a)) return;
+  for (int64_t row = blockIdx.y; row < a.step.rows; row += gridDim.y) Unit::run(a, row, j);
+}
+
+template <class Unit>
+cudaError_t launch(const typename Unit::Args& a, cudaStream_t stream) {
+  const int64_t width = Unit::width(a);
+  if (empty_launch(a.step.rows, width)) return cudaSuccess;
+  step_kernel<Unit><<<step_grid(a.step.rows, width), kStepThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+template <class Cell>
+cudaError_t launch_forward_step(DType dtype, const ForwardStepArgs& a, cudaStream_t stream) {
+  return dispatch_forward_step<Cell>(dtype, a, cudaErrorInvalidValue, [&](auto unit) {
+    return launch<decltype(unit)>(a, stream);
+  });
+}
+
+template <class Cell>
+cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& a, cudaStream_t stream) {
+  return dispatch_backward_step<Cell>(dtype, a, cudaErrorInvalidValue, [&](auto unit) {
+    return launch<decltype(unit)>(a, stream);
+  });
+}
+
+template cudaError_t launch_forward_step<lstm::Policy>(DType, const ForwardStepArgs&, cudaStream_t);
+template cudaError_t launch_forward_step<gru::Policy>(DType, const ForwardStepArgs&, cudaStream_t);
+template cudaError_t launch_forward_step<rnn::Policy<false>>(DType, const ForwardStepArgs&,
+                                                             cudaStream_t);
+template cudaError_t launch_forward_step<rnn::Policy<true>>(DType, const ForwardStepArgs&,
+                                                            cudaStream_t);
+template cudaError_t launch_backward_step<lstm::Policy>(DType, const BackwardStepArgs&,
+                                                        cudaStream_t);
+template cudaError_t launch_backward_step<gru::Policy>(DType, const BackwardStepArgs&,
+                                                       cudaStream_t);
+template cudaError_t launch_backward_step<rnn::Policy<false>>(DType, const BackwardStepArgs&,
+                                                              cudaStream_t);
+template cudaError_t launch_backward_step<rnn::Policy<true>>(DType, const BackwardStepArgs&,
+                                                             cudaStream_t);
+
+}  // namespace cuda
+}  // namespace fastrnn

@@ -1,0 +1,21 @@
+#pragma once
+// The per-step kernels' launchers (step_kernels.cu, which includes only the CUDA runtime
+// and this project's headers): one step's fused kernel for Cell in dtype on `stream`, raw
+// pointers in (step_args.h), the launch's error (cudaGetLastError) out. Instantiated for
+// lstm::Policy, gru::Policy, rnn::Policy<false> and rnn::Policy<true>.
+
+#include <cuda_runtime_api.h>
+
+#include "../common/dtype.h"
+#include "step_args.h"
+
+namespace fastrnn {
+namespace cuda {
+
+template <class Cell>
+cudaError_t launch_forward_step(DType dtype, const ForwardStepArgs& args, cudaStream_t stream);
+template <class Cell>
+cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fastrnn
