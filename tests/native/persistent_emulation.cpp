@@ -74,7 +74,21 @@ void product(const Blk& b, const DotJob& j, int nthreads) {
   }
 }
 
-// The tensor-core product of one block, with mma.h's host twin for each warp's tile.
+// The host twin of mma.h's tile_product: lane `lane`'s 4 results of the 16x8 tile, the
+// same dot products in plain loops (in another order than the device's: its sums differ in
+// the last bits), at the positions frag_coords gives.
+template <class T, class A>
+void tile_product_twin(const T* x, const T* w, int ld, int k0, int k1, int lane, A* out) {
+  for (int i = 0; i < 4; ++i) {
+    int r, c;
+    frag_coords(lane, i, &r, &c);
+    for (int k = k0; k < k1; ++k) {
+      out[i] += static_cast<A>(x[r * ld + k]) * static_cast<A>(w[c * ld + k]);
+    }
+  }
+}
+
+// The tensor-core product of one block, with the host twin for each warp's tile.
 template <class Blk, class A>
 void product_mma(const Blk& b, const DotJob& j, int nthreads) {
   const int nwarps = nthreads / kWarp;
@@ -245,7 +259,7 @@ extern "C" {
 
 // cell: a CellKind; dtype: a DType, float32 or float64 (the numbers of fastrnn._C's
 // <CELL>_KIND and DTYPE_* constants); mma: 1 runs the product the tensor-core way (tiles,
-// K split, mma.h's host twin), 0 the FFMA way.
+// K split, the tile's host twin), 0 the FFMA way.
 // sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 16 pointers in
 // the order gx, h0, c0, w_hh, b_hh, y, hn, cn, saved, grad_y, grad_hn, grad_cn, grad_gx,
 // grad_gh, grad_h0, grad_c0 (null where unused). Returns 0 on success, 1 when the plan

@@ -5,11 +5,11 @@
 // Each lane ends with 4 of the 128 results, at the positions frag_coords gives.
 //
 // Device (16-bit T): mma.sync.m16n8k16 (bf16 or f16 inputs, f32 accumulation) with the
-// fragment layout of the PTX ISA for that shape. Host twin: the same 4 dot products per
-// lane in plain loops (in another order: the device's sums differ in the last bits).
-// The emulation runs the twin, so it checks everything around the
-// tile (tiling, K split, padding, frag_coords -> (r, c) stores) but NOT that the device
-// fragments below really hold the elements frag_coords says: that needs a GPU.
+// fragment layout of the PTX ISA for that shape. The host emulation
+// (tests/native/persistent_emulation.cpp) runs a twin of the tile, the same 4 dot products
+// per lane in plain loops at the positions frag_coords gives, so it checks everything
+// around the tile (tiling, K split, padding, frag_coords -> (r, c) stores) but NOT that
+// the device fragments below really hold the elements frag_coords says: that needs a GPU.
 
 #include <cstdint>
 
@@ -27,18 +27,6 @@ namespace persistent {
 FASTRNN_HD void frag_coords(int lane, int i, int* r, int* c) {
   *r = (lane >> 2) + (i >= 2 ? 8 : 0);
   *c = 2 * (lane & 3) + (i & 1);
-}
-
-template <class T, class A>
-FASTRNN_HD void tile_product_twin(const T* x, const T* w, int ld, int k0, int k1, int lane,
-                                  A* out) {
-  for (int i = 0; i < 4; ++i) {
-    int r, c;
-    frag_coords(lane, i, &r, &c);
-    for (int k = k0; k < k1; ++k) {
-      out[i] += static_cast<A>(x[r * ld + k]) * static_cast<A>(w[c * ld + k]);
-    }
-  }
 }
 
 #if defined(__CUDACC__)
