@@ -204,9 +204,9 @@ def test_declines_what_does_not_fit():
 ])
 def test_selection_rule(monkeypatch, setting, batch, hidden, backward, want):
     monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
-    got = pg.library().fastrnn_persistent_choose(pg.cell_kind("LSTM"), pg.dtype_code(torch.float32),
-                                                 batch, hidden, torch.cuda.current_device(),
-                                                 int(backward))
+    got = pg.library().fastrnn_persistent_choose(
+        pg.cell_kind("LSTM"), pg.dtype_code(torch.float32), batch, hidden,
+        torch.cuda.current_device(), int(backward))
     assert got == want
 
 

@@ -98,9 +98,10 @@ BackwardResult walk_backward(const BackwardArgs& a) {
   Tensor dh_state = a.grad_hn.clone();  // [B, P]: gradient w.r.t. the h state
   // [B, H] in the accumulation type, updated in place by the kernel: the cell's carry,
   // from grad_cn for a cell state, else from zero.
+  const at::TensorOptions carry_options = options.dtype(accumulation_type(type));
   Tensor carry = !Cell::kBackwardCarry ? Tensor()
                  : Cell::kCellState    ? accumulation_copy(a.grad_cn)
-                                       : at::zeros({sz.B, H}, options.dtype(accumulation_type(type)));
+                                       : at::zeros({sz.B, H}, carry_options);
   Tensor grad_gx = device.empty({sz.N, G * H}, options);
   // The gradient w.r.t. gh = h_prev @ w_hh^T (+ b_hh), which the next step's product and
   // the weight gradients read: a buffer of its own for kSeparateDgh cells, else grad_gx.

@@ -105,7 +105,8 @@ __device__ __forceinline__ void product(const Blk& b, const DotJob& j) {
 
 // Shapes and aliasing: Params in global_memory.h (persistent.h's ForwardTensors).
 template <class Cell, class T>
-__global__ void __launch_bounds__(kBlockThreads, 1) forward_kernel(const Plan p, const Params<T> a) {
+__global__ void __launch_bounds__(kBlockThreads, 1)
+    forward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Block<Cell, T> b(p, a, blockIdx.x, smem);
   float gx[Cell::kGates];  // this thread's first gx values of the coming step
@@ -126,7 +127,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) forward_kernel(const Plan p,
 
 // Shapes and aliasing: Params in global_memory.h (persistent.h's BackwardTensors).
 template <class Cell, class T>
-__global__ void __launch_bounds__(kBlockThreads, 1) backward_kernel(const Plan p, const Params<T> a) {
+__global__ void __launch_bounds__(kBlockThreads, 1)
+    backward_kernel(const Plan p, const Params<T> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   using Blk = Block<Cell, T>;
   const Blk b(p, a, blockIdx.x, smem);
