@@ -15,7 +15,12 @@
 //       replaced by this step's; writes dx[g] (w.r.t. gx) and dgh[g] (w.r.t. hh, the rows
 //       the next product and the weight gradient read: dgh == dx unless kSeparateDgh).
 //   h0_grad(rec, carry): the gradient w.r.t. h0 of a row from the part through the product
-//       (rec) and the carry left by its first step.
+//       (rec) and the carry left by its first step (cells without a cell state; with one,
+//       that carry is the gradient w.r.t. c0).
+// Flags: kCellState (a second state, c0/cn, which is the forward carry), kBackwardCarry
+// (backward keeps a carry: LSTM dc, GRU the direct part of dh_prev), kRecurrentBias (b_hh
+// added to hh rather than folded into gx), kSeparateDgh, kProjection (h may be projected to
+// P = proj_size by w_hr), kPrev/kPrevSlot.
 // `prev` is what backward reads of the row's previous step (PrevSource) and `h` the row's
 // own output.
 
