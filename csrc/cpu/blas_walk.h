@@ -22,19 +22,19 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
   T* m = proj ? m_t.data_ptr<T>() : nullptr;
   const StepGemm<T> recurrent(w_hh.t());                // [b, P] -> [b, G*H]
   const StepGemm<T> project(proj ? w_hr.t() : w_hh);  // [b, H] -> [b, P]
-  const auto units = st.saved != nullptr ? forward_units<Cell, true, T>
-                                         : forward_units<Cell, false, T>;
+  const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
   for (int64_t s = 0; s < schedule.steps(); ++s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
     recurrent(b, st.h, gh);
     for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
-      // Without projection h goes straight to the state and to y.
-      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, proj ? nullptr : st.h + row * P,
+      // Without projection h goes straight to the state and to y; with it, to m (twice).
+      T* h = proj ? m + row * H : st.h + row * P;
+      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, h,
             Cell::kCellState ? st.carry + row * H : nullptr,
-            st.saved != nullptr ? st.saved + packed * S * H : nullptr,
-            proj ? m + row * H : st.h + row * P, proj ? nullptr : st.y + packed * P, H, j0, j1);
+            st.saved != nullptr ? st.saved + packed * S * H : nullptr, h,
+            proj ? h : st.y + packed * P, H, j0, j1);
     });
     if (proj) {
       project(b, m, st.h);
@@ -70,9 +70,10 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
     }
     for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
-      units(dh + row * (proj ? H : P), st.grad_y + packed * P,
+      const T* dh_row = dh + row * (proj ? H : P);
+      units(dh_row, st.grad_y + packed * P,
             Cell::kBackwardCarry ? st.carry + row * H : nullptr, st.saved + packed * S * H,
-            backward_prev<Cell>(st, schedule, s, row), proj ? nullptr : st.y + packed * P,
+            backward_prev<Cell>(st, schedule, s, row), proj ? dh_row : st.y + packed * P,
             st.grad_gx + packed * G * H, st.grad_gh + packed * G * H, H, j0, j1);
     });
     recurrent(b, st.grad_gh + first * G * H, st.dh);

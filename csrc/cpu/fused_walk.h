@@ -30,8 +30,7 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
       });
     }
   };
-  const auto units = st.saved != nullptr ? forward_units<Cell, true, T>
-                                         : forward_units<Cell, false, T>;
+  const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
   run_split_walk(split, st.B, H, V, pack_group, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                                     int64_t r_end, const auto& sync) {
     const T* rows[kMaxPanelRows];
