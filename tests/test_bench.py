@@ -503,7 +503,7 @@ def test_markdown_and_table_show_each_backend():
     assert "auto 4.000 ms" not in row
 
 
-def test_plot_draws_each_backend(tmp_path):
+def test_plot_draws_each_backend(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     doc = synthetic({("LSTM", H, "fwd"): 1.0 + H / 64 for H in (64, 128)},
                     backends=("auto", "persistent"))
@@ -512,7 +512,17 @@ def test_plot_draws_each_backend(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == PNG_MAGIC
     old = old_format({("LSTM", H, "fwd"): 1.0 for H in (64, 128)}, {"persistent": 0.5})
+    drawn = []
+    import matplotlib.axes
+    real_plot = matplotlib.axes.Axes.plot
+
+    def noting_plot(self, *args, **kwargs):
+        drawn.append(kwargs.get("label"))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", noting_plot)
     assert plot_speedup(old, str(tmp_path / "old.png"))
+    assert drawn == ["B=16 auto", "B=16 persistent"]  # fastrnn_ms read as auto
 
 
 # --- compare with files of the format before --backend --------------------------------------

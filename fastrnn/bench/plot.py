@@ -35,6 +35,7 @@ def _order(sequence, item):
 def plot_speedup(doc, path):
     """Draws the speedup plot of a results document to `path` (PNG). Returns path, or None
     when there are no cases."""
+    doc = upgrade(doc)[0]  # a document of the format before backends, too
     cases = doc["cases"]
     if not cases:
         return None
@@ -42,7 +43,6 @@ def plot_speedup(doc, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    doc = upgrade(doc)[0]  # a document of the format before backends, too
     backends = [b for b in backends_of(doc)
                 if any(f"{b}_speedup" in r for r in cases)] or [None]
     styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # (line, marker) per backend
