@@ -34,6 +34,19 @@ def test_plan_lists_the_steps_in_order_of_value(capsys):
     assert not os.path.exists("unused-dir")
 
 
+def test_benchmarks_name_their_backends():
+    benches = [s for s in gpu_check.steps("out") if s.name.startswith("bench-")]
+    assert [s.name for s in benches] == ["bench-anchors", "bench-gpu"]
+    for step in benches:
+        command = step.command
+        at = command.index("--backend")
+        assert command[at + 1:at + 3] == ["auto", "persistent"]
+        assert "--variants" not in command and "--device" in command
+        from fastrnn.bench.__main__ import _parser  # the benchmark takes the arguments
+        args = _parser().parse_args(command[command.index("fastrnn.bench") + 1:])
+        assert args.backend == ["auto", "persistent"] and args.device == "cuda"
+
+
 def test_only_rejects_unknown_steps(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["unused-dir", "--only", "no-such-step"])
