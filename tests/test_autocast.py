@@ -18,7 +18,11 @@ import itertools
 import pytest
 import torch
 
-from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair, requires_cuda
+from helpers.cases import CELLS, Case
+from helpers.devices import requires_cuda
+from helpers.inputs import Inputs, make_inputs
+from helpers.modules import make_pair
+from helpers.running import flatten_result
 from fastrnn import functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),

@@ -14,8 +14,12 @@ import torch
 import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from conftest import (DEVICES, Case, assert_results_close, assert_same_packing, make_inputs,
-                      make_pair, run)
+from helpers.cases import Case
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
 
 pytestmark = pytest.mark.usefixtures("torch_state", "dynamo")
 

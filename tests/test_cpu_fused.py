@@ -11,7 +11,11 @@ import pytest
 import torch
 
 import fastrnn
-from conftest import Case, assert_close, make_inputs, make_pair, run
+from helpers.cases import Case
+from helpers.compare import assert_close
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
 from test_parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")

@@ -17,7 +17,10 @@ from torch.autograd import gradcheck
 from torch.nn.utils.rnn import PackedSequence
 
 import fastrnn
-from conftest import CELLS, Case, make_inputs, make_pair, run, weighted_loss
+from helpers.cases import CELLS, Case
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run, weighted_loss
 from test_module import check_low_precision
 from test_ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
 

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from conftest import CELLS, KINDS, Case, ids
+from helpers.cases import CELLS, KINDS, Case, ids
 from test_parity import check_parity
 from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
 

@@ -19,7 +19,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conftest import CELLS, DEVICES, flatten_result, weighted_loss  # noqa: E402
+from helpers.cases import CELLS  # noqa: E402
+from helpers.devices import DEVICES  # noqa: E402
+from helpers.running import flatten_result, weighted_loss  # noqa: E402
 
 T, B, I, H, PROJ = 20, 8, 16, 32, 8
 LENGTHS = torch.linspace(T, 1, B).long()  # sorted, T down to 1

@@ -14,9 +14,13 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from conftest import (CELLS, DEVICES, KINDS, Case, Inputs, ReferenceModule, assert_close,
-                      assert_results_close, flatten_result, make_inputs, make_pair,
-                      module_kwargs, run, weighted_loss)
+from helpers.cases import CELLS, KINDS, Case
+from helpers.compare import assert_close, assert_results_close
+from helpers.devices import DEVICES
+from helpers.inputs import Inputs, make_inputs
+from helpers.modules import make_pair, module_kwargs
+from helpers.reference_module import ReferenceModule
+from helpers.running import flatten_result, run, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -9,7 +9,9 @@ from torch.func import functional_call
 
 import fastrnn
 
-from conftest import CELLS, Case, make_inputs, make_pair
+from helpers.cases import CELLS, Case
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

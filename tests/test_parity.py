@@ -7,8 +7,13 @@ import itertools
 import pytest
 import torch
 
-from conftest import (CELLS, DEVICES, KINDS, Case, ReferenceModule, assert_results_close,
-                      assert_same_packing, full_matrix, ids, make_inputs, make_pair, run)
+from helpers.cases import CELLS, KINDS, Case, full_matrix, ids
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.reference_module import ReferenceModule
+from helpers.running import run
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

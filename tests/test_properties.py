@@ -10,8 +10,12 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELLS, DEVICES, Case, assert_results_close, assert_same_packing,
-                      make_inputs, make_pair, run)
+from helpers.cases import CELLS, Case
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -23,8 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastrnn  # noqa: E402
-from conftest import (CELLS, DEVICES, Case, flatten_result, make_inputs, make_pair,  # noqa: E402
-                      weighted_loss)
+from helpers.cases import CELLS, Case  # noqa: E402
+from helpers.devices import DEVICES  # noqa: E402
+from helpers.inputs import make_inputs  # noqa: E402
+from helpers.modules import make_pair  # noqa: E402
+from helpers.running import flatten_result, weighted_loss  # noqa: E402
 
 I, H, P, B = 4, 5, 3, 3
 PAIRS = {"LSTM": (nn.LSTM, fastrnn.LSTM, {}), "LSTM-proj": (nn.LSTM, fastrnn.LSTM,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import fastrnn
-from conftest import CELLS
+from helpers.cases import CELLS
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"),

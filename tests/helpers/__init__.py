@@ -1,0 +1,14 @@
+"""What the tests share, split like the library it tests:
+
+- cases:             the configurations (cells, input kinds, sizes) and their readable ids
+- modules:           a torch.nn module and a fastrnn module with the same weights
+- inputs:            inputs in every layout (dense, packed, unbatched), hx included
+- running:           forward and backward through a loss that reaches every gradient path
+- compare:           comparisons with the bounds of `tolerances`
+- tolerances:        the tolerance table
+- devices:           the device parameters
+- reference_module:  the reference recurrence applied to a module's inputs
+
+Test modules import these (tests/ is on the path through the pytest configuration in
+pyproject.toml); fixtures and hooks stay in conftest.py.
+"""
