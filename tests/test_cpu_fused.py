@@ -15,8 +15,8 @@ from helpers.cases import Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
+from helpers.parity import check_parity
 from helpers.running import run
-from test_parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -20,9 +20,9 @@ import fastrnn
 from helpers.cases import CELLS, Case
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
+from helpers.ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
+from helpers.parity import check_low_precision
 from helpers.running import run, weighted_loss
-from test_module import check_low_precision
-from test_ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -135,7 +135,7 @@ LOW_CASES = [Case(cell, True, 2, True, False, kind, True, input_size=16, hidden_
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", LOW_CASES, ids=[c.id for c in LOW_CASES])
 def test_low_precision_larger_sizes(case, dtype):
-    """check_low_precision (test_module.py) at sizes where rounding errors build up: error
+    """check_low_precision (helpers/parity.py) at sizes where rounding errors build up: error
     at most 2x torch.nn's (cuDNN) in the same dtype, against float64 on the CPU."""
     check_low_precision(case, dtype, "cuda")
 

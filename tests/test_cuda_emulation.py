@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from helpers.cases import CELLS, KINDS, Case, ids
-from test_parity import check_parity
-from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
+from helpers.ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
+from helpers.parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from helpers.cases import CELLS, KINDS, Case, full_matrix, ids
-from helpers.compare import assert_results_close, assert_same_packing
+from helpers.compare import assert_results_close
 from helpers.devices import DEVICES
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
+from helpers.parity import check_parity
 from helpers.reference_module import ReferenceModule
 from helpers.running import run
 
@@ -22,15 +23,6 @@ MATRIX = full_matrix()
 # kind, bias x layers, ...; checked below): every 5th case, with the offset rotating so
 # that neighbours in the product get their turn.
 FLOAT32_SUBSET = [case for k, case in enumerate(MATRIX) if (k + k // 48) % 5 == 0]
-
-
-def check_parity(case, dtype, device="cpu"):
-    ref, fast = make_pair(case, dtype, device=device)
-    inputs = make_inputs(case, dtype, device=device)
-    *want, result_want = run(ref, inputs)
-    *got, result_got = run(fast, inputs)
-    assert_same_packing(result_got, result_want)
-    assert_results_close(got, want, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,6 +1,6 @@
 """The persistent kernels through the public modules on a GPU (skipped without one): the
 CUDA ops call them first, so FASTRNN_PERSISTENT=1 forces them (=0 the per-step path).
-Tolerances as in test_module: float32 to 5e-5 of float64; bf16/fp16 at most twice
+Tolerances as in helpers/parity.py: float32 to 5e-5 of float64; bf16/fp16 at most twice
 torch.nn's own error in that dtype."""
 
 import pytest
@@ -11,8 +11,8 @@ from helpers.cases import Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
+from helpers.parity import check_low_precision
 from helpers.running import run
-from test_module import check_low_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -42,7 +42,7 @@ def test_modules_float32_on_cuda_match_float64(monkeypatch, setting, case):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", MODULE_CASES[::3], ids=[c.id for c in MODULE_CASES[::3]])
 def test_modules_low_precision_on_cuda(monkeypatch, case, dtype):
-    """At most 2x torch.nn's error in the same dtype (test_module's rule)."""
+    """At most 2x torch.nn's error in the same dtype (helpers/parity.py's rule)."""
     monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
     check_low_precision(case, dtype, device="cuda")
 

@@ -7,6 +7,8 @@
 - compare:           comparisons with the bounds of `tolerances`
 - tolerances:        the tolerance table
 - devices:           the device parameters
+- parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
+- ops:               arguments for the raw ops (torch.ops.fastrnn.*)
 - reference_module:  the reference recurrence applied to a module's inputs
 
 Test modules import these (tests/ is on the path through the pytest configuration in
