@@ -4,7 +4,6 @@ CUDA tensors, compute-sanitizer, CUDA-graph capture, modules moved with .cuda()/
 the caller's stream and device, no host synchronisation, more rows than one grid
 dimension holds, and bitwise reproducibility."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,12 +21,12 @@ from helpers.inputs import make_inputs
 from helpers.modules import make_pair
 from helpers.ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
 from helpers.parity import check_low_precision
+from helpers.paths import ROOT, child_env
 from helpers.running import run, weighted_loss
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ops = torch.ops.fastrnn
 
 
@@ -338,8 +337,7 @@ def test_compute_sanitizer(tool):
     """Every cell, packed and dense, forward and backward, float32 and float16, under
     compute-sanitizer; torch's caching allocator is off so out-of-bounds accesses land
     outside any allocation."""
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = child_env(PYTORCH_NO_CUDA_MEMORY_CACHING="1")
     proc = subprocess.run(["compute-sanitizer", "--tool", tool, "--error-exitcode", "99",
                            sys.executable, "-c", SANITIZER_SCRIPT],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

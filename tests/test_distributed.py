@@ -22,9 +22,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import fastrnn  # noqa: E402
+import fastrnn
 
 F64 = torch.float64
 WORLD = 2

@@ -16,6 +16,7 @@ import torch
 
 import persistent_gpu as pg
 from fastrnn.bench.cases import persistent_setting
+from helpers.paths import child_env
 from persistent_cases import GATES, batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows
 
 pytestmark = [
@@ -225,7 +226,7 @@ def test_compute_sanitizer(tool, mode, dtype):
     cmd = [sanitizer(), "--tool", tool, "--error-exitcode", "99", sys.executable, script, "run",
            "--mode", mode, "--dtype", dtype, "--batch", "3", "--hidden", "40", "--steps", "4",
            "--reverse"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=child_env())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "finite" in done.stdout
 

@@ -19,15 +19,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import fastrnn  # noqa: E402
-from helpers.cases import CELLS, Case  # noqa: E402
-from helpers.devices import DEVICES  # noqa: E402
-from helpers.inputs import make_inputs  # noqa: E402
-from helpers.modules import make_pair  # noqa: E402
-from helpers.running import flatten_result, weighted_loss  # noqa: E402
+import fastrnn
+from helpers.cases import CELLS, Case
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.paths import child_env
+from helpers.running import flatten_result, weighted_loss
 
 I, H, P, B = 4, 5, 3, 3
 PAIRS = {"LSTM": (nn.LSTM, fastrnn.LSTM, {}), "LSTM-proj": (nn.LSTM, fastrnn.LSTM,
@@ -387,7 +385,8 @@ def results():
     def get(group):
         if group not in cache:
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), group],
-                                  capture_output=True, text=True, timeout=300)
+                                  capture_output=True, text=True, timeout=300,
+                                  env=child_env())
             last = proc.stderr.strip().splitlines()[-1:] or [""]
             assert proc.returncode == 0, (f"the {group} child died (code {proc.returncode}) "
                                           f"at {last[0]!r}:\n{proc.stderr[-3000:]}")

@@ -10,6 +10,8 @@
 - parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
 - ops:               arguments for the raw ops (torch.ops.fastrnn.*)
 - reference_module:  the reference recurrence applied to a module's inputs
+- paths:             the checkout's paths, scripts loaded by path, child-process environments
+- client_model:      a client's model module (for the weights-only loading tests)
 
 Test modules import these (tests/ is on the path through the pytest configuration in
 pyproject.toml); fixtures and hooks stay in conftest.py.
