@@ -1,4 +1,4 @@
-"""fastrnn vs torch.nn (and vs fastrnn/reference.py, itself checked against torch.nn):
+"""fastrnn vs torch.nn (and vs helpers/reference.py, itself checked against torch.nn):
 outputs, final states and every gradient, over the whole configuration matrix, on the CPU
 and (where there is a GPU) on CUDA, each against torch.nn on the same device."""
 
@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from helpers import reference
 from helpers.cases import CELLS, KINDS, Case, full_matrix, ids
 from helpers.compare import assert_results_close
 from helpers.devices import DEVICES
@@ -125,7 +126,7 @@ def test_fastrnn_matches_reference(case, device):
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_functional_matches_reference_directly(cell):
     """fastrnn.functional.rnn and reference.rnn on the same packed data and weights."""
-    from fastrnn import functional, reference
+    from fastrnn import functional
     case = Case(cell, True, 2, True, kind="packed_sorted")
     ref, _ = make_pair(case)
     gen = torch.Generator().manual_seed(3)
@@ -146,7 +147,6 @@ def test_functional_matches_reference_directly(cell):
 
 
 def test_reference_rejects_dropout_in_training():
-    from fastrnn import reference
     ref, _ = make_pair(Case("GRU", layers=2))
     data = torch.zeros(2, ref.input_size, dtype=torch.float64)
     h0 = torch.zeros(2, 1, ref.hidden_size, dtype=torch.float64)
@@ -161,7 +161,6 @@ def test_reference_rejects_dropout_in_training():
 def test_reference_does_not_use_the_extension():
     import ast
     import inspect
-    from fastrnn import reference
     tree = ast.parse(inspect.getsource(reference))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}

@@ -9,6 +9,7 @@
 - devices:           the device parameters
 - parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
 - ops:               arguments for the raw ops (torch.ops.fastrnn.*)
+- reference:         the plain-PyTorch recurrence, the test oracle (uses no fastrnn code)
 - reference_module:  the reference recurrence applied to a module's inputs
 - paths:             the checkout's paths, scripts loaded by path, child-process environments
 - client_model:      a client's model module (for the weights-only loading tests)

@@ -1,8 +1,8 @@
-"""The reference (fastrnn/reference.py) applied to a module's inputs."""
+"""The reference (helpers/reference.py) applied to a module's inputs."""
 
 from torch.nn.utils.rnn import PackedSequence
 
-from fastrnn import reference
+from helpers import reference
 
 
 class ReferenceModule:
