@@ -23,6 +23,7 @@ from helpers.devices import requires_cuda
 from helpers.inputs import Inputs, make_inputs
 from helpers.modules import make_pair
 from helpers.running import flatten_result
+from helpers.tolerances import atol_rtol
 from fastrnn import functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
@@ -122,7 +123,7 @@ def test_result_dtypes_match_torch_nn(device, dtype, library_on, cell, kind, lay
         return
     assert dtypes(got) == dtypes(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0.05)
+        torch.testing.assert_close(a.float(), b.float(), **atol_rtol(dtype, "autocast"))
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
+from helpers.tolerances import atol_rtol
 
 F64 = torch.float64
 WORLD = 2
@@ -168,7 +169,7 @@ def test_ddp_matches_single_process_training(trained, cell):
     for rank in range(WORLD):
         state = trained[rank][cell]
         for name, value in single.state_dict().items():
-            torch.testing.assert_close(state[name], value, atol=1e-12, rtol=1e-12,
+            torch.testing.assert_close(state[name], value, **atol_rtol(F64, "same_computation"),
                                        msg=lambda m: f"rank {rank}, {name}: {m}")
     assert any(not torch.equal(before[k], v) for k, v in single.state_dict().items())
 

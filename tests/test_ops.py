@@ -14,6 +14,7 @@ from helpers.inputs import make_inputs
 from helpers.modules import make_pair
 from helpers.ops import (BATCH_SIZES, FORWARD_VARIANTS, backward_args, differentiable_outputs,
                          forward_op, op_args, ops, variant_id)
+from helpers.tolerances import GRADCHECK, atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -29,7 +30,7 @@ REVERSE = [False, True]
 def test_gradcheck_op(variant, layout, reverse):
     op, kw = variant
     args = op_args(op, layout, reverse, **kw)
-    assert gradcheck(differentiable_outputs(op), args, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert gradcheck(differentiable_outputs(op), args, **GRADCHECK)
 
 
 @pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
@@ -37,8 +38,8 @@ def test_gradcheck_op_single_output(variant):
     """Gradients when only one output is used (the others' gradients arrive as None)."""
     op, kw = variant
     args = op_args(op, "packed", True, **kw)
-    assert gradcheck(lambda *a: forward_op(op)(*a)[0], args, eps=1e-6, atol=1e-7)
-    assert gradcheck(lambda *a: forward_op(op)(*a)[1], args, eps=1e-6, atol=1e-7)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[0], args, **GRADCHECK)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[1], args, **GRADCHECK)
 
 
 # opcheck is slow (it traces with AOT autograd): dense time order and packed reverse order.
@@ -126,7 +127,7 @@ def test_backward_op_matches_autograd(variant):
             got = got[:3]
     assert len(got) == len(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(a, b, **atol_rtol(F64, "same_computation"))
 
 
 def test_backward_op_does_not_modify_saved():
@@ -205,4 +206,4 @@ def test_gradcheck_module(case):
         out = out.data if hasattr(out, "batch_sizes") else out
         return (out, *hidden) if isinstance(hidden, tuple) else (out, hidden)
 
-    assert gradcheck(fn, (*leaves, *params), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    assert gradcheck(fn, (*leaves, *params), **GRADCHECK, fast_mode=True)

@@ -16,6 +16,7 @@ from helpers.modules import make_pair
 from helpers.parity import check_parity
 from helpers.reference_module import ReferenceModule
 from helpers.running import run
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -143,7 +144,7 @@ def test_functional_matches_reference_directly(cell):
         if b is None:
             assert a is None
         else:
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+            torch.testing.assert_close(a, b, **atol_rtol(torch.float64))
 
 
 def test_reference_rejects_dropout_in_training():

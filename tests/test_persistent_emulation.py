@@ -12,11 +12,12 @@ import pytest
 import torch
 
 import persistent_host as ph
+from helpers.tolerances import TOLERANCES
 from persistent_cases import cpu_backward, cpu_forward, h_prev_rows, poisoned, problem
 
 pytestmark = pytest.mark.skipif(ph.compiler() is None, reason="needs a C++ compiler")
 
-TOL = {torch.float64: 1e-10, torch.float32: 5e-5}
+TOL = TOLERANCES["default"]
 
 
 def emulate_forward(mode, t, bs, hidden, reverse, dtype, save=True, **kw):

@@ -5,7 +5,7 @@
 - inputs:            inputs in every layout (dense, packed, unbatched), hx included
 - running:           forward and backward through a loss that reaches every gradient path
 - compare:           comparisons with the bounds of `tolerances`
-- tolerances:        the tolerance table
+- tolerances:        the one tolerance table (every numerical bound of the tests)
 - devices:           the device parameters
 - parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
 - ops:               arguments for the raw ops (torch.ops.fastrnn.*)

@@ -3,15 +3,16 @@
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from helpers.tolerances import tolerance
+from helpers.tolerances import atol_rtol
 
 
-def assert_close(actual, expected, dtype=None, msg="", tol=None):
+def assert_close(actual, expected, dtype=None, msg="", kind="default"):
+    """Same shape and dtype, and values within the tolerance table's bound for `kind` and
+    `dtype` (default: expected's dtype)."""
     dtype = dtype or expected.dtype
-    tol = tolerance(dtype) if tol is None else tol
     assert actual.shape == expected.shape, f"{msg}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == expected.dtype, f"{msg}: dtype {actual.dtype} != {expected.dtype}"
-    torch.testing.assert_close(actual, expected, atol=tol, rtol=tol,
+    torch.testing.assert_close(actual, expected, **atol_rtol(dtype, kind),
                                msg=lambda m: f"{msg}: {m}")
 
 

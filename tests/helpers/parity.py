@@ -10,6 +10,7 @@ from helpers.compare import assert_results_close, assert_same_packing
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair, module_kwargs
 from helpers.running import run
+from helpers.tolerances import LOW_PRECISION
 
 F64 = torch.float64
 
@@ -28,7 +29,8 @@ def check_parity(case, dtype, device="cpu"):
 def check_low_precision(case, dtype, device="cpu"):
     """fastrnn's error in dtype on device against the float64 result on the CPU (same
     representable weights and inputs) is at most 2x torch.nn's own error in that dtype on
-    that device plus a small absolute slack, for outputs, final states and every gradient."""
+    that device plus a small absolute slack (LOW_PRECISION), for outputs, final states and
+    every gradient."""
     exact, _ = make_pair(case, F64)
     with torch.no_grad():  # weights exactly representable in the low-precision dtype
         for p in exact.parameters():
@@ -50,5 +52,6 @@ def check_low_precision(case, dtype, device="cpu"):
         assert torch.isfinite(fast_value).all(), name
         fast_error = (fast_value.double().cpu() - want).abs().max().item()
         torch_error = (torch_value.double().cpu() - want).abs().max().item()
-        slack = 1e-2 * max(1.0, want.abs().max().item())
-        assert fast_error <= 2 * torch_error + slack, (name, fast_error, torch_error)
+        slack = LOW_PRECISION["slack"] * max(1.0, want.abs().max().item())
+        assert fast_error <= LOW_PRECISION["factor"] * torch_error + slack, (
+            name, fast_error, torch_error)
