@@ -1,10 +1,11 @@
-"""What the modules do with their inputs: forward and backward never modify them, and
-non-contiguous inputs, states and weights give the results of contiguous ones."""
+"""What the modules do with their inputs: forward and backward never modify them (values,
+storage, version counter, packing), and non-contiguous inputs, states and weights give the
+results of contiguous ones."""
 
 import pytest
 import torch
 from torch.func import functional_call
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from helpers.cases import CELLS, KINDS, Case
 from helpers.compare import assert_close
@@ -61,3 +62,21 @@ def test_non_contiguous_inputs_states_and_weights(cell):
         assert_close(a, b, F64)
     for a, b in zip(grads, want_grads.values()):
         assert_close(a, b, F64)
+
+
+@pytest.mark.parametrize("kind", ["dense", "packed_unsorted", "unbatched"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_inputs_untouched(cell, kind):
+    """Forward and backward leave every input's values, storage and version counter as they
+    were (and batch_sizes and the permutation indices of a packed input)."""
+    case = Case(cell, True, 2, True, True, kind, True)
+    _, fast = make_pair(case)
+    leaves = make_inputs(case).fresh()
+    inp, hx = leaves.args()
+    tensors = [*(list(inp) if isinstance(inp, PackedSequence) else [inp]),
+               *(hx if isinstance(hx, tuple) else [hx]), *fast.parameters()]
+    tensors = [t for t in tensors if t is not None]
+    before = [(t.detach().clone(), t.data_ptr(), t._version) for t in tensors]
+    weighted_loss(flatten_result(fast(inp, hx))).backward()
+    for t, (value, pointer, version) in zip(tensors, before):
+        assert torch.equal(t, value) and t.data_ptr() == pointer and t._version == version

@@ -13,6 +13,7 @@
 - reference_module:  the reference recurrence applied to a module's inputs
 - paths:             the checkout's paths, scripts loaded by path, child-process environments
 - client_model:      a client's model module (for the weights-only loading tests)
+- isolated:          groups of cases run in a child process (a crash fails, not ends, the run)
 
 Test modules import these (tests/ is on the path through the pytest configuration in
 pyproject.toml); fixtures and hooks stay in conftest.py.
