@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers.cases import CELLS, Case
-from helpers.devices import requires_cuda
+from helpers.devices import GPU_MARKS
 from helpers.inputs import Inputs, make_inputs
 from helpers.modules import make_pair
 from helpers.running import flatten_result
@@ -36,7 +36,7 @@ LIBRARY = {"cpu": "onednn", "cuda": "cudnn"}
 AUTOCASTS = [pytest.param(device, dtype, library_on,
                           id=f"{device}-{str(dtype)[6:]}-"
                              f"{'' if library_on else 'no_'}{LIBRARY[device]}",
-                          marks=[requires_cuda] if device == "cuda" else [])
+                          marks=GPU_MARKS if device == "cuda" else [])
              for device, dtype, library_on in itertools.product(
                  ("cpu", "cuda"), (torch.bfloat16, torch.float16), (True, False))]
 KINDS = ["dense", "packed_unsorted", "unbatched"]

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 import fastrnn
 from helpers.cases import CELLS, Case
+from helpers.devices import GPU_MARKS
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
 from helpers.ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
@@ -25,8 +26,7 @@ from helpers.paths import ROOT, child_env
 from helpers.running import run, weighted_loss
 from helpers.tolerances import GRADCHECK, atol_rtol
 
-pytestmark = [pytest.mark.usefixtures("torch_state"),
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.usefixtures("torch_state"), *GPU_MARKS]
 
 ops = torch.ops.fastrnn
 F64 = torch.float64

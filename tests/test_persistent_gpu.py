@@ -16,12 +16,13 @@ import torch
 
 import persistent_gpu as pg
 from fastrnn.bench.cases import persistent_setting
+from helpers.devices import GPU_MARKS
 from helpers.paths import child_env
 from helpers.tolerances import ULP, tolerance
 from persistent_cases import GATES, batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows
 
 pytestmark = [
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    *GPU_MARKS,
     pytest.mark.skipif(pg.nvcc() is None, reason="needs nvcc to build the kernels"),
 ]
 

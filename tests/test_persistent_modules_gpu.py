@@ -9,12 +9,13 @@ import torch
 import fastrnn
 from helpers.cases import Case
 from helpers.compare import assert_close
+from helpers.devices import GPU_MARKS
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
 from helpers.parity import check_low_precision
 from helpers.running import run
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = GPU_MARKS
 
 MODULE_CASES = [
     Case(cell, kind=kind, bidirectional=bi, layers=layers)

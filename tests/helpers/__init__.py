@@ -6,7 +6,7 @@
 - running:           forward and backward through a loss that reaches every gradient path
 - compare:           comparisons with the bounds of `tolerances`
 - tolerances:        the one tolerance table (every numerical bound of the tests)
-- devices:           the device parameters
+- devices:           the device parameters and the `gpu` marker
 - parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
 - ops:               arguments for the raw ops (torch.ops.fastrnn.*)
 - reference:         the plain-PyTorch recurrence, the test oracle (uses no fastrnn code)
