@@ -9,6 +9,7 @@ What it cannot prove: anything about the device itself (see the GPU tests).
 """
 
 import math
+import zlib
 
 import pytest
 import torch
@@ -81,7 +82,9 @@ PRODUCTS = [(torch.float64, False), (torch.float32, False), (torch.float64, True
 @pytest.mark.parametrize("mode", MODES)
 def test_emulated_kernels_match_cpu_ops(mode, shape, reverse, dtype, mma):
     lengths, hidden, blocks, threads = shape
-    bs, t, grads = problem(mode, lengths, hidden, seed=hash((mode, lengths, hidden)) % 1000)
+    # a seed of its own per problem, the same in every process (hash() of a str is not)
+    seed = zlib.crc32(repr((mode, lengths, hidden)).encode()) % 1000
+    bs, t, grads = problem(mode, lengths, hidden, seed=seed)
     fwd = cpu_forward(mode, t, bs, reverse)
     tol = TOL[dtype]
 
