@@ -12,9 +12,10 @@ import os
 import pytest
 import torch
 
-from conftest import CELLS, KINDS, Case, ids
-from test_parity import check_parity
-from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
+from helpers.cases import CELLS, KINDS, Case, ids
+from helpers.ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
+from helpers.parity import check_parity
+from helpers.tolerances import TOLERANCES
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -45,8 +46,7 @@ def emulated():
 
 
 LAYOUTS = list(BATCH_SIZES)
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2,
-             torch.float16: 2e-3}
+TOLERANCE = TOLERANCES["same_computation"]
 
 
 def assert_all_close(got, want, dtype, what):

@@ -10,11 +10,9 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from helpers.paths import ROOT, load_script
 
-import gpu_check  # noqa: E402
-
+gpu_check = load_script("gpu_check")
 PY = sys.executable
 
 
