@@ -1,6 +1,6 @@
 """Under autocast fastrnn returns the dtypes torch.nn returns, for every cell, input layout,
 input dtype and hx dtype, with oneDNN on and off, and its error against a float64 reference is
-at most 2x torch.nn's own error under the same autocast (DESIGN.md's low-precision rule),
+at most 2x torch.nn's own error under the same autocast (docs/testing.md's low-precision rule),
 gradients included.
 
 torch.nn's CPU results under autocast follow its per-step products (autocast dtype) and

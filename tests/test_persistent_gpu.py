@@ -1,7 +1,7 @@
 """The persistent kernels on a GPU (skipped without one, or without nvcc): against the
 float64 CPU ops and torch.nn on CUDA, determinism, refusals, compute-sanitizer.
 
-Tolerances (DESIGN.md): float32 to 5e-5; bf16/fp16 error vs float64 no more than twice
+Tolerances (docs/testing.md): float32 to 5e-5; bf16/fp16 error vs float64 no more than twice
 that of a same-precision baseline (torch.nn on CUDA, or fastrnn's CPU op where torch.nn has
 no equivalent: reverse and packed single direction), plus one unit in the last place.
 """

@@ -1,6 +1,6 @@
 """The one tolerance table: how far a result may be from what it is compared with.
 
-Every numerical comparison in the tests takes its bound from here. "default" is DESIGN.md's
+Every numerical comparison in the tests takes its bound from here. "default" is docs/testing.md's
 rule for fastrnn against torch.nn (or the reference) in the same dtype; each other entry
 says why its comparisons need another bound. A value serves as both atol and rtol unless it
 is an (atol, rtol) pair.
@@ -35,7 +35,7 @@ TOLERANCES = {
     "half_module_grad": {F16: 3e-2},
 }
 
-# bf16/fp16 against a float64 result (DESIGN.md): fastrnn's error at most `factor` times
+# bf16/fp16 against a float64 result (docs/testing.md): fastrnn's error at most `factor` times
 # torch.nn's own error in the same dtype, plus `slack` times the largest magnitude (a floor
 # for results that torch.nn happens to get almost exactly).
 LOW_PRECISION = {"factor": 2, "slack": 1e-2}
