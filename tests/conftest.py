@@ -28,3 +28,11 @@ def multithreaded(torch_state):
     """Runs the test with 2 intra-op threads (parallel_for splits even on one core)."""
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The directory of one tiny real run of fastrnn.bench (helpers/bench.py: TINY_RUN_ARGV),
+    shared by the tests that read its files."""
+    from helpers.bench import run_tiny  # imports fastrnn's extension: only when asked for
+    return run_tiny(tmp_path_factory.mktemp("bench"))

@@ -20,7 +20,8 @@ from helpers.cases import CELLS, Case
 from helpers.devices import GPU_MARKS
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
-from helpers.ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
+from helpers.ops import (FORWARD_VARIANTS, GATES, backward_args, differentiable_outputs, op_args,
+                         variant_id)
 from helpers.parity import check_low_precision
 from helpers.paths import ROOT, child_env
 from helpers.running import run, weighted_loss
@@ -97,7 +98,7 @@ def test_more_rows_than_one_grid_dimension(op):
     the CPU ops forward and backward, in both walking directions."""
     gen = torch.Generator().manual_seed(0)
     batch_sizes = torch.tensor([70000, 65600, 3], dtype=torch.long)
-    hidden, gates = 2, {"lstm": 4, "gru": 3, "rnn": 1}[op]
+    hidden, gates = 2, GATES[op]
     n, b = int(batch_sizes.sum()), int(batch_sizes[0])
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
     for reverse in (False, True):

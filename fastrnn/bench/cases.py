@@ -29,8 +29,8 @@ tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for f
 sequences.
 
 GEMM flops per layer and direction: 2*T*B*G*H*(I_layer + H) (input projection plus
-recurrence; G = 4, 3, 1 gates for LSTM, GRU, RNN; I_layer = I for the first layer, D*H
-after), times 3 for forward plus backward.
+recurrence; G = the cell's gate count, fastrnn._ops.GATES as the extension defines it;
+I_layer = I for the first layer, D*H after), times 3 for forward plus backward.
 """
 
 import contextlib
@@ -41,11 +41,11 @@ import torch
 from torch import nn
 
 import fastrnn
+from fastrnn._ops import GATES
 
 from .grids import KEY_FIELDS
 from .timing import interleaved
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 BASE_TOLERANCE = {"float64": 1e-10, "float32": 5e-5, "bfloat16": 2e-2, "float16": 2e-2}
 N_INPUTS = 3  # distinct pre-generated inputs, cycled through the repeats
 

@@ -14,6 +14,7 @@
 - paths:             the checkout's paths, scripts loaded by path, child-process environments
 - client_model:      a client's model module (for the weights-only loading tests)
 - isolated:          groups of cases run in a child process (a crash fails, not ends, the run)
+- bench:             fastrnn.bench's tests: a tiny real run, made-up results documents
 
 Test modules import these (tests/ is on the path through the pytest configuration in
 pyproject.toml); fixtures and hooks stay in conftest.py.

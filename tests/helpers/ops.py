@@ -4,7 +4,7 @@ forward."""
 
 import torch
 
-from fastrnn import _ops  # noqa: F401  (importing registers torch.ops.fastrnn)
+from fastrnn import _ops  # importing registers torch.ops.fastrnn
 
 ops = torch.ops.fastrnn
 H, P, B = 3, 2, 3
@@ -13,7 +13,11 @@ F64 = torch.float64
 # last step with no rows (the ops accept it; torch's packing never makes one)
 BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3],
                "empty_last_step": [3, 2, 0]}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# Per op, the gate blocks of gx ([N, gates*H]) and the saved slots of a row ([N, slots*H]), as
+# the extension defines them (fastrnn._ops); the rnn op serves RNN_TANH and RNN_RELU alike.
+CELL_OF_OP = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
+GATES = {op: _ops.GATES[cell] for op, cell in CELL_OF_OP.items()}
+SAVED_SLOTS = {op: _ops.SAVED_SLOTS[cell] for op, cell in CELL_OF_OP.items()}
 
 
 def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
