@@ -9,7 +9,7 @@ empty and cannot be differentiated.
 import torch
 
 try:
-    from . import _C  # noqa: F401  (importing registers torch.ops.fastrnn.*)
+    from . import _C  # importing registers torch.ops.fastrnn.*
 except ImportError as error:  # pragma: no cover - only without a build
     raise ImportError(
         "fastrnn's compiled extension fastrnn._C is missing or does not load "
@@ -19,6 +19,11 @@ except ImportError as error:  # pragma: no cover - only without a build
     ) from error
 
 ops = torch.ops.fastrnn
+
+# Per cell, the gate blocks of gx ([N, gates*H]) and the saved slots of a row ([N, slots*H]),
+# as the extension defines them (csrc/cells/*.h).
+GATES = {cell: getattr(_C, f"{cell}_GATES") for cell in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")}
+SAVED_SLOTS = {cell: getattr(_C, f"{cell}_SAVED") for cell in GATES}
 
 
 def _zeros_if_none(grad, like):
@@ -51,7 +56,7 @@ def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
     _check_devices("lstm_forward", batch_sizes, h0, gx, c0, w_hh, w_hr)
     n, hidden = gx.shape[0], c0.shape[1]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
-            gx.new_empty(n if save else 0, 5 * hidden))
+            gx.new_empty(n if save else 0, SAVED_SLOTS["LSTM"] * hidden))
 
 
 @torch.library.register_fake("fastrnn::lstm_backward")
@@ -60,7 +65,7 @@ def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, rever
                    saved)
     n, hidden = y.shape[0], c0.shape[1]
     grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else y.new_empty(0)
-    return (y.new_empty(n, 4 * hidden), torch.empty_like(h0), torch.empty_like(c0),
+    return (y.new_empty(n, GATES["LSTM"] * hidden), torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(w_hh), grad_w_hr)
 
 
@@ -69,15 +74,16 @@ def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
     _check_devices("gru_forward", batch_sizes, h0, gx, w_hh, b_hh)
     n, hidden = gx.shape[0], h0.shape[1]
     return (gx.new_empty(n, hidden), torch.empty_like(h0),
-            gx.new_empty(n if save else 0, 4 * hidden))
+            gx.new_empty(n if save else 0, SAVED_SLOTS["GRU"] * hidden))
 
 
 @torch.library.register_fake("fastrnn::gru_backward")
 def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, saved, has_bias, reverse):
     _check_devices("gru_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y, saved)
     n, hidden = y.shape[0], h0.shape[1]
-    return (y.new_empty(n, 3 * hidden), torch.empty_like(h0), torch.empty_like(w_hh),
-            y.new_empty(3 * hidden if has_bias else 0))
+    gates = GATES["GRU"] * hidden
+    return (y.new_empty(n, gates), torch.empty_like(h0), torch.empty_like(w_hh),
+            y.new_empty(gates if has_bias else 0))
 
 
 @torch.library.register_fake("fastrnn::rnn_forward")

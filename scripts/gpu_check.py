@@ -9,8 +9,9 @@ standalone device check (tests/native/device_check.cu: tensor-core fragments, gr
 smoke runs of every persistent kernel, the GPU tests (the ops against the CPU float64 ops
 first, then the persistent kernels, the modules, the rest of the CUDA behaviour), one
 compute-sanitizer memcheck of the persistent kernels, and the benchmarks against cuDNN
-(`--grid anchors`, then `--grid gpu`; every kernel variant) into
-OUT_DIR/bench-<grid>/results.json; then racecheck and the per-step path's sanitizer runs.
+(`--grid anchors`, then `--grid gpu`; backends auto, the library's own choice, and
+persistent, the persistent kernels forced) into OUT_DIR/bench-<grid>/results.json; then
+racecheck and the per-step path's sanitizer runs.
 
 Each step runs under its own timeout (a broken grid barrier hangs) and the whole run under
 --budget seconds; a failing step stops nothing. Each step's output goes to
@@ -82,7 +83,7 @@ def steps(out_dir):
     sanitizer = ["compute-sanitizer", "--error-exitcode", "99", "--tool"]
     kernels = [PY, "tests/persistent_gpu.py", "run", "--mode", "all", "--dtype", "all"]
     bench = [PY, "-X", "faulthandler", "-m", "fastrnn.bench", "--device", "cuda",
-             "--min-time", "0.1"]
+             "--min-time", "0.1", "--backend", "auto", "persistent"]
     gpu_tests = [x for name in CPU_ONLY for x in ("--ignore", f"tests/{name}")]
     gpu_tests += ["--ignore", "tests/test_cuda.py", "--ignore", "tests/test_persistent_gpu.py"]
     return [

@@ -1,15 +1,16 @@
 """Runs the persistent GPU kernels from Python (ctypes over tests/native/persistent_capi.cpp,
-compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests,
-compute-sanitizer and the benchmark.
+compiled with nvcc for the current GPU into build/persistent_gpu/), for the GPU tests and
+compute-sanitizer.
 
     python tests/persistent_gpu.py build
-    python tests/persistent_gpu.py run   --mode LSTM --dtype bf16 --batch 4 --hidden 64 --steps 5
-    python tests/persistent_gpu.py run   --mode all --dtype all
-    python tests/persistent_gpu.py bench [--mode LSTM --dtype bf16 --batch 16 --hidden 768 --steps 1024]
+    python tests/persistent_gpu.py run --mode LSTM --dtype bf16 --batch 4 --hidden 64 --steps 5
+    python tests/persistent_gpu.py run --mode all --dtype all
 
-`bench` times the persistent forward and forward+backward (with the caller's recurrent
-weight-gradient GEMM) against torch.nn on the same GPU (cuDNN), with CUDA events after a
-warm-up, median of --repeats runs, and prints ms, us per step and the ratio.
+To time the persistent kernels, use the benchmark, which times them through the modules
+against cuDNN, e.g. for the LSTM goal shape:
+
+    python -m fastrnn.bench --cell LSTM --T 1024 --B 16 --H 768 --dtype bfloat16 \
+        --backend auto step persistent
 """
 
 import argparse
@@ -23,10 +24,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from persistent_host import cell_kind, dtype_code  # noqa: E402  (the C entry points' numbers)
+from persistent_host import cell_kind, dtype_code  # the C entry points' numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
@@ -166,72 +164,6 @@ def random_inputs(mode, batch_sizes, hidden, dtype, device="cuda", seed=0):
     return ins, grads
 
 
-def time_ms(fn, repeats):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def bench(args):
-    dtype, mode, B, H, T = DTYPE_NAMES[args.dtype], args.mode, args.batch, args.hidden, args.steps
-    runner = Runner(mode, [B] * T, H, False)
-    ins, grads = random_inputs(mode, [B] * T, H, dtype)
-    fwd = runner.forward(ins)
-    if fwd is None:
-        print(f"persistent path declined {mode} {args.dtype} B={B} H={H}")
-        return 1
-    y = fwd["y"]
-    back = {**grads, **{k: v for k, v in ins.items() if k in ("h0", "c0", "w_hh")}, "y": y,
-            **({"saved": fwd["saved"]} if "saved" in fwd else {})}
-    bwd = runner.backward(back)
-    if bwd is None:
-        print(f"persistent backward declined {mode} {args.dtype} B={B} H={H}")
-        return 1
-    dgh = bwd.get("grad_gh", bwd["grad_gx"])
-
-    def fwd_bwd():  # outputs preallocated: no fills inside the timed region
-        runner.forward(ins, fwd)
-        runner.backward(back, bwd)
-        torch.mm(dgh[B:].t(), y[:-B])  # the caller's grad_w_hh GEMM (dense case)
-
-    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
-    kw = {} if cls is not torch.nn.RNN else {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"}
-    ref = cls(H, H, **kw).to("cuda", dtype)
-    x = torch.randn(T, B, H, device="cuda", dtype=dtype, requires_grad=True)
-
-    def ref_fwd():
-        with torch.no_grad():
-            ref(x)
-
-    def ref_fwd_bwd():
-        out = ref(x)[0]
-        out.backward(torch.ones_like(out))
-
-    results = {
-        "persistent fwd": time_ms(lambda: runner.forward(ins, fwd), args.repeats),
-        "persistent fwd+bwd": time_ms(fwd_bwd, args.repeats),
-        "torch.nn fwd": time_ms(ref_fwd, args.repeats),
-        "torch.nn fwd+bwd": time_ms(ref_fwd_bwd, args.repeats),
-    }
-    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda} "
-          f"cudnn {torch.backends.cudnn.version()}; {mode} {args.dtype} B={B} H={H} T={T}; "
-          f"y finite: {bool(torch.isfinite(y).all())}")
-    for name, ms in results.items():
-        print(f"{name:20s} {ms:9.3f} ms {1000 * ms / T:8.2f} us/step")
-    print(f"speed-up fwd {results['torch.nn fwd'] / results['persistent fwd']:.2f}x, "
-          f"fwd+bwd {results['torch.nn fwd+bwd'] / results['persistent fwd+bwd']:.2f}x "
-          "(the torch.nn times include its input projection, the persistent ones do not)")
-    return 0
-
-
 def run_once(args):
     """One small forward and backward of each --mode and --dtype asked for (`all`: every
     one), for compute-sanitizer and smoke runs."""
@@ -264,19 +196,18 @@ def run_one(mode, dtype, args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["build", "run", "bench"])
+    parser.add_argument("command", choices=["build", "run"])
     parser.add_argument("--mode", default="LSTM", choices=list(MODES) + ["all"])
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPE_NAMES) + ["all"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--reverse", action="store_true")
-    parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     if args.command == "build":  # only the library (needs no fastrnn extension)
         print(library()._name)
         return 0
-    return run_once(args) if args.command == "run" else bench(args)
+    return run_once(args)
 
 
 if __name__ == "__main__":

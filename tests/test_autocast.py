@@ -1,6 +1,6 @@
 """Under autocast fastrnn returns the dtypes torch.nn returns, for every cell, input layout,
 input dtype and hx dtype, with oneDNN on and off, and its error against a float64 reference is
-at most 2x torch.nn's own error under the same autocast (DESIGN.md's low-precision rule),
+at most 2x torch.nn's own error under the same autocast (docs/testing.md's low-precision rule),
 gradients included.
 
 torch.nn's CPU results under autocast follow its per-step products (autocast dtype) and
@@ -18,7 +18,12 @@ import itertools
 import pytest
 import torch
 
-from conftest import CELLS, Case, Inputs, flatten_result, make_inputs, make_pair, requires_cuda
+from helpers.cases import CELLS, Case
+from helpers.devices import GPU_MARKS
+from helpers.inputs import Inputs, make_inputs
+from helpers.modules import make_pair
+from helpers.running import flatten_result
+from helpers.tolerances import atol_rtol
 from fastrnn import functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
@@ -31,7 +36,7 @@ LIBRARY = {"cpu": "onednn", "cuda": "cudnn"}
 AUTOCASTS = [pytest.param(device, dtype, library_on,
                           id=f"{device}-{str(dtype)[6:]}-"
                              f"{'' if library_on else 'no_'}{LIBRARY[device]}",
-                          marks=[requires_cuda] if device == "cuda" else [])
+                          marks=GPU_MARKS if device == "cuda" else [])
              for device, dtype, library_on in itertools.product(
                  ("cpu", "cuda"), (torch.bfloat16, torch.float16), (True, False))]
 KINDS = ["dense", "packed_unsorted", "unbatched"]
@@ -118,7 +123,7 @@ def test_result_dtypes_match_torch_nn(device, dtype, library_on, cell, kind, lay
         return
     assert dtypes(got) == dtypes(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0.05)
+        torch.testing.assert_close(a.float(), b.float(), **atol_rtol(dtype, "autocast"))
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])

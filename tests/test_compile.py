@@ -14,8 +14,13 @@ import torch
 import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from conftest import (DEVICES, Case, assert_results_close, assert_same_packing, make_inputs,
-                      make_pair, run)
+from helpers.cases import Case
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state", "dynamo")
 
@@ -113,7 +118,7 @@ def test_in_a_larger_model():
             m(x).pow(2).mean().backward()
             o.step()
     for a, b in zip(model.parameters(), eager.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(a, b, **atol_rtol(F64))
 
 
 def test_packed_zeros_op():

@@ -6,7 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from conftest import DEVICES, Case, make_inputs, make_pair, run
+from helpers.cases import Case
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 import fastrnn
-from conftest import Case, assert_close, make_inputs, make_pair, run
-from test_parity import check_parity
+from helpers.cases import Case
+from helpers.compare import assert_close
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.parity import check_parity
+from helpers.running import run
+from helpers.tolerances import GRADCHECK
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -66,7 +71,7 @@ def test_walks_agree_to_rounding(monkeypatch):
     assert len(results["blas"]) == 3 + 3 + 2 * 2 * 4  # outputs, x/h0/c0, 2 layers x 2 dirs
     for fused in ("fused_units", "fused_rows"):
         for got, want in zip(results[fused], results["blas"], strict=True):
-            assert_close(got, want, tol=1e-12)
+            assert_close(got, want, kind="same_computation")
 
 
 @pytest.mark.parametrize("walk_flag", list(WALKS.values()), ids=list(WALKS))
@@ -84,7 +89,7 @@ def test_gradcheck(walk_flag, monkeypatch):
             lstm, dict(zip((n for n, _ in lstm.named_parameters()), weights)), (x, (h0, c0)))
         return out, hn, cn
 
-    assert torch.autograd.gradcheck(fn, (x, h0, c0, *params))
+    assert torch.autograd.gradcheck(fn, (x, h0, c0, *params), **GRADCHECK)
 
 
 def test_concurrent_calls_from_python_threads(monkeypatch):

@@ -4,7 +4,6 @@ CUDA tensors, compute-sanitizer, CUDA-graph capture, modules moved with .cuda()/
 the caller's stream and device, no host synchronisation, more rows than one grid
 dimension holds, and bitwise reproducibility."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,15 +16,21 @@ from torch.autograd import gradcheck
 from torch.nn.utils.rnn import PackedSequence
 
 import fastrnn
-from conftest import CELLS, Case, make_inputs, make_pair, run, weighted_loss
-from test_module import check_low_precision
-from test_ops import FORWARD_VARIANTS, backward_args, differentiable_outputs, op_args, variant_id
+from helpers.cases import CELLS, Case
+from helpers.devices import GPU_MARKS
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.ops import (FORWARD_VARIANTS, GATES, backward_args, differentiable_outputs, op_args,
+                         variant_id)
+from helpers.parity import check_low_precision
+from helpers.paths import ROOT, child_env
+from helpers.running import run, weighted_loss
+from helpers.tolerances import GRADCHECK, atol_rtol
 
-pytestmark = [pytest.mark.usefixtures("torch_state"),
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.usefixtures("torch_state"), *GPU_MARKS]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ops = torch.ops.fastrnn
+F64 = torch.float64
 
 
 def to_cuda(args):
@@ -61,7 +66,7 @@ def test_modules_take_the_fused_path_on_cuda():
 def test_gradcheck_op_cuda(variant, layout, reverse):
     op, kw = variant
     args = to_cuda(op_args(op, layout, reverse, **kw))
-    assert gradcheck(differentiable_outputs(op), args, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert gradcheck(differentiable_outputs(op), args, **GRADCHECK)
 
 
 @pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
@@ -80,11 +85,11 @@ def test_ops_cuda_match_cpu(variant):
     args = op_args(op, "packed", True, requires_grad=False, **kw)
     for a, b in zip(getattr(ops, f"{op}_forward")(*args),
                     getattr(ops, f"{op}_forward")(*to_cuda(args))):
-        torch.testing.assert_close(b.cpu(), a, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(b.cpu(), a, **atol_rtol(F64, "same_computation"))
     bargs = backward_args(op, "packed", True, kw)
     for a, b in zip(getattr(ops, f"{op}_backward")(*bargs),
                     getattr(ops, f"{op}_backward")(*to_cuda(bargs))):
-        torch.testing.assert_close(b.cpu(), a, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(b.cpu(), a, **atol_rtol(F64, "same_computation"))
 
 
 @pytest.mark.parametrize("op", ["lstm", "gru", "rnn"])
@@ -93,7 +98,7 @@ def test_more_rows_than_one_grid_dimension(op):
     the CPU ops forward and backward, in both walking directions."""
     gen = torch.Generator().manual_seed(0)
     batch_sizes = torch.tensor([70000, 65600, 3], dtype=torch.long)
-    hidden, gates = 2, {"lstm": 4, "gru": 3, "rnn": 1}[op]
+    hidden, gates = 2, GATES[op]
     n, b = int(batch_sizes.sum()), int(batch_sizes[0])
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
     for reverse in (False, True):
@@ -107,7 +112,7 @@ def test_more_rows_than_one_grid_dimension(op):
         want = getattr(ops, f"{op}_forward")(*args)
         got = getattr(ops, f"{op}_forward")(*to_cuda(args))
         for a, g in zip(want, got):
-            torch.testing.assert_close(g.cpu(), a, atol=1e-12, rtol=1e-12)
+            torch.testing.assert_close(g.cpu(), a, **atol_rtol(F64, "same_computation"))
         grads = [rand(*t.shape) for t in want[:3 if op == "lstm" else 2]]
         if op == "lstm":
             bargs = (*grads, batch_sizes, h0, args[3], w_hh, None, want[0], want[3], reverse)
@@ -118,7 +123,7 @@ def test_more_rows_than_one_grid_dimension(op):
         want_b = getattr(ops, f"{op}_backward")(*bargs)
         got_b = getattr(ops, f"{op}_backward")(*to_cuda(bargs))
         for a, g in zip(want_b, got_b):
-            torch.testing.assert_close(g.cpu(), a, atol=1e-10, rtol=1e-10)
+            torch.testing.assert_close(g.cpu(), a, **atol_rtol(F64))
 
 
 # --- float16 / bfloat16 -----------------------------------------------------------------------
@@ -132,7 +137,7 @@ LOW_CASES = [Case(cell, True, 2, True, False, kind, True, input_size=16, hidden_
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", LOW_CASES, ids=[c.id for c in LOW_CASES])
 def test_low_precision_larger_sizes(case, dtype):
-    """check_low_precision (test_module.py) at sizes where rounding errors build up: error
+    """check_low_precision (helpers/parity.py) at sizes where rounding errors build up: error
     at most 2x torch.nn's (cuDNN) in the same dtype, against float64 on the CPU."""
     check_low_precision(case, dtype, "cuda")
 
@@ -150,10 +155,11 @@ def test_module_moved_with_cuda_and_half(cell):
     outs_ref, grads_ref, _ = run(ref, inputs)
     for a, b in zip(outs, outs_ref):
         assert a.dtype == torch.half and a.is_cuda
-        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+        torch.testing.assert_close(a, b, **atol_rtol(torch.half, "half_module"))
     for name, g in grads.items():
         assert g.dtype == torch.half and g.is_cuda and torch.isfinite(g).all(), name
-        torch.testing.assert_close(g, grads_ref[name], atol=3e-2, rtol=3e-2)
+        torch.testing.assert_close(g, grads_ref[name], **atol_rtol(torch.half,
+                                                                   "half_module_grad"))
     state = fast.float().cpu().state_dict()
     assert all(t.dtype == torch.float32 and not t.is_cuda for t in state.values())
 
@@ -219,7 +225,8 @@ def test_cuda_graph_capture_and_replay(name):
     torch.cuda.synchronize()
     eager = forward_backward(module, inp, weights)
     for k, (a, b) in enumerate(zip(static_results, eager)):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=lambda m: f"result {k}: {m}")
+        torch.testing.assert_close(a, b, **atol_rtol(torch.float32, "cuda_graph_replay"),
+                                   msg=lambda m: f"result {k}: {m}")
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
@@ -241,7 +248,8 @@ def test_runs_on_the_current_stream(cell):
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     for k, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"result {k}: {m}")
+        torch.testing.assert_close(a, b, **atol_rtol(torch.float32, "same_computation"),
+                                   msg=lambda m: f"result {k}: {m}")
 
 
 @pytest.mark.parametrize("cell", ["LSTM-proj", "GRU", "RNN-tanh"])
@@ -300,9 +308,9 @@ def test_module_on_a_device_other_than_the_current_one():
         *got, _ = run(fast.to("cuda:1"), inputs.to("cuda:1"))
     for a, b in zip(got[0], want[0]):
         assert a.device == torch.device("cuda:1")
-        torch.testing.assert_close(a.cpu(), b, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(a.cpu(), b, **atol_rtol(F64))
     for name in want[1]:
-        torch.testing.assert_close(got[1][name].cpu(), want[1][name], atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(got[1][name].cpu(), want[1][name], **atol_rtol(F64))
 
 
 # --- compute-sanitizer ----------------------------------------------------------------------
@@ -335,8 +343,7 @@ def test_compute_sanitizer(tool):
     """Every cell, packed and dense, forward and backward, float32 and float16, under
     compute-sanitizer; torch's caching allocator is off so out-of-bounds accesses land
     outside any allocation."""
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = child_env(PYTORCH_NO_CUDA_MEMORY_CACHING="1")
     proc = subprocess.run(["compute-sanitizer", "--tool", tool, "--error-exitcode", "99",
                            sys.executable, "-c", SANITIZER_SCRIPT],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.paths import ROOT, load_script
+
 REPORT = os.path.join(ROOT, "build", "cuda-check", "ptxas.json")
 ARCHES = ("sm_80", "sm_90a")
 CSRC = os.path.join(ROOT, "csrc")
@@ -90,11 +91,7 @@ def test_per_step_kernels_for_every_dtype(report, unit, cell):
 
 def test_report_parser_reads_spills_and_shared_memory():
     """The check's ptxas parser on ptxas -v text as nvcc 13 prints it."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "check_cuda", os.path.join(ROOT, "scripts", "check_cuda.py"))
-    check_cuda = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check_cuda)
+    check_cuda = load_script("check_cuda")
     text = """ptxas info    : Compiling entry function '_Z1kPf' for 'sm_80'
 ptxas info    : Function properties for _Z1kPf
     48 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads

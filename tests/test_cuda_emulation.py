@@ -12,9 +12,10 @@ import os
 import pytest
 import torch
 
-from conftest import CELLS, KINDS, Case, ids
-from test_parity import check_parity
-from test_ops import BATCH_SIZES, FORWARD_VARIANTS, backward_args, op_args, variant_id
+from helpers.cases import CELLS, KINDS, Case, ids
+from helpers.ops import BATCH_SIZES, FORWARD_VARIANTS, GATES, backward_args, op_args, variant_id
+from helpers.parity import check_parity
+from helpers.tolerances import TOLERANCES
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -46,8 +47,7 @@ def emulated():
 
 
 LAYOUTS = list(BATCH_SIZES)
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2,
-             torch.float16: 2e-3}
+TOLERANCE = TOLERANCES["same_computation"]
 
 
 def assert_all_close(got, want, dtype, what):
@@ -97,8 +97,9 @@ def test_emulated_lstm_projection_wider_than_hidden(emulated, reverse):
     rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
     batch_sizes = torch.tensor([4, 4, 2, 1], dtype=torch.long)
     n, b, hidden, proj = int(batch_sizes.sum()), 4, 2, 5
-    args = (rand(n, 4 * hidden), batch_sizes, rand(b, proj), rand(b, hidden),
-            rand(4 * hidden, proj), rand(proj, hidden), reverse, True)
+    gates = GATES["lstm"] * hidden
+    args = (rand(n, gates), batch_sizes, rand(b, proj), rand(b, hidden), rand(gates, proj),
+            rand(proj, hidden), reverse, True)
     cpu = torch.ops.fastrnn
     y, hn, cn, saved = cpu.lstm_forward(*args)
     assert_all_close(emulated.lstm_forward(*args), (y, hn, cn, saved), torch.float64, "forward")

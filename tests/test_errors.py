@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from conftest import Case, make_inputs, make_pair, run
+from helpers.cases import Case
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 

@@ -10,11 +10,9 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from helpers.paths import ROOT, load_script
 
-import gpu_check  # noqa: E402
-
+gpu_check = load_script("gpu_check")
 PY = sys.executable
 
 
@@ -32,6 +30,19 @@ def test_plan_lists_the_steps_in_order_of_value(capsys):
     assert names[:len(first)] == first
     assert names.index("memcheck-persistent") < names.index("bench-anchors")
     assert not os.path.exists("unused-dir")
+
+
+def test_benchmarks_name_their_backends():
+    benches = [s for s in gpu_check.steps("out") if s.name.startswith("bench-")]
+    assert [s.name for s in benches] == ["bench-anchors", "bench-gpu"]
+    for step in benches:
+        command = step.command
+        at = command.index("--backend")
+        assert command[at + 1:at + 3] == ["auto", "persistent"]
+        assert "--variants" not in command and "--device" in command
+        from fastrnn.bench.__main__ import _parser  # the benchmark takes the arguments
+        args = _parser().parse_args(command[command.index("fastrnn.bench") + 1:])
+        assert args.backend == ["auto", "persistent"] and args.device == "cuda"
 
 
 def test_only_rejects_unknown_steps(capsys):

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from conftest import CELLS, DEVICES, flatten_result, weighted_loss  # noqa: E402
+from helpers.cases import CELLS
+from helpers.devices import DEVICES
+from helpers.paths import child_env
+from helpers.running import flatten_result, weighted_loss
 
 T, B, I, H, PROJ = 20, 8, 16, 32, 8
 LENGTHS = torch.linspace(T, 1, B).long()  # sorted, T down to 1
@@ -104,7 +104,7 @@ def measure_rss(cell, kind):
 
 @pytest.fixture(scope="module")
 def rss():
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
+    env = child_env(MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,69 +9,19 @@ from torch.func import functional_call
 
 import fastrnn
 
-from conftest import CELLS, Case, make_inputs, make_pair
+from helpers.cases import CELLS, Case
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.ops import (BATCH_SIZES, FORWARD_VARIANTS, backward_args, differentiable_outputs,
+                         forward_op, op_args, ops, variant_id)
+from helpers.tolerances import GRADCHECK, atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-ops = torch.ops.fastrnn
-H, P, B = 3, 2, 3
 F64 = torch.float64
-# dense (every step full), packed (variable lengths, incl. length 1), a single step, and a
-# last step with no rows (the ops accept it; torch's packing never makes one)
-BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3],
-               "empty_last_step": [3, 2, 0]}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
-def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
-            save=True, dtype=F64, seed=0):
-    """Random arguments for op's forward, in schema order."""
-    gen = torch.Generator().manual_seed(seed)
-    batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
-    n = int(batch_sizes.sum())
-    out = P if proj else H
-
-    def rand(*shape, scale=1.0):
-        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
-            requires_grad)
-
-    gx = rand(n, GATES[op] * H)
-    h0 = rand(B, out)
-    w_hh = rand(GATES[op] * H, out, scale=0.5)
-    if op == "lstm":
-        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse,
-                save)
-    if op == "gru":
-        return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse,
-                save)
-    return (gx, batch_sizes, h0, w_hh, relu, reverse)
-
-
-FORWARD_VARIANTS = [
-    ("lstm", {}), ("lstm", {"proj": True}), ("gru", {}), ("gru", {"bias": False}),
-    ("rnn", {"relu": False}), ("rnn", {"relu": True}),
-]
-
-
-def variant_id(variant):
-    op, kw = variant
-    return "-".join([op] + [f"{k}={v}" for k, v in kw.items()])
-
 
 LAYOUTS = list(BATCH_SIZES)
 REVERSE = [False, True]
-
-
-def forward_op(op):
-    return getattr(ops, f"{op}_forward")
-
-
-def differentiable_outputs(op):
-    """The op's forward without the `saved` output (only read by backward)."""
-    def fn(*args):
-        out = forward_op(op)(*args)
-        return out[:3] if op == "lstm" else out[:2]
-    return fn
 
 
 @pytest.mark.parametrize("reverse", REVERSE, ids=["forward", "reverse"])
@@ -80,7 +30,7 @@ def differentiable_outputs(op):
 def test_gradcheck_op(variant, layout, reverse):
     op, kw = variant
     args = op_args(op, layout, reverse, **kw)
-    assert gradcheck(differentiable_outputs(op), args, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert gradcheck(differentiable_outputs(op), args, **GRADCHECK)
 
 
 @pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
@@ -88,8 +38,8 @@ def test_gradcheck_op_single_output(variant):
     """Gradients when only one output is used (the others' gradients arrive as None)."""
     op, kw = variant
     args = op_args(op, "packed", True, **kw)
-    assert gradcheck(lambda *a: forward_op(op)(*a)[0], args, eps=1e-6, atol=1e-7)
-    assert gradcheck(lambda *a: forward_op(op)(*a)[1], args, eps=1e-6, atol=1e-7)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[0], args, **GRADCHECK)
+    assert gradcheck(lambda *a: forward_op(op)(*a)[1], args, **GRADCHECK)
 
 
 # opcheck is slow (it traces with AOT autograd): dense time order and packed reverse order.
@@ -147,23 +97,6 @@ def test_modules_save_only_for_autograd(cell, monkeypatch):
     assert calls == [True, False, False, True]
 
 
-def backward_args(op, layout, reverse, kw):
-    """Arguments for op's backward, in schema order, from a real forward."""
-    fwd = op_args(op, layout, reverse, requires_grad=False, **kw)
-    out = forward_op(op)(*fwd)
-    gen = torch.Generator().manual_seed(5)
-    grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in out[:3 if op == "lstm"
-                                                                         else 2]]
-    if op == "lstm":
-        gx, batch_sizes, h0, c0, w_hh, w_hr, rev, _ = fwd
-        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
-    if op == "gru":
-        gx, batch_sizes, h0, w_hh, b_hh, rev, _ = fwd
-        return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)
-    gx, batch_sizes, h0, w_hh, relu, rev = fwd
-    return (*grads, batch_sizes, h0, w_hh, out[0], relu, rev)
-
-
 @pytest.mark.parametrize("layout,reverse", OPCHECK_LAYOUTS, ids=["dense-forward",
                                                                   "packed-reverse"])
 @pytest.mark.parametrize("variant", FORWARD_VARIANTS, ids=variant_id)
@@ -194,7 +127,7 @@ def test_backward_op_matches_autograd(variant):
             got = got[:3]
     assert len(got) == len(want)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(a, b, **atol_rtol(F64, "same_computation"))
 
 
 def test_backward_op_does_not_modify_saved():
@@ -273,4 +206,4 @@ def test_gradcheck_module(case):
         out = out.data if hasattr(out, "batch_sizes") else out
         return (out, *hidden) if isinstance(hidden, tuple) else (out, hidden)
 
-    assert gradcheck(fn, (*leaves, *params), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    assert gradcheck(fn, (*leaves, *params), **GRADCHECK, fast_mode=True)

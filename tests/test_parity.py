@@ -1,4 +1,4 @@
-"""fastrnn vs torch.nn (and vs fastrnn/reference.py, itself checked against torch.nn):
+"""fastrnn vs torch.nn (and vs helpers/reference.py, itself checked against torch.nn):
 outputs, final states and every gradient, over the whole configuration matrix, on the CPU
 and (where there is a GPU) on CUDA, each against torch.nn on the same device."""
 
@@ -7,8 +7,16 @@ import itertools
 import pytest
 import torch
 
-from conftest import (CELLS, DEVICES, KINDS, Case, ReferenceModule, assert_results_close,
-                      assert_same_packing, full_matrix, ids, make_inputs, make_pair, run)
+from helpers import reference
+from helpers.cases import CELLS, KINDS, Case, full_matrix, ids
+from helpers.compare import assert_results_close
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.parity import check_parity
+from helpers.reference_module import ReferenceModule
+from helpers.running import run
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -17,15 +25,6 @@ MATRIX = full_matrix()
 # kind, bias x layers, ...; checked below): every 5th case, with the offset rotating so
 # that neighbours in the product get their turn.
 FLOAT32_SUBSET = [case for k, case in enumerate(MATRIX) if (k + k // 48) % 5 == 0]
-
-
-def check_parity(case, dtype, device="cpu"):
-    ref, fast = make_pair(case, dtype, device=device)
-    inputs = make_inputs(case, dtype, device=device)
-    *want, result_want = run(ref, inputs)
-    *got, result_got = run(fast, inputs)
-    assert_same_packing(result_got, result_want)
-    assert_results_close(got, want, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -128,7 +127,7 @@ def test_fastrnn_matches_reference(case, device):
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_functional_matches_reference_directly(cell):
     """fastrnn.functional.rnn and reference.rnn on the same packed data and weights."""
-    from fastrnn import functional, reference
+    from fastrnn import functional
     case = Case(cell, True, 2, True, kind="packed_sorted")
     ref, _ = make_pair(case)
     gen = torch.Generator().manual_seed(3)
@@ -145,11 +144,10 @@ def test_functional_matches_reference_directly(cell):
         if b is None:
             assert a is None
         else:
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+            torch.testing.assert_close(a, b, **atol_rtol(torch.float64))
 
 
 def test_reference_rejects_dropout_in_training():
-    from fastrnn import reference
     ref, _ = make_pair(Case("GRU", layers=2))
     data = torch.zeros(2, ref.input_size, dtype=torch.float64)
     h0 = torch.zeros(2, 1, ref.hidden_size, dtype=torch.float64)
@@ -164,7 +162,6 @@ def test_reference_rejects_dropout_in_training():
 def test_reference_does_not_use_the_extension():
     import ast
     import inspect
-    from fastrnn import reference
     tree = ast.parse(inspect.getsource(reference))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}

@@ -1,16 +1,21 @@
 """The persistent kernels through the public modules on a GPU (skipped without one): the
 CUDA ops call them first, so FASTRNN_PERSISTENT=1 forces them (=0 the per-step path).
-Tolerances as in test_module: float32 to 5e-5 of float64; bf16/fp16 at most twice
+Tolerances as in helpers/parity.py: float32 to 5e-5 of float64; bf16/fp16 at most twice
 torch.nn's own error in that dtype."""
 
 import pytest
 import torch
 
 import fastrnn
-from conftest import Case, assert_close, make_inputs, make_pair, run
-from test_module import check_low_precision
+from helpers.cases import Case
+from helpers.compare import assert_close
+from helpers.devices import GPU_MARKS
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.parity import check_low_precision
+from helpers.running import run
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = GPU_MARKS
 
 MODULE_CASES = [
     Case(cell, kind=kind, bidirectional=bi, layers=layers)
@@ -30,15 +35,15 @@ def test_modules_float32_on_cuda_match_float64(monkeypatch, setting, case):
     want, want_grads, _ = run(ref, inputs)
     got, got_grads, _ = run(fast, inputs.to(device="cuda", dtype=torch.float32))
     for i, (g, w) in enumerate(zip(got, want)):
-        assert_close(g.double().cpu(), w, tol=5e-5, msg=f"output {i}")
+        assert_close(g.double().cpu(), w, torch.float32, msg=f"output {i}")
     for name, w in want_grads.items():
-        assert_close(got_grads[name].double().cpu(), w, tol=5e-5, msg=f"grad {name}")
+        assert_close(got_grads[name].double().cpu(), w, torch.float32, msg=f"grad {name}")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", MODULE_CASES[::3], ids=[c.id for c in MODULE_CASES[::3]])
 def test_modules_low_precision_on_cuda(monkeypatch, case, dtype):
-    """At most 2x torch.nn's error in the same dtype (test_module's rule)."""
+    """At most 2x torch.nn's error in the same dtype (helpers/parity.py's rule)."""
     monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
     check_low_precision(case, dtype, device="cuda")
 

@@ -10,8 +10,13 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELLS, DEVICES, Case, assert_results_close, assert_same_packing,
-                      make_inputs, make_pair, run)
+from helpers.cases import CELLS, Case
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.modules import make_pair
+from helpers.running import run
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -73,7 +78,7 @@ def test_results_independent_of_batch_neighbours(case, seed):
     alone_out, alone_hidden = fast(x[:single.steps], hx)
     h_n = hidden[0] if case.is_lstm else hidden
     alone_h = alone_hidden[0] if case.is_lstm else alone_hidden
-    torch.testing.assert_close(h_n[:, 0], alone_h, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(h_n[:, 0], alone_h, **atol_rtol(torch.float64))
     if not case.kind.startswith("packed"):
         row = out[0] if case.batch_first else out[:, 0]
-        torch.testing.assert_close(row, alone_out, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(row, alone_out, **atol_rtol(torch.float64))

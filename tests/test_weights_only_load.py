@@ -4,7 +4,6 @@ PyTorch's word_language_model, a program that allowlists its own classes and tor
 fastrnn's) loads a model holding fastrnn's modules, which then compute exactly what they did."""
 
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -14,36 +13,13 @@ import torch
 from torch import nn
 
 import fastrnn
-from conftest import CELLS
+from helpers.cases import CELLS
+from helpers.client_model import B, CLIENT_GLOBALS, EMBED, T, ClientModel, tokens
+from helpers.paths import child_env
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"),
                                  reason="torch.serialization.safe_globals needs torch >= 2.5")]
-
-VOCAB, EMBED, HIDDEN, LAYERS, T, B = 11, 4, 5, 2, 6, 3
-
-
-class ClientModel(nn.Module):
-    """A language model shaped like word_language_model's RNNModel: embedding, recurrence,
-    dropout, decoder."""
-
-    def __init__(self, rnn_cls, **rnn_kwargs):
-        super().__init__()
-        self.encoder = nn.Embedding(VOCAB, EMBED, dtype=torch.float64)
-        self.rnn = rnn_cls(EMBED, HIDDEN, LAYERS, dropout=0.5, bidirectional=True,
-                           dtype=torch.float64, **rnn_kwargs)
-        self.drop = nn.Dropout(0.5)
-        out = 2 * (rnn_kwargs.get("proj_size") or HIDDEN)
-        self.decoder = nn.Linear(out, VOCAB, dtype=torch.float64)
-
-    def forward(self, tokens):  # tokens: [T, B] -> logits: [T, B, VOCAB]
-        output, _ = self.rnn(self.drop(self.encoder(tokens)))
-        return self.decoder(self.drop(output))
-
-
-# What the client allowlists: its own class and torch.nn's, none of fastrnn's.
-CLIENT_GLOBALS = [ClientModel, nn.LSTM, nn.GRU, nn.RNN, nn.Linear, nn.Dropout, nn.Embedding]
-
 
 def exported_modules():
     return {getattr(fastrnn, name) for name in fastrnn.__all__
@@ -55,10 +31,6 @@ def client_model(cell, fast=True, seed=0):
     torch_cls, fast_cls, kwargs = CELLS[cell]
     torch.manual_seed(seed)
     return ClientModel(fast_cls if fast else torch_cls, **kwargs).eval()
-
-
-def tokens():
-    return torch.randint(0, VOCAB, (T, B), generator=torch.Generator().manual_seed(1))
 
 
 def save_and_load(model, safe_globals=()):
@@ -140,11 +112,10 @@ def test_module_loads_without_allowlist_of_its_own(cell):
 FRESH_LOADER = """
 import sys
 import torch
-sys.path.insert(0, sys.argv[1])
-from test_weights_only_load import CLIENT_GLOBALS, tokens
+from helpers.client_model import CLIENT_GLOBALS, tokens
 torch.set_num_threads(1)  # as the saving test runs: the same summation order
 with torch.serialization.safe_globals(CLIENT_GLOBALS):
-    saved = torch.load(sys.argv[2], weights_only=True)
+    saved = torch.load(sys.argv[1], weights_only=True)
 for cell, (model, expected) in saved.items():
     assert torch.equal(model(tokens()), expected), cell
 print("loaded", *saved)
@@ -155,8 +126,7 @@ def test_client_models_load_in_a_fresh_process(tmp_path):
     models = {cell: client_model(cell) for cell in CELLS}
     path = tmp_path / "models.pt"
     torch.save({cell: (model, model(tokens())) for cell, model in models.items()}, path)
-    tests = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run([sys.executable, "-c", FRESH_LOADER, tests, str(path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", FRESH_LOADER, str(path)],
+                          capture_output=True, text=True, timeout=300, env=child_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["loaded", *CELLS]

@@ -9,15 +9,18 @@
 //   hh[g] = (h_prev W_hh^T)[r, g*H + j], plus b_hh[g*H + j] for kRecurrentBias cells
 //   forward(x, hh, h_prev[j], carry, saved) -> h[j]; fills saved[0, kSaved) (the row's
 //       saved slots, slot k is columns [k*H, (k+1)*H) of `saved`) and updates carry (kept
-//       in the accumulation type between steps). Forward has a carry iff kCellState: c,
-//       from c0 to cn. Backward has one iff kBackwardCarry; without it, the walks keep
-//       none and pass zero.
+//       in the accumulation type between steps).
 //   backward(dh, carry, saved, h, prev, dx, dgh): dh is the gradient w.r.t. this step's h
 //       (through the next step's product, plus grad_y); carry, from the later step, is
 //       replaced by this step's; writes dx[g] (w.r.t. gx) and dgh[g] (w.r.t. hh, the rows
 //       the next product and the weight gradient read: dgh == dx unless kSeparateDgh).
 //   h0_grad(rec, carry): the gradient w.r.t. h0 of a row from the part through the product
-//       (rec) and the carry left by its first step.
+//       (rec) and the carry left by its first step (cells without a cell state; with one,
+//       that carry is the gradient w.r.t. c0).
+// Flags: kCellState (a second state, c0/cn, which is the forward carry), kBackwardCarry
+// (backward keeps a carry: LSTM dc, GRU the direct part of dh_prev), kRecurrentBias (b_hh
+// added to hh rather than folded into gx), kSeparateDgh, kProjection (h may be projected to
+// P = proj_size by w_hr), kPrev/kPrevSlot.
 // `prev` is what backward reads of the row's previous step (PrevSource) and `h` the row's
 // own output.
 

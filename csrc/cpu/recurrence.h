@@ -12,6 +12,7 @@
 
 #include "../common/schedule.h"
 #include "gemm.h"
+#include "walk_state.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -38,13 +39,38 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
   });
 }
 
-// Row i of the state step s read: row i of step s-1 in `states` ([N, X], row stride
-// `stride`) when that step had the row, else row i of `init` ([B, X], contiguous).
-template <typename T>
-const T* previous_row(const T* states, int64_t stride, const T* init, const Schedule& schedule,
-                      int64_t s, int64_t i, int64_t X) {
-  const int64_t row = previous_packed_row(schedule.step(s), i);
-  return row >= 0 ? states + row * stride : init + i * X;
+// [N, H]: each row's h before projection (Cell::hidden_from_saved), from saved: [N, S*H].
+template <class Cell>
+at::Tensor hidden_from_saved(const at::Tensor& saved, int64_t H) {
+  at::Tensor m = at::empty({saved.size(0), H}, saved.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "hidden", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* sv = saved.data_ptr<scalar_t>();
+    scalar_t* m_p = m.data_ptr<scalar_t>();
+    for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {  // once per backward with projection: left scalar
+        A slots[Cell::kSaved];
+        for (int q = 0; q < Cell::kSaved; ++q) slots[q] = A(sv[(row * Cell::kSaved + q) * H + j]);
+        m_p[row * H + j] = Cell::hidden_from_saved(slots);
+      }
+    });
+  });
+  return m;
+}
+
+// grad_h0 [B, H] = Cell::h0_grad(dh, carry) elementwise: dh [B, H] the part through the
+// products, carry [B, H] (accumulation type) what the rows' first steps left.
+template <class Cell>
+at::Tensor apply_h0_grad(const at::Tensor& dh, const at::Tensor& carry) {
+  at::Tensor out = at::empty_like(dh);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dh.scalar_type(), "h0_grad", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* d = dh.data_ptr<scalar_t>();
+    const A* c = carry.data_ptr<A>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < dh.numel(); ++k) o[k] = Cell::h0_grad(A(d[k]), c[k]);
+  });
+  return out;
 }
 
 // grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's

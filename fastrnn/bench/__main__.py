@@ -1,7 +1,8 @@
 """Command line of the benchmark: `python -m fastrnn.bench` / `fastrnn-bench`.
 
 Times fastrnn against torch.nn (torch-cpu on the CPU, cuDNN on CUDA) for a named grid or the
-shapes given on the command line, prints a live table, optionally writes results files and a
+shapes given on the command line, once per fastrnn backend asked for (--backend: auto, and
+on CUDA step and persistent), prints a live table, optionally writes results files and a
 plot (--out), and optionally compares with an earlier results.json (--compare; exit 1 on a
 regression). `--compare OLD.json --against NEW.json` compares two files without running.
 """
@@ -13,7 +14,7 @@ import sys
 import torch
 
 from . import compare as comparing
-from .cases import CUDA_VARIANTS
+from .cases import BACKENDS, check_backends, default_backends
 from .grids import GRIDS, MODES, custom_cases, parse_cell, parse_dtype
 
 _SHAPE_OPTIONS = ("T", "B", "I", "H", "layers")
@@ -27,7 +28,10 @@ def _parser():
         epilog="Grids: " + "; ".join(f"{g.name}: {g.description}" for g in GRIDS.values())
                + ". Giving any of --T/--B/--I/--H/--layers/--bidirectional runs the product "
                  "of the given values instead of a grid (I defaults to H, T to 100, B to 64, "
-                 "H to 512, cell to LSTM); --cell and --dtype alone filter/override a grid.")
+                 "H to 512, cell to LSTM); --cell and --dtype alone filter/override a grid. "
+                 "Example, the half-precision LSTM goal shape on a GPU with every backend: "
+                 "--cell LSTM --T 1024 --B 16 --H 768 --dtype bfloat16 "
+                 "--backend auto step persistent.")
     p.add_argument("--grid", choices=sorted(GRIDS), help="named grid (default: quick)")
     p.add_argument("--cell", nargs="+", help="LSTM, GRU, RNN (tanh), RNN_TANH, RNN_RELU")
     for name in _SHAPE_OPTIONS:
@@ -49,9 +53,16 @@ def _parser():
     p.add_argument("--gemm-size", type=int, metavar="N",
                    help="size of the N^3 matmul that measures the GEMM peak (default 2048 "
                         "on the CPU, 1024 for half precision there, 8192 on CUDA)")
-    p.add_argument("--variants", nargs="*", choices=list(CUDA_VARIANTS), metavar="KERNEL",
-                   help="also time these kernels forced: per_step, persistent (default: "
-                        "persistent on CUDA; none when given without names)")
+    p.add_argument("--backend", nargs="+", choices=list(BACKENDS), metavar="BACKEND",
+                   help="the fastrnn backends to time, each against the same baseline: auto "
+                        "(the library's own choice, FASTRNN_PERSISTENT=auto), step (the "
+                        "per-step kernels, FASTRNN_PERSISTENT=0), persistent (the persistent "
+                        "kernels forced, FASTRNN_PERSISTENT=1; a shape they refuse is "
+                        "recorded as skipped for that backend). step and persistent exist on "
+                        "CUDA only: on the CPU they are an error. The fastrnn columns show "
+                        "the first one listed that ran, the others follow. Default: auto "
+                        "persistent on CUDA, auto on the CPU")
+    p.add_argument("--variants", nargs="*", help=argparse.SUPPRESS)  # replaced by --backend
     p.add_argument("--tf32", action="store_true",
                    help="on CUDA, allow TF32 for float32 (cuDNN and cuBLAS); default off")
     p.add_argument("--out", metavar="DIR",
@@ -93,6 +104,9 @@ def main(argv=None):
     """Entry point; returns the exit status (0 ok, 1 regression, 2 usage/input error)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.variants is not None:
+        parser.error("--variants was replaced by --backend (auto, step, persistent; per_step "
+                     "is now step), e.g. --backend auto persistent")
     if args.against and not args.compare:
         parser.error("--against needs --compare OLD.json")
     try:
@@ -108,6 +122,10 @@ def main(argv=None):
             raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("--device cuda, but torch sees no CUDA device")
+        try:
+            backends = check_backends(args.backend or default_backends(device), device)
+        except ValueError as error:
+            parser.error(f"--backend: {error} (--device {device})")
         cases, grid = select_cases(args, "cuda" if device.startswith("cuda") else "cpu")
     except (OSError, ValueError) as error:
         print(f"fastrnn.bench: error: {error}", file=sys.stderr)
@@ -131,18 +149,19 @@ def main(argv=None):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         checkpoint = lambda doc: write_json(doc, os.path.join(args.out, "results.json"))
-    settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default",
-                "variants": args.variants,
-                "FASTRNN_PERSISTENT": os.environ.get("FASTRNN_PERSISTENT", "auto")}
+    settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default"}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
-          f"threads {torch.get_num_threads()}", file=sys.stderr)
+          f"threads {torch.get_num_threads()}, backend {' '.join(backends)}", file=sys.stderr)
+    if os.environ.get("FASTRNN_PERSISTENT") is not None:
+        print(f"fastrnn.bench: FASTRNN_PERSISTENT={os.environ['FASTRNN_PERSISTENT']} in the "
+              "environment does not apply: each backend sets it (--backend)", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,
                     min_time=args.min_time, tf32=args.tf32, gemm_size=args.gemm_size,
                     listener=LiveTable(len(cases)), settings=settings, checkpoint=checkpoint,
-                    variants=args.variants)
+                    backends=backends)
     print("\n".join(summary_lines(doc)))
     failed = [r for r in doc["cases"] if r["parity"] != "pass" or any(
-        r.get(f"{key}_parity", "pass") != "pass" for key in CUDA_VARIANTS)]
+        r.get(f"{key}_parity", "pass") != "pass" for key in BACKENDS)]
     if failed:
         print(f"warning: {len(failed)} case(s) failed the parity check", file=sys.stderr)
     if args.out:

@@ -1,8 +1,26 @@
 """Runs one Case: torch.nn and fastrnn modules with the same weights, a parity check, then
 both timed interleaved on the same distinct inputs; returns the case's result record.
 
-On CUDA the per-step and the persistent kernels are also timed, each forced
-(CUDA_VARIANTS), with their own parity fields.
+Backends (BACKENDS): fastrnn is timed once per backend asked for, each under its own
+FASTRNN_PERSISTENT setting: auto (the library's own choice, FASTRNN_PERSISTENT=auto), step
+(the per-step kernels, =0) and persistent (the persistent kernels forced, =1). step and
+persistent choose between CUDA kernels; the CPU has one backend, auto. All backends and the
+baseline are timed interleaved in the same rounds.
+
+The record of a case (results.json "cases", one row of results.csv):
+- the case's key fields (grids.KEY_FIELDS), baseline ("torch-cpu", "cudnn" or
+  "torch-cuda"), baseline_ms, baseline_ms_min, us_per_step_baseline, gflops_baseline,
+  pct_peak_baseline, gflop, parity_tol, repeats, note; backend: which fastrnn kernels run
+  on the device ("cpu-fused" or "cuda"), whatever the FASTRNN_PERSISTENT backend;
+- per backend b that ran: b_ms, b_ms_min, b_speedup (baseline_ms / b_ms), b_us_per_step,
+  b_gflops, b_pct_peak, b_parity, b_parity_max_abs_err (BACKEND_FIELDS); per forced backend
+  that refused the shape (its error contains DECLINED): b_skipped, the reason, instead;
+- fastrnn_backend: the first backend asked for that ran, and fastrnn_ms, fastrnn_ms_min,
+  speedup, us_per_step_fastrnn, gflops_fastrnn, pct_peak_fastrnn, parity,
+  parity_max_abs_err: that backend's figures again (the fields of the format before
+  backends, kept for its readers; --compare and the plot use the per-backend fields).
+The document's settings.backend lists the backends asked for, settings.FASTRNN_PERSISTENT
+the setting of each. A case that no backend ran is skipped (suite.py).
 
 Parity: fastrnn's output (and, for fwdbwd, the input gradient) must match the baseline's
 elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol = rtol = tol), where
@@ -11,8 +29,8 @@ tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for f
 sequences.
 
 GEMM flops per layer and direction: 2*T*B*G*H*(I_layer + H) (input projection plus
-recurrence; G = 4, 3, 1 gates for LSTM, GRU, RNN; I_layer = I for the first layer, D*H
-after), times 3 for forward plus backward.
+recurrence; G = the cell's gate count, fastrnn._ops.GATES as the extension defines it;
+I_layer = I for the first layer, D*H after), times 3 for forward plus backward.
 """
 
 import contextlib
@@ -23,11 +41,11 @@ import torch
 from torch import nn
 
 import fastrnn
+from fastrnn._ops import GATES
 
 from .grids import KEY_FIELDS
 from .timing import interleaved
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 BASE_TOLERANCE = {"float64": 1e-10, "float32": 5e-5, "bfloat16": 2e-2, "float16": 2e-2}
 N_INPUTS = 3  # distinct pre-generated inputs, cycled through the repeats
 
@@ -62,14 +80,49 @@ def backend_name(device):
 
 
 # On CUDA each op runs either the per-step kernels or the persistent ones, as the
-# environment variable FASTRNN_PERSISTENT selects (see the README's GPU section). Besides
-# the default setting ("fastrnn"), a kernel can be timed forced: {record key: setting}.
-CUDA_VARIANTS = {"per_step": "0", "persistent": "1"}
-# Timed by default on CUDA: the kernel the default setting does not pick (auto picks the
-# per-step path until csrc/cuda/persistent/persistent.h's kAutoEnabled is set).
-DEFAULT_CUDA_VARIANTS = ("persistent",)
+# environment variable FASTRNN_PERSISTENT selects (see the README's GPU section); the ops
+# read it at every call. {backend: FASTRNN_PERSISTENT value}.
+BACKENDS = {"auto": "auto", "step": "0", "persistent": "1"}
+# The backends that exist on the CPU (its kernels ignore FASTRNN_PERSISTENT).
+CPU_BACKENDS = ("auto",)
+# Timed by default: the library's own choice and, on CUDA, the persistent kernels forced
+# (auto picks the per-step path until csrc/cuda/persistent/persistent.h's kAutoEnabled is
+# set, so these two cover both kernels).
+DEFAULT_BACKENDS = {"cpu": ("auto",), "cuda": ("auto", "persistent")}
+# Fields each backend that ran gets, as <backend>_<field>; one that refused the shape gets
+# <backend>_skipped (the reason) instead.
+BACKEND_FIELDS = ("ms", "ms_min", "speedup", "us_per_step", "gflops", "pct_peak", "parity",
+                  "parity_max_abs_err")
 # How a forced kernel says it does not take a shape (csrc/cuda/persistent_glue.h).
 DECLINED = "FASTRNN_PERSISTENT=1, but"
+
+
+class BackendsRefused(RuntimeError):
+    """Every backend asked for refused the case's shape (the suite records it skipped)."""
+
+
+def default_backends(device):
+    """The backends timed when none are named: DEFAULT_BACKENDS for the device's type."""
+    return DEFAULT_BACKENDS["cuda" if str(device).startswith("cuda") else "cpu"]
+
+
+def check_backends(backends, device):
+    """The backends, duplicates dropped, order kept; ValueError for an unknown name or one
+    the device does not have (step and persistent exist only on CUDA)."""
+    backends = list(dict.fromkeys(backends))
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; expected "
+                         f"{', '.join(BACKENDS)}")
+    if not backends:
+        raise ValueError("no backend to time")
+    if not str(device).startswith("cuda"):
+        cuda_only = [b for b in backends if b not in CPU_BACKENDS]
+        if cuda_only:
+            raise ValueError(
+                f"backend {' '.join(cuda_only)} does not apply to the CPU: it chooses between "
+                "the CUDA kernels (FASTRNN_PERSISTENT), and the CPU has one backend, auto")
+    return backends
 
 
 @contextlib.contextmanager
@@ -155,46 +208,70 @@ def parity(fast_tensors, base_tensors, dtype, T):
 
 
 def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gflops=None,
-             variants=None):
+             backends=None):
     """Measures one case; returns its result record (a flat dict, see the results schema).
-    variants: which of CUDA_VARIANTS to time as well (None: DEFAULT_CUDA_VARIANTS on CUDA,
-    none on the CPU, whose kernels do not read the setting)."""
+    backends: which of BACKENDS to time (None: default_backends(device)); not checked
+    against the device here (see check_backends). A forced backend that refuses the shape
+    (its error says DECLINED) gets <backend>_skipped; any other error raises, and so does
+    BackendsRefused when no backend ran."""
+    backends = list(backends or default_backends(device))
     baseline, fast = build_modules(case, device)
     inputs, grad_out = make_inputs(case, device)
     run_base = make_runner(baseline, case, inputs, grad_out)
     run_fast = make_runner(fast, case, inputs, grad_out)
     base_tensors = run_base(0)
-    verdict, max_err = parity(run_fast(0), base_tensors, case.dtype, case.T)
-    runs = {"fastrnn": run_fast, "baseline": run_base}
-    if variants is None:
-        variants = DEFAULT_CUDA_VARIANTS if str(device).startswith("cuda") else ()
-    forced_fields = {}  # variant -> its record fields
-    for key in variants:
-        run_variant = forced(run_fast, CUDA_VARIANTS[key])
+    runs, checked, refused = {}, {}, {}  # backend -> runner / (parity, max err) / reason
+    for name in backends:
+        run_backend = forced(run_fast, BACKENDS[name])
         try:
-            result = parity(run_variant(0), base_tensors, case.dtype, case.T)
+            checked[name] = parity(run_backend(0), base_tensors, case.dtype, case.T)
         except RuntimeError as error:
             if DECLINED not in str(error):  # a fault, not a shape the kernel does not take
                 raise
-            forced_fields[key] = {f"{key}_skipped": str(error).splitlines()[0][:200]}
+            refused[name] = str(error).splitlines()[0][:200]
             continue
-        forced_fields[key] = {f"{key}_parity": result[0], f"{key}_parity_max_abs_err": result[1]}
-        runs[key] = run_variant
-
-    timing = interleaved(runs, repeats=repeats, warmup=warmup, min_time=min_time, timer=timer)
-    fast_ms = timing.median["fastrnn"] * 1e3
+        runs[name] = run_backend
+    if not runs:
+        raise BackendsRefused("every backend refused the shape: " + "; ".join(
+            f"{name}: {reason}" for name, reason in refused.items()))
+    headline = next(iter(runs))
+    # the headline backend first, then the baseline, then the others: A B A B ... per round
+    order = [headline, "baseline"] + [name for name in runs if name != headline]
+    runs["baseline"] = run_base
+    timing = interleaved({name: runs[name] for name in order}, repeats=repeats,
+                         warmup=warmup, min_time=min_time, timer=timer)
     base_ms = timing.median["baseline"] * 1e3
     flops = gemm_flops(case)
     gflops = lambda ms: flops / (ms * 1e-3) / 1e9
     percent = lambda ms: 100.0 * gflops(ms) / peak_gflops if peak_gflops else None
+
+    per_backend = {}
+    for name in backends:
+        if name in refused:
+            per_backend[f"{name}_skipped"] = refused[name]
+            continue
+        ms = timing.median[name] * 1e3
+        verdict, max_err = checked[name]
+        per_backend.update({
+            f"{name}_ms": ms,
+            f"{name}_ms_min": min(timing.samples[name]) * 1e3,
+            f"{name}_speedup": base_ms / ms,
+            f"{name}_us_per_step": ms * 1e3 / case.T,
+            f"{name}_gflops": gflops(ms),
+            f"{name}_pct_peak": percent(ms),
+            f"{name}_parity": verdict,
+            f"{name}_parity_max_abs_err": max_err,
+        })
+    fast_ms = per_backend[f"{headline}_ms"]
     record = {name: getattr(case, name) for name in KEY_FIELDS}
     record.update({
         "fastrnn_ms": fast_ms,
         "baseline": baseline_name(device),
         "baseline_ms": base_ms,
         "backend": backend_name(device),
-        "parity": verdict,
-        "parity_max_abs_err": max_err,
+        "fastrnn_backend": headline,
+        "parity": checked[headline][0],
+        "parity_max_abs_err": checked[headline][1],
         "parity_tol": tolerance(case.dtype, case.T),
         "speedup": base_ms / fast_ms,
         "us_per_step_fastrnn": fast_ms * 1e3 / case.T,
@@ -204,15 +281,10 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
         "gflops_baseline": gflops(base_ms),
         "pct_peak_fastrnn": percent(fast_ms),
         "pct_peak_baseline": percent(base_ms),
-        "fastrnn_ms_min": min(timing.samples["fastrnn"]) * 1e3,
+        "fastrnn_ms_min": per_backend[f"{headline}_ms_min"],
         "baseline_ms_min": min(timing.samples["baseline"]) * 1e3,
         "repeats": timing.repeats,
         "note": case.note,
     })
-    for key, fields in forced_fields.items():
-        record.update(fields)
-        if key in timing.median:
-            ms = timing.median[key] * 1e3
-            record.update({f"{key}_ms": ms, f"{key}_speedup": base_ms / ms,
-                           f"{key}_us_per_step": ms * 1e3 / case.T})
+    record.update(per_backend)
     return record

@@ -1,16 +1,20 @@
 """speedup.png: fastrnn's speedup over the baseline by hidden size, one line per batch size.
 
 One panel per (cell, mode), cells in rows and modes in columns; x = H (log2 axis),
-y = baseline_ms / fastrnn_ms, a dashed line at 1x. Within a panel, a line joins the cases
-that differ only in H; its label names B and any other field (dtype, T, I, layers,
-bidirectional) that varies within the panel.
+y = baseline_ms / <backend>_ms, a dashed gray line at 1x. Within a panel, a line joins the
+cases that differ only in H, for one backend; its label names B and any other field (dtype,
+T, I, layers, bidirectional) that varies within the panel, and the backend when the run
+timed more than one (the first solid with circles, the others dashed or dotted with other
+markers; a backend that refused a shape has no point there).
 matplotlib (Agg backend) is imported only here, when a plot is asked for.
 """
 
 import itertools
 from collections import defaultdict
 
+from .compare import upgrade
 from .grids import CELLS, MODES
+from .report import backends_of
 
 _LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I")
 
@@ -31,6 +35,7 @@ def _order(sequence, item):
 def plot_speedup(doc, path):
     """Draws the speedup plot of a results document to `path` (PNG). Returns path, or None
     when there are no cases."""
+    doc = upgrade(doc)[0]  # a document of the format before backends, too
     cases = doc["cases"]
     if not cases:
         return None
@@ -38,6 +43,9 @@ def plot_speedup(doc, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    backends = [b for b in backends_of(doc)
+                if any(f"{b}_speedup" in r for r in cases)] or [None]
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # (line, marker) per backend
     panels = defaultdict(list)
     for r in cases:
         panels[(r["cell"], r["mode"])].append(r)
@@ -55,13 +63,20 @@ def plot_speedup(doc, path):
         varying = {f for f in _LINE_FIELDS if len({r[f] for r in records}) > 1}
         if "I" in varying and all(r["I"] == r["H"] for r in records):
             varying.discard("I")
-        lines = defaultdict(list)
-        for r in records:
-            lines[_line_key(r, varying)].append((r["H"], r["speedup"]))
-        for line, points in sorted(lines.items()):
-            points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                    label=_label(line, varying))
+        keys = sorted({_line_key(r, varying) for r in records})  # one colour per line key
+        for number, backend in enumerate(backends):
+            field = f"{backend}_speedup" if backend else "speedup"  # None: no backend fields
+            lines = defaultdict(list)
+            for r in records:
+                if r.get(field) is not None:
+                    lines[_line_key(r, varying)].append((r["H"], r[field]))
+            for line, points in sorted(lines.items()):
+                points.sort()
+                label = _label(line, varying) + (f" {backend}" if len(backends) > 1 else "")
+                linestyle, marker = styles[number % len(styles)]
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker,
+                        linestyle=linestyle, label=label,
+                        color=f"C{keys.index(line) % 10}")
         ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
         ax.set_xscale("log", base=2)
         hiddens = sorted({r["H"] for r in records})
@@ -72,7 +87,9 @@ def plot_speedup(doc, path):
         ax.set_title(f"{key[0]} {key[1]}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"fastrnn speedup on {doc['device']} (threads={doc['threads']})", fontsize=10)
+    named = f", backend {' / '.join(backends)}" if backends != [None] else ""
+    fig.suptitle(f"fastrnn speedup on {doc['device']} (threads={doc['threads']}{named})",
+                 fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from .cases import CUDA_VARIANTS
+from .cases import BACKENDS
 from .grids import KEY_FIELDS, Case
 
 
@@ -20,7 +20,9 @@ def _num(x, digits=1):
 
 
 # (header, width, value(record)) for the terminal; the markdown table uses the same values.
+# The fastrnn columns are those of the backend the "backend" column names (fastrnn_backend).
 COLUMNS = [
+    ("backend", 10, lambda r: r.get("fastrnn_backend", "-")),
     ("fastrnn ms", 10, lambda r: _ms(r["fastrnn_ms"])),
     ("base ms", 10, lambda r: _ms(r["baseline_ms"])),
     ("speedup", 8, lambda r: f"{r['speedup']:.2f}x"),
@@ -44,10 +46,23 @@ def table_header():
     return line + "\n" + "-" * len(line)
 
 
-def variant_summary(record):
-    """' per_step 1.23 ms 0.98x pass; persistent ...' for the CUDA variants a record has."""
+def backends_of(doc):
+    """The backends a results document timed, in the order asked for: settings.backend, or
+    (a document without it) those its records have fields for."""
+    listed = (doc.get("settings") or {}).get("backend")
+    if isinstance(listed, list):
+        return listed
+    return [b for b in BACKENDS if any(f"{b}_ms" in r or f"{b}_skipped" in r
+                                       for r in doc["cases"])]
+
+
+def backend_summary(record):
+    """'  persistent 1.23 ms 0.98x pass; step -' for the backends a record has besides the
+    one its fastrnn columns show ('-': that backend refused the shape)."""
     parts = []
-    for key in CUDA_VARIANTS:
+    for key in BACKENDS:
+        if key == record.get("fastrnn_backend"):
+            continue
         if f"{key}_ms" in record:
             parts.append(f"{key} {_ms(record[f'{key}_ms'])} ms {record[f'{key}_speedup']:.2f}x "
                          f"{record[f'{key}_parity']}")
@@ -59,7 +74,7 @@ def variant_summary(record):
 def table_row(record):
     cells = [f"{case_of(record).label():<{LABEL_WIDTH}}"]
     cells += [f"{value(record):>{w}}" for _, w, value in COLUMNS]
-    return " ".join(cells) + variant_summary(record)
+    return " ".join(cells) + backend_summary(record)
 
 
 def summary_lines(doc):
@@ -136,33 +151,50 @@ def write_csv(doc, path):
 
 
 def markdown(doc):
-    """results.md: the run's header and a markdown table of the cases."""
+    """results.md: the run's header and a markdown table of the cases: the fastrnn columns
+    are those of the backend the row names (the first asked for that ran), then a time,
+    speedup and parity column for each further backend, and the refusals and skipped cases
+    below."""
     baseline = doc["cases"][0]["baseline"] if doc["cases"] else "baseline"
-    head = ["cell", "dtype", "T", "B", "I", "H", "layers", "bidir", "mode", "fastrnn ms",
-            f"{baseline} ms", "speedup", "us/step fastrnn", "us/step baseline",
+    head = ["cell", "dtype", "T", "B", "I", "H", "layers", "bidir", "mode", "backend",
+            "fastrnn ms", f"{baseline} ms", "speedup", "us/step fastrnn", "us/step baseline",
             "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
-    variants = [k for k in CUDA_VARIANTS
-                if any(f"{k}_ms" in r or f"{k}_skipped" in r for r in doc["cases"])]
-    for key in variants:
+    backends = backends_of(doc)
+    extra = backends[1:]
+    for key in extra:
         head += [f"{key} ms", f"{key} speedup", f"{key} parity"]
+    settings = (doc.get("settings") or {}).get("FASTRNN_PERSISTENT")
     lines = ["# fastrnn benchmark", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
-    if variants:
-        lines += ["fastrnn ms: the default FASTRNN_PERSISTENT setting; "
-                  + ", ".join(variants) + ": that kernel forced (- where it does not run).", ""]
+    if backends:
+        named = ", ".join(f"{b} (FASTRNN_PERSISTENT={settings[b]})"
+                          if isinstance(settings, dict) and b in settings else b
+                          for b in backends)
+        lines += [f"Backends timed: {named}. "
+                  + (f"The fastrnn columns are the backend the row names: {backends[0]}, or "
+                     "the next one where it refused the shape; then each further backend "
+                     "(- where it refused the shape)." if extra
+                     else f"The fastrnn columns are backend {backends[0]}."), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    refusals = []
     for r in doc["cases"]:
         cells = [r["cell"], r["dtype"], r["T"], r["B"], r["I"], r["H"], r["layers"],
-                 "yes" if r["bidirectional"] else "no", r["mode"], _ms(r["fastrnn_ms"]),
+                 "yes" if r["bidirectional"] else "no", r["mode"],
+                 r.get("fastrnn_backend", "-"), _ms(r["fastrnn_ms"]),
                  _ms(r["baseline_ms"]), f"{r['speedup']:.2f}x",
                  _num(r["us_per_step_fastrnn"]), _num(r["us_per_step_baseline"]),
                  _num(r["gflops_fastrnn"]), _num(r["pct_peak_fastrnn"]),
                  _num(r["gflops_baseline"]), r["parity"]]
-        for key in variants:
+        for key in extra:
             timed = f"{key}_ms" in r
             cells += [_ms(r[f"{key}_ms"]) if timed else "-",
                       f"{r[f'{key}_speedup']:.2f}x" if timed else "-",
                       r[f"{key}_parity"] if timed else "-"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        refusals += [f"{case_of(r).label()}: {key} refused: {r[f'{key}_skipped']}"
+                     for key in backends if f"{key}_skipped" in r]
+    if refusals:
+        lines += ["", "Refused (the forced backend does not take the shape):", ""]
+        lines += [f"- {line}" for line in refusals]
     for s in doc.get("skipped", []):
         lines.append(f"\nSkipped: {case_of(s).label()}: {s['reason']}")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,9 @@
 """Runs a list of cases on one device and assembles the results document (results.json).
 
-A case that raises (an unsupported dtype, out of memory, ...) is recorded under "skipped"
-with the reason, and the run goes on.
+A case that raises (an unsupported dtype, out of memory, every backend refusing the shape,
+...) is recorded under "skipped" with the reason, and the run goes on. settings.backend
+lists the backends timed (cases.BACKENDS), settings.FASTRNN_PERSISTENT the setting each
+was timed under.
 """
 
 import contextlib
@@ -9,7 +11,7 @@ import contextlib
 import torch
 
 from . import machine
-from .cases import run_case
+from .cases import BACKENDS, check_backends, default_backends, run_case
 from .grids import KEY_FIELDS
 from .timing import timer_for
 
@@ -32,12 +34,13 @@ def tf32_mode(device, allow):
 
 def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=False,
               gemm_size=None, listener=None, settings=None, checkpoint=None,
-              variants=None):
+              backends=None):
     """Measures every case; returns the results document. listener (optional) gets
     start(index, case) before and done(index, case, record, error) after each case;
     checkpoint (optional) gets the document so far after each case, so that a run cut
-    short keeps what it measured. variants: the kernel variants to time forced
-    (cases.CUDA_VARIANTS; None: cases.DEFAULT_CUDA_VARIANTS on CUDA)."""
+    short keeps what it measured. backends: the fastrnn backends to time (cases.BACKENDS;
+    None: cases.default_backends(device)); ValueError for one the device does not have."""
+    backends = check_backends(backends or default_backends(device), device)
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
@@ -49,8 +52,9 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
             "gemm_peak_gflops_by_dtype": peaks,
             "gemm_peak_n": gemm_size or machine.gemm_size(device, torch.float32),
             "tf32": tf32 if str(device).startswith("cuda") else None,
-            "settings": dict(settings or {}, repeats=repeats, warmup=warmup,
-                             min_time=min_time),
+            "settings": dict(settings or {}, backend=backends,
+                             FASTRNN_PERSISTENT={b: BACKENDS[b] for b in backends},
+                             repeats=repeats, warmup=warmup, min_time=min_time),
             "cases": [],
             "skipped": [],
         })
@@ -61,7 +65,7 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
             try:
                 record = run_case(case, device, timer=timer, repeats=repeats, warmup=warmup,
                                   min_time=min_time, peak_gflops=peaks[case.dtype],
-                                  variants=variants)
+                                  backends=backends)
                 doc["cases"].append(record)
             except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -1,0 +1,21 @@
+"""What the tests share, split like the library it tests:
+
+- cases:             the configurations (cells, input kinds, sizes) and their readable ids
+- modules:           a torch.nn module and a fastrnn module with the same weights
+- inputs:            inputs in every layout (dense, packed, unbatched), hx included
+- running:           forward and backward through a loss that reaches every gradient path
+- compare:           comparisons with the bounds of `tolerances`
+- tolerances:        the one tolerance table (every numerical bound of the tests)
+- devices:           the device parameters and the `gpu` marker
+- parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
+- ops:               arguments for the raw ops (torch.ops.fastrnn.*)
+- reference:         the plain-PyTorch recurrence, the test oracle (uses no fastrnn code)
+- reference_module:  the reference recurrence applied to a module's inputs
+- paths:             the checkout's paths, scripts loaded by path, child-process environments
+- client_model:      a client's model module (for the weights-only loading tests)
+- isolated:          groups of cases run in a child process (a crash fails, not ends, the run)
+- bench:             fastrnn.bench's tests: a tiny real run, made-up results documents
+
+Test modules import these (tests/ is on the path through the pytest configuration in
+pyproject.toml); fixtures and hooks stay in conftest.py.
+"""

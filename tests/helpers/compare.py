@@ -1,0 +1,37 @@
+"""Comparisons of results, with the bounds of the tolerance table."""
+
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from helpers.tolerances import atol_rtol
+
+
+def assert_close(actual, expected, dtype=None, msg="", kind="default"):
+    """Same shape and dtype, and values within the tolerance table's bound for `kind` and
+    `dtype` (default: expected's dtype)."""
+    dtype = dtype or expected.dtype
+    assert actual.shape == expected.shape, f"{msg}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{msg}: dtype {actual.dtype} != {expected.dtype}"
+    torch.testing.assert_close(actual, expected, **atol_rtol(dtype, kind),
+                               msg=lambda m: f"{msg}: {m}")
+
+
+def assert_results_close(got, want, dtype, what="fastrnn vs torch.nn"):
+    """got/want: (outs, grads) pairs from run()."""
+    (outs_got, grads_got), (outs_want, grads_want) = got, want
+    assert len(outs_got) == len(outs_want)
+    for k, (a, b) in enumerate(zip(outs_got, outs_want)):
+        assert_close(a, b, dtype, f"{what}: result {['output', 'h_n', 'c_n'][k]}")
+    assert list(grads_got) == list(grads_want), "gradients for different tensors"
+    for name in grads_want:
+        assert_close(grads_got[name], grads_want[name], dtype, f"{what}: grad of {name}")
+
+
+def assert_same_packing(result_got, result_want):
+    out_got, out_want = result_got[0], result_want[0]
+    assert isinstance(out_got, PackedSequence) == isinstance(out_want, PackedSequence)
+    if isinstance(out_want, PackedSequence):
+        assert torch.equal(out_got.batch_sizes, out_want.batch_sizes)
+        for attr in ("sorted_indices", "unsorted_indices"):
+            a, b = getattr(out_got, attr), getattr(out_want, attr)
+            assert (a is None and b is None) or torch.equal(a, b), attr

@@ -1,0 +1,84 @@
+"""Arguments for the raw ops (torch.ops.fastrnn.*), float64, in schema order: random
+forward arguments over a few batch-size layouts, and backward arguments from a real
+forward."""
+
+import torch
+
+from fastrnn import _ops  # importing registers torch.ops.fastrnn
+
+ops = torch.ops.fastrnn
+H, P, B = 3, 2, 3
+F64 = torch.float64
+# dense (every step full), packed (variable lengths, incl. length 1), a single step, and a
+# last step with no rows (the ops accept it; torch's packing never makes one)
+BATCH_SIZES = {"dense": [3, 3, 3], "packed": [3, 2, 2, 1], "one_step": [3],
+               "empty_last_step": [3, 2, 0]}
+# Per op, the gate blocks of gx ([N, gates*H]) and the saved slots of a row ([N, slots*H]), as
+# the extension defines them (fastrnn._ops); the rnn op serves RNN_TANH and RNN_RELU alike.
+CELL_OF_OP = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
+GATES = {op: _ops.GATES[cell] for op, cell in CELL_OF_OP.items()}
+SAVED_SLOTS = {op: _ops.SAVED_SLOTS[cell] for op, cell in CELL_OF_OP.items()}
+
+
+def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
+            save=True, dtype=F64, seed=0):
+    """Random arguments for op's forward, in schema order."""
+    gen = torch.Generator().manual_seed(seed)
+    batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
+    n = int(batch_sizes.sum())
+    out = P if proj else H
+
+    def rand(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
+            requires_grad)
+
+    gx = rand(n, GATES[op] * H)
+    h0 = rand(B, out)
+    w_hh = rand(GATES[op] * H, out, scale=0.5)
+    if op == "lstm":
+        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse,
+                save)
+    if op == "gru":
+        return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse,
+                save)
+    return (gx, batch_sizes, h0, w_hh, relu, reverse)
+
+
+FORWARD_VARIANTS = [
+    ("lstm", {}), ("lstm", {"proj": True}), ("gru", {}), ("gru", {"bias": False}),
+    ("rnn", {"relu": False}), ("rnn", {"relu": True}),
+]
+
+
+def variant_id(variant):
+    op, kw = variant
+    return "-".join([op] + [f"{k}={v}" for k, v in kw.items()])
+
+
+def forward_op(op):
+    return getattr(ops, f"{op}_forward")
+
+
+def differentiable_outputs(op):
+    """The op's forward without the `saved` output (only read by backward)."""
+    def fn(*args):
+        out = forward_op(op)(*args)
+        return out[:3] if op == "lstm" else out[:2]
+    return fn
+
+
+def backward_args(op, layout, reverse, kw):
+    """Arguments for op's backward, in schema order, from a real forward."""
+    fwd = op_args(op, layout, reverse, requires_grad=False, **kw)
+    out = forward_op(op)(*fwd)
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in out[:3 if op == "lstm"
+                                                                         else 2]]
+    if op == "lstm":
+        gx, batch_sizes, h0, c0, w_hh, w_hr, rev, _ = fwd
+        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
+    if op == "gru":
+        gx, batch_sizes, h0, w_hh, b_hh, rev, _ = fwd
+        return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)
+    gx, batch_sizes, h0, w_hh, relu, rev = fwd
+    return (*grads, batch_sizes, h0, w_hh, out[0], relu, rev)

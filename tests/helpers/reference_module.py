@@ -1,0 +1,61 @@
+"""The reference (helpers/reference.py) applied to a module's inputs."""
+
+from torch.nn.utils.rnn import PackedSequence
+
+from helpers import reference
+
+
+class ReferenceModule:
+    """Runs reference.rnn with a torch.nn/fastrnn module's weights and configuration,
+    accepting the same (input, hx) as the module. Only the layout handling (batch_first,
+    packing, unbatched) is done here, with torch's own packing utilities."""
+
+    def __init__(self, module):
+        self.m = module
+
+    def named_parameters(self):
+        return self.m.named_parameters()
+
+    def __call__(self, inp, hx=None):
+        m = self.m
+        is_lstm = m.mode == "LSTM"
+        packed = isinstance(inp, PackedSequence)
+        unbatched = not packed and inp.dim() == 2
+        if packed:
+            data, batch_sizes = inp.data, inp.batch_sizes
+            batch = int(batch_sizes[0])
+        else:
+            x = inp.unsqueeze(1) if unbatched else (inp.transpose(0, 1) if m.batch_first
+                                                     else inp)  # [T, B, I]
+            steps, batch = x.shape[:2]
+            data, batch_sizes = x.reshape(steps * batch, -1), [batch] * steps
+        states = m.num_layers * (2 if m.bidirectional else 1)
+        p = m.proj_size or m.hidden_size
+        if hx is None:
+            zeros = lambda size: data.new_zeros(states, batch, size)
+            h0, c0 = zeros(p), (zeros(m.hidden_size) if is_lstm else None)
+        else:
+            h0, c0 = hx if is_lstm else (hx, None)
+            if unbatched:
+                h0, c0 = h0.unsqueeze(1), None if c0 is None else c0.unsqueeze(1)
+            if packed and inp.sorted_indices is not None:
+                h0 = h0.index_select(1, inp.sorted_indices)
+                c0 = None if c0 is None else c0.index_select(1, inp.sorted_indices)
+        out, h_n, c_n = reference.rnn(
+            m.mode, data, batch_sizes, h0, c0, m._flat_weights, has_bias=m.bias,
+            num_layers=m.num_layers, bidirectional=m.bidirectional, proj_size=m.proj_size,
+            dropout=m.dropout, training=m.training)
+        if packed:
+            if inp.unsorted_indices is not None:
+                h_n = h_n.index_select(1, inp.unsorted_indices)
+                c_n = None if c_n is None else c_n.index_select(1, inp.unsorted_indices)
+            output = PackedSequence(out, inp.batch_sizes, inp.sorted_indices,
+                                    inp.unsorted_indices)
+        else:
+            output = out.view(steps, batch, -1)
+            if unbatched:
+                output, h_n = output.squeeze(1), h_n.squeeze(1)
+                c_n = None if c_n is None else c_n.squeeze(1)
+            elif m.batch_first:
+                output = output.transpose(0, 1)
+        return output, ((h_n, c_n) if is_lstm else h_n)

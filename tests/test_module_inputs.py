@@ -1,0 +1,82 @@
+"""What the modules do with their inputs: forward and backward never modify them (values,
+storage, version counter, packing), and non-contiguous inputs, states and weights give the
+results of contiguous ones."""
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from helpers.cases import CELLS, KINDS, Case
+from helpers.compare import assert_close
+from helpers.inputs import Inputs, make_inputs
+from helpers.modules import make_pair
+from helpers.running import flatten_result, run, weighted_loss
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_inputs_are_not_modified(cell, kind):
+    case = Case(cell, True, 2, True, False, kind, True)
+    _, fast = make_pair(case)
+    inputs = make_inputs(case).fresh()
+    inp, hx = inputs.args()
+    data = inp.data if kind.startswith("packed") else inp
+    hx_list = list(hx) if isinstance(hx, tuple) else [hx]
+    before = [t.detach().clone() for t in [data, *hx_list, *fast.parameters()]]
+    out = flatten_result(fast(inp, hx))
+    weighted_loss(out).backward()
+    fast(inp, hx)  # a second call sees the same inputs
+    after = [data, *hx_list, *fast.parameters()]
+    for a, b in zip(after, before):
+        assert torch.equal(a, b)
+    if kind.startswith("packed"):
+        assert torch.equal(inp.batch_sizes, pack_padded_sequence(
+            inputs.x, torch.tensor(case.seq_lengths()), enforce_sorted=False).batch_sizes)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_non_contiguous_inputs_states_and_weights(cell):
+    case = Case(cell, True, 2, True, False, "dense", True)
+    ref, fast = make_pair(case)
+    inputs = make_inputs(case)
+    strided = Inputs(case, *[t.detach().clone().transpose(0, -1).contiguous()
+                             .transpose(0, -1) if t is not None else None
+                             for t in (inputs.x, inputs.h0, inputs.c0)])
+    assert not strided.x.is_contiguous() and not strided.h0.is_contiguous()
+    want_outs, want_grads, _ = run(ref, inputs)
+    # weights with transposed strides (same values), through functional_call
+    params = {n: p.detach().t().contiguous().t().requires_grad_() if p.dim() == 2 else
+              p.detach()[None].expand(2, -1)[1].requires_grad_()
+              for n, p in fast.named_parameters()}
+    assert not params["weight_hh_l0"].is_contiguous()
+    leaves = strided.fresh()  # clone() keeps the strides
+    assert not leaves.x.is_contiguous() and not leaves.h0.is_contiguous()
+    outs = flatten_result(functional_call(fast, params, leaves.args()))
+    grads = torch.autograd.grad(weighted_loss(outs), leaves.leaves() + list(params.values()))
+    for a, b in zip(outs, want_outs):
+        assert_close(a, b, F64)
+    for a, b in zip(grads, want_grads.values()):
+        assert_close(a, b, F64)
+
+
+@pytest.mark.parametrize("kind", ["dense", "packed_unsorted", "unbatched"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_inputs_untouched(cell, kind):
+    """Forward and backward leave every input's values, storage and version counter as they
+    were (and batch_sizes and the permutation indices of a packed input)."""
+    case = Case(cell, True, 2, True, True, kind, True)
+    _, fast = make_pair(case)
+    leaves = make_inputs(case).fresh()
+    inp, hx = leaves.args()
+    tensors = [*(list(inp) if isinstance(inp, PackedSequence) else [inp]),
+               *(hx if isinstance(hx, tuple) else [hx]), *fast.parameters()]
+    tensors = [t for t in tensors if t is not None]
+    before = [(t.detach().clone(), t.data_ptr(), t._version) for t in tensors]
+    weighted_loss(flatten_result(fast(inp, hx))).backward()
+    for t, (value, pointer, version) in zip(tensors, before):
+        assert torch.equal(t, value) and t.data_ptr() == pointer and t._version == version
