@@ -7,9 +7,6 @@
 #include <limits>
 #include <string>
 
-#include "../cells/gru.h"
-#include "../cells/lstm.h"
-#include "../cells/rnn.h"
 #include "recurrence.h"
 
 namespace fastrnn {
@@ -97,50 +94,4 @@ RecurrenceSizes check_backward(const char* op, const BackwardArgs& a) {
   return sz;
 }
 
-}  // namespace fastrnn
-
-// The per-cell checks of the walks written before ops.h's entry points; they go with them.
-namespace fastrnn {
-inline RecurrenceSizes check_lstm_forward(const char* op, const at::Tensor& gx,
-                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                          const at::Tensor& c0, const at::Tensor& w_hh,
-                                          const c10::optional<at::Tensor>& w_hr) {
-  return check_forward<lstm::Policy>(
-      op, {gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(at::Tensor()), {}, false, false, {}});
-}
-inline RecurrenceSizes check_lstm_backward(
-    const char* op, const at::Tensor& grad_y, const at::Tensor& grad_hn,
-    const at::Tensor& grad_cn, const at::Tensor& batch_sizes, const at::Tensor& h0,
-    const at::Tensor& c0, const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-    const at::Tensor& y, const at::Tensor& saved) {
-  return check_backward<lstm::Policy>(op, {grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh,
-                                           w_hr.value_or(at::Tensor()), y, saved, false, false, {}});
-}
-inline RecurrenceSizes check_gru_forward(const char* op, const at::Tensor& gx,
-                                         const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                         const at::Tensor& w_hh,
-                                         const c10::optional<at::Tensor>& b_hh) {
-  return check_forward<gru::Policy>(
-      op, {gx, batch_sizes, h0, {}, w_hh, {}, b_hh.value_or(at::Tensor()), false, false, {}});
-}
-inline RecurrenceSizes check_gru_backward(const char* op, const at::Tensor& grad_y,
-                                          const at::Tensor& grad_hn,
-                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                          const at::Tensor& w_hh, const at::Tensor& y,
-                                          const at::Tensor& saved) {
-  return check_backward<gru::Policy>(
-      op, {grad_y, grad_hn, {}, batch_sizes, h0, {}, w_hh, {}, y, saved, false, false, {}});
-}
-inline RecurrenceSizes check_rnn_forward(const char* op, const at::Tensor& gx,
-                                         const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                         const at::Tensor& w_hh) {
-  return check_forward<rnn::Policy<false>>(op, {gx, batch_sizes, h0, {}, w_hh, {}, {}, false, false, {}});
-}
-inline RecurrenceSizes check_rnn_backward(const char* op, const at::Tensor& grad_y,
-                                          const at::Tensor& grad_hn,
-                                          const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                          const at::Tensor& w_hh, const at::Tensor& y) {
-  return check_backward<rnn::Policy<false>>(
-      op, {grad_y, grad_hn, {}, batch_sizes, h0, {}, w_hh, {}, y, {}, false, false, {}});
-}
 }  // namespace fastrnn
