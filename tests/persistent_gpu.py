@@ -18,13 +18,12 @@ import ctypes
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 
 import torch
 
-from persistent_host import cell_kind, dtype_code  # the C entry points' numbers
+from helpers.persistent_host import cell_kind, dtype_code, schedule  # the C entry points' numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
@@ -86,14 +85,6 @@ def runtime_problem():
     return None if status == 0 else f"the CUDA runtime of nvcc's build reports error {status}"
 
 
-def schedule(batch_sizes, device):
-    sizes = [int(b) for b in batch_sizes]
-    offsets = [0]
-    for b in sizes[:-1]:
-        offsets.append(offsets[-1] + b)
-    return torch.tensor(sizes + offsets, dtype=torch.int32, device=device)
-
-
 class Runner:
     """The device schedule and barrier word of one recurrence, uploaded once."""
 
@@ -119,7 +110,7 @@ class Runner:
     def forward(self, ins, outs=None):
         """ins: gx, h0, (c0), w_hh, (b_hh) on the GPU. Returns the outputs (new, NaN-filled
         before the launch, unless given), or None if the launcher declined."""
-        from persistent_cases import SAVED, poisoned  # needs fastrnn's extension
+        from helpers.persistent_cases import SAVED, poisoned  # needs fastrnn's extension
         if outs is not None:
             return outs if self.launch(False, {**ins, **outs}) else None
         N, B, H, x = sum(self.bs), self.bs[0], self.hidden, ins["gx"]
@@ -132,7 +123,7 @@ class Runner:
 
     def backward(self, ins, outs=None):
         """ins: grad_y, grad_hn, (grad_cn), h0, (c0), w_hh, y, (saved). Outputs, or None."""
-        from persistent_cases import GATES, poisoned
+        from helpers.persistent_cases import GATES, poisoned
         if outs is not None:
             return outs if self.launch(True, {**ins, **outs}) else None
         N, B, H, G, x = sum(self.bs), self.bs[0], self.hidden, GATES[self.mode], ins["grad_y"]
@@ -145,7 +136,7 @@ class Runner:
 
 
 def random_inputs(mode, batch_sizes, hidden, dtype, device="cuda", seed=0):
-    from persistent_cases import GATES
+    from helpers.persistent_cases import GATES
     g = torch.Generator(device="cpu").manual_seed(seed)
     N, B, G = sum(batch_sizes), batch_sizes[0], GATES[mode]
 

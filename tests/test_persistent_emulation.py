@@ -14,9 +14,10 @@ import zlib
 import pytest
 import torch
 
-import persistent_host as ph
+import helpers.persistent_host as ph
 from helpers.tolerances import TOLERANCES
-from persistent_cases import cpu_backward, cpu_forward, h_prev_rows, poisoned, problem
+from helpers.persistent_cases import (GATES, SAVED, cpu_backward, cpu_forward, h_prev_rows,
+                                      poisoned, problem)
 
 pytestmark = pytest.mark.skipif(ph.compiler() is None, reason="needs a C++ compiler")
 
@@ -29,8 +30,8 @@ def emulate_forward(mode, t, bs, hidden, reverse, dtype, save=True, **kw):
     outs = {"y": poisoned(x, N, hidden), "hn": poisoned(x, B, hidden)}
     if mode == "LSTM":
         outs["cn"] = poisoned(x, B, hidden)
-    if ph.SAVED[mode] and save:
-        outs["saved"] = poisoned(x, N, ph.SAVED[mode] * hidden)
+    if SAVED[mode] and save:
+        outs["saved"] = poisoned(x, N, SAVED[mode] * hidden)
     rc = ph.emulate(mode, False, bs, hidden, reverse, {**ins, **outs}, **kw)
     return rc, outs
 
@@ -41,7 +42,7 @@ def emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, **kw):
     if "saved" in fwd:
         ins["saved"] = fwd["saved"].to(dtype).contiguous()
     ins.pop("gx")
-    N, B, G, x = sum(bs), bs[0], ph.GATES[mode], ins["grad_y"]
+    N, B, G, x = sum(bs), bs[0], GATES[mode], ins["grad_y"]
     outs = {"grad_gx": poisoned(x, N, G * hidden), "grad_h0": poisoned(x, B, hidden)}
     if mode == "GRU":
         outs["grad_gh"] = poisoned(x, N, G * hidden)
@@ -142,7 +143,7 @@ def test_forward_without_saved(mode):
     hidden = 10
     bs, t, grads = problem(mode, (4, 3, 1), hidden, seed=5)
     fwd = cpu_forward(mode, t, bs, False)
-    N, B, G = sum(bs), bs[0], ph.GATES[mode]
+    N, B, G = sum(bs), bs[0], GATES[mode]
     shapes = {name: tuple(value.shape) for name, value in {**t, **grads}.items()}
     shapes.update(y=(N, hidden), hn=(B, hidden), grad_gx=(N, G * hidden), grad_h0=(B, hidden))
     if mode == "LSTM":

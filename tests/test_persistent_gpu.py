@@ -19,7 +19,7 @@ from fastrnn.bench.cases import persistent_setting
 from helpers.devices import GPU_MARKS
 from helpers.paths import child_env
 from helpers.tolerances import ULP, tolerance
-from persistent_cases import GATES, batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows
+from helpers.persistent_cases import GATES, batch_sizes_of, cpu_backward, cpu_forward, h_prev_rows
 
 pytestmark = [
     *GPU_MARKS,

@@ -5,16 +5,18 @@
 #include <ATen/ATen.h>
 
 #include <limits>
-#include <string>
+#include <ostream>
 
 #include "recurrence.h"
 
 namespace fastrnn {
 
-// t must have the dtype and device of ref (h0) and the expected shape.
-inline void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t,
-                      const char* name, at::IntArrayRef expected, const std::string& rule) {
-  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must be ", rule, " = ", expected,
+// t must have the dtype and device of ref (h0) and the expected shape; `rule` is the shape's
+// name in the error message, in pieces (formatted only on failure).
+template <class... Rule>
+void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* name,
+               at::IntArrayRef expected, const Rule&... rule) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must be ", rule..., " = ", expected,
               ", got ", t.sizes());
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have dtype ",
               ref.scalar_type(), " like h0, got ", t.scalar_type());
@@ -22,8 +24,13 @@ inline void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t
               " like h0, got ", t.device());
 }
 
-// "[3*H, H]"-style names of a width of `k` blocks of H ("H" for k = 1).
-inline std::string blocks_of_h(int k) { return k == 1 ? "H" : std::to_string(k) + "*H"; }
+// A width of k blocks of H in messages: "3*H" ("H" for k = 1).
+struct BlocksOfH {
+  int k;
+};
+inline std::ostream& operator<<(std::ostream& out, BlocksOfH b) {
+  return b.k == 1 ? out << "H" : out << b.k << "*H";
+}
 
 // batch_sizes: int64 on the CPU, [T], T > 0, non-increasing, batch_sizes[0] == B;
 // h0: [B, P]; w_hh: [G*H, P]; w_hr: [P, H] or none (then P = H); c0: [B, H] for cells with
@@ -33,7 +40,7 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
                                  const at::Tensor& h0, const at::Tensor& c0,
                                  const at::Tensor& w_hh, const at::Tensor& w_hr) {
   constexpr int G = Cell::kGates;
-  const std::string gates = blocks_of_h(G);
+  constexpr BlocksOfH gates{G};
   TORCH_CHECK(batch_sizes.dim() == 1 && batch_sizes.scalar_type() == at::kLong &&
                   batch_sizes.device().is_cpu(),
               op, ": batch_sizes must be a 1-D int64 CPU tensor, got ", batch_sizes.dim(),
@@ -44,13 +51,14 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0, op, ": w_hh must be [", gates,
               ", P], got ", w_hh.sizes());
   const int64_t H = w_hh.size(0) / G, P = w_hh.size(1), B = h0.size(0);
-  check_arg(op, h0, w_hh, "w_hh", {G * H, h0.size(1)}, "[" + gates + ", P] with P = h0.size(1)");
+  check_arg(op, h0, w_hh, "w_hh", {G * H, h0.size(1)}, "[", gates, ", P] with P = h0.size(1)");
   if (Cell::kCellState) check_arg(op, h0, c0, "c0", {B, H}, "[B, H]");
   if (w_hr.defined()) {
     TORCH_CHECK(Cell::kProjection, op, ": this cell has no projection (w_hr)");
     check_arg(op, h0, w_hr, "w_hr", {P, H}, "[P, H]");
   } else {
-    TORCH_CHECK(P == H, op, ": w_hh must be [", gates, ", H]", Cell::kProjection ? " without w_hr" : "",
+    TORCH_CHECK(P == H, op, ": w_hh must be [", gates, ", H]",
+                Cell::kProjection ? " without w_hr" : "",
                 ", got ", w_hh.sizes());
   }
 
@@ -73,9 +81,9 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
 template <class Cell>
 RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
   const auto sz = check_recurrence<Cell>(op, a.batch_sizes, a.h0, a.c0, a.w_hh, a.w_hr);
-  const std::string gates = blocks_of_h(Cell::kGates);
-  check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), " + gates + "]");
-  if (a.b_hh.defined()) check_arg(op, a.h0, a.b_hh, "b_hh", {Cell::kGates * sz.H}, "[" + gates + "]");
+  constexpr BlocksOfH gates{Cell::kGates};
+  check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), ", gates, "]");
+  if (a.b_hh.defined()) check_arg(op, a.h0, a.b_hh, "b_hh", {Cell::kGates * sz.H}, "[", gates, "]");
   return sz;
 }
 
@@ -88,8 +96,8 @@ RecurrenceSizes check_backward(const char* op, const BackwardArgs& a) {
   if (Cell::kCellState) check_arg(op, a.h0, a.grad_cn, "grad_cn", {sz.B, sz.H}, "[B, H]");
   check_arg(op, a.h0, a.y, "y", {sz.N, sz.P}, "[N, P]");
   if (Cell::kSaved > 0) {
-    check_arg(op, a.h0, a.saved, "saved", {sz.N, Cell::kSaved * sz.H},
-              "[N, " + blocks_of_h(Cell::kSaved) + "]");
+    check_arg(op, a.h0, a.saved, "saved", {sz.N, Cell::kSaved * sz.H}, "[N, ",
+              BlocksOfH{Cell::kSaved}, "]");
   }
   return sz;
 }

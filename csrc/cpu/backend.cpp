@@ -124,14 +124,14 @@ struct CpuBackend {
     r.grad_b_hh = a.has_bias ? grad_gh.sum(0) : at::empty({0}, options);
     r.grad_w_hr = at::empty({0}, options);
     if constexpr (Cell::kProjection) {
-      if (dh_all.defined()) r.grad_w_hr = at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, sz.H));
+      if (dh_all.defined()) {
+        r.grad_w_hr = at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, sz.H));
+      }
     }
-    if constexpr (Cell::kCellState) {
-      r.grad_h0 = dh;
-      r.grad_c0 = carry.to(a.y.scalar_type());
-    } else {
-      r.grad_h0 = Cell::kBackwardCarry ? apply_h0_grad<Cell>(dh, carry) : dh;
-    }
+    // Every row's gradient w.r.t. h0: the cell's h0_grad of the part through the products
+    // and the carry its first step left, on whole tensors.
+    r.grad_h0 = Cell::template h0_grad<Tensor>(dh, carry).to(a.y.scalar_type());
+    if constexpr (Cell::kCellState) r.grad_c0 = carry.to(a.y.scalar_type());
     return r;
   }
 };

@@ -20,7 +20,8 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = kPanelWidth<T>;
   constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W;
   const int64_t H = st.H, groups = (H + V - 1) / V;
-  at::Tensor panels_t = at::empty({groups * Q * H * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
+  const auto options = at::CPU(c10::CppTypeToScalarType<T>::value);
+  at::Tensor panels_t = at::empty({groups * Q * H * W}, options);
   T* panels = panels_t.data_ptr<T>();
   const auto pack_group = [&](int64_t u) {
     for (int64_t p = 0; p < Q; ++p) {
@@ -44,7 +45,9 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           // h_prev from y (or h0): rows of the h state are being updated by other threads.
-          for (int r = 0; r < n; ++r) rows[r] = previous_row(st.y, H, st.h0, schedule, s, r0 + r, H);
+          for (int r = 0; r < n; ++r) {
+            rows[r] = previous_row(st.y, H, st.h0, schedule, s, r0 + r, H);
+          }
           for (int64_t p = 0; p < Q; ++p) {
             panel_product(n, rows, panels + (u * Q + p) * H * W, H, out + p * n * W);
           }

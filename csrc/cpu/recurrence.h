@@ -58,21 +58,6 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, int64_t H) {
   return m;
 }
 
-// grad_h0 [B, H] = Cell::h0_grad(dh, carry) elementwise: dh [B, H] the part through the
-// products, carry [B, H] (accumulation type) what the rows' first steps left.
-template <class Cell>
-at::Tensor apply_h0_grad(const at::Tensor& dh, const at::Tensor& carry) {
-  at::Tensor out = at::empty_like(dh);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dh.scalar_type(), "h0_grad", [&] {
-    using A = acc_t<scalar_t>;
-    const scalar_t* d = dh.data_ptr<scalar_t>();
-    const A* c = carry.data_ptr<A>();
-    scalar_t* o = out.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < dh.numel(); ++k) o[k] = Cell::h0_grad(A(d[k]), c[k]);
-  });
-  return out;
-}
-
 // grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
 // h_prev @ w_hh^T; h_prev of a step's rows is the previous step's rows of y ([N, P]) or
 // h0 ([B, P]). A dense sequence needs no gathering: two GEMMs on views of y and h0.

@@ -15,6 +15,9 @@
 - client_model:      a client's model module (for the weights-only loading tests)
 - isolated:          groups of cases run in a child process (a crash fails, not ends, the run)
 - bench:             fastrnn.bench's tests: a tiny real run, made-up results documents
+- persistent_host:   the persistent kernels' host emulation (tests/native) through ctypes,
+                     their schedule and the C entry points' cell and dtype numbers
+- persistent_cases:  persistent-kernel problems and fastrnn's CPU ops as their oracle
 
 Test modules import these (tests/ is on the path through the pytest configuration in
 pyproject.toml); fixtures and hooks stay in conftest.py.

@@ -1,7 +1,7 @@
 // Host emulation of the persistent kernels (csrc/cuda/persistent/): runs the very Block
 // phases of block.h (and the barrier protocol of barrier.h) on the CPU, for the tests.
 // Built with a plain C++20 compiler (-I csrc) into a shared library and called through
-// ctypes (tests/persistent_host.py).
+// ctypes (tests/helpers/persistent_host.py).
 //
 // Two drivers:
 //   sequential: phase by phase; within a block every phase runs its threads 0..n-1 one

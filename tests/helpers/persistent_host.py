@@ -12,7 +12,7 @@ import subprocess
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NATIVE = os.path.join(ROOT, "tests", "native")
 DRIVER = os.path.join(NATIVE, "persistent_emulation.cpp")
 # What the driver may include: the library's headers and the native tests' own.
@@ -20,8 +20,6 @@ SOURCES = [DRIVER] + sorted(os.path.join(root, name)
                             for top in (os.path.join(ROOT, "csrc"), NATIVE)
                             for root, _, files in os.walk(top)
                             for name in files if name.endswith(".h"))
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
-SAVED = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
 # Params order of persistent_emulation.cpp's fastrnn_emulate.
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
          "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
@@ -73,13 +71,18 @@ def library():
     return lib
 
 
-def schedule(batch_sizes):
-    """int32 [2*T]: batch sizes, then each time step's first packed row."""
-    sizes = [int(b) for b in batch_sizes]
+def packed_offsets(batch_sizes):
+    """Each time step's first packed row: the exclusive prefix sum of batch_sizes."""
     offsets = [0]
-    for b in sizes[:-1]:
-        offsets.append(offsets[-1] + b)
-    return torch.tensor(sizes + offsets, dtype=torch.int32)
+    for b in batch_sizes[:-1]:
+        offsets.append(offsets[-1] + int(b))
+    return offsets
+
+
+def schedule(batch_sizes, device="cpu"):
+    """The kernels' schedule, int32 [2*T]: batch sizes, then packed_offsets."""
+    sizes = [int(b) for b in batch_sizes]
+    return torch.tensor(sizes + packed_offsets(sizes), dtype=torch.int32, device=device)
 
 
 def emulate(mode, backward, batch_sizes, hidden, reverse, tensors, *, blocks, threads=64,

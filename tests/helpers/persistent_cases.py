@@ -3,12 +3,11 @@ inputs of one recurrence in the packed layout, and fastrnn's CPU ops as the orac
 
 import torch
 
-from fastrnn import _ops  # noqa: F401  (importing registers torch.ops.fastrnn)
+from fastrnn._ops import GATES, SAVED_SLOTS as SAVED, ops
 
-ops = torch.ops.fastrnn
+from helpers.persistent_host import packed_offsets
+
 NAN = float("nan")
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
-SAVED = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
 
 
 def batch_sizes_of(lengths):
@@ -17,9 +16,7 @@ def batch_sizes_of(lengths):
 
 def h_prev_rows(y, h0, batch_sizes, reverse):
     """[N, H]: the h_prev each packed row's step read."""
-    offsets = [0]
-    for b in batch_sizes[:-1]:
-        offsets.append(offsets[-1] + b)
+    offsets = packed_offsets(batch_sizes)
     T = len(batch_sizes)
     order = range(T - 1, -1, -1) if reverse else range(T)
     rows, prev_t = [None] * T, None
