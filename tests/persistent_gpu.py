@@ -15,7 +15,6 @@ against cuDNN, e.g. for the LSTM goal shape:
 
 import argparse
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import sys
 
 import torch
 
-from helpers.persistent_host import cell_kind, dtype_code, schedule  # the C entry points' numbers
+from helpers.persistent_host import cached_build, cell_kind, dtype_code, schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
@@ -48,24 +47,14 @@ def library():
         return _lib
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
-    digest = hashlib.sha256(arch.encode())
     capi = os.path.join(ROOT, "tests", "native", "persistent_capi.cpp")
     sources = [capi, os.path.join(ROOT, "tests", "native", "cell_kinds.h")] + [
         os.path.join(root, name) for root, _, files in sorted(os.walk(os.path.join(ROOT, "csrc")))
         for name in sorted(files) if name.endswith((".h", ".cu", ".cpp"))]
-    for source in sources:
-        with open(source, "rb") as f:
-            digest.update(f.read())
-    out_dir = os.path.join(ROOT, "build", "persistent_gpu")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"persistent-{digest.hexdigest()[:16]}.so")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        subprocess.run([nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
-                        f"-gencode=arch=compute_{arch},code=sm_{arch}", "-I",
-                        os.path.join(ROOT, "csrc"), os.path.join(SRC, "persistent.cu"),
-                        capi, "-o", tmp], check=True)
-        os.replace(tmp, path)
+    path = cached_build("persistent_gpu", sources, arch, lambda out: subprocess.run(
+        [nvcc(), "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC",
+         f"-gencode=arch=compute_{arch},code=sm_{arch}", "-I", os.path.join(ROOT, "csrc"),
+         os.path.join(SRC, "persistent.cu"), capi, "-o", out], check=True))
     lib = ctypes.CDLL(path)
     lib.fastrnn_persistent_run.restype = ctypes.c_int
     lib.fastrnn_persistent_run.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3 + [
@@ -136,23 +125,11 @@ class Runner:
 
 
 def random_inputs(mode, batch_sizes, hidden, dtype, device="cuda", seed=0):
-    from helpers.persistent_cases import GATES
+    from helpers.persistent_cases import random_tensors
     g = torch.Generator(device="cpu").manual_seed(seed)
-    N, B, G = sum(batch_sizes), batch_sizes[0], GATES[mode]
-
-    def r(*shape, scale=1.0):
-        v = (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
-        return v.to(dtype).to(device)
-
-    ins = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=hidden ** -0.5)}
-    if mode == "LSTM":
-        ins["c0"] = r(B, hidden)
-    if mode == "GRU":
-        ins["b_hh"] = r(G * hidden)
-    grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
-    if mode == "LSTM":
-        grads["grad_cn"] = r(B, hidden)
-    return ins, grads
+    ins, grads = random_tensors(mode, batch_sizes, hidden, g, hidden ** -0.5)
+    convert = lambda tensors: {k: v.to(dtype).to(device) for k, v in tensors.items()}
+    return convert(ins), convert(grads)
 
 
 def run_once(args):

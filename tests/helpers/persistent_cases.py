@@ -31,15 +31,15 @@ def h_prev_rows(y, h0, batch_sizes, reverse):
     return torch.cat(rows)
 
 
-def problem(mode, lengths, hidden, seed):
-    g = torch.Generator().manual_seed(seed)
-    bs = batch_sizes_of(lengths)
-    N, B, G = sum(bs), bs[0], GATES[mode]
+def random_tensors(mode, batch_sizes, hidden, generator, w_scale):
+    """(inputs, output gradients) of one recurrence, float64 on the CPU, uniform in [-1, 1)
+    (w_hh in [-w_scale, w_scale)), drawn from `generator` in a fixed order."""
+    N, B, G = sum(batch_sizes), batch_sizes[0], GATES[mode]
 
     def r(*shape, scale=1.0):
-        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
+        return (torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1) * scale
 
-    t = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=0.4)}
+    t = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=w_scale)}
     if mode == "LSTM":
         t["c0"] = r(B, hidden)
     if mode == "GRU":
@@ -47,6 +47,12 @@ def problem(mode, lengths, hidden, seed):
     grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
     if mode == "LSTM":
         grads["grad_cn"] = r(B, hidden)
+    return t, grads
+
+
+def problem(mode, lengths, hidden, seed):
+    bs = batch_sizes_of(lengths)
+    t, grads = random_tensors(mode, bs, hidden, torch.Generator().manual_seed(seed), 0.4)
     return bs, t, grads
 
 

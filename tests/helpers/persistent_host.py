@@ -43,22 +43,31 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
+def cached_build(name, sources, salt, build):
+    """build/<name>/<name>-<hash>.so, built by build(path) unless a library built from the
+    same sources (and salt: e.g. the GPU architecture) is already there. Concurrent builders
+    each write a file of their own and rename it into place."""
+    digest = hashlib.sha256(salt.encode())
+    for path in sources:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    out_dir = os.path.join(ROOT, "build", name)
+    os.makedirs(out_dir, exist_ok=True)
+    lib_path = os.path.join(out_dir, f"{name}-{digest.hexdigest()[:16]}.so")
+    if not os.path.exists(lib_path):
+        tmp = f"{lib_path}.{os.getpid()}.tmp"
+        build(tmp)
+        os.replace(tmp, lib_path)
+    return lib_path
+
+
 def library():
     global _lib
     if _lib is not None:
         return _lib
-    digest = hashlib.sha256()
-    for path in SOURCES:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    out_dir = os.path.join(ROOT, "build", "persistent_emulation")
-    os.makedirs(out_dir, exist_ok=True)
-    lib_path = os.path.join(out_dir, f"emulation-{digest.hexdigest()[:16]}.so")
-    if not os.path.exists(lib_path):
-        tmp = f"{lib_path}.{os.getpid()}.tmp"
-        subprocess.run([compiler(), "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread",
-                        "-I", os.path.join(ROOT, "csrc"), DRIVER, "-o", tmp], check=True)
-        os.replace(tmp, lib_path)
+    lib_path = cached_build("persistent_emulation", SOURCES, "", lambda out: subprocess.run(
+        [compiler(), "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-I",
+         os.path.join(ROOT, "csrc"), DRIVER, "-o", out], check=True))
     lib = ctypes.CDLL(lib_path)
     lib.fastrnn_emulate.restype = ctypes.c_int
     lib.fastrnn_emulate.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] + [ctypes.c_int] * 6 + [
