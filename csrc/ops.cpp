@@ -6,6 +6,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cells/all.h"
 #include "common/dtype.h"
 #include "ops.h"
 
@@ -38,10 +39,11 @@ extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
-  using namespace fastrnn;
-  if (add_cell<lstm::Policy>(module, "LSTM") | add_cell<gru::Policy>(module, "GRU") |
-      add_cell<rnn::Policy<false>>(module, "RNN_TANH") |
-      add_cell<rnn::Policy<true>>(module, "RNN_RELU") | add_dtypes(module)) {
+  int failed = add_dtypes(module);
+#define FASTRNN_ADD_CELL(Cell, NAME) failed |= add_cell<Cell>(module, #NAME);
+  FASTRNN_FOR_EACH_CELL(FASTRNN_ADD_CELL)
+#undef FASTRNN_ADD_CELL
+  if (failed) {
     Py_DECREF(module);
     return nullptr;
   }

@@ -52,10 +52,6 @@ namespace op_entry {
 using at::Tensor;
 using c10::optional;
 
-inline Tensor contiguous_or_none(const optional<Tensor>& t) {
-  return t.has_value() ? t->contiguous() : Tensor();
-}
-
 // Checks the arguments (in the caller's layout), then runs the walk on contiguous copies.
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {

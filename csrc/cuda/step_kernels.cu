@@ -4,9 +4,7 @@
 // Thread (row, j) does column j of the step's row `row` (step_units.h); no two threads
 // write the same element: no atomics, bitwise reproducible results.
 
-#include "../cells/gru.h"
-#include "../cells/lstm.h"
-#include "../cells/rnn.h"
+#include "../cells/all.h"
 #include "launch_geometry.cuh"
 #include "step_kernels.h"
 #include "step_units.h"
@@ -48,20 +46,11 @@ cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& a, cudaStr
   });
 }
 
-template cudaError_t launch_forward_step<lstm::Policy>(DType, const ForwardStepArgs&, cudaStream_t);
-template cudaError_t launch_forward_step<gru::Policy>(DType, const ForwardStepArgs&, cudaStream_t);
-template cudaError_t launch_forward_step<rnn::Policy<false>>(DType, const ForwardStepArgs&,
-                                                             cudaStream_t);
-template cudaError_t launch_forward_step<rnn::Policy<true>>(DType, const ForwardStepArgs&,
-                                                            cudaStream_t);
-template cudaError_t launch_backward_step<lstm::Policy>(DType, const BackwardStepArgs&,
-                                                        cudaStream_t);
-template cudaError_t launch_backward_step<gru::Policy>(DType, const BackwardStepArgs&,
-                                                       cudaStream_t);
-template cudaError_t launch_backward_step<rnn::Policy<false>>(DType, const BackwardStepArgs&,
-                                                              cudaStream_t);
-template cudaError_t launch_backward_step<rnn::Policy<true>>(DType, const BackwardStepArgs&,
-                                                             cudaStream_t);
+#define FASTRNN_STEP_LAUNCHERS(Cell, NAME)                                                 \
+  template cudaError_t launch_forward_step<Cell>(DType, const ForwardStepArgs&, cudaStream_t); \
+  template cudaError_t launch_backward_step<Cell>(DType, const BackwardStepArgs&, cudaStream_t);
+FASTRNN_FOR_EACH_CELL(FASTRNN_STEP_LAUNCHERS)
+#undef FASTRNN_STEP_LAUNCHERS
 
 }  // namespace cuda
 }  // namespace fastrnn

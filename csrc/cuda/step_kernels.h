@@ -2,7 +2,7 @@
 // The per-step kernels' launchers (step_kernels.cu, which includes only the CUDA runtime
 // and this project's headers): one step's fused kernel for Cell in dtype on `stream`, raw
 // pointers in (step_args.h), the launch's error (cudaGetLastError) out. Instantiated for
-// lstm::Policy, gru::Policy, rnn::Policy<false> and rnn::Policy<true>.
+// every cell of csrc/cells/all.h.
 
 #include <cuda_runtime_api.h>
 

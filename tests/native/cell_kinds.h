@@ -2,9 +2,7 @@
 // The cells by their CellKind number (csrc/cells/policy.h; Python reads the numbers from
 // fastrnn._C.<CELL>_KIND), for the C entry points of the native test libraries.
 
-#include "cells/gru.h"
-#include "cells/lstm.h"
-#include "cells/rnn.h"
+#include "cells/all.h"
 
 namespace fastrnn {
 
@@ -12,10 +10,11 @@ namespace fastrnn {
 template <class R, class F>
 R with_cell(int kind, R otherwise, F&& fn) {
   switch (static_cast<CellKind>(kind)) {
-    case CellKind::kLstm: return fn(lstm::Policy{});
-    case CellKind::kGru: return fn(gru::Policy{});
-    case CellKind::kRnnTanh: return fn(rnn::Policy<false>{});
-    case CellKind::kRnnRelu: return fn(rnn::Policy<true>{});
+#define FASTRNN_CELL_CASE(Cell, NAME) \
+  case Cell::kKind:                   \
+    return fn(Cell{});
+    FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_CASE)
+#undef FASTRNN_CELL_CASE
   }
   return otherwise;
 }

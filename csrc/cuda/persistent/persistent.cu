@@ -18,9 +18,7 @@
 #include <tuple>
 #include <utility>
 
-#include "../../cells/gru.h"
-#include "../../cells/lstm.h"
-#include "../../cells/rnn.h"
+#include "../../cells/all.h"
 #include "../dispatch.h"
 #include "barrier.h"
 #include "block.h"
@@ -314,15 +312,12 @@ Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool
   return fit ? Choice::kYes : Choice::kNo;
 }
 
-#define FASTRNN_PERSISTENT_CELL(Cell)                                                       \
+#define FASTRNN_PERSISTENT_CELL(Cell, NAME)                                                 \
   template bool forward<Cell>(const Problem&, const ForwardTensors&);                       \
   template bool backward<Cell>(const Problem&, const BackwardTensors&);                     \
   template bool fits<Cell>(DType, int, int, int, bool);                                     \
   template Choice choose<Cell>(Setting::Mode, DType, int, int, int, bool);
-FASTRNN_PERSISTENT_CELL(lstm::Policy)
-FASTRNN_PERSISTENT_CELL(gru::Policy)
-FASTRNN_PERSISTENT_CELL(rnn::Policy<false>)
-FASTRNN_PERSISTENT_CELL(rnn::Policy<true>)
+FASTRNN_FOR_EACH_CELL(FASTRNN_PERSISTENT_CELL)
 #undef FASTRNN_PERSISTENT_CELL
 
 }  // namespace persistent

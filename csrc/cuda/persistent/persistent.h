@@ -59,7 +59,7 @@ struct BackwardTensors {
   void *grad_gx, *grad_gh, *grad_h0, *grad_c0;
 };
 
-// Instantiated in persistent.cu for lstm::Policy, gru::Policy and rnn::Policy<false/true>.
+// Instantiated in persistent.cu for every cell of csrc/cells/all.h.
 template <class Cell>
 bool forward(const Problem& pr, const ForwardTensors& t);
 template <class Cell>

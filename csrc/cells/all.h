@@ -1,0 +1,15 @@
+#pragma once
+// Every cell the library has, in one list: the code that names each cell explicitly (the
+// CUDA kernels' template instantiations, the facts fastrnn._C exports, the native tests'
+// cell numbers) walks it, so a new cell is its header and one line here.
+
+#include "gru.h"
+#include "lstm.h"
+#include "rnn.h"
+
+// X(Cell, NAME) for each cell policy and the name Python knows the cell by.
+#define FASTRNN_FOR_EACH_CELL(X)          \
+  X(::fastrnn::lstm::Policy, LSTM)        \
+  X(::fastrnn::gru::Policy, GRU)          \
+  X(::fastrnn::rnn::Policy<false>, RNN_TANH) \
+  X(::fastrnn::rnn::Policy<true>, RNN_RELU)
