@@ -21,8 +21,10 @@ except ImportError as error:  # pragma: no cover - only without a build
 ops = torch.ops.fastrnn
 
 # Per cell, the gate blocks of gx ([N, gates*H]) and the saved slots of a row ([N, slots*H]),
-# as the extension defines them (csrc/cells/*.h).
-GATES = {cell: getattr(_C, f"{cell}_GATES") for cell in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")}
+# as the extension defines them: one <CELL>_GATES and <CELL>_SAVED per cell of
+# csrc/cells/all.h.
+GATES = {name.removesuffix("_GATES"): getattr(_C, name) for name in dir(_C)
+         if name.endswith("_GATES")}
 SAVED_SLOTS = {cell: getattr(_C, f"{cell}_SAVED") for cell in GATES}
 
 
