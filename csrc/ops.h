@@ -5,7 +5,8 @@
 // walk for the cell. A backend registers all of them with register_ops<Backend>, where
 //   Backend::forward<Cell>(const ForwardArgs&) -> ForwardResult
 //   Backend::backward<Cell>(const BackwardArgs&) -> BackwardResult
-// and Cell is a cell policy (csrc/cells/policy.h).
+// and Cell is a cell policy (csrc/cells/policy.h). The layers, and how to add a cell:
+// docs/architecture.md.
 //
 // Layout shared by every op: the sequence is packed, rows of time step t follow those of
 // t-1 and batch_sizes ([T], int64, CPU, non-increasing) says how many rows each step has;

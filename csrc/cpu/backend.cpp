@@ -1,7 +1,7 @@
 // The CPU backend: every op of ops.h on the CPU, for every cell, through one of two walks
 // over the cell's policy: the fused walk (fused_walk.h) for the cells it was measured to
 // speed up, in float and double, without projection, up to a batch size; else the BLAS
-// walk (blas_walk.h). Weight gradients are GEMMs after the walk.
+// walk (blas_walk.h). Weight gradients are GEMMs after the walk. See docs/architecture.md.
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>

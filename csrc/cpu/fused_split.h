@@ -1,6 +1,7 @@
 #pragma once
-// The fused CPU walks: one parallel region for the whole walk over time instead of a
-// BLAS call and a parallel loop per step. Each thread owns a slice of the hidden units
+// How the fused CPU walks (fused_walk.h) share out their work: one parallel region for the
+// whole walk over time instead of a BLAS call and a parallel loop per step, and whether to
+// take it at all (fused_split). Each thread owns a slice of the hidden units
 // (and their columns of the recurrent weight, packed into panels it keeps in its cache),
 // and the threads meet at a SpinBarrier once per step; or each owns a slice of the rows
 // and walks them alone, reading every panel.

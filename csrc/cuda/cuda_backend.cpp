@@ -3,7 +3,7 @@
 // on CudaDevice: the kernels of step_kernels.cu on the caller's current stream and memory
 // from the caching allocator. Everything runs on the current stream, without host syncs.
 // Only c10's device-generic API is used for the device and the stream, so this compiles
-// against a CPU-only torch's headers too.
+// against a CPU-only torch's headers too. See docs/architecture.md.
 
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
