@@ -4,6 +4,8 @@ torch builds exactly the C++ extension."""
 
 import glob
 import os
+import shlex
+import subprocess
 
 import torch
 from setuptools import setup
@@ -25,6 +27,28 @@ cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-
 if os.environ.get("FASTRNN_PORTABLE", "0") != "1":
     cxx_flags.append("-march=native")
 
+
+def shared_cpp_runtime():
+    """Link flags that make the extension use the shared C++ runtime torch uses. A toolchain
+    that finds only the static archive (libstdc++.a) would otherwise link a private copy of
+    the runtime into the extension, beside the one torch loads, and that copy's locale
+    facets fault at the first number formatted into an error message
+    (tests/test_linkage.py): then the libstdc++.so.6 this process loaded with torch is
+    linked explicitly, ahead of the driver's own -lstdc++."""
+    compiler = shlex.split(os.environ.get("CXX", "c++"))
+    try:
+        path = subprocess.run(compiler + ["-print-file-name=libstdc++.so"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    if os.path.isabs(path) or not os.path.exists("/proc/self/maps"):
+        return []  # the compiler links the shared runtime
+    with open("/proc/self/maps") as maps:
+        loaded = [line.split()[-1] for line in maps if "/libstdc++.so" in line]
+    return loaded[:1]
+
+
+link_flags = ["-fopenmp"] + shared_cpp_runtime()
 cpu_sources = sources("csrc/ops.cpp") + sources("csrc/cpu/*.cpp")
 with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None
              and os.environ.get("FASTRNN_CUDA", "1") != "0")
@@ -42,10 +66,10 @@ if with_cuda:
         "fastrnn._C",
         cpu_sources + sources("csrc/cuda/**/*.cpp") + sources("csrc/cuda/**/*.cu"),
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"] + arch_flags},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link_flags,
     )
 else:
     extension = CppExtension("fastrnn._C", cpu_sources, extra_compile_args={"cxx": cxx_flags},
-                             extra_link_args=["-fopenmp"])
+                             extra_link_args=link_flags)
 
 setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension})
