@@ -5,6 +5,7 @@
 // G = Cell::kGates, S = Cell::kSaved and P = size of h (H, or proj_size with w_hr):
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 namespace fastrnn {
 
@@ -58,5 +59,13 @@ struct BackwardResult {
   at::Tensor grad_w_hr;  // [P, H], or [0] without projection
   at::Tensor grad_b_hh;  // [G*H] (kRecurrentBias with bias), or [0]
 };
+
+// A working copy of t, updated in place by a walk, in the type the walks keep a carry in
+// between steps (LSTM c, the backward carries): torch's opmath type, float for half and
+// bfloat16 (cuda/element_types.h's acc_t, cpu/units.h's acc_t), else t's own type.
+inline at::Tensor accumulation_copy(const at::Tensor& t) {
+  return t.contiguous().to(at::toOpMathType(t.scalar_type()), /*non_blocking=*/false,
+                           /*copy=*/true);
+}
 
 }  // namespace fastrnn

@@ -47,11 +47,6 @@ FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& si
   return fused_split(policy, size.B, w_hh.nbytes());
 }
 
-// A copy of t in the accumulation type (float for bfloat16 and half), to update in place.
-Tensor accumulation_copy(const Tensor& t) {
-  return t.to(at::toOpMathType(t.scalar_type()), /*non_blocking=*/false, /*copy=*/true);
-}
-
 struct CpuBackend {
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& a) {

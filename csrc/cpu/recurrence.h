@@ -17,13 +17,6 @@
 namespace fastrnn {
 namespace cpu {
 
-// dst[first : first + rows] = src[0 : rows], both contiguous with equal row widths.
-inline void copy_rows(const at::Tensor& dst, int64_t first, const at::Tensor& src, int64_t rows) {
-  const size_t row_bytes = src.size(1) * src.element_size();
-  std::memcpy(static_cast<char*>(dst.data_ptr()) + first * row_bytes, src.data_ptr(),
-              rows * row_bytes);
-}
-
 // Calls fn(row, col_begin, col_end) over [0, rows) x [0, cols), split across threads
 // when there is enough work to pay for it.
 template <typename F>

@@ -98,7 +98,7 @@ BackwardResult walk_backward(const BackwardArgs& a) {
   Tensor dh_state = a.grad_hn.clone();  // [B, P]: gradient w.r.t. the h state
   // [B, H] in the accumulation type, updated in place by the kernel: the cell's carry,
   // from grad_cn for a cell state, else from zero.
-  const at::TensorOptions carry_options = options.dtype(accumulation_type(type));
+  const at::TensorOptions carry_options = options.dtype(at::toOpMathType(type));
   Tensor carry = !Cell::kBackwardCarry ? Tensor()
                  : Cell::kCellState    ? accumulation_copy(a.grad_cn)
                                        : at::zeros({sz.B, H}, carry_options);

@@ -32,18 +32,6 @@ inline DType dtype_of(const at::Tensor& t) {
   return *dtype;
 }
 
-// The type the kernels keep a carry in: float for half and bfloat16 (element_types.h's
-// acc_t), else the type itself.
-inline at::ScalarType accumulation_type(at::ScalarType type) {
-  return type == at::kHalf || type == at::kBFloat16 ? at::kFloat : type;
-}
-
-// A working copy of t in the accumulation type.
-inline at::Tensor accumulation_copy(const at::Tensor& t) {
-  return t.contiguous().to(accumulation_type(t.scalar_type()), /*non_blocking=*/false,
-                           /*copy=*/true);
-}
-
 // The data of t, or null for an undefined tensor.
 inline void* data_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
