@@ -44,7 +44,7 @@ struct Policy {
   static constexpr CellKind kKind = CellKind::kGru;
   static constexpr int kGates = gru::kGates, kSaved = gru::kSaved;
   static constexpr bool kCellState = false;
-  static constexpr bool kBackwardCarry = true;  // backward keeps a carry across steps
+  static constexpr bool kBackwardCarry = true;  // backward keeps the direct part of dh_prev
   static constexpr bool kRecurrentBias = true;
   static constexpr bool kSeparateDgh = true;  // dh_n = dx_n * r differs from dx_n
   static constexpr bool kProjection = false;

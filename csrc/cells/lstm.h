@@ -52,7 +52,7 @@ struct Policy {
   static constexpr CellKind kKind = CellKind::kLstm;
   static constexpr int kGates = lstm::kGates, kSaved = lstm::kSaved;
   static constexpr bool kCellState = true;       // a second state c: c0, cn, grad_c0
-  static constexpr bool kBackwardCarry = true;  // backward keeps a carry across steps
+  static constexpr bool kBackwardCarry = true;  // backward keeps dc across steps
   static constexpr bool kRecurrentBias = false;  // b_hh is folded into gx
   static constexpr bool kSeparateDgh = false;    // the gradient w.r.t. hh is dx
   static constexpr bool kProjection = true;      // h may be projected (w_hr, proj_size)

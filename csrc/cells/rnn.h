@@ -38,7 +38,7 @@ struct Policy {
   static constexpr CellKind kKind = kRelu ? CellKind::kRnnRelu : CellKind::kRnnTanh;
   static constexpr int kGates = rnn::kGates, kSaved = rnn::kSaved;
   static constexpr bool kCellState = false;
-  static constexpr bool kBackwardCarry = false;  // backward keeps a carry across steps
+  static constexpr bool kBackwardCarry = false;  // backward keeps nothing across steps
   static constexpr bool kRecurrentBias = false;  // b_hh is folded into gx
   static constexpr bool kSeparateDgh = false;
   static constexpr bool kProjection = false;

@@ -68,4 +68,25 @@ inline at::Tensor accumulation_copy(const at::Tensor& t) {
                            /*copy=*/true);
 }
 
+// The carry a backward walk starts from, [B, H] in the accumulation type, updated in place:
+// grad_cn for a cell with a cell state, zero for another cell with a backward carry;
+// undefined for a cell without one.
+template <class Cell>
+at::Tensor initial_backward_carry(const BackwardArgs& a) {
+  if constexpr (!Cell::kBackwardCarry) {
+    return at::Tensor();
+  } else if constexpr (Cell::kCellState) {
+    return accumulation_copy(a.grad_cn);
+  } else {
+    const auto type = at::toOpMathType(a.y.scalar_type());
+    return at::zeros({a.size.B, a.size.H}, a.y.options().dtype(type));
+  }
+}
+
+// grad_b_hh of a kRecurrentBias cell from the gradient w.r.t. gh ([N, G*H]): its sum over
+// the rows, or [0] when the forward had no bias.
+inline at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh) {
+  return a.has_bias ? grad_gh.sum(0) : at::empty({0}, grad_gh.options());
+}
+
 }  // namespace fastrnn

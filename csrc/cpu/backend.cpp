@@ -86,11 +86,7 @@ struct CpuBackend {
     const Schedule schedule(a.batch_sizes, a.reverse);
     const auto options = a.y.options();
     Tensor dh = a.grad_hn.clone();  // [B, P]: gradient w.r.t. the h state
-    Tensor carry;                   // [B, H]
-    if (Cell::kCellState) carry = accumulation_copy(a.grad_cn);
-    if (!Cell::kCellState && Cell::kBackwardCarry) {
-      carry = at::zeros({sz.B, sz.H}, options.dtype(at::toOpMathType(a.y.scalar_type())));
-    }
+    Tensor carry = initial_backward_carry<Cell>(a);  // [B, H]
     Tensor grad_gx = at::empty({sz.N, Cell::kGates * sz.H}, options);
     Tensor grad_gh = Cell::kSeparateDgh ? at::empty_like(grad_gx) : grad_gx;  // w.r.t. gh
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
@@ -116,7 +112,7 @@ struct CpuBackend {
     BackwardResult r;
     r.grad_gx = grad_gx;
     r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
-    r.grad_b_hh = a.has_bias ? grad_gh.sum(0) : at::empty({0}, options);
+    r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
     r.grad_w_hr = at::empty({0}, options);
     if constexpr (Cell::kProjection) {
       if (dh_all.defined()) {

@@ -96,12 +96,7 @@ BackwardResult walk_backward(const BackwardArgs& a) {
   const bool proj = Cell::kProjection && a.w_hr.defined();
 
   Tensor dh_state = a.grad_hn.clone();  // [B, P]: gradient w.r.t. the h state
-  // [B, H] in the accumulation type, updated in place by the kernel: the cell's carry,
-  // from grad_cn for a cell state, else from zero.
-  const at::TensorOptions carry_options = options.dtype(at::toOpMathType(type));
-  Tensor carry = !Cell::kBackwardCarry ? Tensor()
-                 : Cell::kCellState    ? accumulation_copy(a.grad_cn)
-                                       : at::zeros({sz.B, H}, carry_options);
+  Tensor carry = initial_backward_carry<Cell>(a);  // [B, H], updated in place by the kernel
   Tensor grad_gx = device.empty({sz.N, G * H}, options);
   // The gradient w.r.t. gh = h_prev @ w_hh^T (+ b_hh), which the next step's product and
   // the weight gradients read: a buffer of its own for kSeparateDgh cells, else grad_gx.
@@ -141,7 +136,7 @@ BackwardResult walk_backward(const BackwardArgs& a) {
     r.grad_w_hr = proj ? at::mm(dh_all.t(), m_all) : at::empty({0}, options);
   }
   if constexpr (Cell::kRecurrentBias) {
-    r.grad_b_hh = a.has_bias ? grad_gh.sum(0) : at::empty({0}, options);
+    r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
   }
   return r;
 }

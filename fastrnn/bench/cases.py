@@ -93,7 +93,7 @@ DEFAULT_BACKENDS = {"cpu": ("auto",), "cuda": ("auto", "persistent")}
 # <backend>_skipped (the reason) instead.
 BACKEND_FIELDS = ("ms", "ms_min", "speedup", "us_per_step", "gflops", "pct_peak", "parity",
                   "parity_max_abs_err")
-# How a forced kernel says it does not take a shape (csrc/cuda/persistent_glue.h).
+# How a forced kernel says it does not take a shape (csrc/cuda/persistent/ops_bridge.h).
 DECLINED = "FASTRNN_PERSISTENT=1, but"
 
 

@@ -172,7 +172,7 @@ std::optional<BackwardResult> persistent_backward(const BackwardArgs& a) {
                                       a.reverse);
   if constexpr (Cell::kProjection) r.grad_w_hr = at::empty({0}, options);
   if constexpr (Cell::kRecurrentBias) {
-    r.grad_b_hh = a.has_bias ? grad_gh.sum(0) : at::empty({0}, options);
+    r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
   }
   return r;
 }
