@@ -8,9 +8,12 @@
 
 #include "cells/all.h"
 #include "common/dtype.h"
-#include "ops.h"
+#include "cell_ops.h"
 
-TORCH_LIBRARY(fastrnn, m) { fastrnn::define_ops(m); }
+TORCH_LIBRARY(fastrnn, m) {
+  fastrnn::define_ops(m);
+  fastrnn::define_cell_ops(m);
+}
 
 namespace {
 

@@ -1,8 +1,9 @@
-"""fastrnn: fused LSTM, GRU and RNN layers, exact drop-ins for torch.nn's."""
+"""fastrnn: fused LSTM, GRU and RNN layers and cells, exact drop-ins for torch.nn's."""
 
 from . import functional
 from ._ops import ops
+from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN
 
-__all__ = ["LSTM", "GRU", "RNN", "functional", "ops"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "functional", "ops"]
 __version__ = "0.1.0"

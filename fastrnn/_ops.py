@@ -46,10 +46,15 @@ def _check_devices(op, batch_sizes, *tensors):
     torch._check(batch_sizes.device.type == "cpu",
                  lambda: f"{op}: batch_sizes must be a 1-D int64 CPU tensor, got one on "
                          f"{batch_sizes.device}")
+    _check_same_device(op, *tensors)
+
+
+def _check_same_device(op, *tensors):
+    """Every tensor (None: absent) on the device of the first."""
     device = tensors[0].device
     for t in tensors:
         torch._check(t is None or t.device == device,
-                     lambda: f"{op}: every tensor must be on h0's device ({device}), got one on "
+                     lambda: f"{op}: every tensor must be on the state's device ({device}), got one on "
                              f"{t.device}")
 
 
@@ -192,3 +197,53 @@ torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_con
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
+
+
+# --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------
+# cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
+# (None for other cells). Results a cell does not have come back empty ([0]).
+
+CELL_KIND = {cell: getattr(_C, f"{cell}_KIND") for cell in GATES}
+_CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}
+
+
+@torch.library.register_fake("fastrnn::cell_forward")
+def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
+    _check_same_device("cell_forward", h, x, c, w_ih, w_hh, b_ih, b_hh)
+    batch, hidden = h.shape
+    return (torch.empty_like(h), torch.empty_like(h) if c is not None else h.new_empty(0),
+            h.new_empty(batch if save else 0, SAVED_SLOTS[_CELL_NAME[cell]] * hidden))
+
+
+@torch.library.register_fake("fastrnn::cell_backward")
+def _(cell, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, has_bias):
+    _check_same_device("cell_backward", h, grad_h, grad_c, x, c, w_ih, w_hh, h_new,
+                   saved)
+    bias = w_ih.new_empty(w_ih.shape[0] if has_bias else 0)
+    return (torch.empty_like(x), torch.empty_like(h),
+            torch.empty_like(c) if c is not None else h.new_empty(0), torch.empty_like(w_ih),
+            torch.empty_like(w_hh), bias, torch.empty_like(bias))
+
+
+def _cell_setup(ctx, inputs, output):
+    cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save = inputs
+    h_new, _, saved = output
+    ctx.save_for_backward(x, h, c, w_ih, w_hh, h_new, saved)
+    ctx.cell, ctx.has_bias, ctx.saved_for_backward = cell, b_ih is not None, save
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
+
+
+def _cell_backward(ctx, grad_h, grad_c, _grad_saved):
+    _require_saved(ctx, "cell_forward")
+    x, h, c, w_ih, w_hh, h_new, saved = ctx.saved_tensors
+    grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = ops.cell_backward(
+        ctx.cell, _zeros_if_none(grad_h, h_new),
+        None if c is None else _zeros_if_none(grad_c, c), x, h, c, w_ih, w_hh, h_new, saved,
+        ctx.has_bias)
+    bias = ctx.has_bias
+    return (None, grad_x, grad_h0, grad_c0 if c is not None else None, grad_w_ih, grad_w_hh,
+            grad_b_ih if bias else None, grad_b_hh if bias else None, None)
+
+
+torch.library.register_autograd("fastrnn::cell_forward", _cell_backward, setup_context=_cell_setup)
+torch.library.register_autograd("fastrnn::cell_backward", _no_double_backward)

@@ -6,7 +6,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include "../ops.h"
+#include "../cell_ops.h"
 #include "blas_walk.h"
 #include "fused_walk.h"
 
@@ -39,11 +39,14 @@ constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
 template <class Cell>
 constexpr bool kFusedCell = Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru;
 
-// The fused walk's split for a walk of B rows (kNone: the BLAS walk).
+// The fused walk's split for a walk of B rows (kNone: the BLAS walk). A single step (a cell
+// call) takes the BLAS walk: the fused walk packs the recurrent weight once per walk, which
+// pays only over many steps (LSTMCell, T = 1, fused vs BLAS, us: H1024 B8 forward 6470 vs
+// 3650).
 template <class Cell>
 FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& size,
                             const Tensor& w_hh, const Tensor& w_hr) {
-  if (!kFusedCell<Cell> || w_hr.defined()) return FusedSplit::kNone;
+  if (!kFusedCell<Cell> || w_hr.defined() || size.T == 1) return FusedSplit::kNone;
   return fused_split(policy, size.B, w_hh.nbytes());
 }
 
@@ -129,7 +132,10 @@ struct CpuBackend {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastrnn, CPU, m) { register_ops<CpuBackend>(m); }
+TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
+  register_ops<CpuBackend>(m);
+  register_cell_ops<CpuBackend>(m);
+}
 
 }  // namespace cpu
 }  // namespace fastrnn

@@ -8,7 +8,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
-#include "../ops.h"
+#include "../cell_ops.h"
 #include "persistent/ops_bridge.h"
 #include "step_kernels.h"
 #include "step_walk.h"
@@ -58,4 +58,7 @@ struct CudaBackend {
 }  // namespace cuda
 }  // namespace fastrnn
 
-TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) { fastrnn::register_ops<fastrnn::cuda::CudaBackend>(m); }
+TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) {
+  fastrnn::register_ops<fastrnn::cuda::CudaBackend>(m);
+  fastrnn::register_cell_ops<fastrnn::cuda::CudaBackend>(m);
+}

@@ -1,0 +1,157 @@
+#pragma once
+// The single-step ops: one call of a cell (torch.nn.LSTMCell, GRUCell, RNNCell), for every
+// backend and every cell of cells/all.h, named by its number (CellKind). A step is the
+// recurrence of common/recurrence.h with one time step (batch_sizes = [B]): the op forms the
+// input product x @ W_ih^T + biases and runs the backend's walk for that step, so the gate
+// math is the cells' one copy and each backend keeps its one walk. Backward runs the walk's
+// backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
+//
+// Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
+// (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
+// Results a cell does not have (c_new, grad_c, saved of a cell that saves nothing, the bias
+// gradients without bias) come back empty ([0]).
+
+#include <torch/library.h>
+
+#include "cells/all.h"
+#include "ops.h"
+
+namespace fastrnn {
+
+inline void define_cell_ops(torch::Library& m) {
+  m.def(
+      "cell_forward(int cell, Tensor x, Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool save) -> (Tensor h_new, Tensor c_new, Tensor saved)");
+  m.def(
+      "cell_backward(int cell, Tensor grad_h, Tensor? grad_c, Tensor x, Tensor h, Tensor? c, "
+      "Tensor w_ih, Tensor w_hh, Tensor h_new, Tensor saved, bool has_bias) -> (Tensor grad_x, "
+      "Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+      "Tensor grad_b_hh)");
+}
+
+namespace cell_entry {
+
+using at::Tensor;
+using c10::optional;
+
+// torch.nn's checks of a cell's input and state (check_rnn_cell_forward_input/_hidden in
+// ATen's RNN.cpp), with its messages, then the weights' shapes, dtypes and devices.
+template <class Cell>
+void check_step(const char* op, const Tensor& x, const Tensor& h, const Tensor& c,
+                const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
+  constexpr int G = Cell::kGates;
+  constexpr BlocksOfH gates{G};
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % G == 0 && w_hh.dim() == 2, op,
+              ": w_ih must be [", gates, ", I] and w_hh [", gates, ", H], got ", w_ih.sizes(),
+              " and ", w_hh.sizes());
+  const int64_t H = w_ih.size(0) / G;
+  TORCH_CHECK(x.dim() == 2 && h.dim() == 2, op, ": x and h must be 2-D, got ", x.sizes(),
+              " and ", h.sizes());
+  TORCH_CHECK(x.size(1) == w_ih.size(1), "input has inconsistent input_size: got ", x.size(1),
+              " expected ", w_ih.size(1));
+  const auto check_state = [&](const Tensor& state, int index) {
+    TORCH_CHECK(state.dim() == 2, op, ": hidden", index, " must be 2-D, got ", state.sizes());
+    TORCH_CHECK(x.size(0) == state.size(0), "Input batch size ", x.size(0),
+                " doesn't match hidden", index, " batch size ", state.size(0));
+    TORCH_CHECK(state.size(1) == H, "hidden", index, " has inconsistent hidden_size: got ",
+                state.size(1), ", expected ", H);
+  };
+  check_state(h, 0);
+  if constexpr (Cell::kCellState) {
+    TORCH_CHECK(c.defined(), op, ": this cell needs c");
+    check_state(c, 1);
+  }
+  check_arg(op, h, x, "x", {x.size(0), w_ih.size(1)}, "[B, I]");
+  check_arg(op, h, w_ih, "w_ih", {G * H, x.size(1)}, "[", gates, ", I]");
+  check_arg(op, h, w_hh, "w_hh", {G * H, H}, "[", gates, ", H]");
+  TORCH_CHECK(b_ih.defined() == b_hh.defined(), op, ": give both b_ih and b_hh, or neither");
+  if (b_ih.defined()) {
+    check_arg(op, h, b_ih, "b_ih", {G * H}, "[", gates, "]");
+    check_arg(op, h, b_hh, "b_hh", {G * H}, "[", gates, "]");
+  }
+}
+
+// batch_sizes of a single step of B rows: [B].
+inline Tensor one_step(int64_t batch) { return at::full({1}, batch, at::kLong); }
+
+inline Tensor none_like(const Tensor& t) { return at::empty({0}, t.options()); }
+
+template <class Backend, class Cell>
+std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, const Tensor& c,
+                                           const Tensor& w_ih, const Tensor& w_hh,
+                                           const Tensor& b_ih, const Tensor& b_hh, bool save) {
+  constexpr const char* op = "cell_forward";
+  check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
+  // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
+  Tensor gx;
+  if (!b_ih.defined()) {
+    gx = at::mm(x, w_ih.t());
+  } else {
+    gx = at::addmm(Cell::kRecurrentBias ? b_ih : b_ih + b_hh, x, w_ih.t());
+  }
+  const auto r = op_entry::forward<Backend, Cell>(
+      op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
+           Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});
+  return {r.hn, Cell::kCellState ? r.cn : none_like(h), r.saved};
+}
+
+template <class Backend, class Cell>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
+    const Tensor& grad_h, const Tensor& grad_c, const Tensor& x, const Tensor& h,
+    const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h_new,
+    const Tensor& saved, bool has_bias) {
+  constexpr const char* op = "cell_backward";
+  check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
+  // The step's output is both y and hn: its gradient comes in once, as grad_hn.
+  const auto r = op_entry::backward<Backend, Cell>(
+      op, {at::zeros_like(h_new), grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(),
+           h_new, saved, has_bias, false, {}});
+  // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
+  Tensor grad_x = at::mm(r.grad_gx, w_ih);
+  Tensor grad_w_ih = at::mm(r.grad_gx.t(), x);
+  Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
+  Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
+  return {grad_x, r.grad_h0, Cell::kCellState ? r.grad_c0 : none_like(h),
+          grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh};
+}
+
+// The entry points: dispatch on the cell number to the cell's policy.
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> cell_forward(int64_t cell, const Tensor& x, const Tensor& h,
+                                                const optional<Tensor>& c, const Tensor& w_ih,
+                                                const Tensor& w_hh, const optional<Tensor>& b_ih,
+                                                const optional<Tensor>& b_hh, bool save) {
+#define FASTRNN_CELL_FORWARD(Cell, NAME)                                              \
+  if (cell == static_cast<int64_t>(Cell::kKind)) {                                   \
+    return forward<Backend, Cell>(x, h, c.value_or(Tensor()), w_ih, w_hh,            \
+                                  b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), save); \
+  }
+  FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_FORWARD)
+#undef FASTRNN_CELL_FORWARD
+  TORCH_CHECK(false, "cell_forward: unknown cell number ", cell);
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
+    int64_t cell, const Tensor& grad_h, const optional<Tensor>& grad_c, const Tensor& x,
+    const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
+    const Tensor& h_new, const Tensor& saved, bool has_bias) {
+#define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
+  if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
+    return backward<Backend, Cell>(grad_h, grad_c.value_or(Tensor()), x, h,               \
+                                   c.value_or(Tensor()), w_ih, w_hh, h_new, saved, has_bias); \
+  }
+  FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)
+#undef FASTRNN_CELL_BACKWARD
+  TORCH_CHECK(false, "cell_backward: unknown cell number ", cell);
+}
+
+}  // namespace cell_entry
+
+template <class Backend>
+void register_cell_ops(torch::Library& m) {
+  m.impl("cell_forward", &cell_entry::cell_forward<Backend>);
+  m.impl("cell_backward", &cell_entry::cell_backward<Backend>);
+}
+
+}  // namespace fastrnn
