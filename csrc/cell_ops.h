@@ -9,7 +9,8 @@
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
 // Results a cell does not have (c_new, grad_c, saved of a cell that saves nothing, the bias
-// gradients without bias) come back empty ([0]).
+// gradients without bias) come back empty ([0]), and so do the gradients backward is told
+// are not wanted: w.r.t. x without input_grad, w.r.t. h and c without state_grad.
 
 #include <torch/library.h>
 
@@ -24,7 +25,8 @@ inline void define_cell_ops(torch::Library& m) {
       "Tensor? b_ih, Tensor? b_hh, bool save) -> (Tensor h_new, Tensor c_new, Tensor saved)");
   m.def(
       "cell_backward(int cell, Tensor grad_h, Tensor? grad_c, Tensor x, Tensor h, Tensor? c, "
-      "Tensor w_ih, Tensor w_hh, Tensor h_new, Tensor saved, bool has_bias) -> (Tensor grad_x, "
+      "Tensor w_ih, Tensor w_hh, Tensor h_new, Tensor saved, bool has_bias, bool input_grad, "
+      "bool state_grad) -> (Tensor grad_x, "
       "Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
       "Tensor grad_b_hh)");
 }
@@ -45,6 +47,11 @@ void check_step(const char* op, const Tensor& x, const Tensor& h, const Tensor& 
               ": w_ih must be [", gates, ", I] and w_hh [", gates, ", H], got ", w_ih.sizes(),
               " and ", w_hh.sizes());
   const int64_t H = w_ih.size(0) / G;
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
+                  dtype == at::kHalf,
+              "fastrnn supports float32, float64, bfloat16 and float16, got input of dtype ",
+              dtype);
   TORCH_CHECK(x.dim() == 2 && h.dim() == 2, op, ": x and h must be 2-D, got ", x.sizes(),
               " and ", h.sizes());
   TORCH_CHECK(x.size(1) == w_ih.size(1), "input has inconsistent input_size: got ", x.size(1),
@@ -99,20 +106,22 @@ template <class Backend, class Cell>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     const Tensor& grad_h, const Tensor& grad_c, const Tensor& x, const Tensor& h,
     const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h_new,
-    const Tensor& saved, bool has_bias) {
+    const Tensor& saved, bool has_bias, bool input_grad, bool state_grad) {
   constexpr const char* op = "cell_backward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
   // The step's output is both y and hn: its gradient comes in once, as grad_hn.
-  const auto r = op_entry::backward<Backend, Cell>(
-      op, {at::zeros_like(h_new), grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(),
-           h_new, saved, has_bias, false, {}});
+  BackwardArgs a{at::zeros_like(h_new), grad_h, grad_c, one_step(x.size(0)), h, c, w_hh,
+                 Tensor(), h_new, saved, has_bias, false, {}};
+  a.h0_grad = state_grad;
+  const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
-  Tensor grad_x = at::mm(r.grad_gx, w_ih);
+  Tensor grad_x = input_grad ? at::mm(r.grad_gx, w_ih) : none_like(h);
   Tensor grad_w_ih = at::mm(r.grad_gx.t(), x);
   Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
   Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
-  return {grad_x, r.grad_h0, Cell::kCellState ? r.grad_c0 : none_like(h),
-          grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh};
+  Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
+  Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh};
 }
 
 // The entry points: dispatch on the cell number to the cell's policy.
@@ -135,11 +144,12 @@ template <class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
     int64_t cell, const Tensor& grad_h, const optional<Tensor>& grad_c, const Tensor& x,
     const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
-    const Tensor& h_new, const Tensor& saved, bool has_bias) {
+    const Tensor& h_new, const Tensor& saved, bool has_bias, bool input_grad, bool state_grad) {
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
     return backward<Backend, Cell>(grad_h, grad_c.value_or(Tensor()), x, h,               \
-                                   c.value_or(Tensor()), w_ih, w_hh, h_new, saved, has_bias); \
+                                   c.value_or(Tensor()), w_ih, w_hh, h_new, saved, has_bias,  \
+                                   input_grad, state_grad);                               \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)
 #undef FASTRNN_CELL_BACKWARD

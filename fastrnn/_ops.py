@@ -201,7 +201,9 @@ for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
 
 # --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
-# (None for other cells). Results a cell does not have come back empty ([0]).
+# (None for other cells). Results a cell does not have come back empty ([0]), as do the
+# gradients cell_backward is told are not wanted. cell_forward's autograd is registered in
+# C++ (csrc/cell_autograd.cpp): a cell runs once per step, where Python's costs show.
 
 CELL_KIND = {cell: getattr(_C, f"{cell}_KIND") for cell in GATES}
 _CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}
@@ -216,34 +218,13 @@ def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
 
 
 @torch.library.register_fake("fastrnn::cell_backward")
-def _(cell, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, has_bias):
-    _check_same_device("cell_backward", h, grad_h, grad_c, x, c, w_ih, w_hh, h_new,
-                   saved)
+def _(cell, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, has_bias, input_grad,
+      state_grad):
+    _check_same_device("cell_backward", h, grad_h, grad_c, x, c, w_ih, w_hh, h_new, saved)
     bias = w_ih.new_empty(w_ih.shape[0] if has_bias else 0)
-    return (torch.empty_like(x), torch.empty_like(h),
-            torch.empty_like(c) if c is not None else h.new_empty(0), torch.empty_like(w_ih),
-            torch.empty_like(w_hh), bias, torch.empty_like(bias))
+    wanted = lambda t, want: torch.empty_like(t) if want and t is not None else h.new_empty(0)
+    return (wanted(x, input_grad), wanted(h, state_grad), wanted(c, state_grad),
+            torch.empty_like(w_ih), torch.empty_like(w_hh), bias, torch.empty_like(bias))
 
 
-def _cell_setup(ctx, inputs, output):
-    cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save = inputs
-    h_new, _, saved = output
-    ctx.save_for_backward(x, h, c, w_ih, w_hh, h_new, saved)
-    ctx.cell, ctx.has_bias, ctx.saved_for_backward = cell, b_ih is not None, save
-    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
-
-
-def _cell_backward(ctx, grad_h, grad_c, _grad_saved):
-    _require_saved(ctx, "cell_forward")
-    x, h, c, w_ih, w_hh, h_new, saved = ctx.saved_tensors
-    grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = ops.cell_backward(
-        ctx.cell, _zeros_if_none(grad_h, h_new),
-        None if c is None else _zeros_if_none(grad_c, c), x, h, c, w_ih, w_hh, h_new, saved,
-        ctx.has_bias)
-    bias = ctx.has_bias
-    return (None, grad_x, grad_h0, grad_c0 if c is not None else None, grad_w_ih, grad_w_hh,
-            grad_b_ih if bias else None, grad_b_hh if bias else None, None)
-
-
-torch.library.register_autograd("fastrnn::cell_forward", _cell_backward, setup_context=_cell_setup)
 torch.library.register_autograd("fastrnn::cell_backward", _no_double_backward)

@@ -3,9 +3,10 @@
 Each class subclasses its torch.nn twin, so the constructor, the parameters (names, shapes,
 gate order, initialisation), state_dict, repr, pickling and parametrizations are torch's
 own; only forward() differs, and it accepts and returns what torch.nn's forward does:
-input [B, I] or unbatched [I], an optional state (LSTM: a tuple (h, c)), the new state.
-A call is fastrnn::cell_forward (fastrnn/_ops.py): both products and the gate math of
-csrc/cells/ in one op, and one op for its backward.
+input [B, I] or unbatched [I], an optional state (LSTMCell: a tuple (h, c)), the new state.
+A call is one op, fastrnn::cell_forward (csrc/cell_ops.h): both products and the gate math
+of csrc/cells/ for one step; its backward is one op too, and its autograd is C++
+(csrc/cell_autograd.cpp), since a cell runs once per step, where every microsecond shows.
 """
 
 import warnings
@@ -15,65 +16,66 @@ from torch import nn
 
 from . import functional
 from ._ops import CELL_KIND, ops
-from .modules import _SUPPORTED_DTYPES, _autocast_enabled, _has_kernels
+from .modules import _has_kernels
+
+_LSTM, _GRU = CELL_KIND["LSTM"], CELL_KIND["GRU"]
+_RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
 
 
 class _FusedCell:
     """forward() for a torch.nn.RNNCellBase subclass. _NAME: the torch.nn class's name,
-    which its error messages use."""
+    which its messages use; _cell(): the cell number of fastrnn::cell_forward."""
 
     _NAME = ""
 
     def forward(self, input, hx=None):
         is_lstm = self._NAME == "LSTMCell"
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"{self._NAME}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        states = () if hx is None else hx if is_lstm else (hx,)
-        for index, state in enumerate(states):
+        rank = input.dim()
+        if rank not in (1, 2):
+            raise ValueError(f"{self._NAME}: Expected input to be 1D or 2D, got {rank}D instead")
+        if hx is not None:
+            self._check_hx_rank(hx, is_lstm)
+        cell = self._cell()
+        device = input.device
+        if not _has_kernels(device):
+            warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
+                          f"{type(self).__name__} runs torch.nn's implementation there",
+                          stacklevel=2)
+            return super().forward(input, hx)
+        if rank == 1:
+            input = input.unsqueeze(0)
+        if hx is None:
+            h = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=device)
+            c = h if is_lstm else None
+        elif is_lstm:
+            h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
+        else:
+            h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
+        h_new, c_new = step(cell, input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
+                            self.bias_hh)
+        if rank == 1:
+            h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
+        return (h_new, c_new) if is_lstm else h_new
+
+    def _check_hx_rank(self, hx, is_lstm):
+        for index, state in enumerate(hx if is_lstm else (hx,)):
             if state.dim() not in (1, 2):
                 which = f"hx[{index}]" if is_lstm else "hidden"
                 raise ValueError(f"{self._NAME}: Expected {which} to be 1D or 2D, got "
                                  f"{state.dim()}D instead")
-        mode = self._mode()
-        if not _has_kernels(input.device):
-            warnings.warn(f"fastrnn has no kernels for {input.device.type} tensors yet; "
-                          f"{type(self).__name__} runs torch.nn's implementation there",
-                          stacklevel=2)
-            return super().forward(input, hx)
-        is_batched = input.dim() == 2
-        if not is_batched:
-            input = input.unsqueeze(0)
-            states = tuple(state.unsqueeze(0) for state in states)
-        if not states:
-            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
-                                device=input.device)
-            states = (zeros, zeros) if is_lstm else (zeros,)
-        h, c = states if is_lstm else (states[0], None)
-        if not (input.is_floating_point() and input.dtype in _SUPPORTED_DTYPES):
-            raise RuntimeError(f"fastrnn supports float32, float64, bfloat16 and float16, got "
-                               f"input of dtype {input.dtype}")
-        h_new, c_new = step(mode, input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
-                            self.bias_hh)
-        if not is_batched:
-            h_new = h_new.squeeze(0)
-            c_new = None if c_new is None else c_new.squeeze(0)
-        return (h_new, c_new) if is_lstm else h_new
 
 
-def step(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """One step of a cell. mode: one of functional.MODES; x: [B, I]; h: [B, H];
+def step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One step of cell number `cell` (fastrnn._ops.CELL_KIND). x: [B, I]; h: [B, H];
     c: [B, H] (LSTM) or None; weights and biases as torch.nn's cells hold them.
-    Returns (h_new [B, H], c_new [B, H] or None)."""
-    if _autocast_enabled(x.device):
-        return _step_under_autocast(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
-    save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h, c, w_ih, w_hh, b_ih, b_hh))
-    h_new, c_new, _ = ops.cell_forward(CELL_KIND[mode], x, h, c, w_ih, w_hh, b_ih, b_hh, save)
-    return h_new, (c_new if c is not None else None)
+    Returns (h_new [B, H], c_new [B, H], or an empty tensor without c)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_new, c_new, _ = ops.cell_forward(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, False)
+    return h_new, c_new
 
 
-def _step_under_autocast(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
     """step() under autocast: computed with autocast off in the weights' dtype, the results
     in the dtypes torch.nn's cells give under autocast (functional.autocast_result_dtypes:
     a cell is one step of a layer without projection on its per-step path)."""
@@ -81,11 +83,12 @@ def _step_under_autocast(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
     compute = w_ih.dtype
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
-        h_new, c_new = step(mode, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih, b_hh)
+        h_new, c_new = step(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih, b_hh)
+    mode = {number: name for name, number in CELL_KIND.items()}[cell]
     h_dtype, c_dtype = functional.autocast_result_dtypes(
         mode, device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
         None if c is None else c.dtype, has_proj=False)
-    return h_new.to(h_dtype), None if c_new is None else c_new.to(c_dtype)
+    return h_new.to(h_dtype), c_new if c is None else c_new.to(c_dtype)
 
 
 class LSTMCell(_FusedCell, nn.LSTMCell):
@@ -93,8 +96,8 @@ class LSTMCell(_FusedCell, nn.LSTMCell):
         nn.LSTMCell.__doc__ or "")
     _NAME = "LSTMCell"
 
-    def _mode(self):
-        return "LSTM"
+    def _cell(self):
+        return _LSTM
 
 
 class GRUCell(_FusedCell, nn.GRUCell):
@@ -102,8 +105,8 @@ class GRUCell(_FusedCell, nn.GRUCell):
         nn.GRUCell.__doc__ or "")
     _NAME = "GRUCell"
 
-    def _mode(self):
-        return "GRU"
+    def _cell(self):
+        return _GRU
 
 
 class RNNCell(_FusedCell, nn.RNNCell):
@@ -111,10 +114,11 @@ class RNNCell(_FusedCell, nn.RNNCell):
         nn.RNNCell.__doc__ or "")
     _NAME = "RNNCell"
 
-    def _mode(self):
-        if self.nonlinearity not in ("tanh", "relu"):
+    def _cell(self):
+        cell = _RNN.get(self.nonlinearity)
+        if cell is None:
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
+        return cell
 
 
 # As for the layers (modules.py): a model saved whole loads under torch.load's defaults.

@@ -49,6 +49,8 @@ struct BackwardArgs {
   bool reverse;
   RecurrenceSizes size;
   const char* op = "";
+  bool h0_grad = true;     // whether grad_h0/grad_c0 are wanted; without, a backend may skip
+                           //   the last step's product and return them unset
 };
 
 struct BackwardResult {

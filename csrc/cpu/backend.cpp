@@ -110,7 +110,7 @@ struct CpuBackend {
         const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
         if (split != FusedSplit::kNone) return fused_backward<Cell>(st, schedule, split);
       }
-      dh_all = blas_backward<Cell>(st, schedule, a.w_hh, a.w_hr);
+      dh_all = blas_backward<Cell>(st, schedule, a.w_hh, a.w_hr, a.h0_grad);
     });
     BackwardResult r;
     r.grad_gx = grad_gx;

@@ -44,10 +44,12 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
 }
 
 // Fills st.grad_gx, st.grad_gh, st.dh and st.carry; returns dh_all: [N, P], the gradient
-// w.r.t. every row's projected h (for grad_w_hr), when w_hr is defined.
+// w.r.t. every row's projected h (for grad_w_hr), when w_hr is defined. Without h0_grad the
+// first step's product, which only forms the gradient w.r.t. h0, is skipped (st.dh is then
+// left as it was).
 template <class Cell, typename T>
 at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
-                         const at::Tensor& w_hh, const at::Tensor& w_hr) {
+                         const at::Tensor& w_hh, const at::Tensor& w_hr, bool h0_grad) {
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved;
   const int64_t H = st.H, P = st.P;
   const bool proj = w_hr.defined();
@@ -76,7 +78,7 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
             backward_prev<Cell>(st, schedule, s, row), proj ? dh_row : st.y + packed * P,
             st.grad_gx + packed * G * H, st.grad_gh + packed * G * H, H, j0, j1);
     });
-    recurrent(b, st.grad_gh + first * G * H, st.dh);
+    if (s > 0 || h0_grad) recurrent(b, st.grad_gh + first * G * H, st.dh);
   }
   return dh_all_t;
 }

@@ -1,0 +1,118 @@
+// Autograd of the single-step op cell_forward (cell_ops.h), in C++: a cell is called once
+// per time step, often at sizes where the step's arithmetic takes microseconds, and an
+// autograd function written in Python costs more than that on every call and again in
+// every backward. The op's backward is cell_backward; the gradients of inputs that need none
+// are not formed (the input product's backward GEMM, the state's). A forward that records a
+// graph always saves what backward reads, so callers may pass save=False.
+
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+namespace fastrnn {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptionalTensor = std::optional<Tensor>;
+
+// The ops' typed handles (schemas in cell_ops.h).
+const auto& cell_forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastrnn::cell_forward", "")
+                             .typed<std::tuple<Tensor, Tensor, Tensor>(
+                                 int64_t, const Tensor&, const Tensor&, const OptionalTensor&,
+                                 const Tensor&, const Tensor&, const OptionalTensor&,
+                                 const OptionalTensor&, bool)>();
+  return op;
+}
+
+const auto& cell_backward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastrnn::cell_backward", "")
+          .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+              int64_t, const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&,
+              const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+              bool, bool, bool)>();
+  return op;
+}
+
+// The forward's arguments, by position: backward returns one gradient for each.
+enum Argument { kCell, kX, kH, kC, kWih, kWhh, kBih, kBhh, kSave, kArguments };
+
+struct CellStep : torch::autograd::Function<CellStep> {
+  static variable_list forward(AutogradContext* ctx, int64_t cell, const Tensor& x,
+                               const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
+                               const Tensor& w_hh, const OptionalTensor& b_ih,
+                               const OptionalTensor& b_hh, bool save) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [h_new, c_new, saved] = cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih, b_hh,
+                                                        save);
+    ctx->save_for_backward({x, h, c.value_or(Tensor()), w_ih, w_hh, h_new, saved});
+    ctx->saved_data["cell"] = cell;
+    ctx->saved_data["has_bias"] = b_ih.has_value() && b_ih->defined();
+    // Which of the inputs that may go without a gradient want one (needs_input_grad counts
+    // only the tensors given, so it cannot name x, h and c by position).
+    ctx->saved_data["x_grad"] = x.requires_grad();
+    ctx->saved_data["h_grad"] = h.requires_grad();
+    ctx->saved_data["c_grad"] = c.has_value() && c->defined() && c->requires_grad();
+    ctx->mark_non_differentiable({saved});
+    ctx->set_materialize_grads(false);
+    return {h_new, c_new, saved};
+  }
+
+  // grads: w.r.t. h_new, c_new (undefined where unused) and saved (never used).
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "fastrnn: double backward (the gradient of a gradient, e.g. a gradient "
+                "penalty) is not supported by the recurrence ops");
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
+                 &h_new = saved[5], &rows = saved[6];
+    const Tensor grad_h = grads[0].defined() ? grads[0] : at::zeros_like(h_new);
+    OptionalTensor grad_c;
+    if (c.defined()) grad_c = grads[1].defined() ? grads[1] : at::zeros_like(c);
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const bool x_grad = ctx->saved_data["x_grad"].toBool();
+    const bool h_grad = ctx->saved_data["h_grad"].toBool();
+    const bool c_grad = ctx->saved_data["c_grad"].toBool();
+    auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh] =
+        cell_backward_op().call(ctx->saved_data["cell"].toInt(), grad_h, grad_c, x, h,
+                                c.defined() ? OptionalTensor(c) : std::nullopt, w_ih, w_hh,
+                                h_new, rows, has_bias, x_grad, h_grad || c_grad);
+    variable_list result(kArguments);
+    if (x_grad) result[kX] = grad_x;
+    if (h_grad) result[kH] = grad_h0;
+    if (c_grad) result[kC] = grad_c0;
+    result[kWih] = grad_w_ih;
+    result[kWhh] = grad_w_hh;
+    if (has_bias) {
+      result[kBih] = grad_b_ih;
+      result[kBhh] = grad_b_hh;
+    }
+    return result;
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor> cell_forward_autograd(
+    int64_t cell, const Tensor& x, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
+    const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save) {
+  // Saved whenever a graph is recorded, whatever the caller asked for: backward reads it.
+  // (Function::apply runs forward with grad mode off, so this is decided here.)
+  const auto wants_grad = [](const OptionalTensor& t) { return t && t->requires_grad(); };
+  save = save || (at::GradMode::is_enabled() &&
+                  (x.requires_grad() || h.requires_grad() || wants_grad(c) ||
+                   w_ih.requires_grad() || w_hh.requires_grad() || wants_grad(b_ih) ||
+                   wants_grad(b_hh)));
+  auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save);
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {
+  m.impl("cell_forward", &cell_forward_autograd);
+}
+
+}  // namespace fastrnn
