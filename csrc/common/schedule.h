@@ -59,6 +59,7 @@ class Schedule {
 inline at::Tensor recurrent_weight_grad_dense(const at::Tensor& grad, const at::Tensor& y,
                                               const at::Tensor& h0, bool reverse) {
   const int64_t N = y.size(0), B = h0.size(0);
+  if (N == B) return at::mm(grad.t(), h0);  // one step (a cell call)
   const at::Tensor grad_first = reverse ? grad.narrow(0, N - B, B) : grad.narrow(0, 0, B);
   const at::Tensor grad_rest = reverse ? grad.narrow(0, 0, N - B) : grad.narrow(0, B, N - B);
   const at::Tensor y_prev = reverse ? y.narrow(0, B, N - B) : y.narrow(0, 0, N - B);
