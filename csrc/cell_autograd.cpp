@@ -64,9 +64,10 @@ struct CellStep : torch::autograd::Function<CellStep> {
 
   // grads: w.r.t. h_new, c_new (undefined where unused) and saved (never used).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "fastrnn: double backward (the gradient of a gradient, e.g. a gradient "
-                "penalty) is not supported by the recurrence ops");
+    // With create_graph the backward op goes through its own autograd (fastrnn/_ops.py),
+    // which refuses a second differentiation, as the layers' ops do; else below autograd.
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!at::GradMode::is_enabled()) below_autograd.emplace();
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
                  &h_new = saved[5], &rows = saved[6];

@@ -6,6 +6,8 @@
 // math is the cells' one copy and each backend keeps its one walk. Backward runs the walk's
 // backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
 //
+// A backend provides, besides its walks, Backend::input_product(x, w_ih, bias) -> gx.
+//
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
 // Results a cell does not have (c_new, grad_c, saved of a cell that saves nothing, the bias
@@ -90,12 +92,8 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, con
   constexpr const char* op = "cell_forward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
   // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
-  Tensor gx;
-  if (!b_ih.defined()) {
-    gx = at::mm(x, w_ih.t());
-  } else {
-    gx = at::addmm(Cell::kRecurrentBias ? b_ih : b_ih + b_hh, x, w_ih.t());
-  }
+  const Tensor bias = !b_ih.defined() || Cell::kRecurrentBias ? b_ih : b_ih + b_hh;
+  const Tensor gx = Backend::input_product(x, w_ih, bias);
   const auto r = op_entry::forward<Backend, Cell>(
       op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
            Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});

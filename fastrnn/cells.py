@@ -16,7 +16,7 @@ from torch import nn
 
 from . import functional
 from ._ops import CELL_KIND, ops
-from .modules import _has_kernels
+from .modules import _autocast_enabled, _has_kernels
 
 _LSTM, _GRU = CELL_KIND["LSTM"], CELL_KIND["GRU"]
 _RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
@@ -41,6 +41,10 @@ class _FusedCell:
             warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
+            return super().forward(input, hx)
+        if is_lstm and hx is not None and hx[1].dtype != hx[0].dtype:
+            # torch.nn computes the gates in h's dtype and the state update in the promoted
+            # one (a float64 c with float32 h gives float64 results): its own code does that.
             return super().forward(input, hx)
         if rank == 1:
             input = input.unsqueeze(0)
@@ -69,7 +73,7 @@ def step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
     """One step of cell number `cell` (fastrnn._ops.CELL_KIND). x: [B, I]; h: [B, H];
     c: [B, H] (LSTM) or None; weights and biases as torch.nn's cells hold them.
     Returns (h_new [B, H], c_new [B, H], or an empty tensor without c)."""
-    if torch.is_autocast_enabled(x.device.type):
+    if _autocast_enabled(x.device):
         return _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh)
     h_new, c_new, _ = ops.cell_forward(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, False)
     return h_new, c_new

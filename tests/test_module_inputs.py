@@ -1,5 +1,6 @@
 """What the modules do with their inputs: forward and backward never modify them (values,
-storage, version counter, packing), and non-contiguous inputs, states and weights give the
+storage, version counter, packing; a single step included), and non-contiguous inputs,
+states and weights give the
 results of contiguous ones."""
 
 import pytest
@@ -37,6 +38,31 @@ def test_inputs_are_not_modified(cell, kind):
     if kind.startswith("packed"):
         assert torch.equal(inp.batch_sizes, pack_padded_sequence(
             inputs.x, torch.tensor(case.seq_lengths()), enforce_sorted=False).batch_sizes)
+
+
+# A single step of a batch of one (T = 1, B = 1), which the layers run through the cells'
+# single-step op, dense and unbatched.
+ONE_STEP = [Case(cell, True, 1, False, False, kind, hx, steps=1, batch=1)
+            for cell in CELLS for kind in ("dense", "unbatched") for hx in (True, False)]
+
+
+@pytest.mark.parametrize("case", ONE_STEP, ids=[c.id for c in ONE_STEP])
+def test_one_step_leaves_inputs_and_weights_as_they_were(case):
+    """Two calls on the same input give the same result, and neither changes the input, the
+    state or a parameter."""
+    _, fast = make_pair(case)
+    leaves = make_inputs(case).fresh()
+    inp, hx = leaves.args()
+    tensors = [inp, *(hx if isinstance(hx, tuple) else [hx]), *fast.parameters()]
+    tensors = [t for t in tensors if t is not None]
+    before = [t.detach().clone() for t in tensors]
+    first = flatten_result(fast(inp, hx))
+    weighted_loss(first).backward()
+    second = flatten_result(fast(inp, hx))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    for t, value in zip(tensors, before):
+        assert torch.equal(t, value)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

@@ -40,45 +40,54 @@ class StepGemm {
     }
   }
 
-  // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w.
-  // With few rows the product streams w once per step: its columns are then split into
+  // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w, or out += a @ w
+  // with accumulate. With few rows the product streams w once per step: its columns are then split into
   // one block per thread, each thread always taking the same block, so that each core
   // keeps its part of w in its own cache from step to step.
-  void operator()(int64_t m, const scalar_t* a, scalar_t* out) const {
+  void operator()(int64_t m, const scalar_t* a, scalar_t* out, bool accumulate = false) const {
     if (m == 0) return;
     if (trans_w_ == 0 || m > std::numeric_limits<int>::max()) {
       const auto options = w_.options();
       at::Tensor out_t = at::from_blob(out, {m, n_}, options);
-      at::mm_out(out_t, at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options), w_);
+      at::Tensor a_t = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options);
+      if (accumulate) {
+        out_t.addmm_(a_t, w_);
+      } else {
+        at::mm_out(out_t, a_t, w_);
+      }
       return;
     }
-    constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16;
+    // Below kMinWeightToSplit elements of w a product takes a few microseconds, less than
+    // waking the other threads (a parallel region costs more than the whole product of a
+    // small cell call, and far more when another process holds a core).
+    constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16, kMinWeightToSplit = 1 << 16;
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-    if (m > kMaxRowsToSplit || threads == 1 || n_ < 2 * kAlign * threads) {
-      blas_columns(m, a, out, 0, n_);
+    if (m > kMaxRowsToSplit || threads == 1 || n_ < 2 * kAlign * threads ||
+        k_ * n_ < kMinWeightToSplit) {
+      blas_columns(m, a, out, 0, n_, accumulate);
       return;
     }
     const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t first = std::min(n_, t * width);
-        blas_columns(m, a, out, first, std::min(width, n_ - first));
+        blas_columns(m, a, out, first, std::min(width, n_ - first), accumulate);
       }
     });
   }
 
  private:
-  // out[:, first : first + width] = a @ w[:, first : first + width].
-  void blas_columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first,
-                    int64_t width) const {
+  // out[:, first : first + width] (+)= a @ w[:, first : first + width].
+  void blas_columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first, int64_t width,
+                    bool accumulate) const {
     if (width == 0) return;
     // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
     const int mi = static_cast<int>(width), ni = static_cast<int>(m), ki = static_cast<int>(k_);
     const int ld_out = static_cast<int>(n_);
-    const scalar_t one = 1, zero = 0;
+    const scalar_t one = 1, beta = accumulate ? 1 : 0;
     const char no_trans = 'N';
     const scalar_t* w = w_.data_ptr<scalar_t>() + (trans_w_ == 'N' ? first : first * ld_w_);
-    blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ki, &zero, out + first,
+    blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ki, &beta, out + first,
            &ld_out);
   }
 

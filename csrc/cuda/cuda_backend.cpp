@@ -40,6 +40,12 @@ class CudaDevice {
 };
 
 struct CudaBackend {
+  // The input product of a single step, x @ w_ih^T + bias (cell_ops.h): cuBLAS through ATen.
+  static at::Tensor input_product(const at::Tensor& x, const at::Tensor& w_ih,
+                                  const at::Tensor& bias) {
+    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+  }
+
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());

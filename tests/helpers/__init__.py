@@ -8,11 +8,15 @@
 - tolerances:        the one tolerance table (every numerical bound of the tests)
 - devices:           the device parameters and the `gpu` marker
 - parity:            fastrnn against torch.nn, same dtype; bf16/fp16 against float64
-- ops:               arguments for the raw ops (torch.ops.fastrnn.*)
+- cells:             the cells (LSTMCell, GRUCell, RNNCell): configurations, a torch.nn and a
+                     fastrnn cell with the same weights, inputs, a call or a loop of calls
+                     with backward, parity in the same dtype and bf16/fp16 against float64
+- ops:               arguments for the raw ops (torch.ops.fastrnn.*), the cells' included
 - reference:         the plain-PyTorch recurrence, the test oracle (uses no fastrnn code)
 - reference_module:  the reference recurrence applied to a module's inputs
 - paths:             the checkout's paths, scripts loaded by path, child-process environments
-- client_model:      a client's model module (for the weights-only loading tests)
+- client_model:      a client's model module (for the weights-only loading tests): a model
+                     around a layer, one around a cell
 - isolated:          groups of cases run in a child process (a crash fails, not ends, the run)
 - bench:             fastrnn.bench's tests: a tiny real run, made-up results documents
 - persistent_host:   the persistent kernels' host emulation (tests/native) through ctypes,

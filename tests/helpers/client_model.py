@@ -1,6 +1,7 @@
-"""A client's model module, for tests/test_weights_only_load.py: a language model shaped
-like PyTorch's word_language_model, and what the client allowlists when it loads one saved
-whole. The fresh-process test imports this module as a client program imports its own."""
+"""A client's model module, for tests/test_weights_only_load.py and tests/test_cells_api.py:
+a language model shaped like PyTorch's word_language_model, a model that runs a cell over a
+sequence, and what the client allowlists when it loads one saved whole. The fresh-process
+tests import this module as a client program imports its own."""
 
 import torch
 from torch import nn
@@ -36,3 +37,31 @@ CLIENT_GLOBALS = [ClientModel, nn.LSTM, nn.GRU, nn.RNN, nn.Linear, nn.Dropout, n
 
 def tokens():
     return torch.randint(0, VOCAB, (T, B), generator=torch.Generator().manual_seed(1))
+
+
+class ClientCellModel(nn.Module):
+    """A model around a cell: a linear encoder, the cell called at each step with its state
+    carried, a linear decoder of every step's h."""
+
+    def __init__(self, cell_cls, **cell_kwargs):
+        super().__init__()
+        self.encoder = nn.Linear(EMBED, EMBED, dtype=torch.float64)
+        self.cell = cell_cls(EMBED, HIDDEN, dtype=torch.float64, **cell_kwargs)
+        self.decoder = nn.Linear(HIDDEN, VOCAB, dtype=torch.float64)
+
+    def forward(self, features):  # features: [T, B, EMBED] -> logits: [T, B, VOCAB]
+        state, hs = None, []
+        for x in torch.tanh(self.encoder(features)):  # x: [B, EMBED]
+            state = self.cell(x, state)
+            hs.append(state[0] if isinstance(state, tuple) else state)  # [B, HIDDEN]
+        return self.decoder(torch.stack(hs))
+
+
+# What the client allowlists for it: its own class and torch.nn's, none of fastrnn's.
+CLIENT_CELL_GLOBALS = [ClientCellModel, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Linear]
+
+
+def features():
+    """A fixed input for ClientCellModel: [T, B, EMBED]."""
+    return torch.randn(T, B, EMBED, generator=torch.Generator().manual_seed(1),
+                       dtype=torch.float64)

@@ -1,6 +1,6 @@
 """Arguments for the raw ops (torch.ops.fastrnn.*), float64, in schema order: random
 forward arguments over a few batch-size layouts, and backward arguments from a real
-forward."""
+forward; the same for the cells' single-step ops (cell_forward / cell_backward)."""
 
 import torch
 
@@ -82,3 +82,52 @@ def backward_args(op, layout, reverse, kw):
         return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)
     gx, batch_sizes, h0, w_hh, relu, rev = fwd
     return (*grads, batch_sizes, h0, w_hh, out[0], relu, rev)
+
+
+# --- the single-step ops (cell_forward / cell_backward) ------------------------------------
+
+CELL_NAMES = list(_ops.CELL_KIND)  # LSTM, GRU, RNN_TANH, RNN_RELU (the extension's order)
+# x: [CELL_B, CELL_I], the states [CELL_B, H]; both sizes unlike H (3), so that a
+# transposed argument shows
+CELL_B, CELL_I = 2, 4
+
+
+def cell_op_args(cell, bias=True, requires_grad=True, save=True, dtype=F64, seed=0):
+    """Random arguments for cell_forward, in schema order: (cell number, x [B, I], h [B, H],
+    c [B, H] or None (cells without a cell state), w_ih [G*H, I], w_hh [G*H, H], b_ih and
+    b_hh [G*H] or None, save)."""
+    gen = torch.Generator().manual_seed(seed)
+    gates = _ops.GATES[cell] * H
+
+    def rand(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
+            requires_grad)
+
+    x, h = rand(CELL_B, CELL_I), rand(CELL_B, H)
+    c = rand(CELL_B, H) if cell == "LSTM" else None
+    w_ih, w_hh = rand(gates, CELL_I, scale=0.5), rand(gates, H, scale=0.5)
+    b_ih, b_hh = (rand(gates), rand(gates)) if bias else (None, None)
+    return (_ops.CELL_KIND[cell], x, h, c, w_ih, w_hh, b_ih, b_hh, save)
+
+
+def cell_outputs(cell):
+    """cell_forward without what a cell does not have or only backward reads: (h_new,
+    c_new) for LSTM, (h_new,) for the others."""
+    def fn(*args):
+        out = ops.cell_forward(*args)
+        return out[:2] if cell == "LSTM" else out[:1]
+    return fn
+
+
+def cell_backward_args(cell, bias=True, input_grad=True, state_grad=True):
+    """Arguments for cell_backward, in schema order, from a real forward: (cell number,
+    grad_h, grad_c or None, x, h, c, w_ih, w_hh, h_new, saved, has_bias, input_grad,
+    state_grad); the last two say whether the gradients w.r.t. x and w.r.t. h and c are
+    wanted."""
+    number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args(cell, bias, requires_grad=False)
+    h_new, c_new, saved = ops.cell_forward(number, x, h, c, w_ih, w_hh, b_ih, b_hh, True)
+    gen = torch.Generator().manual_seed(5)
+    grad_h = torch.randn(h_new.shape, generator=gen, dtype=F64)
+    grad_c = torch.randn(c_new.shape, generator=gen, dtype=F64) if c is not None else None
+    return (number, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, bias, input_grad,
+            state_grad)
