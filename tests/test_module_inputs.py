@@ -1,7 +1,6 @@
 """What the modules do with their inputs: forward and backward never modify them (values,
 storage, version counter, packing; a single step included), and non-contiguous inputs,
-states and weights give the
-results of contiguous ones."""
+states and weights give the results of contiguous ones."""
 
 import pytest
 import torch
