@@ -99,14 +99,17 @@ struct CellStep : torch::autograd::Function<CellStep> {
 std::tuple<Tensor, Tensor, Tensor> cell_forward_autograd(
     int64_t cell, const Tensor& x, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
     const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save) {
-  // Saved whenever a graph is recorded, whatever the caller asked for: backward reads it.
-  // (Function::apply runs forward with grad mode off, so this is decided here.)
   const auto wants_grad = [](const OptionalTensor& t) { return t && t->requires_grad(); };
-  save = save || (at::GradMode::is_enabled() &&
-                  (x.requires_grad() || h.requires_grad() || wants_grad(c) ||
-                   w_ih.requires_grad() || w_hh.requires_grad() || wants_grad(b_ih) ||
-                   wants_grad(b_hh)));
-  auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save);
+  const bool record = at::GradMode::is_enabled() &&
+                      (x.requires_grad() || h.requires_grad() || wants_grad(c) ||
+                       w_ih.requires_grad() || w_hh.requires_grad() || wants_grad(b_ih) ||
+                       wants_grad(b_hh));
+  if (!record) {  // inference: no graph, straight to the backend
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save);
+  }
+  // A graph is recorded: saved, whatever the caller asked for, since backward reads it.
+  auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, /*save=*/true);
   return {out[0], out[1], out[2]};
 }
 

@@ -6,7 +6,8 @@
 // math is the cells' one copy and each backend keeps its one walk. Backward runs the walk's
 // backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
 //
-// A backend provides, besides its walks, Backend::input_product(x, w_ih, bias) -> gx.
+// A backend provides, besides its walks, Backend::input_product(x, w_ih, b1, b2) -> gx,
+// x @ w_ih^T + b1 + b2 for the biases that are defined.
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
@@ -80,8 +81,15 @@ void check_step(const char* op, const Tensor& x, const Tensor& h, const Tensor& 
   }
 }
 
-// batch_sizes of a single step of B rows: [B].
-inline Tensor one_step(int64_t batch) { return at::full({1}, batch, at::kLong); }
+// batch_sizes of a single step of B rows: [B]. Only read, so each thread keeps one per
+// batch size it saw last (a new tensor per call costs more than a small step's arithmetic).
+inline Tensor one_step(int64_t batch) {
+  thread_local Tensor sizes;
+  if (!sizes.defined() || sizes.data_ptr<int64_t>()[0] != batch) {
+    sizes = at::full({1}, batch, at::kLong);
+  }
+  return sizes;
+}
 
 inline Tensor none_like(const Tensor& t) { return at::empty({0}, t.options()); }
 
@@ -92,8 +100,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, con
   constexpr const char* op = "cell_forward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
   // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
-  const Tensor bias = !b_ih.defined() || Cell::kRecurrentBias ? b_ih : b_ih + b_hh;
-  const Tensor gx = Backend::input_product(x, w_ih, bias);
+  const Tensor gx = Backend::input_product(x, w_ih, b_ih, Cell::kRecurrentBias ? Tensor() : b_hh);
   const auto r = op_entry::forward<Backend, Cell>(
       op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
            Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});

@@ -40,10 +40,12 @@ class CudaDevice {
 };
 
 struct CudaBackend {
-  // The input product of a single step, x @ w_ih^T + bias (cell_ops.h): cuBLAS through ATen.
+  // The input product of a single step, x @ w_ih^T + b1 + b2 (cell_ops.h): cuBLAS through
+  // ATen.
   static at::Tensor input_product(const at::Tensor& x, const at::Tensor& w_ih,
-                                  const at::Tensor& bias) {
-    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+                                  const at::Tensor& b1, const at::Tensor& b2) {
+    if (!b1.defined()) return at::mm(x, w_ih.t());
+    return at::addmm(b2.defined() ? b1 + b2 : b1, x, w_ih.t());
   }
 
   template <class Cell>
