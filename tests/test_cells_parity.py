@@ -11,6 +11,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from helpers.cells import (CELLS, CellCase, assert_cell_results_close, call, cell_matrix,
                            check_cell_low_precision, check_cell_parity, ids, make_cell_inputs,
                            make_cell_pair, run_cell, unroll)
+from helpers.devices import DEVICES
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -18,10 +19,11 @@ F64, F32, BF16, F16 = torch.float64, torch.float32, torch.bfloat16, torch.float1
 MATRIX = cell_matrix()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 @pytest.mark.parametrize("case", MATRIX, ids=ids(MATRIX))
-def test_parity(case, dtype):
-    check_cell_parity(case, dtype)
+def test_parity(case, dtype, device):
+    check_cell_parity(case, dtype, device=device)
 
 
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
@@ -53,11 +55,12 @@ def test_matrix_covers_every_option():
 
 # --- a sequence: the state carried from call to call, one backward at the end ---------------
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", MATRIX, ids=ids(MATRIX))
-def test_twenty_steps_state_carried(case):
+def test_twenty_steps_state_carried(case, device):
     """x: [20, (B,) I]; every step's h, the final state and every gradient (through all 20
     steps) in float64."""
-    check_cell_parity(case, F64, forward=unroll, steps=20)
+    check_cell_parity(case, F64, forward=unroll, steps=20, device=device)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

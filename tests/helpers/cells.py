@@ -99,9 +99,9 @@ class CellInputs:
             requires_grad)
         return CellInputs(self.case, copy_(self.x), copy_(self.h0), copy_(self.c0))
 
-    def to(self, dtype):
-        """The same values in another dtype (None: keep a leaf's own)."""
-        move = lambda t: None if t is None else t.detach().to(dtype or t.dtype)
+    def to(self, dtype, device=None):
+        """The same values in another dtype (None: keep a leaf's own), on `device` if given."""
+        move = lambda t: None if t is None else t.detach().to(device, dtype or t.dtype)
         return CellInputs(self.case, move(self.x), move(self.h0), move(self.c0))
 
     def args(self):
@@ -174,11 +174,12 @@ def assert_cell_results_close(got, want, dtype, what="fastrnn vs torch.nn", kind
         assert_close(grads_got[name], grads_want[name], dtype, f"{what}: grad of {name}", kind)
 
 
-def check_cell_parity(case, dtype, forward=call, steps=None):
+def check_cell_parity(case, dtype, forward=call, steps=None, device="cpu"):
     """The new state (or, with `steps`, every step's h and the final state) and every
-    gradient of fastrnn and torch.nn in dtype, with the same weights and inputs."""
-    ref, fast = make_cell_pair(case, dtype)
-    inputs = make_cell_inputs(case, dtype, steps=steps)
+    gradient of fastrnn and torch.nn in dtype, with the same weights and inputs, both on
+    `device`."""
+    ref, fast = (cell.to(device) for cell in make_cell_pair(case, dtype))
+    inputs = make_cell_inputs(case, dtype, steps=steps).to(None, device)
     assert_cell_results_close(run_cell(fast, inputs, forward), run_cell(ref, inputs, forward),
                               dtype)
 
