@@ -92,3 +92,47 @@ def test_gemm_flops_and_tolerance():
     assert gemm_flops(deep) == 3 * 2 * (per_dir(3) + per_dir(10))
     assert tolerance("float32", 100) == 5e-5 and tolerance("float32", 400) == 1e-4
     assert tolerance("float64", 3) == 1e-10 and tolerance("bfloat16", 50) == 2e-2
+
+
+# --- calls of microseconds: batched samples, settings outside the timed region -----------
+
+
+def test_min_sample_batches_calls_per_sample():
+    """The last warm-up round is timed; each sample is then enough calls of the fastest
+    implementation to last min_sample, the same count for each, and reads per call."""
+    clock, log = FakeClock(), []
+    fns = fake_impls(clock, log, {"a": [1.0], "b": [0.25]})
+    timing = interleaved(fns, repeats=2, warmup=1, min_sample=1.0, timer=CpuTimer(clock))
+    assert timing.calls == 4  # 1.0 / 0.25
+    assert log[:2] == [("a", 0), ("b", 0)]  # the warm-up round, timed to choose calls
+    assert log[2:] == [(name, r * 4 + j) for r in range(2) for name in ("a", "b")
+                       for j in range(4)]
+    assert timing.samples == {"a": [1.0, 1.0], "b": [0.25, 0.25]}
+    assert timing.median == {"a": 1.0, "b": 0.25}
+    # min_time counts every call of a sample: b's 2 samples of 4 x 0.25 s reach 2 s
+    clock, log = FakeClock(), []
+    fns = fake_impls(clock, log, {"a": [1.0], "b": [0.25]})
+    timing = interleaved(fns, repeats=1, warmup=0, min_sample=1.0, min_time=2.0,
+                         timer=CpuTimer(clock))
+    assert timing.calls == 4 and timing.repeats == 2
+    assert log[:2] == [("a", 0), ("b", 0)]  # warmup 0: one timed warm-up round is added
+    capped = interleaved(fns, repeats=1, warmup=0, min_sample=1e9, max_calls=7,
+                         timer=CpuTimer(clock))
+    assert capped.calls == 7
+
+
+def test_settings_are_entered_around_each_sample_untimed():
+    import contextlib
+    clock, log, entered = FakeClock(), [], []
+    fns = fake_impls(clock, log, {"a": [1.0], "b": [2.0]})
+
+    @contextlib.contextmanager
+    def costly_setting():
+        entered.append(len(log))
+        clock.now += 100.0  # a setting's cost must not reach the samples
+        yield
+
+    timing = interleaved(fns, repeats=3, warmup=1, timer=CpuTimer(clock),
+                         settings={"a": costly_setting})
+    assert timing.samples == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    assert entered == [0, 2, 4, 6]  # before each call of a: the warm-up one, then 3 samples

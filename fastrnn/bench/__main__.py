@@ -15,7 +15,7 @@ import torch
 
 from . import compare as comparing
 from .cases import BACKENDS, check_backends, default_backends
-from .grids import GRIDS, MODES, custom_cases, parse_cell, parse_dtype
+from .grids import GRIDS, KINDS, MODES, custom_cases, parse_cell, parse_dtype
 
 _SHAPE_OPTIONS = ("T", "B", "I", "H", "layers")
 
@@ -28,7 +28,8 @@ def _parser():
         epilog="Grids: " + "; ".join(f"{g.name}: {g.description}" for g in GRIDS.values())
                + ". Giving any of --T/--B/--I/--H/--layers/--bidirectional runs the product "
                  "of the given values instead of a grid (I defaults to H, T to 100, B to 64, "
-                 "H to 512, cell to LSTM); --cell and --dtype alone filter/override a grid. "
+                 "H to 512, cell to LSTM, kind to layer); --cell, --kind and --dtype alone "
+                 "filter/override a grid. "
                  "Example, the half-precision LSTM goal shape on a GPU with every backend: "
                  "--cell LSTM --T 1024 --B 16 --H 768 --dtype bfloat16 "
                  "--backend auto step persistent.")
@@ -37,6 +38,13 @@ def _parser():
     for name in _SHAPE_OPTIONS:
         p.add_argument(f"--{name}", nargs="+", type=int, metavar="N")
     p.add_argument("--bidirectional", action="store_true", default=None)
+    p.add_argument("--kind", nargs="+", choices=KINDS,
+                   help="layer (fastrnn.LSTM/GRU/RNN on [T, B, I]), cell (one call of "
+                        "fastrnn.LSTMCell/GRUCell/RNNCell on [B, I]; T is 1), cell_loop (T "
+                        "calls of a cell, the states carried); default: the grid's, layer "
+                        "for custom shapes")
+    p.add_argument("--hx", action="store_true",
+                   help="custom shapes: give the initial states (random) instead of None")
     p.add_argument("--dtype", nargs="+", help="float32, float64, bfloat16, float16")
     p.add_argument("--mode", choices=("fwd", "fwdbwd", "both"),
                    help="fwd (inference, no_grad), fwdbwd, or both (default: the grid's; "
@@ -50,6 +58,10 @@ def _parser():
     p.add_argument("--min-time", type=float, default=0.2,
                    help="repeat until each implementation has this many seconds timed "
                         "(default 0.2; at most 1000 repeats)")
+    p.add_argument("--min-sample", type=float, metavar="SECONDS",
+                   help="time short calls in batches: each timed sample repeats the call "
+                        "until it lasts this long (default: the grid's, 0.002 for step; "
+                        "else 0, one call per sample)")
     p.add_argument("--gemm-size", type=int, metavar="N",
                    help="size of the N^3 matmul that measures the GEMM peak (default 2048 "
                         "on the CPU, 1024 for half precision there, 8192 on CUDA)")
@@ -89,9 +101,13 @@ def select_cases(args, device):
                              "--bidirectional), not both")
         return custom_cases(cells or ["LSTM"], dtypes or ["float32"], args.T or [100],
                             args.B or [64], args.I, args.H or [512], args.layers or [1],
-                            bool(args.bidirectional), modes or MODES), None
+                            bool(args.bidirectional), modes or MODES,
+                            kinds=args.kind or ["layer"], hx=args.hx), None
+    if args.hx:
+        raise ValueError("--hx applies to custom shapes (a grid's blocks say whether hx is "
+                         "given)")
     grid = GRIDS[args.grid or "quick"]
-    return grid.cases(device, modes=modes, dtypes=dtypes, cells=cells), grid
+    return grid.cases(device, modes=modes, dtypes=dtypes, cells=cells, kinds=args.kind), grid
 
 
 def _compare(old_doc, old_name, new_doc, new_name, threshold):
@@ -116,8 +132,10 @@ def main(argv=None):
             return _compare(old_doc, args.compare, comparing.load(args.against), args.against,
                             args.threshold)
         device = args.device
-        if args.repeats < 1 or args.warmup < 0 or args.min_time < 0:
-            raise ValueError("--repeats must be at least 1, --warmup and --min-time >= 0")
+        if (args.repeats < 1 or args.warmup < 0 or args.min_time < 0
+                or (args.min_sample or 0) < 0):
+            raise ValueError("--repeats must be at least 1, --warmup, --min-time and "
+                             "--min-sample >= 0")
         if not (device == "cpu" or device.startswith("cuda")):
             raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -142,8 +160,11 @@ def main(argv=None):
     threads = args.threads or (grid.threads if grid else None)
     if threads:
         torch.set_num_threads(threads)
+    min_sample = args.min_sample
+    if min_sample is None:
+        min_sample = (grid.min_sample if grid else None) or 0.0
 
-    from .report import LiveTable, summary_lines, write_json, write_outputs
+    from .report import LiveTable, label_width, summary_lines, write_json, write_outputs
     from .suite import run_suite
     checkpoint = None
     if args.out:
@@ -156,9 +177,10 @@ def main(argv=None):
         print(f"fastrnn.bench: FASTRNN_PERSISTENT={os.environ['FASTRNN_PERSISTENT']} in the "
               "environment does not apply: each backend sets it (--backend)", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,
-                    min_time=args.min_time, tf32=args.tf32, gemm_size=args.gemm_size,
-                    listener=LiveTable(len(cases)), settings=settings, checkpoint=checkpoint,
-                    backends=backends)
+                    min_time=args.min_time, min_sample=min_sample, tf32=args.tf32,
+                    gemm_size=args.gemm_size,
+                    listener=LiveTable(len(cases), label_width=label_width(cases)),
+                    settings=settings, checkpoint=checkpoint, backends=backends)
     print("\n".join(summary_lines(doc)))
     failed = [r for r in doc["cases"] if r["parity"] != "pass" or any(
         r.get(f"{key}_parity", "pass") != "pass" for key in BACKENDS)]

@@ -1,17 +1,21 @@
 """Runs one Case: torch.nn and fastrnn modules with the same weights, a parity check, then
-both timed interleaved on the same distinct inputs; returns the case's result record.
+both timed interleaved on the same distinct inputs; returns the case's result record. A
+layer case without hx runs here; the cases that carry states (a cell call, a loop through
+a cell, a layer called with hx) run through states.py.
 
 Backends (BACKENDS): fastrnn is timed once per backend asked for, each under its own
 FASTRNN_PERSISTENT setting: auto (the library's own choice, FASTRNN_PERSISTENT=auto), step
 (the per-step kernels, =0) and persistent (the persistent kernels forced, =1). step and
 persistent choose between CUDA kernels; the CPU has one backend, auto. All backends and the
-baseline are timed interleaved in the same rounds.
+baseline are timed interleaved in the same rounds; the setting is made around each timed
+sample, outside the timed region (a few microseconds, against calls of microseconds).
 
 The record of a case (results.json "cases", one row of results.csv):
 - the case's key fields (grids.KEY_FIELDS), baseline ("torch-cpu", "cudnn" or
   "torch-cuda"), baseline_ms, baseline_ms_min, us_per_step_baseline, gflops_baseline,
-  pct_peak_baseline, gflop, parity_tol, repeats, note; backend: which fastrnn kernels run
-  on the device ("cpu-fused" or "cuda"), whatever the FASTRNN_PERSISTENT backend;
+  pct_peak_baseline, gflop, parity_tol, repeats (timed rounds), calls (calls per timed
+  sample, timing.interleaved's min_sample), note; backend: which fastrnn kernels run on the
+  device ("cpu-fused" or "cuda"), whatever the FASTRNN_PERSISTENT backend;
 - per backend b that ran: b_ms, b_ms_min, b_speedup (baseline_ms / b_ms), b_us_per_step,
   b_gflops, b_pct_peak, b_parity, b_parity_max_abs_err (BACKEND_FIELDS); per forced backend
   that refused the shape (its error contains DECLINED): b_skipped, the reason, instead;
@@ -22,7 +26,11 @@ The record of a case (results.json "cases", one row of results.csv):
 The document's settings.backend lists the backends asked for, settings.FASTRNN_PERSISTENT
 the setting of each. A case that no backend ran is skipped (suite.py).
 
-Parity: fastrnn's output (and, for fwdbwd, the input gradient) must match the baseline's
+Times are per call of the case (a cell call, a whole loop, a layer call); us_per_step is
+that over T: per call for a cell case, per step of a loop or a sequence.
+
+Parity: fastrnn's output (and, for fwdbwd, the input gradient; for the cases that carry
+states, also the final states and the given states' gradients) must match the baseline's
 elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol = rtol = tol), where
 tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for float32 and
 2e-2 for bfloat16/float16; the sqrt factor allows for rounding that accumulates over long
@@ -30,7 +38,8 @@ sequences.
 
 GEMM flops per layer and direction: 2*T*B*G*H*(I_layer + H) (input projection plus
 recurrence; G = the cell's gate count, fastrnn._ops.GATES as the extension defines it;
-I_layer = I for the first layer, D*H after), times 3 for forward plus backward.
+I_layer = I for the first layer, D*H after), times 3 for forward plus backward; a cell
+call counts as T = 1, a loop as its T steps.
 """
 
 import contextlib
@@ -43,6 +52,7 @@ from torch import nn
 import fastrnn
 from fastrnn._ops import GATES
 
+from . import states
 from .grids import KEY_FIELDS
 from .timing import interleaved
 
@@ -195,6 +205,18 @@ def make_runner(module, case, inputs, grad_out):
     return run
 
 
+def make_runners(case, device):
+    """(torch.nn runner, fastrnn runner) of the case, on the same weights and inputs."""
+    if case.kind == "layer" and not case.hx:
+        modules = build_modules(case, device)
+        inputs, grad_out = make_inputs(case, device)
+        return tuple(make_runner(m, case, inputs, grad_out) for m in modules)
+    modules = (build_modules(case, device) if case.kind == "layer"
+               else states.build_cells(case, device))
+    inputs, grad_out = states.make_state_inputs(case, device, N_INPUTS)
+    return tuple(states.make_state_runner(m, case, inputs, grad_out) for m in modules)
+
+
 def parity(fast_tensors, base_tensors, dtype, T):
     """('pass' or 'fail', max abs difference) of fastrnn's tensors against the baseline's."""
     tol = tolerance(dtype, T)
@@ -207,18 +229,18 @@ def parity(fast_tensors, base_tensors, dtype, T):
     return ("pass" if ok else "fail"), worst
 
 
-def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gflops=None,
-             backends=None):
+def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_sample=0.0,
+             peak_gflops=None, backends=None):
     """Measures one case; returns its result record (a flat dict, see the results schema).
-    backends: which of BACKENDS to time (None: default_backends(device)); not checked
-    against the device here (see check_backends). A forced backend that refuses the shape
-    (its error says DECLINED) gets <backend>_skipped; any other error raises, and so does
-    BackendsRefused when no backend ran."""
+    min_sample: the least seconds of a timed sample (timing.interleaved). A case with
+    max_rounds (calls of seconds) runs at most that many timed rounds of one call each,
+    with the parity calls as its only warm-up. backends: which of BACKENDS to time (None:
+    default_backends(device)); not checked against the device here (see check_backends).
+    A forced backend that refuses the shape (its error says DECLINED) gets
+    <backend>_skipped; any other error raises, and so does BackendsRefused when no backend
+    ran."""
     backends = list(backends or default_backends(device))
-    baseline, fast = build_modules(case, device)
-    inputs, grad_out = make_inputs(case, device)
-    run_base = make_runner(baseline, case, inputs, grad_out)
-    run_fast = make_runner(fast, case, inputs, grad_out)
+    run_base, run_fast = make_runners(case, device)
     base_tensors = run_base(0)
     runs, checked, refused = {}, {}, {}  # backend -> runner / (parity, max err) / reason
     for name in backends:
@@ -230,7 +252,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
                 raise
             refused[name] = str(error).splitlines()[0][:200]
             continue
-        runs[name] = run_backend
+        runs[name] = run_fast
     if not runs:
         raise BackendsRefused("every backend refused the shape: " + "; ".join(
             f"{name}: {reason}" for name, reason in refused.items()))
@@ -238,8 +260,14 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
     # the headline backend first, then the baseline, then the others: A B A B ... per round
     order = [headline, "baseline"] + [name for name in runs if name != headline]
     runs["baseline"] = run_base
-    timing = interleaved({name: runs[name] for name in order}, repeats=repeats,
-                         warmup=warmup, min_time=min_time, timer=timer)
+    rounds = dict(repeats=repeats, warmup=warmup, min_sample=min_sample)
+    if case.max_rounds:  # calls of seconds: the parity calls were the warm-up
+        rounds = dict(repeats=min(repeats, case.max_rounds), warmup=0,
+                      max_repeats=case.max_rounds, min_sample=0.0)
+    settings = {name: (lambda value=BACKENDS[name]: persistent_setting(value))
+                for name in runs if name != "baseline"}
+    timing = interleaved({name: runs[name] for name in order}, min_time=min_time,
+                         timer=timer, settings=settings, **rounds)
     base_ms = timing.median["baseline"] * 1e3
     flops = gemm_flops(case)
     gflops = lambda ms: flops / (ms * 1e-3) / 1e9
@@ -284,6 +312,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, peak_gfl
         "fastrnn_ms_min": per_backend[f"{headline}_ms_min"],
         "baseline_ms_min": min(timing.samples["baseline"]) * 1e3,
         "repeats": timing.repeats,
+        "calls": timing.calls,
         "note": case.note,
     })
     record.update(per_backend)

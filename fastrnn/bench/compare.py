@@ -1,5 +1,7 @@
 """Compares two results documents case by case (matched on cell, dtype, T, B, I, H, layers,
-bidirectional, mode) and backend by backend, and finds fastrnn regressions.
+bidirectional, mode, kind, hx: grids.KEY_FIELDS) and backend by backend, and finds fastrnn
+regressions. A record without kind or hx (from before they were added) is a layer call
+without hx (grids.key_of), so it matches the same case of a newer document.
 
 A regression is a matched case whose time on a backend both documents timed
 (<backend>_ms, see cases.BACKENDS) grew by more than `threshold` (a fraction: 0.10 = 10%
@@ -16,8 +18,8 @@ their persistent_* fields are persistent_* (the same setting, FASTRNN_PERSISTENT
 import json
 
 from .cases import BACKENDS
-from .grids import KEY_FIELDS
-from .report import backends_of, case_of
+from .grids import KEY_FIELDS, key_of
+from .report import backends_of, case_of, format_ms, label_width
 
 # the kernel variants of the older format: {its record prefix: backend}
 OLD_VARIANTS = {"per_step": "step", "persistent": "persistent"}
@@ -68,7 +70,7 @@ def upgrade(doc):
 
 
 def _index(doc):
-    return {tuple(r[k] for k in KEY_FIELDS): r for r in doc["cases"]}
+    return {key_of(r): r for r in doc["cases"]}
 
 
 def compare(old, new, threshold=0.10):
@@ -123,31 +125,38 @@ def compare(old, new, threshold=0.10):
     }
 
 
+def _case(key):
+    return case_of(dict(zip(KEY_FIELDS, key)))
+
+
 def _label(key):
-    return case_of(dict(zip(KEY_FIELDS, key))).label()
+    return _case(key).label()
 
 
 def format_comparison(result, old_name="old", new_name="new"):
     """Human-readable report of compare()'s result."""
+    keys = ([r["key"] for r in result["rows"] + result["changed"]] + result["only_old"]
+            + result["only_new"])
+    width = label_width([_case(key) for key in keys])
     lines = [f"comparing the time of each backend ({', '.join(result['backends']) or 'none'} "
              f"in both): {old_name} -> {new_name} "
              f"(regression: more than {result['threshold'] * 100:.0f}% slower)"]
     lines += [f"warning: {w}" for w in result["warnings"]]
-    lines.append(f"{'case':<44} {'backend':<10} {'old ms':>10} {'new ms':>10} {'change':>8} "
-                 f"{'speedup':>15}  status")
+    lines.append(f"{'case':<{width}} {'backend':<10} {'old ms':>10} {'new ms':>10} "
+                 f"{'change':>8} {'speedup':>15}  status")
     for r in result["rows"]:
         speedups = ("-" if r["old_speedup"] is None or r["new_speedup"] is None
                     else f"{r['old_speedup']:.2f}->{r['new_speedup']:.2f}x")
-        lines.append(f"{_label(r['key']):<44} {r['backend']:<10} {r['old_ms']:>10.3f} "
-                     f"{r['new_ms']:>10.3f} {r['change'] * 100:>+7.1f}% {speedups:>15}  "
-                     f"{r['status']}")
+        lines.append(f"{_label(r['key']):<{width}} {r['backend']:<10} "
+                     f"{format_ms(r['old_ms']):>10} {format_ms(r['new_ms']):>10} "
+                     f"{r['change'] * 100:>+7.1f}% {speedups:>15}  {r['status']}")
     for r in result["changed"]:
-        lines.append(f"{_label(r['key']):<44} {r['backend']:<10} {r['status']} "
+        lines.append(f"{_label(r['key']):<{width}} {r['backend']:<10} {r['status']} "
                      f"({'now' if r['status'] == 'now refused' else 'was'}: {r['reason']})")
     for key in result["only_old"]:
-        lines.append(f"{_label(key):<44} only in {old_name}")
+        lines.append(f"{_label(key):<{width}} only in {old_name}")
     for key in result["only_new"]:
-        lines.append(f"{_label(key):<44} only in {new_name}")
+        lines.append(f"{_label(key):<{width}} only in {new_name}")
     lines.append(f"{len(result['rows'])} matched, {result['regressions']} regression(s)")
     return "\n".join(lines)
 

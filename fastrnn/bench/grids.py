@@ -1,8 +1,18 @@
-"""Benchmark cases and the named grids (quick, core, anchors, full), plus custom grids.
+"""Benchmark cases and the named grids (quick, core, anchors, gpu, full, step), plus custom
+grids.
 
-A Case is one measurement: a cell, a dtype, a shape and a mode ("fwd": inference under
-torch.no_grad; "fwdbwd": forward plus backward). A Grid is a list of Blocks, each a product
-of cells x dtypes x shapes x modes; Grid.cases() expands it for a device.
+A Case is one measurement: a cell, a dtype, a shape, a mode ("fwd": inference under
+torch.no_grad; "fwdbwd": forward plus backward), a kind and whether the initial states are
+given (hx). Kinds (KINDS):
+- "layer": one call of fastrnn.LSTM/GRU/RNN on a sequence [T, B, I] (every grid but step);
+- "cell": one call of fastrnn.LSTMCell/GRUCell/RNNCell on an input [B, I] (T is 1);
+- "cell_loop": T calls of a cell, each on x[t] with the states the previous call returned,
+  as a training or decoding loop runs one (layers 1, one direction for both cell kinds).
+hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
+loop carries are) rather than None. Results from before kind and hx had neither: they are
+layer calls without hx (KEY_DEFAULTS, key_of).
+A Grid is a list of Blocks, each a product of cells x dtypes x shapes x modes of one kind;
+Grid.cases() expands it for a device.
 
 Half-precision on the CPU: the "anchors" grid's bf16/fp16 LSTM (B=16, T=1024, H=768) is run
 in float32 on the CPU (Block.cpu_dtypes), because torch.nn has no fast half-precision CPU
@@ -14,7 +24,11 @@ from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 MODES = ("fwd", "fwdbwd")
-KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode")
+KINDS = ("layer", "cell", "cell_loop")
+KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
+              "hx")
+# Key fields added later, and the value a record without one (an older results file) means.
+KEY_DEFAULTS = {"kind": "layer", "hx": False}
 
 _CELL_ALIASES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH", "rnn_tanh": "RNN_TANH",
                  "tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "relu": "RNN_RELU"}
@@ -42,6 +56,13 @@ def parse_dtype(name):
     return _parse(_DTYPE_ALIASES, name, "dtype", "float32, float64, bfloat16 or float16")
 
 
+def key_of(record):
+    """The key of a result record or skipped entry (a dict), KEY_DEFAULTS for the fields a
+    record from an older format lacks."""
+    return tuple(record[k] if k in record or k not in KEY_DEFAULTS else KEY_DEFAULTS[k]
+                 for k in KEY_FIELDS)
+
+
 @dataclass(frozen=True)
 class Case:
     """One measurement. key() identifies it across result files (see compare.py)."""
@@ -54,14 +75,28 @@ class Case:
     layers: int = 1
     bidirectional: bool = False
     mode: str = "fwdbwd"
+    kind: str = "layer"
+    hx: bool = False
     note: str = field(default="", compare=False)
+    # at most this many timed rounds of one call, no warm-up but the parity check's (calls
+    # of seconds; cases.run_case)
+    max_rounds: int = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.kind != "layer" and (self.layers != 1 or self.bidirectional):
+            raise ValueError(f"kind {self.kind} runs one cell: layers 1, one direction")
+        if self.kind == "cell" and self.T != 1:
+            raise ValueError("kind cell is one call of the cell: T must be 1")
 
     def key(self):
         return tuple(getattr(self, name) for name in KEY_FIELDS)
 
     def label(self):
         extra = (f" L{self.layers}" if self.layers != 1 else "") + (
-            " bi" if self.bidirectional else "")
+            " bi" if self.bidirectional else "") + (
+            f" {self.kind}" if self.kind != "layer" else "") + (" hx" if self.hx else "")
         return (f"{self.cell} {_DTYPE_SHORT.get(self.dtype, self.dtype)} T={self.T} B={self.B} "
                 f"I={self.I} H={self.H}{extra} {self.mode}")
 
@@ -80,28 +115,38 @@ class Shape:
 
 @dataclass(frozen=True)
 class Block:
-    """cells x dtypes x shapes x modes; cpu_dtypes (if set) replace dtypes on the CPU."""
+    """cells x dtypes x shapes x modes, of one kind, with or without hx; cpu_dtypes (if set)
+    replace dtypes on the CPU; max_rounds (if set) caps the cases' timed rounds."""
     cells: tuple
     dtypes: tuple
     shapes: tuple
     modes: tuple = MODES
     cpu_dtypes: tuple = None
     note: str = ""
+    kind: str = "layer"
+    hx: bool = False
+    max_rounds: int = None
 
 
 @dataclass(frozen=True)
 class Grid:
-    """A named list of blocks; threads is the grid's default torch thread count (or None)."""
+    """A named list of blocks; threads is the grid's default torch thread count (or None),
+    min_sample its default least seconds per timed sample (timing.interleaved; None: one
+    call per sample)."""
     name: str
     description: str
     blocks: tuple
     threads: int = None
+    min_sample: float = None
 
-    def cases(self, device="cpu", modes=None, dtypes=None, cells=None):
-        """Expands the grid for a device. modes/dtypes/cells (if given) override the
-        blocks' modes and dtypes and filter the cells. Duplicates are dropped, order kept."""
+    def cases(self, device="cpu", modes=None, dtypes=None, cells=None, kinds=None):
+        """Expands the grid for a device. modes/dtypes/cells/kinds (if given) override the
+        blocks' modes and dtypes and filter the cells and kinds. Duplicates are dropped,
+        order kept."""
         out, seen = [], set()
         for block in self.blocks:
+            if kinds and block.kind not in kinds:
+                continue
             block_dtypes = dtypes or (
                 block.cpu_dtypes if device == "cpu" and block.cpu_dtypes else block.dtypes)
             note = block.note
@@ -115,7 +160,8 @@ class Grid:
                     if shape.inference_only and mode != "fwd":
                         continue
                     case = Case(cell, dtype, shape.T, shape.B, shape.I, shape.H, shape.layers,
-                                shape.bidirectional, mode, note.strip())
+                                shape.bidirectional, mode, kind=block.kind, hx=block.hx,
+                                note=note.strip(), max_rounds=block.max_rounds)
                     if case.key() not in seen:
                         seen.add(case.key())
                         out.append(case)
@@ -126,6 +172,11 @@ def _square(T, batches, hiddens, **kw):
     """Shapes with I = H for every (B, H) pair, at sequence length T."""
     return tuple(Shape(T, b, h, h, **kw) for h in hiddens for b in batches)
 
+
+# The step grid: single steps of every cell, B x H = I.
+STEP_BATCHES = (1, 8, 32, 128)
+STEP_HIDDENS = (64, 256, 1024)
+STEP_LOOP_T = 100
 
 CORE_SHAPES = tuple(Shape(*s) for s in [(100, 64, 512, 512), (100, 32, 128, 128),
                                          (50, 8, 64, 64), (200, 1, 256, 256),
@@ -167,16 +218,41 @@ GRIDS = {
               (Shape(100, 32, 256, 256, layers=2), Shape(100, 32, 256, 256, bidirectional=True),
                Shape(100, 32, 256, 256, layers=2, bidirectional=True))),
     )),
+    # Per-call times of microseconds: each timed sample repeats the call for 2 ms at least.
+    "step": Grid("step", "single steps with the states given, every cell, float32, 2 threads: "
+                 "one cell call (fastrnn.LSTMCell/GRUCell/RNNCell) and one T=1 layer call, "
+                 "B in {1, 8, 32, 128}, H = I in {64, 256, 1024}, fwd and fwdbwd; and "
+                 f"{STEP_LOOP_T}-step training loops through a cell (fwdbwd; B=1 H=64, B=32 "
+                 "H=256, and B=128 H=1024 with 3 timed rounds, not for RNN_RELU)", (
+        Block(CELLS, ("float32",), _square(1, STEP_BATCHES, STEP_HIDDENS), kind="cell",
+              hx=True, note="one cell call"),
+        Block(CELLS, ("float32",), _square(1, STEP_BATCHES, STEP_HIDDENS), hx=True,
+              note="one T=1 layer call"),
+        Block(CELLS, ("float32",), (Shape(STEP_LOOP_T, 1, 64, 64),
+                                    Shape(STEP_LOOP_T, 32, 256, 256)),
+              modes=("fwdbwd",), kind="cell_loop", hx=True,
+              note=f"{STEP_LOOP_T}-step training loop"),
+        # Seconds per loop: 3 timed rounds. Not RNN_RELU: at this size a few of its 13M
+        # pre-activations lie within rounding of 0, where either library's float32 sums may
+        # flip the ReLU's derivative, and the input gradients of those rows then differ by
+        # more than the parity tolerance (as much from float64 as from each other).
+        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(STEP_LOOP_T, 128, 1024, 1024),),
+              modes=("fwdbwd",), kind="cell_loop", hx=True, max_rounds=3,
+              note=f"{STEP_LOOP_T}-step training loop (3 rounds)"),
+    ), threads=2, min_sample=0.002),
 }
 
 
-def custom_cases(cells, dtypes, Ts, Bs, Is, Hs, layers, bidirectional, modes):
-    """The product of the given lists; Is=None means I = H for each H."""
+def custom_cases(cells, dtypes, Ts, Bs, Is, Hs, layers, bidirectional, modes,
+                 kinds=("layer",), hx=False):
+    """The product of the given lists; Is=None means I = H for each H; a case of kind cell
+    is one call (T = 1 whatever Ts say)."""
     out = []
-    for cell, dtype, T, B, H, L, mode in itertools.product(
-            cells, dtypes, Ts, Bs, Hs, layers, modes):
+    for kind, cell, dtype, T, B, H, L, mode in itertools.product(
+            kinds, cells, dtypes, Ts, Bs, Hs, layers, modes):
         for I in (Is or (H,)):
-            case = Case(cell, dtype, T, B, I, H, L, bidirectional, mode)
+            case = Case(cell, dtype, 1 if kind == "cell" else T, B, I, H, L, bidirectional,
+                        mode, kind=kind, hx=hx)
             if case not in out:
                 out.append(case)
     return out

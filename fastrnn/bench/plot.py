@@ -3,7 +3,7 @@
 One panel per (cell, mode), cells in rows and modes in columns; x = H (log2 axis),
 y = baseline_ms / <backend>_ms, a dashed gray line at 1x. Within a panel, a line joins the
 cases that differ only in H, for one backend; its label names B and any other field (dtype,
-T, I, layers, bidirectional) that varies within the panel, and the backend when the run
+T, I, layers, bidirectional, kind, hx) that varies within the panel, and the backend when the run
 timed more than one (the first solid with circles, the others dashed or dotted with other
 markers; a backend that refused a shape has no point there).
 matplotlib (Agg backend) is imported only here, when a plot is asked for.
@@ -13,14 +13,19 @@ import itertools
 from collections import defaultdict
 
 from .compare import upgrade
-from .grids import CELLS, MODES
+from .grids import CELLS, KEY_DEFAULTS, MODES
 from .report import backends_of
 
-_LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I")
+_LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I", "kind", "hx")
+
+
+def _field(record, name):
+    """record[name], or the value a record from before that field has (KEY_DEFAULTS)."""
+    return record.get(name, KEY_DEFAULTS.get(name))
 
 
 def _line_key(record, varying):
-    return tuple(record[f] for f in _LINE_FIELDS if f == "B" or f in varying)
+    return tuple(_field(record, f) for f in _LINE_FIELDS if f == "B" or f in varying)
 
 
 def _label(key, varying):
@@ -60,7 +65,7 @@ def plot_speedup(doc, path):
             continue
         records = panels[key]
         # I follows H in most grids; list it only when it varies at a fixed H.
-        varying = {f for f in _LINE_FIELDS if len({r[f] for r in records}) > 1}
+        varying = {f for f in _LINE_FIELDS if len({_field(r, f) for r in records}) > 1}
         if "I" in varying and all(r["I"] == r["H"] for r in records):
             varying.discard("I")
         keys = sorted({_line_key(r, varying) for r in records})  # one colour per line key

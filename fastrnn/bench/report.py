@@ -8,11 +8,15 @@ import sys
 import time
 
 from .cases import BACKENDS
-from .grids import KEY_FIELDS, Case
+from .grids import Case, key_of
 
 
-def _ms(x):
-    return "-" if x is None else f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1e4 else f"{x:.0f}"
+def format_ms(x):
+    """A time in ms: four decimals below 0.1 ms (a microsecond call), fewer above."""
+    if x is None:
+        return "-"
+    return (f"{x:.4f}" if x < 0.1 else f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1e4
+            else f"{x:.0f}")
 
 
 def _num(x, digits=1):
@@ -23,8 +27,8 @@ def _num(x, digits=1):
 # The fastrnn columns are those of the backend the "backend" column names (fastrnn_backend).
 COLUMNS = [
     ("backend", 10, lambda r: r.get("fastrnn_backend", "-")),
-    ("fastrnn ms", 10, lambda r: _ms(r["fastrnn_ms"])),
-    ("base ms", 10, lambda r: _ms(r["baseline_ms"])),
+    ("fastrnn ms", 10, lambda r: format_ms(r["fastrnn_ms"])),
+    ("base ms", 10, lambda r: format_ms(r["baseline_ms"])),
     ("speedup", 8, lambda r: f"{r['speedup']:.2f}x"),
     ("us/step", 9, lambda r: _num(r["us_per_step_fastrnn"])),
     ("GFLOP/s", 8, lambda r: _num(r["gflops_fastrnn"])),
@@ -32,16 +36,22 @@ COLUMNS = [
     ("base GF/s", 9, lambda r: _num(r["gflops_baseline"])),
     ("parity", 6, lambda r: r["parity"]),
 ]
-LABEL_WIDTH = 44
+LABEL_WIDTH = 44  # the least width of the case column; wider for longer labels
 
 
 def case_of(record):
-    """The Case a result record (or skipped entry) describes."""
-    return Case(*(record[k] for k in KEY_FIELDS))
+    """The Case a result record (or skipped entry) describes (grids.key_of: a record of an
+    older format is a layer call without hx)."""
+    return Case(*key_of(record))
 
 
-def table_header():
-    cells = [f"{'case':<{LABEL_WIDTH}}"] + [f"{h:>{w}}" for h, w, _ in COLUMNS]
+def label_width(cases):
+    """The case column's width for these Cases: LABEL_WIDTH, or the longest label."""
+    return max([LABEL_WIDTH] + [len(case.label()) for case in cases])
+
+
+def table_header(width=LABEL_WIDTH):
+    cells = [f"{'case':<{width}}"] + [f"{h:>{w}}" for h, w, _ in COLUMNS]
     line = " ".join(cells)
     return line + "\n" + "-" * len(line)
 
@@ -64,15 +74,15 @@ def backend_summary(record):
         if key == record.get("fastrnn_backend"):
             continue
         if f"{key}_ms" in record:
-            parts.append(f"{key} {_ms(record[f'{key}_ms'])} ms {record[f'{key}_speedup']:.2f}x "
-                         f"{record[f'{key}_parity']}")
+            parts.append(f"{key} {format_ms(record[f'{key}_ms'])} ms "
+                         f"{record[f'{key}_speedup']:.2f}x {record[f'{key}_parity']}")
         elif f"{key}_skipped" in record:
             parts.append(f"{key} -")
     return ("  " + "; ".join(parts)) if parts else ""
 
 
-def table_row(record):
-    cells = [f"{case_of(record).label():<{LABEL_WIDTH}}"]
+def table_row(record, width=LABEL_WIDTH):
+    cells = [f"{case_of(record).label():<{width}}"]
     cells += [f"{value(record):>{w}}" for _, w, value in COLUMNS]
     return " ".join(cells) + backend_summary(record)
 
@@ -91,10 +101,12 @@ def summary_lines(doc):
 class LiveTable:
     """Listener for suite.run_suite: prints each row to `out` as its case finishes, and a
     text progress bar (done/total, elapsed, current case) to `err`: redrawn in place on a
-    terminal, one line per case otherwise."""
+    terminal, one line per case otherwise. label_width: the case column's (label_width())."""
 
-    def __init__(self, total, out=sys.stdout, err=sys.stderr, width=24):
+    def __init__(self, total, out=sys.stdout, err=sys.stderr, width=24,
+                 label_width=LABEL_WIDTH):
         self.total, self.out, self.err, self.width = total, out, err, width
+        self.label_width = label_width
         self.tty = hasattr(err, "isatty") and err.isatty()
         self.started = time.monotonic()
         self.header_done = False
@@ -112,7 +124,7 @@ class LiveTable:
 
     def start(self, index, case):
         if not self.header_done:
-            print(table_header(), file=self.out, flush=True)
+            print(table_header(self.label_width), file=self.out, flush=True)
             self.header_done = True
         if self.tty:
             self.err.write("\r\033[K" + self._bar(index, case.label()))
@@ -123,9 +135,10 @@ class LiveTable:
     def done(self, index, case, record, error):
         self._clear()
         if record is not None:
-            print(table_row(record), file=self.out, flush=True)
+            print(table_row(record, self.label_width), file=self.out, flush=True)
         else:
-            print(f"{case.label():<{LABEL_WIDTH}} skipped: {error}", file=self.out, flush=True)
+            print(f"{case.label():<{self.label_width}} skipped: {error}", file=self.out,
+                  flush=True)
         if self.tty and index + 1 == self.total:
             self.err.write(self._bar(self.total, "done") + "\n")
             self.err.flush()
@@ -154,11 +167,11 @@ def markdown(doc):
     """results.md: the run's header and a markdown table of the cases: the fastrnn columns
     are those of the backend the row names (the first asked for that ran), then a time,
     speedup and parity column for each further backend, and the refusals and skipped cases
-    below."""
+    below. kind and hx columns say what a row calls (grids.KINDS; hx: the states given)."""
     baseline = doc["cases"][0]["baseline"] if doc["cases"] else "baseline"
-    head = ["cell", "dtype", "T", "B", "I", "H", "layers", "bidir", "mode", "backend",
-            "fastrnn ms", f"{baseline} ms", "speedup", "us/step fastrnn", "us/step baseline",
-            "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
+    head = ["cell", "kind", "dtype", "T", "B", "I", "H", "layers", "bidir", "hx", "mode",
+            "backend", "fastrnn ms", f"{baseline} ms", "speedup", "us/step fastrnn",
+            "us/step baseline", "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
     backends = backends_of(doc)
     extra = backends[1:]
     for key in extra:
@@ -174,19 +187,25 @@ def markdown(doc):
                      "the next one where it refused the shape; then each further backend "
                      "(- where it refused the shape)." if extra
                      else f"The fastrnn columns are backend {backends[0]}."), ""]
+    if any(case_of(r).kind != "layer" for r in doc["cases"]):
+        lines += ["Times are per call: one layer call, one cell call (kind cell), or a whole "
+                  "loop of T cell calls and its backward (kind cell_loop); us/step is a "
+                  "call's time over T (per call where T is 1).", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []
     for r in doc["cases"]:
-        cells = [r["cell"], r["dtype"], r["T"], r["B"], r["I"], r["H"], r["layers"],
-                 "yes" if r["bidirectional"] else "no", r["mode"],
-                 r.get("fastrnn_backend", "-"), _ms(r["fastrnn_ms"]),
-                 _ms(r["baseline_ms"]), f"{r['speedup']:.2f}x",
+        case = case_of(r)
+        cells = [case.cell, case.kind, case.dtype, case.T, case.B, case.I, case.H,
+                 case.layers, "yes" if case.bidirectional else "no",
+                 "yes" if case.hx else "no", case.mode,
+                 r.get("fastrnn_backend", "-"), format_ms(r["fastrnn_ms"]),
+                 format_ms(r["baseline_ms"]), f"{r['speedup']:.2f}x",
                  _num(r["us_per_step_fastrnn"]), _num(r["us_per_step_baseline"]),
                  _num(r["gflops_fastrnn"]), _num(r["pct_peak_fastrnn"]),
                  _num(r["gflops_baseline"]), r["parity"]]
         for key in extra:
             timed = f"{key}_ms" in r
-            cells += [_ms(r[f"{key}_ms"]) if timed else "-",
+            cells += [format_ms(r[f"{key}_ms"]) if timed else "-",
                       f"{r[f'{key}_speedup']:.2f}x" if timed else "-",
                       r[f"{key}_parity"] if timed else "-"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -32,10 +32,12 @@ def tf32_mode(device, allow):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=False,
-              gemm_size=None, listener=None, settings=None, checkpoint=None,
+def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sample=0.0,
+              tf32=False, gemm_size=None, listener=None, settings=None, checkpoint=None,
               backends=None):
-    """Measures every case; returns the results document. listener (optional) gets
+    """Measures every case; returns the results document. min_sample: the least seconds
+    of a timed sample (timing.interleaved: short calls are timed in batches). listener
+    (optional) gets
     start(index, case) before and done(index, case, record, error) after each case;
     checkpoint (optional) gets the document so far after each case, so that a run cut
     short keeps what it measured. backends: the fastrnn backends to time (cases.BACKENDS;
@@ -54,7 +56,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
             "tf32": tf32 if str(device).startswith("cuda") else None,
             "settings": dict(settings or {}, backend=backends,
                              FASTRNN_PERSISTENT={b: BACKENDS[b] for b in backends},
-                             repeats=repeats, warmup=warmup, min_time=min_time),
+                             repeats=repeats, warmup=warmup, min_time=min_time,
+                             min_sample=min_sample),
             "cases": [],
             "skipped": [],
         })
@@ -64,8 +67,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, tf32=Fa
             record = error = None
             try:
                 record = run_case(case, device, timer=timer, repeats=repeats, warmup=warmup,
-                                  min_time=min_time, peak_gflops=peaks[case.dtype],
-                                  backends=backends)
+                                  min_time=min_time, min_sample=min_sample,
+                                  peak_gflops=peaks[case.dtype], backends=backends)
                 doc["cases"].append(record)
             except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -1,6 +1,6 @@
 """What the fastrnn.bench tests share: one tiny real run of the tool, the fields of a case
 record, and results documents made up in the format the tool writes (and in the format
-before --backend)."""
+before --backend, which is also before kind and hx)."""
 
 import json
 
@@ -15,7 +15,8 @@ TINY_RUN_ARGV = ["--cell", "LSTM", "GRU", "--T", "3", "--B", "2", "--I", "4", "-
                  "--gemm-size", "256"]
 
 CASE_FIELDS = {"cell": str, "dtype": str, "T": int, "B": int, "I": int, "H": int,
-               "layers": int, "bidirectional": bool, "mode": str, "fastrnn_ms": float,
+               "layers": int, "bidirectional": bool, "mode": str, "kind": str, "hx": bool,
+               "calls": int, "fastrnn_ms": float,
                "baseline": str, "baseline_ms": float, "backend": str, "parity": str,
                "speedup": float, "us_per_step_fastrnn": float, "us_per_step_baseline": float,
                "gflops_fastrnn": float, "gflops_baseline": float, "repeats": int}
@@ -27,11 +28,14 @@ def run_tiny(out):
     return out
 
 
-def synthetic(ms_by_case, device="test-device", backends=("auto",)):
-    """A results document as the tool writes it: every backend timed at `ms`."""
+def synthetic(ms_by_case, device="test-device", backends=("auto",), kind="layer"):
+    """A results document as the tool writes it: every backend timed at `ms`; cases of
+    T=50 B=16 I=H (T=1 for kind cell), with hx for the cell kinds."""
     cases = []
+    T = 1 if kind == "cell" else 50
     for (cell, H, mode), ms in ms_by_case.items():
-        key = dict(zip(KEY_FIELDS, (cell, "float32", 50, 16, H, H, 1, False, mode)))
+        key = dict(zip(KEY_FIELDS, (cell, "float32", T, 16, H, H, 1, False, mode, kind,
+                                    kind != "layer")))
         record = dict(key, fastrnn_ms=ms, baseline="torch-cpu", baseline_ms=2.0 * ms,
                       speedup=2.0, backend="cpu-fused", fastrnn_backend=backends[0],
                       parity="pass")
@@ -45,13 +49,15 @@ def synthetic(ms_by_case, device="test-device", backends=("auto",)):
 def old_format(ms_by_case, variants=None, setting="auto"):
     """A results document of the format before --backend: fastrnn_ms is the default
     FASTRNN_PERSISTENT setting's, and forced kernels are per_step_* / persistent_*
-    (variants: {prefix: ms factor, or None for a refusal}). setting None: not recorded."""
+    (variants: {prefix: ms factor, or None for a refusal}). setting None: not recorded.
+    Its records have no kind and no hx (layer calls without hx)."""
     doc = synthetic(ms_by_case)
     doc["settings"] = {"grid": "custom", "variants": list(variants or ())}
     if setting is not None:
         doc["settings"]["FASTRNN_PERSISTENT"] = setting
     for record in doc["cases"]:
-        for key in [k for k in record if k.startswith("auto_")] + ["fastrnn_backend"]:
+        for key in ([k for k in record if k.startswith("auto_")]
+                    + ["fastrnn_backend", "kind", "hx"]):
             del record[key]
         for prefix, factor in (variants or {}).items():
             if factor is None:
