@@ -16,8 +16,11 @@ from torch import nn
 
 from . import functional
 from ._ops import CELL_KIND, ops
-from .modules import _autocast_enabled, _has_kernels
+from .modules import _has_kernels
 
+# The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
+_cell_forward = ops.cell_forward.default
+_KERNEL_DEVICES = ("cpu", "meta")  # always has kernels: no need to ask _has_kernels
 _LSTM, _GRU = CELL_KIND["LSTM"], CELL_KIND["GRU"]
 _RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
 
@@ -37,7 +40,7 @@ class _FusedCell:
             self._check_hx_rank(hx, is_lstm)
         cell = self._cell()
         device = input.device
-        if not _has_kernels(device):
+        if device.type not in _KERNEL_DEVICES and not _has_kernels(device):
             warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
@@ -55,8 +58,12 @@ class _FusedCell:
             h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
-        h_new, c_new = step(cell, input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
-                            self.bias_hh)
+        if device.type != "meta" and torch.is_autocast_enabled(device.type):
+            h_new, c_new = _step_under_autocast(cell, input, h, c, self.weight_ih,
+                                                self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            h_new, c_new, _ = _cell_forward(cell, input, h, c, self.weight_ih, self.weight_hh,
+                                            self.bias_ih, self.bias_hh, False)
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
@@ -69,25 +76,17 @@ class _FusedCell:
                                  f"{state.dim()}D instead")
 
 
-def step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """One step of cell number `cell` (fastrnn._ops.CELL_KIND). x: [B, I]; h: [B, H];
-    c: [B, H] (LSTM) or None; weights and biases as torch.nn's cells hold them.
-    Returns (h_new [B, H], c_new [B, H], or an empty tensor without c)."""
-    if _autocast_enabled(x.device):
-        return _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh)
-    h_new, c_new, _ = ops.cell_forward(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, False)
-    return h_new, c_new
-
-
 def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """step() under autocast: computed with autocast off in the weights' dtype, the results
+    """One step of cell number `cell` under autocast (x: [B, I]; h, c: [B, H], c None but
+    for the LSTM): computed with autocast off in the weights' dtype, the results
     in the dtypes torch.nn's cells give under autocast (functional.autocast_result_dtypes:
     a cell is one step of a layer without projection on its per-step path)."""
     device_type = x.device.type
     compute = w_ih.dtype
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
-        h_new, c_new = step(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih, b_hh)
+        h_new, c_new, _ = _cell_forward(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih, b_hh,
+                                        False)
     mode = {number: name for name, number in CELL_KIND.items()}[cell]
     h_dtype, c_dtype = functional.autocast_result_dtypes(
         mode, device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,

@@ -8,6 +8,7 @@ import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
+import fastrnn
 from fastrnn._ops import CELL_KIND
 from helpers.cells import (CELLS, CellCase, CellInputs, flatten_state, make_cell_inputs,
                            make_cell_pair)
@@ -153,8 +154,8 @@ def test_save_false_while_recording_a_graph(cell):
 def test_cells_save_only_for_autograd(cell, monkeypatch):
     """A cell's op keeps rows for backward ([B, slots*H]) exactly when autograd needs them:
     not under no_grad, nor when nothing requires a gradient."""
-    real, rows = ops.cell_forward, []
-    monkeypatch.setattr(ops, "cell_forward",
+    real, rows = fastrnn.cells._cell_forward, []
+    monkeypatch.setattr(fastrnn.cells, "_cell_forward",
                         lambda *a: (lambda out: rows.append(out[2].shape[0]) or out)(real(*a)))
     _, fast = make_cell_pair(CellCase(cell))
     x = torch.randn(2, fast.input_size, dtype=F64)
