@@ -2,15 +2,13 @@
 result only, repeated backward with retain_graph, bitwise determinism, no_grad /
 inference_mode, double backward."""
 
-import re
-
 import pytest
 import torch
 
 from helpers.cells import (CELLS, CellCase, call, flatten_state, make_cell_inputs,
                            make_cell_pair, unroll)
 from helpers.compare import assert_close
-from helpers.running import weighted_loss
+from helpers.running import check_double_backward, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -123,18 +121,4 @@ def test_double_backward_matches_torch_nn_or_is_refused(cell):
     ref, fast = make_cell_pair(case)
     inputs = make_cell_inputs(case)
 
-    def second_order(module):
-        leaves = inputs.fresh()
-        outs = flatten_state(module(*leaves.args()))
-        grad_x, = torch.autograd.grad(weighted_loss(outs), leaves.x, create_graph=True)
-        return torch.autograd.grad(grad_x.pow(2).sum(), [leaves.x] + list(module.parameters()))
-
-    want = second_order(ref)
-    try:
-        got = second_order(fast)
-    except (RuntimeError, NotImplementedError) as error:
-        assert re.search(r"(?i)double backward|higher.order|second.order|twice",
-                         str(error)), f"unclear error for double backward: {error}"
-        return
-    for a, b in zip(got, want):
-        assert_close(a, b, F64, "double backward")
+    check_double_backward(ref, fast, inputs, flatten_state)

@@ -1,8 +1,6 @@
 """Gradients through the modules: losses reaching one result only, repeated backward with
 retain_graph, bitwise determinism, no_grad / inference_mode, double backward."""
 
-import re
-
 import pytest
 import torch
 
@@ -10,7 +8,7 @@ from helpers.cases import CELLS, Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
-from helpers.running import flatten_result, run, weighted_loss
+from helpers.running import check_double_backward, flatten_result, run, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -103,18 +101,4 @@ def test_double_backward_matches_torch_nn_or_is_refused(cell):
     ref, fast = make_pair(case)
     inputs = make_inputs(case)
 
-    def second_order(module):
-        leaves = inputs.fresh()
-        outs = flatten_result(module(*leaves.args()))
-        grad_x, = torch.autograd.grad(weighted_loss(outs), leaves.x, create_graph=True)
-        return torch.autograd.grad(grad_x.pow(2).sum(), [leaves.x] + list(module.parameters()))
-
-    want = second_order(ref)
-    try:
-        got = second_order(fast)
-    except (RuntimeError, NotImplementedError) as error:
-        assert re.search(r"(?i)double backward|higher.order|second.order|twice",
-                         str(error)), f"unclear error for double backward: {error}"
-        return
-    for a, b in zip(got, want):
-        assert_close(a, b, F64, "double backward")
+    check_double_backward(ref, fast, inputs, flatten_result)

@@ -157,11 +157,20 @@ def forced(run, value):
     return run_forced
 
 
+# The class (torch.nn's and fastrnn's name) of each cell of grids.CELLS: the layer, or for
+# the cell kinds the cell.
+_LAYER_CLASSES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+_CELL_CLASSES = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN_TANH": "RNNCell",
+                 "RNN_RELU": "RNNCell"}
+
+
 def build_modules(case, device, seed=0):
-    """(torch.nn module, fastrnn module) with identical weights, on device and dtype."""
-    name = "RNN" if case.cell.startswith("RNN") else case.cell
-    kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional)
-    if name == "RNN":
+    """(torch.nn module, fastrnn module) with identical weights, on device and dtype: the
+    layer, or for the cell kinds ("cell", "cell_loop") the cell."""
+    is_layer = case.kind == "layer"
+    name = (_LAYER_CLASSES if is_layer else _CELL_CLASSES)[case.cell]
+    kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional) if is_layer else {}
+    if name.startswith("RNN"):
         kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
     torch.manual_seed(seed)
     baseline = getattr(nn, name)(case.I, case.H, **kwargs)
@@ -211,8 +220,7 @@ def make_runners(case, device):
         modules = build_modules(case, device)
         inputs, grad_out = make_inputs(case, device)
         return tuple(make_runner(m, case, inputs, grad_out) for m in modules)
-    modules = (build_modules(case, device) if case.kind == "layer"
-               else states.build_cells(case, device))
+    modules = build_modules(case, device)
     inputs, grad_out = states.make_state_inputs(case, device, N_INPUTS)
     return tuple(states.make_state_runner(m, case, inputs, grad_out) for m in modules)
 

@@ -17,27 +17,6 @@ states.
 """
 
 import torch
-from torch import nn
-
-import fastrnn
-
-# torch.nn's (and fastrnn's) class of one cell of each kind of grids.CELLS
-_CELL_CLASSES = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN_TANH": "RNNCell",
-                 "RNN_RELU": "RNNCell"}
-
-
-def build_cells(case, device, seed=0):
-    """(torch.nn cell, fastrnn cell) with identical weights, on device and dtype."""
-    name = _CELL_CLASSES[case.cell]
-    kwargs = {}
-    if name == "RNNCell":
-        kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
-    torch.manual_seed(seed)
-    baseline = getattr(nn, name)(case.I, case.H, **kwargs)
-    fast = getattr(fastrnn, name)(case.I, case.H, **kwargs)
-    fast.load_state_dict(baseline.state_dict())
-    dtype = getattr(torch, case.dtype)
-    return baseline.to(device, dtype), fast.to(device, dtype)
 
 
 def _shapes(case):

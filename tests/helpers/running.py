@@ -1,8 +1,12 @@
 """Running a module: forward, and backward through a loss that reaches every gradient
 path."""
 
+import re
+
 import torch
 from torch.nn.utils.rnn import PackedSequence
+
+from helpers.compare import assert_close
 
 
 def flatten_result(result):
@@ -43,3 +47,25 @@ def run(module, inputs, backward=True):
         values = torch.autograd.grad(weighted_loss(outs), wrt)
         grads = dict(zip(names + list(params), values))
     return outs, grads, result
+
+
+def check_double_backward(ref, fast, inputs, flatten):
+    """The gradient of a gradient (a gradient penalty: d/d(x, params) of |d loss/dx|^2)
+    through fast either equals torch.nn's (ref's) or is refused with a clear error, never
+    silently wrong. inputs: fresh() leaves with args() and x; flatten: a module's return
+    value as a list of tensors."""
+    def second_order(module):
+        leaves = inputs.fresh()
+        outs = flatten(module(*leaves.args()))
+        grad_x, = torch.autograd.grad(weighted_loss(outs), leaves.x, create_graph=True)
+        return torch.autograd.grad(grad_x.pow(2).sum(), [leaves.x] + list(module.parameters()))
+
+    want = second_order(ref)
+    try:
+        got = second_order(fast)
+    except (RuntimeError, NotImplementedError) as error:
+        assert re.search(r"(?i)double backward|higher.order|second.order|twice",
+                         str(error)), f"unclear error for double backward: {error}"
+        return
+    for a, b in zip(got, want):
+        assert_close(a, b, torch.float64, "double backward")
