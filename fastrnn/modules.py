@@ -28,8 +28,10 @@ class _FusedRecurrence:
             return super().forward(input, hx)
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
-        # (parametrized weights are computed once, not twice).
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        # (parametrized weights, which _parameters lacks, are computed once, not twice).
+        params = self._parameters
+        weights = [params[name] if name in params else getattr(self, name)
+                   for name in self._flat_weights_names]
         is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
         is_batched = True
