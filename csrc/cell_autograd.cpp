@@ -6,6 +6,7 @@
 // graph always saves what backward reads, so callers may pass save=False.
 
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 namespace fastrnn {
@@ -20,7 +21,7 @@ using OptionalTensor = std::optional<Tensor>;
 const auto& cell_forward_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("fastrnn::cell_forward", "")
-                             .typed<std::tuple<Tensor, Tensor, Tensor>(
+                             .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
                                  int64_t, const Tensor&, const Tensor&, const OptionalTensor&,
                                  const Tensor&, const Tensor&, const OptionalTensor&,
                                  const OptionalTensor&, bool)>();
@@ -32,9 +33,9 @@ const auto& cell_backward_op() {
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastrnn::cell_backward", "")
           .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-              int64_t, const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&,
-              const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-              bool, bool, bool)>();
+              int64_t, const Tensor&, const Tensor&, const OptionalTensor&, const Tensor&,
+              const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&,
+              const Tensor&, bool, bool, bool)>();
   return op;
 }
 
@@ -42,14 +43,16 @@ const auto& cell_backward_op() {
 enum Argument { kCell, kX, kH, kC, kWih, kWhh, kBih, kBhh, kSave, kArguments };
 
 struct CellStep : torch::autograd::Function<CellStep> {
+  // Returns {y, h_new, c_new, saved}. saved is not marked non-differentiable (compiled
+  // autograd refuses C++ functions that mark outputs so); its gradient is never read.
   static variable_list forward(AutogradContext* ctx, int64_t cell, const Tensor& x,
                                const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
                                const Tensor& w_hh, const OptionalTensor& b_ih,
                                const OptionalTensor& b_hh, bool save) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [h_new, c_new, saved] = cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih, b_hh,
-                                                        save);
-    ctx->save_for_backward({x, h, c.value_or(Tensor()), w_ih, w_hh, h_new, saved});
+    auto [y, h_new, c_new, saved] = cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih,
+                                                           b_hh, save);
+    ctx->save_for_backward({x, h, c.value_or(Tensor()), w_ih, w_hh, y, saved});
     ctx->saved_data["cell"] = cell;
     ctx->saved_data["has_bias"] = b_ih.has_value() && b_ih->defined();
     // Which of the inputs that may go without a gradient want one (needs_input_grad counts
@@ -57,31 +60,35 @@ struct CellStep : torch::autograd::Function<CellStep> {
     ctx->saved_data["x_grad"] = x.requires_grad();
     ctx->saved_data["h_grad"] = h.requires_grad();
     ctx->saved_data["c_grad"] = c.has_value() && c->defined() && c->requires_grad();
-    ctx->mark_non_differentiable({saved});
     ctx->set_materialize_grads(false);
-    return {h_new, c_new, saved};
+    return {y, h_new, c_new, saved};
   }
 
-  // grads: w.r.t. h_new, c_new (undefined where unused) and saved (never used).
+  // grads: w.r.t. y, h_new, c_new (undefined where unused) and saved (never used).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // Unpacked first: under a non-reentrant checkpoint this recomputes the forward, which
+    // must record its graph.
+    const auto saved = ctx->get_saved_variables();
     // With create_graph the backward op goes through its own autograd (fastrnn/_ops.py),
     // which refuses a second differentiation, as the layers' ops do; else below autograd.
     std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
     if (!at::GradMode::is_enabled()) below_autograd.emplace();
-    const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
-                 &h_new = saved[5], &rows = saved[6];
-    const Tensor grad_h = grads[0].defined() ? grads[0] : at::zeros_like(h_new);
+                 &y = saved[5], &rows = saved[6];
+    const auto or_zeros = [&](const Tensor& grad) {
+      return grad.defined() ? grad : at::zeros_like(y);
+    };
     OptionalTensor grad_c;
-    if (c.defined()) grad_c = grads[1].defined() ? grads[1] : at::zeros_like(c);
+    if (c.defined()) grad_c = grads[2].defined() ? grads[2] : at::zeros_like(c);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool x_grad = ctx->saved_data["x_grad"].toBool();
     const bool h_grad = ctx->saved_data["h_grad"].toBool();
     const bool c_grad = ctx->saved_data["c_grad"].toBool();
     auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh] =
-        cell_backward_op().call(ctx->saved_data["cell"].toInt(), grad_h, grad_c, x, h,
-                                c.defined() ? OptionalTensor(c) : std::nullopt, w_ih, w_hh,
-                                h_new, rows, has_bias, x_grad, h_grad || c_grad);
+        cell_backward_op().call(ctx->saved_data["cell"].toInt(), or_zeros(grads[0]),
+                                or_zeros(grads[1]), grad_c, x, h,
+                                c.defined() ? OptionalTensor(c) : std::nullopt, w_ih, w_hh, y,
+                                rows, has_bias, x_grad, h_grad || c_grad);
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
     if (h_grad) result[kH] = grad_h0;
@@ -96,9 +103,15 @@ struct CellStep : torch::autograd::Function<CellStep> {
   }
 };
 
-std::tuple<Tensor, Tensor, Tensor> cell_forward_autograd(
+std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward_autograd(
     int64_t cell, const Tensor& x, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
     const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save) {
+  using torch::autograd::isFwGradDefined;
+  TORCH_CHECK(!(isFwGradDefined(x) || isFwGradDefined(h) || isFwGradDefined(c) ||
+                isFwGradDefined(w_ih) || isFwGradDefined(w_hh) || isFwGradDefined(b_ih) ||
+                isFwGradDefined(b_hh)),
+              "fastrnn: forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) is not "
+              "supported by the recurrence ops");
   const auto wants_grad = [](const OptionalTensor& t) { return t && t->requires_grad(); };
   const bool record = at::GradMode::is_enabled() &&
                       (x.requires_grad() || h.requires_grad() || wants_grad(c) ||
@@ -110,7 +123,7 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_autograd(
   }
   // A graph is recorded: saved, whatever the caller asked for, since backward reads it.
   auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, /*save=*/true);
-  return {out[0], out[1], out[2]};
+  return {out[0], out[1], out[2], out[3]};
 }
 
 }  // namespace

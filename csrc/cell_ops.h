@@ -11,9 +11,13 @@
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
-// Results a cell does not have (c_new, grad_c, saved of a cell that saves nothing, the bias
-// gradients without bias) come back empty ([0]), and so do the gradients backward is told
-// are not wanted: w.r.t. x without input_grad, w.r.t. h and c without state_grad.
+// y and h_new hold the same values, the step's output and the new state, as two tensors
+// (the walk writes both): a layer returns both (output and h_n), a cell returns h_new, and
+// backward reads y, so either may be changed in place by the caller. Results a cell does not
+// have (c_new, grad_c, the bias gradients without bias) come back empty ([0]), saved of a
+// cell that saves nothing as [B, 0] (or [0, 0] without save), and so do the gradients
+// backward is told are not wanted: w.r.t. x without input_grad, w.r.t. h and c without
+// state_grad.
 
 #include <torch/library.h>
 
@@ -25,10 +29,12 @@ namespace fastrnn {
 inline void define_cell_ops(torch::Library& m) {
   m.def(
       "cell_forward(int cell, Tensor x, Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, bool save) -> (Tensor h_new, Tensor c_new, Tensor saved)");
+      "Tensor? b_ih, Tensor? b_hh, bool save) -> (Tensor y, Tensor h_new, Tensor c_new, "
+      "Tensor saved)");
   m.def(
-      "cell_backward(int cell, Tensor grad_h, Tensor? grad_c, Tensor x, Tensor h, Tensor? c, "
-      "Tensor w_ih, Tensor w_hh, Tensor h_new, Tensor saved, bool has_bias, bool input_grad, "
+      "cell_backward(int cell, Tensor grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
+      "Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor y, Tensor saved, bool has_bias, "
+      "bool input_grad, "
       "bool state_grad) -> (Tensor grad_x, "
       "Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
       "Tensor grad_b_hh)");
@@ -70,6 +76,8 @@ void check_step(const char* op, const Tensor& x, const Tensor& h, const Tensor& 
   if constexpr (Cell::kCellState) {
     TORCH_CHECK(c.defined(), op, ": this cell needs c");
     check_state(c, 1);
+  } else {
+    TORCH_CHECK(!c.defined(), op, ": this cell has no cell state c");
   }
   check_arg(op, h, x, "x", {x.size(0), w_ih.size(1)}, "[B, I]");
   check_arg(op, h, w_ih, "w_ih", {G * H, x.size(1)}, "[", gates, ", I]");
@@ -94,9 +102,10 @@ inline Tensor one_step(int64_t batch) {
 inline Tensor none_like(const Tensor& t) { return at::empty({0}, t.options()); }
 
 template <class Backend, class Cell>
-std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, const Tensor& c,
-                                           const Tensor& w_ih, const Tensor& w_hh,
-                                           const Tensor& b_ih, const Tensor& b_hh, bool save) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h,
+                                                   const Tensor& c, const Tensor& w_ih,
+                                                   const Tensor& w_hh, const Tensor& b_ih,
+                                                   const Tensor& b_hh, bool save) {
   constexpr const char* op = "cell_forward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
   // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
@@ -104,19 +113,18 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, con
   const auto r = op_entry::forward<Backend, Cell>(
       op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
            Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});
-  return {r.hn, Cell::kCellState ? r.cn : none_like(h), r.saved};
+  return {r.y, r.hn, Cell::kCellState ? r.cn : none_like(h), r.saved};
 }
 
 template <class Backend, class Cell>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
-    const Tensor& grad_h, const Tensor& grad_c, const Tensor& x, const Tensor& h,
-    const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h_new,
+    const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c, const Tensor& x,
+    const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& saved, bool has_bias, bool input_grad, bool state_grad) {
   constexpr const char* op = "cell_backward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
-  // The step's output is both y and hn: its gradient comes in once, as grad_hn.
-  BackwardArgs a{at::zeros_like(h_new), grad_h, grad_c, one_step(x.size(0)), h, c, w_hh,
-                 Tensor(), h_new, saved, has_bias, false, {}};
+  BackwardArgs a{grad_y, grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(), y, saved,
+                 has_bias, false, {}};
   a.h0_grad = state_grad;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
@@ -131,10 +139,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
 
 // The entry points: dispatch on the cell number to the cell's policy.
 template <class Backend>
-std::tuple<Tensor, Tensor, Tensor> cell_forward(int64_t cell, const Tensor& x, const Tensor& h,
-                                                const optional<Tensor>& c, const Tensor& w_ih,
-                                                const Tensor& w_hh, const optional<Tensor>& b_ih,
-                                                const optional<Tensor>& b_hh, bool save) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward(
+    int64_t cell, const Tensor& x, const Tensor& h, const optional<Tensor>& c,
+    const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
+    const optional<Tensor>& b_hh, bool save) {
 #define FASTRNN_CELL_FORWARD(Cell, NAME)                                              \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                   \
     return forward<Backend, Cell>(x, h, c.value_or(Tensor()), w_ih, w_hh,            \
@@ -147,13 +155,14 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward(int64_t cell, const Tensor& x, c
 
 template <class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
-    int64_t cell, const Tensor& grad_h, const optional<Tensor>& grad_c, const Tensor& x,
-    const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
-    const Tensor& h_new, const Tensor& saved, bool has_bias, bool input_grad, bool state_grad) {
+    int64_t cell, const Tensor& grad_y, const Tensor& grad_h, const optional<Tensor>& grad_c,
+    const Tensor& x, const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih,
+    const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias, bool input_grad,
+    bool state_grad) {
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
-    return backward<Backend, Cell>(grad_h, grad_c.value_or(Tensor()), x, h,               \
-                                   c.value_or(Tensor()), w_ih, w_hh, h_new, saved, has_bias,  \
+    return backward<Backend, Cell>(grad_y, grad_h, grad_c.value_or(Tensor()), x, h,       \
+                                   c.value_or(Tensor()), w_ih, w_hh, y, saved, has_bias,  \
                                    input_grad, state_grad);                               \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)

@@ -54,7 +54,8 @@ def _check_same_device(op, *tensors):
     device = tensors[0].device
     for t in tensors:
         torch._check(t is None or t.device == device,
-                     lambda: f"{op}: every tensor must be on the state's device ({device}), got one on "
+                     lambda: f"{op}: every tensor must be on the state's device ({device}), "
+                             f"got one on "
                              f"{t.device}")
 
 
@@ -201,30 +202,35 @@ for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
 
 # --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
-# (None for other cells). Results a cell does not have come back empty ([0]), as do the
+# (None for other cells). cell_forward returns y and h_new, equal values in two tensors
+# (csrc/cell_ops.h says why). Results a cell does not have come back empty ([0]), as do the
 # gradients cell_backward is told are not wanted. cell_forward's autograd is registered in
 # C++ (csrc/cell_autograd.cpp): a cell runs once per step, where Python's costs show.
 
 CELL_KIND = {cell: getattr(_C, f"{cell}_KIND") for cell in GATES}
-_CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}
+CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}
 
 
 @torch.library.register_fake("fastrnn::cell_forward")
 def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
     _check_same_device("cell_forward", h, x, c, w_ih, w_hh, b_ih, b_hh)
+    torch._check((c is not None) == (cell == CELL_KIND["LSTM"]),
+                 lambda: "cell_forward: the LSTM takes a cell state c, other cells none")
     batch, hidden = h.shape
-    return (torch.empty_like(h), torch.empty_like(h) if c is not None else h.new_empty(0),
-            h.new_empty(batch if save else 0, SAVED_SLOTS[_CELL_NAME[cell]] * hidden))
+    state = lambda: h.new_empty(batch, hidden)  # contiguous, as the kernels' results
+    return (state(), state(), state() if c is not None else h.new_empty(0),
+            h.new_empty(batch if save else 0, SAVED_SLOTS[CELL_NAME[cell]] * hidden))
 
 
 @torch.library.register_fake("fastrnn::cell_backward")
-def _(cell, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, has_bias, input_grad,
+def _(cell, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved, has_bias, input_grad,
       state_grad):
-    _check_same_device("cell_backward", h, grad_h, grad_c, x, c, w_ih, w_hh, h_new, saved)
+    _check_same_device("cell_backward", h, grad_y, grad_h, grad_c, x, c, w_ih, w_hh, y, saved)
     bias = w_ih.new_empty(w_ih.shape[0] if has_bias else 0)
-    wanted = lambda t, want: torch.empty_like(t) if want and t is not None else h.new_empty(0)
+    wanted = lambda t, want: t.new_empty(t.shape) if want and t is not None else h.new_empty(0)
     return (wanted(x, input_grad), wanted(h, state_grad), wanted(c, state_grad),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), bias, torch.empty_like(bias))
+            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), bias,
+            bias.new_empty(bias.shape))
 
 
 torch.library.register_autograd("fastrnn::cell_backward", _no_double_backward)

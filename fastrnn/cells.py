@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import functional
-from ._ops import CELL_KIND, ops
+from ._ops import CELL_KIND, CELL_NAME, ops
 from .modules import _has_kernels
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
@@ -62,8 +62,8 @@ class _FusedCell:
             h_new, c_new = _step_under_autocast(cell, input, h, c, self.weight_ih,
                                                 self.weight_hh, self.bias_ih, self.bias_hh)
         else:
-            h_new, c_new, _ = _cell_forward(cell, input, h, c, self.weight_ih, self.weight_hh,
-                                            self.bias_ih, self.bias_hh, False)
+            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, self.weight_ih,
+                                               self.weight_hh, self.bias_ih, self.bias_hh, False)
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
@@ -85,11 +85,10 @@ def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
     compute = w_ih.dtype
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
-        h_new, c_new, _ = _cell_forward(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih, b_hh,
-                                        False)
-    mode = {number: name for name, number in CELL_KIND.items()}[cell]
+        _, h_new, c_new, _ = _cell_forward(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih,
+                                           b_hh, False)
     h_dtype, c_dtype = functional.autocast_result_dtypes(
-        mode, device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
+        CELL_NAME[cell], device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
         None if c is None else c.dtype, has_proj=False)
     return h_new.to(h_dtype), c_new if c is None else c_new.to(c_dtype)
 

@@ -29,8 +29,8 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
     if batch_sizes.shape[0] == 1 and not has_proj:  # one step, in either direction: a cell call
-        h, c, _ = ops.cell_forward(CELL_KIND[mode], x, h0, c0, w_ih, w_hh, b_ih, b_hh, False)
-        return h, h, (c if c0 is not None else None)
+        y, h, c, _ = ops.cell_forward(CELL_KIND[mode], x, h0, c0, w_ih, w_hh, b_ih, b_hh, False)
+        return y, h, (c if c0 is not None else None)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
         gx = torch.addmm(b_ih, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
         y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,

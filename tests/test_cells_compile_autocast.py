@@ -2,9 +2,9 @@
 
 torch.compile(fullgraph=True) of a Python loop over a cell traces into one graph that calls
 fastrnn's op at each step, and matches eager (fastrnn's and torch.nn's), results and every
-gradient; unlike the layers, the cells need no torch._dynamo.config.allow_rnn. Under torch.autocast("cpu") a cell returns the dtypes torch.nn's cell returns, for
-every cell and hx dtype, with values close to torch.nn's ("autocast" in the tolerance
-table)."""
+gradient; unlike the layers, the cells need no torch._dynamo.config.allow_rnn. Under
+torch.autocast("cpu") a cell returns the dtypes torch.nn's cell returns, for every cell and
+hx dtype, with values close to torch.nn's ("autocast" in the tolerance table)."""
 
 import pytest
 import torch

@@ -27,9 +27,10 @@ def test_gradcheck_op(cell, bias):
     assert gradcheck(cell_outputs(cell), cell_op_args(cell, bias), **GRADCHECK)
 
 
-@pytest.mark.parametrize("used", [0, 1], ids=["h_only", "c_only"])
+@pytest.mark.parametrize("used", [0, 1, 2], ids=["y_only", "h_only", "c_only"])
 def test_gradcheck_op_lstm_single_output(used):
-    """Gradients when only h_new or only c_new is used (the other's arrives as None)."""
+    """Gradients when only y, only h_new or only c_new is used (the others' arrive as
+    None)."""
     args = cell_op_args("LSTM")
     assert gradcheck(lambda *a: ops.cell_forward(*a)[used], args, **GRADCHECK)
 
@@ -103,7 +104,7 @@ def test_backward_op_matches_autograd(cell, bias, input_grad, state_grad):
     outs = cell_outputs(cell)(*args)
     wrt = {name: a for name, a in zip(GRAD_NAMES, args[1:8]) if a is not None}
     want = dict(zip(wrt, torch.autograd.grad(outs, list(wrt.values()),
-                                             [back[1], back[2]][:len(outs)])))
+                                             [back[1], back[2], back[3]][:len(outs)])))
     unwanted = ({"x"} if not input_grad else set()) | ({"h", "c"} if not state_grad else set())
     got = dict(zip(GRAD_NAMES, ops.cell_backward(*back)))
     for name, value in got.items():
@@ -127,13 +128,13 @@ def test_backward_op_does_not_modify_its_arguments():
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_forward_without_save(cell):
-    """save=False where no graph is recorded: bitwise the same h_new and c_new, and an
+    """save=False where no graph is recorded: bitwise the same y, h_new and c_new, and an
     empty `saved` ([0, slots*H])."""
     with_save = ops.cell_forward(*cell_op_args(cell, requires_grad=False))
     without = ops.cell_forward(*cell_op_args(cell, requires_grad=False, save=False))
-    for a, b in zip(with_save[:2], without[:2]):
+    for a, b in zip(with_save[:3], without[:3]):
         assert torch.equal(a, b)
-    assert without[2].shape == (0, with_save[2].shape[1])
+    assert without[3].shape == (0, with_save[3].shape[1])
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -156,7 +157,7 @@ def test_cells_save_only_for_autograd(cell, monkeypatch):
     not under no_grad, nor when nothing requires a gradient."""
     real, rows = fastrnn.cells._cell_forward, []
     monkeypatch.setattr(fastrnn.cells, "_cell_forward",
-                        lambda *a: (lambda out: rows.append(out[2].shape[0]) or out)(real(*a)))
+                        lambda *a: (lambda out: rows.append(out[3].shape[0]) or out)(real(*a)))
     _, fast = make_cell_pair(CellCase(cell))
     x = torch.randn(2, fast.input_size, dtype=F64)
     fast(x)
@@ -168,21 +169,31 @@ def test_cells_save_only_for_autograd(cell, monkeypatch):
     assert rows == [2, 0, 0, 2]
 
 
+def column_major(t):
+    """t's values with the strides of a transposed matrix (2-D tensors; others as they are)."""
+    return t.t().contiguous().t() if isinstance(t, torch.Tensor) and t.dim() == 2 else t
+
+
+@pytest.mark.parametrize("layout", [lambda t: t, column_major], ids=["contiguous", "column_major"])
 @pytest.mark.parametrize("save", [True, False], ids=["save", "no_save"])
 @pytest.mark.parametrize("bias", BIAS)
-def test_fake_kernels_give_the_real_shapes(bias, save):
+def test_fake_kernels_give_the_real_shapes(bias, save, layout):
+    """Shapes and strides (the kernels' results are contiguous whatever the arguments'
+    layout, and torch.compile checks the fake kernels' strides against them)."""
     for cell in CELL_NAMES:
-        args = cell_op_args(cell, bias, requires_grad=False, save=save)
+        args = [layout(a) for a in cell_op_args(cell, bias, requires_grad=False, save=save)]
         real = ops.cell_forward(*args)
         meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
         fake = ops.cell_forward(*meta)
         assert [t.shape for t in fake] == [t.shape for t in real], cell
+        assert [t.stride() for t in fake] == [t.stride() for t in real], cell
         assert all(t.device.type == "meta" for t in fake)
-        back = cell_backward_args(cell, bias)
+        back = [layout(a) for a in cell_backward_args(cell, bias)]
         real = ops.cell_backward(*back)
         fake = ops.cell_backward(*[a.to("meta") if isinstance(a, torch.Tensor) else a
                                    for a in back])
         assert [t.shape for t in fake] == [t.shape for t in real], cell
+        assert [t.stride() for t in fake] == [t.stride() for t in real], cell
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

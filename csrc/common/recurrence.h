@@ -50,7 +50,7 @@ struct BackwardArgs {
   RecurrenceSizes size;
   const char* op = "";
   bool h0_grad = true;     // whether grad_h0/grad_c0 are wanted; without, a backend may skip
-                           //   the last step's product and return them unset
+                           //   the last step's product and return meaningless values
 };
 
 struct BackwardResult {

@@ -41,9 +41,9 @@ class StepGemm {
   }
 
   // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w, or out += a @ w
-  // with accumulate. With few rows the product streams w once per step: its columns are then split into
-  // one block per thread, each thread always taking the same block, so that each core
-  // keeps its part of w in its own cache from step to step.
+  // with accumulate. With few rows the product streams w once per step: its columns are
+  // then split into one block per thread, each thread always taking the same block, so
+  // that each core keeps its part of w in its own cache from step to step.
   void operator()(int64_t m, const scalar_t* a, scalar_t* out, bool accumulate = false) const {
     if (m == 0) return;
     if (trans_w_ == 0 || m > std::numeric_limits<int>::max()) {

@@ -111,23 +111,24 @@ def cell_op_args(cell, bias=True, requires_grad=True, save=True, dtype=F64, seed
 
 
 def cell_outputs(cell):
-    """cell_forward without what a cell does not have or only backward reads: (h_new,
-    c_new) for LSTM, (h_new,) for the others."""
+    """cell_forward without what a cell does not have or only backward reads: (y, h_new,
+    c_new) for LSTM, (y, h_new) for the others."""
     def fn(*args):
         out = ops.cell_forward(*args)
-        return out[:2] if cell == "LSTM" else out[:1]
+        return out[:3] if cell == "LSTM" else out[:2]
     return fn
 
 
 def cell_backward_args(cell, bias=True, input_grad=True, state_grad=True):
     """Arguments for cell_backward, in schema order, from a real forward: (cell number,
-    grad_h, grad_c or None, x, h, c, w_ih, w_hh, h_new, saved, has_bias, input_grad,
+    grad_y, grad_h, grad_c or None, x, h, c, w_ih, w_hh, y, saved, has_bias, input_grad,
     state_grad); the last two say whether the gradients w.r.t. x and w.r.t. h and c are
     wanted."""
     number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args(cell, bias, requires_grad=False)
-    h_new, c_new, saved = ops.cell_forward(number, x, h, c, w_ih, w_hh, b_ih, b_hh, True)
+    y, h_new, c_new, saved = ops.cell_forward(number, x, h, c, w_ih, w_hh, b_ih, b_hh, True)
     gen = torch.Generator().manual_seed(5)
+    grad_y = torch.randn(y.shape, generator=gen, dtype=F64)
     grad_h = torch.randn(h_new.shape, generator=gen, dtype=F64)
     grad_c = torch.randn(c_new.shape, generator=gen, dtype=F64) if c is not None else None
-    return (number, grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, bias, input_grad,
+    return (number, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved, bias, input_grad,
             state_grad)
