@@ -6,8 +6,9 @@
 // graph always saves what backward reads, so callers may pass save=False.
 
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
+
+#include "common/checks.h"
 
 namespace fastrnn {
 namespace {
@@ -106,12 +107,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
 std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward_autograd(
     int64_t cell, const Tensor& x, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
     const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save) {
-  using torch::autograd::isFwGradDefined;
-  TORCH_CHECK(!(isFwGradDefined(x) || isFwGradDefined(h) || isFwGradDefined(c) ||
-                isFwGradDefined(w_ih) || isFwGradDefined(w_hh) || isFwGradDefined(b_ih) ||
-                isFwGradDefined(b_hh)),
-              "fastrnn: forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) is not "
-              "supported by the recurrence ops");
+  check_no_forward_ad("cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh);
   const auto wants_grad = [](const OptionalTensor& t) { return t && t->requires_grad(); };
   const bool record = at::GradMode::is_enabled() &&
                       (x.requires_grad() || h.requires_grad() || wants_grad(c) ||

@@ -56,6 +56,7 @@ using c10::optional;
 // Checks the arguments (in the caller's layout), then runs the walk on contiguous copies.
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {
+  check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh);
   a.size = check_forward<Cell>(op, a);
   a.op = op;
   for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh}) {

@@ -6,6 +6,7 @@ many rows each step has. A dense [T, B, features] input is the case batch_sizes 
 """
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 from ._ops import CELL_KIND, ops
@@ -57,6 +58,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     """
     if mode not in MODES:
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
+    if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
+        _check_no_tangents(data, h0, c0, *weights)
     device_type = data.device.type
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
@@ -82,6 +85,16 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
     return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
+
+
+def _check_no_tangents(*tensors):
+    """Forward-mode AD (torch.autograd.forward_ad, torch.func.jvp) has no formula in the
+    ops: refused, as the ops refuse it, rather than the tangent dropped. (Inside
+    torch.func.jvp the ops see the tensors without their tangents; here they still have
+    them.)"""
+    if any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise RuntimeError("fastrnn: forward-mode AD (torch.func.jvp, torch.autograd."
+                           "forward_ad) is not supported by the recurrence ops")
 
 
 def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **kwargs):

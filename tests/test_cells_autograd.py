@@ -1,6 +1,7 @@
 """The single-step op's C++ autograd under what PyTorch layers on top of autograd: activation
-checkpointing, compiled autograd, results changed in place, forward-mode AD; and what the
-op refuses. The cells and a layer's single time step (which runs the same op) alike."""
+checkpointing, compiled autograd, results changed in place, forward-mode AD (refused, by
+the layers at any length too); and what the op refuses. The cells and a layer's single
+time step (which runs the same op) alike."""
 
 import pytest
 import torch
@@ -27,10 +28,15 @@ def cell_setup(cell):
     return (*make_cell_pair(case), make_cell_inputs(case))
 
 
-def layer_setup(cell):
-    """(torch.nn layer, fastrnn layer, inputs) of a single time step (T=1), in float64."""
-    case = Case(cell, True, 1, False, False, "dense", True, steps=1)
+def layer_setup(cell, steps=1):
+    """(torch.nn layer, fastrnn layer, inputs) of `steps` time steps (T=1 by default), in
+    float64."""
+    case = Case(cell, True, 1, False, False, "dense", True, steps=steps)
     return (*make_pair(case), make_inputs(case))
+
+
+def layer_setup_steps(cell):
+    return layer_setup(cell, steps=3)
 
 
 SETUPS = ([pytest.param(cell_setup, cell, flatten_state, id=cell) for cell in CELLS] +
@@ -92,16 +98,27 @@ def test_compiled_autograd(cell):
     assert_same_gradients(got, want)
 
 
+FORWARD_AD_SETUPS = SETUPS + [
+    pytest.param(layer_setup_steps, cell, flatten_result, id=f"{cell}-T3")
+    for cell in LAYERS]
+
+
+@pytest.mark.parametrize("api", ["forward_ad", "jvp"])
 @pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "trainable"])
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_forward_mode_ad_refused(cell, frozen):
-    """Forward-mode AD has no formula here: a clear error, never a silently dropped
-    tangent."""
-    _, fast, inputs = cell_setup(cell)
+@pytest.mark.parametrize("setup,cell,flatten", FORWARD_AD_SETUPS)
+def test_forward_mode_ad_refused(setup, cell, flatten, frozen, api):
+    """Forward-mode AD has no formula in the ops: a clear error, never a silently dropped
+    tangent, for the cells and the layers (one step or more)."""
+    _, fast, inputs = setup(cell)
     fast.requires_grad_(not frozen)
     x, hx = inputs.args()
-    with fwAD.dual_level(), pytest.raises(RuntimeError, match="forward-mode AD"):
-        fast(fwAD.make_dual(x, torch.ones_like(x)), hx)
+    run = lambda x: flatten(fast(x, hx))
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        if api == "jvp":
+            torch.func.jvp(run, (x,), (torch.ones_like(x),))
+        else:
+            with fwAD.dual_level():
+                run(fwAD.make_dual(x, torch.ones_like(x)))
 
 
 def test_cell_state_refused_where_a_cell_has_none():

@@ -3,6 +3,7 @@
 // argument and the rule it broke. Shapes as in recurrence.h.
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/functions/utils.h>
 
 #include <limits>
 #include <ostream>
@@ -22,6 +23,15 @@ void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t, const
               ref.scalar_type(), " like h0, got ", t.scalar_type());
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
               " like h0, got ", t.device());
+}
+
+// Forward-mode AD (a tangent on any argument, from torch.autograd.forward_ad or
+// torch.func.jvp) has no formula in the ops: refused, rather than the tangent dropped.
+template <class... Tensors>
+void check_no_forward_ad(const char* op, const Tensors&... tensors) {
+  const bool tangent = (torch::autograd::isFwGradDefined(tensors) || ...);
+  TORCH_CHECK(!tangent, "fastrnn: ", op, ": forward-mode AD (torch.func.jvp, "
+              "torch.autograd.forward_ad) is not supported by the recurrence ops");
 }
 
 // A width of k blocks of H in messages: "3*H" ("H" for k = 1).
