@@ -84,7 +84,13 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=1)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
-    return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
+    return layer_input, _stack(h_n), None if c0 is None else _stack(c_n)
+
+
+def _stack(states):
+    """[L*D, B, X] from L*D states [B, X]. One state is a view of its own: the ops return
+    states in tensors of their own (not views of the output), so no copy is needed."""
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
 
 
 def _check_no_tangents(*tensors):

@@ -105,3 +105,22 @@ def test_inputs_untouched(cell, kind):
     weighted_loss(flatten_result(fast(inp, hx))).backward()
     for t, (value, pointer, version) in zip(tensors, before):
         assert torch.equal(t, value) and t.data_ptr() == pointer and t._version == version
+
+
+@pytest.mark.parametrize("steps", [1, 3], ids=["T1", "T3"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_results_are_tensors_of_their_own(cell, steps):
+    """output, h_n and c_n share no memory (one layer, one direction, where h_n is a view of
+    the op's state rather than a copy): changing one in place leaves the others as they
+    were, as with torch.nn."""
+    case = Case(cell, True, 1, False, False, "dense", True, steps=steps)
+    _, fast = make_pair(case)
+    with torch.no_grad():
+        results = flatten_result(fast(*make_inputs(case).fresh(requires_grad=False).args()))
+        before = [t.clone() for t in results]
+        for k, t in enumerate(results):
+            t.add_(1.0)
+            for j, other in enumerate(results):
+                if j != k:
+                    assert torch.equal(other, before[j]), (k, j)
+            t.copy_(before[k])
