@@ -58,12 +58,15 @@ class _FusedCell:
             h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
+        params = self._parameters  # read directly: nn.Module.__getattr__ costs a call each
+        try:
+            weights = params["weight_ih"], params["weight_hh"], params["bias_ih"], params["bias_hh"]
+        except KeyError:  # a parametrized weight is computed by its attribute
+            weights = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
         if device.type != "meta" and torch.is_autocast_enabled(device.type):
-            h_new, c_new = _step_under_autocast(cell, input, h, c, self.weight_ih,
-                                                self.weight_hh, self.bias_ih, self.bias_hh)
+            h_new, c_new = _step_under_autocast(cell, input, h, c, *weights)
         else:
-            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, self.weight_ih,
-                                               self.weight_hh, self.bias_ih, self.bias_hh, False)
+            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, *weights, False)
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
