@@ -11,13 +11,12 @@
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
-// y and h_new hold the same values, the step's output and the new state, as two tensors
+// y and h_new hold the same values, the step's output and the new state, in two tensors
 // (the walk writes both): a layer returns both (output and h_n), a cell returns h_new, and
-// backward reads y, so either may be changed in place by the caller. Results a cell does not
-// have (c_new, grad_c, the bias gradients without bias) come back empty ([0]), saved of a
-// cell that saves nothing as [B, 0] (or [0, 0] without save), and so do the gradients
-// backward is told are not wanted: w.r.t. x without input_grad, w.r.t. h and c without
-// state_grad.
+// backward reads y, so a caller may change h_new in place. Results a cell does not have
+// (c_new, grad_c, the bias gradients without bias) come back empty ([0]), as do the
+// gradients backward is told are not wanted (w.r.t. x without input_grad, w.r.t. h and c
+// without state_grad); saved of a cell that saves nothing is [B, 0] ([0, 0] without save).
 
 #include <torch/library.h>
 
@@ -34,10 +33,8 @@ inline void define_cell_ops(torch::Library& m) {
   m.def(
       "cell_backward(int cell, Tensor grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
       "Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor y, Tensor saved, bool has_bias, "
-      "bool input_grad, "
-      "bool state_grad) -> (Tensor grad_x, "
-      "Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
-      "Tensor grad_b_hh)");
+      "bool input_grad, bool state_grad) -> (Tensor grad_x, Tensor grad_h, Tensor grad_c, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
 namespace cell_entry {
@@ -109,7 +106,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor
   constexpr const char* op = "cell_forward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
   // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
-  const Tensor gx = Backend::input_product(x, w_ih, b_ih, Cell::kRecurrentBias ? Tensor() : b_hh);
+  const Tensor gx =
+      Backend::input_product(x, w_ih, b_ih, Cell::kRecurrentBias ? Tensor() : b_hh);
   const auto r = op_entry::forward<Backend, Cell>(
       op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
            Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});

@@ -55,8 +55,7 @@ def _check_same_device(op, *tensors):
     for t in tensors:
         torch._check(t is None or t.device == device,
                      lambda: f"{op}: every tensor must be on the state's device ({device}), "
-                             f"got one on "
-                             f"{t.device}")
+                             f"got one on {t.device}")
 
 
 @torch.library.register_fake("fastrnn::lstm_forward")
