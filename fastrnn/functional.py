@@ -66,6 +66,12 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
                                    num_layers=num_layers, bidirectional=bidirectional,
                                    proj_size=proj_size, dropout=dropout, training=training,
                                    packed=packed)
+    if num_layers == 1 and not bidirectional:  # the common case, without the stack's loop
+        y, hn, cn = _direction(mode, data, batch_sizes, h0[0], None if c0 is None else c0[0],
+                               weights, has_bias, proj_size > 0, reverse=False)
+        # Views, not copies: the ops return the states in tensors of their own, never views
+        # of y (tests/test_module_inputs.py checks).
+        return y, hn.unsqueeze(0), None if cn is None else cn.unsqueeze(0)
     directions = 2 if bidirectional else 1
     per_direction = len(weights) // (num_layers * directions)
     layer_input = data
@@ -84,13 +90,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=1)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
-    return layer_input, _stack(h_n), None if c0 is None else _stack(c_n)
-
-
-def _stack(states):
-    """[L*D, B, X] from L*D states [B, X]. One state is a view of its own: the ops return
-    states in tensors of their own (not views of the output), so no copy is needed."""
-    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
+    return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
 
 
 def _check_no_tangents(*tensors):
