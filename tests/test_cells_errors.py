@@ -7,6 +7,7 @@ import torch
 import fastrnn
 from helpers.cases import HIDDEN, INPUT
 from helpers.cells import BATCH, CellCase, call, make_cell_inputs, make_cell_pair
+from helpers.compare import raise_alike
 from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
@@ -68,13 +69,9 @@ LSTM_ONLY_ERRORS = {
 def check_same_error(case, make_args, error, same_message):
     ref, fast = make_cell_pair(case, F32)
     inp, hx = make_args(case)
-    with pytest.raises(error) as ref_error:
-        ref(inp, hx)
-    with pytest.raises(error) as fast_error:
-        fast(inp, hx)
-    assert type(fast_error.value) is type(ref_error.value)
+    ref_error, fast_error = raise_alike(error, lambda: ref(inp, hx), lambda: fast(inp, hx))
     if same_message:
-        first_line = lambda e: str(e.value).splitlines()[0]
+        first_line = lambda e: str(e).splitlines()[0]
         assert first_line(fast_error) == first_line(ref_error)
 
 

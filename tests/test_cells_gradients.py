@@ -8,7 +8,7 @@ import torch
 from helpers.cells import (CELLS, CellCase, call, flatten_state, make_cell_inputs,
                            make_cell_pair, unroll)
 from helpers.compare import assert_close
-from helpers.running import check_double_backward, weighted_loss
+from helpers.running import assert_repeatable_backward, check_double_backward, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -81,12 +81,7 @@ def test_repeated_backward_with_retain_graph(cell):
     _, fast = make_cell_pair(case)
     inputs = make_cell_inputs(case, steps=3).fresh()
     loss = weighted_loss(unroll(fast, *inputs.args()))
-    wrt = inputs.leaves() + list(fast.parameters())
-    first = torch.autograd.grad(loss, wrt, retain_graph=True)
-    second = torch.autograd.grad(loss, wrt, retain_graph=True)
-    third = torch.autograd.grad(loss, wrt)
-    for a, b, c in zip(first, second, third):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    assert_repeatable_backward(loss, inputs.leaves() + list(fast.parameters()))
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

@@ -8,7 +8,8 @@ from helpers.cases import CELLS, Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
-from helpers.running import check_double_backward, flatten_result, run, weighted_loss
+from helpers.running import (assert_repeatable_backward, check_double_backward,
+                             flatten_result, run, weighted_loss)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -47,12 +48,7 @@ def test_repeated_backward_with_retain_graph(cell):
     _, fast = make_pair(case)
     inputs = make_inputs(case).fresh()
     loss = weighted_loss(flatten_result(fast(*inputs.args())))
-    wrt = inputs.leaves() + list(fast.parameters())
-    first = torch.autograd.grad(loss, wrt, retain_graph=True)
-    second = torch.autograd.grad(loss, wrt, retain_graph=True)
-    third = torch.autograd.grad(loss, wrt)
-    for a, b, c in zip(first, second, third):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    assert_repeatable_backward(loss, inputs.leaves() + list(fast.parameters()))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

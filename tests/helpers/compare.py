@@ -1,5 +1,6 @@
 """Comparisons of results, with the bounds of the tolerance table."""
 
+import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
@@ -35,3 +36,14 @@ def assert_same_packing(result_got, result_want):
         for attr in ("sorted_indices", "unsorted_indices"):
             a, b = getattr(out_got, attr), getattr(out_want, attr)
             assert (a is None and b is None) or torch.equal(a, b), attr
+
+
+def raise_alike(error, call_ref, call_fast):
+    """call_ref() (torch.nn) and call_fast() (fastrnn) both raise `error`, of the same type;
+    returns the two exceptions (ref's, fast's)."""
+    with pytest.raises(error) as ref_error:
+        call_ref()
+    with pytest.raises(error) as fast_error:
+        call_fast()
+    assert type(fast_error.value) is type(ref_error.value)
+    return ref_error.value, fast_error.value

@@ -69,3 +69,13 @@ def check_double_backward(ref, fast, inputs, flatten):
         return
     for a, b in zip(got, want):
         assert_close(a, b, torch.float64, "double backward")
+
+
+def assert_repeatable_backward(loss, wrt):
+    """Three backward passes through one graph (retain_graph) give bitwise the same
+    gradients w.r.t. wrt: backward only reads what forward saved."""
+    first = torch.autograd.grad(loss, wrt, retain_graph=True)
+    second = torch.autograd.grad(loss, wrt, retain_graph=True)
+    third = torch.autograd.grad(loss, wrt)
+    for a, b, c in zip(first, second, third):
+        assert torch.equal(a, b) and torch.equal(a, c)
