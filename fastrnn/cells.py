@@ -16,11 +16,11 @@ from torch import nn
 
 from . import functional
 from ._ops import CELL_KIND, CELL_NAME, ops
-from .modules import _has_kernels
+from .modules import _has_kernels, read_parameters
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
 _cell_forward = ops.cell_forward.default
-_KERNEL_DEVICES = ("cpu", "meta")  # always has kernels: no need to ask _has_kernels
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # the op's order
 _LSTM, _GRU = CELL_KIND["LSTM"], CELL_KIND["GRU"]
 _RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
 
@@ -40,7 +40,7 @@ class _FusedCell:
             self._check_hx_rank(hx, is_lstm)
         cell = self._cell()
         device = input.device
-        if device.type not in _KERNEL_DEVICES and not _has_kernels(device):
+        if not _has_kernels(device):
             warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
@@ -58,11 +58,7 @@ class _FusedCell:
             h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
-        params = self._parameters  # read directly: nn.Module.__getattr__ costs a call each
-        try:
-            weights = params["weight_ih"], params["weight_hh"], params["bias_ih"], params["bias_hh"]
-        except KeyError:  # a parametrized weight is computed by its attribute
-            weights = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        weights = read_parameters(self, _WEIGHTS)
         if device.type != "meta" and torch.is_autocast_enabled(device.type):
             h_new, c_new = _step_under_autocast(cell, input, h, c, *weights)
         else:

@@ -28,10 +28,8 @@ class _FusedRecurrence:
             return super().forward(input, hx)
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
-        # (parametrized weights, which _parameters lacks, are computed once, not twice).
-        params = self._parameters
-        weights = [params[name] if name in params else getattr(self, name)
-                   for name in self._flat_weights_names]
+        # (parametrized weights are computed once, not twice).
+        weights = read_parameters(self, self._flat_weights_names)
         is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
         is_batched = True
@@ -165,6 +163,14 @@ class _FusedRecurrence:
             raise RuntimeError(
                 f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
                 f"{input.dtype}")
+
+
+def read_parameters(module, names):
+    """module's parameters `names`, read from module._parameters (nn.Module.__getattr__ costs
+    a Python call each, which shows on a single step); a parametrized one, which
+    _parameters lacks, through its attribute."""
+    params = module._parameters
+    return [params[name] if name in params else getattr(module, name) for name in names]
 
 
 def _autocast_enabled(device):
