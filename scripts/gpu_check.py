@@ -83,7 +83,7 @@ def steps(out_dir):
     sanitizer = ["compute-sanitizer", "--error-exitcode", "99", "--tool"]
     kernels = [PY, "tests/persistent_gpu.py", "run", "--mode", "all", "--dtype", "all"]
     bench = [PY, "-X", "faulthandler", "-m", "fastrnn.bench", "--device", "cuda",
-             "--min-time", "0.1", "--backend", "auto", "persistent"]
+             "--min-time", "0.1", "--backend", "auto", "step", "persistent"]
     gpu_tests = [x for name in CPU_ONLY for x in ("--ignore", f"tests/{name}")]
     gpu_tests += ["--ignore", "tests/test_cuda.py", "--ignore", "tests/test_persistent_gpu.py"]
     return [

@@ -54,7 +54,7 @@ def test_backend_defaults_and_checks():
     from fastrnn.bench.cases import BACKENDS, check_backends, default_backends
     assert BACKENDS == {"auto": "auto", "step": "0", "persistent": "1"}
     assert default_backends("cpu") == ("auto",)
-    assert default_backends("cuda") == default_backends("cuda:1") == ("auto", "persistent")
+    assert default_backends("cuda") == default_backends("cuda:1") == ("auto", "step")
     assert check_backends(["persistent", "auto", "persistent"], "cuda") == ["persistent", "auto"]
     assert check_backends(["auto", "step", "persistent"], "cuda:0") == [
         "auto", "step", "persistent"]
@@ -80,7 +80,7 @@ def test_backend_usage_errors(capsys):
 
 
 def test_backend_default_per_device_reaches_the_suite(monkeypatch):
-    """CPU: auto; CUDA: auto persistent; --backend is passed on as given."""
+    """CPU: auto; CUDA: auto step; --backend is passed on as given."""
     from fastrnn.bench import suite
     seen = []
 
@@ -97,7 +97,7 @@ def test_backend_default_per_device_reaches_the_suite(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert main(argv + ["--device", "cuda"]) == 0
     assert main(argv + ["--device", "cuda", "--backend", "step", "auto", "step"]) == 0
-    assert seen == [("cpu", ["auto"]), ("cuda", ["auto", "persistent"]),
+    assert seen == [("cpu", ["auto"]), ("cuda", ["auto", "step"]),
                     ("cuda", ["step", "auto"])]
 
 

@@ -38,11 +38,11 @@ def test_benchmarks_name_their_backends():
     for step in benches:
         command = step.command
         at = command.index("--backend")
-        assert command[at + 1:at + 3] == ["auto", "persistent"]
+        assert command[at + 1:at + 4] == ["auto", "step", "persistent"]
         assert "--variants" not in command and "--device" in command
         from fastrnn.bench.__main__ import _parser  # the benchmark takes the arguments
         args = _parser().parse_args(command[command.index("fastrnn.bench") + 1:])
-        assert args.backend == ["auto", "persistent"] and args.device == "cuda"
+        assert args.backend == ["auto", "step", "persistent"] and args.device == "cuda"
 
 
 def test_only_rejects_unknown_steps(capsys):

@@ -73,7 +73,7 @@ def _parser():
                         "recorded as skipped for that backend). step and persistent exist on "
                         "CUDA only: on the CPU they are an error. The fastrnn columns show "
                         "the first one listed that ran, the others follow. Default: auto "
-                        "persistent on CUDA, auto on the CPU")
+                        "step on CUDA, auto on the CPU")
     p.add_argument("--variants", nargs="*", help=argparse.SUPPRESS)  # replaced by --backend
     p.add_argument("--tf32", action="store_true",
                    help="on CUDA, allow TF32 for float32 (cuDNN and cuBLAS); default off")

@@ -85,28 +85,41 @@ inline Setting current_setting() {
   return {mode, text};
 }
 
-// Selection rule (auto does not pick these kernels yet: see kAutoEnabled). Forward and
-// backward are chosen separately (`backward`): both paths write and read the same saved
-// layouts, so they mix freely. setting (not kInvalid, which the caller reports):
+// Selection rule. Forward and backward are chosen separately (`backward`): both paths
+// write and read the same saved layouts, so they mix freely. setting (not kInvalid, which
+// the caller reports):
 //   kNever   never: kNo.
 //   kForced  kYes whenever the shape fits, else kUnsupported, which the caller must turn
 //            into an error.
-//   kAuto    kYes when kAutoEnabled, the shape fits and B <= kAutoMaxBatch, else kNo.
+//   kAuto    kYes when the shape fits and auto_prefers(dtype, G, B, H, T), else kNo.
 // "Fits": the device supports cooperative launch, and the plan of plan.h (one block per
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
 // at least one block per SM by the occupancy calculator.
 enum class Choice { kNo, kYes, kUnsupported };
-// Not yet a measured threshold. On an H200 (LSTM float32, T=100, forward only; benchmarks/
-// results/nvidia-h200-2026-12-04) the persistent path beat the per-step one at H=256,
-// B <= 16 (0.77-0.97 ms against 1.52-2.15 ms), lost at H=512, B=64 (4.49 against 2.18 ms)
-// and at H=1024, B=8 (2.23 against 1.84 ms), and at H=256, B=64 won in one run and lost in
-// the other. The rule will need H as well as B, from repeated runs of every cell and dtype.
-constexpr int kAutoMaxBatch = 16;
-// Whether `auto` may pick these kernels at all. Off until they have been timed in every
-// cell and dtype: until then they run only when asked for (=1).
-constexpr bool kAutoEnabled = false;
+
+// Where auto takes the persistent kernels: where they were faster than the per-step path.
+// Measured on an H200 (benchmarks/results/nvidia-h200-2026-12-04-auto/: every cell, T=100,
+// B in {1, 8, 16, 64}, H = I in {256, 512, 1024}, forward and forward+backward, both
+// paths and cuDNN in the same run). Speed of the persistent path over the per-step one:
+// - bfloat16 and float16, G*B*H <= 131072 (G gates; LSTM B*H <= 32768): 1.09-4.23x in
+//   all 180 cases; beyond it (LSTM and GRU at B=64, H=1024) 0.92-1.18x.
+// - float32, B <= 16 and H <= 512: 0.87-3.90x, slower in one case of 48 (LSTM, H=512,
+//   B=8, forward+backward); at B=64 0.56-1.36x; at H=1024 LSTM 0.76-0.99x, GRU
+//   1.04-1.38x, RNN 0.93-1.77x.
+// - kAutoMinSteps: a single step (T=1: the cells, a layer called step by step) stays on
+//   the per-step path.
+constexpr long kAutoMaxWork16 = 131072;  // G*B*H, bfloat16 and float16
+constexpr int kAutoMaxBatch32 = 16;      // float32: B and H at most these
+constexpr int kAutoMaxHidden32 = 512;
+constexpr int kAutoMinSteps = 2;
+constexpr bool auto_prefers(DType dtype, int gates, int B, int H, int T) {
+  if (T < kAutoMinSteps) return false;
+  if (dtype == DType::kFloat32) return B <= kAutoMaxBatch32 && H <= kAutoMaxHidden32;
+  return long(gates) * B * H <= kAutoMaxWork16;
+}
 template <class Cell>
-Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward);
+Choice choose(Setting::Mode setting, DType dtype, int B, int H, int T, int device,
+              bool backward);
 // Whether the shape fits on `device` (the "fits" above), whatever the setting.
 template <class Cell>
 bool fits(DType dtype, int B, int H, int device, bool backward);
