@@ -60,7 +60,7 @@ def library():
     lib.fastrnn_persistent_run.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3 + [
         ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
     lib.fastrnn_persistent_choose.restype = ctypes.c_int
-    lib.fastrnn_persistent_choose.argtypes = [ctypes.c_int] * 7
+    lib.fastrnn_persistent_choose.argtypes = [ctypes.c_int] * 6
     lib.fastrnn_persistent_last_error.restype = ctypes.c_int
     lib.fastrnn_persistent_runtime_status.restype = ctypes.c_int
     _lib = lib

@@ -49,8 +49,8 @@ def fits(mode, dtype, batch, hidden, backward):
     """The selection rule's verdict with FASTRNN_PERSISTENT=1: does the shape fit?"""
     with persistent_setting("1"):
         choice = pg.library().fastrnn_persistent_choose(
-            pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, 100,
-            torch.cuda.current_device(), int(backward))
+            pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, torch.cuda.current_device(),
+            int(backward))
     assert choice in (1, 2), choice
     return choice == 1
 
@@ -196,28 +196,26 @@ def test_declines_what_does_not_fit():
     assert runner.backward(back) is None
 
 
-@pytest.mark.parametrize("setting,mode,dtype,batch,hidden,steps,backward,want", [
-    ("0", "LSTM", torch.float32, 16, 256, 100, False, 0),      # never
-    ("1", "LSTM", torch.float32, 16, 256, 100, False, 1),      # fits
-    ("1", "LSTM", torch.float32, 16, 1024, 100, True, 2),      # float32 backward does not fit
-    ("1", "LSTM", torch.float32, 16, 256, 1, False, 1),        # forced: even a single step
-    ("auto", "LSTM", torch.float32, 16, 256, 100, False, 1),   # measured faster
-    ("auto", "LSTM", torch.float32, 16, 256, 100, True, 1),
-    ("auto", "LSTM", torch.float32, 16, 256, 1, False, 0),     # a single step: per-step path
-    ("auto", "LSTM", torch.float32, 64, 256, 100, False, 0),   # float32: B <= 16
-    ("auto", "GRU", torch.float32, 8, 1024, 100, False, 0),    # float32: H <= 512
-    ("auto", "LSTM", torch.bfloat16, 64, 512, 100, False, 1),  # 16-bit: G*B*H <= 131072
-    ("auto", "LSTM", torch.bfloat16, 64, 1024, 100, False, 0),
-    ("auto", "RNN_TANH", torch.float16, 64, 1024, 100, True, 1),
-    ("auto", "LSTM", torch.bfloat16, 1, 8192, 100, False, 0),  # preferred, does not fit
-    ("yes", "LSTM", torch.float32, 16, 256, 100, False, 3),    # not a valid setting
+@pytest.mark.parametrize("setting,mode,dtype,batch,hidden,backward,want", [
+    ("0", "LSTM", torch.float32, 16, 256, False, 0),      # never
+    ("1", "LSTM", torch.float32, 16, 256, False, 1),      # fits
+    ("1", "LSTM", torch.float32, 16, 1024, True, 2),      # float32 backward does not fit
+    ("auto", "LSTM", torch.float32, 16, 256, False, 1),   # measured faster
+    ("auto", "LSTM", torch.float32, 16, 256, True, 1),
+    ("auto", "LSTM", torch.float32, 64, 256, False, 0),   # float32: B <= 16
+    ("auto", "LSTM", torch.float32, 8, 1024, False, 0),   # float32 LSTM: H <= 512
+    ("auto", "GRU", torch.float32, 8, 1024, False, 1),    # float32, 3 gates: H <= 1024
+    ("auto", "LSTM", torch.bfloat16, 64, 512, False, 1),  # 16-bit: G*B*H <= 131072
+    ("auto", "LSTM", torch.bfloat16, 64, 1024, False, 0),
+    ("auto", "RNN_TANH", torch.float16, 64, 1024, True, 1),
+    ("auto", "LSTM", torch.bfloat16, 1, 8192, False, 0),  # preferred, does not fit
+    ("yes", "LSTM", torch.float32, 16, 256, False, 3),    # not a valid setting
 ])
-def test_selection_rule(monkeypatch, setting, mode, dtype, batch, hidden, steps, backward,
-                        want):
+def test_selection_rule(monkeypatch, setting, mode, dtype, batch, hidden, backward, want):
     monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
     got = pg.library().fastrnn_persistent_choose(
-        pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, steps,
-        torch.cuda.current_device(), int(backward))
+        pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, torch.cuda.current_device(),
+        int(backward))
     assert got == want
 
 

@@ -37,13 +37,12 @@ int fastrnn_persistent_run(int cell, int dtype, int backward, int B, int H, int 
 
 // The selection rule under the current FASTRNN_PERSISTENT: a Choice (0 kNo, 1 kYes,
 // 2 kUnsupported), 3 when the setting is not auto, 0 or 1, -1 for a bad cell or device.
-int fastrnn_persistent_choose(int cell, int dtype, int B, int H, int T, int device,
-                              int backward) {
+int fastrnn_persistent_choose(int cell, int dtype, int B, int H, int device, int backward) {
   if (cudaSetDevice(device) != cudaSuccess) return -1;
   const Setting setting = current_setting();
   if (setting.mode == Setting::kInvalid) return 3;
   return with_cell(cell, -1, [&](auto c) {
-    return int(choose<decltype(c)>(setting.mode, static_cast<DType>(dtype), B, H, T, device,
+    return int(choose<decltype(c)>(setting.mode, static_cast<DType>(dtype), B, H, device,
                                    backward != 0));
   });
 }

@@ -65,7 +65,7 @@ bool chosen(const char* op, const at::Tensor& like, const RecurrenceSizes& sz, b
               like.scalar_type(), " with ", sz.N, " rows");
   if (!typed || !sized) return false;
   const auto choice = persistent::choose<Cell>(setting.mode, *dtype, int(sz.B), int(sz.H),
-                                               int(sz.T), like.device().index(), backward);
+                                               like.device().index(), backward);
   TORCH_CHECK(choice != persistent::Choice::kUnsupported, op, ": FASTRNN_PERSISTENT=1, but ",
               "the persistent kernel does not fit B=", sz.B, ", H=", sz.H, " in ",
               like.scalar_type(), " on ", like.device());

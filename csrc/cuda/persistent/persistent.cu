@@ -304,10 +304,9 @@ bool fits(DType dtype, int B, int H, int device, bool backward) {
 }
 
 template <class Cell>
-Choice choose(Setting::Mode setting, DType dtype, int B, int H, int T, int device,
-              bool backward) {
+Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward) {
   if (setting == Setting::kNever || setting == Setting::kInvalid) return Choice::kNo;
-  if (setting == Setting::kAuto && !auto_prefers(dtype, Cell::kGates, B, H, T)) return Choice::kNo;
+  if (setting == Setting::kAuto && !auto_prefers(dtype, Cell::kGates, B, H)) return Choice::kNo;
   const bool fit = cached_fits<Cell>(dtype, B, H, device, backward);
   if (setting == Setting::kForced) return fit ? Choice::kYes : Choice::kUnsupported;
   return fit ? Choice::kYes : Choice::kNo;
@@ -317,7 +316,7 @@ Choice choose(Setting::Mode setting, DType dtype, int B, int H, int T, int devic
   template bool forward<Cell>(const Problem&, const ForwardTensors&);                       \
   template bool backward<Cell>(const Problem&, const BackwardTensors&);                     \
   template bool fits<Cell>(DType, int, int, int, bool);                                     \
-  template Choice choose<Cell>(Setting::Mode, DType, int, int, int, int, bool);
+  template Choice choose<Cell>(Setting::Mode, DType, int, int, int, bool);
 FASTRNN_FOR_EACH_CELL(FASTRNN_PERSISTENT_CELL)
 #undef FASTRNN_PERSISTENT_CELL
 

@@ -91,35 +91,36 @@ inline Setting current_setting() {
 //   kNever   never: kNo.
 //   kForced  kYes whenever the shape fits, else kUnsupported, which the caller must turn
 //            into an error.
-//   kAuto    kYes when the shape fits and auto_prefers(dtype, G, B, H, T), else kNo.
+//   kAuto    kYes when the shape fits and auto_prefers(dtype, G, B, H), else kNo.
 // "Fits": the device supports cooperative launch, and the plan of plan.h (one block per
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
 // at least one block per SM by the occupancy calculator.
 enum class Choice { kNo, kYes, kUnsupported };
 
-// Where auto takes the persistent kernels: where they were faster than the per-step path.
-// Measured on an H200 (benchmarks/results/nvidia-h200-2026-12-04-auto/: every cell, T=100,
-// B in {1, 8, 16, 64}, H = I in {256, 512, 1024}, forward and forward+backward, both
-// paths and cuDNN in the same run). Speed of the persistent path over the per-step one:
-// - bfloat16 and float16, G*B*H <= 131072 (G gates; LSTM B*H <= 32768): 1.09-4.23x in
-//   all 180 cases; beyond it (LSTM and GRU at B=64, H=1024) 0.92-1.18x.
-// - float32, B <= 16 and H <= 512: 0.87-3.90x, slower in one case of 48 (LSTM, H=512,
-//   B=8, forward+backward); at B=64 0.56-1.36x; at H=1024 LSTM 0.76-0.99x, GRU
-//   1.04-1.38x, RNN 0.93-1.77x.
-// - kAutoMinSteps: a single step (T=1: the cells, a layer called step by step) stays on
-//   the per-step path.
+// Where auto takes the persistent kernels: where they were faster than the per-step path
+// on an H200 (benchmarks/results/nvidia-h200-2026-12-04-auto/; T=100, B in {1, 8, 16, 64},
+// H = I in {256, 512, 1024}, every cell, forward and forward+backward, both paths and
+// cuDNN in the same run). Speed of the persistent path over the per-step one:
+// - bfloat16 and float16, G*B*H <= 131072 (G gates; the LSTM's B*H <= 32768): 1.09-4.23x
+//   in all 180 cases; beyond it (LSTM and GRU at B=64, H=1024) 0.92-1.18x.
+// - float32, B <= 16 and H <= 512 (H <= 1024 for cells of at most 3 gates), two runs of
+//   the float32 grid: 0.87-3.90x and 1.12-4.05x, slower in 2 of 63 cases in the first
+//   run (LSTM H=512 B=8 forward+backward 0.87x, RNN relu H=1024 B=16 forward 0.93x);
+//   beyond it 0.56-1.36x and 0.73-1.61x.
+// - T in {1, 4, 16} (B=8, H=256, LSTM, GRU and RNN tanh, float32 and bfloat16): as fast or
+//   faster than the per-step path in 23 of 24 cases, single steps included, so T is not
+//   part of the rule.
 constexpr long kAutoMaxWork16 = 131072;  // G*B*H, bfloat16 and float16
-constexpr int kAutoMaxBatch32 = 16;      // float32: B and H at most these
-constexpr int kAutoMaxHidden32 = 512;
-constexpr int kAutoMinSteps = 2;
-constexpr bool auto_prefers(DType dtype, int gates, int B, int H, int T) {
-  if (T < kAutoMinSteps) return false;
-  if (dtype == DType::kFloat32) return B <= kAutoMaxBatch32 && H <= kAutoMaxHidden32;
+constexpr int kAutoMaxBatch32 = 16;      // float32
+constexpr int kAutoMaxHidden32 = 512;    // float32, LSTM; twice this for at most 3 gates
+constexpr bool auto_prefers(DType dtype, int gates, int B, int H) {
+  if (dtype == DType::kFloat32) {
+    return B <= kAutoMaxBatch32 && H <= (gates <= 3 ? 2 : 1) * kAutoMaxHidden32;
+  }
   return long(gates) * B * H <= kAutoMaxWork16;
 }
 template <class Cell>
-Choice choose(Setting::Mode setting, DType dtype, int B, int H, int T, int device,
-              bool backward);
+Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward);
 // Whether the shape fits on `device` (the "fits" above), whatever the setting.
 template <class Cell>
 bool fits(DType dtype, int B, int H, int device, bool backward);
