@@ -188,12 +188,14 @@ GRAPH_BATCH_SIZES = torch.tensor([4, 4, 3, 3, 2, 1], dtype=torch.long)
 
 
 def graph_input(packed, requires_grad=True):
-    """A static leaf and what the module takes: a dense [6, 4, 8] tensor or a
-    PackedSequence over the leaf (batch_sizes on the CPU)."""
-    n = int(GRAPH_BATCH_SIZES.sum()) if packed else 24
-    leaf = torch.randn(n, 8, device="cuda").requires_grad_(requires_grad)
-    inp = PackedSequence(leaf, GRAPH_BATCH_SIZES) if packed else leaf.view(6, 4, 8)
-    return leaf, inp
+    """A static leaf and what the module takes: the leaf itself, dense [6, 4, 8], or a
+    PackedSequence over the leaf [N, 8] (batch_sizes on the CPU). Not a view of the leaf:
+    a view made before capture is an autograd node of the stream it was made on, and
+    backward through it during capture would make that (legacy) stream wait on the
+    capturing one, which global capture refuses."""
+    shape = (int(GRAPH_BATCH_SIZES.sum()), 8) if packed else (6, 4, 8)
+    leaf = torch.randn(shape, device="cuda").requires_grad_(requires_grad)
+    return leaf, PackedSequence(leaf, GRAPH_BATCH_SIZES) if packed else leaf
 
 
 @pytest.mark.parametrize("name", list(GRAPH_CASES))
