@@ -25,7 +25,7 @@ from helpers.ops import (FORWARD_VARIANTS, GATES, backward_args, differentiable_
 from helpers.parity import check_low_precision
 from helpers.paths import ROOT, child_env
 from helpers.running import run, weighted_loss
-from helpers.tolerances import GRADCHECK, atol_rtol
+from helpers.tolerances import GRADCHECK, ULP, atol_rtol
 
 pytestmark = [pytest.mark.usefixtures("torch_state"), *GPU_MARKS]
 
@@ -140,6 +140,32 @@ def test_low_precision_larger_sizes(case, dtype):
     """check_low_precision (helpers/parity.py) at sizes where rounding errors build up: error
     at most 2x torch.nn's (cuDNN) in the same dtype, against float64 on the CPU."""
     check_low_precision(case, dtype, "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_relu_recurrence_runs_in_float32(dtype):
+    """A 16-bit relu RNN on CUDA runs its recurrence in float32 (functional.py's
+    _rnn_relu_in_float): its outputs and gradients are the float32 module's on the same
+    16-bit values, rounded once (within one 16-bit unit; computed in 16 bits they differ
+    by far more)."""
+    torch.manual_seed(0)
+    half = fastrnn.RNN(8, 32, 2, nonlinearity="relu", bidirectional=True).cuda().to(dtype)
+    single = fastrnn.RNN(8, 32, 2, nonlinearity="relu", bidirectional=True).cuda()
+    single.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    x, grad_out, grad_h = (torch.randn(*size, device="cuda").to(dtype)
+                           for size in [(20, 4, 8), (20, 4, 64), (4, 4, 32)])
+
+    def results(module, dtype):
+        leaf = x.to(dtype).requires_grad_()
+        out, h = module(leaf)
+        grads = torch.autograd.grad([out, h], [leaf, *module.parameters()],
+                                    [grad_out.to(dtype), grad_h.to(dtype)])
+        return [out, h, *grads]
+
+    for k, (got, want) in enumerate(zip(results(half, dtype), results(single, torch.float32))):
+        assert got.dtype == dtype, k
+        torch.testing.assert_close(got, want.to(dtype), atol=0, rtol=ULP[dtype],
+                                   msg=lambda m: f"result {k}: {m}")
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
