@@ -16,6 +16,7 @@
 
 #include "panel_gemm.h"
 #include "spin_barrier.h"
+#include "subnormals.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -85,6 +86,7 @@ template <typename Body>
 void run_fused_walk(const UnitSlices& slices, const Body& body) {
   SpinBarrier barrier(slices.count);
   at::parallel_for(0, slices.count, 1, [&](int64_t first, int64_t last) {
+    const FlushSubnormals flush;
     const auto sync = [&] { barrier.arrive_and_wait(last - first); };
     body(slices.begin(first), slices.begin(last), sync);
   });

@@ -11,6 +11,8 @@
 
 #include <limits>
 
+#include "subnormals.h"
+
 extern "C" {
 // Fortran BLAS, column-major. Weak: resolved only if a loaded library defines them.
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
@@ -69,6 +71,7 @@ class StepGemm {
     }
     const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      const FlushSubnormals flush;
       for (int64_t t = begin; t < end; ++t) {
         const int64_t first = std::min(n_, t * width);
         blas_columns(m, a, out, first, std::min(width, n_ - first), accumulate);

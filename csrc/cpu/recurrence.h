@@ -12,6 +12,7 @@
 
 #include "../common/schedule.h"
 #include "gemm.h"
+#include "subnormals.h"
 #include "walk_state.h"
 
 namespace fastrnn {
@@ -23,6 +24,7 @@ template <typename F>
 void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
   constexpr int64_t kUnitsPerTask = 16384;
   at::parallel_for(0, rows * cols, kUnitsPerTask, [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;
     for (int64_t idx = begin; idx < end;) {
       const int64_t row = idx / cols, col = idx % cols;
       const int64_t col_end = std::min(cols, col + (end - idx));
