@@ -74,7 +74,8 @@ def test_step_grid_cases():
     assert {c.max_rounds for c in cases if c.B < 128 or c.kind != "cell_loop"} == {None}
     # a cell case and a layer case of the same shape have different keys
     cell, layer = (next(c for c in cases if c.kind == kind) for kind in ("cell", "layer"))
-    assert cell.key()[:-2] == layer.key()[:-2] and cell.key() != layer.key()
+    shape = KEY_FIELDS.index("kind")  # the fields before kind and hx
+    assert cell.key()[:shape] == layer.key()[:shape] and cell.key() != layer.key()
     assert cell.label() == "LSTM f32 T=1 B=1 I=64 H=64 cell hx fwd"
     assert len(grid.cases("cpu", kinds=["cell_loop"])) == 11
 
@@ -174,7 +175,8 @@ def test_states_are_none_without_hx():
 def test_old_results_read_as_layer_calls_without_hx(tmp_path, capsys):
     old = old_format({("LSTM", 64, "fwd"): 10.0, ("GRU", 64, "fwd"): 10.0})
     assert not any("kind" in r or "hx" in r for r in old["cases"])
-    assert {key_of(r)[-2:] for r in old["cases"]} == {("layer", False)}
+    keys = [dict(zip(KEY_FIELDS, key_of(r))) for r in old["cases"]]
+    assert {(k["kind"], k["hx"]) for k in keys} == {("layer", False)}
     new = synthetic({("LSTM", 64, "fwd"): 12.0, ("GRU", 64, "fwd"): 10.0})
     new["cases"] += synthetic({("LSTM", 64, "fwd"): 0.01}, kind="cell")["cases"]
     result = comparing.compare(old, new)

@@ -27,19 +27,30 @@ The document's settings.backend lists the backends asked for, settings.FASTRNN_P
 the setting of each. A case that no backend ran is skipped (suite.py).
 
 Times are per call of the case (a cell call, a whole loop, a layer call); us_per_step is
-that over T: per call for a cell case, per step of a loop or a sequence.
+that over T: per call for a cell case, per step of a loop or a sequence (of a packed case:
+per step of its longest sequence, T, the steps its walk takes).
 
-Parity: fastrnn's output (and, for fwdbwd, the input gradient; for the cases that carry
-states, also the final states and the given states' gradients) must match the baseline's
-elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol = rtol = tol), where
-tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64, 5e-5 for float32 and
-2e-2 for bfloat16/float16; the sqrt factor allows for rounding that accumulates over long
-sequences.
+A layer call without hx (make_inputs, make_runner) runs as the case's loss, packed,
+dropout and autocast say (grids.Case): fwdbwd differentiates sum(target * grad) with
+respect to the input and the parameters, where target is the output or, for loss final,
+the last layer's h_n; a packed case's input gradient is that of its PackedSequence's data.
 
-GEMM flops per layer and direction: 2*T*B*G*H*(I_layer + H) (input projection plus
-recurrence; G = the cell's gate count, fastrnn._ops.GATES as the extension defines it;
-I_layer = I for the first layer, D*H after), times 3 for forward plus backward; a cell
-call counts as T = 1, a loop as its T steps.
+Parity: fastrnn's output (and the last layer's h_n, and for fwdbwd the input gradient; for
+the cases that carry states, the final states and the given states' gradients) must match
+the baseline's elementwise within |a - b| <= tol + tol * |b| (torch.allclose with atol =
+rtol = tol), where tol = base(dtype) * max(1, sqrt(T / 100)): base is 1e-10 for float64,
+5e-5 for float32 and 2e-2 for bfloat16/float16 (an autocast case: its autocast dtype's);
+the sqrt factor allows for rounding that accumulates over long sequences. Each parity call
+starts from the same seed, so the dropout between layers draws the same masks in both
+libraries where both draw them with torch's generator in layer order (torch.nn on the CPU
+and without cuDNN, and fastrnn); cuDNN draws its own, so there a case with dropout records
+parity "n/a" and the reason in parity_note.
+
+GEMM flops per layer and direction: 2*R*G*H*(I_layer + H) (input projection plus
+recurrence; R = T*B rows, for a packed case the sum of its lengths; G = the cell's gate
+count, fastrnn._ops.GATES as the extension defines it; I_layer = I for the first layer, D*H
+after), times 3 for forward plus backward; a cell call counts as T = 1, a loop as its T
+steps.
 """
 
 import contextlib
@@ -48,6 +59,7 @@ import os
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fastrnn
 from fastrnn._ops import GATES
@@ -58,6 +70,9 @@ from .timing import interleaved
 
 BASE_TOLERANCE = {"float64": 1e-10, "float32": 5e-5, "bfloat16": 2e-2, "float16": 2e-2}
 N_INPUTS = 3  # distinct pre-generated inputs, cycled through the repeats
+PARITY_SEED = 0  # the RNG seed before each parity call (the dropout masks)
+NOT_COMPARED = "n/a"  # the parity of a case whose libraries cannot compute the same function
+PARITY_OK = ("pass", NOT_COMPARED)
 
 
 def gemm_flops(case):
@@ -66,7 +81,7 @@ def gemm_flops(case):
     total = 0
     for layer in range(case.layers):
         layer_input = case.I if layer == 0 else directions * case.H
-        total += directions * 2 * case.T * case.B * GATES[case.cell] * case.H * (
+        total += directions * 2 * case.rows() * GATES[case.cell] * case.H * (
             layer_input + case.H)
     return total * (3 if case.mode == "fwdbwd" else 1)
 
@@ -169,7 +184,8 @@ def build_modules(case, device, seed=0):
     layer, or for the cell kinds ("cell", "cell_loop") the cell."""
     is_layer = case.kind == "layer"
     name = (_LAYER_CLASSES if is_layer else _CELL_CLASSES)[case.cell]
-    kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional) if is_layer else {}
+    kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional,
+                  dropout=case.dropout) if is_layer else {}
     if name.startswith("RNN"):
         kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
     torch.manual_seed(seed)
@@ -181,26 +197,53 @@ def build_modules(case, device, seed=0):
 
 
 def make_inputs(case, device, count=N_INPUTS, seed=1):
-    """`count` distinct inputs [T, B, I] and one output gradient [T, B, D*H]."""
+    """`count` distinct inputs and one gradient of what the loss reads. An input is x
+    [T, B, I], or for a packed case a PackedSequence of x (lengths case.lengths(),
+    enforce_sorted=False) whose data [rows, I] is the leaf. The gradient is of the output
+    [T, B, D*H] (packed: its data [rows, D*H]) or, for loss final, of the last layer's h_n
+    [D, B, H]."""
     g = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, case.dtype)
     grad_x = case.mode == "fwdbwd"
     inputs = [torch.randn(case.T, case.B, case.I, generator=g).to(device, dtype)
-              .requires_grad_(grad_x) for _ in range(count)]
-    out_features = case.H * (2 if case.bidirectional else 1)
-    grad_out = torch.randn(case.T, case.B, out_features, generator=g).to(device, dtype)
+              for _ in range(count)]
+    if case.packed:
+        lengths = torch.tensor(case.lengths())
+        packed = [pack_padded_sequence(x, lengths, enforce_sorted=False) for x in inputs]
+        inputs = [PackedSequence(p.data.requires_grad_(grad_x), p.batch_sizes,
+                                 p.sorted_indices, p.unsorted_indices) for p in packed]
+    else:
+        inputs = [x.requires_grad_(grad_x) for x in inputs]
+    directions = 2 if case.bidirectional else 1
+    shape = ((directions, case.B, case.H) if case.loss == "final"
+             else (case.rows(), directions * case.H) if case.packed
+             else (case.T, case.B, directions * case.H))
+    grad_out = torch.randn(*shape, generator=g).to(device, dtype)
     return inputs, grad_out
+
+
+def call_layer(module, case, x):
+    """One call on x (make_inputs), under the case's autocast: (output [T, B, D*H], or for
+    a packed case its data [rows, D*H]; the last layer's h_n [D, B, H], an LSTM's from its
+    (h_n, c_n))."""
+    data = x.data if case.packed else x
+    autocast = (torch.autocast(data.device.type, dtype=getattr(torch, case.autocast))
+                if case.autocast else contextlib.nullcontext())
+    with autocast:
+        output, final = module(x)
+    h_n = final[0] if isinstance(final, tuple) else final
+    return (output.data if case.packed else output), h_n[-(2 if case.bidirectional else 1):]
 
 
 def make_runner(module, case, inputs, grad_out):
     """fn(index) running the case on inputs[index % len]; returns the tensors parity checks:
-    (output,) for fwd, (output, input gradient) for fwdbwd."""
+    (output, last layer's h_n) for fwd, and the input gradient after them for fwdbwd."""
     if case.mode == "fwd":
         module.eval()
 
         def run(index):
             with torch.no_grad():
-                return (module(inputs[index % len(inputs)])[0],)
+                return call_layer(module, case, inputs[index % len(inputs)])
         return run
 
     module.train()
@@ -208,9 +251,11 @@ def make_runner(module, case, inputs, grad_out):
 
     def run(index):
         x = inputs[index % len(inputs)]
-        out = module(x)[0]
-        grads = torch.autograd.grad(out, [x, *params], grad_out)
-        return out, grads[0]
+        output, h_n = call_layer(module, case, x)
+        target = h_n if case.loss == "final" else output
+        grads = torch.autograd.grad(target, [x.data if case.packed else x, *params],
+                                    grad_out)
+        return output, h_n, grads[0]
     return run
 
 
@@ -223,6 +268,20 @@ def make_runners(case, device):
     modules = build_modules(case, device)
     inputs, grad_out = states.make_state_inputs(case, device, N_INPUTS)
     return tuple(states.make_state_runner(m, case, inputs, grad_out) for m in modules)
+
+
+def parity_not_compared(case, device):
+    """Why the case's libraries cannot compute the same function on the device (parity
+    "n/a"), or None: cuDNN draws its own dropout masks."""
+    if case.dropout and case.mode == "fwdbwd" and baseline_name(device) == "cudnn":
+        return "dropout in training: cuDNN draws its own masks"
+    return None
+
+
+def seeded(run):
+    """run(0) from PARITY_SEED (the same dropout masks for each library's parity call)."""
+    torch.manual_seed(PARITY_SEED)
+    return run(0)
 
 
 def parity(fast_tensors, base_tensors, dtype, T):
@@ -249,18 +308,22 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_samp
     ran."""
     backends = list(backends or default_backends(device))
     run_base, run_fast = make_runners(case, device)
-    base_tensors = run_base(0)
+    base_tensors = seeded(run_base)
+    not_compared = parity_not_compared(case, device)
     runs, checked, refused = {}, {}, {}  # backend -> runner / (parity, max err) / reason
     for name in backends:
         run_backend = forced(run_fast, BACKENDS[name])
         try:
-            checked[name] = parity(run_backend(0), base_tensors, case.dtype, case.T)
+            checked[name] = parity(seeded(run_backend), base_tensors, case.compute_dtype,
+                                   case.T)
         except RuntimeError as error:
             if DECLINED not in str(error):  # a fault, not a shape the kernel does not take
                 raise
             refused[name] = str(error).splitlines()[0][:200]
             continue
         runs[name] = run_fast
+        if not_compared:
+            checked[name] = (NOT_COMPARED, None)
     if not runs:
         raise BackendsRefused("every backend refused the shape: " + "; ".join(
             f"{name}: {reason}" for name, reason in refused.items()))
@@ -308,7 +371,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_samp
         "fastrnn_backend": headline,
         "parity": checked[headline][0],
         "parity_max_abs_err": checked[headline][1],
-        "parity_tol": tolerance(case.dtype, case.T),
+        "parity_tol": tolerance(case.compute_dtype, case.T),
         "speedup": base_ms / fast_ms,
         "us_per_step_fastrnn": fast_ms * 1e3 / case.T,
         "us_per_step_baseline": base_ms * 1e3 / case.T,
@@ -323,5 +386,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_samp
         "calls": timing.calls,
         "note": case.note,
     })
+    if not_compared:
+        record["parity_note"] = not_compared
     record.update(per_backend)
     return record

@@ -1,7 +1,9 @@
 """Compares two results documents case by case (matched on cell, dtype, T, B, I, H, layers,
-bidirectional, mode, kind, hx: grids.KEY_FIELDS) and backend by backend, and finds fastrnn
-regressions. A record without kind or hx (from before they were added) is a layer call
-without hx (grids.key_of), so it matches the same case of a newer document.
+bidirectional, mode, kind, hx, loss, packed, dropout, autocast: grids.KEY_FIELDS) and
+backend by backend, and finds fastrnn regressions. A record without the later fields (from
+before they were added) has their defaults, grids.KEY_DEFAULTS (a layer call without hx,
+the loss on the output, dense, no dropout, no autocast), so it matches the same case of a
+newer document.
 
 A regression is a matched case whose time on a backend both documents timed
 (<backend>_ms, see cases.BACKENDS) grew by more than `threshold` (a fraction: 0.10 = 10%

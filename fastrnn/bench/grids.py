@@ -1,5 +1,5 @@
-"""Benchmark cases and the named grids (quick, core, anchors, gpu, full, step), plus custom
-grids.
+"""Benchmark cases and the named grids (quick, core, anchors, gpu, full, step, clients), plus
+custom grids.
 
 A Case is one measurement: a cell, a dtype, a shape, a mode ("fwd": inference under
 torch.no_grad; "fwdbwd": forward plus backward), a kind and whether the initial states are
@@ -11,6 +11,17 @@ given (hx). Kinds (KINDS):
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
+How a layer call without hx is run, as models run it (the "clients" grid; the defaults are
+the plain call of every other grid, and what a record from before these fields means):
+- loss: what the fwdbwd loss reads, "output" (the output sequence) or "final" (h_n of the
+  last layer, both directions: a classifier reading the final state; an LSTM's c_n not);
+- packed: the input is a PackedSequence (enforce_sorted=False) of B sequences whose lengths
+  (Case.lengths) spread evenly from PACKED_MIN_LENGTH to T, in a fixed shuffled order;
+- dropout: the modules' dropout between layers (layers >= 2), drawn in fwdbwd (training);
+- autocast: None, or "bfloat16": the call runs under torch.autocast(device, that dtype),
+  the modules staying in dtype.
+A fwd case (eval mode, no loss) has the default loss and no dropout; Grid.cases gives its
+fwd cases those.
 A Grid is a list of Blocks, each a product of cells x dtypes x shapes x modes of one kind;
 Grid.cases() expands it for a device.
 
@@ -20,15 +31,20 @@ path to compare against; the case's "note" says so. An explicit --dtype is alway
 """
 
 import itertools
+import random
 from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 MODES = ("fwd", "fwdbwd")
 KINDS = ("layer", "cell", "cell_loop")
 KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
-              "hx")
+              "hx", "loss", "packed", "dropout", "autocast")
 # Key fields added later, and the value a record without one (an older results file) means.
-KEY_DEFAULTS = {"kind": "layer", "hx": False}
+KEY_DEFAULTS = {"kind": "layer", "hx": False, "loss": "output", "packed": False,
+                "dropout": 0.0, "autocast": None}
+LOSSES = ("output", "final")
+AUTOCASTS = (None, "bfloat16")
+PACKED_MIN_LENGTH = 5  # a packed case's shortest sequence (Case.lengths)
 
 _CELL_ALIASES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH", "rnn_tanh": "RNN_TANH",
                  "tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "relu": "RNN_RELU"}
@@ -77,6 +93,10 @@ class Case:
     mode: str = "fwdbwd"
     kind: str = "layer"
     hx: bool = False
+    loss: str = "output"
+    packed: bool = False
+    dropout: float = 0.0
+    autocast: str = None
     note: str = field(default="", compare=False)
     # at most this many timed rounds of one call, no warm-up but the parity check's (calls
     # of seconds; cases.run_case)
@@ -89,14 +109,57 @@ class Case:
             raise ValueError(f"kind {self.kind} runs one cell: layers 1, one direction")
         if self.kind == "cell" and self.T != 1:
             raise ValueError("kind cell is one call of the cell: T must be 1")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"unknown autocast {self.autocast!r}; expected None or bfloat16")
+        if self.mode == "fwd" and (self.loss != "output" or self.dropout):
+            raise ValueError("a fwd case computes no loss and draws no dropout (eval mode): "
+                             "loss output, dropout 0")
+        if self.dropout and self.layers < 2:
+            raise ValueError("dropout applies between layers: layers must be at least 2")
+        if (self.kind != "layer" or self.hx) and (
+                self.loss != "output" or self.packed or self.dropout or self.autocast):
+            raise ValueError("loss, packed, dropout and autocast apply to a layer call "
+                             "without hx")
 
     def key(self):
         return tuple(getattr(self, name) for name in KEY_FIELDS)
 
+    @property
+    def compute_dtype(self):
+        """The dtype the GEMMs run in: autocast's, else dtype."""
+        return self.autocast or self.dtype
+
+    def lengths(self):
+        """The B sequence lengths of a packed case (None if not packed): PACKED_MIN_LENGTH
+        (or T if shorter) to T evenly spaced and rounded, shuffled with a fixed seed."""
+        if not self.packed:
+            return None
+        low = min(PACKED_MIN_LENGTH, self.T)
+        step = (self.T - low) / max(self.B - 1, 1)
+        lengths = [round(low + i * step) for i in range(self.B)]
+        random.Random(0).shuffle(lengths)
+        return lengths
+
+    def rows(self):
+        """The (timestep, sequence) rows a layer walks: T*B, or for a packed case the sum of
+        its lengths."""
+        return sum(self.lengths()) if self.packed else self.T * self.B
+
+    def options(self):
+        """The non-default loss, packed, dropout and autocast, briefly ('' if none), e.g.
+        'packed drop0.2 autocast-bf16 loss=final'."""
+        return " ".join(part for part in (
+            "packed" if self.packed else "", f"drop{self.dropout:g}" if self.dropout else "",
+            f"autocast-{_DTYPE_SHORT[self.autocast]}" if self.autocast else "",
+            f"loss={self.loss}" if self.loss != "output" else "") if part)
+
     def label(self):
         extra = (f" L{self.layers}" if self.layers != 1 else "") + (
             " bi" if self.bidirectional else "") + (
-            f" {self.kind}" if self.kind != "layer" else "") + (" hx" if self.hx else "")
+            f" {self.kind}" if self.kind != "layer" else "") + (" hx" if self.hx else "") + (
+            f" {self.options()}" if self.options() else "")
         return (f"{self.cell} {_DTYPE_SHORT.get(self.dtype, self.dtype)} T={self.T} B={self.B} "
                 f"I={self.I} H={self.H}{extra} {self.mode}")
 
@@ -115,8 +178,10 @@ class Shape:
 
 @dataclass(frozen=True)
 class Block:
-    """cells x dtypes x shapes x modes, of one kind, with or without hx; cpu_dtypes (if set)
-    replace dtypes on the CPU; max_rounds (if set) caps the cases' timed rounds."""
+    """cells x dtypes x shapes x modes, of one kind, with or without hx, and loss, packed,
+    dropout and autocast as Case has them (the fwd cases get loss output and no dropout);
+    cpu_dtypes (if set) replace dtypes on the CPU; max_rounds (if set) caps the cases' timed
+    rounds."""
     cells: tuple
     dtypes: tuple
     shapes: tuple
@@ -126,6 +191,10 @@ class Block:
     kind: str = "layer"
     hx: bool = False
     max_rounds: int = None
+    loss: str = "output"
+    packed: bool = False
+    dropout: float = 0.0
+    autocast: str = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +228,14 @@ class Grid:
                 for mode in (modes or block.modes):
                     if shape.inference_only and mode != "fwd":
                         continue
+                    training = mode == "fwdbwd"
                     case = Case(cell, dtype, shape.T, shape.B, shape.I, shape.H, shape.layers,
                                 shape.bidirectional, mode, kind=block.kind, hx=block.hx,
-                                note=note.strip(), max_rounds=block.max_rounds)
+                                loss=block.loss if training else "output",
+                                packed=block.packed,
+                                dropout=block.dropout if training else 0.0,
+                                autocast=block.autocast, note=note.strip(),
+                                max_rounds=block.max_rounds)
                     if case.key() not in seen:
                         seen.add(case.key())
                         out.append(case)
@@ -181,6 +255,13 @@ STEP_LOOP_T = 100
 CORE_SHAPES = tuple(Shape(*s) for s in [(100, 64, 512, 512), (100, 32, 128, 128),
                                          (50, 8, 64, 64), (200, 1, 256, 256),
                                          (25, 256, 256, 256)])
+
+# The clients grid: the configurations users run (see its description).
+CLIENT_CELLS = ("LSTM", "GRU", "RNN_TANH")
+WORD_LM = Shape(35, 20, 200, 200, layers=2)  # PyTorch's examples/word_language_model
+SEQUENCE_MODEL = Shape(200, 32, 100, 256)
+PACKED_CLASSIFIER = Shape(200, 32, 100, 256, layers=2, bidirectional=True)
+AUTOCAST_SHAPE = Shape(100, 64, 512, 512)
 
 GRIDS = {
     "quick": Grid("quick", "small LSTM/GRU/RNN float32 shapes, fwd and fwdbwd (minutes on a "
@@ -240,6 +321,24 @@ GRIDS = {
               modes=("fwdbwd",), kind="cell_loop", hx=True, max_rounds=3,
               note=f"{STEP_LOOP_T}-step training loop (3 rounds)"),
     ), threads=2, min_sample=0.002),
+    "clients": Grid("clients", "the configurations users run, LSTM/GRU/RNN(tanh), float32, 2 "
+                    "threads: PyTorch's word_language_model (T=35 B=20 I=H=200, 2 layers; "
+                    "training with dropout 0.2, and inference); a sequence model (T=200 B=32 "
+                    "I=100 H=256; inference, training with the loss on the output, and on "
+                    "h_n only); a packed bidirectional classifier (2 layers, I=100 H=256, 32 "
+                    f"sequences of {PACKED_MIN_LENGTH}..200 steps; inference, and training "
+                    "with the loss on h_n); and T=100 B=64 I=H=512 under bfloat16 autocast "
+                    "(inference and training)", (
+        Block(CLIENT_CELLS, ("float32",), (WORD_LM,), dropout=0.2,
+              note="word_language_model (dropout 0.2 in training)"),
+        Block(CLIENT_CELLS, ("float32",), (SEQUENCE_MODEL,), note="sequence model"),
+        Block(CLIENT_CELLS, ("float32",), (SEQUENCE_MODEL,), modes=("fwdbwd",), loss="final",
+              note="sequence classifier, loss on h_n"),
+        Block(CLIENT_CELLS, ("float32",), (PACKED_CLASSIFIER,), packed=True, loss="final",
+              note="packed bidirectional classifier (training: loss on h_n)"),
+        Block(CLIENT_CELLS, ("float32",), (AUTOCAST_SHAPE,), autocast="bfloat16",
+              note="float32 modules under bfloat16 autocast"),
+    ), threads=2),
 }
 
 

@@ -3,9 +3,10 @@
 One panel per (cell, mode), cells in rows and modes in columns; x = H (log2 axis),
 y = baseline_ms / <backend>_ms, a dashed gray line at 1x. Within a panel, a line joins the
 cases that differ only in H, for one backend; its label names B and any other field (dtype,
-T, I, layers, bidirectional, kind, hx) that varies within the panel, and the backend when the run
-timed more than one (the first solid with circles, the others dashed or dotted with other
-markers; a backend that refused a shape has no point there).
+T, I, layers, bidirectional, kind, hx, loss, packed, dropout, autocast) that varies within
+the panel, and the backend when the run timed more than one (the first solid with circles,
+the others dashed or dotted with other markers; a backend that refused a shape has no point
+there).
 matplotlib (Agg backend) is imported only here, when a plot is asked for.
 """
 
@@ -16,7 +17,8 @@ from .compare import upgrade
 from .grids import CELLS, KEY_DEFAULTS, MODES
 from .report import backends_of
 
-_LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I", "kind", "hx")
+_LINE_FIELDS = ("B", "dtype", "T", "layers", "bidirectional", "I", "kind", "hx", "loss",
+                "packed", "dropout", "autocast")
 
 
 def _field(record, name):
@@ -26,6 +28,11 @@ def _field(record, name):
 
 def _line_key(record, varying):
     return tuple(_field(record, f) for f in _LINE_FIELDS if f == "B" or f in varying)
+
+
+def _sortable(key):
+    """A line key that sorts with None among its values (autocast None, "bfloat16")."""
+    return tuple((value is not None, value) for value in key)
 
 
 def _label(key, varying):
@@ -68,14 +75,15 @@ def plot_speedup(doc, path):
         varying = {f for f in _LINE_FIELDS if len({_field(r, f) for r in records}) > 1}
         if "I" in varying and all(r["I"] == r["H"] for r in records):
             varying.discard("I")
-        keys = sorted({_line_key(r, varying) for r in records})  # one colour per line key
+        # one colour per line key
+        keys = sorted({_line_key(r, varying) for r in records}, key=_sortable)
         for number, backend in enumerate(backends):
             field = f"{backend}_speedup" if backend else "speedup"  # None: no backend fields
             lines = defaultdict(list)
             for r in records:
                 if r.get(field) is not None:
                     lines[_line_key(r, varying)].append((r["H"], r[field]))
-            for line, points in sorted(lines.items()):
+            for line, points in sorted(lines.items(), key=lambda item: _sortable(item[0])):
                 points.sort()
                 label = _label(line, varying) + (f" {backend}" if len(backends) > 1 else "")
                 linestyle, marker = styles[number % len(styles)]

@@ -167,11 +167,16 @@ def markdown(doc):
     """results.md: the run's header and a markdown table of the cases: the fastrnn columns
     are those of the backend the row names (the first asked for that ran), then a time,
     speedup and parity column for each further backend, and the refusals and skipped cases
-    below. kind and hx columns say what a row calls (grids.KINDS; hx: the states given)."""
+    below. kind and hx columns say what a row calls (grids.KINDS; hx: the states given),
+    and an options column, where a case has any, how (Case.options: loss, packed, dropout,
+    autocast)."""
     baseline = doc["cases"][0]["baseline"] if doc["cases"] else "baseline"
     head = ["cell", "kind", "dtype", "T", "B", "I", "H", "layers", "bidir", "hx", "mode",
             "backend", "fastrnn ms", f"{baseline} ms", "speedup", "us/step fastrnn",
             "us/step baseline", "GFLOP/s fastrnn", "% peak", "GFLOP/s baseline", "parity"]
+    options = any(case_of(r).options() for r in doc["cases"])
+    if options:
+        head.insert(head.index("mode") + 1, "options")
     backends = backends_of(doc)
     extra = backends[1:]
     for key in extra:
@@ -197,7 +202,8 @@ def markdown(doc):
         case = case_of(r)
         cells = [case.cell, case.kind, case.dtype, case.T, case.B, case.I, case.H,
                  case.layers, "yes" if case.bidirectional else "no",
-                 "yes" if case.hx else "no", case.mode,
+                 "yes" if case.hx else "no", case.mode] + (
+                [case.options() or "-"] if options else []) + [
                  r.get("fastrnn_backend", "-"), format_ms(r["fastrnn_ms"]),
                  format_ms(r["baseline_ms"]), f"{r['speedup']:.2f}x",
                  _num(r["us_per_step_fastrnn"]), _num(r["us_per_step_baseline"]),

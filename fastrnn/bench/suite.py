@@ -46,7 +46,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
-        dtypes = ["float32"] + sorted({c.dtype for c in cases} - {"float32"})
+        # the dtype each case's GEMMs run in (an autocast case's autocast dtype)
+        dtypes = ["float32"] + sorted({c.compute_dtype for c in cases} - {"float32"})
         peaks = {d: machine.gemm_peak_gflops(device, getattr(torch, d), n=gemm_size)
                  for d in dtypes}
         doc.update({
@@ -68,7 +69,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
             try:
                 record = run_case(case, device, timer=timer, repeats=repeats, warmup=warmup,
                                   min_time=min_time, min_sample=min_sample,
-                                  peak_gflops=peaks[case.dtype], backends=backends)
+                                  peak_gflops=peaks[case.compute_dtype],
+                                  backends=backends)
                 doc["cases"].append(record)
             except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
