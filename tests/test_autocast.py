@@ -1,7 +1,8 @@
 """Under autocast fastrnn returns the dtypes torch.nn returns, for every cell, input layout,
 input dtype and hx dtype, with oneDNN on and off, and its error against a float64 reference is
 at most 2x torch.nn's own error under the same autocast (docs/testing.md's low-precision rule),
-gradients included.
+gradients included, and in inference, where the CPU layers compute in bfloat16 itself on a
+CPU that multiplies in it natively (test_cpu_compute_dtype).
 
 torch.nn's CPU results under autocast follow its per-step products (autocast dtype) and
 state updates (type promotion with the state), except where its LSTM takes oneDNN, whose
@@ -195,6 +196,53 @@ def test_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kin
         # that dtype can be off by
         ulp = torch.finfo(fast_value.dtype).eps * want.abs().max().item()
         assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+
+
+@pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
+def test_inference_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kind):
+    """Without autograd (where the CPU layers may compute in the autocast dtype itself):
+    outputs and final states against float64."""
+    case = Case(cell, True, 2, True, False, kind, True)
+    ref, fast = make_pair(case, F32)
+    exact, _ = make_pair(case, F64)
+    exact.load_state_dict(ref.state_dict())
+    ref, fast, exact = ref.to(device), fast.to(device), exact.to(device)
+    inputs = to(make_inputs(case, F32), device)
+    with torch.no_grad():
+        want = flatten_result(exact(*to(inputs, device, F64, F64).fresh(False).args()))
+        torch_outs = torch_nn_forward(ref, inputs, device, dtype, library_on)
+        if torch_outs is None:
+            pytest.skip(f"torch.nn's oneDNN LSTM cannot run {dtype} on this CPU")
+        fast_outs = forward(fast, inputs, device, dtype, library_on)
+    for fast_value, torch_value, exact_value in zip(fast_outs, torch_outs, want):
+        assert fast_value.dtype == torch_value.dtype
+        fast_error = (fast_value.double() - exact_value).abs().max().item()
+        torch_error = (torch_value.double() - exact_value).abs().max().item()
+        ulp = torch.finfo(fast_value.dtype).eps * exact_value.abs().max().item()
+        assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "emulated"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
+    """Under CPU bfloat16 autocast the layers compute in bfloat16 (the results of the
+    module cast to bfloat16) only without autograd and where the CPU multiplies in bfloat16
+    natively; else in float32 (the float32 module's results, rounded as torch.nn's are)."""
+    case = Case(cell, True, 2, True, False, "dense", True)
+    _, fast = make_pair(case, F32)
+    inputs = to(make_inputs(case, F32), "cpu")
+    monkeypatch.setattr(functional, "onednn_supports", lambda dtype: native)
+    with torch.set_grad_enabled(grad):
+        got = forward(fast, inputs, "cpu", torch.bfloat16)
+        low = native and not grad
+        module = fast.to(torch.bfloat16) if low else fast
+        plain = flatten_result(module(*to(inputs, "cpu", *(2 * [torch.bfloat16] if low else
+                                                            [None, None])).fresh(False).args()))
+    for value, expected in zip(got, plain):
+        assert torch.equal(value, expected.to(value.dtype))
 
 
 def test_cudnn_rule():
