@@ -148,10 +148,10 @@ def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **k
 
 
 def autocast_compute_dtype(device_type, autocast_dtype, weight_dtype, needs_grad):
-    """The dtype the layers compute in under autocast. Inference on the CPU: the autocast
-    dtype where this CPU multiplies in it natively (oneDNN's device check: AVX-512 bf16 or
-    AMX for bfloat16, AVX-512 fp16 or AMX for float16) and the weights are float32 (products
-    with float accumulation, the gates and the LSTM cell state in float inside the kernels).
+    """The dtype the layers compute in under autocast. Inference on the CPU under bfloat16
+    autocast: bfloat16 where this CPU multiplies in it natively (oneDNN's device check:
+    AVX-512 bf16 or AMX) and the weights are float32 (products with float accumulation, the
+    gates and the LSTM cell state in float inside the kernels); float16 is not yet measured.
     Measured on an AMD EPYC with AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, against
     float32): LSTM 99 against 176 ms (torch.nn 75), GRU 57 against 119 (torch.nn 88), RNN 21
     against 42 (torch.nn 27), the outputs' error against float64 within 1.05x of torch.nn's.
@@ -161,7 +161,7 @@ def autocast_compute_dtype(device_type, autocast_dtype, weight_dtype, needs_grad
     than torch.nn's (tests/test_autocast.py requires at most 2x). CUDA: the weights' dtype
     (its 16-bit paths under autocast are not yet measured)."""
     if (device_type == "cpu" and not needs_grad and weight_dtype == torch.float32
-            and onednn_supports(autocast_dtype)):
+            and autocast_dtype == torch.bfloat16 and onednn_supports(autocast_dtype)):
         return autocast_dtype
     return weight_dtype
 

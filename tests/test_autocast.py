@@ -165,17 +165,35 @@ def test_empty_batch_dtypes_match_torch_nn(device, dtype, library_on, cell):
     assert dtypes(forward(fast.to(device), inputs, device, dtype, library_on)) == dtypes(want)
 
 
+def assert_error_at_most_twice(triples):
+    """(fastrnn's, torch.nn's, float64's) values: fastrnn's error against float64 at most
+    twice torch.nn's, plus one rounding of the largest value in the result's dtype (the
+    least any result in that dtype can be off by)."""
+    for fast_value, torch_value, want in triples:
+        assert fast_value.dtype == torch_value.dtype
+        assert torch.isfinite(fast_value).all()
+        fast_error = (fast_value.double() - want).abs().max().item()
+        torch_error = (torch_value.double() - want).abs().max().item()
+        ulp = torch.finfo(fast_value.dtype).eps * want.abs().max().item()
+        assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+
+
+def modules_and_inputs(cell, kind, device):
+    """torch.nn's and fastrnn's float32 layers and a float64 twin with the same weights, on
+    device, and float32 inputs (2 layers, bidirectional, with hx)."""
+    case = Case(cell, True, 2, True, False, kind, True)
+    ref, fast = make_pair(case, F32)
+    exact, _ = make_pair(case, F64)
+    exact.load_state_dict(ref.state_dict())
+    return ref.to(device), fast.to(device), exact.to(device), to(make_inputs(case, F32), device)
+
+
 @pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
 def test_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kind):
     """Outputs, states and every gradient (inputs and parameters) against float64."""
-    case = Case(cell, True, 2, True, False, kind, True)
-    ref, fast = make_pair(case, F32)
-    exact, _ = make_pair(case, F64)
-    exact.load_state_dict(ref.state_dict())
-    ref, fast, exact = ref.to(device), fast.to(device), exact.to(device)
-    inputs = to(make_inputs(case, F32), device)
+    ref, fast, exact, inputs = modules_and_inputs(cell, kind, device)
     want_outs, want_grads = run(exact, to(inputs, device, F64, F64), dtype)
     try:
         torch_outs, torch_grads = run(ref, inputs, dtype, device, library_on)
@@ -185,43 +203,31 @@ def test_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kin
         pytest.skip(f"torch.nn's oneDNN LSTM cannot run {dtype} on this CPU")
     fast_outs, fast_grads = run(fast, inputs, dtype, device, library_on)
     assert list(fast_grads) == list(torch_grads)
-    triples = list(zip(fast_outs, torch_outs, want_outs)) + [
-        (fast_grads[n], torch_grads[n], want_grads[n]) for n in want_grads]
-    for fast_value, torch_value, want in triples:
-        assert fast_value.dtype == torch_value.dtype
-        assert torch.isfinite(fast_value).all()
-        fast_error = (fast_value.double() - want).abs().max().item()
-        torch_error = (torch_value.double() - want).abs().max().item()
-        # one rounding of the largest value in the result's dtype: the least any result in
-        # that dtype can be off by
-        ulp = torch.finfo(fast_value.dtype).eps * want.abs().max().item()
-        assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+    assert_error_at_most_twice(list(zip(fast_outs, torch_outs, want_outs)) + [
+        (fast_grads[n], torch_grads[n], want_grads[n]) for n in want_grads])
 
 
+@pytest.mark.parametrize("compute", ["rule", "low"], ids=["rule", "forced_low"])
 @pytest.mark.parametrize("kind", ["dense", "packed_unsorted"])
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("device,dtype,library_on", AUTOCASTS)
-def test_inference_error_at_most_twice_torch_nn_error(device, dtype, library_on, cell, kind):
-    """Without autograd (where the CPU layers may compute in the autocast dtype itself):
-    outputs and final states against float64."""
-    case = Case(cell, True, 2, True, False, kind, True)
-    ref, fast = make_pair(case, F32)
-    exact, _ = make_pair(case, F64)
-    exact.load_state_dict(ref.state_dict())
-    ref, fast, exact = ref.to(device), fast.to(device), exact.to(device)
-    inputs = to(make_inputs(case, F32), device)
+def test_inference_error_at_most_twice_torch_nn_error(monkeypatch, device, dtype, library_on,
+                                                      cell, kind, compute):
+    """Without autograd: outputs and final states against float64, computed as the rule
+    says, and (forced_low) in the autocast dtype itself, which the rule picks on CPUs that
+    multiply in it natively: forced here, the 16-bit kernels are checked on every CPU."""
+    if compute == "low":
+        monkeypatch.setattr(functional, "autocast_compute_dtype",
+                            lambda device_type, autocast_dtype, weight_dtype, needs_grad:
+                            autocast_dtype)
+    ref, fast, exact, inputs = modules_and_inputs(cell, kind, device)
     with torch.no_grad():
         want = flatten_result(exact(*to(inputs, device, F64, F64).fresh(False).args()))
         torch_outs = torch_nn_forward(ref, inputs, device, dtype, library_on)
         if torch_outs is None:
             pytest.skip(f"torch.nn's oneDNN LSTM cannot run {dtype} on this CPU")
         fast_outs = forward(fast, inputs, device, dtype, library_on)
-    for fast_value, torch_value, exact_value in zip(fast_outs, torch_outs, want):
-        assert fast_value.dtype == torch_value.dtype
-        fast_error = (fast_value.double() - exact_value).abs().max().item()
-        torch_error = (torch_value.double() - exact_value).abs().max().item()
-        ulp = torch.finfo(fast_value.dtype).eps * exact_value.abs().max().item()
-        assert fast_error <= 2 * torch_error + ulp, (fast_error, torch_error)
+    assert_error_at_most_twice(zip(fast_outs, torch_outs, want))
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])

@@ -209,6 +209,6 @@ def test_autocast_runs_the_float32_modules_in_bfloat16():
     assert inputs[0].dtype == torch.float32
     for run in (run_base, run_fast):
         output, h_n = run(0)
-        assert output.dtype == torch.bfloat16  # the GEMMs ran in bfloat16
+        assert output.dtype == torch.bfloat16  # the call ran under bfloat16 autocast
     plain = runners(dataclasses.replace(case, autocast=None))[1]
     assert plain(0)[0].dtype == torch.float32

@@ -205,10 +205,12 @@ def test_declines_what_does_not_fit():
     ("auto", "LSTM", torch.float32, 64, 256, False, 0),   # float32: B <= 16
     ("auto", "LSTM", torch.float32, 8, 1024, False, 0),   # float32 LSTM: H <= 512
     ("auto", "GRU", torch.float32, 8, 1024, False, 1),    # float32, 3 gates: H <= 1024
+    ("auto", "GRU", torch.float32, 8, 1024, True, 0),     # preferred; backward does not fit
     ("auto", "LSTM", torch.bfloat16, 64, 512, False, 1),  # 16-bit: G*B*H <= 131072
     ("auto", "LSTM", torch.bfloat16, 64, 1024, False, 0),
     ("auto", "RNN_TANH", torch.float16, 64, 1024, True, 1),
-    ("auto", "LSTM", torch.bfloat16, 1, 8192, False, 0),  # preferred, does not fit
+    ("auto", "LSTM", torch.bfloat16, 512, 64, False, 0),  # outside the measured range
+    ("auto", "GRU", torch.float32, 8, 128, False, 0),
     ("yes", "LSTM", torch.float32, 16, 256, False, 3),    # not a valid setting
 ])
 def test_selection_rule(monkeypatch, setting, mode, dtype, batch, hidden, backward, want):

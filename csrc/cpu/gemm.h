@@ -5,6 +5,7 @@
 // per step cost more than the product. Other dtypes go through at::mm_out.
 
 #include <ATen/ATen.h>
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -71,7 +72,7 @@ class StepGemm {
     }
     const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      const FlushSubnormals flush;
+      const FlushSubnormals flush(AT_PARALLEL_OPENMP);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t first = std::min(n_, t * width);
         blas_columns(m, a, out, first, std::min(width, n_ - first), accumulate);

@@ -13,9 +13,13 @@
 // so each thread flushes exactly while it runs fastrnn's work, also when a body runs inline
 // on the calling thread. Never around code that can start a parallel region: a thread that
 // OpenMP or BLAS creates inherits its creator's floating-point state, and would keep it.
-// BLAS's own threads (a BLAS walk's products of more than 16 rows, the weight gradients)
-// keep the caller's state; the gate loops that feed them flush. x86-64 only (MXCSR);
-// elsewhere the guard does nothing.
+// (BLAS called inside an OpenMP region runs on the calling thread alone, so gemm.h guards
+// its split products only where ATen's regions are OpenMP's.) Arithmetic outside those
+// bodies keeps the caller's state: the products that are not split across threads (BLAS
+// may use its own threads for them), the weight gradients, the products of types other
+// than float and double (at::mm), and the few element-wise sums between a walk's steps;
+// the gate loops that feed them flush. x86-64 only (MXCSR); elsewhere the guard does
+// nothing.
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
@@ -27,13 +31,20 @@
 namespace fastrnn {
 namespace cpu {
 
+// enabled false: a guard that does nothing (gemm.h, where ATen's regions are not OpenMP's).
 class FlushSubnormals {
  public:
 #if FASTRNN_FLUSH_SUBNORMALS
-  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushBits); }
-  ~FlushSubnormals() { _mm_setcsr(saved_); }
+  explicit FlushSubnormals(bool enabled = true)
+      : enabled_(enabled), saved_(_mm_getcsr() & kFlushBits) {
+    if (enabled_) _mm_setcsr(_mm_getcsr() | kFlushBits);
+  }
+  // Only the two modes go back: exception flags raised meanwhile stay raised.
+  ~FlushSubnormals() {
+    if (enabled_) _mm_setcsr((_mm_getcsr() & ~kFlushBits) | saved_);
+  }
 #else
-  FlushSubnormals() = default;
+  explicit FlushSubnormals(bool = true) {}
 #endif
   FlushSubnormals(const FlushSubnormals&) = delete;
   FlushSubnormals& operator=(const FlushSubnormals&) = delete;
@@ -41,7 +52,8 @@ class FlushSubnormals {
  private:
 #if FASTRNN_FLUSH_SUBNORMALS
   static constexpr unsigned kFlushBits = 0x8000u | 0x0040u;  // MXCSR's FTZ and DAZ
-  unsigned saved_;
+  bool enabled_;
+  unsigned saved_;  // the caller's FTZ and DAZ bits
 #endif
 };
 

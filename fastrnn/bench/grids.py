@@ -128,7 +128,9 @@ class Case:
 
     @property
     def compute_dtype(self):
-        """The dtype the GEMMs run in: autocast's, else dtype."""
+        """The precision the case is judged in (parity tolerance, % of the GEMM peak):
+        autocast's dtype, else dtype. torch.nn's GEMMs run in it under autocast; fastrnn's
+        may not (functional.autocast_compute_dtype: float32 in training)."""
         return self.autocast or self.dtype
 
     def lengths(self):

@@ -46,7 +46,7 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
     timer = timer_for(device)
     with tf32_mode(device, tf32):
         doc = machine.describe(device)
-        # the dtype each case's GEMMs run in (an autocast case's autocast dtype)
+        # the precision each case is judged in (Case.compute_dtype)
         dtypes = ["float32"] + sorted({c.compute_dtype for c in cases} - {"float32"})
         peaks = {d: machine.gemm_peak_gflops(device, getattr(torch, d), n=gemm_size)
                  for d in dtypes}

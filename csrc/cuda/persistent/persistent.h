@@ -31,6 +31,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -110,14 +111,18 @@ enum class Choice { kNo, kYes, kUnsupported };
 // - T in {1, 4, 16} (B=8, H=256, LSTM, GRU and RNN tanh, float32 and bfloat16): as fast or
 //   faster than the per-step path in 23 of 24 cases, single steps included, so T is not
 //   part of the rule.
-constexpr long kAutoMaxWork16 = 131072;  // G*B*H, bfloat16 and float16
-constexpr int kAutoMaxBatch32 = 16;      // float32
-constexpr int kAutoMaxHidden32 = 512;    // float32, LSTM; twice this for at most 3 gates
+// - Only inside the measured range: H from 256 to 1024, B at most 64. Smaller H, larger B
+//   and larger H were not timed, so they keep the per-step path.
+constexpr int kAutoMinHidden = 256, kAutoMaxHidden = 1024, kAutoMaxBatch = 64;
+constexpr int64_t kAutoMaxWork16 = 131072;  // G*B*H, bfloat16 and float16
+constexpr int kAutoMaxBatch32 = 16;         // float32
+constexpr int kAutoMaxHidden32 = 512;       // float32, LSTM; twice this for at most 3 gates
 constexpr bool auto_prefers(DType dtype, int gates, int B, int H) {
+  if (H < kAutoMinHidden || H > kAutoMaxHidden || B > kAutoMaxBatch) return false;
   if (dtype == DType::kFloat32) {
     return B <= kAutoMaxBatch32 && H <= (gates <= 3 ? 2 : 1) * kAutoMaxHidden32;
   }
-  return long(gates) * B * H <= kAutoMaxWork16;
+  return int64_t{gates} * B * H <= kAutoMaxWork16;
 }
 template <class Cell>
 Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward);
