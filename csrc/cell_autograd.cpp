@@ -2,7 +2,8 @@
 // per time step, often at sizes where the step's arithmetic takes microseconds, and an
 // autograd function written in Python costs more than that on every call and again in
 // every backward. The op's backward is cell_backward; the gradients of inputs that need none
-// are not formed (the input product's backward GEMM, the state's). A forward that records a
+// are not formed (the input product's backward GEMM, the state's, and the weights' when no
+// weight or bias needs one: a frozen cell). A forward that records a
 // graph always saves what backward reads, so callers may pass save=False.
 
 #include <torch/autograd.h>
@@ -36,7 +37,7 @@ const auto& cell_backward_op() {
           .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
               int64_t, const Tensor&, const Tensor&, const OptionalTensor&, const Tensor&,
               const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&,
-              const Tensor&, bool, bool, bool)>();
+              const Tensor&, bool, bool, bool, bool)>();
   return op;
 }
 
@@ -61,6 +62,11 @@ struct CellStep : torch::autograd::Function<CellStep> {
     ctx->saved_data["x_grad"] = x.requires_grad();
     ctx->saved_data["h_grad"] = h.requires_grad();
     ctx->saved_data["c_grad"] = c.has_value() && c->defined() && c->requires_grad();
+    const auto needs_grad = [](const OptionalTensor& t) {
+      return t.has_value() && t->defined() && t->requires_grad();
+    };
+    ctx->saved_data["weight_grad"] = w_ih.requires_grad() || w_hh.requires_grad() ||
+                                     needs_grad(b_ih) || needs_grad(b_hh);
     ctx->set_materialize_grads(false);
     return {y, h_new, c_new, saved};
   }
@@ -85,15 +91,17 @@ struct CellStep : torch::autograd::Function<CellStep> {
     const bool x_grad = ctx->saved_data["x_grad"].toBool();
     const bool h_grad = ctx->saved_data["h_grad"].toBool();
     const bool c_grad = ctx->saved_data["c_grad"].toBool();
+    const bool weight_grad = ctx->saved_data["weight_grad"].toBool();
     auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh] =
         cell_backward_op().call(ctx->saved_data["cell"].toInt(), or_zeros(grads[0]),
                                 or_zeros(grads[1]), grad_c, x, h,
                                 c.defined() ? OptionalTensor(c) : std::nullopt, w_ih, w_hh, y,
-                                rows, has_bias, x_grad, h_grad || c_grad);
+                                rows, has_bias, x_grad, h_grad || c_grad, weight_grad);
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
     if (h_grad) result[kH] = grad_h0;
     if (c_grad) result[kC] = grad_c0;
+    if (!weight_grad) return result;
     result[kWih] = grad_w_ih;
     result[kWhh] = grad_w_hh;
     if (has_bias) {

@@ -16,7 +16,8 @@
 // backward reads y, so a caller may change h_new in place. Results a cell does not have
 // (c_new, grad_c, the bias gradients without bias) come back empty ([0]), as do the
 // gradients backward is told are not wanted (w.r.t. x without input_grad, w.r.t. h and c
-// without state_grad); saved of a cell that saves nothing is [B, 0] ([0, 0] without save).
+// without state_grad, w.r.t. the weights and biases without weight_grad: frozen weights
+// cost no GEMM); saved of a cell that saves nothing is [B, 0] ([0, 0] without save).
 
 #include <torch/library.h>
 
@@ -33,7 +34,8 @@ inline void define_cell_ops(torch::Library& m) {
   m.def(
       "cell_backward(int cell, Tensor grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
       "Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor y, Tensor saved, bool has_bias, "
-      "bool input_grad, bool state_grad) -> (Tensor grad_x, Tensor grad_h, Tensor grad_c, "
+      "bool input_grad, bool state_grad, bool weight_grad) -> (Tensor grad_x, Tensor grad_h, "
+      "Tensor grad_c, "
       "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
@@ -118,20 +120,23 @@ template <class Backend, class Cell>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c, const Tensor& x,
     const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& saved, bool has_bias, bool input_grad, bool state_grad) {
+    const Tensor& saved, bool has_bias, bool input_grad, bool state_grad, bool weight_grad) {
   constexpr const char* op = "cell_backward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
   BackwardArgs a{grad_y, grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(), y, saved,
                  has_bias, false, {}};
   a.h0_grad = state_grad;
+  a.weight_grad = weight_grad;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
   Tensor grad_x = input_grad ? at::mm(r.grad_gx, w_ih) : none_like(h);
+  Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
+  Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
+  if (!weight_grad) return {grad_x, grad_h0, grad_c0, none_like(h), none_like(h),
+                            none_like(h), none_like(h)};
   Tensor grad_w_ih = at::mm(r.grad_gx.t(), x);
   Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
   Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
-  Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
-  Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
   return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh};
 }
 
@@ -156,12 +161,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward
     int64_t cell, const Tensor& grad_y, const Tensor& grad_h, const optional<Tensor>& grad_c,
     const Tensor& x, const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias, bool input_grad,
-    bool state_grad) {
+    bool state_grad, bool weight_grad) {
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
     return backward<Backend, Cell>(grad_y, grad_h, grad_c.value_or(Tensor()), x, h,       \
                                    c.value_or(Tensor()), w_ih, w_hh, y, saved, has_bias,  \
-                                   input_grad, state_grad);                               \
+                                   input_grad, state_grad, weight_grad);                  \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)
 #undef FASTRNN_CELL_BACKWARD

@@ -223,13 +223,12 @@ def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
 
 @torch.library.register_fake("fastrnn::cell_backward")
 def _(cell, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved, has_bias, input_grad,
-      state_grad):
+      state_grad, weight_grad):
     _check_same_device("cell_backward", h, grad_y, grad_h, grad_c, x, c, w_ih, w_hh, y, saved)
-    bias = w_ih.new_empty(w_ih.shape[0] if has_bias else 0)
+    bias = w_ih.new_empty(w_ih.shape[0] if has_bias and weight_grad else 0)
     wanted = lambda t, want: t.new_empty(t.shape) if want and t is not None else h.new_empty(0)
     return (wanted(x, input_grad), wanted(h, state_grad), wanted(c, state_grad),
-            w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), bias,
-            bias.new_empty(bias.shape))
+            wanted(w_ih, weight_grad), wanted(w_hh, weight_grad), bias, bias.new_empty(bias.shape))
 
 
 torch.library.register_autograd("fastrnn::cell_backward", _no_double_backward)

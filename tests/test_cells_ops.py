@@ -74,38 +74,43 @@ def test_opcheck_forward_without_grad(cell, bias, save):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-# (input_grad, state_grad): which of the gradients w.r.t. x and w.r.t. h, c are wanted
-WANTED = [pytest.param(True, True, id="all"), pytest.param(False, True, id="no_input_grad"),
-          pytest.param(True, False, id="no_state_grad"),
-          pytest.param(False, False, id="weights_only")]
+# (input_grad, state_grad, weight_grad): which of the gradients w.r.t. x, w.r.t. h, c and
+# w.r.t. the weights and biases are wanted
+WANTED = [pytest.param(True, True, True, id="all"),
+          pytest.param(False, True, True, id="no_input_grad"),
+          pytest.param(True, False, True, id="no_state_grad"),
+          pytest.param(False, False, True, id="weights_only"),
+          pytest.param(True, True, False, id="frozen_weights"),
+          pytest.param(False, True, False, id="state_only")]
 
 
-@pytest.mark.parametrize("input_grad,state_grad", WANTED)
+@pytest.mark.parametrize("input_grad,state_grad,weight_grad", WANTED)
 @pytest.mark.parametrize("bias", BIAS)
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_opcheck_backward(cell, bias, input_grad, state_grad):
+def test_opcheck_backward(cell, bias, input_grad, state_grad, weight_grad):
     torch.library.opcheck(ops.cell_backward.default,
-                          cell_backward_args(cell, bias, input_grad, state_grad))
+                          cell_backward_args(cell, bias, input_grad, state_grad, weight_grad))
 
 
 GRAD_NAMES = ["x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"]  # cell_backward's results
 
 
-@pytest.mark.parametrize("input_grad,state_grad", WANTED)
+@pytest.mark.parametrize("input_grad,state_grad,weight_grad", WANTED)
 @pytest.mark.parametrize("bias", BIAS)
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_backward_op_matches_autograd(cell, bias, input_grad, state_grad):
+def test_backward_op_matches_autograd(cell, bias, input_grad, state_grad, weight_grad):
     """cell_backward called directly returns what autograd computes through cell_forward;
     what a cell lacks (grad_c without a cell state, the bias gradients without bias) and
-    what is not wanted (x without input_grad, h and c without state_grad) comes back empty
-    ([0])."""
+    what is not wanted (x without input_grad, h and c without state_grad, the weights and
+    biases without weight_grad) comes back empty ([0])."""
     args = cell_op_args(cell, bias)
-    back = cell_backward_args(cell, bias, input_grad, state_grad)
+    back = cell_backward_args(cell, bias, input_grad, state_grad, weight_grad)
     outs = cell_outputs(cell)(*args)
     wrt = {name: a for name, a in zip(GRAD_NAMES, args[1:8]) if a is not None}
     want = dict(zip(wrt, torch.autograd.grad(outs, list(wrt.values()),
                                              [back[1], back[2], back[3]][:len(outs)])))
-    unwanted = ({"x"} if not input_grad else set()) | ({"h", "c"} if not state_grad else set())
+    unwanted = ({"x"} if not input_grad else set()) | ({"h", "c"} if not state_grad else set()) | (
+        {"w_ih", "w_hh", "b_ih", "b_hh"} if not weight_grad else set())
     got = dict(zip(GRAD_NAMES, ops.cell_backward(*back)))
     for name, value in got.items():
         if name not in want or name in unwanted:

@@ -51,6 +51,8 @@ struct BackwardArgs {
   const char* op = "";
   bool h0_grad = true;     // whether grad_h0/grad_c0 are wanted; without, a backend may skip
                            //   the last step's product and return meaningless values
+  bool weight_grad = true;  // whether grad_w_hh, grad_w_hr and grad_b_hh are wanted;
+                            //   without, a backend may leave them undefined
 };
 
 struct BackwardResult {

@@ -139,12 +139,14 @@ struct CpuBackend {
     });
     BackwardResult r;
     r.grad_gx = grad_gx;
-    r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
-    r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
-    r.grad_w_hr = at::empty({0}, options);
-    if constexpr (Cell::kProjection) {
-      if (dh_all.defined()) {
-        r.grad_w_hr = at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, sz.H));
+    if (a.weight_grad) {
+      r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
+      r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
+      r.grad_w_hr = at::empty({0}, options);
+      if constexpr (Cell::kProjection) {
+        if (dh_all.defined()) {
+          r.grad_w_hr = at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, sz.H));
+        }
       }
     }
     // Every row's gradient w.r.t. h0: the cell's h0_grad of the part through the products

@@ -119,11 +119,11 @@ def cell_outputs(cell):
     return fn
 
 
-def cell_backward_args(cell, bias=True, input_grad=True, state_grad=True):
+def cell_backward_args(cell, bias=True, input_grad=True, state_grad=True, weight_grad=True):
     """Arguments for cell_backward, in schema order, from a real forward: (cell number,
     grad_y, grad_h, grad_c or None, x, h, c, w_ih, w_hh, y, saved, has_bias, input_grad,
-    state_grad); the last two say whether the gradients w.r.t. x and w.r.t. h and c are
-    wanted."""
+    state_grad, weight_grad); the last three say whether the gradients w.r.t. x, w.r.t. h
+    and c, and w.r.t. the weights and biases are wanted."""
     number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args(cell, bias, requires_grad=False)
     y, h_new, c_new, saved = ops.cell_forward(number, x, h, c, w_ih, w_hh, b_ih, b_hh, True)
     gen = torch.Generator().manual_seed(5)
@@ -131,4 +131,4 @@ def cell_backward_args(cell, bias=True, input_grad=True, state_grad=True):
     grad_h = torch.randn(h_new.shape, generator=gen, dtype=F64)
     grad_c = torch.randn(c_new.shape, generator=gen, dtype=F64) if c is not None else None
     return (number, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved, bias, input_grad,
-            state_grad)
+            state_grad, weight_grad)
