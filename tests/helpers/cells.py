@@ -13,6 +13,7 @@ from torch import nn
 import fastrnn
 from helpers.cases import HIDDEN, INPUT
 from helpers.compare import assert_close
+from helpers.inputs import Inputs
 from helpers.running import weighted_loss
 from helpers.tolerances import LOW_PRECISION
 
@@ -82,22 +83,11 @@ def make_cell_pair(case, dtype=F64, seed=0):
 
 
 @dataclasses.dataclass
-class CellInputs:
-    """Leaf tensors (x and the hx parts) and how to assemble a cell's arguments."""
-
-    case: CellCase
-    x: torch.Tensor  # [B, I] / unbatched [I]; a sequence for unroll(): [T, B, I] / [T, I]
-    h0: torch.Tensor = None  # [B, H] / unbatched [H], or None
-    c0: torch.Tensor = None  # LSTMCell: [B, H] / unbatched [H], or None
-
-    def leaves(self):
-        return [t for t in (self.x, self.h0, self.c0) if t is not None]
-
-    def fresh(self, requires_grad=True):
-        """Copies of the leaves, detached, so each cell gets its own gradients."""
-        copy_ = lambda t: None if t is None else t.detach().clone().requires_grad_(
-            requires_grad)
-        return CellInputs(self.case, copy_(self.x), copy_(self.h0), copy_(self.c0))
+class CellInputs(Inputs):
+    """Leaf tensors (x and the hx parts) and how to assemble a cell's arguments: case a
+    CellCase; x [B, I] / unbatched [I], a sequence for unroll(): [T, B, I] / [T, I]; h0
+    [B, H] / unbatched [H], or None; c0 (LSTMCell) [B, H] / unbatched [H], or None. leaves()
+    and fresh() are Inputs'."""
 
     def to(self, dtype, device=None):
         """The same values in another dtype (None: keep a leaf's own), on `device` if given."""

@@ -25,7 +25,7 @@ class Inputs:
         """Copies of the leaves, detached, so each module gets its own gradients."""
         copy = lambda t: None if t is None else t.detach().clone().requires_grad_(
             requires_grad)
-        return Inputs(self.case, copy(self.x), copy(self.h0), copy(self.c0))
+        return type(self)(self.case, copy(self.x), copy(self.h0), copy(self.c0))
 
     def to(self, device=None, dtype=None):
         """The same values on another device and/or in another dtype."""
