@@ -108,10 +108,16 @@ def _rnn_relu_in_float(data, batch_sizes, h0, weights, **kwargs):
     fastrnn's gradients were up to 70x further from float64 than cuDNN's (H200; 2 layers,
     bidirectional, T=20, B=8, H=32). The CPU keeps 16 bits, as torch.nn does there, with
     torch.nn's error."""
-    dtype = data.dtype
-    output, h_n, _ = rnn("RNN_RELU", data.float(), batch_sizes, h0.float(), None,
-                         [w.float() for w in weights], **kwargs)
-    return output.to(dtype), h_n.to(dtype), None
+    output, h_n, _ = _rnn_in(torch.float32, "RNN_RELU", data, batch_sizes, h0, None, weights,
+                             **kwargs)
+    return output.to(data.dtype), h_n.to(data.dtype), None
+
+
+def _rnn_in(dtype, mode, data, batch_sizes, h0, c0, weights, **kwargs):
+    """rnn() with the data, states and weights cast to dtype; its results in dtype."""
+    cast = lambda t: None if t is None else t.to(dtype)
+    return rnn(mode, cast(data), batch_sizes, cast(h0), cast(c0),
+               [w.to(dtype) for w in weights], **kwargs)
 
 
 def _check_no_tangents(*tensors):
@@ -137,10 +143,8 @@ def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **k
     # before data is cast: which kernel torch.nn's layer would take for this input
     kernel = ("cudnn" if torch_nn_takes_cudnn(data)
               else "onednn" if torch_nn_takes_onednn(mode, data, packed, has_proj) else None)
-    cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
-        output, h_n, c_n = rnn(mode, cast(data), batch_sizes, cast(h0), cast(c0),
-                               [w.to(compute) for w in weights], **kwargs)
+        output, h_n, c_n = _rnn_in(compute, mode, data, batch_sizes, h0, c0, weights, **kwargs)
     out_dtype, c_dtype = autocast_result_dtypes(
         mode, device_type, autocast_dtype, weight_dtype, h0.dtype,
         None if c0 is None else c0.dtype, has_proj, kernel)
