@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import functional
+from . import _onnx, functional
 from ._ops import packed_zeros
 
 
@@ -21,6 +21,14 @@ class _FusedRecurrence:
 
     def forward(self, input, hx=None):
         device = (input.data if isinstance(input, PackedSequence) else input).device
+        exporter = _onnx.active_exporter()
+        if exporter == "torchscript":  # torch.nn's graph: ONNX LSTM, GRU, RNN nodes
+            if getattr(self, "proj_size", 0) > 0:
+                raise RuntimeError(
+                    "fastrnn.LSTM: an LSTM with proj_size exports to ONNX only with "
+                    "torch.onnx.export(dynamo=True), as an ONNX Scan; the TorchScript exporter "
+                    "(dynamo=False) has no translation for it (nor for torch.nn.LSTM's)")
+            return super().forward(input, hx)
         if not _has_kernels(device):
             warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
@@ -60,28 +68,36 @@ class _FusedRecurrence:
         h0, c0 = hx if is_lstm else (hx, None)
         self._check_devices_and_dtypes(input, h0, c0, weights[0])
 
+        stack = dict(has_bias=self.bias, num_layers=self.num_layers,
+                     bidirectional=self.bidirectional, proj_size=getattr(self, "proj_size", 0),
+                     dropout=float(self.dropout), training=self.training)
         if is_packed:
-            data = input
+            if exporter:
+                raise RuntimeError(
+                    f"fastrnn.{type(self).__name__}: PackedSequence input does not export with "
+                    "torch.onnx.export(dynamo=True), nor does torch.nn's; export with "
+                    "dynamo=False, which maps it to ONNX's sequence_lens, or pass padded input")
+            output, h_n, c_n = functional.rnn(self.mode, input, batch_sizes, h0, c0, weights,
+                                              packed=True, **stack)
         else:
             if self.batch_first:
                 input = input.transpose(0, 1)
             steps, batch = input.shape[:2]
             if steps == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-            data = input.reshape(steps * batch, input.shape[2])
-            batch_sizes = torch.full((steps,), batch, dtype=torch.long)
-
-        output, h_n, c_n = functional.rnn(
-            self.mode, data, batch_sizes, h0, c0, weights, has_bias=self.bias,
-            num_layers=self.num_layers, bidirectional=self.bidirectional,
-            proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
-            training=self.training, packed=is_packed)
+            if exporter:
+                output, h_n, c_n = _onnx.rnn(self.mode, input, h0, c0, weights, **stack)
+            else:
+                data = input.reshape(steps * batch, input.shape[2])
+                batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+                output, h_n, c_n = functional.rnn(self.mode, data, batch_sizes, h0, c0,
+                                                  weights, **stack)
         hidden = (h_n, c_n) if is_lstm else h_n
 
         if is_packed:
             output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return output, self.permute_hidden(hidden, unsorted_indices)
-        output = output.view(steps, batch, output.shape[1])
+        output = output.view(steps, batch, output.shape[-1])
         if self.batch_first:
             output = output.transpose(0, 1)
         if not is_batched:

@@ -1,0 +1,132 @@
+"""The layers as ONNX's own recurrent operators, for torch.onnx.export(..., dynamo=True).
+
+While that exporter traces a model, a fastrnn layer emits one ONNX `LSTM`, `GRU` or `RNN`
+node per layer (both directions in one node) through torch.onnx.ops.symbolic_multi_out,
+instead of fastrnn's ops, which no ONNX runtime knows: the exported model is a standard
+one. An LSTM with a projection (proj_size), which ONNX's LSTM cannot express, becomes an
+ONNX `Scan` over the step's arithmetic in standard ops. Every shape stays symbolic, so a
+model exported with dynamic batch and sequence axes runs at any batch and length.
+"""
+
+import torch
+import torch.nn.functional as F
+
+# ONNX's operator per mode, and for each of its gate blocks the index of torch's block:
+# ONNX orders the LSTM's gates i,o,f,c (torch: i,f,g,o) and the GRU's z,r,h (torch: r,z,n).
+_OPERATOR = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+_TORCH_BLOCK = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "RNN_TANH": (0,), "RNN_RELU": (0,)}
+
+
+def _export_flag_reader():
+    """A function saying whether an ONNX exporter is tracing: torch.onnx.is_in_onnx_export's
+    two flags read directly where this torch has them. That function imports two modules on
+    every call (1.3 us, which every cell call would pay), and torch.compile traces a read of
+    the TorchScript exporter's flag only as a plain attribute, not through its property."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+        (GLOBALS._in_onnx_export, _flags._is_onnx_exporting)  # both exist
+    except (ImportError, AttributeError):  # another torch's layout: its public function
+        return torch.onnx.is_in_onnx_export
+    return lambda: GLOBALS._in_onnx_export or _flags._is_onnx_exporting
+
+
+_in_onnx_export = _export_flag_reader()
+
+
+def active_exporter():
+    """Which ONNX exporter is tracing the caller: "dynamo" (torch.onnx.export(dynamo=True),
+    the default, which runs torch.export), "torchscript" (dynamo=False), or None."""
+    if not _in_onnx_export():
+        return None
+    return "dynamo" if torch.compiler.is_exporting() else "torchscript"
+
+
+def rnn(mode, x, h0, c0, weights, *, has_bias, num_layers, bidirectional, proj_size=0,
+        dropout=0.0, training=False):
+    """functional.rnn's stack for dense, time-first input, in ONNX operators.
+
+    x: [T, B, I]; h0: [L*D, B, P]; c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's flat
+    parameter list. Returns output [T, B, D*P], h_n [L*D, B, P], c_n [L*D, B, H] or None.
+    """
+    directions = 2 if bidirectional else 1
+    per_direction = len(weights) // (num_layers * directions)
+    layer_input, h_n, c_n = x, [], []
+    for layer in range(num_layers):
+        first = layer * directions
+        states = slice(first, first + directions)
+        layer_weights = [weights[(first + d) * per_direction:(first + d + 1) * per_direction]
+                         for d in range(directions)]
+        layer_c0 = None if c0 is None else c0[states]
+        if proj_size > 0:
+            y, hn, cn = _projected_lstm_layer(layer_input, h0[states], layer_c0, layer_weights,
+                                              has_bias)
+        else:
+            y, hn, cn = _layer_node(mode, layer_input, h0[states], layer_c0, layer_weights,
+                                    has_bias)
+        h_n.append(hn)
+        c_n.append(cn)
+        layer_input = y
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+    return layer_input, torch.cat(h_n), None if c0 is None else torch.cat(c_n)
+
+
+def _onnx_blocks(mode, tensor):
+    """A weight [G*H, ...] or bias [G*H] with its gate blocks in ONNX's order."""
+    blocks = tensor.chunk(len(_TORCH_BLOCK[mode]))
+    return torch.cat([blocks[k] for k in _TORCH_BLOCK[mode]])
+
+
+def _layer_node(mode, x, h0, c0, direction_weights, has_bias):
+    """One layer, one or two directions, as one ONNX node. x: [T, B, I]; h0: [D, B, H];
+    c0: [D, B, H] or None; direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh]).
+    Returns y [T, B, D*H], h_n [D, B, H], c_n [D, B, H] or None."""
+    steps, batch = x.shape[0], x.shape[1]
+    directions, hidden = h0.shape[0], h0.shape[2]
+    stack = lambda k: torch.stack([_onnx_blocks(mode, w[k]) for w in direction_weights])
+    bias = torch.cat([stack(2), stack(3)], dim=1) if has_bias else None  # [D, 2*G*H]
+    attrs = {"hidden_size": hidden,
+             "direction": "bidirectional" if directions == 2 else "forward"}
+    if mode == "GRU":
+        attrs["linear_before_reset"] = 1  # torch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    elif mode != "LSTM":
+        attrs["activations"] = ["Relu" if mode == "RNN_RELU" else "Tanh"] * directions
+    # inputs X, W, R, B, sequence_lens (none: every sequence is T long), initial_h[, initial_c]
+    inputs = [x, stack(0), stack(1), bias, None, h0] + ([c0] if c0 is not None else [])
+    states = 2 if c0 is not None else 1  # outputs Y [T, D, B, H], Y_h[, Y_c] [D, B, H]
+    outputs = torch.onnx.ops.symbolic_multi_out(
+        _OPERATOR[mode], inputs, attrs, dtypes=[x.dtype] * (1 + states),
+        shapes=[[steps, directions, batch, hidden]] + [[directions, batch, hidden]] * states)
+    y = outputs[0].permute(0, 2, 1, 3).reshape(steps, batch, directions * hidden)
+    return y, outputs[1], outputs[2] if c0 is not None else None
+
+
+def _projected_lstm_layer(x, h0, c0, direction_weights, has_bias):
+    """One LSTM layer with a projection, each direction an ONNX Scan over its steps.
+    x: [T, B, I]; h0: [D, B, P]; c0: [D, B, H]; direction_weights: per direction
+    (w_ih, w_hh[, b_ih, b_hh], w_hr). Returns y [T, B, D*P], h_n [D, B, P], c_n [D, B, H]."""
+    from torch._higher_order_ops.scan import scan  # export only; private to torch
+
+    ys, h_n, c_n = [], [], []
+    for direction, weights in enumerate(direction_weights):
+        w_ih, w_hh, w_hr = weights[0], weights[1], weights[-1]
+        gx = torch.matmul(x, w_ih.t())  # [T, B, 4H]
+        if has_bias:
+            gx = gx + (weights[2] + weights[3])
+        if direction == 1:
+            gx = gx.flip(0)
+
+        def step(state, gates_x, w_hh=w_hh, w_hr=w_hr):
+            # torch.nn.LSTM's step with proj_size (state: h [B, P], c [B, H]; gates_x [B, 4H])
+            h, c = state
+            i, f, g, o = (gates_x + torch.matmul(h, w_hh.t())).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.matmul(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
+            return (h, c), h.clone()
+
+        (hn, cn), y = scan(step, (h0[direction], c0[direction]), gx)
+        ys.append(y.flip(0) if direction == 1 else y)
+        h_n.append(hn)
+        c_n.append(cn)
+    return torch.cat(ys, dim=2), torch.stack(h_n), torch.stack(c_n)
