@@ -73,19 +73,23 @@ def layer_inputs(layer, steps, batch, hx):
 
 
 def export(model, args, exporter, dynamic):
-    """The ONNX model (onnx.ModelProto) of model(*args) from one exporter. dynamic: a list per
-    argument of {dim: name} that may vary (names shared across arguments are one size)."""
+    """The ONNX model (onnx.ModelProto) of model(*args) from one exporter, checked against
+    ONNX's operator schemas and shape inference. dynamic: a list per argument of
+    {dim: name} that may vary (names shared across arguments are one size)."""
     names = [f"in{k}" for k in range(len(args))]
     if exporter == "dynamo":
         dims = {}
         shapes = tuple({d: dims.setdefault(n, torch.export.Dim(n)) for d, n in axes.items()}
                        for axes in dynamic)
-        return torch.onnx.export(model, args, dynamo=True, input_names=names,
-                                 dynamic_shapes=shapes).model_proto
-    buffer = io.BytesIO()
-    torch.onnx.export(model, args, buffer, dynamo=False, input_names=names,
-                      dynamic_axes=dict(zip(names, dynamic)))
-    return onnx.load_from_string(buffer.getvalue())
+        proto = torch.onnx.export(model, args, dynamo=True, input_names=names,
+                                  dynamic_shapes=shapes).model_proto
+    else:
+        buffer = io.BytesIO()
+        torch.onnx.export(model, args, buffer, dynamo=False, input_names=names,
+                          dynamic_axes=dict(zip(names, dynamic)))
+        proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
 
 def run_onnx(proto, args):
