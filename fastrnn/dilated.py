@@ -1,0 +1,202 @@
+"""Dilated recurrent stacks (Chang et al., "Dilated Recurrent Neural Networks", 2017).
+
+Layer l connects step t to step t - d_l instead of t - 1:
+
+    h_t^(l) = cell(x_t^(l), h_{t - d_l}^(l)),
+
+the first d_l steps starting from the initial state. Steps t = j, j + d, j + 2d, ... form
+subsequence j of each sequence (its phase, j = t mod d), and a dilated layer is the same
+cell run over the d interleaved subsequences of every sequence as d times as many
+sequences of a d-th of the length. In the packed layout (functional.py) that is a
+reordering of rows and a new batch_sizes: each layer gathers its input's rows into that
+layout, runs the ordinary fused recurrence (functional.rnn), and scatters its output back,
+so no step is spent on padding, for dense and packed input alike. For dense input the
+reordering is none: row t * B + b = (k * d + j) * B + b is row k * (d * B) + (j * B + b), step
+k of sequence j * B + b, so the layer runs on its input as it is with a new batch_sizes. A reverse direction runs
+each subsequence from its end: h_t = cell(x_t, h_{t + d}).
+
+States: one per subsequence. Layer l's initial and final states have torch.nn's shape for
+one layer with d_l * B sequences, [D, d_l * B, H] (LSTM: h [D, d_l * B, P] and c), entry
+j * B + b holding phase j of sequence b (a view [D, d_l, B, H] separates them); hx and the
+returned state are tuples with one such state per layer, since the layers' sizes differ.
+Unbatched input takes and returns the B = 1 shapes, [D, d_l, H]. A subsequence with no
+steps (a sequence shorter than d_l) keeps its initial state.
+"""
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+from .modules import read_parameters
+
+
+def dilation_map(batch_sizes, dilation):
+    """The packed layout of a dilated layer, from its input's: (rows, batch_sizes, phases).
+
+    batch_sizes: [T] int64 CPU, the input's (sequence b in packed order has the steps t with
+    batch_sizes[t] > b). Subsequence (j, b) holds sequence b's steps t = j + k*d. The new
+    layout's sequences are the non-empty subsequences, longest first (ties by j, then b);
+    rows: [N] int64, row n of the new layout is input row rows[n]; phases: [S] int64, the
+    subsequence of each new sequence as j * B + b."""
+    steps, batch = batch_sizes.shape[0], int(batch_sizes[0])
+    offsets = torch.cumsum(batch_sizes, 0) - batch_sizes  # [T] first row of each step
+    lengths = (batch_sizes.unsqueeze(1) > torch.arange(batch)).sum(0)  # [B]
+    phase = torch.arange(dilation).unsqueeze(1)  # [d, 1]
+    sub_lengths = ((lengths - phase + dilation - 1) // dilation).clamp(min=0).flatten()  # [d*B]
+    order = torch.argsort(sub_lengths, descending=True, stable=True)
+    phases = order[sub_lengths[order] > 0]  # [S]
+    sub_lengths = sub_lengths[phases]
+    new_steps = int(sub_lengths[0])
+    new_batch_sizes = (sub_lengths.unsqueeze(0) > torch.arange(new_steps).unsqueeze(1)).sum(1)
+    k = torch.arange(new_steps).unsqueeze(1)  # [K, 1] the new layout's step
+    t = (k * dilation + phases // batch).clamp(max=steps - 1)  # [K, S] the input's step
+    active = sub_lengths.unsqueeze(0) > k  # [K, S]; row-major: the packed order
+    rows = (offsets[t] + phases % batch)[active]
+    return rows, new_batch_sizes, phases
+
+
+def dense_dilation_map(steps, batch, dilation):
+    """dilation_map for dense input ([T, B] rows, time-major): (None, batch_sizes, phases),
+    None for rows that stay where they are."""
+    new_steps = -(-steps // dilation)
+    last = steps - (new_steps - 1) * dilation  # phases present in the last step
+    batch_sizes = torch.full((new_steps,), dilation * batch, dtype=torch.long)
+    batch_sizes[-1] = last * batch
+    return None, batch_sizes, torch.arange(min(dilation, steps) * batch)
+
+
+class _DilatedStack:
+    """forward() and the dilations for a torch.nn.RNNBase subclass: torch.nn's constructor,
+    parameters and state_dict, each layer run dilated."""
+
+    def __init__(self, *args, dilations=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if dilations is None:
+            dilations = tuple(2 ** layer for layer in range(self.num_layers))
+        dilations = tuple(dilations)
+        if len(dilations) != self.num_layers:
+            raise ValueError(f"dilations must give one dilation per layer ({self.num_layers}), "
+                             f"got {len(dilations)}")
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
+            raise ValueError(f"dilations must be integers >= 1, got {dilations}")
+        self.dilations = dilations
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, dilations={self.dilations}"
+
+    def forward(self, input, hx=None):
+        is_lstm = self.mode == "LSTM"
+        is_packed = isinstance(input, PackedSequence)
+        sorted_indices = unsorted_indices = None
+        if is_packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            is_batched = True
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
+                                 f"{input.dim()}D instead")
+            is_batched = input.dim() == 3
+            x = input if is_batched else input.unsqueeze(0 if self.batch_first else 1)
+            x = x.transpose(0, 1) if self.batch_first else x
+            steps, batch = x.shape[0], x.shape[1]
+            if steps == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            data = x.reshape(steps * batch, x.shape[2])
+            batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+        self.check_input(data, batch_sizes)
+        batch = int(batch_sizes[0])
+        initial = self._initial_states(hx, data, batch)
+        directions = 2 if self.bidirectional else 1
+        weights = read_parameters(self, self._flat_weights_names)
+        per_layer = len(weights) // self.num_layers
+        layer_input, final = data, []
+        caller_order = None if sorted_indices is None else sorted_indices.cpu()
+        for layer, dilation in enumerate(self.dilations):
+            if is_packed:
+                rows, layer_batch_sizes, phases = dilation_map(batch_sizes, dilation)
+                rows = rows.to(data.device)
+                layer_input = layer_input.index_select(0, rows)
+            else:
+                rows, layer_batch_sizes, phases = dense_dilation_map(steps, batch, dilation)
+            if caller_order is not None:  # states are indexed by the caller's order
+                phases = phases // batch * batch + caller_order[phases % batch]
+            phases = phases.to(data.device)
+            h0, c0 = initial[layer]
+            layer_input, h_n, c_n = functional.rnn(
+                self.mode, layer_input, layer_batch_sizes, h0.index_select(1, phases),
+                None if c0 is None else c0.index_select(1, phases),
+                weights[layer * per_layer:(layer + 1) * per_layer], has_bias=self.bias,
+                num_layers=1, bidirectional=directions == 2,
+                proj_size=getattr(self, "proj_size", 0), packed=True)
+            if rows is not None:  # back to the input's order
+                layer_input = torch.empty_like(layer_input).index_copy(0, rows, layer_input)
+            # a subsequence with no steps keeps its initial state
+            h_n = h0.index_copy(1, phases, h_n)
+            final.append((h_n, c0.index_copy(1, phases, c_n)) if is_lstm else h_n)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        final = tuple(final)
+        if is_packed:
+            return PackedSequence(layer_input, batch_sizes, sorted_indices,
+                                  unsorted_indices), final
+        output = layer_input.view(steps, batch, layer_input.shape[-1])
+        output = output.transpose(0, 1) if self.batch_first else output
+        return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
+
+    def _initial_states(self, hx, data, batch):
+        """Per layer (h0, c0 or None), each [D, d_l * B, *], from hx or zeros, checked."""
+        directions = 2 if self.bidirectional else 1
+        hidden = self.hidden_size
+        out = getattr(self, "proj_size", 0) or hidden
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != self.num_layers):
+            raise ValueError(f"{type(self).__name__}: hx must be a tuple with one state per "
+                             f"layer ({self.num_layers})")
+        states = []
+        for layer, dilation in enumerate(self.dilations):
+            shape = (directions, dilation * batch)
+            if hx is None:
+                zeros = lambda size: data.new_zeros(*shape, size)
+                states.append((zeros(out), zeros(hidden) if self.mode == "LSTM" else None))
+                continue
+            state = hx[layer]
+            if self.mode == "LSTM":
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    raise ValueError(f"{type(self).__name__}: hx[{layer}] must be a tuple "
+                                     "(h_0, c_0)")
+                h0, c0 = state
+                self.check_hidden_size(h0, (*shape, out), "Expected hidden[0] size {}, got {}")
+                self.check_hidden_size(c0, (*shape, hidden), "Expected hidden[1] size {}, got {}")
+            else:
+                h0, c0 = state, None
+                self.check_hidden_size(h0, (*shape, out))
+            for t in (h0, c0):
+                if t is not None and (t.device != data.device or t.dtype != data.dtype):
+                    raise RuntimeError(
+                        f"Input and hidden tensors must be on the same device and of the same "
+                        f"dtype, found input {data.dtype} on {data.device} and hidden "
+                        f"{t.dtype} on {t.device}")
+            states.append((h0, c0))
+        return states
+
+
+class DilatedLSTM(_DilatedStack, nn.LSTM):
+    """A dilated stack of LSTM layers: torch.nn.LSTM's arguments and parameters, plus
+    `dilations` (one int >= 1 per layer; default 1, 2, 4, ...). hx and the returned state:
+    a tuple with one (h, c) per layer, h [D, d_l * B, P] and c [D, d_l * B, H] (see
+    fastrnn.dilated)."""
+
+
+class DilatedGRU(_DilatedStack, nn.GRU):
+    """A dilated stack of GRU layers: torch.nn.GRU's arguments and parameters, plus
+    `dilations`. hx and the returned state: a tuple with one h [D, d_l * B, H] per layer."""
+
+
+class DilatedRNN(_DilatedStack, nn.RNN):
+    """A dilated stack of Elman RNN layers (tanh or relu): torch.nn.RNN's arguments and
+    parameters, plus `dilations`. hx and the returned state: a tuple with one
+    h [D, d_l * B, H] per layer."""
+
+
+torch.serialization.add_safe_globals([DilatedLSTM, DilatedGRU, DilatedRNN])
