@@ -64,7 +64,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 import fastrnn
 from fastrnn._ops import GATES
 
-from . import states
+from . import loops, states
 from .grids import KEY_FIELDS
 from .timing import interleaved
 
@@ -180,9 +180,10 @@ _CELL_CLASSES = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN_TANH": "RNNCell",
 
 
 def build_modules(case, device, seed=0):
-    """(torch.nn module, fastrnn module) with identical weights, on device and dtype: the
-    layer, or for the cell kinds ("cell", "cell_loop") the cell."""
-    is_layer = case.kind == "layer"
+    """(baseline module, fastrnn module) with identical weights, on device and dtype: torch.nn's
+    layer, or for the cell kinds ("cell", "cell_loop") its cell; for kind "dilated" the
+    dilated stack and its loop over torch.nn's cells (loops.CellLoopDilatedStack)."""
+    is_layer = case.kind in ("layer", "dilated")
     name = (_LAYER_CLASSES if is_layer else _CELL_CLASSES)[case.cell]
     kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional,
                   dropout=case.dropout) if is_layer else {}
@@ -190,8 +191,16 @@ def build_modules(case, device, seed=0):
         kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
     torch.manual_seed(seed)
     baseline = getattr(nn, name)(case.I, case.H, **kwargs)
-    fast = getattr(fastrnn, name)(case.I, case.H, **kwargs)
-    fast.load_state_dict(baseline.state_dict())
+    if case.kind == "dilated":
+        dilations = tuple(2 ** layer for layer in range(case.layers))
+        fast = getattr(fastrnn, "Dilated" + name)(case.I, case.H, dilations=dilations, **kwargs)
+        fast.load_state_dict(baseline.state_dict())
+        baseline = loops.CellLoopDilatedStack(case.cell, case.I, case.H, dilations,
+                                              case.bidirectional)
+        baseline.load_from(fast)
+    else:
+        fast = getattr(fastrnn, name)(case.I, case.H, **kwargs)
+        fast.load_state_dict(baseline.state_dict())
     dtype = getattr(torch, case.dtype)
     return baseline.to(device, dtype), fast.to(device, dtype)
 
@@ -231,6 +240,8 @@ def call_layer(module, case, x):
                 if case.autocast else contextlib.nullcontext())
     with autocast:
         output, final = module(x)
+    if case.kind == "dilated":  # a state per layer: the last layer's
+        final = final[-1]
     h_n = final[0] if isinstance(final, tuple) else final
     return (output.data if case.packed else output), h_n[-(2 if case.bidirectional else 1):]
 
@@ -261,7 +272,7 @@ def make_runner(module, case, inputs, grad_out):
 
 def make_runners(case, device):
     """(torch.nn runner, fastrnn runner) of the case, on the same weights and inputs."""
-    if case.kind == "layer" and not case.hx:
+    if case.kind in ("layer", "dilated") and not case.hx:
         modules = build_modules(case, device)
         inputs, grad_out = make_inputs(case, device)
         return tuple(make_runner(m, case, inputs, grad_out) for m in modules)

@@ -7,7 +7,10 @@ given (hx). Kinds (KINDS):
 - "layer": one call of fastrnn.LSTM/GRU/RNN on a sequence [T, B, I] (every grid but step);
 - "cell": one call of fastrnn.LSTMCell/GRUCell/RNNCell on an input [B, I] (T is 1);
 - "cell_loop": T calls of a cell, each on x[t] with the states the previous call returned,
-  as a training or decoding loop runs one (layers 1, one direction for both cell kinds).
+  as a training or decoding loop runs one (layers 1, one direction for both cell kinds);
+- "dilated": one call of fastrnn.DilatedLSTM/GRU/RNN (dilations 1, 2, 4, ... per layer) on
+  [T, B, I], against the same stack as a Python loop over torch.nn's cells
+  (loops.CellLoopDilatedStack), what a user writes today.
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 MODES = ("fwd", "fwdbwd")
-KINDS = ("layer", "cell", "cell_loop")
+KINDS = ("layer", "cell", "cell_loop", "dilated")
 KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
               "hx", "loss", "packed", "dropout", "autocast")
 # Key fields added later, and the value a record without one (an older results file) means.
@@ -105,7 +108,7 @@ class Case:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        if self.kind != "layer" and (self.layers != 1 or self.bidirectional):
+        if self.kind in ("cell", "cell_loop") and (self.layers != 1 or self.bidirectional):
             raise ValueError(f"kind {self.kind} runs one cell: layers 1, one direction")
         if self.kind == "cell" and self.T != 1:
             raise ValueError("kind cell is one call of the cell: T must be 1")
@@ -118,6 +121,8 @@ class Case:
                              "loss output, dropout 0")
         if self.dropout and self.layers < 2:
             raise ValueError("dropout applies between layers: layers must be at least 2")
+        if self.kind == "dilated" and self.hx:
+            raise ValueError("kind dilated runs from zero states: hx False")
         if (self.kind != "layer" or self.hx) and (
                 self.loss != "output" or self.packed or self.dropout or self.autocast):
             raise ValueError("loss, packed, dropout and autocast apply to a layer call "
@@ -340,6 +345,13 @@ GRIDS = {
               note="packed bidirectional classifier (training: loss on h_n)"),
         Block(CLIENT_CELLS, ("float32",), (AUTOCAST_SHAPE,), autocast="bfloat16",
               note="float32 modules under bfloat16 autocast"),
+    ), threads=2),
+    "structured": Grid("structured", "the structured recurrences against the Python loops "
+                       "users write for them, float32, 2 threads: dilated stacks (3 layers, "
+                       "dilations 1, 2, 4; T=256 B=32 I=H=256; LSTM/GRU/RNN(tanh), fwd and "
+                       "fwdbwd) against a loop over torch.nn's cells", (
+        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
+              kind="dilated", note="dilated stack vs a loop over torch.nn cells"),
     ), threads=2),
 }
 

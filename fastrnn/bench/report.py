@@ -195,7 +195,9 @@ def markdown(doc):
     if any(case_of(r).kind != "layer" for r in doc["cases"]):
         lines += ["Times are per call: one layer call, one cell call (kind cell), or a whole "
                   "loop of T cell calls and its backward (kind cell_loop); us/step is a "
-                  "call's time over T (per call where T is 1).", ""]
+                  "call's time over T (per call where T is 1). Kind dilated: the torch.nn "
+                  "column is the same dilated stack as a Python loop over torch.nn's cells.",
+                  ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []
     for r in doc["cases"]:
