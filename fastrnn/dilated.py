@@ -21,6 +21,10 @@ j * B + b holding phase j of sequence b (a view [D, d_l, B, H] separates them); 
 returned state are tuples with one such state per layer, since the layers' sizes differ.
 Unbatched input takes and returns the B = 1 shapes, [D, d_l, H]. A subsequence with no
 steps (a sequence shorter than d_l) keeps its initial state.
+
+torch.compile(fullgraph=True) traces dense input (with torch._dynamo.config.allow_rnn, as
+for the layers); packed input compiles with graph breaks, since its layout is computed from
+batch_sizes' values.
 """
 
 import torch
@@ -92,7 +96,7 @@ class _DilatedStack:
         sorted_indices = unsorted_indices = None
         if is_packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            is_batched = True
+            is_batched, batch = True, int(batch_sizes[0])  # torch.compile: a graph break
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
@@ -106,7 +110,6 @@ class _DilatedStack:
             data = x.reshape(steps * batch, x.shape[2])
             batch_sizes = torch.full((steps,), batch, dtype=torch.long)
         self.check_input(data, batch_sizes)
-        batch = int(batch_sizes[0])
         initial = self._initial_states(hx, data, batch)
         directions = 2 if self.bidirectional else 1
         weights = read_parameters(self, self._flat_weights_names)

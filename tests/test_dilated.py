@@ -188,6 +188,31 @@ def test_dilation_one_equals_the_plain_stack():
     torch.testing.assert_close(torch.cat(final), h_n, atol=0, rtol=0)
 
 
+def test_compiles_into_one_graph_for_dense_input():
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounterWithBackend
+    module = make("LSTM", bidirectional=True)
+    counter = CompileCounterWithBackend("inductor")
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(module, backend=counter, fullgraph=True, dynamic=True)
+        for steps, batch in ((7, 5), (9, 6), (5, 8)):  # 5: equal to no feature size
+            x = torch.randn(steps, batch, INPUT, dtype=F64)
+            (output, final), (expected, expected_final) = compiled(x), module(x)
+            torch.testing.assert_close(output, expected, atol=1e-12, rtol=1e-12)
+            torch.testing.assert_close(flat(final), flat(expected_final), atol=1e-12,
+                                       rtol=1e-12)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+
+
+def test_meta_device_gives_the_shapes():
+    module = fastrnn.DilatedGRU(INPUT, HIDDEN, num_layers=2, dilations=(2, 3), device="meta")
+    output, final = module(torch.empty(7, 3, INPUT, device="meta"))
+    assert output.shape == (7, 3, HIDDEN) and output.device.type == "meta"
+    assert [tuple(h.shape) for h in final] == [(1, 6, HIDDEN), (1, 9, HIDDEN)]
+
+
 def test_default_dilations_state_dict_and_repr():
     module = fastrnn.DilatedLSTM(INPUT, HIDDEN, num_layers=3, proj_size=PROJ)
     assert module.dilations == (1, 2, 4)
