@@ -6,6 +6,11 @@ instead of fastrnn's ops, which no ONNX runtime knows: the exported model is a s
 one. An LSTM with a projection (proj_size), which ONNX's LSTM cannot express, becomes an
 ONNX `Scan` over the step's arithmetic in standard ops. Every shape stays symbolic, so a
 model exported with dynamic batch and sequence axes runs at any batch and length.
+
+Why not torch.nn's forward, as under the TorchScript exporter: with torch 2.13 and
+dynamo=True, torch.nn's own translations fix the traced batch and length in the exported
+graph (ONNX Runtime fails on another), unroll the relu RNN into a step loop, and drop the
+LSTM's projection (a model ONNX Runtime fails on).
 """
 
 import torch
@@ -25,8 +30,9 @@ def _export_flag_reader():
     try:
         from torch.onnx._internal.exporter import _flags
         from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-        (GLOBALS._in_onnx_export, _flags._is_onnx_exporting)  # both exist
-    except (ImportError, AttributeError):  # another torch's layout: its public function
+    except ImportError:  # another torch's layout: its public function
+        return torch.onnx.is_in_onnx_export
+    if not (hasattr(GLOBALS, "_in_onnx_export") and hasattr(_flags, "_is_onnx_exporting")):
         return torch.onnx.is_in_onnx_export
     return lambda: GLOBALS._in_onnx_export or _flags._is_onnx_exporting
 
@@ -42,33 +48,37 @@ def active_exporter():
     return "dynamo" if torch.compiler.is_exporting() else "torchscript"
 
 
-def rnn(mode, x, h0, c0, weights, *, has_bias, num_layers, bidirectional, proj_size=0,
-        dropout=0.0, training=False):
-    """functional.rnn's stack for dense, time-first input, in ONNX operators.
+def rnn(module, x, h0, c0, weights):
+    """module's stack (a fastrnn.LSTM/GRU/RNN) on dense, time-first input, in ONNX operators.
 
     x: [T, B, I]; h0: [L*D, B, P]; c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's flat
     parameter list. Returns output [T, B, D*P], h_n [L*D, B, P], c_n [L*D, B, H] or None.
     """
-    directions = 2 if bidirectional else 1
-    per_direction = len(weights) // (num_layers * directions)
+    if not hasattr(torch.onnx, "ops"):
+        raise RuntimeError(f"fastrnn: exporting with torch.onnx.export(dynamo=True) needs "
+                           f"torch.onnx.ops, which torch {torch.__version__} lacks; export "
+                           "with dynamo=False, or use a newer torch (tested: 2.13)")
+    mode, layers = module.mode, module.num_layers
+    directions = 2 if module.bidirectional else 1
+    per_direction = len(weights) // (layers * directions)
     layer_input, h_n, c_n = x, [], []
-    for layer in range(num_layers):
+    for layer in range(layers):
         first = layer * directions
-        states = slice(first, first + directions)
+        rows = slice(first, first + directions)  # this layer's entries of h0 and c0
         layer_weights = [weights[(first + d) * per_direction:(first + d + 1) * per_direction]
                          for d in range(directions)]
-        layer_c0 = None if c0 is None else c0[states]
-        if proj_size > 0:
-            y, hn, cn = _projected_lstm_layer(layer_input, h0[states], layer_c0, layer_weights,
-                                              has_bias)
+        layer_c0 = None if c0 is None else c0[rows]
+        if getattr(module, "proj_size", 0) > 0:
+            y, hn, cn = _projected_lstm_layer(layer_input, h0[rows], layer_c0, layer_weights,
+                                              module.bias)
         else:
-            y, hn, cn = _layer_node(mode, layer_input, h0[states], layer_c0, layer_weights,
-                                    has_bias)
+            y, hn, cn = _layer_node(mode, layer_input, h0[rows], layer_c0, layer_weights,
+                                    module.bias)
         h_n.append(hn)
         c_n.append(cn)
-        layer_input = y
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
+        layer_input = y  # [T, B, D*P]
+        if module.dropout > 0 and module.training and layer < layers - 1:
+            layer_input = F.dropout(layer_input, float(module.dropout), training=True)
     return layer_input, torch.cat(h_n), None if c0 is None else torch.cat(c_n)
 
 
@@ -84,8 +94,9 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias):
     Returns y [T, B, D*H], h_n [D, B, H], c_n [D, B, H] or None."""
     steps, batch = x.shape[0], x.shape[1]
     directions, hidden = h0.shape[0], h0.shape[2]
-    stack = lambda k: torch.stack([_onnx_blocks(mode, w[k]) for w in direction_weights])
-    bias = torch.cat([stack(2), stack(3)], dim=1) if has_bias else None  # [D, 2*G*H]
+    # parameter k of every direction, gate blocks in ONNX's order: [D, G*H(, I or H)]
+    per_direction = lambda k: torch.stack([_onnx_blocks(mode, w[k]) for w in direction_weights])
+    bias = torch.cat([per_direction(2), per_direction(3)], dim=1) if has_bias else None  # [D, 2GH]
     attrs = {"hidden_size": hidden,
              "direction": "bidirectional" if directions == 2 else "forward"}
     if mode == "GRU":
@@ -93,11 +104,13 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias):
     elif mode != "LSTM":
         attrs["activations"] = ["Relu" if mode == "RNN_RELU" else "Tanh"] * directions
     # inputs X, W, R, B, sequence_lens (none: every sequence is T long), initial_h[, initial_c]
-    inputs = [x, stack(0), stack(1), bias, None, h0] + ([c0] if c0 is not None else [])
-    states = 2 if c0 is not None else 1  # outputs Y [T, D, B, H], Y_h[, Y_c] [D, B, H]
+    inputs = [x, per_direction(0), per_direction(1), bias, None, h0] + (
+        [c0] if c0 is not None else [])
+    final_states = 2 if c0 is not None else 1  # outputs Y [T, D, B, H], Y_h[, Y_c] [D, B, H]
     outputs = torch.onnx.ops.symbolic_multi_out(
-        _OPERATOR[mode], inputs, attrs, dtypes=[x.dtype] * (1 + states),
-        shapes=[[steps, directions, batch, hidden]] + [[directions, batch, hidden]] * states)
+        _OPERATOR[mode], inputs, attrs, dtypes=[x.dtype] * (1 + final_states),
+        shapes=[[steps, directions, batch, hidden]]
+        + [[directions, batch, hidden]] * final_states)
     y = outputs[0].permute(0, 2, 1, 3).reshape(steps, batch, directions * hidden)
     return y, outputs[1], outputs[2] if c0 is not None else None
 
@@ -125,7 +138,7 @@ def _projected_lstm_layer(x, h0, c0, direction_weights, has_bias):
             h = torch.matmul(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
             return (h, c), h.clone()
 
-        (hn, cn), y = scan(step, (h0[direction], c0[direction]), gx)
+        (hn, cn), y = scan(step, (h0[direction], c0[direction]), gx)  # y: [T, B, P]
         ys.append(y.flip(0) if direction == 1 else y)
         h_n.append(hn)
         c_n.append(cn)

@@ -14,8 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from ._ops import CELL_KIND, CELL_NAME, ops
 from . import _onnx, functional
+from ._ops import CELL_KIND, CELL_NAME, ops
 from .modules import _has_kernels, read_parameters
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
@@ -32,6 +32,8 @@ class _FusedCell:
     _NAME = ""
 
     def forward(self, input, hx=None):
+        if _onnx.active_exporter():  # torch.nn's graph: standard ONNX ops, no fastrnn op
+            return super().forward(input, hx)
         is_lstm = self._NAME == "LSTMCell"
         rank = input.dim()
         if rank not in (1, 2):
@@ -40,8 +42,6 @@ class _FusedCell:
             self._check_hx_rank(hx, is_lstm)
         cell = self._cell()
         device = input.device
-        if _onnx.active_exporter():  # torch.nn's graph: standard ONNX ops, no fastrnn op
-            return super().forward(input, hx)
         if not _has_kernels(device):
             warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",

@@ -10,10 +10,10 @@ cell run over the d interleaved subsequences of every sequence as d times as man
 sequences of a d-th of the length. In the packed layout (functional.py) that is a
 reordering of rows and a new batch_sizes: each layer gathers its input's rows into that
 layout, runs the ordinary fused recurrence (functional.rnn), and scatters its output back,
-so no step is spent on padding, for dense and packed input alike. For dense input the
-reordering is none: row t * B + b = (k * d + j) * B + b is row k * (d * B) + (j * B + b), step
-k of sequence j * B + b, so the layer runs on its input as it is with a new batch_sizes. A reverse direction runs
-each subsequence from its end: h_t = cell(x_t, h_{t + d}).
+so no step is spent on padding, for dense and packed input alike. Dense input needs no
+reordering: its row t * B + b = (k * d + j) * B + b is already row k * (d * B) + (j * B + b),
+step k of sequence j * B + b, so the layer runs on it as it is, with a new batch_sizes. A
+reverse direction runs each subsequence from its end: h_t = cell(x_t, h_{t + d}).
 
 States: one per subsequence. Layer l's initial and final states have torch.nn's shape for
 one layer with d_l * B sequences, [D, d_l * B, H] (LSTM: h [D, d_l * B, P] and c), entry

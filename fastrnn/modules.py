@@ -68,30 +68,30 @@ class _FusedRecurrence:
         h0, c0 = hx if is_lstm else (hx, None)
         self._check_devices_and_dtypes(input, h0, c0, weights[0])
 
-        stack = dict(has_bias=self.bias, num_layers=self.num_layers,
-                     bidirectional=self.bidirectional, proj_size=getattr(self, "proj_size", 0),
-                     dropout=float(self.dropout), training=self.training)
         if is_packed:
             if exporter:
                 raise RuntimeError(
                     f"fastrnn.{type(self).__name__}: PackedSequence input does not export with "
                     "torch.onnx.export(dynamo=True), nor does torch.nn's; export with "
                     "dynamo=False, which maps it to ONNX's sequence_lens, or pass padded input")
-            output, h_n, c_n = functional.rnn(self.mode, input, batch_sizes, h0, c0, weights,
-                                              packed=True, **stack)
+            data = input
         else:
             if self.batch_first:
                 input = input.transpose(0, 1)
             steps, batch = input.shape[:2]
             if steps == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-            if exporter:
-                output, h_n, c_n = _onnx.rnn(self.mode, input, h0, c0, weights, **stack)
-            else:
-                data = input.reshape(steps * batch, input.shape[2])
-                batch_sizes = torch.full((steps,), batch, dtype=torch.long)
-                output, h_n, c_n = functional.rnn(self.mode, data, batch_sizes, h0, c0,
-                                                  weights, **stack)
+            data = input.reshape(steps * batch, input.shape[2])
+            batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+
+        if exporter:  # dense input: [T, B, I]
+            output, h_n, c_n = _onnx.rnn(self, input, h0, c0, weights)
+        else:
+            output, h_n, c_n = functional.rnn(
+                self.mode, data, batch_sizes, h0, c0, weights, has_bias=self.bias,
+                num_layers=self.num_layers, bidirectional=self.bidirectional,
+                proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
+                training=self.training, packed=is_packed)
         hidden = (h_n, c_n) if is_lstm else h_n
 
         if is_packed:

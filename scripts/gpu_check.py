@@ -38,7 +38,8 @@ PY = sys.executable
 OPS_TESTS = ("ops_cuda_match_cpu or more_rows or gradcheck_op_cuda or opcheck_cuda "
              "or fused_path")
 # CPU-only test files that the GPU steps leave out: the emulations, the build check, and the
-# export tests (ONNX Runtime's CPU provider; the GPU machine has no onnx packages).
+# export tests (on CPU tensors; the ONNX ones need the onnx packages, which the GPU machine
+# lacks).
 CPU_ONLY = ("test_cuda_emulation.py", "test_cuda_build.py", "test_persistent_emulation.py",
             "test_export_onnx.py", "test_export_program.py")
 SMALL_RUN = ["--batch", "3", "--hidden", "40", "--steps", "4", "--reverse"]

@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
 from helpers.cases import CELLS
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state", "quiet_exporters")
 
@@ -29,7 +30,10 @@ TRACED = (7, 6)  # (steps, batch) of the traced call: equal to no feature size
 OTHER = (9, 2)  # the shape a dynamic-axes export must also run at
 ONNX_OPERATOR = {"LSTM": "LSTM", "LSTM-proj": "Scan", "GRU": "GRU", "RNN-tanh": "RNN",
                  "RNN-relu": "RNN"}
-ATOL = RTOL = 5e-5
+TOLERANCE = atol_rtol(torch.float32)  # ONNX Runtime's float32 against fastrnn's
+EXPORTERS = [pytest.param("dynamo", marks=pytest.mark.skipif(
+                 not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")),
+             "torchscript"]
 
 
 @pytest.fixture
@@ -105,11 +109,27 @@ def assert_matches_eager(proto, model, args):
     actual = run_onnx(proto, args)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
-        np.testing.assert_allclose(a, e.numpy(), atol=ATOL, rtol=RTOL)
+        np.testing.assert_allclose(a, e.numpy(), **TOLERANCE)
+
+
+def nodes(graph):
+    """Every node of an ONNX graph, those of its subgraphs (a Scan's body) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
+                yield from nodes(subgraph)
 
 
 def operators(proto):
-    return {(node.domain, node.op_type) for node in proto.graph.node}
+    """(domain, op_type) of every node, subgraphs and model-local functions included."""
+    found = {(node.domain, node.op_type) for node in nodes(proto.graph)}
+    return found | {(n.domain, n.op_type) for f in proto.functions for n in f.node}
+
+
+def count(proto, op_type):
+    """How many top-level nodes run op_type."""
+    return sum(node.op_type == op_type for node in proto.graph.node)
 
 
 def layer_axes(layer, args):
@@ -118,7 +138,7 @@ def layer_axes(layer, args):
     return [{batch: "batch", steps: "steps"}] + [{1: "batch"}] * (len(args) - 1)
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("layers", [1, 2], ids=["L1", "L2"])
@@ -137,10 +157,9 @@ def test_dense_layer_exports_and_runs(cell, layers, bidirectional, batch_first, 
     assert ("", ONNX_OPERATOR[cell]) in ops
     assert all(domain in ("", "ai.onnx") for domain, _ in ops)  # no fastrnn op, no custom op
     if cell == "LSTM-proj":
-        assert sum(node.op_type == "Scan" for node in proto.graph.node) == layers * (
-            2 if bidirectional else 1)
+        assert count(proto, "Scan") == layers * (2 if bidirectional else 1)
     else:  # one node per layer, both directions in it; no step loop around it
-        assert sum(node.op_type == ONNX_OPERATOR[cell] for node in proto.graph.node) == layers
+        assert count(proto, ONNX_OPERATOR[cell]) == layers
         assert not ops & {("", "Loop"), ("", "Scan")}
     assert_matches_eager(proto, model, args)
     assert_matches_eager(proto, model, layer_inputs(layer, *OTHER, hx))
@@ -169,12 +188,24 @@ def test_packed_input_exports_with_sequence_lens(cell, layers, bidirectional, en
     lengths = [7, 5, 5, 3, 2, 1] if enforce_sorted else [3, 7, 1, 5, 2, 5]
     args = (torch.randn(7, 6, INPUT), torch.tensor(lengths))
     proto = export(model, args, "torchscript", [{0: "steps", 1: "batch"}, {0: "batch"}])
-    assert sum(node.op_type == ONNX_OPERATOR[cell] for node in proto.graph.node) == layers
+    assert count(proto, ONNX_OPERATOR[cell]) == layers
     assert_matches_eager(proto, model, args)
     other = [9, 4] if enforce_sorted else [4, 9]
     assert_matches_eager(proto, model, (torch.randn(9, 2, INPUT), torch.tensor(other)))
 
 
+@pytest.mark.skipif(not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")
+@pytest.mark.parametrize("cell", ["LSTM", "LSTM-proj"])
+def test_dropout_between_layers_exports_in_training_only(cell):
+    _, fast_cls, extra = CELLS[cell]
+    layer = fast_cls(INPUT, HIDDEN, num_layers=3, dropout=0.25, **extra)
+    args = (torch.randn(*TRACED, INPUT),)
+    for training, dropouts in ((False, 0), (True, 2)):  # between the 3 layers: 2
+        proto = export(Flat(layer.train(training)), args, "dynamo", [{}])
+        assert count(proto, "Dropout") == dropouts
+
+
+@pytest.mark.skipif(not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")
 def test_packed_input_under_dynamo_is_refused_clearly():
     model = PackedClassifier(make_layer("GRU"), enforce_sorted=False)
     args = (torch.randn(7, 6, INPUT), torch.tensor([3, 7, 1, 5, 2, 5]))
@@ -183,7 +214,7 @@ def test_packed_input_under_dynamo_is_refused_clearly():
     assert "dynamo=False" in str(error.value)
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN-relu"])
 def test_unbatched_input_exports(cell, exporter):
     layer = make_layer(cell, layers=2, bidirectional=True)
@@ -194,7 +225,8 @@ def test_unbatched_input_exports(cell, exporter):
 
 
 class CellLoop(nn.Module):
-    """A Python loop of a cell over the steps of x [T, B, I] (unrolled in the export)."""
+    """A Python loop of a cell over the steps of x [T, B, I]: unrolled in the export, so
+    only the batch may vary."""
 
     def __init__(self, cell):
         super().__init__()
@@ -207,7 +239,7 @@ class CellLoop(nn.Module):
         return state if isinstance(state, tuple) else (state,)
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("cell_cls,kwargs", [
     (fastrnn.LSTMCell, {}), (fastrnn.GRUCell, {}), (fastrnn.RNNCell, {"nonlinearity": "relu"}),
     (fastrnn.RNNCell, {"nonlinearity": "tanh", "bias": False})], ids=["LSTM", "GRU", "relu",

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import fastrnn
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -45,7 +46,8 @@ def assert_runs_as_eager(model, run):
         with torch.no_grad():
             expected = model(x)
         for actual, wanted in zip(run(x), expected, strict=True):
-            torch.testing.assert_close(actual, wanted, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(actual, wanted,
+                                       **atol_rtol(torch.float32, "same_computation"))
 
 
 def test_exported_program_holds_fastrnn_ops(program):
