@@ -222,13 +222,17 @@ def test_default_dilations_state_dict_and_repr():
     module.load_state_dict(twin.state_dict())
 
 
-def test_whole_model_loads_under_torch_load_defaults(tmp_path):
-    module = fastrnn.DilatedGRU(INPUT, HIDDEN, num_layers=2, dilations=(2, 5))
-    torch.save(module, tmp_path / "model.pt")
-    loaded = torch.load(tmp_path / "model.pt")
-    assert loaded.dilations == (2, 5)
+@pytest.mark.parametrize("cls", [fastrnn.DilatedLSTM, fastrnn.DilatedGRU, fastrnn.DilatedRNN])
+def test_whole_model_loads_under_torch_load_defaults(cls, tmp_path):
+    """torch.load(weights_only=True), the default: a model holding a dilated stack loads with
+    only torch.nn's classes allowlisted, as one holding torch.nn's layers does."""
+    model = nn.Sequential(cls(INPUT, HIDDEN, num_layers=2, dilations=(2, 5)))
+    torch.save(model, tmp_path / "model.pt")
+    with torch.serialization.safe_globals([nn.Sequential]):  # the program's own container
+        loaded = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert type(loaded[0]) is cls and loaded[0].dilations == (2, 5)
     x = torch.randn(9, 2, INPUT)
-    torch.testing.assert_close(loaded(x)[0], module(x)[0], atol=0, rtol=0)
+    torch.testing.assert_close(loaded(x)[0], model(x)[0], atol=0, rtol=0)
 
 
 def test_dropout_between_layers_only_in_training():
