@@ -13,7 +13,7 @@ from fastrnn.bench import compare as comparing
 from fastrnn.bench.__main__ import main
 from fastrnn.bench.grids import GRIDS, KEY_DEFAULTS, KEY_FIELDS, Case, key_of
 from fastrnn.bench.report import case_of
-from helpers.bench import old_format, synthetic
+from helpers.bench import old_format, shrink_grid, synthetic
 
 NEW_FIELDS = ("loss", "packed", "dropout", "autocast")
 
@@ -111,12 +111,7 @@ def test_clients_grid_lists_the_client_cases(capsys):
 def tiny_clients(monkeypatch):
     """The clients grid with every shape shrunk to T=6 B=3 I=4 H=5 (depth, direction and
     the fields kept)."""
-    from fastrnn.bench import grids
-    grid = grids.GRIDS["clients"]
-    blocks = tuple(dataclasses.replace(block, shapes=tuple(
-        dataclasses.replace(shape, T=6, B=3, I=4, H=5) for shape in block.shapes))
-        for block in grid.blocks)
-    monkeypatch.setitem(grids.GRIDS, "clients", dataclasses.replace(grid, blocks=blocks))
+    shrink_grid(monkeypatch, "clients", T=6, B=3, I=4, H=5)
 
 
 def test_tiny_clients_grid_runs(tiny_clients, tmp_path):

@@ -12,6 +12,7 @@ from fastrnn.bench import cases as bench_cases
 from fastrnn.bench.__main__ import main
 from fastrnn.bench.grids import GRIDS, Case
 from fastrnn.bench.report import case_of
+from helpers.bench import shrink_grid
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -55,12 +56,7 @@ def test_loop_baseline_computes_the_dilated_stack(cell, mode):
 
 @pytest.fixture
 def tiny_structured(monkeypatch):
-    from fastrnn.bench import grids
-    grid = grids.GRIDS["structured"]
-    blocks = tuple(dataclasses.replace(block, shapes=tuple(
-        dataclasses.replace(shape, T=9, B=3, I=4, H=5) for shape in block.shapes))
-        for block in grid.blocks)
-    monkeypatch.setitem(grids.GRIDS, "structured", dataclasses.replace(grid, blocks=blocks))
+    shrink_grid(monkeypatch, "structured", T=9, B=3, I=4, H=5)
 
 
 def test_tiny_structured_grid_runs(tiny_structured, tmp_path):
