@@ -27,13 +27,15 @@ for the layers); packed input compiles with graph breaks, since its layout is co
 batch_sizes' values.
 """
 
+import operator
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
-from .modules import read_parameters
+from .modules import _has_kernels, check_devices_and_dtypes, read_parameters
 
 
 def dilation_map(batch_sizes, dilation):
@@ -83,7 +85,13 @@ class _DilatedStack:
         if len(dilations) != self.num_layers:
             raise ValueError(f"dilations must give one dilation per layer ({self.num_layers}), "
                              f"got {len(dilations)}")
-        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
+        try:
+            if any(isinstance(d, bool) for d in dilations):
+                raise TypeError
+            dilations = tuple(operator.index(d) for d in dilations)  # ints, numpy's too
+        except TypeError:
+            raise ValueError(f"dilations must be integers >= 1, got {dilations}") from None
+        if any(d < 1 for d in dilations):
             raise ValueError(f"dilations must be integers >= 1, got {dilations}")
         self.dilations = dilations
 
@@ -109,10 +117,13 @@ class _DilatedStack:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             data = x.reshape(steps * batch, x.shape[2])
             batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+        if not _has_kernels(data.device):
+            raise RuntimeError(f"fastrnn has no kernels for {data.device.type} tensors; "
+                               f"{type(self).__name__} runs only where fastrnn's layers do")
         self.check_input(data, batch_sizes)
-        initial = self._initial_states(hx, data, batch)
-        directions = 2 if self.bidirectional else 1
         weights = read_parameters(self, self._flat_weights_names)
+        initial = self._initial_states(hx, data, batch, weights[0])
+        directions = 2 if self.bidirectional else 1
         per_layer = len(weights) // self.num_layers
         layer_input, final = data, []
         caller_order = None if sorted_indices is None else sorted_indices.cpu()
@@ -132,12 +143,13 @@ class _DilatedStack:
                 None if c0 is None else c0.index_select(1, phases),
                 weights[layer * per_layer:(layer + 1) * per_layer], has_bias=self.bias,
                 num_layers=1, bidirectional=directions == 2,
-                proj_size=getattr(self, "proj_size", 0), packed=True)
+                proj_size=getattr(self, "proj_size", 0), packed=is_packed)
             if rows is not None:  # back to the input's order
                 layer_input = torch.empty_like(layer_input).index_copy(0, rows, layer_input)
-            # a subsequence with no steps keeps its initial state
-            h_n = h0.index_copy(1, phases, h_n)
-            final.append((h_n, c0.index_copy(1, phases, c_n)) if is_lstm else h_n)
+            # a subsequence with no steps keeps its initial state (in the results' dtype:
+            # under autocast the layer's may differ from the states')
+            h_n = h0.to(h_n.dtype).index_copy(1, phases, h_n)
+            final.append((h_n, c0.to(c_n.dtype).index_copy(1, phases, c_n)) if is_lstm else h_n)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         final = tuple(final)
@@ -148,14 +160,16 @@ class _DilatedStack:
         output = output.transpose(0, 1) if self.batch_first else output
         return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
 
-    def _initial_states(self, hx, data, batch):
-        """Per layer (h0, c0 or None), each [D, d_l * B, *], from hx or zeros, checked."""
+    def _initial_states(self, hx, data, batch, weight):
+        """Per layer (h0, c0 or None), each [D, d_l * B, *], from hx or zeros, checked as
+        torch.nn checks its layers' (data: the input's rows [N, I]; weight: a parameter)."""
         directions = 2 if self.bidirectional else 1
         hidden = self.hidden_size
         out = getattr(self, "proj_size", 0) or hidden
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != self.num_layers):
             raise ValueError(f"{type(self).__name__}: hx must be a tuple with one state per "
                              f"layer ({self.num_layers})")
+        check_devices_and_dtypes(data, None, None, weight)
         states = []
         for layer, dilation in enumerate(self.dilations):
             shape = (directions, dilation * batch)
@@ -174,12 +188,7 @@ class _DilatedStack:
             else:
                 h0, c0 = state, None
                 self.check_hidden_size(h0, (*shape, out))
-            for t in (h0, c0):
-                if t is not None and (t.device != data.device or t.dtype != data.dtype):
-                    raise RuntimeError(
-                        f"Input and hidden tensors must be on the same device and of the same "
-                        f"dtype, found input {data.dtype} on {data.device} and hidden "
-                        f"{t.dtype} on {t.device}")
+            check_devices_and_dtypes(data, h0, c0, weight)
             states.append((h0, c0))
         return states
 

@@ -66,7 +66,7 @@ class _FusedRecurrence:
         if is_lstm and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
         h0, c0 = hx if is_lstm else (hx, None)
-        self._check_devices_and_dtypes(input, h0, c0, weights[0])
+        check_devices_and_dtypes(input, h0, c0, weights[0])
 
         if is_packed:
             if exporter:
@@ -159,26 +159,30 @@ class _FusedRecurrence:
             return zeros(self.proj_size or self.hidden_size), zeros(self.hidden_size)
         return zeros(self.hidden_size)
 
-    def _check_devices_and_dtypes(self, input, h0, c0, weight):
-        if input.device != weight.device:
+
+
+def check_devices_and_dtypes(input, h0, c0, weight):
+    """torch.nn's checks of the input's and states' devices and dtypes against each other and
+    the parameters', and fastrnn's of the dtype. input: the rows [N, I] or the input."""
+    if input.device != weight.device:
+        raise RuntimeError(
+            "Input and parameter tensors are not at the same device, found input tensor "
+            f"at {input.device} and parameter tensor at {weight.device}")
+    for state in (h0, c0):
+        if state is None:
+            continue
+        if state.device != input.device:
             raise RuntimeError(
-                "Input and parameter tensors are not at the same device, found input tensor "
-                f"at {input.device} and parameter tensor at {weight.device}")
-        for state in (h0, c0):
-            if state is None:
-                continue
-            if state.device != input.device:
-                raise RuntimeError(
-                    "Input and hidden tensors are not at the same device, found input tensor "
-                    f"at {input.device} and hidden tensor at {state.device}")
-            if state.dtype != input.dtype and not _autocast_enabled(input.device):
-                raise RuntimeError(
-                    f"Input and hidden tensors must have the same dtype, found input "
-                    f"{input.dtype} and hidden {state.dtype}")
-        if not (input.is_floating_point() and input.dtype in _SUPPORTED_DTYPES):
+                "Input and hidden tensors are not at the same device, found input tensor "
+                f"at {input.device} and hidden tensor at {state.device}")
+        if state.dtype != input.dtype and not _autocast_enabled(input.device):
             raise RuntimeError(
-                f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
-                f"{input.dtype}")
+                f"Input and hidden tensors must have the same dtype, found input "
+                f"{input.dtype} and hidden {state.dtype}")
+    if not (input.is_floating_point() and input.dtype in _SUPPORTED_DTYPES):
+        raise RuntimeError(
+            f"fastrnn supports float32, float64, bfloat16 and float16, got input of dtype "
+            f"{input.dtype}")
 
 
 def read_parameters(module, names):

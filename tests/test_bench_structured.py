@@ -2,7 +2,6 @@
 torch.nn's cells, fastrnn/bench/loops.py) computing what fastrnn's dilated modules compute,
 the grid's cases, and a tiny run of the whole grid."""
 
-import dataclasses
 import json
 
 import pytest
@@ -21,9 +20,9 @@ def test_structured_grid_lists_the_dilated_cases(capsys):
     assert main(["--grid", "structured", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     listed = GRIDS["structured"].cases("cpu")
-    assert len(lines) == len(listed) == 6 and GRIDS["structured"].threads == 2
+    assert len(lines) == len(listed) == 12 and GRIDS["structured"].threads == 2
     assert {(c.cell, c.kind, c.T, c.B, c.I, c.H, c.layers, c.mode) for c in listed} == {
-        (cell, "dilated", 256, 32, 256, 256, 3, mode)
+        (cell, kind, 256, 32, 256, 256, 3, mode) for kind in ("dilated", "dilated_interleaved")
         for cell in ("LSTM", "GRU", "RNN_TANH") for mode in ("fwd", "fwdbwd")}
     assert lines[0].startswith("LSTM f32 T=256 B=32 I=256 H=256 L3 dilated fwd")
 
@@ -32,18 +31,21 @@ def test_dilated_case_checks():
     Case("GRU", "float32", 5, 2, 3, 3, layers=3, bidirectional=True, kind="dilated")
     with pytest.raises(ValueError, match="hx False"):
         Case("GRU", "float32", 5, 2, 3, 3, kind="dilated", hx=True)
+    with pytest.raises(ValueError, match="multiple of every dilation"):
+        Case("GRU", "float32", 6, 2, 3, 3, layers=3, kind="dilated_interleaved")
     with pytest.raises(ValueError, match="layers 1, one direction"):
         Case("GRU", "float32", 5, 2, 3, 3, layers=2, kind="cell_loop")
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
-def test_loop_baseline_computes_the_dilated_stack(cell, mode):
-    """In float64 the loop over torch.nn's cells and fastrnn's module agree to 1e-10: the
-    output, the last layer's h_n, and (fwdbwd) the input gradient; T = 7 with dilations
-    1, 2, 4 leaves the last step of some phases out."""
-    case = Case(cell, "float64", 7, 3, 4, 5, layers=3, bidirectional=True, mode=mode,
-                kind="dilated")
+@pytest.mark.parametrize("kind,steps", [("dilated", 7), ("dilated_interleaved", 8)])
+def test_baselines_compute_the_dilated_stack(kind, steps, cell, mode):
+    """In float64 each baseline and fastrnn's module agree to 1e-10: the output, the last
+    layer's h_n, and (fwdbwd) the input gradient. For the loop T = 7 with dilations 1, 2, 4
+    leaves the last step of some phases out; the interleaved layers need a multiple of 4."""
+    case = Case(cell, "float64", steps, 3, 4, 5, layers=3, bidirectional=True, mode=mode,
+                kind=kind)
     base, fast = bench_cases.build_modules(case, "cpu")
     assert fast.dilations == base.dilations == (1, 2, 4)
     inputs, grad = bench_cases.make_inputs(case, "cpu", count=1)
@@ -56,15 +58,17 @@ def test_loop_baseline_computes_the_dilated_stack(cell, mode):
 
 @pytest.fixture
 def tiny_structured(monkeypatch):
-    shrink_grid(monkeypatch, "structured", T=9, B=3, I=4, H=5)
+    shrink_grid(monkeypatch, "structured", T=8, B=3, I=4, H=5)
 
 
 def test_tiny_structured_grid_runs(tiny_structured, tmp_path):
     assert main(["--grid", "structured", "--threads", "1", "--repeats", "2", "--warmup", "1",
                  "--min-time", "0", "--gemm-size", "128", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["skipped"] == [] and len(doc["cases"]) == 6
+    assert doc["skipped"] == [] and len(doc["cases"]) == 12
+    baselines = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved"}
     for record in doc["cases"]:
         assert record["parity"] == "pass", case_of(record).label()
+        assert record["baseline"] == baselines[record["kind"]]
         assert record["gflop"] == pytest.approx(bench_cases.gemm_flops(case_of(record)) / 1e9)
-    assert "Kind dilated: the torch.nn column is" in (tmp_path / "results.md").read_text()
+    assert "Kind dilated: the baseline column is" in (tmp_path / "results.md").read_text()

@@ -65,7 +65,7 @@ import fastrnn
 from fastrnn._ops import GATES
 
 from . import loops, states
-from .grids import KEY_FIELDS
+from .grids import DILATED_KINDS, KEY_FIELDS
 from .timing import interleaved
 
 BASE_TOLERANCE = {"float64": 1e-10, "float32": 5e-5, "bfloat16": 2e-2, "float16": 2e-2}
@@ -181,9 +181,9 @@ _CELL_CLASSES = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN_TANH": "RNNCell",
 
 def build_modules(case, device, seed=0):
     """(baseline module, fastrnn module) with identical weights, on device and dtype: torch.nn's
-    layer, or for the cell kinds ("cell", "cell_loop") its cell; for kind "dilated" the
-    dilated stack and its loop over torch.nn's cells (loops.CellLoopDilatedStack)."""
-    is_layer = case.kind in ("layer", "dilated")
+    layer, or for the cell kinds ("cell", "cell_loop") its cell; for the dilated kinds the
+    dilated stack (default dilations) and the kind's baseline (loops.BASELINES)."""
+    is_layer = case.kind not in ("cell", "cell_loop")
     name = (_LAYER_CLASSES if is_layer else _CELL_CLASSES)[case.cell]
     kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional,
                   dropout=case.dropout) if is_layer else {}
@@ -191,16 +191,13 @@ def build_modules(case, device, seed=0):
         kwargs["nonlinearity"] = "relu" if case.cell == "RNN_RELU" else "tanh"
     torch.manual_seed(seed)
     baseline = getattr(nn, name)(case.I, case.H, **kwargs)
-    if case.kind == "dilated":
-        dilations = tuple(2 ** layer for layer in range(case.layers))
-        fast = getattr(fastrnn, "Dilated" + name)(case.I, case.H, dilations=dilations, **kwargs)
-        fast.load_state_dict(baseline.state_dict())
-        baseline = loops.CellLoopDilatedStack(case.cell, case.I, case.H, dilations,
+    dilated = case.kind in DILATED_KINDS
+    fast = getattr(fastrnn, "Dilated" + name if dilated else name)(case.I, case.H, **kwargs)
+    fast.load_state_dict(baseline.state_dict())
+    if dilated:
+        baseline = loops.BASELINES[case.kind](case.cell, case.I, case.H, fast.dilations,
                                               case.bidirectional)
         baseline.load_from(fast)
-    else:
-        fast = getattr(fastrnn, name)(case.I, case.H, **kwargs)
-        fast.load_state_dict(baseline.state_dict())
     dtype = getattr(torch, case.dtype)
     return baseline.to(device, dtype), fast.to(device, dtype)
 
@@ -240,7 +237,7 @@ def call_layer(module, case, x):
                 if case.autocast else contextlib.nullcontext())
     with autocast:
         output, final = module(x)
-    if case.kind == "dilated":  # a state per layer: the last layer's
+    if case.kind in DILATED_KINDS:  # a state per layer: the last layer's
         final = final[-1]
     h_n = final[0] if isinstance(final, tuple) else final
     return (output.data if case.packed else output), h_n[-(2 if case.bidirectional else 1):]
@@ -272,7 +269,7 @@ def make_runner(module, case, inputs, grad_out):
 
 def make_runners(case, device):
     """(torch.nn runner, fastrnn runner) of the case, on the same weights and inputs."""
-    if case.kind in ("layer", "dilated") and not case.hx:
+    if case.kind in ("layer",) + DILATED_KINDS and not case.hx:
         modules = build_modules(case, device)
         inputs, grad_out = make_inputs(case, device)
         return tuple(make_runner(m, case, inputs, grad_out) for m in modules)
@@ -376,7 +373,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_samp
     record = {name: getattr(case, name) for name in KEY_FIELDS}
     record.update({
         "fastrnn_ms": fast_ms,
-        "baseline": baseline_name(device),
+        "baseline": loops.BASELINE_NAMES.get(case.kind, baseline_name(device)),
         "baseline_ms": base_ms,
         "backend": backend_name(device),
         "fastrnn_backend": headline,

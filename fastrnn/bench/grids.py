@@ -10,7 +10,10 @@ given (hx). Kinds (KINDS):
   as a training or decoding loop runs one (layers 1, one direction for both cell kinds);
 - "dilated": one call of fastrnn.DilatedLSTM/GRU/RNN (dilations 1, 2, 4, ... per layer) on
   [T, B, I], against the same stack as a Python loop over torch.nn's cells
-  (loops.CellLoopDilatedStack), what a user writes today.
+  (loops.CellLoopDilatedStack), the definition as a user writes it;
+- "dilated_interleaved": the same call against one torch.nn layer per dilation on the
+  subsequences laid side by side (loops.InterleavedDilatedStack), as published dilated-RNN
+  code runs it (T a multiple of every dilation).
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
@@ -39,7 +42,8 @@ from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 MODES = ("fwd", "fwdbwd")
-KINDS = ("layer", "cell", "cell_loop", "dilated")
+KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved")
+DILATED_KINDS = ("dilated", "dilated_interleaved")  # fastrnn.dilated, per-kind baselines
 KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
               "hx", "loss", "packed", "dropout", "autocast")
 # Key fields added later, and the value a record without one (an older results file) means.
@@ -121,8 +125,11 @@ class Case:
                              "loss output, dropout 0")
         if self.dropout and self.layers < 2:
             raise ValueError("dropout applies between layers: layers must be at least 2")
-        if self.kind == "dilated" and self.hx:
-            raise ValueError("kind dilated runs from zero states: hx False")
+        if self.kind in DILATED_KINDS and self.hx:
+            raise ValueError(f"kind {self.kind} runs from zero states: hx False")
+        if self.kind == "dilated_interleaved" and self.T % 2 ** (self.layers - 1):
+            raise ValueError("kind dilated_interleaved needs T a multiple of every dilation "
+                             f"(1, 2, ..., {2 ** (self.layers - 1)})")
         if (self.kind != "layer" or self.hx) and (
                 self.loss != "output" or self.packed or self.dropout or self.autocast):
             raise ValueError("loss, packed, dropout and autocast apply to a layer call "
@@ -346,12 +353,16 @@ GRIDS = {
         Block(CLIENT_CELLS, ("float32",), (AUTOCAST_SHAPE,), autocast="bfloat16",
               note="float32 modules under bfloat16 autocast"),
     ), threads=2),
-    "structured": Grid("structured", "the structured recurrences against the Python loops "
-                       "users write for them, float32, 2 threads: dilated stacks (3 layers, "
-                       "dilations 1, 2, 4; T=256 B=32 I=H=256; LSTM/GRU/RNN(tanh), fwd and "
-                       "fwdbwd) against a loop over torch.nn's cells", (
+    "structured": Grid("structured", "the structured recurrences against what users write "
+                       "for them, float32, 2 threads: dilated stacks (3 layers, dilations 1, 2, "
+                       "4; T=256 B=32 I=H=256; LSTM/GRU/RNN(tanh), fwd and fwdbwd) against a "
+                       "loop over torch.nn's cells, and against torch.nn layers on the "
+                       "interleaved subsequences", (
         Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
               kind="dilated", note="dilated stack vs a loop over torch.nn cells"),
+        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
+              kind="dilated_interleaved",
+              note="dilated stack vs torch.nn layers on interleaved subsequences"),
     ), threads=2),
 }
 

@@ -1,12 +1,17 @@
 """What a user writes today for the structured recurrences fastrnn fuses: the baselines of
-the benchmark's "dilated" kind (grids.KINDS).
+the benchmark's dilated kinds (grids.DILATED_KINDS), one class per kind (BASELINES).
 
-CellLoopDilatedStack is a dilated stack (fastrnn.dilated) as the definition reads,
-h_t = cell(x_t, h_{t-d}): per layer and direction a torch.nn cell (LSTMCell, GRUCell,
-RNNCell) called once per step on the whole batch in a Python loop, keeping one state per
-phase t mod d. It takes dense [T, B, I] input and returns what fastrnn's dilated modules
-return: the output [T, B, D*H] and per layer the final states [D, d*B, H] (entry j*B + b:
-phase j of sequence b), from zeros.
+Both take dense [T, B, I] input and return what fastrnn's dilated modules return: the output
+[T, B, D*H] and per layer the final states [D, d*B, H] (entry j*B + b: phase j of sequence
+b), from zeros; load_from(stack) copies a torch.nn/fastrnn stack's parameters (torch's
+names: weight_ih_l{layer}[_reverse], ...) into them.
+- CellLoopDilatedStack ("dilated"): the definition, h_t = cell(x_t, h_{t-d}), as a Python
+  loop over steps calling, per layer and direction, a torch.nn cell (LSTMCell, GRUCell,
+  RNNCell) on the whole batch, keeping one state per phase t mod d.
+- InterleavedDilatedStack ("dilated_interleaved"): what published dilated-RNN code does,
+  one torch.nn layer per dilation on the d subsequences laid side by side, [T/d, d*B, F]
+  (T a multiple of every dilation here: that code pads time instead, which changes the
+  reverse direction and the final states).
 """
 
 import torch
@@ -14,6 +19,12 @@ from torch import nn
 
 _CELLS = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell, "RNN_TANH": nn.RNNCell,
           "RNN_RELU": nn.RNNCell}
+_LAYERS = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
+
+
+def _nonlinearity(cell):
+    return {"nonlinearity": "relu" if cell == "RNN_RELU" else "tanh"} if (
+        cell.startswith("RNN")) else {}
 
 
 class CellLoopDilatedStack(nn.Module):
@@ -21,16 +32,12 @@ class CellLoopDilatedStack(nn.Module):
         super().__init__()
         self.mode, self.hidden_size, self.dilations = cell, hidden_size, tuple(dilations)
         self.directions = 2 if bidirectional else 1
-        kwargs = {"nonlinearity": "relu" if cell == "RNN_RELU" else "tanh"} if (
-            cell.startswith("RNN")) else {}
         self.cells = nn.ModuleList(
             _CELLS[cell](input_size if layer == 0 else self.directions * hidden_size,
-                         hidden_size, **kwargs)
+                         hidden_size, **_nonlinearity(cell))
             for layer in range(len(dilations)) for _ in range(self.directions))
 
     def load_from(self, stack):
-        """Copies the parameters of a torch.nn/fastrnn stack of the same sizes (torch's
-        names: weight_ih_l{layer}[_reverse], ...) into the cells."""
         for index, cell in enumerate(self.cells):
             layer, direction = divmod(index, self.directions)
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
@@ -64,3 +71,34 @@ class CellLoopDilatedStack(nn.Module):
             else:
                 final.append(h_n)
         return x, tuple(final)
+
+
+class InterleavedDilatedStack(nn.Module):
+    def __init__(self, cell, input_size, hidden_size, dilations, bidirectional=False):
+        super().__init__()
+        self.dilations = tuple(dilations)
+        directions = 2 if bidirectional else 1
+        self.layers = nn.ModuleList(
+            _LAYERS[cell](input_size if layer == 0 else directions * hidden_size, hidden_size,
+                          bidirectional=bidirectional, **_nonlinearity(cell))
+            for layer in range(len(dilations)))
+
+    def load_from(self, stack):
+        for layer, module in enumerate(self.layers):  # layer l's parameters, renamed _l0
+            for name, param in module.named_parameters():
+                param.data.copy_(getattr(stack, name.replace("_l0", f"_l{layer}")).data)
+
+    def forward(self, x):
+        steps, batch = x.shape[0], x.shape[1]
+        final = []
+        for d, layer in zip(self.dilations, self.layers):
+            if steps % d:
+                raise ValueError(f"T={steps} is not a multiple of the dilation {d}")
+            y, state = layer(x.reshape(steps // d, d * batch, x.shape[2]))  # [T/d, d*B, F]
+            x = y.reshape(steps, batch, y.shape[2])
+            final.append(state)
+        return x, tuple(final)
+
+
+BASELINES = {"dilated": CellLoopDilatedStack, "dilated_interleaved": InterleavedDilatedStack}
+BASELINE_NAMES = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved"}

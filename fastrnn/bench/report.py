@@ -195,8 +195,9 @@ def markdown(doc):
     if any(case_of(r).kind != "layer" for r in doc["cases"]):
         lines += ["Times are per call: one layer call, one cell call (kind cell), or a whole "
                   "loop of T cell calls and its backward (kind cell_loop); us/step is a "
-                  "call's time over T (per call where T is 1). Kind dilated: the torch.nn "
-                  "column is the same dilated stack as a Python loop over torch.nn's cells.",
+                  "call's time over T (per call where T is 1). Kind dilated: the baseline "
+                  "column is the same dilated stack as a Python loop over torch.nn's cells; "
+                  "kind dilated_interleaved: torch.nn layers on the interleaved subsequences.",
                   ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []
