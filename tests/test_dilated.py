@@ -254,6 +254,20 @@ def test_compiles_into_one_graph_for_dense_input():
     assert counter.frame_count == frames, "a new shape recompiled"
 
 
+def test_torch_export_keeps_the_ops_with_a_dynamic_length():
+    """As the README says: the length's range starts above the largest dilation."""
+    module = make("GRU", bidirectional=True)
+    steps = torch.export.Dim("steps", min=max(DILATIONS) + 1)
+    program = torch.export.export(module, (torch.randn(7, 5, INPUT, dtype=F64),),
+                                  dynamic_shapes=({0: steps, 1: torch.export.Dim("batch")},))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "fastrnn.gru_forward.default" in targets
+    x = torch.randn(11, 2, INPUT, dtype=F64)
+    (output, final), (expected, expected_final) = program.module()(x), module(x)
+    torch.testing.assert_close(output, expected, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(flat(final), flat(expected_final), atol=1e-12, rtol=1e-12)
+
+
 def test_meta_device_gives_the_shapes():
     module = fastrnn.DilatedGRU(INPUT, HIDDEN, num_layers=2, dilations=(2, 3), device="meta")
     output, final = module(torch.empty(7, 3, INPUT, device="meta"))
