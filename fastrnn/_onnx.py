@@ -82,16 +82,48 @@ def rnn(module, x, h0, c0, weights):
     return layer_input, torch.cat(h_n), None if c0 is None else torch.cat(c_n)
 
 
+def dilated_rnn(module, x, initial, weights):
+    """A fastrnn.DilatedLSTM/GRU/RNN (no projection) on dense, time-first input, one ONNX node
+    per layer: its d subsequences side by side as d*B sequences of ceil(T/d) steps (time
+    padded to a multiple of d), each given its own length, so that padding is never a step.
+    x: [T, B, I], T > every dilation; initial: per layer (h0, c0 or None), [D, d*B, *].
+    Returns output [T, B, D*H] and per layer (h_n, c_n or None)."""
+    if getattr(module, "proj_size", 0) > 0:
+        raise RuntimeError("fastrnn: a DilatedLSTM with proj_size does not export to ONNX yet")
+    steps, batch = x.shape[0], x.shape[1]
+    per_layer = len(weights) // module.num_layers
+    per_direction = per_layer // (2 if module.bidirectional else 1)
+    final = []
+    for layer, d in enumerate(module.dilations):
+        layer_weights = weights[layer * per_layer:(layer + 1) * per_layer]
+        new_steps = (steps + d - 1) // d
+        padded = F.pad(x, (0, 0, 0, 0, 0, new_steps * d - steps))  # [new_steps * d, B, F]
+        phase = torch.arange(d * batch, device=x.device) // batch  # [d*B]: j of j*B + b
+        lengths = ((steps - phase + d - 1) // d).to(torch.int32)  # steps of each subsequence
+        h0, c0 = initial[layer]
+        y, h_n, c_n = _layer_node(
+            module.mode, padded.reshape(new_steps, d * batch, x.shape[2]), h0, c0,
+            [layer_weights[k:k + per_direction] for k in range(0, per_layer, per_direction)],
+            module.bias, lengths)
+        x = y.reshape(new_steps * d, batch, y.shape[2])[:steps]  # [T, B, D*H]
+        final.append((h_n, c_n) if c0 is not None else h_n)
+        if module.dropout > 0 and module.training and layer < module.num_layers - 1:
+            x = F.dropout(x, float(module.dropout), training=True)
+    return x, tuple(final)
+
+
 def _onnx_blocks(mode, tensor):
     """A weight [G*H, ...] or bias [G*H] with its gate blocks in ONNX's order."""
     blocks = tensor.chunk(len(_TORCH_BLOCK[mode]))
     return torch.cat([blocks[k] for k in _TORCH_BLOCK[mode]])
 
 
-def _layer_node(mode, x, h0, c0, direction_weights, has_bias):
+def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None):
     """One layer, one or two directions, as one ONNX node. x: [T, B, I]; h0: [D, B, H];
-    c0: [D, B, H] or None; direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh]).
-    Returns y [T, B, D*H], h_n [D, B, H], c_n [D, B, H] or None."""
+    c0: [D, B, H] or None; direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh]);
+    lengths: [B] int32, each sequence's steps (ONNX's sequence_lens; None: all T).
+    Returns y [T, B, D*H] (zero past a sequence's length), h_n [D, B, H], c_n [D, B, H] or
+    None (at each sequence's last step)."""
     steps, batch = x.shape[0], x.shape[1]
     directions, hidden = h0.shape[0], h0.shape[2]
     # parameter k of every direction, gate blocks in ONNX's order: [D, G*H(, I or H)]
@@ -103,8 +135,8 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias):
         attrs["linear_before_reset"] = 1  # torch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     elif mode != "LSTM":
         attrs["activations"] = ["Relu" if mode == "RNN_RELU" else "Tanh"] * directions
-    # inputs X, W, R, B, sequence_lens (none: every sequence is T long), initial_h[, initial_c]
-    inputs = [x, per_direction(0), per_direction(1), bias, None, h0] + (
+    # inputs X, W, R, B, sequence_lens, initial_h[, initial_c]
+    inputs = [x, per_direction(0), per_direction(1), bias, lengths, h0] + (
         [c0] if c0 is not None else [])
     final_states = 2 if c0 is not None else 1  # outputs Y [T, D, B, H], Y_h[, Y_c] [D, B, H]
     outputs = torch.onnx.ops.symbolic_multi_out(

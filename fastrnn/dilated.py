@@ -34,7 +34,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from . import functional
+from . import _onnx, functional
 from .modules import _has_kernels, check_devices_and_dtypes, read_parameters
 
 
@@ -99,6 +99,10 @@ class _DilatedStack:
         return f"{super().extra_repr()}, dilations={self.dilations}"
 
     def forward(self, input, hx=None):
+        exporter = _onnx.active_exporter()
+        if exporter == "torchscript":
+            raise RuntimeError(f"fastrnn.{type(self).__name__} exports to ONNX only with "
+                               "torch.onnx.export(dynamo=True)")
         is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
         sorted_indices = unsorted_indices = None
@@ -125,6 +129,13 @@ class _DilatedStack:
         initial = self._initial_states(hx, data, batch, weights[0])
         directions = 2 if self.bidirectional else 1
         per_layer = len(weights) // self.num_layers
+        if exporter:  # dynamo=True: ONNX's own recurrent nodes
+            if is_packed:
+                raise RuntimeError(f"fastrnn.{type(self).__name__}: PackedSequence input "
+                                   "does not export to ONNX; pass padded input")
+            output, final = _onnx.dilated_rnn(self, x, initial, weights)
+            output = output.transpose(0, 1) if self.batch_first else output
+            return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
         layer_input, final = data, []
         caller_order = None if sorted_indices is None else sorted_indices.cpu()
         for layer, dilation in enumerate(self.dilations):

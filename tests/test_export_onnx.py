@@ -252,3 +252,46 @@ def test_cells_export_as_standard_ops(cell_cls, kwargs, exporter):
     assert all(domain in ("", "ai.onnx") for domain, _ in operators(proto))
     assert_matches_eager(proto, model, args)
     assert_matches_eager(proto, model, (torch.randn(3, 2, INPUT),))
+
+
+class DilatedFlat(nn.Module):
+    """A dilated stack with tensors out: (output, every layer's state(s))."""
+
+    def __init__(self, stack):
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, x):
+        output, final = self.stack(x)
+        return (output, *(t for state in final
+                          for t in (state if isinstance(state, tuple) else (state,))))
+
+
+@pytest.mark.skipif(not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+@pytest.mark.parametrize("cls,kwargs", [(fastrnn.DilatedLSTM, {}), (fastrnn.DilatedGRU, {}),
+                                        (fastrnn.DilatedRNN, {"nonlinearity": "relu"})],
+                         ids=["LSTM", "GRU", "RNN-relu"])
+def test_dilated_stack_exports_one_node_per_layer(cls, kwargs, batch_first):
+    """Dilations 1, 2, 4: each layer's subsequences side by side with their own lengths
+    (sequence_lens), so lengths that are no multiple of 4 match too."""
+    torch.manual_seed(0)
+    model = DilatedFlat(cls(INPUT, HIDDEN, num_layers=3, bidirectional=True,
+                            batch_first=batch_first, **kwargs).eval())
+    shape = lambda steps, batch: (batch, steps, INPUT) if batch_first else (steps, batch, INPUT)
+    steps = torch.export.Dim("steps", min=5)  # the largest dilation + 1 (README)
+    dims = {(1 if batch_first else 0): steps, (0 if batch_first else 1): torch.export.Dim("b")}
+    proto = torch.onnx.export(model, (torch.randn(*shape(*TRACED)),), dynamo=True,
+                              dynamic_shapes=(dims,)).model_proto
+    onnx.checker.check_model(proto, full_check=True)
+    assert count(proto, {fastrnn.DilatedLSTM: "LSTM", fastrnn.DilatedGRU: "GRU",
+                         fastrnn.DilatedRNN: "RNN"}[cls]) == 3
+    assert all(domain in ("", "ai.onnx") for domain, _ in operators(proto))
+    for steps, batch in (TRACED, OTHER, (8, 3)):
+        assert_matches_eager(proto, model, (torch.randn(*shape(steps, batch)),))
+
+
+def test_dilated_stack_under_torchscript_is_refused_clearly():
+    model = DilatedFlat(fastrnn.DilatedGRU(INPUT, HIDDEN, num_layers=2))
+    with pytest.raises(RuntimeError, match="only with torch.onnx.export\\(dynamo=True\\)"):
+        export(model, (torch.randn(*TRACED, INPUT),), "torchscript", [{}])
