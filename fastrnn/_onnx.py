@@ -54,10 +54,6 @@ def rnn(module, x, h0, c0, weights):
     x: [T, B, I]; h0: [L*D, B, P]; c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's flat
     parameter list. Returns output [T, B, D*P], h_n [L*D, B, P], c_n [L*D, B, H] or None.
     """
-    if not hasattr(torch.onnx, "ops"):
-        raise RuntimeError(f"fastrnn: exporting with torch.onnx.export(dynamo=True) needs "
-                           f"torch.onnx.ops, which torch {torch.__version__} lacks; export "
-                           "with dynamo=False, or use a newer torch (tested: 2.13)")
     mode, layers = module.mode, module.num_layers
     directions = 2 if module.bidirectional else 1
     per_direction = len(weights) // (layers * directions)
@@ -124,6 +120,10 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None):
     lengths: [B] int32, each sequence's steps (ONNX's sequence_lens; None: all T).
     Returns y [T, B, D*H] (zero past a sequence's length), h_n [D, B, H], c_n [D, B, H] or
     None (at each sequence's last step)."""
+    if not hasattr(torch.onnx, "ops"):
+        raise RuntimeError(f"fastrnn: exporting with torch.onnx.export(dynamo=True) needs "
+                           f"torch.onnx.ops, which torch {torch.__version__} lacks; export "
+                           "with dynamo=False, or use a newer torch (tested: 2.13)")
     steps, batch = x.shape[0], x.shape[1]
     directions, hidden = h0.shape[0], h0.shape[2]
     # parameter k of every direction, gate blocks in ONNX's order: [D, G*H(, I or H)]
