@@ -103,7 +103,6 @@ class _DilatedStack:
         if exporter == "torchscript":
             raise RuntimeError(f"fastrnn.{type(self).__name__} exports to ONNX only with "
                                "torch.onnx.export(dynamo=True)")
-        is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
         sorted_indices = unsorted_indices = None
         if is_packed:
@@ -127,15 +126,26 @@ class _DilatedStack:
         self.check_input(data, batch_sizes)
         weights = read_parameters(self, self._flat_weights_names)
         initial = self._initial_states(hx, data, batch, weights[0])
-        directions = 2 if self.bidirectional else 1
-        per_layer = len(weights) // self.num_layers
         if exporter:  # dynamo=True: ONNX's own recurrent nodes
             if is_packed:
                 raise RuntimeError(f"fastrnn.{type(self).__name__}: PackedSequence input "
                                    "does not export to ONNX; pass padded input")
-            output, final = _onnx.dilated_rnn(self, x, initial, weights)
-            output = output.transpose(0, 1) if self.batch_first else output
-            return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
+            output, final = _onnx.dilated_rnn(self, x, initial, weights)  # [T, B, D*H]
+        else:
+            output, final = self._layers(data, batch_sizes, batch, steps if not is_packed
+                                         else None, sorted_indices, initial, weights)
+        if is_packed:
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), final
+        output = output.view(steps, batch, output.shape[-1])
+        output = output.transpose(0, 1) if self.batch_first else output
+        return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
+
+    def _layers(self, data, batch_sizes, batch, steps, sorted_indices, initial, weights):
+        """The stack on the rows data [N, I] (batch_sizes [T]; steps: T for dense input, None
+        for packed); initial: _initial_states'. Returns the output rows [N, D*P] in data's
+        order and per layer the final state(s)."""
+        is_lstm, is_packed = self.mode == "LSTM", steps is None
+        per_layer = len(weights) // self.num_layers
         layer_input, final = data, []
         caller_order = None if sorted_indices is None else sorted_indices.cpu()
         for layer, dilation in enumerate(self.dilations):
@@ -153,7 +163,7 @@ class _DilatedStack:
                 self.mode, layer_input, layer_batch_sizes, h0.index_select(1, phases),
                 None if c0 is None else c0.index_select(1, phases),
                 weights[layer * per_layer:(layer + 1) * per_layer], has_bias=self.bias,
-                num_layers=1, bidirectional=directions == 2,
+                num_layers=1, bidirectional=self.bidirectional,
                 proj_size=getattr(self, "proj_size", 0), packed=is_packed)
             if rows is not None:  # back to the input's order
                 layer_input = torch.empty_like(layer_input).index_copy(0, rows, layer_input)
@@ -163,13 +173,7 @@ class _DilatedStack:
             final.append((h_n, c0.to(c_n.dtype).index_copy(1, phases, c_n)) if is_lstm else h_n)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        final = tuple(final)
-        if is_packed:
-            return PackedSequence(layer_input, batch_sizes, sorted_indices,
-                                  unsorted_indices), final
-        output = layer_input.view(steps, batch, layer_input.shape[-1])
-        output = output.transpose(0, 1) if self.batch_first else output
-        return (output if is_batched else output.squeeze(0 if self.batch_first else 1)), final
+        return layer_input, tuple(final)
 
     def _initial_states(self, hx, data, batch, weight):
         """Per layer (h0, c0 or None), each [D, d_l * B, *], from hx or zeros, checked as
