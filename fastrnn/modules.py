@@ -160,7 +160,6 @@ class _FusedRecurrence:
         return zeros(self.hidden_size)
 
 
-
 def check_devices_and_dtypes(input, h0, c0, weight):
     """torch.nn's checks of the input's and states' devices and dtypes against each other and
     the parameters', and fastrnn's of the dtype. input: the rows [N, I] or the input."""
