@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include "cells/gru.h"
+#include "cells/leaky.h"
 #include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "common/checks.h"
@@ -46,6 +47,14 @@ inline void define_ops(torch::Library& m) {
   m.def(
       "rnn_backward(Tensor grad_y, Tensor grad_hn, Tensor batch_sizes, Tensor h0, Tensor w_hh, "
       "Tensor y, bool relu, bool reverse) -> (Tensor grad_gx, Tensor grad_h0, Tensor grad_w_hh)");
+  // The leaky tanh of a reservoir (cells/leaky.h), forward only: leak [H] per unit; the
+  // recurrent weight [H, H] dense, or (on the CPU) in CSR form.
+  m.def(
+      "leaky_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor leak, "
+      "bool reverse) -> (Tensor y, Tensor hn)");
+  m.def(
+      "leaky_forward_csr(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor crow_indices, "
+      "Tensor col_indices, Tensor values, Tensor leak, bool reverse) -> (Tensor y, Tensor hn)");
 }
 
 namespace op_entry {
@@ -56,17 +65,18 @@ using c10::optional;
 // Checks the arguments (in the caller's layout), then runs the walk on contiguous copies.
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {
-  check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh);
+  check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh, a.unit_params);
   a.size = check_forward<Cell>(op, a);
   a.op = op;
-  for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh}) {
-    if (t->defined()) *t = t->contiguous();
+  for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh, &a.unit_params}) {
+    if (t->defined() && t->layout() == at::kStrided) *t = t->contiguous();
   }
   return Backend::template forward<Cell>(a);
 }
 
 template <class Backend, class Cell>
 BackwardResult backward(const char* op, BackwardArgs a) {
+  static_assert(!Cell::kForwardOnly, "a forward-only cell has no backward");
   a.size = check_backward<Cell>(op, a);
   a.op = op;
   for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,
@@ -141,6 +151,38 @@ std::tuple<Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_y, const Tens
   return {r.grad_gx, r.grad_h0, r.grad_w_hh};
 }
 
+// The leaky cell's forward, as op `op`.
+template <class Backend>
+std::tuple<Tensor, Tensor> leaky(const char* op, const Tensor& gx, const Tensor& batch_sizes,
+                                 const Tensor& h0, const Tensor& w_hh, const Tensor& leak,
+                                 bool reverse) {
+  ForwardArgs a{gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), Tensor(), reverse, false, {}};
+  a.unit_params = leak;
+  const auto r = forward<Backend, leaky::Policy>(op, a);
+  return {r.y, r.hn};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor> leaky_forward(const Tensor& gx, const Tensor& batch_sizes,
+                                         const Tensor& h0, const Tensor& w_hh, const Tensor& leak,
+                                         bool reverse) {
+  return leaky<Backend>("leaky_forward", gx, batch_sizes, h0, w_hh, leak, reverse);
+}
+
+// The same with w_hh given by its CSR parts ([H, H] with H = h0.size(1)); the CPU
+// backend registers it (its sparse walk reads them).
+template <class Backend>
+std::tuple<Tensor, Tensor> leaky_forward_csr(const Tensor& gx, const Tensor& batch_sizes,
+                                             const Tensor& h0, const Tensor& crow,
+                                             const Tensor& col, const Tensor& values,
+                                             const Tensor& leak, bool reverse) {
+  constexpr const char* op = "leaky_forward_csr";
+  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D [B, H], got ", h0.sizes());
+  const int64_t H = h0.size(1);
+  return leaky<Backend>(op, gx, batch_sizes, h0, csr_weight(op, h0, crow, col, values, H, H),
+                        leak, reverse);
+}
+
 }  // namespace op_entry
 
 // Registers every op of define_ops on `m` (a TORCH_LIBRARY_IMPL block) with Backend's walks.
@@ -152,6 +194,7 @@ void register_ops(torch::Library& m) {
   m.impl("gru_backward", &op_entry::gru_backward<Backend>);
   m.impl("rnn_forward", &op_entry::rnn_forward<Backend>);
   m.impl("rnn_backward", &op_entry::rnn_backward<Backend>);
+  m.impl("leaky_forward", &op_entry::leaky_forward<Backend>);
 }
 
 }  // namespace fastrnn

@@ -50,9 +50,12 @@ struct Policy {
   static constexpr bool kProjection = false;
   static constexpr PrevSource kPrev = PrevSource::kOutput;
   static constexpr int kPrevSlot = -1;
+  static constexpr int kUnitParams = 0;
+  static constexpr bool kForwardOnly = false;
 
   template <class A>
-  FASTRNN_HD static A forward(const A* x, const A* hh, A h_prev, A& /*carry*/, A* saved) {
+  FASTRNN_HD static A forward(const A* x, const A* hh, A h_prev, A& /*carry*/, A* saved,
+                              const A* /*params*/) {
     A h;
     gru::forward<A>(x[0], x[1], x[2], hh[0], hh[1], hh[2], h_prev, saved[kSlotR],
                     saved[kSlotZ], saved[kSlotN], h);

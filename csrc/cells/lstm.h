@@ -58,9 +58,12 @@ struct Policy {
   static constexpr bool kProjection = true;      // h may be projected (w_hr, proj_size)
   static constexpr PrevSource kPrev = PrevSource::kSavedSlot;
   static constexpr int kPrevSlot = kSlotC;
+  static constexpr int kUnitParams = 0;
+  static constexpr bool kForwardOnly = false;
 
   template <class A>
-  FASTRNN_HD static A forward(const A* x, const A* hh, A /*h_prev*/, A& carry, A* saved) {
+  FASTRNN_HD static A forward(const A* x, const A* hh, A /*h_prev*/, A& carry, A* saved,
+                              const A* /*params*/) {
     A c_new, h;
     lstm::forward<A>(x[0] + hh[0], x[1] + hh[1], x[2] + hh[2], x[3] + hh[3], carry,
                      saved[kSlotI], saved[kSlotF], saved[kSlotG], saved[kSlotO], c_new, h);

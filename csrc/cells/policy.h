@@ -20,7 +20,8 @@
 // Flags: kCellState (a second state, c0/cn, which is the forward carry), kBackwardCarry
 // (backward keeps a carry: LSTM dc, GRU the direct part of dh_prev), kRecurrentBias (b_hh
 // added to hh rather than folded into gx), kSeparateDgh, kProjection (h may be projected to
-// P = proj_size by w_hr), kPrev/kPrevSlot.
+// P = proj_size by w_hr), kPrev/kPrevSlot, kUnitParams (per-unit constants forward reads),
+// kForwardOnly (no backward: the cell has no gradient and no walk runs one for it).
 // `prev` is what backward reads of the row's previous step (PrevSource) and `h` the row's
 // own output.
 
@@ -32,7 +33,7 @@ namespace fastrnn {
 
 // The recurrences the library has. Its values are the cell numbers of every interface that
 // names a cell by number (the persistent kernels' C entry points, the Python constants).
-enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3, kLeakyTanh = 4 };
 
 // What backward reads of a row's previous step as `prev`.
 enum class PrevSource {

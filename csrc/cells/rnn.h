@@ -44,10 +44,12 @@ struct Policy {
   static constexpr bool kProjection = false;
   static constexpr PrevSource kPrev = PrevSource::kNone;
   static constexpr int kPrevSlot = -1;
+  static constexpr int kUnitParams = 0;
+  static constexpr bool kForwardOnly = false;
 
   template <class A>
   FASTRNN_HD static A forward(const A* x, const A* hh, A /*h_prev*/, A& /*carry*/,
-                              A* /*saved*/) {
+                              A* /*saved*/, const A* /*params*/) {
     return rnn::forward<kRelu, A>(x[0] + hh[0]);
   }
   template <class A>

@@ -87,14 +87,61 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   return {N, T, B, H, P};
 }
 
-// The forward op's arguments; returns their sizes.
+// The forward op's arguments; returns their sizes. Only a forward walk on the CPU reads a
+// sparse w_hh; the ops that build one are registered there alone.
 template <class Cell>
 RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
   const auto sz = check_recurrence<Cell>(op, a.batch_sizes, a.h0, a.c0, a.w_hh, a.w_hr);
   constexpr BlocksOfH gates{Cell::kGates};
   check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), ", gates, "]");
   if (a.b_hh.defined()) check_arg(op, a.h0, a.b_hh, "b_hh", {Cell::kGates * sz.H}, "[", gates, "]");
+  if constexpr (Cell::kUnitParams > 0) {
+    constexpr BlocksOfH params{Cell::kUnitParams};
+    check_arg(op, a.h0, a.unit_params, "unit_params", {Cell::kUnitParams * sz.H}, "[", params,
+              "]");
+  }
+  TORCH_CHECK(a.w_hh.layout() == at::kStrided || (a.w_hh.layout() == at::kSparseCsr &&
+                                                 a.w_hh.device().is_cpu() && !a.w_hr.defined()),
+              op, ": w_hh must be strided (sparse CSR only on the CPU, without w_hr), got ",
+              a.w_hh.layout(), " on ", a.w_hh.device());
   return sz;
+}
+
+// A recurrent weight [rows, P] in CSR form, on the CPU: crow [rows + 1] and col [nnz] int32
+// or int64, values [nnz] with h0's dtype; crow starts at 0, never decreases and ends at nnz;
+// every column is in [0, P). Returns it as one sparse CSR tensor with int32 indices (no
+// copy when they are int32).
+inline at::Tensor csr_weight(const char* op, const at::Tensor& h0, const at::Tensor& crow,
+                             const at::Tensor& col, const at::Tensor& values, int64_t rows,
+                             int64_t P) {
+  for (const auto* t : {&crow, &col}) {
+    TORCH_CHECK(t->dim() == 1 && (t->scalar_type() == at::kInt || t->scalar_type() == at::kLong)
+                    && t->device().is_cpu(),
+                op, ": CSR indices must be 1-D int32 or int64 CPU tensors, got ", t->dim(),
+                "-D ", t->scalar_type(), " on ", t->device());
+  }
+  TORCH_CHECK(values.dim() == 1, op, ": CSR values must be 1-D, got ", values.sizes());
+  const int64_t nnz = values.size(0);
+  check_arg(op, h0, values, "values", {nnz}, "[nnz]");
+  TORCH_CHECK(crow.size(0) == rows + 1 && col.size(0) == nnz, op,
+              ": CSR crow_indices must be [rows + 1] = [", rows + 1, "] and col_indices [nnz] = [",
+              nnz, "], got ", crow.sizes(), " and ", col.sizes());
+  TORCH_CHECK(nnz < std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 2 nonzeros");
+  const at::Tensor c = crow.to(at::kLong).contiguous();
+  const int64_t* cp = c.data_ptr<int64_t>();
+  bool ordered = cp[0] == 0 && cp[rows] == nnz;
+  for (int64_t r = 0; r < rows && ordered; ++r) ordered = cp[r] <= cp[r + 1];
+  TORCH_CHECK(ordered, op, ": CSR crow_indices must start at 0, never decrease and end at nnz");
+  TORCH_CHECK(nnz == 0 || (col.min().item<int64_t>() >= 0 && col.max().item<int64_t>() < P), op,
+              ": CSR col_indices must lie in [0, ", P, ")");
+  // The tensor never leaves the op: torch's notice that sparse CSR is in beta is not shown.
+  struct Silent : c10::WarningHandler {
+    void process(const c10::Warning&) override {}
+  } silent;
+  const c10::WarningUtils::WarningHandlerGuard guard(&silent);
+  return at::sparse_csr_tensor(crow.to(at::kInt).contiguous(), col.to(at::kInt).contiguous(),
+                               values.contiguous(), {rows, P},
+                               values.options().layout(at::kSparseCsr));
 }
 
 // The backward op's arguments; returns their sizes.

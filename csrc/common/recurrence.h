@@ -21,13 +21,14 @@ struct ForwardArgs {
   at::Tensor batch_sizes;  // [T] int64 on the CPU, non-increasing, batch_sizes[0] = B
   at::Tensor h0;           // [B, P]
   at::Tensor c0;           // [B, H] (kCellState)
-  at::Tensor w_hh;         // [G*H, P]
+  at::Tensor w_hh;         // [G*H, P], strided, or sparse CSR (forward on the CPU only)
   at::Tensor w_hr;         // [P, H] projection, or undefined (then P = H)
   at::Tensor b_hh;         // [G*H] (kRecurrentBias), or undefined (no bias)
   bool reverse;            // walk time from T-1 down to 0
   bool save;               // write `saved` for backward; else it comes back [0, S*H]
   RecurrenceSizes size;
   const char* op = "";     // the op's name, for messages
+  at::Tensor unit_params{};  // [K*H] the cell's per-unit constants (K = Cell::kUnitParams > 0)
 };
 
 struct ForwardResult {

@@ -1,7 +1,7 @@
-// The CPU backend: every op of ops.h on the CPU, for every cell, through one of two walks
-// over the cell's policy: the fused walk (fused_walk.h) for the cells it was measured to
-// speed up, in float and double, without projection, up to a batch size; else the BLAS
-// walk (blas_walk.h). Weight gradients are GEMMs after the walk. See docs/architecture.md.
+// The CPU backend: every op of ops.h on the CPU, for every cell, through one of three walks
+// over the cell's policy: the sparse walk (sparse_walk.h) for a recurrent weight in CSR
+// form; the fused walk (fused_walk.h) for the cells it was measured to speed up, in float
+// and double, without projection, up to a batch size; else the BLAS walk (blas_walk.h). Weight gradients are GEMMs after the walk. See docs/architecture.md.
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -9,6 +9,7 @@
 #include "../cell_ops.h"
 #include "blas_walk.h"
 #include "fused_walk.h"
+#include "sparse_walk.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -38,6 +39,10 @@ constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
 // median), so it keeps the BLAS walk.
 template <class Cell>
 constexpr bool kFusedCell = Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru;
+
+// Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
+template <class Cell>
+constexpr bool kSparseCell = Cell::kKind == CellKind::kLeakyTanh;
 
 // The fused walk's split for a walk of B rows (kNone: the BLAS walk). A single step (a cell
 // call) takes the BLAS walk: the fused walk packs the recurrent weight once per walk, which
@@ -85,17 +90,25 @@ struct CpuBackend {
     Tensor carry = Cell::kCellState ? accumulation_copy(a.c0) : Tensor();  // [B, H]
     Tensor y = at::empty({sz.N, sz.P}, options);
     Tensor saved = at::empty({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
+    const bool sparse = a.w_hh.layout() == at::kSparseCsr;  // the sparse walk's
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.gx.scalar_type(), "forward", [&] {
       using T = scalar_t;
       const ForwardState<T> st{a.gx.data_ptr<T>(),
                                a.h0.data_ptr<T>(),
-                               a.w_hh.data_ptr<T>(),
+                               sparse ? nullptr : a.w_hh.data_ptr<T>(),
                                a.b_hh.defined() ? a.b_hh.data_ptr<T>() : nullptr,
+                               a.unit_params.defined() ? a.unit_params.data_ptr<T>() : nullptr,
                                h.data_ptr<T>(),
                                Cell::kCellState ? carry.data_ptr<acc_t<T>>() : nullptr,
                                y.data_ptr<T>(),
                                a.save && Cell::kSaved > 0 ? saved.data_ptr<T>() : nullptr,
                                sz.N, sz.B, sz.H, sz.P};
+      if constexpr (kSparseCell<Cell>) {
+        if (sparse) {
+          Tensor gh = at::empty({sz.B, Cell::kGates * sz.H}, options);  // h_prev @ w_hh^T
+          return sparse_forward<Cell>(st, schedule, a.w_hh, gh.data_ptr<T>());
+        }
+      }
       if constexpr (kFusable<T>) {
         const FusedSplit split = fused_walk_split<Cell>(kFusedForward, sz, a.w_hh, a.w_hr);
         if (split != FusedSplit::kNone) {
@@ -162,6 +175,7 @@ struct CpuBackend {
 TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
   register_ops<CpuBackend>(m);
   register_cell_ops<CpuBackend>(m);
+  m.impl("leaky_forward_csr", &op_entry::leaky_forward_csr<CpuBackend>);
 }
 
 }  // namespace cpu

@@ -31,7 +31,7 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
       const int64_t packed = first + row;
       // Without projection h goes straight to the state and to y; with it, to m (twice).
       T* h = proj ? m + row * H : st.h + row * P;
-      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, h,
+      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, st.unit_params, h,
             Cell::kCellState ? st.carry + row * H : nullptr,
             st.saved != nullptr ? st.saved + packed * S * H : nullptr, h,
             proj ? h : st.y + packed * P, H, j0, j1);

@@ -61,8 +61,8 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
         });
         for (int64_t r = r_begin; r < r_last; ++r) {
           const int64_t packed = first + r;
-          units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.h + r * H,
-                Cell::kCellState ? st.carry + r * H : nullptr,
+          units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params,
+                st.h + r * H, Cell::kCellState ? st.carry + r * H : nullptr,
                 st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
                 st.y + packed * H, H, u0, u1);
         }

@@ -17,25 +17,28 @@ template <typename T>
 using acc_t = at::opmath_type<T>;
 
 // gx, gh: [G*H] the row's input-side and recurrent pre-activations; b_hh: [G*H] added to gh
-// when kBias; h_prev: [H] (read by the cells that use it; any readable [H] otherwise);
+// when kBias; params: [K*H] the cell's per-unit constants (K = Cell::kUnitParams; null when
+// K is 0); h_prev: [H] (read by the cells that use it; any readable [H] otherwise);
 // carry: [H] (cells with a cell state), updated; saved: [S*H], written when kSave; h: [H]
 // the new state; y: [H] a second copy of it (y may be h). h may be h_prev: each unit reads
 // its h_prev before writing h. No branch in the loop: gcc vectorises it over units.
 template <class Cell, bool kSave, bool kBias, typename T>
-void forward_units(const T* gx, const T* gh, const T* b_hh, const T* h_prev, acc_t<T>* carry,
-                   T* saved, T* h, T* y, int64_t H, int64_t j0, int64_t j1) {
+void forward_units(const T* gx, const T* gh, const T* b_hh, const T* params, const T* h_prev,
+                   acc_t<T>* carry, T* saved, T* h, T* y, int64_t H, int64_t j0, int64_t j1) {
   using A = acc_t<T>;
   constexpr int G = Cell::kGates, S = Cell::kSaved > 0 ? Cell::kSaved : 1;
+  constexpr int K = Cell::kUnitParams > 0 ? Cell::kUnitParams : 1;
 #pragma GCC ivdep
   for (int64_t j = j0; j < j1; ++j) {
-    A x[G], hh[G], slots[S];
+    A x[G], hh[G], slots[S], p[K];
     for (int g = 0; g < G; ++g) {
       x[g] = A(gx[g * H + j]);
       hh[g] = A(gh[g * H + j]);
       if constexpr (kBias) hh[g] += A(b_hh[g * H + j]);
     }
+    for (int k = 0; k < Cell::kUnitParams; ++k) p[k] = A(params[k * H + j]);
     A c = Cell::kCellState ? carry[j] : A(0);
-    const A h_new = Cell::forward(x, hh, A(h_prev[j]), c, slots);
+    const A h_new = Cell::forward(x, hh, A(h_prev[j]), c, slots, p);
     if constexpr (kSave) {
       for (int q = 0; q < Cell::kSaved; ++q) saved[q * H + j] = slots[q];
     }

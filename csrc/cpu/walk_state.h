@@ -14,6 +14,7 @@ struct ForwardState {
   const T* h0;        // [B, P]
   const T* w_hh;      // [G*H, P]
   const T* b_hh;      // [G*H] (kRecurrentBias with bias) or null
+  const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
   T* h;               // [B, P] the h state: h0 at first, rows updated as steps visit them
   acc_t<T>* carry;    // [B, H] (kCellState) c0 at first, updated; null otherwise
   T* y;               // [N, P]

@@ -23,6 +23,8 @@ struct ForwardStepArgs {
                      //   cell's b_hh included); read
   const void* gh;    // [>= rows, G*H] h_prev @ w_hh^T for the step's rows; read
   const void* b_hh;  // [G*H] added to gh (kRecurrentBias cells with a bias), or null
+  const void* unit_params;  // [K*H] the cell's per-unit constants (K = Cell::kUnitParams),
+                            //   or null when K is 0
   void* h;           // [B, H] the h state: row's h_prev read, h written; with projection
                      //   the cell output m before w_hr, written only
   void* y;           // [N, H] rows written; null with projection (y comes from a GEMM)

@@ -25,24 +25,28 @@ struct ForwardUnit {
   using Args = ForwardStepArgs;
   FASTRNN_HD static int64_t width(const Args& a) { return a.H; }
 
-  // Unit j < H: reads gx, gh (+ b_hh), the h state (h_prev) and the carry; writes the h
-  // state, y, saved and the carry.
+  // Unit j < H: reads gx, gh (+ b_hh), unit_params, the h state (h_prev) and the carry;
+  // writes the h state, y, saved and the carry.
   FASTRNN_HD static void run(const Args& a, int64_t row, int64_t j) {
     using A = acc_t<T>;
     constexpr int G = Cell::kGates, S = Cell::kSaved;
     const int64_t H = a.H, packed = a.step.first + row;
     const T* gx = static_cast<const T*>(a.gx) + packed * G * H + j;
     const T* gh = static_cast<const T*>(a.gh) + row * G * H + j;
-    A x[G], hh[G], saved[S > 0 ? S : 1];
+    constexpr int K = Cell::kUnitParams;
+    A x[G], hh[G], saved[S > 0 ? S : 1], params[K > 0 ? K : 1];
     for (int g = 0; g < G; ++g) {
       x[g] = to_acc(gx[g * H]);
       hh[g] = to_acc(gh[g * H]);
       if constexpr (kBias) hh[g] += to_acc(static_cast<const T*>(a.b_hh)[g * H + j]);
     }
+    for (int k = 0; k < K; ++k) {
+      params[k] = to_acc(static_cast<const T*>(a.unit_params)[k * H + j]);
+    }
     T* h = static_cast<T*>(a.h) + row * H + j;
     A carry = A(0);
     if constexpr (Cell::kCellState) carry = static_cast<const A*>(a.carry)[row * H + j];
-    const A h_new = Cell::forward(x, hh, kProject ? A(0) : to_acc(*h), carry, saved);
+    const A h_new = Cell::forward(x, hh, kProject ? A(0) : to_acc(*h), carry, saved, params);
     if constexpr (Cell::kCellState) static_cast<A*>(a.carry)[row * H + j] = carry;
     *h = from_acc<T>(h_new);
     if constexpr (!kProject) static_cast<T*>(a.y)[packed * H + j] = from_acc<T>(h_new);

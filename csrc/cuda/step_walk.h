@@ -70,7 +70,7 @@ ForwardResult walk_forward(const ForwardArgs& a) {
     // Without projection the kernel writes h to the state and y itself.
     device.template forward_step<Cell>(
         dtype, {a.gx.data_ptr(), gh.data_ptr(), data_or_null(a.b_hh),
-                proj ? m.data_ptr() : h_state.data_ptr(), proj ? nullptr : y.data_ptr(),
+                data_or_null(a.unit_params), proj ? m.data_ptr() : h_state.data_ptr(), proj ? nullptr : y.data_ptr(),
                 data_or_null(carry), a.save && S > 0 ? saved.data_ptr() : nullptr, H, step});
     if (proj) {
       mm_into(rows(y, step.first, b), rows(m, 0, b), w_hr_t);

@@ -15,6 +15,8 @@ R with_cell(int kind, R otherwise, F&& fn) {
     return fn(Cell{});
     FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_CASE)
 #undef FASTRNN_CELL_CASE
+    case CellKind::kLeakyTanh:  // forward only (an echo state network's): not in the list
+      break;
   }
   return otherwise;
 }

@@ -275,7 +275,8 @@ struct Block {
                                                 : to_acc(a.c0[size_t(i) * H + j]);
       }
       const A h_prev = to_acc(x_s[size_t(i) * ld + j]);
-      const A h = Cell::forward(x, hh, h_prev, carry, saved);
+      static_assert(Cell::kUnitParams == 0, "the persistent kernels pass no unit_params");
+      const A h = Cell::forward(x, hh, h_prev, carry, saved, static_cast<const A*>(nullptr));
       if (Cell::kCellState) carry_s[i * nu + u] = carry;
       if (a.saved != nullptr) {  // null: no backward will read it
         for (int q = 0; q < Cell::kSaved; ++q) {
