@@ -105,6 +105,19 @@ def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, relu, reverse):
     return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
 
 
+@torch.library.register_fake("fastrnn::leaky_forward")
+def _(gx, batch_sizes, h0, w_hh, leak, reverse):
+    _check_devices("leaky_forward", batch_sizes, h0, gx, w_hh, leak)
+    return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
+
+
+@torch.library.register_fake("fastrnn::leaky_forward_csr")
+def _(gx, batch_sizes, h0, crow_indices, col_indices, values, leak, reverse):
+    _check_devices("leaky_forward_csr", batch_sizes, h0, gx, crow_indices, col_indices, values,
+                   leak)
+    return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
+
+
 # --- the zero initial state of a packed batch -------------------------------------------
 
 
@@ -197,6 +210,16 @@ torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_con
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
+
+
+def _no_reservoir_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastrnn: the leaky reservoir recurrence (an echo state network's) is forward only: "
+        "it has no gradient; only the readout is fitted")
+
+
+for _leaky_op in ("leaky_forward", "leaky_forward_csr"):
+    torch.library.register_autograd(f"fastrnn::{_leaky_op}", _no_reservoir_backward)
 
 
 # --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------

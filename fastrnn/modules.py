@@ -87,11 +87,7 @@ class _FusedRecurrence:
         if exporter:  # dense input: [T, B, I]
             output, h_n, c_n = _onnx.rnn(self, input, h0, c0, weights)
         else:
-            output, h_n, c_n = functional.rnn(
-                self.mode, data, batch_sizes, h0, c0, weights, has_bias=self.bias,
-                num_layers=self.num_layers, bidirectional=self.bidirectional,
-                proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
-                training=self.training, packed=is_packed)
+            output, h_n, c_n = self._recurrence(data, batch_sizes, h0, c0, weights, is_packed)
         hidden = (h_n, c_n) if is_lstm else h_n
 
         if is_packed:
@@ -104,6 +100,14 @@ class _FusedRecurrence:
             output = output.squeeze(0 if self.batch_first else 1)
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
         return output, hidden
+
+    def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
+        """The stack on packed rows (shapes: functional.rnn)."""
+        return functional.rnn(
+            self.mode, data, batch_sizes, h0, c0, weights, has_bias=self.bias,
+            num_layers=self.num_layers, bidirectional=self.bidirectional,
+            proj_size=getattr(self, "proj_size", 0), dropout=float(self.dropout),
+            training=self.training, packed=is_packed)
 
     def _batched_hx(self, hx, is_batched):
         """Checks hx's rank against the input's (as torch.nn does) and adds the batch dim."""
