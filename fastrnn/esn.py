@@ -259,3 +259,7 @@ def ridge_regression(features, targets, ridge):
     if info.item() != 0:  # singular (ridge 0, fewer rows than features): least norm
         weight = torch.linalg.lstsq(gram, x.t() @ y, driver="gelsd").solution
     return weight.t(), y_mean - x_mean @ weight
+
+
+# A model saved whole loads under torch.load's defaults (weights_only) as the layers do.
+torch.serialization.add_safe_globals([Reservoir, EchoStateNetwork])

@@ -9,10 +9,8 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import fastrnn
 from fastrnn import esn
+from helpers.devices import DEVICES
 from helpers.tolerances import tolerance
-
-reservoirpy = pytest.importorskip("reservoirpy")
-from reservoirpy.nodes import Reservoir as RpyReservoir, Ridge as RpyRidge  # noqa: E402
 
 F64 = torch.float64
 ops = torch.ops.fastrnn
@@ -46,7 +44,10 @@ BATCH_SIZES = {"dense": [3, 3, 3, 3, 3], "packed": [3, 3, 2, 1, 1]}
 @pytest.mark.parametrize("weight", ["dense", "csr-int32", "csr-int64"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
-def test_leaky_ops_match_the_equation(layout, weight, reverse, dtype):
+@pytest.mark.parametrize("device", DEVICES)
+def test_leaky_ops_match_the_equation(layout, weight, reverse, dtype, device):
+    if device == "cuda" and weight != "dense":
+        pytest.skip("the CSR op is the CPU's")
     g = torch.Generator().manual_seed(0)
     hidden, batch_sizes = 37, torch.tensor(BATCH_SIZES[layout])
     gx = torch.randn(int(batch_sizes.sum()), hidden, generator=g, dtype=F64)
@@ -54,7 +55,7 @@ def test_leaky_ops_match_the_equation(layout, weight, reverse, dtype):
     w = sparse_weight(hidden, 0.2, g)
     leak = torch.rand(hidden, generator=g, dtype=F64) * 0.9 + 0.1
     want_y, want_h = leaky_loop(gx, batch_sizes, h0, w, leak, reverse)
-    args = [t.to(dtype) for t in (gx, h0, w, leak)]
+    args = [t.to(device, dtype) for t in (gx, h0, w, leak)]
     if weight == "dense":
         y, hn = ops.leaky_forward(args[0], batch_sizes, args[1], args[2], args[3], reverse)
     else:
@@ -62,8 +63,8 @@ def test_leaky_ops_match_the_equation(layout, weight, reverse, dtype):
         y, hn = ops.leaky_forward_csr(args[0], batch_sizes, args[1], *csr_parts(args[2], index),
                                       args[3], reverse)
     assert y.dtype == hn.dtype == dtype
-    torch.testing.assert_close(y.double(), want_y, atol=tolerance(dtype), rtol=0)
-    torch.testing.assert_close(hn.double(), want_h, atol=tolerance(dtype), rtol=0)
+    torch.testing.assert_close(y.cpu().double(), want_y, atol=tolerance(dtype), rtol=0)
+    torch.testing.assert_close(hn.cpu().double(), want_h, atol=tolerance(dtype), rtol=0)
 
 
 def test_leaky_ops_in_16_bit_within_twice_a_rounded_loop():
@@ -128,11 +129,12 @@ def make_reservoir(density, **kwargs):
 
 @pytest.mark.parametrize("density", [0.1, 0.6])  # the sparse walk, the dense walk
 def test_reservoir_equals_reservoirpy(density):
+    rpy_nodes = pytest.importorskip("reservoirpy.nodes")
     res = make_reservoir(density)
     assert (res._use_csr(res.weight_hh_l0, torch.tensor([1]))) == (density < 0.2)
     u = torch.randn(50, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
     states, h_n = res(u)
-    rpy = RpyReservoir(lr=res.leak_rate.numpy(), W=res.weight_hh_l0.numpy(),
+    rpy = rpy_nodes.Reservoir(lr=res.leak_rate.numpy(), W=res.weight_hh_l0.numpy(),
                        Win=res.weight_ih_l0.numpy(), bias=res.bias_ih_l0.numpy())
     want = torch.from_numpy(rpy.run(u.numpy()))
     torch.testing.assert_close(states, want, atol=1e-10, rtol=0)
@@ -181,11 +183,12 @@ def test_reservoir_layouts_equal_one_sequence_at_a_time(density, layout):
 
 
 def test_ridge_readout_equals_reservoirpy_ridge():
+    rpy_nodes = pytest.importorskip("reservoirpy.nodes")
     g = torch.Generator().manual_seed(6)
     features = torch.randn(300, 20, generator=g, dtype=F64)
     targets = features[:, :3] * 2 - 1 + 0.1 * torch.randn(300, 3, generator=g, dtype=F64)
     weight, bias = esn.ridge_regression(features, targets, 1e-2)
-    rpy = RpyRidge(ridge=1e-2)
+    rpy = rpy_nodes.Ridge(ridge=1e-2)
     rpy.fit(features.numpy(), targets.numpy())
     want = torch.from_numpy(rpy.run(features.numpy()))
     torch.testing.assert_close(features @ weight.t() + bias, want, atol=1e-10, rtol=0)
@@ -293,6 +296,18 @@ def test_state_dict_round_trip_and_inputs_unmodified():
     assert torch.equal(u, copy)
 
 
+def test_whole_model_loads_under_torch_load_defaults(tmp_path):
+    """weights_only=True, torch.load's default."""
+    model = fastrnn.EchoStateNetwork(2, 30, 1, leak_rate=0.4, seed=0).fit(
+        torch.randn(20, 2), torch.randn(20, 1))
+    torch.save(model, tmp_path / "esn.pt")
+    # torch.nn.Linear (the readout) needs allowlisting in any model; fastrnn's classes do not
+    with torch.serialization.safe_globals([torch.nn.Linear]):
+        loaded = torch.load(tmp_path / "esn.pt")
+    u = torch.randn(9, 2)
+    torch.testing.assert_close(loaded(u)[0], model(u)[0], atol=0, rtol=0)
+
+
 def test_compiled_fullgraph_equals_eager():
     model = fastrnn.EchoStateNetwork(3, 24, 2, density=0.5, seed=0)
     u = torch.randn(11, 5, 3)
@@ -320,3 +335,14 @@ def test_meta_device():
     model = fastrnn.EchoStateNetwork(2, 16, 1, seed=0).to("meta")
     out, h_n = model(torch.empty(7, 3, 2, device="meta"))
     assert out.shape == (7, 3, 1) and h_n.shape == (1, 3, 16) and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_reservoir_on_cuda_equals_the_cpu(device):
+    model = fastrnn.EchoStateNetwork(2, 50, 1, leak_rate=0.5, seed=0, dtype=F64).fit(
+        torch.randn(40, 2, dtype=F64), torch.randn(40, 1, dtype=F64))
+    u = torch.randn(30, 4, 2, dtype=F64)
+    want, want_h = model(u)
+    got, got_h = model.to(device)(u.to(device))
+    torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=0)
+    torch.testing.assert_close(got_h.cpu(), want_h, atol=1e-10, rtol=0)

@@ -1,9 +1,11 @@
 #pragma once
 // Every cell the library has, in one list: the code that names each cell explicitly (the
 // CUDA kernels' template instantiations, the facts fastrnn._C exports, the native tests'
-// cell numbers) walks it, so a new cell is its header and one line here.
+// cell numbers) walks it, so a new cell is its header and one line here. The forward-only
+// leaky cell (leaky.h) is included but not listed: the list's users instantiate backward.
 
 #include "gru.h"
+#include "leaky.h"
 #include "lstm.h"
 #include "rnn.h"
 

@@ -51,7 +51,9 @@ struct CudaBackend {
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
-    if (auto result = persistent_forward<Cell>(args)) return *result;
+    if constexpr (Cell::kUnitParams == 0) {  // the persistent kernels read no unit_params
+      if (auto result = persistent_forward<Cell>(args)) return *result;
+    }
     return walk_forward<CudaDevice, Cell>(args);
   }
   template <class Cell>

@@ -51,6 +51,9 @@ cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& a, cudaStr
   template cudaError_t launch_backward_step<Cell>(DType, const BackwardStepArgs&, cudaStream_t);
 FASTRNN_FOR_EACH_CELL(FASTRNN_STEP_LAUNCHERS)
 #undef FASTRNN_STEP_LAUNCHERS
+// The forward-only leaky cell of a reservoir (not in the list: it has no backward).
+template cudaError_t launch_forward_step<leaky::Policy>(DType, const ForwardStepArgs&,
+                                                        cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fastrnn
