@@ -11,12 +11,12 @@ checked against ReservoirPy's first. Writes results.json and results.md to --out
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
 
 import fastrnn
+from fastrnn.bench.machine import device_name, source_commit
 
 
 def main():
@@ -56,9 +56,8 @@ def main():
                 times[name].append(time.perf_counter() - start)
     base = min(times["reservoirpy float64"])
     rows = [(name, min(t), base / min(t)) for name, t in times.items()]
-    machine = {"processor": platform.processor() or platform.machine(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "cpu": _cpu_name()}
+    machine = {"cpu": device_name("cpu"), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "commit": source_commit()}
     lines = [f"# Reservoir of {args.units} units ({args.density:.0%} nonzeros), "
              f"{args.steps} steps, batch 1",
              "", f"Machine: {machine['cpu']}, {machine['threads']} threads, torch "
@@ -74,17 +73,6 @@ def main():
                        "seconds": times}, f, indent=1)
         with open(os.path.join(args.out, "results.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ class Reservoir(_FusedRecurrence, nn.RNN):
                 param.copy_(value)
                 param.requires_grad_(False)
         self.register_buffer("leak_rate", leak.to(self.weight_hh_l0).clone())
-        self._csr = None  # (key, crow, col, values) of weight_hh_l0, built when first used
+        self._csr = None  # (key, density, parts) of weight_hh_l0 (_csr_parts), when first used
 
     def forward(self, input, hx=None):
         device = (input.data if isinstance(input, PackedSequence) else input).device
@@ -106,18 +106,17 @@ class Reservoir(_FusedRecurrence, nn.RNN):
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         """data: [N, I]; h0: [1, B, H]. Returns y [N, H], h_n [1, B, H], None. Under autocast
-        too in the weights' dtype: a reservoir has nothing to gain from 16-bit products."""
+        too in the given dtypes: a reservoir has nothing to gain from 16-bit products."""
         if _autocast_enabled(data.device):
             with torch.autocast(data.device.type, enabled=False):
                 return self._recurrence(data, batch_sizes, h0, c0, weights, is_packed)
         w_ih, w_hh, b_ih, b_hh = weights
-        gx = torch.addmm(b_ih + b_hh, data.to(w_ih.dtype), w_ih.t())
-        h0, leak = h0[0].to(w_ih.dtype), self.leak_rate.to(w_ih.dtype)
+        gx = torch.addmm(b_ih + b_hh, data, w_ih.t())
         if self._use_csr(w_hh, batch_sizes):
-            y, hn = ops.leaky_forward_csr(gx, batch_sizes, h0, *self._csr_parts(w_hh)[1], leak,
-                                          False)
+            y, hn = ops.leaky_forward_csr(gx, batch_sizes, h0[0], *self._csr_parts(w_hh)[1],
+                                          self.leak_rate, False)
         else:
-            y, hn = ops.leaky_forward(gx, batch_sizes, h0, w_hh, leak, False)
+            y, hn = ops.leaky_forward(gx, batch_sizes, h0[0], w_hh, self.leak_rate, False)
         return y, hn.unsqueeze(0), None
 
     def _use_csr(self, w_hh, batch_sizes):

@@ -346,3 +346,19 @@ def test_reservoir_on_cuda_equals_the_cpu(device):
     got, got_h = model.to(device)(u.to(device))
     torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=0)
     torch.testing.assert_close(got_h.cpu(), want_h, atol=1e-10, rtol=0)
+
+
+def test_under_autocast_the_reservoir_keeps_its_dtype():
+    model = fastrnn.EchoStateNetwork(2, 20, 1, seed=0)
+    u = torch.randn(6, 3, 2)
+    want, _ = model.reservoir(u)
+    with torch.autocast("cpu", torch.bfloat16):
+        got, h_n = model.reservoir(u)
+    assert got.dtype == h_n.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_input_of_another_dtype_raises_as_torch_nn():
+    model = fastrnn.Reservoir(2, 20, seed=0)
+    with pytest.raises(ValueError, match="does not match weight dtype"):
+        model(torch.randn(6, 3, 2, dtype=F64))
