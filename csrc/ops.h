@@ -156,6 +156,8 @@ template <class Backend>
 std::tuple<Tensor, Tensor> leaky(const char* op, const Tensor& gx, const Tensor& batch_sizes,
                                  const Tensor& h0, const Tensor& w_hh, const Tensor& leak,
                                  bool reverse) {
+  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D [B, H], got ", h0.sizes());
+  check_arg(op, h0, leak, "leak", {h0.size(1)}, "[H]");
   ForwardArgs a{gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), Tensor(), reverse, false, {}};
   a.unit_params = leak;
   const auto r = forward<Backend, leaky::Policy>(op, a);
@@ -166,6 +168,8 @@ template <class Backend>
 std::tuple<Tensor, Tensor> leaky_forward(const Tensor& gx, const Tensor& batch_sizes,
                                          const Tensor& h0, const Tensor& w_hh, const Tensor& leak,
                                          bool reverse) {
+  TORCH_CHECK(w_hh.layout() == at::kStrided, "leaky_forward: w_hh must be strided, got ",
+              w_hh.layout(), " (leaky_forward_csr takes a CSR weight's parts)");
   return leaky<Backend>("leaky_forward", gx, batch_sizes, h0, w_hh, leak, reverse);
 }
 

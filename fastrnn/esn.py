@@ -75,12 +75,16 @@ class Reservoir(_FusedRecurrence, nn.RNN):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        _check_range("spectral_radius", spectral_radius, 0.0, float("inf"))
+        _check_range("spectral_radius", spectral_radius, 0.0, 1e300)
         _check_range("density", density, 0.0, 1.0)
         _check_range("input_density", input_density, 0.0, 1.0)
         super().__init__(input_size, hidden_size, batch_first=batch_first, device=device,
                          dtype=dtype)
-        leak = torch.as_tensor(leak_rate, dtype=torch.float64).expand(hidden_size)
+        leak = torch.as_tensor(leak_rate, dtype=torch.float64)
+        if leak.dim() > 1 or leak.numel() not in (1, hidden_size):
+            raise ValueError(f"leak_rate must be a float or {hidden_size} values, got shape "
+                             f"{tuple(leak.shape)}")
+        leak = leak.expand(hidden_size)
         if not bool(((leak > 0) & (leak <= 1)).all()):
             raise ValueError(f"leak_rate must lie in (0, 1] for every unit, got {leak_rate}")
         generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -129,10 +133,13 @@ class Reservoir(_FusedRecurrence, nn.RNN):
         return density <= _CSR_MAX_DENSITY and rows * density <= _CSR_MAX_ROW_DENSITY
 
     def _csr_parts(self, w_hh):
-        """(fraction of nonzeros, (crow, col, values)) of w_hh with int32 indices, kept while
-        w_hh is unchanged; the parts are None when the fraction is above _CSR_MAX_DENSITY."""
-        key = (w_hh.data_ptr(), w_hh._version, w_hh.dtype)
-        if self._csr is None or self._csr[0] != key:
+        """(fraction of nonzeros, (crow, col, values)) of w_hh with int32 indices; the parts
+        are None when the fraction is above _CSR_MAX_DENSITY. Kept while the parameter
+        itself is unchanged (its version counter: a change through `.data`, which torch does
+        not count, needs `self._csr = None`); a parametrized weight is new at every call."""
+        own = w_hh is self._parameters.get("weight_hh_l0")
+        key = (w_hh.data_ptr(), w_hh._version, w_hh.dtype) if own else None
+        if key is None or self._csr is None or self._csr[0] != key:
             density = int(torch.count_nonzero(w_hh)) / max(1, w_hh.numel())
             parts = None
             if density <= _CSR_MAX_DENSITY:
@@ -200,18 +207,34 @@ class EchoStateNetwork(nn.Module):
     def fit(self, input, target, hx=None):
         """Runs the reservoir over input and fits the readout to target (the same layout as
         input, output_size features). Returns self."""
+        self._check_target(input, target)
         states, _ = self.reservoir(input, hx)
         features = self._kept_rows(self._features(input, states))
         targets = self._kept_rows(target)
-        if features.shape[0] != targets.shape[0]:
-            shape = (target.data if isinstance(target, PackedSequence) else target).shape
-            raise ValueError(f"target must have the input's steps and batch, got {tuple(shape)}")
         if features.shape[0] == 0:
             raise ValueError(f"no step is left to fit after a washout of {self.washout}")
         weight, bias = ridge_regression(features, targets, self.ridge)
         self.readout.weight.copy_(weight)
         self.readout.bias.copy_(bias)
         return self
+
+    def _check_target(self, input, target):
+        """target: input's layout and steps, output_size features (a PackedSequence exactly
+        when input is one, with the same steps and order)."""
+        packed = isinstance(input, PackedSequence)
+        if packed != isinstance(target, PackedSequence):
+            raise ValueError("target must be a PackedSequence exactly when input is one")
+        if packed:
+            same = (torch.equal(input.batch_sizes, target.batch_sizes)
+                    and _same_indices(input.sorted_indices, target.sorted_indices))
+            shape, want = target.data.shape, (input.data.shape[0], self.readout.out_features)
+        else:
+            same = True
+            shape, want = target.shape, (*input.shape[:-1], self.readout.out_features)
+        if not same or tuple(shape) != tuple(want):
+            raise ValueError(f"target must have the input's steps and batch and "
+                             f"{self.readout.out_features} features: want {tuple(want)}"
+                             f"{' and the same packing' if packed else ''}, got {tuple(shape)}")
 
     def _kept_rows(self, seq):
         """The rows of every step from `washout` on: [n, features]."""
@@ -249,15 +272,21 @@ class EchoStateNetwork(nn.Module):
 
 def ridge_regression(features, targets, ridge):
     """The W, b minimising |features W^T + b - targets|^2 + ridge |W|^2 (b not penalised),
-    in float64: features [n, F], targets [n, O]; returns W [O, F], b [O]."""
-    x, y = features.double(), targets.double()
+    in float64 on the CPU: features [n, F], targets [n, O]; returns W [O, F], b [O] there.
+    With ridge 0 the least-norm solution (a reservoir's unreached units give zero columns)."""
+    x, y = features.detach().cpu().double(), targets.detach().cpu().double()
     x_mean, y_mean = x.mean(0), y.mean(0)
     x, y = x - x_mean, y - y_mean
-    gram = x.t() @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    weight, info = torch.linalg.solve_ex(gram, x.t() @ y)  # [F, O]
-    if info.item() != 0:  # singular (ridge 0, fewer rows than features): least norm
-        weight = torch.linalg.lstsq(gram, x.t() @ y, driver="gelsd").solution
+    gram, rhs = x.t() @ x, x.t() @ y
+    if ridge > 0:
+        weight = torch.linalg.solve(gram + ridge * torch.eye(x.shape[1], dtype=x.dtype), rhs)
+    else:
+        weight = torch.linalg.lstsq(gram, rhs, driver="gelsd").solution  # [F, O]
     return weight.t(), y_mean - x_mean @ weight
+
+
+def _same_indices(a, b):
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
 
 
 # A model saved whole loads under torch.load's defaults (weights_only) as the layers do.

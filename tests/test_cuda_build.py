@@ -79,9 +79,10 @@ def test_no_kernel_spills_registers(report):
     assert not spilling, "\n".join(spilling)
 
 
-@pytest.mark.parametrize("cell", ["lstm::Policy", "gru::Policy", "rnn::Policy<false>",
-                                  "rnn::Policy<true>"])
-@pytest.mark.parametrize("unit", ["ForwardUnit", "BackwardUnit"])
+@pytest.mark.parametrize("cell, unit", [
+    (cell, unit) for cell in ("lstm::Policy", "gru::Policy", "rnn::Policy<false>",
+                              "rnn::Policy<true>") for unit in ("ForwardUnit", "BackwardUnit")
+] + [("leaky::Policy", "ForwardUnit")])  # the reservoir's cell is forward only
 def test_per_step_kernels_for_every_dtype(report, unit, cell):
     for dtype in ("float", "double", "__half", "__nv_bfloat16"):
         for arch in ARCHES:

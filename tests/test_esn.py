@@ -5,6 +5,7 @@ generation, errors, state_dict, compile and meta."""
 
 import pytest
 import torch
+import torch.nn.utils.parametrize
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import fastrnn
@@ -83,10 +84,12 @@ def test_leaky_ops_in_16_bit_within_twice_a_rounded_loop():
 
 
 @pytest.mark.parametrize("case, message", [
-    ("leak", "unit_params"),
+    ("leak", "leak must be"),
     ("crow_length", "crow_indices must be"),
+    ("crow_start", "start at 0"),
     ("crow_order", "never decrease"),
     ("column", "col_indices must lie"),
+    ("negative_column", "col_indices must lie"),
     ("values_dtype", "values must have dtype"),
     ("index_dtype", "int32 or int64"),
 ])
@@ -99,10 +102,15 @@ def test_leaky_op_errors(case, message):
         leak = torch.ones(hidden + 1)
     elif case == "crow_length":
         crow = crow[:-1]
-    elif case == "crow_order":
-        crow = crow.flip(0)
+    elif case == "crow_start":
+        crow = crow + 1
+    elif case == "crow_order":  # starts at 0 and ends at nnz, but steps back in between
+        crow = crow.clone()
+        crow[2], crow[3] = crow[3], crow[2] - 1
     elif case == "column":
         col = col + hidden
+    elif case == "negative_column":
+        col = col - 1
     elif case == "values_dtype":
         values = values.double()
     elif case == "index_dtype":
@@ -264,6 +272,8 @@ def test_generate_feeds_predictions_back(batch_first):
     ({"input_density": 1.5}, "input_density"),
     ({"leak_rate": 0.0}, "leak_rate"),
     ({"leak_rate": [0.5] * 9 + [1.1]}, "leak_rate"),
+    ({"leak_rate": [0.5] * 3}, "leak_rate"),
+    ({"spectral_radius": float("inf")}, "spectral_radius"),
     ({"ridge": -1.0}, "ridge"),
     ({"washout": -1}, "washout"),
     ({"density": 1e-6}, "spectral radius 0"),
@@ -279,6 +289,16 @@ def test_fit_and_generate_errors():
         model.fit(torch.randn(5, 2), torch.randn(5, 1))
     with pytest.raises(ValueError, match="steps and batch"):
         model.fit(torch.randn(8, 2), torch.randn(9, 1))
+    with pytest.raises(ValueError, match="1 features"):
+        model.fit(torch.randn(8, 2), torch.randn(8, 3))
+    with pytest.raises(ValueError, match="steps and batch"):  # [B, T] for [T, B]
+        model.fit(torch.randn(8, 3, 2), torch.randn(3, 8, 1))
+    seqs = [torch.randn(9, 2), torch.randn(7, 2)]
+    with pytest.raises(ValueError, match="exactly when"):
+        model.fit(pack_sequence(seqs), torch.randn(9, 2, 1))
+    with pytest.raises(ValueError, match="same packing"):
+        model.fit(pack_sequence(seqs, enforce_sorted=False),
+                  pack_sequence([torch.randn(9, 1), torch.randn(8, 1)], enforce_sorted=False))
     with pytest.raises(ValueError, match="must equal input_size"):
         model.generate(torch.randn(3, 2), 2)
     with pytest.raises(ValueError, match="Expected input to be 2D or 3D"):
@@ -309,7 +329,7 @@ def test_whole_model_loads_under_torch_load_defaults(tmp_path):
 
 
 def test_compiled_fullgraph_equals_eager():
-    model = fastrnn.EchoStateNetwork(3, 24, 2, density=0.5, seed=0)
+    model = fastrnn.EchoStateNetwork(3, 24, 2, density=0.1, seed=0)  # eager: the sparse walk
     u = torch.randn(11, 5, 3)
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
     with torch._dynamo.config.patch(allow_rnn=True):
@@ -329,6 +349,23 @@ def test_sparse_weight_cache_follows_changes_to_the_weight():
         torch.zeros(1, 60, dtype=F64), res.weight_hh_l0, res.leak_rate, False)
     torch.testing.assert_close(after.reshape(8, 60), dense, atol=1e-12, rtol=0)
     assert not torch.equal(before, after)
+
+
+def test_parametrized_weight_is_read_at_every_call():
+    res = make_reservoir(0.1)
+    u = torch.randn(8, 1, 2, dtype=F64)
+    res(u)  # fills the sparse weight's cache
+    torch.nn.utils.parametrize.register_parametrization(res, "weight_hh_l0", _Halve())
+    got, _ = res(u)
+    with torch.no_grad():
+        plain = make_reservoir(0.1)
+        plain.weight_hh_l0.mul_(0.5)
+    torch.testing.assert_close(got, plain(u)[0], atol=1e-12, rtol=0)
+
+
+class _Halve(torch.nn.Module):
+    def forward(self, w):
+        return w * 0.5
 
 
 def test_meta_device():

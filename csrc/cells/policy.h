@@ -7,9 +7,11 @@
 // Per row r of a step and hidden unit j, with G = kGates and H units:
 //   x[g]  = gx[r, g*H + j]          input-side pre-activation (x W_ih^T + biases)
 //   hh[g] = (h_prev W_hh^T)[r, g*H + j], plus b_hh[g*H + j] for kRecurrentBias cells
-//   forward(x, hh, h_prev[j], carry, saved) -> h[j]; fills saved[0, kSaved) (the row's
-//       saved slots, slot k is columns [k*H, (k+1)*H) of `saved`) and updates carry (kept
-//       in the accumulation type between steps).
+//   forward(x, hh, h_prev[j], carry, saved, params) -> h[j]; fills saved[0, kSaved) (the
+//       row's saved slots, slot k is columns [k*H, (k+1)*H) of `saved`) and updates carry
+//       (kept in the accumulation type between steps). params[k] = unit_params[k*H + j],
+//       k < kUnitParams: per-unit constants of the layer (the leaky cell's leak rate);
+//       null when kUnitParams is 0.
 //   backward(dh, carry, saved, h, prev, dx, dgh): dh is the gradient w.r.t. this step's h
 //       (through the next step's product, plus grad_y); carry, from the later step, is
 //       replaced by this step's; writes dx[g] (w.r.t. gx) and dgh[g] (w.r.t. hh, the rows

@@ -8,6 +8,7 @@
 #include <limits>
 #include <ostream>
 
+#include "../cells/policy.h"
 #include "recurrence.h"
 
 namespace fastrnn {
@@ -87,8 +88,8 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   return {N, T, B, H, P};
 }
 
-// The forward op's arguments; returns their sizes. Only a forward walk on the CPU reads a
-// sparse w_hh; the ops that build one are registered there alone.
+// The forward op's arguments; returns their sizes. Only the CPU's sparse walk reads a
+// sparse w_hh, which only leaky_forward_csr builds (csr_weight, below).
 template <class Cell>
 RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
   const auto sz = check_recurrence<Cell>(op, a.batch_sizes, a.h0, a.c0, a.w_hh, a.w_hr);
@@ -100,9 +101,10 @@ RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
     check_arg(op, a.h0, a.unit_params, "unit_params", {Cell::kUnitParams * sz.H}, "[", params,
               "]");
   }
-  TORCH_CHECK(a.w_hh.layout() == at::kStrided || (a.w_hh.layout() == at::kSparseCsr &&
-                                                 a.w_hh.device().is_cpu() && !a.w_hr.defined()),
-              op, ": w_hh must be strided (sparse CSR only on the CPU, without w_hr), got ",
+  constexpr bool kCsr = Cell::kKind == CellKind::kLeakyTanh;  // csr_weight's only user
+  TORCH_CHECK(a.w_hh.layout() == at::kStrided ||
+                  (kCsr && a.w_hh.layout() == at::kSparseCsr && a.w_hh.device().is_cpu()),
+              op, ": w_hh must be strided (sparse CSR only for the leaky cell on the CPU), got ",
               a.w_hh.layout(), " on ", a.w_hh.device());
   return sz;
 }
