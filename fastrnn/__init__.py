@@ -1,13 +1,15 @@
 """fastrnn: fused LSTM, GRU and RNN layers and cells, exact drop-ins for torch.nn's, and
-the structured recurrences built on them (dilated stacks, echo state networks)."""
+the structured recurrences built on them (dilated stacks, clockwork RNNs, echo state
+networks)."""
 
 from . import functional
 from ._ops import ops
 from .cells import GRUCell, LSTMCell, RNNCell
+from .clockwork import ClockworkRNN
 from .dilated import DilatedGRU, DilatedLSTM, DilatedRNN
 from .esn import EchoStateNetwork, Reservoir
 from .modules import GRU, LSTM, RNN
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "DilatedLSTM", "DilatedGRU",
-           "DilatedRNN", "EchoStateNetwork", "Reservoir", "functional", "ops"]
+           "DilatedRNN", "ClockworkRNN", "EchoStateNetwork", "Reservoir", "functional", "ops"]
 __version__ = "0.1.0"

@@ -118,6 +118,18 @@ def _(gx, batch_sizes, h0, crow_indices, col_indices, values, leak, reverse):
     return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
 
 
+@torch.library.register_fake("fastrnn::clockwork_forward")
+def _(gx, batch_sizes, h0, w_hh, periods):
+    _check_devices("clockwork_forward", batch_sizes, h0, gx, w_hh)
+    return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
+
+
+@torch.library.register_fake("fastrnn::clockwork_backward")
+def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, periods):
+    _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y)
+    return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
+
+
 # --- the zero initial state of a packed batch -------------------------------------------
 
 
@@ -199,6 +211,20 @@ def _rnn_backward(ctx, grad_y, grad_hn):
     return grad_gx, None, grad_h0, grad_w_hh, None, None
 
 
+def _clockwork_setup(ctx, inputs, output):
+    _gx, batch_sizes, h0, w_hh, periods = inputs
+    ctx.save_for_backward(batch_sizes, h0, w_hh, output[0])
+    ctx.periods = periods
+
+
+def _clockwork_backward(ctx, grad_y, grad_hn):
+    batch_sizes, h0, w_hh, y = ctx.saved_tensors
+    grad_gx, grad_h0, grad_w_hh = ops.clockwork_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
+        ctx.periods)
+    return grad_gx, None, grad_h0, grad_w_hh, None
+
+
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
         "fastrnn: double backward (the gradient of a gradient, e.g. a gradient penalty) is "
@@ -208,7 +234,9 @@ def _no_double_backward(ctx, *grads):
 torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
 torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
-for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward"):
+torch.library.register_autograd("fastrnn::clockwork_forward", _clockwork_backward,
+                                setup_context=_clockwork_setup)
+for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward", "clockwork_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
 
 

@@ -43,16 +43,19 @@ class StepGemm {
     }
   }
 
-  // out: [m, n] and a: [m, k], both with contiguous rows; out = a @ w, or out += a @ w
-  // with accumulate. With few rows the product streams w once per step: its columns are
+  // out: [m, n] and a: [m, k], rows lda and ldc elements apart (k and n: contiguous);
+  // out = a @ w, or out += a @ w with accumulate. With few rows the product streams w once per step: its columns are
   // then split into one block per thread, each thread always taking the same block, so
   // that each core keeps its part of w in its own cache from step to step.
-  void operator()(int64_t m, const scalar_t* a, scalar_t* out, bool accumulate = false) const {
+  void operator()(int64_t m, const scalar_t* a, scalar_t* out, bool accumulate = false,
+                  int64_t lda = 0, int64_t ldc = 0) const {
     if (m == 0) return;
+    lda = lda > 0 ? lda : k_;
+    ldc = ldc > 0 ? ldc : n_;
     if (trans_w_ == 0 || m > std::numeric_limits<int>::max()) {
       const auto options = w_.options();
-      at::Tensor out_t = at::from_blob(out, {m, n_}, options);
-      at::Tensor a_t = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, options);
+      at::Tensor out_t = at::from_blob(out, {m, n_}, {ldc, 1}, options);
+      at::Tensor a_t = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, {lda, 1}, options);
       if (accumulate) {
         out_t.addmm_(a_t, w_);
       } else {
@@ -67,7 +70,7 @@ class StepGemm {
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     if (m > kMaxRowsToSplit || threads == 1 || n_ < 2 * kAlign * threads ||
         k_ * n_ < kMinWeightToSplit) {
-      blas_columns(m, a, out, 0, n_, accumulate);
+      blas_columns(m, a, out, 0, n_, accumulate, lda, ldc);
       return;
     }
     const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
@@ -75,7 +78,7 @@ class StepGemm {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t first = std::min(n_, t * width);
-        blas_columns(m, a, out, first, std::min(width, n_ - first), accumulate);
+        blas_columns(m, a, out, first, std::min(width, n_ - first), accumulate, lda, ldc);
       }
     });
   }
@@ -83,15 +86,15 @@ class StepGemm {
  private:
   // out[:, first : first + width] (+)= a @ w[:, first : first + width].
   void blas_columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first, int64_t width,
-                    bool accumulate) const {
+                    bool accumulate, int64_t lda, int64_t ldc) const {
     if (width == 0) return;
     // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
     const int mi = static_cast<int>(width), ni = static_cast<int>(m), ki = static_cast<int>(k_);
-    const int ld_out = static_cast<int>(n_);
+    const int ld_a = static_cast<int>(lda), ld_out = static_cast<int>(ldc);
     const scalar_t one = 1, beta = accumulate ? 1 : 0;
     const char no_trans = 'N';
     const scalar_t* w = w_.data_ptr<scalar_t>() + (trans_w_ == 'N' ? first : first * ld_w_);
-    blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ki, &beta, out + first,
+    blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ld_a, &beta, out + first,
            &ld_out);
   }
 

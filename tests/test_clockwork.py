@@ -1,0 +1,215 @@
+"""fastrnn.ClockworkRNN: equal to a plain float64 loop of the equations (outputs, final
+state and every gradient, the masked blocks' zero gradient included) for several period
+sets and every input layout; the active-module schedule; float32; gradcheck and opcheck of
+the ops; errors; state_dict; compile; meta."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+import fastrnn
+from fastrnn.clockwork import allowed_blocks
+from helpers.tolerances import tolerance
+
+F64 = torch.float64
+PERIODS = [(1, 2, 4, 8), (1, 3, 5), (2, 3), (1,), (3, 4, 9, 10)]
+HIDDEN = {1: 6, 2: 8, 3: 9, 4: 8}  # a hidden size per module count
+
+
+def definition(model, x, h0):
+    """The equations, step by step: x [T, B, I], h0 [B, H] -> y [T, B, H], h_T [B, H]."""
+    hidden, periods = model.hidden_size, model.periods
+    k = hidden // len(periods)
+    w_hh = model.weight_hh_l0 * allowed_blocks(hidden, periods)
+    bias = model.bias_ih_l0 + model.bias_hh_l0 if model.bias else 0
+    h, ys = h0, []
+    for t in range(x.shape[0]):
+        new = torch.tanh(x[t] @ model.weight_ih_l0.t() + bias + h @ w_hh.t())
+        active = torch.tensor([t % p == 0 for p in periods]).repeat_interleave(k)
+        h = torch.where(active, new, h)
+        ys.append(h)
+    return torch.stack(ys), h
+
+
+def make(periods, bias=True, dtype=F64, **kwargs):
+    """A model whose masked blocks hold large values, which must never be read."""
+    torch.manual_seed(0)
+    model = fastrnn.ClockworkRNN(3, HIDDEN[len(periods)], periods=periods, bias=bias,
+                                 dtype=dtype, **kwargs)
+    with torch.no_grad():
+        model.weight_hh_l0.add_(~allowed_blocks(model.hidden_size, periods) * 5.0)
+    return model
+
+
+def gradients(outputs, model, inputs):
+    y, h_n = outputs
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    loss = (y * weights).sum() + (h_n ** 2).sum()
+    return torch.autograd.grad(loss, [*inputs, *model.parameters()])
+
+
+@pytest.mark.parametrize("periods", PERIODS, ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("hx", [True, False])
+def test_equals_the_definition_with_every_gradient(periods, bias, hx):
+    model = make(periods, bias)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(11, 2, 3, generator=g, dtype=F64, requires_grad=True)
+    h0 = torch.randn(1, 2, model.hidden_size, generator=g, dtype=F64, requires_grad=True)
+    got = model(x, h0 if hx else None)
+    want_y, want_h = definition(model, x, h0[0] if hx else torch.zeros_like(h0[0]))
+    torch.testing.assert_close(got[0], want_y, atol=1e-10, rtol=0)
+    torch.testing.assert_close(got[1][0], want_h, atol=1e-10, rtol=0)
+    inputs = [x, h0] if hx else [x]
+    got_grads = gradients(got, model, inputs)
+    want_grads = gradients((want_y, want_h.unsqueeze(0)), model, inputs)
+    for got_g, want_g in zip(got_grads, want_grads):
+        torch.testing.assert_close(got_g, want_g, atol=1e-10, rtol=0)
+    masked = ~allowed_blocks(model.hidden_size, periods)
+    grad_w_hh = got_grads[len(inputs) + 1]
+    if masked.any():
+        assert torch.count_nonzero(grad_w_hh[masked]) == 0
+        assert torch.count_nonzero(grad_w_hh[~masked]) > 0
+
+
+@pytest.mark.parametrize("periods", [(1, 2, 4, 8), (2, 3)], ids=str)
+def test_inactive_modules_keep_their_value(periods):
+    model = make(periods)
+    y, _ = model(torch.randn(17, 2, 3, dtype=F64))
+    k = model.hidden_size // len(periods)
+    for i, period in enumerate(periods):
+        units = y[:, :, i * k:(i + 1) * k]
+        for t in range(1, 17):
+            changed = not torch.equal(units[t], units[t - 1])
+            assert changed == (t % period == 0), (i, t)
+
+
+@pytest.mark.parametrize("layout", ["batch_first", "unbatched", "packed-sorted",
+                                    "packed-unsorted"])
+def test_layouts_equal_the_definition_per_sequence(layout):
+    model = make((1, 2, 4, 8), batch_first=layout == "batch_first")
+    g = torch.Generator().manual_seed(2)
+    lengths = {"batch_first": [6, 6, 6], "unbatched": [9]}.get(layout, [9, 4, 1])
+    if layout == "packed-unsorted":
+        lengths = [4, 9, 1]
+    seqs = [torch.randn(n, 3, generator=g, dtype=F64, requires_grad=True) for n in lengths]
+    h0 = torch.randn(1, len(seqs), 8, generator=g, dtype=F64)
+    if layout == "batch_first":
+        y, h_n = model(torch.stack(seqs), h0)
+        outs = [y[b] for b in range(3)]
+    elif layout == "unbatched":
+        y, h_n = model(seqs[0], h0[:, 0])
+        outs, h_n = [y], h_n.unsqueeze(1)
+    else:
+        packed = pack_sequence(seqs, enforce_sorted=layout == "packed-sorted")
+        y, h_n = model(packed, h0)
+        padded, _ = pad_packed_sequence(y)
+        outs = [padded[:n, b] for b, n in enumerate(lengths)]
+    loss = sum((o * o.cos()).sum() for o in outs) + h_n.sum()
+    grads = torch.autograd.grad(loss, seqs)
+    for b, s in enumerate(seqs):
+        want_y, want_h = definition(model, s.unsqueeze(1), h0[:, b])
+        torch.testing.assert_close(outs[b], want_y[:, 0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(h_n[:, b], want_h, atol=1e-10, rtol=0)
+        want_grad, = torch.autograd.grad((want_y[:, 0] * want_y[:, 0].cos()).sum()
+                                         + want_h.sum(), s)
+        torch.testing.assert_close(grads[b], want_grad, atol=1e-10, rtol=0)
+
+
+def test_float32_against_float64():
+    model = make((1, 2, 4, 8))
+    x = torch.randn(40, 4, 3, dtype=F64)
+    want, _ = model(x)
+    got, _ = model.float()(x.float())
+    torch.testing.assert_close(got.double(), want, atol=tolerance(torch.float32), rtol=0)
+
+
+def _op_args(dtype=F64, requires_grad=False):
+    g = torch.Generator().manual_seed(3)
+    batch_sizes = torch.tensor([3, 3, 2, 2, 1])
+    gx = torch.randn(11, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
+    h0 = torch.randn(3, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
+    w_hh = torch.randn(6, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
+    return gx, batch_sizes, h0, w_hh, [1, 2, 3]
+
+
+def test_ops_gradcheck_and_opcheck():
+    gx, batch_sizes, h0, w_hh, periods = _op_args(requires_grad=True)
+    torch.autograd.gradcheck(
+        lambda a, b, c: torch.ops.fastrnn.clockwork_forward(a, batch_sizes, b, c, periods),
+        (gx, h0, w_hh))
+    torch.library.opcheck(torch.ops.fastrnn.clockwork_forward, _op_args(requires_grad=True))
+
+
+@pytest.mark.parametrize("periods, message", [
+    ((), "positive and strictly ascending"),
+    ((2, 1), "positive and strictly ascending"),
+    ((0, 1), "positive and strictly ascending"),
+    ((1, 1), "positive and strictly ascending"),
+    ((1, 2, 4), "multiple of the number of modules"),
+    ((1, 2.5), "ints"),
+    ("ab", "ints"),
+])
+def test_bad_periods_raise_value_error(periods, message):
+    with pytest.raises(ValueError, match=message):
+        fastrnn.ClockworkRNN(3, 8, periods=periods)
+
+
+def test_op_errors():
+    gx, batch_sizes, h0, w_hh, _ = _op_args()
+    with pytest.raises(RuntimeError, match="strictly ascending"):
+        torch.ops.fastrnn.clockwork_forward(gx, batch_sizes, h0, w_hh, [2, 2, 3])
+    with pytest.raises(RuntimeError, match="multiple of the number of modules"):
+        torch.ops.fastrnn.clockwork_forward(gx, batch_sizes, h0, w_hh, [1, 2, 3, 4])
+    with pytest.raises(RuntimeError, match="gx must be"):
+        torch.ops.fastrnn.clockwork_forward(gx[:-1], batch_sizes, h0, w_hh, [1, 2, 3])
+
+
+def test_masked_blocks_start_at_zero_and_state_dict_round_trips():
+    masked = ~allowed_blocks(8, (1, 2, 4, 8))
+    assert torch.count_nonzero(fastrnn.ClockworkRNN(3, 8).weight_hh_l0[masked]) == 0
+    model = make((1, 2, 4, 8))
+    other = fastrnn.ClockworkRNN(3, 8, periods=(1, 2, 4, 8), dtype=F64)
+    other.load_state_dict(model.state_dict())
+    x = torch.randn(9, 2, 3, dtype=F64)
+    copy = x.clone()
+    torch.testing.assert_close(other(x)[0], model(x)[0], atol=0, rtol=0)
+    assert torch.equal(x, copy)
+    assert "periods=(1, 2, 4, 8)" in repr(model)
+
+
+def test_whole_model_loads_under_torch_load_defaults(tmp_path):
+    model = make((1, 2, 4, 8))
+    torch.save(model, tmp_path / "clockwork.pt")
+    loaded = torch.load(tmp_path / "clockwork.pt")
+    x = torch.randn(5, 1, 3, dtype=F64)
+    torch.testing.assert_close(loaded(x)[0], model(x)[0], atol=0, rtol=0)
+
+
+def test_compiled_fullgraph_equals_eager():
+    model = make((1, 2, 4, 8), dtype=torch.float32)
+    x = torch.randn(13, 5, 3, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        y, h_n = compiled(x)
+        grad, = torch.autograd.grad(y.sum() + h_n.sum(), x)
+    want_y, want_h = model(x)
+    want_grad, = torch.autograd.grad(want_y.sum() + want_h.sum(), x)
+    torch.testing.assert_close(y, want_y, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=0)
+
+
+def test_meta_device():
+    model = make((1, 2, 4, 8)).to("meta")
+    y, h_n = model(torch.empty(7, 3, 3, device="meta", dtype=F64))
+    assert y.shape == (7, 3, 8) and h_n.shape == (1, 3, 8)
+
+
+def test_other_devices_are_refused():
+    with pytest.raises(RuntimeError, match="CPU only"):
+        make((1, 2)).forward(_OnCuda())
+
+
+class _OnCuda:
+    """An input that says it is on a CUDA device: the check comes before any use of it."""
+    device = torch.device("cuda")
