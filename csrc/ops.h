@@ -56,14 +56,16 @@ inline void define_ops(torch::Library& m) {
       "leaky_forward_csr(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor crow_indices, "
       "Tensor col_indices, Tensor values, Tensor leak, bool reverse) -> (Tensor y, Tensor hn)");
   // The clockwork RNN (the tanh cell, modules of H / len(periods) units, module i active at
-  // step t when t % periods[i] == 0; cpu/clockwork_walk.h), on the CPU.
+  // step t when t % periods[i] == 0; cpu/clockwork_walk.h), on the CPU. gx: per module the
+  // input-side pre-activations of its active steps' rows only (gx_rows: their counts);
+  // rows: sum(batch_sizes), the rows of y (arguments, so that shapes follow from them).
   m.def(
-      "clockwork_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, int[] periods) "
-      "-> (Tensor y, Tensor hn)");
+      "clockwork_forward(Tensor[] gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, "
+      "int[] periods, SymInt rows) -> (Tensor y, Tensor hn)");
   m.def(
       "clockwork_backward(Tensor grad_y, Tensor grad_hn, Tensor batch_sizes, Tensor h0, "
-      "Tensor w_hh, Tensor y, int[] periods) -> (Tensor grad_gx, Tensor grad_h0, "
-      "Tensor grad_w_hh)");
+      "Tensor w_hh, Tensor y, int[] periods, SymInt[] gx_rows) -> (Tensor[] grad_gx, "
+      "Tensor grad_h0, Tensor grad_w_hh)");
 }
 
 namespace op_entry {

@@ -119,15 +119,17 @@ def _(gx, batch_sizes, h0, crow_indices, col_indices, values, leak, reverse):
 
 
 @torch.library.register_fake("fastrnn::clockwork_forward")
-def _(gx, batch_sizes, h0, w_hh, periods):
-    _check_devices("clockwork_forward", batch_sizes, h0, gx, w_hh)
-    return gx.new_empty(gx.shape[0], h0.shape[1]), torch.empty_like(h0)
+def _(gx, batch_sizes, h0, w_hh, periods, rows):
+    _check_devices("clockwork_forward", batch_sizes, h0, w_hh, *gx)
+    return h0.new_empty(rows, h0.shape[1]), torch.empty_like(h0)
 
 
 @torch.library.register_fake("fastrnn::clockwork_backward")
-def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, periods):
+def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, periods, gx_rows):
     _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y)
-    return torch.empty_like(y), torch.empty_like(h0), torch.empty_like(w_hh)
+    k = h0.shape[1] // len(periods)
+    return ([y.new_empty(n, k) for n in gx_rows], torch.empty_like(h0),
+            torch.empty_like(w_hh))
 
 
 # --- the zero initial state of a packed batch -------------------------------------------
@@ -212,17 +214,17 @@ def _rnn_backward(ctx, grad_y, grad_hn):
 
 
 def _clockwork_setup(ctx, inputs, output):
-    _gx, batch_sizes, h0, w_hh, periods = inputs
+    gx, batch_sizes, h0, w_hh, periods, _rows = inputs
     ctx.save_for_backward(batch_sizes, h0, w_hh, output[0])
-    ctx.periods = periods
+    ctx.periods, ctx.gx_rows = periods, [part.shape[0] for part in gx]
 
 
 def _clockwork_backward(ctx, grad_y, grad_hn):
     batch_sizes, h0, w_hh, y = ctx.saved_tensors
     grad_gx, grad_h0, grad_w_hh = ops.clockwork_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
-        ctx.periods)
-    return grad_gx, None, grad_h0, grad_w_hh, None
+        ctx.periods, ctx.gx_rows)
+    return grad_gx, None, grad_h0, grad_w_hh, None, None
 
 
 def _no_double_backward(ctx, *grads):

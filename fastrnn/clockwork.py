@@ -79,19 +79,23 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         """data: [N, I]; h0: [1, B, H]. Module i's input product only for its active steps'
-        rows; the other entries of gx are never read."""
+        rows, which the op takes as they are."""
         w_ih, w_hh = weights[0], weights[1]
         bias = weights[2] + weights[3] if self.bias else None
-        k = self.hidden_size // len(self.periods)
-        gx = data.new_empty(data.shape[0], self.hidden_size)
-        for i, period in enumerate(self.periods):
-            rows = _active_rows(batch_sizes, period, data.shape[0], is_packed).to(data.device)
+        k, total = self.hidden_size // len(self.periods), data.shape[0]
+        rows = [None if period == 1 else  # a module active at every step reads every row
+                _active_rows(batch_sizes, period, total, is_packed).to(data.device)
+                for period in self.periods]
+        gathered = [r for r in rows if r is not None]  # one gather for all the others
+        inputs = iter(data.index_select(0, torch.cat(gathered)).split(
+            [len(r) for r in gathered]) if gathered else ())
+        gx = []  # per module: its active steps' rows of x W_ih[i]^T + b[i], [n_i, k]
+        for i, active in enumerate(rows):
             units = slice(i * k, (i + 1) * k)
-            x = data.index_select(0, rows)
-            product = (torch.addmm(bias[units], x, w_ih[units].t()) if bias is not None
-                       else torch.mm(x, w_ih[units].t()))
-            gx[:, units].index_copy_(0, rows, product)
-        y, h_n = ops.clockwork_forward(gx, batch_sizes, h0[0], w_hh, list(self.periods))
+            x = data if active is None else next(inputs)
+            gx.append(torch.addmm(bias[units], x, w_ih[units].t()) if bias is not None
+                      else torch.mm(x, w_ih[units].t()))
+        y, h_n = ops.clockwork_forward(gx, batch_sizes, h0[0], w_hh, list(self.periods), total)
         return y, h_n.unsqueeze(0), None
 
 

@@ -125,19 +125,23 @@ def test_float32_against_float64():
 
 
 def _op_args(dtype=F64, requires_grad=False):
+    """The op's arguments: steps of 3, 3, 2, 2, 1 rows, H = 6, periods 1, 2, 3."""
     g = torch.Generator().manual_seed(3)
-    batch_sizes = torch.tensor([3, 3, 2, 2, 1])
-    gx = torch.randn(11, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
+    batch_sizes, periods = torch.tensor([3, 3, 2, 2, 1]), [1, 2, 3]
+    rows = [11, 3 + 2 + 1, 3 + 2]  # the rows of each module's active steps
+    gx = [torch.randn(n, 2, generator=g, dtype=dtype, requires_grad=requires_grad)
+          for n in rows]
     h0 = torch.randn(3, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
     w_hh = torch.randn(6, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
-    return gx, batch_sizes, h0, w_hh, [1, 2, 3]
+    return gx, batch_sizes, h0, w_hh, periods, 11
 
 
 def test_ops_gradcheck_and_opcheck():
-    gx, batch_sizes, h0, w_hh, periods = _op_args(requires_grad=True)
+    gx, batch_sizes, h0, w_hh, periods, rows = _op_args(requires_grad=True)
     torch.autograd.gradcheck(
-        lambda a, b, c: torch.ops.fastrnn.clockwork_forward(a, batch_sizes, b, c, periods),
-        (gx, h0, w_hh))
+        lambda h, w, *parts: torch.ops.fastrnn.clockwork_forward(list(parts), batch_sizes, h, w,
+                                                                 periods, rows),
+        (h0, w_hh, *gx))
     torch.library.opcheck(torch.ops.fastrnn.clockwork_forward, _op_args(requires_grad=True))
 
 
@@ -156,13 +160,18 @@ def test_bad_periods_raise_value_error(periods, message):
 
 
 def test_op_errors():
-    gx, batch_sizes, h0, w_hh, _ = _op_args()
+    gx, batch_sizes, h0, w_hh, _, rows = _op_args()
+    op = torch.ops.fastrnn.clockwork_forward
     with pytest.raises(RuntimeError, match="strictly ascending"):
-        torch.ops.fastrnn.clockwork_forward(gx, batch_sizes, h0, w_hh, [2, 2, 3])
+        op(gx, batch_sizes, h0, w_hh, [2, 2, 3], rows)
     with pytest.raises(RuntimeError, match="multiple of the number of modules"):
-        torch.ops.fastrnn.clockwork_forward(gx, batch_sizes, h0, w_hh, [1, 2, 3, 4])
-    with pytest.raises(RuntimeError, match="gx must be"):
-        torch.ops.fastrnn.clockwork_forward(gx[:-1], batch_sizes, h0, w_hh, [1, 2, 3])
+        op(gx, batch_sizes, h0, w_hh, [1, 2, 3, 4], rows)
+    with pytest.raises(RuntimeError, match="one tensor per module"):
+        op(gx[:2], batch_sizes, h0, w_hh, [1, 2, 3], rows)
+    with pytest.raises(RuntimeError, match=r"gx\[i\] must be"):
+        op([gx[0], gx[1][:-1], gx[2]], batch_sizes, h0, w_hh, [1, 2, 3], rows)
+    with pytest.raises(RuntimeError, match="rows must be sum"):
+        op(gx, batch_sizes, h0, w_hh, [1, 2, 3], rows + 1)
 
 
 def test_masked_blocks_start_at_zero_and_state_dict_round_trips():

@@ -1,6 +1,5 @@
-// The clockwork RNN's ops on the CPU (schemas in ops.h): their checks, buffers, the walk
-// (clockwork_walk.h) over the tanh Elman cell's policy, and the recurrent weight's
-// gradient, one product per module over the steps it was active.
+// The clockwork RNN's ops on the CPU (schemas in ops.h): their checks, buffers and the
+// walk (clockwork_walk.h) over the tanh Elman cell's policy.
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -29,47 +28,58 @@ ClockworkModules check_periods(const char* op, c10::IntArrayRef periods, int64_t
   return {periods.vec(), H / g};
 }
 
-// The packed rows of the steps where module i is active: [n] int64.
-Tensor active_rows(const Schedule& schedule, const ClockworkModules& m, int64_t i) {
-  std::vector<int64_t> rows;
-  for (int64_t s = 0; s < schedule.steps(); s += m.periods[i]) {
-    for (int64_t r = 0; r < schedule.rows(s); ++r) rows.push_back(schedule.first_row(s) + r);
+// The rows of module i's active steps, for each module.
+std::vector<int64_t> active_rows(const Schedule& schedule, const ClockworkModules& m) {
+  std::vector<int64_t> rows(m.count(), 0);
+  for (int64_t i = 0; i < m.count(); ++i) {
+    for (int64_t s = 0; s < schedule.steps(); s += m.periods[i]) rows[i] += schedule.rows(s);
   }
-  return at::tensor(rows, at::kLong);
+  return rows;
 }
 
-// gx: [N, H] (read where a module is active); h0: [B, H]; w_hh: [H, H] (only its allowed
-// blocks read). Returns y [N, H], hn [B, H].
-std::tuple<Tensor, Tensor> forward_op(const Tensor& gx, const Tensor& batch_sizes,
+// gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in
+// step order; h0: [B, H]; w_hh: [H, H] (only its allowed blocks read). Returns y [N, H],
+// hn [B, H].
+std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_sizes,
                                       const Tensor& h0, const Tensor& w_hh,
-                                      c10::IntArrayRef periods) {
+                                      c10::IntArrayRef periods, int64_t rows_of_y) {
   constexpr const char* op = "clockwork_forward";
-  check_no_forward_ad(op, gx, h0, w_hh);
+  check_no_forward_ad(op, h0, w_hh);
   const auto sz = check_recurrence<Cell>(op, batch_sizes, h0, Tensor(), w_hh, Tensor());
-  check_arg(op, h0, gx, "gx", {sz.N, sz.H}, "[sum(batch_sizes), H]");
   const ClockworkModules m = check_periods(op, periods, sz.H);
   const Schedule schedule(batch_sizes, false);
-  const Tensor gx_c = gx.contiguous(), h0_c = h0.contiguous(), w = w_hh.contiguous();
+  const std::vector<int64_t> rows = active_rows(schedule, m);
+  TORCH_CHECK(rows_of_y == sz.N, op, ": rows must be sum(batch_sizes) = ", sz.N, ", got ",
+              rows_of_y);
+  TORCH_CHECK(static_cast<int64_t>(gx.size()) == m.count(), op,
+              ": gx must hold one tensor per module (", m.count(), "), got ", gx.size());
+  std::vector<Tensor> parts;
+  for (int64_t i = 0; i < m.count(); ++i) {
+    check_no_forward_ad(op, gx[i]);
+    check_arg(op, h0, gx[i], "gx[i]", {rows[i], m.k},
+              "[rows of module i's active steps, H / modules]");
+    parts.push_back(gx[i].contiguous());
+  }
+  const Tensor h0_c = h0.contiguous(), w = w_hh.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);  // [B, H], rows updated step by step
-  Tensor y = at::empty({sz.N, sz.H}, gx.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), op, [&] {
+  Tensor y = at::empty({sz.N, sz.H}, h0.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h0.scalar_type(), op, [&] {
     using T = scalar_t;
-    const ForwardState<T> st{gx_c.data_ptr<T>(), h0_c.data_ptr<T>(), w.data_ptr<T>(),
-                             nullptr,            nullptr,            h.data_ptr<T>(),
-                             nullptr,            y.data_ptr<T>(),    nullptr,
-                             sz.N,               sz.B,               sz.H,
-                             sz.P};
-    clockwork_forward<Cell>(st, schedule, w, m);
+    std::vector<const T*> gx_p;
+    for (const Tensor& part : parts) gx_p.push_back(part.data_ptr<T>());
+    const ForwardState<T> st{nullptr, h0_c.data_ptr<T>(), w.data_ptr<T>(), nullptr, nullptr,
+                             h.data_ptr<T>(), nullptr, y.data_ptr<T>(), nullptr, sz.N, sz.B,
+                             sz.H, sz.P};
+    clockwork_forward<Cell>(st, schedule, w, m, gx_p);
   });
   return {y, h};
 }
 
-// Returns grad_gx [N, H] (zero where a module was inactive), grad_h0 [B, H], grad_w_hh
+// Returns grad_gx (one [n_i, k] per module, as forward's gx), grad_h0 [B, H], grad_w_hh
 // [H, H] (zero outside the allowed blocks).
-std::tuple<Tensor, Tensor, Tensor> backward_op(const Tensor& grad_y, const Tensor& grad_hn,
-                                               const Tensor& batch_sizes, const Tensor& h0,
-                                               const Tensor& w_hh, const Tensor& y,
-                                               c10::IntArrayRef periods) {
+std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
+    const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
   constexpr const char* op = "clockwork_backward";
   const auto sz = check_recurrence<Cell>(op, batch_sizes, h0, Tensor(), w_hh, Tensor());
   check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
@@ -77,27 +87,25 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(const Tensor& grad_y, const Tenso
   check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
   const ClockworkModules m = check_periods(op, periods, sz.H);
   const Schedule schedule(batch_sizes, false);
+  const std::vector<int64_t> rows = active_rows(schedule, m);
+  TORCH_CHECK(gx_rows.vec() == rows, op, ": gx_rows must be the rows of each module's active "
+              "steps, ", c10::IntArrayRef(rows), ", got ", gx_rows);
   const Tensor gy = grad_y.contiguous(), h0_c = h0.contiguous(), w = w_hh.contiguous();
   const Tensor y_c = y.contiguous();
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
-  Tensor grad_gx = at::empty({sz.N, sz.H}, y.options());
+  Tensor dx = at::empty({sz.B, sz.H}, y.options());          // a step's gate gradients
+  Tensor grad_w = at::zeros_like(w);
+  std::vector<Tensor> grad_gx;
+  for (int64_t i = 0; i < m.count(); ++i) grad_gx.push_back(at::empty({rows[i], m.k}, y.options()));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), op, [&] {
     using T = scalar_t;
-    const BackwardState<T> st{gy.data_ptr<T>(),  h0_c.data_ptr<T>(),    nullptr,
-                              w.data_ptr<T>(),   y_c.data_ptr<T>(),     nullptr,
-                              dh.data_ptr<T>(),  nullptr,               grad_gx.data_ptr<T>(),
-                              grad_gx.data_ptr<T>(), sz.N, sz.B, sz.H, sz.P};
-    clockwork_backward<Cell>(st, schedule, w, m);
+    std::vector<T*> grad_gx_p;
+    for (Tensor& part : grad_gx) grad_gx_p.push_back(part.data_ptr<T>());
+    const BackwardState<T> st{gy.data_ptr<T>(), h0_c.data_ptr<T>(), nullptr, w.data_ptr<T>(),
+                              y_c.data_ptr<T>(), nullptr, dh.data_ptr<T>(), nullptr,
+                              dx.data_ptr<T>(), dx.data_ptr<T>(), sz.N, sz.B, sz.H, sz.P};
+    clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows, grad_w.data_ptr<T>());
   });
-  const Tensor h_prev = previous_states(y_c, h0_c, schedule);  // [N, H]
-  Tensor grad_w = at::zeros_like(w);
-  for (int64_t i = 0; i < m.count(); ++i) {
-    const Tensor rows = active_rows(schedule, m, i);
-    const int64_t columns = sz.H - i * m.k;  // the modules module i reads
-    clockwork_block(grad_w, m, i)
-        .copy_(at::mm(grad_gx.index_select(0, rows).narrow(1, i * m.k, m.k).t(),
-                      h_prev.index_select(0, rows).narrow(1, i * m.k, columns)));
-  }
   return {grad_gx, dh, grad_w};
 }
 

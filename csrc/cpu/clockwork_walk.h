@@ -3,7 +3,8 @@
 // g modules of k = H / g, module i active at step t (counted from 0) when
 // t % periods[i] == 0, with periods ascending. An active module computes its units from
 // the allowed blocks of w_hh only (module i reads modules j >= i: columns [i*k, H)), one
-// BLAS product per active module; an inactive one keeps its value and costs a copy. The
+// BLAS product per active module; an inactive one keeps its value and costs a copy. Each
+// module's input-side pre-activations come compact, only for its active steps' rows. The
 // units' math is an Elman cell's policy (one gate, no cell state), through the gate loops
 // of units.h. Forward and backward; shapes and buffers: walk_state.h, with P = H.
 
@@ -35,31 +36,41 @@ void for_each_module_part(const ClockworkModules& m, int64_t j0, int64_t j1, con
   }
 }
 
-// Fills st.y and st.h (no saved slots: the cell's backward reads y).
+// gx[i]: module i's input-side pre-activations [n_i, k], the rows of its active steps in
+// step order (n_i: the rows of those steps). Fills st.y and st.h (st.gx is not read; no
+// saved slots: the cell's backward reads y).
 template <class Cell, typename T>
 void clockwork_forward(const ForwardState<T>& st, const Schedule& schedule,
-                       const at::Tensor& w_hh, const ClockworkModules& m) {
+                       const at::Tensor& w_hh, const ClockworkModules& m,
+                       const std::vector<const T*>& gx) {
   static_assert(Cell::kGates == 1 && !Cell::kCellState && Cell::kSaved == 0 &&
                 Cell::kUnitParams == 0, "the clockwork walk runs a one-gate Elman cell");
-  const int64_t H = st.H;
-  at::Tensor gh_t = at::empty({st.B, H}, w_hh.options());  // the active modules' products
-  T* gh = gh_t.data_ptr<T>();
-  std::vector<StepGemm<T>> products;  // module i: h[:, i*k:] [b, H - i*k] -> gh[:, i-th k]
+  const int64_t H = st.H, k = m.k;
+  at::Tensor pre_t = at::empty({st.B, H}, w_hh.options());  // active modules: gx + products
+  at::Tensor zeros_t = at::zeros({H}, w_hh.options());      // the cell's hh: in pre already
+  T* pre = pre_t.data_ptr<T>();
+  const T* zeros = zeros_t.data_ptr<T>();
+  std::vector<StepGemm<T>> products;  // module i: h[:, i*k:] [b, H - i*k] -> pre[:, i-th k]
   for (int64_t i = 0; i < m.count(); ++i) products.emplace_back(clockwork_block(w_hh, m, i).t());
+  std::vector<int64_t> next(m.count(), 0);  // module i's next row of gx[i]
   const auto units = forward_units_for<Cell, T>(false, false);
   for (int64_t s = 0; s < schedule.steps(); ++s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
     for (int64_t i = 0; i < m.count(); ++i) {  // every product before any h is replaced
-      if (m.active(i, s)) products[i](b, st.h + i * m.k, gh + i * m.k, false, H, H);
+      if (!m.active(i, s)) continue;
+      for (int64_t r = 0; r < b; ++r) {
+        std::memcpy(pre + r * H + i * k, gx[i] + (next[i] + r) * k, k * sizeof(T));
+      }
+      next[i] += b;
+      products[i](b, st.h + i * k, pre + i * k, true, H, H);
     }
     for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       T* h = st.h + row * H;
       T* y = st.y + (first + row) * H;
       for_each_module_part(m, j0, j1, [&](int64_t i, int64_t u0, int64_t u1) {
         if (m.active(i, s)) {
-          units(st.gx + (first + row) * H, gh + row * H, nullptr, nullptr, h, nullptr, nullptr,
-                h, y, H, u0, u1);
+          units(pre + row * H, zeros, nullptr, nullptr, h, nullptr, nullptr, h, y, H, u0, u1);
         } else {
           std::memcpy(y + u0, h + u0, (u1 - u0) * sizeof(T));
         }
@@ -68,36 +79,49 @@ void clockwork_forward(const ForwardState<T>& st, const Schedule& schedule,
   }
 }
 
-// Fills st.grad_gx (zero for a module's inactive steps) and st.dh, which ends as the
-// gradient w.r.t. h0. An active module's h_{t-1} gets its gradient through the products
-// alone; an inactive module passes its gradient (plus grad_y) on to h_{t-1} unchanged.
+// Fills grad_gx[i] ([n_i, k], as gx[i] in forward), st.dh, which ends as the gradient
+// w.r.t. h0, and grad_w_hh ([H, H], zero at first; only the allowed blocks are added to).
+// st.grad_gx: [B, H] scratch for a step's gradients. An active module's h_{t-1} gets its
+// gradient through the products alone; an inactive module passes its gradient (plus
+// grad_y) on to h_{t-1} unchanged.
 template <class Cell, typename T>
 void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
-                        const at::Tensor& w_hh, const ClockworkModules& m) {
-  const int64_t H = st.H;
-  std::vector<StepGemm<T>> products;  // module i: grad_gx[:, i-th k] [b, k] -> dh[:, i*k:]
+                        const at::Tensor& w_hh, const ClockworkModules& m,
+                        const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
+                        T* grad_w_hh) {
+  const int64_t H = st.H, k = m.k;
+  std::vector<StepGemm<T>> products;  // module i: dx[:, i-th k] [b, k] -> dh[:, i*k:]
   for (int64_t i = 0; i < m.count(); ++i) products.emplace_back(clockwork_block(w_hh, m, i));
+  std::vector<int64_t> end = rows;  // module i's rows of grad_gx[i] not yet written: [0, end)
+  T* dx = st.grad_gx;
   for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
-    T* dx = st.grad_gx + first * H;
     for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       T* dh = st.dh + row * H;
       const T* grad_y = st.grad_y + (first + row) * H;
-      T* dx_row = dx + row * H;
       for_each_module_part(m, j0, j1, [&](int64_t i, int64_t u0, int64_t u1) {
         if (m.active(i, s)) {
           backward_units<Cell, true, T>(dh, grad_y, nullptr, nullptr, nullptr,
-                                        st.y + (first + row) * H, dx_row, dx_row, H, u0, u1);
+                                        st.y + (first + row) * H, dx + row * H, nullptr, H, u0,
+                                        u1);
           std::fill(dh + u0, dh + u1, T(0));
         } else {
           for (int64_t j = u0; j < u1; ++j) dh[j] += grad_y[j];
-          std::fill(dx_row + u0, dx_row + u1, T(0));
         }
       });
     });
+    const T* h_prev = s > 0 ? st.y + schedule.first_row(s - 1) * H : st.h0;  // [b, H]
     for (int64_t i = 0; i < m.count(); ++i) {
-      if (m.active(i, s)) products[i](b, dx + i * m.k, st.dh + i * m.k, true, H, H);
+      if (!m.active(i, s)) continue;
+      const int64_t u0 = i * k;
+      end[i] -= b;
+      for (int64_t r = 0; r < b; ++r) {
+        std::memcpy(grad_gx[i] + (end[i] + r) * k, dx + r * H + u0, k * sizeof(T));
+      }
+      products[i](b, dx + u0, st.dh + u0, true, H, H);
+      add_transposed_product(b, k, H - u0, dx + u0, H, h_prev + u0, H, grad_w_hh + u0 * H + u0,
+                             H);
     }
   }
 }

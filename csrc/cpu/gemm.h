@@ -27,6 +27,22 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 namespace fastrnn {
 namespace cpu {
 
+// The BLAS gemm for scalar_t (float, double), or null.
+template <typename scalar_t>
+using BlasGemm = void (*)(const char*, const char*, const int*, const int*, const int*,
+                          const scalar_t*, const scalar_t*, const int*, const scalar_t*,
+                          const int*, const scalar_t*, scalar_t*, const int*);
+template <typename scalar_t>
+BlasGemm<scalar_t> blas_gemm() {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return sgemm_;
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    return dgemm_;
+  } else {
+    return nullptr;
+  }
+}
+
 template <typename scalar_t>
 class StepGemm {
  public:
@@ -98,24 +114,37 @@ class StepGemm {
            &ld_out);
   }
 
-  using Blas = void (*)(const char*, const char*, const int*, const int*, const int*,
-                        const scalar_t*, const scalar_t*, const int*, const scalar_t*,
-                        const int*, const scalar_t*, scalar_t*, const int*);
-  static Blas blas() {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      return sgemm_;
-    } else if constexpr (std::is_same_v<scalar_t, double>) {
-      return dgemm_;
-    } else {
-      return nullptr;
-    }
-  }
+  static BlasGemm<scalar_t> blas() { return blas_gemm<scalar_t>(); }
 
   at::Tensor w_;
   int64_t k_, n_;
   char trans_w_ = 0;  // 0: no BLAS path
   int ld_w_ = 0;
 };
+
+// c [k, n] += a^T @ b, for a [m, k] and b [m, n]; rows lda, ldb and ldc elements apart (a
+// step's share of a weight gradient). BLAS for float and double, else at::addmm_.
+template <typename scalar_t>
+void add_transposed_product(int64_t m, int64_t k, int64_t n, const scalar_t* a, int64_t lda,
+                            const scalar_t* b, int64_t ldb, scalar_t* c, int64_t ldc) {
+  if (m == 0 || k == 0 || n == 0) return;
+  const auto blas = blas_gemm<scalar_t>();
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (blas == nullptr || std::max({m, k, n, lda, ldb, ldc}) > kMax) {
+    const auto options = at::CPU(c10::CppTypeToScalarType<scalar_t>::value);
+    at::Tensor c_t = at::from_blob(c, {k, n}, {ldc, 1}, options);
+    c_t.addmm_(at::from_blob(const_cast<scalar_t*>(a), {m, k}, {lda, 1}, options).t(),
+               at::from_blob(const_cast<scalar_t*>(b), {m, n}, {ldb, 1}, options));
+    return;
+  }
+  // Column-major: c^T [n, k] += b^T [n, m] @ a [m, k], a seen as [k, m] and transposed.
+  const int ni = static_cast<int>(n), ki = static_cast<int>(k), mi = static_cast<int>(m);
+  const int ld_a = static_cast<int>(lda), ld_b = static_cast<int>(ldb);
+  const int ld_c = static_cast<int>(ldc);
+  const scalar_t one = 1;
+  const char no_trans = 'N', trans = 'T';
+  blas(&no_trans, &trans, &ni, &ki, &mi, &one, b, &ld_b, a, &ld_a, &one, c, &ld_c);
+}
 
 }  // namespace cpu
 }  // namespace fastrnn

@@ -1,0 +1,116 @@
+"""fastrnn.ClockworkRNN against what users run today, on the CPU.
+
+    python benchmarks/clockwork.py [--steps 256] [--batch 32] [--hidden 256] [--rounds 5]
+                                   [--periods 1 2 4 8] [--out DIR]
+
+Runners, all with the same input size as hidden size, float32, interleaved round by
+round, best time of each:
+- the same clockwork RNN as a Python loop over torch ops, as published clockwork code
+  writes it: each step the full pre-activation with W_hh masked to its allowed blocks, the
+  active modules' units replaced (torch.where);
+- a full RNN of the same hidden size: fastrnn.RNN and torch.nn.RNN (tanh).
+Modes: forward (no_grad) and forward+backward (loss on the output and h_n). The loop's
+outputs are checked against fastrnn's first. Writes results.json and results.md to --out.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+import fastrnn
+from fastrnn.bench.machine import device_name, source_commit
+from fastrnn.clockwork import allowed_blocks
+
+
+class ClockworkLoop(torch.nn.Module):
+    """The clockwork RNN as a Python loop over torch ops, with a ClockworkRNN's weights."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.periods = model, model.periods
+        self.register_buffer("mask", allowed_blocks(model.hidden_size, model.periods).float())
+        k = model.hidden_size // len(model.periods)
+        self.k = k
+
+    def forward(self, x):
+        m = self.model
+        w_hh = m.weight_hh_l0 * self.mask
+        gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
+        gx = gx.view(x.shape[0], x.shape[1], -1)
+        h, ys = x.new_zeros(x.shape[1], m.hidden_size), []
+        for t in range(x.shape[0]):
+            active = torch.tensor([t % p == 0 for p in self.periods]).repeat_interleave(self.k)
+            h = torch.where(active, torch.tanh(gx[t] + h @ w_hh.t()), h)
+            ys.append(h)
+        return torch.stack(ys), h.unsqueeze(0)
+
+
+def timed(fn, backward):
+    x = fn.input
+    start = time.perf_counter()
+    if backward:
+        y, h = fn(x)
+        (y.sum() + h.sum()).backward()
+    else:
+        with torch.no_grad():
+            fn(x)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--periods", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    size = args.hidden
+    clockwork = fastrnn.ClockworkRNN(size, size, periods=args.periods)
+    runners = {"fastrnn.ClockworkRNN": clockwork, "clockwork Python loop": ClockworkLoop(clockwork),
+               "fastrnn.RNN (full)": fastrnn.RNN(size, size),
+               "torch.nn.RNN (full)": torch.nn.RNN(size, size)}
+    x = torch.randn(args.steps, args.batch, size, requires_grad=True)
+    for runner in runners.values():
+        runner.input = x
+    with torch.no_grad():
+        error = (runners["clockwork Python loop"](x)[0] - clockwork(x)[0]).abs().max().item()
+    results = {}
+    for mode, backward in (("fwd", False), ("fwd+bwd", True)):
+        times = {name: [] for name in runners}
+        for name, runner in runners.items():  # warm-up
+            timed(runner, backward)
+        for _ in range(args.rounds):
+            for name, runner in runners.items():
+                times[name].append(timed(runner, backward))
+        results[mode] = times
+    machine = {"cpu": device_name("cpu"), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "commit": source_commit()}
+    base = "fastrnn.ClockworkRNN"
+    lines = [f"# Clockwork RNN, periods {tuple(args.periods)}: T={args.steps}, B={args.batch}, "
+             f"I=H={size}, float32", "",
+             f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, "
+             f"commit {machine['commit']}. Max |loop - fastrnn| = {error:.1e}.", "",
+             f"| mode | runner | best of {args.rounds} (ms) | fastrnn.ClockworkRNN's speed-up |",
+             "|---|---|---|---|"]
+    for mode, times in results.items():
+        fastest = min(times[base])
+        lines += [f"| {mode} | {name} | {min(t) * 1e3:.1f} | {min(t) / fastest:.2f}x |"
+                  for name, t in times.items()]
+    print("\n".join(lines))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump({"args": vars(args), "machine": machine, "max_abs_error": error,
+                       "seconds": results}, f, indent=1)
+        with open(os.path.join(args.out, "results.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
