@@ -121,15 +121,14 @@ def _(gx, batch_sizes, h0, crow_indices, col_indices, values, leak, reverse):
 @torch.library.register_fake("fastrnn::clockwork_forward")
 def _(gx, batch_sizes, h0, w_hh, periods, rows):
     _check_devices("clockwork_forward", batch_sizes, h0, w_hh, *gx)
-    return h0.new_empty(rows, h0.shape[1]), torch.empty_like(h0)
+    return h0.new_empty(rows, h0.shape[1]), h0.new_empty(h0.shape)
 
 
 @torch.library.register_fake("fastrnn::clockwork_backward")
 def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, periods, gx_rows):
     _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y)
     k = h0.shape[1] // len(periods)
-    return ([y.new_empty(n, k) for n in gx_rows], torch.empty_like(h0),
-            torch.empty_like(w_hh))
+    return [y.new_empty(n, k) for n in gx_rows], h0.new_empty(h0.shape), w_hh.new_empty(w_hh.shape)
 
 
 # --- the zero initial state of a packed batch -------------------------------------------

@@ -8,8 +8,9 @@ At step t (counted from 0 at each sequence's start) module i is active when t % 
 
 where [i] is module i's k units and W_hh[i, j] the k x k block of rows i, columns j: the
 recurrent matrix is block upper-triangular, slow modules feeding fast ones, never the
-reverse. Inactive modules cost nothing: each step computes only the active modules' rows of
-both products (cpu/clockwork_walk.h), so a step costs less than a full RNN's.
+reverse. Inactive modules cost only a copy of their state: each step computes only the
+active modules' rows of both products (cpu/clockwork_walk.h), so a step costs less than a
+full RNN's.
 """
 
 import operator
@@ -19,7 +20,7 @@ from torch import nn
 
 from . import _onnx
 from ._ops import ops
-from .modules import _FusedRecurrence
+from .modules import _autocast_enabled, _FusedRecurrence
 
 DEFAULT_PERIODS = (1, 2, 4, 8)
 
@@ -55,7 +56,10 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
     bias_hh_l0 [H]. Only W_hh's allowed blocks (block (i, j) with j >= i, see
     allowed_blocks) are read; the others are zero from the start and their gradient is zero.
     Input and states as torch.nn.RNN's: [T, B, I] (batch_first: [B, T, I]), unbatched
-    [T, I], PackedSequence; h_0/h_n [1, B, H] ([1, H] unbatched). CPU only."""
+    [T, I], PackedSequence; h_0/h_n [1, B, H] ([1, H] unbatched). CPU only. Under autocast
+    it computes in the parameters' dtype. torch.compile(fullgraph=True) traces dense input
+    (with torch._dynamo.config.allow_rnn, as the layers); packed input compiles with graph
+    breaks, since its rows per module are computed from batch_sizes' values."""
 
     def __init__(self, input_size, hidden_size, periods=DEFAULT_PERIODS, bias=True,
                  batch_first=False, device=None, dtype=None):
@@ -79,7 +83,11 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         """data: [N, I]; h0: [1, B, H]. Module i's input product only for its active steps'
-        rows, which the op takes as they are."""
+        rows, which the op takes as they are. Under autocast in the parameters' dtype."""
+        if _autocast_enabled(data.device):
+            with torch.autocast(data.device.type, enabled=False):
+                return self._recurrence(data.to(weights[0].dtype), batch_sizes,
+                                        h0.to(weights[0].dtype), c0, weights, is_packed)
         w_ih, w_hh = weights[0], weights[1]
         bias = weights[2] + weights[3] if self.bias else None
         k, total = self.hidden_size // len(self.periods), data.shape[0]

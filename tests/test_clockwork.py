@@ -172,6 +172,12 @@ def test_op_errors():
         op([gx[0], gx[1][:-1], gx[2]], batch_sizes, h0, w_hh, [1, 2, 3], rows)
     with pytest.raises(RuntimeError, match="rows must be sum"):
         op(gx, batch_sizes, h0, w_hh, [1, 2, 3], rows + 1)
+    y, _ = op(gx, batch_sizes, h0, w_hh, [1, 2, 3], rows)
+    backward = torch.ops.fastrnn.clockwork_backward
+    with pytest.raises(RuntimeError, match="gx_rows must be"):
+        backward(y, h0, batch_sizes, h0, w_hh, y, [1, 2, 3], [11, 6, 4])
+    with pytest.raises(RuntimeError, match="grad_y must be"):
+        backward(y[:-1], h0, batch_sizes, h0, w_hh, y, [1, 2, 3], [11, 6, 5])
 
 
 def test_masked_blocks_start_at_zero_and_state_dict_round_trips():
@@ -205,7 +211,57 @@ def test_compiled_fullgraph_equals_eager():
     want_y, want_h = model(x)
     want_grad, = torch.autograd.grad(want_y.sum() + want_h.sum(), x)
     torch.testing.assert_close(y, want_y, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h_n, want_h, atol=1e-6, rtol=0)
     torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=0)
+
+
+def test_packed_input_compiles_with_graph_breaks():
+    model = make((1, 2, 4), dtype=torch.float32)
+    packed = pack_sequence([torch.randn(n, 3) for n in (9, 5, 2)], enforce_sorted=False)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        got, got_h = torch.compile(model)(packed)
+    want, want_h = model(packed)
+    torch.testing.assert_close(got.data, want.data, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=0)
+
+
+def test_periods_longer_than_the_sequence():
+    model = make((1, 100))
+    x = torch.randn(7, 2, 3, dtype=F64)
+    h0 = torch.randn(1, 2, 8, dtype=F64)
+    y, h_n = model(x, h0)
+    want_y, want_h = definition(model, x, h0[0])
+    torch.testing.assert_close(y, want_y, atol=1e-10, rtol=0)
+    torch.testing.assert_close(h_n[0], want_h, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_within_twice_the_definitions_own_error(dtype):
+    """Gradients against float64, within twice the error of the definition's loop run in
+    dtype itself (T=64: a weight gradient summed over many steps)."""
+    model = make((1, 2, 4, 8))
+    x = torch.randn(64, 4, 3, dtype=F64, requires_grad=True)
+    want = gradients(model(x), model, [x])
+    low = make((1, 2, 4, 8), dtype=dtype)
+    low.load_state_dict({n: p.to(dtype) for n, p in model.state_dict().items()})
+    xl = x.detach().to(dtype).requires_grad_()
+    got = gradients(low(xl), low, [xl])
+    y, h = definition(low, xl, xl.new_zeros(4, 8))
+    own = gradients((y, h.unsqueeze(0)), low, [xl])
+    for g, o, w in zip(got, own, want):
+        scale = w.abs().max().item() or 1.0
+        own_error = (o.double() - w).abs().max().item() / scale
+        assert (g.double() - w).abs().max().item() / scale <= 2 * max(own_error, 2 ** -8)
+
+
+def test_under_autocast_it_computes_in_the_parameters_dtype():
+    model = make((1, 2), dtype=torch.float32)
+    x = torch.randn(6, 3, 3)
+    want, want_h = model(x)
+    with torch.autocast("cpu", torch.bfloat16):
+        got, got_h = model(x)
+    assert got.dtype == got_h.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_meta_device():

@@ -80,7 +80,8 @@ void clockwork_forward(const ForwardState<T>& st, const Schedule& schedule,
 }
 
 // Fills grad_gx[i] ([n_i, k], as gx[i] in forward), st.dh, which ends as the gradient
-// w.r.t. h0, and grad_w_hh ([H, H], zero at first; only the allowed blocks are added to).
+// w.r.t. h0, and grad_w_hh ([H, H] in the accumulation type, zero at first; only the
+// allowed blocks are added to).
 // st.grad_gx: [B, H] scratch for a step's gradients. An active module's h_{t-1} gets its
 // gradient through the products alone; an inactive module passes its gradient (plus
 // grad_y) on to h_{t-1} unchanged.
@@ -88,7 +89,7 @@ template <class Cell, typename T>
 void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
                         const at::Tensor& w_hh, const ClockworkModules& m,
                         const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
-                        T* grad_w_hh) {
+                        acc_t<T>* grad_w_hh) {
   const int64_t H = st.H, k = m.k;
   std::vector<StepGemm<T>> products;  // module i: dx[:, i-th k] [b, k] -> dh[:, i*k:]
   for (int64_t i = 0; i < m.count(); ++i) products.emplace_back(clockwork_block(w_hh, m, i));

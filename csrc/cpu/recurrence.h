@@ -53,12 +53,15 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, int64_t H) {
   return m;
 }
 
-// Every row's h_prev, [N, P]: the previous step's row of y ([N, P], contiguous) or the
-// row of h0 ([B, P]).
-inline at::Tensor previous_states(const at::Tensor& y, const at::Tensor& h0,
-                                  const Schedule& schedule) {
+// grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
+// h_prev @ w_hh^T; h_prev of a step's rows is the previous step's rows of y ([N, P]) or
+// h0 ([B, P]). A dense sequence needs no gathering: two GEMMs on views of y and h0.
+inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
+                                        const at::Tensor& h0, const Schedule& schedule,
+                                        bool reverse) {
+  if (schedule.dense()) return recurrent_weight_grad_dense(grad, y, h0, reverse);
   const auto init = h0.contiguous();
-  at::Tensor h_prev = at::empty_like(y);
+  at::Tensor h_prev = at::empty_like(y);  // [N, P]
   const int64_t P = y.size(1);
   const size_t row_bytes = P * y.element_size();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "h_prev", [&] {
@@ -71,17 +74,7 @@ inline at::Tensor previous_states(const at::Tensor& y, const at::Tensor& h0,
       }
     }
   });
-  return h_prev;
-}
-
-// grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
-// h_prev @ w_hh^T (previous_states). A dense sequence needs no gathering: two GEMMs on
-// views of y and h0.
-inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
-                                        const at::Tensor& h0, const Schedule& schedule,
-                                        bool reverse) {
-  if (schedule.dense()) return recurrent_weight_grad_dense(grad, y, h0, reverse);
-  return at::mm(grad.t(), previous_states(y, h0, schedule));
+  return at::mm(grad.t(), h_prev);
 }
 
 }  // namespace cpu
