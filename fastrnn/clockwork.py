@@ -10,7 +10,7 @@ where [i] is module i's k units and W_hh[i, j] the k x k block of rows i, column
 recurrent matrix is block upper-triangular, slow modules feeding fast ones, never the
 reverse. Inactive modules cost only a copy of their state: each step computes only the
 active modules' rows of both products (cpu/clockwork_walk.h), so a step costs less than a
-full RNN's.
+full RNN's. CUDA runs the same schedule (cuda/clockwork_cuda.cpp).
 """
 
 import operator
@@ -20,7 +20,7 @@ from torch import nn
 
 from . import _onnx
 from ._ops import ops
-from .modules import _autocast_enabled, _FusedRecurrence
+from .modules import _autocast_enabled, _FusedRecurrence, _has_kernels
 
 DEFAULT_PERIODS = (1, 2, 4, 8)
 
@@ -35,6 +35,8 @@ def check_periods(periods, hidden_size):
     if not values or any(p <= 0 for p in values) or any(
             b <= a for a, b in zip(values, values[1:])):
         raise ValueError(f"periods must be positive and strictly ascending, got {values}")
+    if len(values) > 64:
+        raise ValueError(f"at most 64 modules (periods), got {len(values)}")
     if hidden_size % len(values):
         raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of the number of "
                          f"modules ({len(values)} periods)")
@@ -56,7 +58,7 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
     bias_hh_l0 [H]. Only W_hh's allowed blocks (block (i, j) with j >= i, see
     allowed_blocks) are read; the others are zero from the start and their gradient is zero.
     Input and states as torch.nn.RNN's: [T, B, I] (batch_first: [B, T, I]), unbatched
-    [T, I], PackedSequence; h_0/h_n [1, B, H] ([1, H] unbatched). CPU only. Under autocast
+    [T, I], PackedSequence; h_0/h_n [1, B, H] ([1, H] unbatched). CPU and CUDA. Under autocast
     it computes in the parameters' dtype. torch.compile(fullgraph=True) traces dense input
     (with torch._dynamo.config.allow_rnn, as the layers); packed input compiles with graph
     breaks, since its rows per module are computed from batch_sizes' values."""
@@ -76,9 +78,9 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
         data = input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input
         if _onnx.active_exporter():
             raise RuntimeError("fastrnn.ClockworkRNN has no ONNX translation")
-        if data.device.type not in ("cpu", "meta"):
-            raise RuntimeError(f"fastrnn.ClockworkRNN runs on the CPU only, got input on "
-                               f"{data.device}")
+        if not _has_kernels(data.device):
+            raise RuntimeError(f"fastrnn.ClockworkRNN has no kernels for {data.device.type} "
+                               "tensors")
         return super().forward(input, hx)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):

@@ -82,11 +82,14 @@ def test_no_kernel_spills_registers(report):
 @pytest.mark.parametrize("cell, unit", [
     (cell, unit) for cell in ("lstm::Policy", "gru::Policy", "rnn::Policy<false>",
                               "rnn::Policy<true>") for unit in ("ForwardUnit", "BackwardUnit")
-] + [("leaky::Policy", "ForwardUnit")])  # the reservoir's cell is forward only
+] + [("leaky::Policy", "ForwardUnit"),  # the reservoir's cell is forward only
+      ("rnn::Policy<false>", "ClockworkForwardUnit"),  # the clockwork RNN's steps
+      ("rnn::Policy<false>", "ClockworkBackwardUnit")])
 def test_per_step_kernels_for_every_dtype(report, unit, cell):
     for dtype in ("float", "double", "__half", "__nv_bfloat16"):
         for arch in ARCHES:
-            assert any(f"step_kernel<fastrnn::cuda::{unit}<fastrnn::{cell}, {dtype}," in k["name"]
+            name = f"step_kernel<fastrnn::cuda::{unit}<fastrnn::{cell}, {dtype}"
+            assert any((name + "," in k["name"] or name + ">" in k["name"])
                        and k["arch"] == arch for k in report["kernels"]), (unit, cell, dtype, arch)
 
 

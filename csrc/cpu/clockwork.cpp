@@ -4,8 +4,6 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include "../cells/rnn.h"
-#include "../common/checks.h"
 #include "clockwork_walk.h"
 
 namespace fastrnn {
@@ -13,29 +11,7 @@ namespace cpu {
 namespace {
 
 using at::Tensor;
-using Cell = rnn::Policy<false>;
-
-// periods: at least one, positive, strictly ascending; H a multiple of their count.
-ClockworkModules check_periods(const char* op, c10::IntArrayRef periods, int64_t H) {
-  TORCH_CHECK(!periods.empty(), op, ": periods must name at least one module");
-  for (size_t i = 0; i < periods.size(); ++i) {
-    TORCH_CHECK(periods[i] > 0 && (i == 0 || periods[i] > periods[i - 1]), op,
-                ": periods must be positive and strictly ascending, got ", periods);
-  }
-  const int64_t g = static_cast<int64_t>(periods.size());
-  TORCH_CHECK(H % g == 0, op, ": the hidden size (", H,
-              ") must be a multiple of the number of modules (", g, ")");
-  return {periods.vec(), H / g};
-}
-
-// The rows of module i's active steps, for each module.
-std::vector<int64_t> active_rows(const Schedule& schedule, const ClockworkModules& m) {
-  std::vector<int64_t> rows(m.count(), 0);
-  for (int64_t i = 0; i < m.count(); ++i) {
-    for (int64_t s = 0; s < schedule.steps(); s += m.periods[i]) rows[i] += schedule.rows(s);
-  }
-  return rows;
-}
+using Cell = ClockworkCell;
 
 // gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in
 // step order; h0: [B, H]; w_hh: [H, H] (only its allowed blocks read). Returns y [N, H],
@@ -44,22 +20,13 @@ std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_siz
                                       const Tensor& h0, const Tensor& w_hh,
                                       c10::IntArrayRef periods, int64_t rows_of_y) {
   constexpr const char* op = "clockwork_forward";
-  check_no_forward_ad(op, h0, w_hh);
-  const auto sz = check_recurrence<Cell>(op, batch_sizes, h0, Tensor(), w_hh, Tensor());
-  const ClockworkModules m = check_periods(op, periods, sz.H);
+  const ClockworkArgs args = check_clockwork_forward(op, gx, batch_sizes, h0, w_hh, periods,
+                                                     rows_of_y);
+  const RecurrenceSizes& sz = args.size;
+  const ClockworkModules& m = args.modules;
   const Schedule schedule(batch_sizes, false);
-  const std::vector<int64_t> rows = active_rows(schedule, m);
-  TORCH_CHECK(rows_of_y == sz.N, op, ": rows must be sum(batch_sizes) = ", sz.N, ", got ",
-              rows_of_y);
-  TORCH_CHECK(static_cast<int64_t>(gx.size()) == m.count(), op,
-              ": gx must hold one tensor per module (", m.count(), "), got ", gx.size());
   std::vector<Tensor> parts;
-  for (int64_t i = 0; i < m.count(); ++i) {
-    check_no_forward_ad(op, gx[i]);
-    check_arg(op, h0, gx[i], "gx[i]", {rows[i], m.k},
-              "[rows of module i's active steps, H / modules]");
-    parts.push_back(gx[i].contiguous());
-  }
+  for (const Tensor& part : gx) parts.push_back(part.contiguous());
   const Tensor h0_c = h0.contiguous(), w = w_hh.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);  // [B, H], rows updated step by step
   Tensor y = at::empty({sz.N, sz.H}, h0.options());
@@ -81,15 +48,12 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
     const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
   constexpr const char* op = "clockwork_backward";
-  const auto sz = check_recurrence<Cell>(op, batch_sizes, h0, Tensor(), w_hh, Tensor());
-  check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
-  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
-  check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
-  const ClockworkModules m = check_periods(op, periods, sz.H);
+  const ClockworkArgs args = check_clockwork_backward(op, grad_y, grad_hn, batch_sizes, h0, w_hh,
+                                                      y, periods, gx_rows);
+  const RecurrenceSizes& sz = args.size;
+  const ClockworkModules& m = args.modules;
+  const std::vector<int64_t>& rows = args.rows;
   const Schedule schedule(batch_sizes, false);
-  const std::vector<int64_t> rows = active_rows(schedule, m);
-  TORCH_CHECK(gx_rows.vec() == rows, op, ": gx_rows must be the rows of each module's active "
-              "steps, ", c10::IntArrayRef(rows), ", got ", gx_rows);
   const Tensor gy = grad_y.contiguous(), h0_c = h0.contiguous(), w = w_hh.contiguous();
   const Tensor y_c = y.contiguous();
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state

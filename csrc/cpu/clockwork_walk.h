@@ -10,23 +10,11 @@
 
 #include <vector>
 
+#include "../common/clockwork.h"
 #include "recurrence.h"
 
 namespace fastrnn {
 namespace cpu {
-
-struct ClockworkModules {
-  std::vector<int64_t> periods;  // ascending, one per module
-  int64_t k;                     // units per module
-  int64_t count() const { return static_cast<int64_t>(periods.size()); }
-  bool active(int64_t module, int64_t step) const { return step % periods[module] == 0; }
-};
-
-// Module i's allowed block of w_hh [H, H]: rows [i*k, (i+1)*k), columns [i*k, H).
-inline at::Tensor clockwork_block(const at::Tensor& w_hh, const ClockworkModules& m,
-                                  int64_t i) {
-  return w_hh.narrow(0, i * m.k, m.k).narrow(1, i * m.k, w_hh.size(1) - i * m.k);
-}
 
 // Calls fn(module, u0, u1) for the modules' parts [u0, u1) of units [j0, j1).
 template <typename F>

@@ -60,9 +60,10 @@ class StepGemm {
   }
 
   // out: [m, n] and a: [m, k], rows lda and ldc elements apart (k and n: contiguous);
-  // out = a @ w, or out += a @ w with accumulate. With few rows the product streams w once per step: its columns are
-  // then split into one block per thread, each thread always taking the same block, so
-  // that each core keeps its part of w in its own cache from step to step.
+  // out = a @ w, or out += a @ w with accumulate. With few rows the product streams w
+  // once per step: its columns are then split into one block per thread, each thread
+  // always taking the same block, so that each core keeps its part of w in its own cache
+  // from step to step.
   void operator()(int64_t m, const scalar_t* a, scalar_t* out, bool accumulate = false,
                   int64_t lda = 0, int64_t ldc = 0) const {
     if (m == 0) return;

@@ -5,6 +5,7 @@
 // write the same element: no atomics, bitwise reproducible results.
 
 #include "../cells/all.h"
+#include "../common/clockwork_cell.h"
 #include "launch_geometry.cuh"
 #include "step_kernels.h"
 #include "step_units.h"
@@ -54,6 +55,22 @@ FASTRNN_FOR_EACH_CELL(FASTRNN_STEP_LAUNCHERS)
 // The forward-only leaky cell of a reservoir (not in the list: it has no backward).
 template cudaError_t launch_forward_step<leaky::Policy>(DType, const ForwardStepArgs&,
                                                         cudaStream_t);
+
+cudaError_t launch_clockwork_forward_step(DType dtype, const ClockworkStepArgs& a,
+                                          cudaStream_t stream) {
+  return dispatch(StepTypes{}, dtype, cudaErrorInvalidValue, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return launch<ClockworkForwardUnit<ClockworkCell, T>>(a, stream);
+  });
+}
+
+cudaError_t launch_clockwork_backward_step(DType dtype, const ClockworkStepArgs& a,
+                                           cudaStream_t stream) {
+  return dispatch(StepTypes{}, dtype, cudaErrorInvalidValue, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return launch<ClockworkBackwardUnit<ClockworkCell, T>>(a, stream);
+  });
+}
 
 }  // namespace cuda
 }  // namespace fastrnn

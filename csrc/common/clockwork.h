@@ -1,0 +1,105 @@
+#pragma once
+// The clockwork RNN's modules and the checks of its ops' arguments, shared by the CPU walk
+// (cpu/clockwork_walk.h) and the CUDA one (cuda/clockwork_cuda.cpp). H hidden units form
+// g modules of k = H / g; module i is active at step s (from 0) when s % periods[i] == 0.
+// gx comes per module, [n_i, k]: the input-side pre-activations of the rows of its active
+// steps only, in step order.
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "checks.h"
+#include "clockwork_cell.h"
+#include "schedule.h"
+
+namespace fastrnn {
+
+struct ClockworkModules {
+  std::vector<int64_t> periods;  // ascending, one per module (at most 64)
+  int64_t k;                     // units per module
+  int64_t count() const { return static_cast<int64_t>(periods.size()); }
+  bool active(int64_t module, int64_t step) const { return step % periods[module] == 0; }
+  uint64_t active_mask(int64_t step) const {  // bit i: module i active at step
+    uint64_t mask = 0;
+    for (int64_t i = 0; i < count(); ++i) mask |= uint64_t(active(i, step)) << i;
+    return mask;
+  }
+};
+
+// Module i's allowed block of w_hh [H, H]: rows [i*k, (i+1)*k), columns [i*k, H).
+inline at::Tensor clockwork_block(const at::Tensor& w_hh, const ClockworkModules& m,
+                                  int64_t i) {
+  return w_hh.narrow(0, i * m.k, m.k).narrow(1, i * m.k, w_hh.size(1) - i * m.k);
+}
+
+// What the clockwork ops' checks found: sizes, modules, and the rows of each module's
+// active steps (n_i).
+struct ClockworkArgs {
+  RecurrenceSizes size;
+  ClockworkModules modules;
+  std::vector<int64_t> rows;
+};
+
+// batch_sizes, h0 [B, H], w_hh [H, H] as every recurrence's; periods: 1 to 64 of them,
+// positive, strictly ascending, their count dividing H.
+inline ClockworkArgs check_clockwork(const char* op, const at::Tensor& batch_sizes,
+                                     const at::Tensor& h0, const at::Tensor& w_hh,
+                                     c10::IntArrayRef periods) {
+  const auto sz = check_recurrence<ClockworkCell>(op, batch_sizes, h0, at::Tensor(), w_hh,
+                                                  at::Tensor());
+  TORCH_CHECK(!periods.empty() && periods.size() <= 64, op,
+              ": periods must name 1 to 64 modules, got ", periods.size());
+  for (size_t i = 0; i < periods.size(); ++i) {
+    TORCH_CHECK(periods[i] > 0 && (i == 0 || periods[i] > periods[i - 1]), op,
+                ": periods must be positive and strictly ascending, got ", periods);
+  }
+  const int64_t g = static_cast<int64_t>(periods.size());
+  TORCH_CHECK(sz.H % g == 0, op, ": the hidden size (", sz.H,
+              ") must be a multiple of the number of modules (", g, ")");
+  ClockworkArgs args{sz, {periods.vec(), sz.H / g}, std::vector<int64_t>(g, 0)};
+  const Schedule schedule(batch_sizes, false);
+  for (int64_t i = 0; i < g; ++i) {
+    for (int64_t s = 0; s < schedule.steps(); s += periods[i]) args.rows[i] += schedule.rows(s);
+  }
+  return args;
+}
+
+// The forward op's arguments: also gx (one [n_i, k] per module) and rows == N.
+inline ClockworkArgs check_clockwork_forward(const char* op, at::TensorList gx,
+                                             const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                             const at::Tensor& w_hh, c10::IntArrayRef periods,
+                                             int64_t rows) {
+  check_no_forward_ad(op, h0, w_hh);
+  ClockworkArgs args = check_clockwork(op, batch_sizes, h0, w_hh, periods);
+  TORCH_CHECK(rows == args.size.N, op, ": rows must be sum(batch_sizes) = ", args.size.N,
+              ", got ", rows);
+  TORCH_CHECK(static_cast<int64_t>(gx.size()) == args.modules.count(), op,
+              ": gx must hold one tensor per module (", args.modules.count(), "), got ",
+              gx.size());
+  for (int64_t i = 0; i < args.modules.count(); ++i) {
+    check_no_forward_ad(op, gx[i]);
+    check_arg(op, h0, gx[i], "gx[i]", {args.rows[i], args.modules.k},
+              "[rows of module i's active steps, H / modules]");
+  }
+  return args;
+}
+
+// The backward op's arguments: grad_y, y [N, H], grad_hn [B, H], gx_rows == the n_i.
+inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& grad_y,
+                                              const at::Tensor& grad_hn,
+                                              const at::Tensor& batch_sizes,
+                                              const at::Tensor& h0, const at::Tensor& w_hh,
+                                              const at::Tensor& y, c10::IntArrayRef periods,
+                                              c10::IntArrayRef gx_rows) {
+  ClockworkArgs args = check_clockwork(op, batch_sizes, h0, w_hh, periods);
+  const RecurrenceSizes& sz = args.size;
+  check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
+  check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
+  check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
+  TORCH_CHECK(gx_rows.vec() == args.rows, op, ": gx_rows must be the rows of each module's "
+              "active steps, ", c10::IntArrayRef(args.rows), ", got ", gx_rows);
+  return args;
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,112 @@
+// The clockwork RNN's ops on CUDA (schemas in ops.h, checks in common/clockwork.h): per
+// step one GEMM per active module through ATen (cuBLAS on the current stream), over the
+// allowed blocks of w_hh, into the module's columns of a [B, H] buffer that starts as its
+// gx rows, then one kernel over the step's rows (clockwork_units.h, the cell's policy).
+// The same schedule as the CPU walk (cpu/clockwork_walk.h). No host syncs.
+
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include "../common/clockwork.h"
+#include "step_kernels.h"
+#include "stream.h"
+#include "torch_glue.h"
+
+namespace fastrnn {
+namespace cuda {
+namespace {
+
+using at::Tensor;
+
+// gx: one [n_i, k] per module (its active steps' rows); h0: [B, H]; w_hh: [H, H]. Returns
+// y [N, H], hn [B, H].
+std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_sizes,
+                                      const Tensor& h0, const Tensor& w_hh,
+                                      c10::IntArrayRef periods, int64_t rows_of_y) {
+  const c10::DeviceGuard guard(h0.device());
+  const ClockworkArgs args = check_clockwork_forward("clockwork_forward", gx, batch_sizes, h0,
+                                                     w_hh, periods, rows_of_y);
+  const RecurrenceSizes& sz = args.size;
+  const ClockworkModules& m = args.modules;
+  const Schedule schedule(batch_sizes, false);
+  const DType dtype = dtype_of(h0);
+  const cudaStream_t stream = current_stream(h0.device());
+  const Tensor w = w_hh.contiguous();
+  Tensor h = h0.clone(at::MemoryFormat::Contiguous);  // [B, H], active units replaced
+  Tensor y = at::empty({sz.N, sz.H}, h0.options());
+  Tensor pre = at::empty({sz.B, sz.H}, h0.options());  // active modules: gx + products
+  std::vector<int64_t> next(m.count(), 0);  // module i's next row of gx[i]
+  for (int64_t s = 0; s < schedule.steps(); ++s) {
+    const Step step = schedule.step(s);
+    const int64_t b = step.rows;
+    if (b == 0) continue;
+    for (int64_t i = 0; i < m.count(); ++i) {
+      if (!m.active(i, s)) continue;
+      const int64_t u0 = i * m.k;
+      Tensor out = rows(pre, 0, b).narrow(1, u0, m.k);  // [b, k]
+      at::addmm_out(out, rows(gx[i], next[i], b), rows(h, 0, b).narrow(1, u0, sz.H - u0),
+                    clockwork_block(w, m, i).t());
+      next[i] += b;
+    }
+    check_launch(launch_clockwork_forward_step(
+                     dtype, {pre.data_ptr(), h.data_ptr(), y.data_ptr(), nullptr, nullptr,
+                             nullptr, m.active_mask(s), sz.H, m.k, step}, stream),
+                 "clockwork forward step");
+  }
+  return {y, h};
+}
+
+// Returns grad_gx (one [n_i, k] per module), grad_h0 [B, H], grad_w_hh [H, H] (zero
+// outside the allowed blocks; summed in float for the 16-bit types).
+std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
+    const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
+  const c10::DeviceGuard guard(h0.device());
+  const ClockworkArgs args = check_clockwork_backward("clockwork_backward", grad_y, grad_hn,
+                                                      batch_sizes, h0, w_hh, y, periods,
+                                                      gx_rows);
+  const RecurrenceSizes& sz = args.size;
+  const ClockworkModules& m = args.modules;
+  const Schedule schedule(batch_sizes, false);
+  const DType dtype = dtype_of(h0);
+  const cudaStream_t stream = current_stream(h0.device());
+  const Tensor w = w_hh.contiguous(), gy = grad_y.contiguous(), y_c = y.contiguous();
+  const at::ScalarType acc = at::toOpMathType(w.scalar_type());
+  Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
+  Tensor dx = at::empty({sz.B, sz.H}, y.options());          // a step's gate gradients
+  Tensor grad_w = at::zeros(w.sizes(), w.options().dtype(acc));
+  std::vector<Tensor> grad_gx;
+  for (int64_t n : args.rows) grad_gx.push_back(at::empty({n, m.k}, y.options()));
+  std::vector<int64_t> end = args.rows;  // module i's rows of grad_gx[i] not yet written
+  for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
+    const Step step = schedule.step(s);
+    const int64_t b = step.rows;
+    if (b == 0) continue;
+    check_launch(launch_clockwork_backward_step(
+                     dtype, {nullptr, nullptr, y_c.data_ptr(), gy.data_ptr(), dh.data_ptr(),
+                             dx.data_ptr(), m.active_mask(s), sz.H, m.k, step}, stream),
+                 "clockwork backward step");
+    const Tensor h_prev = s > 0 ? rows(y_c, schedule.first_row(s - 1), b) : rows(h0, 0, b);
+    for (int64_t i = 0; i < m.count(); ++i) {
+      if (!m.active(i, s)) continue;
+      const int64_t u0 = i * m.k, columns = sz.H - u0;
+      const Tensor dx_i = rows(dx, 0, b).narrow(1, u0, m.k);  // [b, k]
+      end[i] -= b;
+      rows(grad_gx[i], end[i], b).copy_(dx_i);
+      rows(dh, 0, b).narrow(1, u0, columns).addmm_(dx_i, clockwork_block(w, m, i));
+      clockwork_block(grad_w, m, i)
+          .addmm_(dx_i.t().to(acc), h_prev.narrow(1, u0, columns).to(acc));
+    }
+  }
+  return {grad_gx, dh, grad_w.to(w.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, CUDA, m) {
+  m.impl("clockwork_forward", &forward_op);
+  m.impl("clockwork_backward", &backward_op);
+}
+
+}  // namespace cuda
+}  // namespace fastrnn
