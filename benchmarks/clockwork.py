@@ -22,30 +22,7 @@ import torch
 
 import fastrnn
 from fastrnn.bench.machine import device_name, source_commit
-from fastrnn.clockwork import allowed_blocks
-
-
-class ClockworkLoop(torch.nn.Module):
-    """The clockwork RNN as a Python loop over torch ops, with a ClockworkRNN's weights."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.periods = model, model.periods
-        self.register_buffer("mask", allowed_blocks(model.hidden_size, model.periods).float())
-        k = model.hidden_size // len(model.periods)
-        self.k = k
-
-    def forward(self, x):
-        m = self.model
-        w_hh = m.weight_hh_l0 * self.mask
-        gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
-        gx = gx.view(x.shape[0], x.shape[1], -1)
-        h, ys = x.new_zeros(x.shape[1], m.hidden_size), []
-        for t in range(x.shape[0]):
-            active = torch.tensor([t % p == 0 for p in self.periods]).repeat_interleave(self.k)
-            h = torch.where(active, torch.tanh(gx[t] + h @ w_hh.t()), h)
-            ys.append(h)
-        return torch.stack(ys), h.unsqueeze(0)
+from fastrnn.bench.loops import ClockworkLoop
 
 
 def timed(fn, backward):

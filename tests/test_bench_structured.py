@@ -1,6 +1,6 @@
-"""Tests of fastrnn.bench's structured grid: the dilated kind, its baseline (a Python loop over
-torch.nn's cells, fastrnn/bench/loops.py) computing what fastrnn's dilated modules compute,
-the grid's cases, and a tiny run of the whole grid."""
+"""Tests of fastrnn.bench's structured grid: the dilated and clockwork kinds, their baselines
+(Python loops, fastrnn/bench/loops.py) computing what fastrnn's modules compute, the grid's
+cases, and a tiny run of the whole grid."""
 
 import json
 
@@ -20,10 +20,12 @@ def test_structured_grid_lists_the_dilated_cases(capsys):
     assert main(["--grid", "structured", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     listed = GRIDS["structured"].cases("cpu")
-    assert len(lines) == len(listed) == 12 and GRIDS["structured"].threads == 2
+    assert len(lines) == len(listed) == 16 and GRIDS["structured"].threads == 2
     assert {(c.cell, c.kind, c.T, c.B, c.I, c.H, c.layers, c.mode) for c in listed} == {
         (cell, kind, 256, 32, 256, 256, 3, mode) for kind in ("dilated", "dilated_interleaved")
-        for cell in ("LSTM", "GRU", "RNN_TANH") for mode in ("fwd", "fwdbwd")}
+        for cell in ("LSTM", "GRU", "RNN_TANH") for mode in ("fwd", "fwdbwd")} | {
+        ("RNN_TANH", kind, 256, 32, 256, 256, 1, mode) for kind in ("clockwork", "layer")
+        for mode in ("fwd", "fwdbwd")}
     assert lines[0].startswith("LSTM f32 T=256 B=32 I=256 H=256 L3 dilated fwd")
 
 
@@ -35,6 +37,25 @@ def test_dilated_case_checks():
         Case("GRU", "float32", 6, 2, 3, 3, layers=3, kind="dilated_interleaved")
     with pytest.raises(ValueError, match="layers 1, one direction"):
         Case("GRU", "float32", 5, 2, 3, 3, layers=2, kind="cell_loop")
+    Case("RNN_TANH", "float32", 5, 2, 3, 8, kind="clockwork")
+    for bad in ({"cell": "GRU"}, {"layers": 2}, {"bidirectional": True}, {"H": 6}):
+        with pytest.raises(ValueError, match="kind clockwork is one tanh layer"):
+            Case(**{"cell": "RNN_TANH", "dtype": "float32", "T": 5, "B": 2, "I": 3, "H": 8,
+                    "kind": "clockwork", **bad})
+    with pytest.raises(ValueError, match="hx False"):
+        Case("RNN_TANH", "float32", 5, 2, 3, 8, kind="clockwork", hx=True)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_baseline_computes_the_clockwork_rnn(mode):
+    """In float64 the loop and fastrnn.ClockworkRNN agree to 1e-10 (T = 11: every module
+    inactive at some steps)."""
+    case = Case("RNN_TANH", "float64", 11, 3, 4, 8, mode=mode, kind="clockwork")
+    base, fast = bench_cases.build_modules(case, "cpu")
+    inputs, grad = bench_cases.make_inputs(case, "cpu", count=1)
+    results = [bench_cases.make_runner(m, case, inputs, grad)(0) for m in (base, fast)]
+    for want, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
@@ -58,15 +79,16 @@ def test_baselines_compute_the_dilated_stack(kind, steps, cell, mode):
 
 @pytest.fixture
 def tiny_structured(monkeypatch):
-    shrink_grid(monkeypatch, "structured", T=8, B=3, I=4, H=5)
+    shrink_grid(monkeypatch, "structured", T=8, B=3, I=4, H=8)
 
 
 def test_tiny_structured_grid_runs(tiny_structured, tmp_path):
     assert main(["--grid", "structured", "--threads", "1", "--repeats", "2", "--warmup", "1",
                  "--min-time", "0", "--gemm-size", "128", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["skipped"] == [] and len(doc["cases"]) == 12
-    baselines = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved"}
+    assert doc["skipped"] == [] and len(doc["cases"]) == 16
+    baselines = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved",
+                 "clockwork": "torch-ops-loop", "layer": "torch-cpu"}
     for record in doc["cases"]:
         assert record["parity"] == "pass", case_of(record).label()
         assert record["baseline"] == baselines[record["kind"]]

@@ -44,8 +44,8 @@ def _parser():
                         "calls of a cell, the states carried), dilated (fastrnn.DilatedLSTM/GRU/"
                         "RNN, dilations 1, 2, 4, ... over --layers, against a loop over "
                         "torch.nn's cells), dilated_interleaved (against torch.nn layers on the "
-                        "interleaved subsequences); default: the grid's, layer for custom "
-                        "shapes")
+                        "interleaved subsequences), clockwork (fastrnn.ClockworkRNN against a "
+                        "Python loop of it); default: the grid's, layer for custom shapes")
     p.add_argument("--hx", action="store_true",
                    help="custom shapes: give the initial states (random) instead of None")
     p.add_argument("--dtype", nargs="+", help="float32, float64, bfloat16, float16")

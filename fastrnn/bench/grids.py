@@ -13,7 +13,9 @@ given (hx). Kinds (KINDS):
   (loops.CellLoopDilatedStack), the definition as a user writes it;
 - "dilated_interleaved": the same call against one torch.nn layer per dilation on the
   subsequences laid side by side (loops.InterleavedDilatedStack), as published dilated-RNN
-  code runs it (T a multiple of every dilation).
+  code runs it (T a multiple of every dilation);
+- "clockwork": one call of fastrnn.ClockworkRNN (periods 1, 2, 4, 8; cell RNN_TANH, one
+  layer) against the same model as a Python loop over torch ops (loops.ClockworkLoop).
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 MODES = ("fwd", "fwdbwd")
-KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved")
+KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved", "clockwork")
 DILATED_KINDS = ("dilated", "dilated_interleaved")  # fastrnn.dilated, per-kind baselines
 KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
               "hx", "loss", "packed", "dropout", "autocast")
@@ -125,7 +127,11 @@ class Case:
                              "loss output, dropout 0")
         if self.dropout and self.layers < 2:
             raise ValueError("dropout applies between layers: layers must be at least 2")
-        if self.kind in DILATED_KINDS and self.hx:
+        if self.kind == "clockwork" and (self.cell != "RNN_TANH" or self.layers != 1 or
+                                         self.bidirectional or self.H % 4):
+            raise ValueError("kind clockwork is one tanh layer, one direction, H a multiple "
+                             "of its 4 modules")
+        if self.kind in DILATED_KINDS + ("clockwork",) and self.hx:
             raise ValueError(f"kind {self.kind} runs from zero states: hx False")
         if self.kind == "dilated_interleaved" and self.T % 2 ** (self.layers - 1):
             raise ValueError("kind dilated_interleaved needs T a multiple of every dilation "
@@ -357,12 +363,18 @@ GRIDS = {
                        "for them, float32, 2 threads: dilated stacks (3 layers, dilations 1, 2, "
                        "4; T=256 B=32 I=H=256; LSTM/GRU/RNN(tanh), fwd and fwdbwd) against a "
                        "loop over torch.nn's cells, and against torch.nn layers on the "
-                       "interleaved subsequences", (
+                       "interleaved subsequences; a clockwork RNN (periods 1, 2, 4, 8; T=256 "
+                       "B=32 I=H=256) against a Python loop of it, and the full RNN of its "
+                       "size", (
         Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
               kind="dilated", note="dilated stack vs a loop over torch.nn cells"),
         Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
               kind="dilated_interleaved",
               note="dilated stack vs torch.nn layers on interleaved subsequences"),
+        Block(("RNN_TANH",), ("float32",), (Shape(256, 32, 256, 256),), kind="clockwork",
+              note="clockwork RNN vs a Python loop of it"),
+        Block(("RNN_TANH",), ("float32",), (Shape(256, 32, 256, 256),),
+              note="the full RNN of the clockwork's size"),
     ), threads=2),
 }
 

@@ -12,10 +12,16 @@ names: weight_ih_l{layer}[_reverse], ...) into them.
   one torch.nn layer per dilation on the d subsequences laid side by side, [T/d, d*B, F]
   (T a multiple of every dilation here: that code pads time instead, which changes the
   reverse direction and the final states).
+- ClockworkLoop ("clockwork"): the clockwork RNN as published code writes it, a Python
+  loop over torch ops: each step the full pre-activation with W_hh masked to its allowed
+  blocks, the active modules' units replaced (torch.where). It reads the parameters of the
+  fastrnn.ClockworkRNN it is built on; returns the output [T, B, H] and h_n [1, B, H].
 """
 
 import torch
 from torch import nn
+
+from ..clockwork import allowed_blocks
 
 _CELLS = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell, "RNN_TANH": nn.RNNCell,
           "RNN_RELU": nn.RNNCell}
@@ -100,5 +106,25 @@ class InterleavedDilatedStack(nn.Module):
         return x, tuple(final)
 
 
+class ClockworkLoop(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.periods = model, model.periods
+        self.register_buffer("mask", allowed_blocks(model.hidden_size, model.periods).float())
+
+    def forward(self, x):
+        m, k = self.model, self.model.hidden_size // len(self.periods)
+        w_hh = m.weight_hh_l0 * self.mask
+        gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
+        gx = gx.view(x.shape[0], x.shape[1], -1)
+        h, ys = x.new_zeros(x.shape[1], m.hidden_size), []
+        for t in range(x.shape[0]):
+            active = torch.tensor([t % p == 0 for p in self.periods], device=x.device)
+            h = torch.where(active.repeat_interleave(k), torch.tanh(gx[t] + h @ w_hh.t()), h)
+            ys.append(h)
+        return torch.stack(ys), h.unsqueeze(0)
+
+
 BASELINES = {"dilated": CellLoopDilatedStack, "dilated_interleaved": InterleavedDilatedStack}
-BASELINE_NAMES = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved"}
+BASELINE_NAMES = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved",
+                  "clockwork": "torch-ops-loop"}

@@ -197,7 +197,9 @@ def markdown(doc):
                   "loop of T cell calls and its backward (kind cell_loop); us/step is a "
                   "call's time over T (per call where T is 1). Kind dilated: the baseline "
                   "column is the same dilated stack as a Python loop over torch.nn's cells; "
-                  "kind dilated_interleaved: torch.nn layers on the interleaved subsequences.",
+                  "kind dilated_interleaved: torch.nn layers on the interleaved subsequences; "
+                  "kind clockwork: the same clockwork RNN as a Python loop over torch ops "
+                  "(GFLOP/s counted as for a full RNN of its size).",
                   ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []
