@@ -14,14 +14,13 @@ outputs are checked against fastrnn's first. Writes results.json and results.md 
 """
 
 import argparse
-import json
-import os
 import time
 
 import torch
 
 import fastrnn
-from fastrnn.bench.machine import device_name, source_commit
+from fastrnn.bench.machine import describe
+from fastrnn.bench.report import write_script_outputs
 from fastrnn.bench.loops import ClockworkLoop
 
 
@@ -67,13 +66,13 @@ def main():
             for name, runner in runners.items():
                 times[name].append(timed(runner, backward))
         results[mode] = times
-    machine = {"cpu": device_name("cpu"), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "commit": source_commit()}
+    machine = describe("cpu")
     base = "fastrnn.ClockworkRNN"
     lines = [f"# Clockwork RNN, periods {tuple(args.periods)}: T={args.steps}, B={args.batch}, "
              f"I=H={size}, float32", "",
-             f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, "
-             f"commit {machine['commit']}. Max |loop - fastrnn| = {error:.1e}.", "",
+             f"Machine: {machine['device']}, {machine['threads']} threads, torch "
+             f"{machine['torch']}, commit {machine['commit']}. Max |loop - fastrnn| = "
+             f"{error:.1e}.", "",
              f"| mode | runner | best of {args.rounds} (ms) | fastrnn.ClockworkRNN's speed-up |",
              "|---|---|---|---|"]
     for mode, times in results.items():
@@ -82,13 +81,8 @@ def main():
                   for name, t in times.items()]
     print("\n".join(lines))
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump({"args": vars(args), "machine": machine, "max_abs_error": error,
-                       "seconds": results}, f, indent=1)
-        with open(os.path.join(args.out, "results.md"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-
+        write_script_outputs({"args": vars(args), "machine": machine, "max_abs_error": error,
+                              "seconds": results}, lines, args.out)
 
 if __name__ == "__main__":
     main()

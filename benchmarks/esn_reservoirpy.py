@@ -9,14 +9,13 @@ checked against ReservoirPy's first. Writes results.json and results.md to --out
 """
 
 import argparse
-import json
-import os
 import time
 
 import torch
 
 import fastrnn
-from fastrnn.bench.machine import device_name, source_commit
+from fastrnn.bench.machine import describe
+from fastrnn.bench.report import write_script_outputs
 
 
 def main():
@@ -56,24 +55,18 @@ def main():
                 times[name].append(time.perf_counter() - start)
     base = min(times["reservoirpy float64"])
     rows = [(name, min(t), base / min(t)) for name, t in times.items()]
-    machine = {"cpu": device_name("cpu"), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "commit": source_commit()}
+    machine = describe("cpu")
     lines = [f"# Reservoir of {args.units} units ({args.density:.0%} nonzeros), "
              f"{args.steps} steps, batch 1",
-             "", f"Machine: {machine['cpu']}, {machine['threads']} threads, torch "
+             "", f"Machine: {machine['device']}, {machine['threads']} threads, torch "
              f"{machine['torch']}. Max |fastrnn float64 - ReservoirPy| = {error:.2e}.", "",
              "| runner | best of %d (s) | speed-up over ReservoirPy |" % args.rounds,
              "|---|---|---|"]
     lines += [f"| {name} | {t:.3f} | {s:.2f}x |" for name, t, s in rows]
     print("\n".join(lines))
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump({"args": vars(args), "machine": machine, "max_abs_error": error,
-                       "seconds": times}, f, indent=1)
-        with open(os.path.join(args.out, "results.md"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-
+        write_script_outputs({"args": vars(args), "machine": machine, "max_abs_error": error,
+                              "seconds": times}, lines, args.out)
 
 if __name__ == "__main__":
     main()

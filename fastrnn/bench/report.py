@@ -152,6 +152,15 @@ def write_json(doc, path):
     os.replace(path + ".tmp", path)
 
 
+def write_script_outputs(doc, lines, out_dir):
+    """A benchmark script's results (benchmarks/*.py): doc as results.json and the markdown
+    lines as results.md, in out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(doc, os.path.join(out_dir, "results.json"))
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def write_csv(doc, path):
     """One row per case; the columns are the case records' keys."""
     fields = []
