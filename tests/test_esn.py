@@ -68,6 +68,30 @@ def test_leaky_ops_match_the_equation(layout, weight, reverse, dtype, device):
     torch.testing.assert_close(hn.cpu().double(), want_h, atol=tolerance(dtype), rtol=0)
 
 
+def test_leaky_csr_op_beyond_16_bit_column_indices():
+    """H = 70,000 units (more than 16-bit column indices address): a few hundred nonzeros,
+    against the equation with the product formed from the CSR lists."""
+    g = torch.Generator().manual_seed(5)
+    hidden, nnz, steps = 70000, 300, 3
+    rows = torch.sort(torch.randint(0, hidden, (nnz,), generator=g)).values
+    cols = torch.randint(0, hidden, (nnz,), generator=g)
+    cols[-1] = hidden - 1  # the last column, beyond 65535
+    values = torch.randn(nnz, generator=g, dtype=F64)
+    crow = torch.cat([torch.zeros(1, dtype=torch.long),
+                      torch.bincount(rows, minlength=hidden).cumsum(0)])
+    gx = torch.randn(steps, hidden, generator=g, dtype=F64)
+    h0 = torch.randn(1, hidden, generator=g, dtype=F64)
+    leak = torch.full((hidden,), 0.5, dtype=F64)
+    y, hn = ops.leaky_forward_csr(gx, torch.ones(steps, dtype=torch.long), h0, crow, cols,
+                                  values, leak, False)
+    h = h0[0]
+    for t in range(steps):
+        product = torch.zeros(hidden, dtype=F64).index_add_(0, rows, values * h[cols])
+        h = 0.5 * h + 0.5 * torch.tanh(gx[t] + product)
+        torch.testing.assert_close(y[t], h, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hn[0], h, atol=1e-12, rtol=0)
+
+
 def test_leaky_ops_in_16_bit_within_twice_a_rounded_loop():
     g = torch.Generator().manual_seed(1)
     hidden, batch_sizes = 32, torch.tensor([2] * 6)

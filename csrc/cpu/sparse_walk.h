@@ -7,6 +7,8 @@
 // the other threads at the barrier, since the next step reads every unit. Shapes and
 // buffers: walk_state.h; here P = H.
 
+#include <vector>
+
 #include "fused_split.h"
 #include "recurrence.h"
 
@@ -24,8 +26,9 @@ namespace cpu {
 // always in the same order, so results do not depend on the thread count. Not vectorised:
 // gcc's gathered loads (vgatherdps) ran this walk 1.7x slower (2000 units, 10% nonzeros,
 // float32, AMD EPYC).
-template <typename T>
-FASTRNN_NO_VECTORIZE acc_t<T> csr_dot(const int32_t* col, const T* values, int64_t k0, int64_t k1, const T* h) {
+template <typename T, typename Index>
+FASTRNN_NO_VECTORIZE acc_t<T> csr_dot(const Index* col, const T* values, int64_t k0,
+                                      int64_t k1, const T* h) {
   using A = acc_t<T>;
   constexpr int kSums = 8;
   A sum[kSums] = {};
@@ -41,6 +44,9 @@ FASTRNN_NO_VECTORIZE acc_t<T> csr_dot(const int32_t* col, const T* values, int64
 }
 
 // w_hh: [G*H, H] sparse CSR, int32 indices (checks.h's csr_weight); gh: [B, G*H] scratch.
+// Below 65537 units the walk reads 16-bit copies of the column indices, made once per call:
+// a quarter less to stream each step (2000 units, 10% nonzeros, float32, batch 1, 10,000
+// steps, 4 alternating runs: 0.83 s with the int32 indices, 0.755 s with these).
 template <class Cell, typename T>
 void sparse_forward(const ForwardState<T>& st, const Schedule& schedule, const at::Tensor& w_hh,
                     T* gh) {
@@ -48,37 +54,46 @@ void sparse_forward(const ForwardState<T>& st, const Schedule& schedule, const a
   constexpr int64_t kUnitChunk = 16;  // units are shared out in whole chunks
   const int64_t H = st.H;
   const int32_t* crow = w_hh.crow_indices().data_ptr<int32_t>();
-  const int32_t* col = w_hh.col_indices().data_ptr<int32_t>();
+  const at::Tensor col_t = w_hh.col_indices();
   const T* values = w_hh.values().data_ptr<T>();
   const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
-  run_split_walk(FusedSplit::kUnits, st.B, H, kUnitChunk, [](int64_t) {},
-                 [&](int64_t j0, int64_t j1, int64_t r_begin, int64_t r_end, const auto& sync) {
-    std::vector<const T*> h_prev(r_end - r_begin);
-    for (int64_t s = 0; s < schedule.steps(); ++s) {
-      const int64_t first = schedule.first_row(s);
-      const int64_t r_last = std::min(r_end, schedule.rows(s));
-      // h_prev from y (or h0): rows of the h state are being updated by other threads.
-      for (int64_t r = r_begin; r < r_last; ++r) {
-        h_prev[r - r_begin] = previous_row(st.y, H, st.h0, schedule, s, r, H);
-      }
-      for (int64_t g = 0; g < G; ++g) {
-        for (int64_t j = j0; j < j1; ++j) {  // the row of w_hh stays in L1 over the rows
-          const int64_t k0 = crow[g * H + j], k1 = crow[g * H + j + 1];
-          for (int64_t r = r_begin; r < r_last; ++r) {
-            gh[r * G * H + g * H + j] = T(csr_dot(col, values, k0, k1, h_prev[r - r_begin]));
+  const auto walk = [&](const auto* col) {
+    run_split_walk(FusedSplit::kUnits, st.B, H, kUnitChunk, [](int64_t) {},
+                   [&](int64_t j0, int64_t j1, int64_t r_begin, int64_t r_end, const auto& sync) {
+      std::vector<const T*> h_prev(r_end - r_begin);
+      for (int64_t s = 0; s < schedule.steps(); ++s) {
+        const int64_t first = schedule.first_row(s);
+        const int64_t r_last = std::min(r_end, schedule.rows(s));
+        // h_prev from y (or h0): rows of the h state are being updated by other threads.
+        for (int64_t r = r_begin; r < r_last; ++r) {
+          h_prev[r - r_begin] = previous_row(st.y, H, st.h0, schedule, s, r, H);
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          for (int64_t j = j0; j < j1; ++j) {  // the row of w_hh stays in L1 over the rows
+            const int64_t k0 = crow[g * H + j], k1 = crow[g * H + j + 1];
+            for (int64_t r = r_begin; r < r_last; ++r) {
+              gh[r * G * H + g * H + j] = T(csr_dot(col, values, k0, k1, h_prev[r - r_begin]));
+            }
           }
         }
+        for (int64_t r = r_begin; r < r_last; ++r) {
+          const int64_t packed = first + r;
+          units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params, st.h + r * H,
+                Cell::kCellState ? st.carry + r * H : nullptr,
+                st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
+                st.y + packed * H, H, j0, j1);
+        }
+        sync();
       }
-      for (int64_t r = r_begin; r < r_last; ++r) {
-        const int64_t packed = first + r;
-        units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params, st.h + r * H,
-              Cell::kCellState ? st.carry + r * H : nullptr,
-              st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
-              st.y + packed * H, H, j0, j1);
-      }
-      sync();
-    }
-  });
+    });
+  };
+  const int32_t* col = col_t.data_ptr<int32_t>();
+  if (H <= 65536) {
+    const std::vector<uint16_t> narrow(col, col + col_t.numel());
+    walk(narrow.data());
+  } else {
+    walk(col);
+  }
 }
 
 }  // namespace cpu
