@@ -18,9 +18,8 @@ import operator
 import torch
 from torch import nn
 
-from . import _onnx
 from ._ops import ops
-from .modules import _autocast_enabled, _FusedRecurrence, _has_kernels
+from .modules import _OwnRecurrence
 
 DEFAULT_PERIODS = (1, 2, 4, 8)
 
@@ -49,7 +48,7 @@ def allowed_blocks(hidden_size, periods, device=None):
     return modules[None, :] >= modules[:, None]
 
 
-class ClockworkRNN(_FusedRecurrence, nn.RNN):
+class ClockworkRNN(_OwnRecurrence, nn.RNN):
     """A clockwork RNN layer: torch.nn.RNN's constructor (input_size, hidden_size, bias,
     batch_first, device, dtype; one layer, one direction, tanh) plus `periods`, one per
     module (default 1, 2, 4, 8), ascending, their count dividing hidden_size.
@@ -74,22 +73,9 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
     def extra_repr(self):
         return super().extra_repr() + f", periods={self.periods}"
 
-    def forward(self, input, hx=None):
-        data = input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input
-        if _onnx.active_exporter():
-            raise RuntimeError("fastrnn.ClockworkRNN has no ONNX translation")
-        if not _has_kernels(data.device):
-            raise RuntimeError(f"fastrnn.ClockworkRNN has no kernels for {data.device.type} "
-                               "tensors")
-        return super().forward(input, hx)
-
-    def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
-        """data: [N, I]; h0: [1, B, H]. Module i's input product only for its active steps'
-        rows, which the op takes as they are. Under autocast in the parameters' dtype."""
-        if _autocast_enabled(data.device):
-            with torch.autocast(data.device.type, enabled=False):
-                return self._recurrence(data.to(weights[0].dtype), batch_sizes,
-                                        h0.to(weights[0].dtype), c0, weights, is_packed)
+    def _own_recurrence(self, data, batch_sizes, h0, weights, is_packed):
+        """data: [N, I]; h0: [B, H]. Module i's input product only for its active steps'
+        rows, which the op takes as they are. Returns y [N, H], h_n [B, H]."""
         w_ih, w_hh = weights[0], weights[1]
         bias = weights[2] + weights[3] if self.bias else None
         k, total = self.hidden_size // len(self.periods), data.shape[0]
@@ -105,8 +91,7 @@ class ClockworkRNN(_FusedRecurrence, nn.RNN):
             x = data if active is None else next(inputs)
             gx.append(torch.addmm(bias[units], x, w_ih[units].t()) if bias is not None
                       else torch.mm(x, w_ih[units].t()))
-        y, h_n = ops.clockwork_forward(gx, batch_sizes, h0[0], w_hh, list(self.periods), total)
-        return y, h_n.unsqueeze(0), None
+        return ops.clockwork_forward(gx, batch_sizes, h0, w_hh, list(self.periods), total)
 
 
 def _active_rows(batch_sizes, period, rows, is_packed):

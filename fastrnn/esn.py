@@ -12,9 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _onnx
 from ._ops import ops
-from .modules import _autocast_enabled, _FusedRecurrence, _has_kernels
+from .modules import _OwnRecurrence
 
 # When the sparse walk runs (CPU): the fraction f of W's entries that are nonzero at most
 # _CSR_MAX_DENSITY and, with B rows per step, B * f at most _CSR_MAX_ROW_DENSITY; else the
@@ -58,14 +57,15 @@ def _check_range(name, value, low, high, low_open=True):
         raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value}")
 
 
-class Reservoir(_FusedRecurrence, nn.RNN):
+class Reservoir(_OwnRecurrence, nn.RNN):
     """The reservoir of an echo state network: a one-layer Elman RNN whose units leak,
     x_t = (1 - a) x_{t-1} + a tanh(x_t W_ih^T + b_ih + b_hh + x_{t-1} W_hh^T), with a per-unit
     leak rate a in (0, 1] (the buffer `leak_rate`, [hidden_size]). Its weights are
     torch.nn.RNN's (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`), drawn by
     reservoir_weights and frozen (requires_grad False; b_hh is zero). Input and states as
     torch.nn.RNN's: [T, B, I] (batch_first: [B, T, I]), unbatched [T, I], PackedSequence;
-    h_0/h_n [1, B, H] ([1, H] unbatched). Forward only: the ops have no gradient.
+    h_0/h_n [1, B, H] ([1, H] unbatched). Forward only: the ops have no gradient. Under
+    autocast it computes in the parameters' dtype; no ONNX export.
     torch.compile(fullgraph=True) traces it with torch._dynamo.config.allow_rnn, as the
     layers (dense weights there: the sparse walk's nonzero count is data)."""
 
@@ -99,29 +99,14 @@ class Reservoir(_FusedRecurrence, nn.RNN):
         self.register_buffer("leak_rate", leak.to(self.weight_hh_l0).clone())
         self._csr = None  # (key, density, parts) of weight_hh_l0 (_csr_parts), when first used
 
-    def forward(self, input, hx=None):
-        device = (input.data if isinstance(input, PackedSequence) else input).device
-        if _onnx.active_exporter():
-            raise RuntimeError("fastrnn.Reservoir: the leaky reservoir has no ONNX operator "
-                               "and does not export to ONNX")
-        if not _has_kernels(device):
-            raise RuntimeError(f"fastrnn.Reservoir: no kernels for {device.type} tensors")
-        return super().forward(input, hx)
-
-    def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
-        """data: [N, I]; h0: [1, B, H]. Returns y [N, H], h_n [1, B, H], None. Under autocast
-        too in the given dtypes: a reservoir has nothing to gain from 16-bit products."""
-        if _autocast_enabled(data.device):
-            with torch.autocast(data.device.type, enabled=False):
-                return self._recurrence(data, batch_sizes, h0, c0, weights, is_packed)
+    def _own_recurrence(self, data, batch_sizes, h0, weights, is_packed):
+        """data: [N, I]; h0: [B, H]. Returns y [N, H], h_n [B, H]."""
         w_ih, w_hh, b_ih, b_hh = weights
         gx = torch.addmm(b_ih + b_hh, data, w_ih.t())
         if self._use_csr(w_hh, batch_sizes):
-            y, hn = ops.leaky_forward_csr(gx, batch_sizes, h0[0], *self._csr_parts(w_hh)[1],
-                                          self.leak_rate, False)
-        else:
-            y, hn = ops.leaky_forward(gx, batch_sizes, h0[0], w_hh, self.leak_rate, False)
-        return y, hn.unsqueeze(0), None
+            return ops.leaky_forward_csr(gx, batch_sizes, h0, *self._csr_parts(w_hh)[1],
+                                         self.leak_rate, False)
+        return ops.leaky_forward(gx, batch_sizes, h0, w_hh, self.leak_rate, False)
 
     def _use_csr(self, w_hh, batch_sizes):
         """Whether to run the sparse walk (see _CSR_MAX_DENSITY). Not while compiling: the

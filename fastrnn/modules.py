@@ -214,6 +214,33 @@ def _has_kernels(device):
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+class _OwnRecurrence(_FusedRecurrence):
+    """forward() for a one-layer, one-direction torch.nn.RNN subclass whose recurrence is not
+    torch.nn's (the clockwork RNN, a reservoir): torch.nn's input handling, then
+    _own_recurrence(data [N, I], batch_sizes, h0 [B, H], weights) -> (y [N, H], h_n [B, H]),
+    under autocast in the parameters' dtype. Nothing to fall back on: no ONNX translation,
+    and a device without fastrnn's kernels is refused."""
+
+    def forward(self, input, hx=None):
+        device = (input.data if isinstance(input, PackedSequence) else input).device
+        name = type(self).__name__
+        if _onnx.active_exporter():
+            raise RuntimeError(f"fastrnn.{name} has no ONNX translation")
+        if not _has_kernels(device):
+            raise RuntimeError(f"fastrnn.{name} has no kernels for {device.type} tensors")
+        return super().forward(input, hx)
+
+    def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
+        if _autocast_enabled(data.device):
+            dtype = weights[0].dtype
+            with torch.autocast(data.device.type, enabled=False):
+                y, h_n = self._own_recurrence(data.to(dtype), batch_sizes, h0[0].to(dtype),
+                                              weights, is_packed)
+        else:
+            y, h_n = self._own_recurrence(data, batch_sizes, h0[0], weights, is_packed)
+        return y, h_n.unsqueeze(0), None
+
+
 class LSTM(_FusedRecurrence, nn.LSTM):
     __doc__ = "Drop-in replacement for torch.nn.LSTM (same arguments, parameters, I/O).\n\n" + (
         nn.LSTM.__doc__ or "")

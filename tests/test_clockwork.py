@@ -290,6 +290,12 @@ def test_cuda_equals_the_cpu(device, dtype):
     torch.testing.assert_close(h_n.cpu(), want_h, atol=tolerance(dtype), rtol=0)
 
 
+def test_onnx_export_is_refused(monkeypatch):
+    monkeypatch.setattr(fastrnn._onnx, "active_exporter", lambda: "dynamo")
+    with pytest.raises(RuntimeError, match="ClockworkRNN has no ONNX translation"):
+        make((1, 2))(torch.randn(4, 2, 3, dtype=F64))
+
+
 def test_other_devices_are_refused():
     with pytest.raises(RuntimeError, match="no kernels"):
         make((1, 2)).forward(_OnXpu())

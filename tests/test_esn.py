@@ -392,6 +392,20 @@ class _Halve(torch.nn.Module):
         return w * 0.5
 
 
+def test_onnx_export_and_devices_without_kernels_are_refused(monkeypatch):
+    model = fastrnn.Reservoir(2, 10, seed=0)
+    with pytest.raises(RuntimeError, match="no kernels for xpu"):
+        model.forward(_OnXpu())
+    monkeypatch.setattr(fastrnn._onnx, "active_exporter", lambda: "dynamo")
+    with pytest.raises(RuntimeError, match="Reservoir has no ONNX translation"):
+        model(torch.randn(4, 2))
+
+
+class _OnXpu:
+    """An input that says it is on a device without kernels: checked before any use."""
+    device = torch.device("xpu")
+
+
 def test_meta_device():
     model = fastrnn.EchoStateNetwork(2, 16, 1, seed=0).to("meta")
     out, h_n = model(torch.empty(7, 3, 2, device="meta"))
