@@ -56,7 +56,8 @@ inline void define_ops(torch::Library& m) {
       "leaky_forward_csr(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor crow_indices, "
       "Tensor col_indices, Tensor values, Tensor leak, bool reverse) -> (Tensor y, Tensor hn)");
   // The clockwork RNN (the tanh cell, modules of H / len(periods) units, module i active at
-  // step t when t % periods[i] == 0; cpu/clockwork_walk.h), on the CPU. gx: per module the
+  // step t when t % periods[i] == 0): cpu/clockwork.cpp and cuda/clockwork_cuda.cpp
+  // register it, with the checks of common/clockwork.h. gx: per module the
   // input-side pre-activations of its active steps' rows only (gx_rows: their counts);
   // rows: sum(batch_sizes), the rows of y (arguments, so that shapes follow from them).
   m.def(

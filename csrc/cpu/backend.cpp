@@ -1,7 +1,8 @@
 // The CPU backend: every op of ops.h on the CPU, for every cell, through one of three walks
 // over the cell's policy: the sparse walk (sparse_walk.h) for a recurrent weight in CSR
 // form; the fused walk (fused_walk.h) for the cells it was measured to speed up, in float
-// and double, without projection, up to a batch size; else the BLAS walk (blas_walk.h). Weight gradients are GEMMs after the walk. See docs/architecture.md.
+// and double, without projection, up to a batch size; else the BLAS walk (blas_walk.h).
+// Weight gradients are GEMMs after the walk. See docs/architecture.md.
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
