@@ -26,7 +26,7 @@ const auto& cell_forward_op() {
                              .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
                                  int64_t, const Tensor&, const Tensor&, const OptionalTensor&,
                                  const Tensor&, const Tensor&, const OptionalTensor&,
-                                 const OptionalTensor&, bool)>();
+                                 const OptionalTensor&, bool, const OptionalTensor&)>();
   return op;
 }
 
@@ -34,15 +34,15 @@ const auto& cell_backward_op() {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastrnn::cell_backward", "")
-          .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+          .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
               int64_t, const Tensor&, const Tensor&, const OptionalTensor&, const Tensor&,
               const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&,
-              const Tensor&, bool, bool, bool, bool)>();
+              const Tensor&, bool, bool, bool, bool, const OptionalTensor&)>();
   return op;
 }
 
 // The forward's arguments, by position: backward returns one gradient for each.
-enum Argument { kCell, kX, kH, kC, kWih, kWhh, kBih, kBhh, kSave, kArguments };
+enum Argument { kCell, kX, kH, kC, kWih, kWhh, kBih, kBhh, kSave, kUnitParams, kArguments };
 
 struct CellStep : torch::autograd::Function<CellStep> {
   // Returns {y, h_new, c_new, saved}. saved is not marked non-differentiable (compiled
@@ -50,11 +50,13 @@ struct CellStep : torch::autograd::Function<CellStep> {
   static variable_list forward(AutogradContext* ctx, int64_t cell, const Tensor& x,
                                const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
                                const Tensor& w_hh, const OptionalTensor& b_ih,
-                               const OptionalTensor& b_hh, bool save) {
+                               const OptionalTensor& b_hh, bool save,
+                               const OptionalTensor& unit_params) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [y, h_new, c_new, saved] = cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih,
-                                                           b_hh, save);
-    ctx->save_for_backward({x, h, c.value_or(Tensor()), w_ih, w_hh, y, saved});
+                                                           b_hh, save, unit_params);
+    ctx->save_for_backward(
+        {x, h, c.value_or(Tensor()), w_ih, w_hh, y, saved, unit_params.value_or(Tensor())});
     ctx->saved_data["cell"] = cell;
     ctx->saved_data["has_bias"] = b_ih.has_value() && b_ih->defined();
     // Which of the inputs that may go without a gradient want one (needs_input_grad counts
@@ -66,7 +68,8 @@ struct CellStep : torch::autograd::Function<CellStep> {
       return t.has_value() && t->defined() && t->requires_grad();
     };
     ctx->saved_data["weight_grad"] = w_ih.requires_grad() || w_hh.requires_grad() ||
-                                     needs_grad(b_ih) || needs_grad(b_hh);
+                                     needs_grad(b_ih) || needs_grad(b_hh) ||
+                                     needs_grad(unit_params);
     ctx->set_materialize_grads(false);
     return {y, h_new, c_new, saved};
   }
@@ -81,7 +84,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
     std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
     if (!at::GradMode::is_enabled()) below_autograd.emplace();
     const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
-                 &y = saved[5], &rows = saved[6];
+                 &y = saved[5], &rows = saved[6], &unit_params = saved[7];
     const auto or_zeros = [&](const Tensor& grad) {
       return grad.defined() ? grad : at::zeros_like(y);
     };
@@ -92,11 +95,14 @@ struct CellStep : torch::autograd::Function<CellStep> {
     const bool h_grad = ctx->saved_data["h_grad"].toBool();
     const bool c_grad = ctx->saved_data["c_grad"].toBool();
     const bool weight_grad = ctx->saved_data["weight_grad"].toBool();
-    auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh] =
+    const auto optional = [](const Tensor& t) {
+      return t.defined() ? OptionalTensor(t) : std::nullopt;
+    };
+    auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_params] =
         cell_backward_op().call(ctx->saved_data["cell"].toInt(), or_zeros(grads[0]),
-                                or_zeros(grads[1]), grad_c, x, h,
-                                c.defined() ? OptionalTensor(c) : std::nullopt, w_ih, w_hh, y,
-                                rows, has_bias, x_grad, h_grad || c_grad, weight_grad);
+                                or_zeros(grads[1]), grad_c, x, h, optional(c), w_ih, w_hh, y,
+                                rows, has_bias, x_grad, h_grad || c_grad, weight_grad,
+                                optional(unit_params));
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
     if (h_grad) result[kH] = grad_h0;
@@ -104,6 +110,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
     if (!weight_grad) return result;
     result[kWih] = grad_w_ih;
     result[kWhh] = grad_w_hh;
+    if (unit_params.defined()) result[kUnitParams] = grad_params;
     if (has_bias) {
       result[kBih] = grad_b_ih;
       result[kBhh] = grad_b_hh;
@@ -114,19 +121,20 @@ struct CellStep : torch::autograd::Function<CellStep> {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward_autograd(
     int64_t cell, const Tensor& x, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih,
-    const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save) {
-  check_no_forward_ad("cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh);
+    const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh, bool save,
+    const OptionalTensor& unit_params) {
+  check_no_forward_ad("cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params);
   const auto wants_grad = [](const OptionalTensor& t) { return t && t->requires_grad(); };
   const bool record = at::GradMode::is_enabled() &&
                       (x.requires_grad() || h.requires_grad() || wants_grad(c) ||
                        w_ih.requires_grad() || w_hh.requires_grad() || wants_grad(b_ih) ||
-                       wants_grad(b_hh));
+                       wants_grad(b_hh) || wants_grad(unit_params));
   if (!record) {  // inference: no graph, straight to the backend
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save);
+    return cell_forward_op().call(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save, unit_params);
   }
   // A graph is recorded: saved, whatever the caller asked for, since backward reads it.
-  auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, /*save=*/true);
+  auto out = CellStep::apply(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, /*save=*/true, unit_params);
   return {out[0], out[1], out[2], out[3]};
 }
 

@@ -10,7 +10,8 @@
 // x @ w_ih^T + b1 + b2 for the biases that are defined.
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
-// (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither.
+// (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither;
+// unit_params [K*H] for a cell with K = Cell::kUnitParams > 0 (peepholes), else undefined.
 // y and h_new hold the same values, the step's output and the new state, in two tensors
 // (the walk writes both): a layer returns both (output and h_n), a cell returns h_new, and
 // backward reads y, so a caller may change h_new in place. Results a cell does not have
@@ -29,14 +30,14 @@ namespace fastrnn {
 inline void define_cell_ops(torch::Library& m) {
   m.def(
       "cell_forward(int cell, Tensor x, Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, bool save) -> (Tensor y, Tensor h_new, Tensor c_new, "
-      "Tensor saved)");
+      "Tensor? b_ih, Tensor? b_hh, bool save, Tensor? unit_params=None) -> (Tensor y, "
+      "Tensor h_new, Tensor c_new, Tensor saved)");
   m.def(
       "cell_backward(int cell, Tensor grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
       "Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor y, Tensor saved, bool has_bias, "
-      "bool input_grad, bool state_grad, bool weight_grad) -> (Tensor grad_x, Tensor grad_h, "
-      "Tensor grad_c, "
-      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+      "bool input_grad, bool state_grad, bool weight_grad, Tensor? unit_params=None) -> "
+      "(Tensor grad_x, Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_unit_params)");
 }
 
 namespace cell_entry {
@@ -104,40 +105,47 @@ template <class Backend, class Cell>
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h,
                                                    const Tensor& c, const Tensor& w_ih,
                                                    const Tensor& w_hh, const Tensor& b_ih,
-                                                   const Tensor& b_hh, bool save) {
+                                                   const Tensor& b_hh, bool save,
+                                                   const Tensor& unit_params) {
   constexpr const char* op = "cell_forward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
   // gx: [B, G*H] = x @ w_ih^T + b_ih, and + b_hh unless the cell adds b_hh to hh itself.
   const Tensor gx =
       Backend::input_product(x, w_ih, b_ih, Cell::kRecurrentBias ? Tensor() : b_hh);
-  const auto r = op_entry::forward<Backend, Cell>(
-      op, {gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
-           Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}});
+  ForwardArgs a{gx, one_step(x.size(0)), h, c, w_hh, Tensor(),
+                Cell::kRecurrentBias ? b_hh : Tensor(), false, save, {}};
+  a.unit_params = unit_params;
+  const auto r = op_entry::forward<Backend, Cell>(op, std::move(a));
   return {r.y, r.hn, Cell::kCellState ? r.cn : none_like(h), r.saved};
 }
 
+using BackwardTuple = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
 template <class Backend, class Cell>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
-    const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c, const Tensor& x,
-    const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& saved, bool has_bias, bool input_grad, bool state_grad, bool weight_grad) {
+BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c,
+                       const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
+                       const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias,
+                       bool input_grad, bool state_grad, bool weight_grad,
+                       const Tensor& unit_params) {
   constexpr const char* op = "cell_backward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
   BackwardArgs a{grad_y, grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(), y, saved,
                  has_bias, false, {}};
   a.h0_grad = state_grad;
   a.weight_grad = weight_grad;
+  a.unit_params = unit_params;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
   Tensor grad_x = input_grad ? at::mm(r.grad_gx, w_ih) : none_like(h);
   Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
   Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
   if (!weight_grad) return {grad_x, grad_h0, grad_c0, none_like(h), none_like(h),
-                            none_like(h), none_like(h)};
+                            none_like(h), none_like(h), none_like(h)};
   Tensor grad_w_ih = at::mm(r.grad_gx.t(), x);
   Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
   Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
-  return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh};
+  Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
 }
 
 // The entry points: dispatch on the cell number to the cell's policy.
@@ -145,11 +153,12 @@ template <class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward(
     int64_t cell, const Tensor& x, const Tensor& h, const optional<Tensor>& c,
     const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
-    const optional<Tensor>& b_hh, bool save) {
-#define FASTRNN_CELL_FORWARD(Cell, NAME)                                              \
-  if (cell == static_cast<int64_t>(Cell::kKind)) {                                   \
-    return forward<Backend, Cell>(x, h, c.value_or(Tensor()), w_ih, w_hh,            \
-                                  b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), save); \
+    const optional<Tensor>& b_hh, bool save, const optional<Tensor>& unit_params) {
+#define FASTRNN_CELL_FORWARD(Cell, NAME)                                                  \
+  if (cell == static_cast<int64_t>(Cell::kKind)) {                                       \
+    return forward<Backend, Cell>(x, h, c.value_or(Tensor()), w_ih, w_hh,                \
+                                  b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), save, \
+                                  unit_params.value_or(Tensor()));                        \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_FORWARD)
 #undef FASTRNN_CELL_FORWARD
@@ -157,16 +166,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward(
 }
 
 template <class Backend>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
-    int64_t cell, const Tensor& grad_y, const Tensor& grad_h, const optional<Tensor>& grad_c,
-    const Tensor& x, const Tensor& h, const optional<Tensor>& c, const Tensor& w_ih,
-    const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias, bool input_grad,
-    bool state_grad, bool weight_grad) {
+BackwardTuple cell_backward(int64_t cell, const Tensor& grad_y, const Tensor& grad_h,
+                            const optional<Tensor>& grad_c, const Tensor& x, const Tensor& h,
+                            const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
+                            const Tensor& y, const Tensor& saved, bool has_bias,
+                            bool input_grad, bool state_grad, bool weight_grad,
+                            const optional<Tensor>& unit_params) {
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
     return backward<Backend, Cell>(grad_y, grad_h, grad_c.value_or(Tensor()), x, h,       \
                                    c.value_or(Tensor()), w_ih, w_hh, y, saved, has_bias,  \
-                                   input_grad, state_grad, weight_grad);                  \
+                                   input_grad, state_grad, weight_grad,                   \
+                                   unit_params.value_or(Tensor()));                       \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)
 #undef FASTRNN_CELL_BACKWARD

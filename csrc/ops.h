@@ -34,6 +34,18 @@ inline void define_ops(torch::Library& m) {
       "lstm_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
       "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor saved, bool reverse) "
       "-> (Tensor grad_gx, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_hh, Tensor grad_w_hr)");
+  // The LSTM's variants (cells/lstm.h): peepholes [K*H] (K = 3, p_i p_f p_o; 2 with
+  // coupled gates, p_i p_o) or none; coupled: the input and forget gates coupled (gate
+  // blocks i, g, o: gx [N, 3H], w_hh [3H, P]). Neither: the plain LSTM.
+  m.def(
+      "lstm_variant_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_hh, "
+      "Tensor? w_hr, Tensor? peepholes, bool coupled, bool reverse, bool save) "
+      "-> (Tensor y, Tensor hn, Tensor cn, Tensor saved)");
+  m.def(
+      "lstm_variant_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
+      "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peepholes, bool coupled, "
+      "Tensor y, Tensor saved, bool reverse) -> (Tensor grad_gx, Tensor grad_h0, "
+      "Tensor grad_c0, Tensor grad_w_hh, Tensor grad_w_hr, Tensor grad_peepholes)");
   m.def(
       "gru_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor? b_hh, "
       "bool reverse, bool save) -> (Tensor y, Tensor hn, Tensor saved)");
@@ -92,10 +104,14 @@ BackwardResult backward(const char* op, BackwardArgs a) {
   a.size = check_backward<Cell>(op, a);
   a.op = op;
   for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,
-                    &a.saved}) {
+                    &a.saved, &a.unit_params}) {
     if (t->defined()) *t = t->contiguous();
   }
-  return Backend::template backward<Cell>(a);
+  BackwardResult r = Backend::template backward<Cell>(a);
+  if constexpr (Cell::kUnitParams > 0) {
+    if (a.weight_grad) r.grad_unit_params = unit_params_grad<Cell>(a, r.grad_gx);
+  }
+  return r;
 }
 
 template <class Backend>
@@ -117,6 +133,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
       "lstm_backward", {grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh,
                         w_hr.value_or(Tensor()), y, saved, false, reverse, {}});
   return {r.grad_gx, r.grad_h0, r.grad_c0, r.grad_w_hh, r.grad_w_hr};
+}
+
+// fn(Cell{}) for the LSTM variant with or without peepholes and coupled gates.
+template <class F>
+auto with_lstm_variant(bool peepholes, bool coupled, const F& fn) {
+  if (peepholes) return coupled ? fn(lstm::PeepholeCoupledPolicy{}) : fn(lstm::PeepholePolicy{});
+  return coupled ? fn(lstm::CoupledPolicy{}) : fn(lstm::Policy{});
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_forward(
+    const Tensor& gx, const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_hh, const optional<Tensor>& w_hr, const optional<Tensor>& peepholes,
+    bool coupled, bool reverse, bool save) {
+  ForwardArgs a{gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(), reverse,
+                save, {}};
+  a.unit_params = peepholes.value_or(Tensor());
+  const auto r = with_lstm_variant(a.unit_params.defined(), coupled, [&](auto cell) {
+    return forward<Backend, decltype(cell)>("lstm_variant_forward", a);
+  });
+  return {r.y, r.hn, r.cn, r.saved};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_variant_backward(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& grad_cn,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+    const optional<Tensor>& w_hr, const optional<Tensor>& peepholes, bool coupled,
+    const Tensor& y, const Tensor& saved, bool reverse) {
+  BackwardArgs a{grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()),
+                 y, saved, false, reverse, {}};
+  a.unit_params = peepholes.value_or(Tensor());
+  const auto r = with_lstm_variant(a.unit_params.defined(), coupled, [&](auto cell) {
+    return backward<Backend, decltype(cell)>("lstm_variant_backward", a);
+  });
+  const Tensor none = at::empty({0}, y.options());
+  return {r.grad_gx, r.grad_h0, r.grad_c0, r.grad_w_hh, r.grad_w_hr,
+          r.grad_unit_params.defined() ? r.grad_unit_params : none};
 }
 
 template <class Backend>
@@ -206,6 +260,8 @@ template <class Backend>
 void register_ops(torch::Library& m) {
   m.impl("lstm_forward", &op_entry::lstm_forward<Backend>);
   m.impl("lstm_backward", &op_entry::lstm_backward<Backend>);
+  m.impl("lstm_variant_forward", &op_entry::lstm_variant_forward<Backend>);
+  m.impl("lstm_variant_backward", &op_entry::lstm_variant_backward<Backend>);
   m.impl("gru_forward", &op_entry::gru_forward<Backend>);
   m.impl("gru_backward", &op_entry::gru_backward<Backend>);
   m.impl("rnn_forward", &op_entry::rnn_forward<Backend>);

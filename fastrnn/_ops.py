@@ -76,6 +76,33 @@ def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, rever
             torch.empty_like(w_hh), grad_w_hr)
 
 
+def lstm_variant_cell(peepholes, coupled):
+    """The cell name (GATES, SAVED_SLOTS, CELL_KIND) of the LSTM with or without peepholes
+    and coupled gates."""
+    return ("PEEPHOLE_" if peepholes else "") + ("COUPLED_" if coupled else "") + "LSTM"
+
+
+@torch.library.register_fake("fastrnn::lstm_variant_forward")
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save):
+    _check_devices("lstm_variant_forward", batch_sizes, h0, gx, c0, w_hh, w_hr, peepholes)
+    n, hidden = gx.shape[0], c0.shape[1]
+    slots = SAVED_SLOTS[lstm_variant_cell(peepholes is not None, coupled)]
+    return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
+            gx.new_empty(n if save else 0, slots * hidden))
+
+
+@torch.library.register_fake("fastrnn::lstm_variant_backward")
+def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, y, saved,
+      reverse):
+    _check_devices("lstm_variant_backward", batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh,
+                   w_hr, peepholes, y, saved)
+    n, hidden = y.shape[0], c0.shape[1]
+    gates = GATES[lstm_variant_cell(peepholes is not None, coupled)]
+    optional = lambda t: torch.empty_like(t) if t is not None else y.new_empty(0)
+    return (y.new_empty(n, gates * hidden), torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(w_hh), optional(w_hr), optional(peepholes))
+
+
 @torch.library.register_fake("fastrnn::gru_forward")
 def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
     _check_devices("gru_forward", batch_sizes, h0, gx, w_hh, b_hh)
@@ -178,6 +205,25 @@ def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
             _none_if_empty(grad_w_hr, w_hr is not None), None, None)
 
 
+def _lstm_variant_setup(ctx, inputs, output):
+    gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save = inputs
+    y, _, _, saved = output
+    ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, peepholes, y, saved)
+    ctx.coupled, ctx.reverse, ctx.saved_for_backward = coupled, reverse, save
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
+
+
+def _lstm_variant_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+    _require_saved(ctx, "lstm_variant_forward")
+    batch_sizes, h0, c0, w_hh, w_hr, peepholes, y, saved = ctx.saved_tensors
+    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr, grad_peepholes = ops.lstm_variant_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
+        batch_sizes, h0, c0, w_hh, w_hr, peepholes, ctx.coupled, y, saved, ctx.reverse)
+    return (grad_gx, None, grad_h0, grad_c0, grad_w_hh,
+            _none_if_empty(grad_w_hr, w_hr is not None),
+            _none_if_empty(grad_peepholes, peepholes is not None), None, None, None)
+
+
 def _gru_setup(ctx, inputs, output):
     gx, batch_sizes, h0, w_hh, b_hh, reverse, save = inputs
     y, _, saved = output
@@ -233,11 +279,14 @@ def _no_double_backward(ctx, *grads):
 
 
 torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+torch.library.register_autograd("fastrnn::lstm_variant_forward", _lstm_variant_backward,
+                                setup_context=_lstm_variant_setup)
 torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 torch.library.register_autograd("fastrnn::clockwork_forward", _clockwork_backward,
                                 setup_context=_clockwork_setup)
-for _backward_op in ("lstm_backward", "gru_backward", "rnn_backward", "clockwork_backward"):
+for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward", "rnn_backward",
+                     "clockwork_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
 
 
@@ -253,7 +302,7 @@ for _leaky_op in ("leaky_forward", "leaky_forward_csr"):
 
 # --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
-# (None for other cells). cell_forward returns y and h_new, equal values in two tensors
+# (None for other cells); unit_params: a cell's peepholes (None for cells without). cell_forward returns y and h_new, equal values in two tensors
 # (csrc/cell_ops.h says why). Results a cell does not have come back empty ([0]), as do the
 # gradients cell_backward is told are not wanted. cell_forward's autograd is registered in
 # C++ (csrc/cell_autograd.cpp): a cell runs once per step, where Python's costs show.
@@ -263,10 +312,10 @@ CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}
 
 
 @torch.library.register_fake("fastrnn::cell_forward")
-def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
-    _check_same_device("cell_forward", h, x, c, w_ih, w_hh, b_ih, b_hh)
-    torch._check((c is not None) == (cell == CELL_KIND["LSTM"]),
-                 lambda: "cell_forward: the LSTM takes a cell state c, other cells none")
+def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save, unit_params=None):
+    _check_same_device("cell_forward", h, x, c, w_ih, w_hh, b_ih, b_hh, unit_params)
+    torch._check((c is not None) == CELL_NAME[cell].endswith("LSTM"),
+                 lambda: "cell_forward: an LSTM takes a cell state c, other cells none")
     batch, hidden = h.shape
     state = lambda: h.new_empty(batch, hidden)  # contiguous, as the kernels' results
     return (state(), state(), state() if c is not None else h.new_empty(0),
@@ -275,12 +324,14 @@ def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
 
 @torch.library.register_fake("fastrnn::cell_backward")
 def _(cell, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved, has_bias, input_grad,
-      state_grad, weight_grad):
-    _check_same_device("cell_backward", h, grad_y, grad_h, grad_c, x, c, w_ih, w_hh, y, saved)
+      state_grad, weight_grad, unit_params=None):
+    _check_same_device("cell_backward", h, grad_y, grad_h, grad_c, x, c, w_ih, w_hh, y, saved,
+                       unit_params)
     bias = w_ih.new_empty(w_ih.shape[0] if has_bias and weight_grad else 0)
     wanted = lambda t, want: t.new_empty(t.shape) if want and t is not None else h.new_empty(0)
     return (wanted(x, input_grad), wanted(h, state_grad), wanted(c, state_grad),
-            wanted(w_ih, weight_grad), wanted(w_hh, weight_grad), bias, bias.new_empty(bias.shape))
+            wanted(w_ih, weight_grad), wanted(w_hh, weight_grad), bias, bias.new_empty(bias.shape),
+            wanted(unit_params, weight_grad))
 
 
 torch.library.register_autograd("fastrnn::cell_backward", _no_double_backward)

@@ -80,8 +80,10 @@ def test_no_kernel_spills_registers(report):
 
 
 @pytest.mark.parametrize("cell, unit", [
-    (cell, unit) for cell in ("lstm::Policy", "gru::Policy", "rnn::Policy<false>",
-                              "rnn::Policy<true>") for unit in ("ForwardUnit", "BackwardUnit")
+    (cell, unit) for cell in ("lstm::Variant<false, false>", "lstm::Variant<true, false>",
+                              "lstm::Variant<false, true>", "lstm::Variant<true, true>",
+                              "gru::Policy", "rnn::Policy<false>", "rnn::Policy<true>")
+    for unit in ("ForwardUnit", "BackwardUnit")
 ] + [("leaky::Policy", "ForwardUnit"),  # the reservoir's cell is forward only
       ("rnn::Policy<false>", "ClockworkForwardUnit"),  # the clockwork RNN's steps
       ("rnn::Policy<false>", "ClockworkBackwardUnit")])

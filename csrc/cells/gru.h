@@ -63,8 +63,8 @@ struct Policy {
     return h;
   }
   template <class A>
-  FASTRNN_HD static void backward(A dh, A& carry, const A* saved, A /*h*/, A prev, A* dx,
-                                  A* dgh) {
+  FASTRNN_HD static void backward(A dh, A& carry, const A* saved, A /*h*/, A prev,
+                                  const A* /*params*/, A* dx, A* dgh) {
     A dh_n, direct;
     gru::backward<A>(dh + carry, saved[kSlotR], saved[kSlotZ], saved[kSlotN], saved[kSlotHn],
                      prev, dx[0], dx[1], dx[2], dh_n, direct);

@@ -54,7 +54,7 @@ struct Policy {
   }
   template <class A>
   FASTRNN_HD static void backward(A dh, A& /*carry*/, const A* /*saved*/, A h, A /*prev*/,
-                                  A* dx, A* dgh) {
+                                  const A* /*params*/, A* dx, A* dgh) {
     dx[0] = dgh[0] = rnn::backward<kRelu, A>(dh, h);
   }
   template <class A>

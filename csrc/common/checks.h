@@ -88,6 +88,18 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   return {N, T, B, H, P};
 }
 
+// A cell's unit_params: [K*H] (K = Cell::kUnitParams), absent when K is 0.
+template <class Cell>
+void check_unit_params(const char* op, const at::Tensor& h0, const at::Tensor& unit_params,
+                       int64_t H) {
+  if constexpr (Cell::kUnitParams > 0) {
+    constexpr BlocksOfH params{Cell::kUnitParams};
+    check_arg(op, h0, unit_params, "unit_params", {Cell::kUnitParams * H}, "[", params, "]");
+  } else {
+    TORCH_CHECK(!unit_params.defined(), op, ": this cell has no unit_params");
+  }
+}
+
 // The forward op's arguments; returns their sizes. Only the CPU's sparse walk reads a
 // sparse w_hh, which only leaky_forward_csr builds (csr_weight, below).
 template <class Cell>
@@ -96,11 +108,7 @@ RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
   constexpr BlocksOfH gates{Cell::kGates};
   check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), ", gates, "]");
   if (a.b_hh.defined()) check_arg(op, a.h0, a.b_hh, "b_hh", {Cell::kGates * sz.H}, "[", gates, "]");
-  if constexpr (Cell::kUnitParams > 0) {
-    constexpr BlocksOfH params{Cell::kUnitParams};
-    check_arg(op, a.h0, a.unit_params, "unit_params", {Cell::kUnitParams * sz.H}, "[", params,
-              "]");
-  }
+  check_unit_params<Cell>(op, a.h0, a.unit_params, sz.H);
   constexpr bool kCsr = Cell::kKind == CellKind::kLeakyTanh;  // csr_weight's only user
   TORCH_CHECK(a.w_hh.layout() == at::kStrided ||
                   (kCsr && a.w_hh.layout() == at::kSparseCsr && a.w_hh.device().is_cpu()),
@@ -158,6 +166,7 @@ RecurrenceSizes check_backward(const char* op, const BackwardArgs& a) {
     check_arg(op, a.h0, a.saved, "saved", {sz.N, Cell::kSaved * sz.H}, "[N, ",
               BlocksOfH{Cell::kSaved}, "]");
   }
+  check_unit_params<Cell>(op, a.h0, a.unit_params, sz.H);
   return sz;
 }
 

@@ -7,6 +7,10 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
+#include <vector>
+
+#include "schedule.h"
+
 namespace fastrnn {
 
 // Sizes of one recurrence.
@@ -52,8 +56,10 @@ struct BackwardArgs {
   const char* op = "";
   bool h0_grad = true;     // whether grad_h0/grad_c0 are wanted; without, a backend may skip
                            //   the last step's product and return meaningless values
-  bool weight_grad = true;  // whether grad_w_hh, grad_w_hr and grad_b_hh are wanted;
-                            //   without, a backend may leave them undefined
+  bool weight_grad = true;  // whether grad_w_hh, grad_w_hr, grad_b_hh and
+                            //   grad_unit_params are wanted; without, a backend may leave
+                            //   them undefined
+  at::Tensor unit_params{};  // as in ForwardArgs
 };
 
 struct BackwardResult {
@@ -63,6 +69,7 @@ struct BackwardResult {
   at::Tensor grad_w_hh;  // [G*H, P]
   at::Tensor grad_w_hr;  // [P, H], or [0] without projection
   at::Tensor grad_b_hh;  // [G*H] (kRecurrentBias with bias), or [0]
+  at::Tensor grad_unit_params;  // [K*H] (kUnitParams > 0), or [0]; see unit_params_grad
 };
 
 // A working copy of t, updated in place by a walk, in the type the walks keep a carry in
@@ -92,6 +99,30 @@ at::Tensor initial_backward_carry(const BackwardArgs& a) {
 // the rows, or [0] when the forward had no bias.
 inline at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh) {
   return a.has_bias ? grad_gh.sum(0) : at::empty({0}, grad_gh.options());
+}
+
+// The gradient w.r.t. a trainable cell's unit_params, its peepholes (cells/lstm.h):
+// [K*H], peephole k's the sum over the rows of the gradient w.r.t. its gate's
+// pre-activation (grad_gx: [N, G*H]) times the cell state it reads, the row's new c (saved
+// slot kSlotC) or its c_prev (the previous step's, or c0). Summed in the accumulation type;
+// [0] for a cell without unit_params.
+template <class Cell>
+at::Tensor unit_params_grad(const BackwardArgs& a, const at::Tensor& grad_gx) {
+  if constexpr (Cell::kUnitParams == 0) {
+    return at::empty({0}, grad_gx.options());
+  } else {
+    const int64_t H = a.size.H;
+    const auto acc = at::toOpMathType(grad_gx.scalar_type());
+    const at::Tensor c = a.saved.narrow(1, Cell::kSlotC * H, H).to(acc);  // [N, H]
+    const at::Tensor c_prev =
+        previous_rows(c, a.c0.to(acc), Schedule(a.batch_sizes, a.reverse));  // [N, H]
+    std::vector<at::Tensor> parts;
+    for (int k = 0; k < Cell::kUnitParams; ++k) {
+      const at::Tensor grad_gate = grad_gx.narrow(1, Cell::kPeepholeGate[k] * H, H).to(acc);
+      parts.push_back((grad_gate * (Cell::kPeepholeReadsNewC[k] ? c : c_prev)).sum(0));
+    }
+    return at::cat(parts).to(grad_gx.scalar_type());
+  }
 }
 
 }  // namespace fastrnn

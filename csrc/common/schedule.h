@@ -28,6 +28,7 @@ class Schedule {
     }
   }
   int64_t steps() const { return static_cast<int64_t>(batch_.size()); }
+  bool reverse() const { return reverse_; }
   // By time t (not step): the rows of t and the first packed row of t, the exclusive
   // prefix sum of batch_sizes (the persistent kernels read both from device memory).
   const std::vector<int64_t>& batch_sizes() const { return batch_; }
@@ -64,6 +65,28 @@ inline at::Tensor recurrent_weight_grad_dense(const at::Tensor& grad, const at::
   const at::Tensor grad_rest = reverse ? grad.narrow(0, 0, N - B) : grad.narrow(0, B, N - B);
   const at::Tensor y_prev = reverse ? y.narrow(0, B, N - B) : y.narrow(0, 0, N - B);
   return at::mm(grad_rest.t(), y_prev).addmm_(grad_first.t(), h0);
+}
+
+// [N, X]: each packed row's previous state, the previous step's row of `states` ([N, X]), or
+// for a row that starts at its step its row of `init` ([B, X]); on their device.
+inline at::Tensor previous_rows(const at::Tensor& states, const at::Tensor& init,
+                                const Schedule& schedule) {
+  const int64_t N = states.size(0), B = init.size(0);
+  if (schedule.dense()) {  // step t's rows follow t-1's (t+1's in reverse), B each
+    if (N == B) return init.clone();
+    return schedule.reverse() ? at::cat({states.narrow(0, B, N - B), init})
+                              : at::cat({init, states.narrow(0, 0, N - B)});
+  }
+  std::vector<int64_t> index(N);  // into cat(states, init)
+  for (int64_t s = 0; s < schedule.steps(); ++s) {
+    const Step step = schedule.step(s);
+    for (int64_t i = 0; i < step.rows; ++i) {
+      const int64_t row = previous_packed_row(step, i);
+      index[step.first + i] = row >= 0 ? row : N + i;
+    }
+  }
+  const at::Tensor rows = at::tensor(index, at::kLong).to(states.device());
+  return at::cat({states, init}).index_select(0, rows);
 }
 
 }  // namespace fastrnn

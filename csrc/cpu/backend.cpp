@@ -37,9 +37,10 @@ constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
 // T50 B8 H64 forward 0.42 vs 0.26, forward+backward 1.18 vs 0.86, T100 B32 H128 18.0-18.7
 // vs 14.3-16.8, T100 B64 H512 424-462 vs 416-437; the RNN's fused walk was faster in some
 // runs and slower in others by up to 1.6x either way (T100 B32 H128 forward 2.09 vs 2.64
-// median), so it keeps the BLAS walk.
+// median), so it keeps the BLAS walk. The LSTM's variants (the other cells with a cell
+// state) take the LSTM's choice.
 template <class Cell>
-constexpr bool kFusedCell = Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru;
+constexpr bool kFusedCell = Cell::kCellState || Cell::kKind == CellKind::kGru;
 
 // Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
 template <class Cell>
@@ -140,6 +141,7 @@ struct CpuBackend {
                                 a.w_hh.data_ptr<T>(),
                                 a.y.data_ptr<T>(),
                                 Cell::kSaved > 0 ? a.saved.data_ptr<T>() : nullptr,
+                                a.unit_params.defined() ? a.unit_params.data_ptr<T>() : nullptr,
                                 dh.data_ptr<T>(),
                                 carry.defined() ? carry.data_ptr<acc_t<T>>() : nullptr,
                                 grad_gx.data_ptr<T>(),

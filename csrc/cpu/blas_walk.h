@@ -75,8 +75,9 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
       const T* dh_row = dh + row * (proj ? H : P);
       units(dh_row, st.grad_y + packed * P,
             Cell::kBackwardCarry ? st.carry + row * H : nullptr, st.saved + packed * S * H,
-            backward_prev<Cell>(st, schedule, s, row), proj ? dh_row : st.y + packed * P,
-            st.grad_gx + packed * G * H, st.grad_gh + packed * G * H, H, j0, j1);
+            st.unit_params, backward_prev<Cell>(st, schedule, s, row),
+            proj ? dh_row : st.y + packed * P, st.grad_gx + packed * G * H,
+            st.grad_gh + packed * G * H, H, j0, j1);
     });
     if (s > 0 || h0_grad) recurrent(b, st.grad_gh + first * G * H, st.dh);
   }

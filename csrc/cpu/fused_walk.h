@@ -98,8 +98,8 @@ void fused_backward(const BackwardState<T>& st, const Schedule& schedule, FusedS
         backward_units<Cell, true, T>(
             st.dh + r * H, st.grad_y + packed * H,
             Cell::kBackwardCarry ? st.carry + r * H : nullptr, st.saved + packed * S * H,
-            backward_prev<Cell>(st, schedule, s, r), st.y + packed * H, st.grad_gx + packed * K,
-            st.grad_gh + packed * K, H, j0, j1);
+            st.unit_params, backward_prev<Cell>(st, schedule, s, r), st.y + packed * H,
+            st.grad_gx + packed * K, st.grad_gh + packed * K, H, j0, j1);
       }
       sync();  // by units: every unit's gate gradients of this step are written
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows

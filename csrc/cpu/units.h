@@ -57,24 +57,27 @@ auto forward_units_for(bool save, bool bias) {
 
 // dh: [H] gradient w.r.t. the row's h through the next step's product (plus grad_y: [H]
 // when kAddGradY); carry: [H] (kBackwardCarry), replaced by this step's; saved: [S*H];
+// params: [K*H] as forward_units' (null when K is 0);
 // prev: [H] what Cell::kPrev names (null for kNone); h: [H] the row's output (any
 // readable [H] for cells that do not read it); dx: [G*H]
 // gradient w.r.t. gx; dgh: [G*H] w.r.t. gh, written when Cell::kSeparateDgh.
 template <class Cell, bool kAddGradY, typename T>
 void backward_units(const T* dh, const T* grad_y, acc_t<T>* carry, const T* saved,
-                    const T* prev, const T* h, T* dx, T* dgh, int64_t H, int64_t j0,
-                    int64_t j1) {
+                    const T* params, const T* prev, const T* h, T* dx, T* dgh, int64_t H,
+                    int64_t j0, int64_t j1) {
   using A = acc_t<T>;
   constexpr int G = Cell::kGates, S = Cell::kSaved > 0 ? Cell::kSaved : 1;
+  constexpr int K = Cell::kUnitParams > 0 ? Cell::kUnitParams : 1;
 #pragma GCC ivdep
   for (int64_t j = j0; j < j1; ++j) {
     A dh_total = A(dh[j]);
     if constexpr (kAddGradY) dh_total += A(grad_y[j]);
-    A slots[S], dx_j[G], dgh_j[G];
+    A slots[S], dx_j[G], dgh_j[G], p[K];
     for (int q = 0; q < Cell::kSaved; ++q) slots[q] = A(saved[q * H + j]);
+    for (int k = 0; k < Cell::kUnitParams; ++k) p[k] = A(params[k * H + j]);
     A c = Cell::kBackwardCarry ? carry[j] : A(0);
     const A prev_j = Cell::kPrev != PrevSource::kNone ? A(prev[j]) : A(0);
-    Cell::backward(dh_total, c, slots, A(h[j]), prev_j, dx_j, dgh_j);
+    Cell::backward(dh_total, c, slots, A(h[j]), prev_j, p, dx_j, dgh_j);
     if constexpr (Cell::kBackwardCarry) carry[j] = c;
     for (int g = 0; g < G; ++g) {
       dx[g * H + j] = dx_j[g];

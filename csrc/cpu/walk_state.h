@@ -30,6 +30,7 @@ struct BackwardState {
   const T* w_hh;      // [G*H, P]
   const T* y;         // [N, P]
   const T* saved;     // [N, S*H]
+  const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
   T* dh;              // [B, P] gradient w.r.t. the h state through the products: grad_hn
                       // at first; the rows of grad_h0 (before Cell::h0_grad) at the end
   acc_t<T>* carry;    // [B, H] (kBackwardCarry): grad_cn or zero at first; null otherwise

@@ -56,7 +56,8 @@ struct ClockworkBackwardUnit {
     if ((a.active >> (j / a.k)) & 1) {
       A carry = A(0), dx, dgh;
       const A h = to_acc(static_cast<const T*>(a.y)[packed * a.H + j]);
-      Cell::backward(total, carry, static_cast<const A*>(nullptr), h, A(0), &dx, &dgh);
+      Cell::backward(total, carry, static_cast<const A*>(nullptr), h, A(0),
+                     static_cast<const A*>(nullptr), &dx, &dgh);
       static_cast<T*>(a.dx)[row * a.H + j] = from_acc<T>(dx);
       *dh = from_acc<T>(A(0));
     } else {

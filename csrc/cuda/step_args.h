@@ -41,6 +41,7 @@ struct BackwardStepArgs {
   void* carry;         // [B, H] accumulation type (kBackwardCarry): the later step's carry,
                        //   replaced by this step's
   const void* saved;   // [N, S*H] from forward; read only
+  const void* unit_params;  // [K*H] as in ForwardStepArgs, or null
   const void* y;       // [N, P] forward output: the row's h, and h_prev of carried rows
   const void* h0;      // [B, P] h_prev of rows that start at this step
   const void* c0;      // [B, H] prev of rows that start at this step (kPrev kSavedSlot)

@@ -90,9 +90,13 @@ struct BackwardUnit {
     if (j < H) {
       A dh = to_acc(static_cast<const T*>(a.dh)[row * H + j]);
       if constexpr (!kProject) dh += to_acc(static_cast<const T*>(a.grad_y)[packed * H + j]);
-      A carry = A(0), saved[S > 0 ? S : 1], prev_value = A(0);
+      constexpr int K = Cell::kUnitParams;
+      A carry = A(0), saved[S > 0 ? S : 1], prev_value = A(0), params[K > 0 ? K : 1];
       if constexpr (Cell::kBackwardCarry) carry = static_cast<const A*>(a.carry)[row * H + j];
       for (int q = 0; q < S; ++q) saved[q] = to_acc(saved_all[packed * S * H + q * H + j]);
+      for (int k = 0; k < K; ++k) {
+        params[k] = to_acc(static_cast<const T*>(a.unit_params)[k * H + j]);
+      }
       if constexpr (kOutputPrev) {
         prev_value = to_acc(h_prev);
       } else if constexpr (Cell::kPrev == PrevSource::kSavedSlot) {
@@ -102,7 +106,7 @@ struct BackwardUnit {
       // The row's own h (y; none with projection, whose y is not the cell's output).
       const A h = kProject ? A(0) : to_acc(y[packed * H + j]);
       A dx[G], dgh[G];
-      Cell::backward(dh, carry, saved, h, prev_value, dx, dgh);
+      Cell::backward(dh, carry, saved, h, prev_value, params, dx, dgh);
       if constexpr (Cell::kBackwardCarry) static_cast<A*>(a.carry)[row * H + j] = carry;
       T* grad_gx = static_cast<T*>(a.grad_gx) + packed * G * H + j;
       for (int g = 0; g < G; ++g) grad_gx[g * H] = from_acc<T>(dx[g]);

@@ -118,7 +118,8 @@ BackwardResult walk_backward(const BackwardArgs& a) {
     }
     device.template backward_step<Cell>(
         dtype, {proj ? dm.data_ptr() : dh_state.data_ptr(), proj ? nullptr : a.grad_y.data_ptr(),
-                data_or_null(carry), data_or_null(a.saved), a.y.data_ptr(), a.h0.data_ptr(),
+                data_or_null(carry), data_or_null(a.saved), data_or_null(a.unit_params),
+                a.y.data_ptr(), a.h0.data_ptr(),
                 data_or_null(a.c0), grad_gx.data_ptr(),
                 Cell::kSeparateDgh ? grad_gh.data_ptr() : nullptr,
                 proj ? m_all.data_ptr() : nullptr, data_or_null(h_prev), H, P, step});

@@ -86,7 +86,7 @@ def backward_args(op, layout, reverse, kw):
 
 # --- the single-step ops (cell_forward / cell_backward) ------------------------------------
 
-CELL_NAMES = list(_ops.CELL_KIND)  # LSTM, GRU, RNN_TANH, RNN_RELU (the extension's order)
+CELL_NAMES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]  # torch.nn's cells
 # x: [CELL_B, CELL_I], the states [CELL_B, H]; both sizes unlike H (3), so that a
 # transposed argument shows
 CELL_B, CELL_I = 2, 4

@@ -248,7 +248,11 @@ int emulate(int backward, int B, int H, int steps, int reverse, const int* sched
   const auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   p.vec_stage = product_depth(p) % int(16 / sizeof(T)) == 0 && aligned16(staged) &&
                 (backward || aligned16(a.h0));
-  return run<Cell, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
+  if constexpr (kPersistentCell<Cell>) {
+    return run<Cell, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
+  } else {
+    return 2;  // the persistent kernels do not run this cell
+  }
 }
 
 }  // namespace

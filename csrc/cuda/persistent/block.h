@@ -350,7 +350,7 @@ struct Block {
         carry = to_acc(a.grad_cn[size_t(i) * H + j]);
       }
       A dx[G], dgh[G];
-      Cell::backward(dh, carry, in.saved, in.h, in.prev, dx, dgh);
+      Cell::backward(dh, carry, in.saved, in.h, in.prev, static_cast<const A*>(nullptr), dx, dgh);
       for (int g = 0; g < G; ++g) {
         a.grad_gx[row * GH + g * H + j] = from_acc<T>(dx[g]);
         if (Cell::kSeparateDgh) a.grad_gh[row * GH + g * H + j] = from_acc<T>(dgh[g]);

@@ -36,6 +36,7 @@
 #include <cstring>
 
 #include "../../common/dtype.h"
+#include "plan.h"
 
 namespace fastrnn {
 namespace persistent {

@@ -14,10 +14,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../../cells/policy.h"
 #include "../../common/macros.h"
 
 namespace fastrnn {
 namespace persistent {
+
+// The cells the persistent kernels run: torch.nn's four, whose rule (auto_prefers) was
+// measured. The LSTM variants (cells/lstm.h) take the per-step path: the kernels pass no
+// unit_params (peepholes), and the coupled-gate LSTM has not run on a GPU.
+template <class Cell>
+constexpr bool kPersistentCell =
+    Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru ||
+    Cell::kKind == CellKind::kRnnTanh || Cell::kKind == CellKind::kRnnRelu;
 
 constexpr int kWarp = 32;
 constexpr int kMaxRowsPerPass = 16;  // rows one lane accumulates at once (registers)
