@@ -1,6 +1,6 @@
-"""fastrnn: fused LSTM, GRU and RNN layers and cells, exact drop-ins for torch.nn's, and
-the structured recurrences built on them (dilated stacks, clockwork RNNs, echo state
-networks)."""
+"""fastrnn: fused LSTM, GRU and RNN layers and cells, exact drop-ins for torch.nn's, the
+LSTM's variants (peepholes, coupled gates), and the structured recurrences built on them
+(dilated stacks, clockwork RNNs, echo state networks)."""
 
 from . import functional
 from ._ops import ops
@@ -9,7 +9,9 @@ from .clockwork import ClockworkRNN
 from .dilated import DilatedGRU, DilatedLSTM, DilatedRNN
 from .esn import EchoStateNetwork, Reservoir
 from .modules import GRU, LSTM, RNN
+from .variants import VariantLSTM, VariantLSTMCell
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "DilatedLSTM", "DilatedGRU",
-           "DilatedRNN", "ClockworkRNN", "EchoStateNetwork", "Reservoir", "functional", "ops"]
+           "DilatedRNN", "VariantLSTM", "VariantLSTMCell", "ClockworkRNN", "EchoStateNetwork",
+           "Reservoir", "functional", "ops"]
 __version__ = "0.1.0"

@@ -27,9 +27,14 @@ _RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
 
 class _FusedCell:
     """forward() for a torch.nn.RNNCellBase subclass. _NAME: the torch.nn class's name,
-    which its messages use; _cell(): the cell number of fastrnn::cell_forward."""
+    which its messages use; _cell(): the cell number of fastrnn::cell_forward;
+    _weight_names(): the parameters it takes, in its order (w_ih, w_hh, b_ih, b_hh, then
+    the unit_params of a cell that has them)."""
 
     _NAME = ""
+
+    def _weight_names(self):
+        return _WEIGHTS
 
     def forward(self, input, hx=None):
         if _onnx.active_exporter():  # torch.nn's graph: standard ONNX ops, no fastrnn op
@@ -60,11 +65,12 @@ class _FusedCell:
             h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
-        weights = read_parameters(self, _WEIGHTS)
+        weights = read_parameters(self, self._weight_names())
         if device.type != "meta" and torch.is_autocast_enabled(device.type):
             h_new, c_new = _step_under_autocast(cell, input, h, c, *weights)
         else:
-            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, *weights, False)
+            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, *weights[:4], False,
+                                               *weights[4:])
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
@@ -77,9 +83,9 @@ class _FusedCell:
                                  f"{state.dim()}D instead")
 
 
-def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
+def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params=None):
     """One step of cell number `cell` under autocast (x: [B, I]; h, c: [B, H], c None but
-    for the LSTM): computed with autocast off in the weights' dtype, the results
+    for an LSTM): computed with autocast off in the weights' dtype, the results
     in the dtypes torch.nn's cells give under autocast (functional.autocast_result_dtypes:
     a cell is one step of a layer without projection on its per-step path)."""
     device_type = x.device.type
@@ -87,7 +93,7 @@ def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
         _, h_new, c_new, _ = _cell_forward(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih,
-                                           b_hh, False)
+                                           b_hh, False, unit_params)
     h_dtype, c_dtype = functional.autocast_result_dtypes(
         CELL_NAME[cell], device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
         None if c is None else c.dtype, has_proj=False)

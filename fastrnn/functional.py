@@ -5,13 +5,23 @@ step t follow those of t-1, and batch_sizes [T] (int64, CPU, non-increasing) say
 many rows each step has. A dense [T, B, features] input is the case batch_sizes = [B] * T.
 """
 
+from typing import NamedTuple
+
 import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
-from ._ops import CELL_KIND, ops
+from ._ops import CELL_KIND, lstm_variant_cell, ops
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
+
+class LSTMVariant(NamedTuple):
+    """Which of the LSTM's variants a stack runs (fastrnn.VariantLSTM documents them):
+    peepholes, whose vector [K*H] ends each layer and direction's weights (after w_hr), and
+    coupled input and forget gates (gate blocks i, g, o)."""
+    peepholes: bool = False
+    coupled_gates: bool = False
 
 
 def _needs_grad(*tensors):
@@ -20,12 +30,16 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse):
+def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
+               variant=None):
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
 
-    weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order.
-    Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
+    weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order (then the peepholes,
+    for a variant that has them). Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
     """
+    if variant is not None:
+        return _lstm_variant_direction(variant, x, batch_sizes, h0, c0, weights, has_bias,
+                                       has_proj, reverse)
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
@@ -46,18 +60,41 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     return y, hn, None
 
 
+def _lstm_variant_direction(variant, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
+                            reverse):
+    """_direction for an LSTM variant: one lstm_variant_forward op (any T)."""
+    peepholes = weights[-1] if variant.peepholes else None
+    if variant.peepholes:
+        weights = weights[:-1]
+    w_ih, w_hh = weights[0], weights[1]
+    w_hr = weights[-1] if has_proj else None
+    if batch_sizes.shape[0] == 1 and not has_proj:  # one step: a cell call
+        b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
+        cell = CELL_KIND[lstm_variant_cell(variant.peepholes, variant.coupled_gates)]
+        y, h, c, _ = ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, peepholes)
+        return y, h, c
+    gx = torch.addmm(weights[2] + weights[3], x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
+    y, hn, cn, _ = ops.lstm_variant_forward(
+        gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, reverse,
+        _needs_grad(gx, h0, c0, w_hh, w_hr, peepholes))
+    return y, hn, cn
+
+
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
-        proj_size=0, dropout=0.0, training=False, packed=False):
+        proj_size=0, dropout=0.0, training=False, packed=False, variant=None):
     """Runs a stack of recurrent layers over packed data.
 
     data: [N, I]; batch_sizes: [T]; h0: [L*D, B, P]; c0: [L*D, B, H] for LSTM, else None;
     weights: the flat list of torch.nn's parameters (module._flat_weights order);
     packed: whether the caller's input was a PackedSequence (only autocast's result dtypes
-    depend on it, as torch.nn's do).
+    depend on it, as torch.nn's do); variant: an LSTMVariant for mode LSTM, or None (the
+    result dtypes under autocast are then torch.nn.LSTM's on the same input).
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
+    if variant is not None and mode != "LSTM":
+        raise ValueError(f"LSTM variants need mode 'LSTM', got {mode!r}")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)
     device_type = data.device.type
@@ -65,14 +102,14 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
                                    num_layers=num_layers, bidirectional=bidirectional,
                                    proj_size=proj_size, dropout=dropout, training=training,
-                                   packed=packed)
+                                   packed=packed, variant=variant)
     if mode == "RNN_RELU" and device_type == "cuda" and data.dtype in _HALF_DTYPES:
         return _rnn_relu_in_float(data, batch_sizes, h0, weights, has_bias=has_bias,
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   dropout=dropout, training=training)
     if num_layers == 1 and not bidirectional:  # the common case, without the stack's loop
         y, hn, cn = _direction(mode, data, batch_sizes, h0[0], None if c0 is None else c0[0],
-                               weights, has_bias, proj_size > 0, reverse=False)
+                               weights, has_bias, proj_size > 0, False, variant)
         # Views, not copies: the ops return the states in tensors of their own, never views
         # of y (tests/test_module_inputs.py checks).
         return y, hn.unsqueeze(0), None if cn is None else cn.unsqueeze(0)
@@ -87,7 +124,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             y, hn, cn = _direction(
                 mode, layer_input, batch_sizes, h0[index], None if c0 is None else c0[index],
                 weights[index * per_direction:(index + 1) * per_direction], has_bias,
-                proj_size > 0, reverse=direction == 1)
+                proj_size > 0, direction == 1, variant)
             outputs.append(y)
             h_n.append(hn)
             c_n.append(cn)

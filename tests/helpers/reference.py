@@ -14,15 +14,18 @@ import torch
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
-def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr):
+def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, variant=None, peepholes=None):
     """One time step for b active rows.
 
     x: [b, I]; h: [b, P]; c: [b, H] (LSTM) or None. Returns h': [b, P], c': [b, H] or None.
+    variant: fastrnn.functional.LSTMVariant or None; peepholes: its [K*H] vector or None.
     """
     gi = x @ w_ih.t()  # [b, G*H]
     gh = h @ w_hh.t()  # [b, G*H]
     if b_ih is not None:
         gi, gh = gi + b_ih, gh + b_hh
+    if variant is not None:
+        return _lstm_variant_cell(variant, gi + gh, c, w_hr, peepholes)
     if mode == "LSTM":
         i, f, g, o = (gi + gh).chunk(4, dim=1)  # gate order i, f, g, o
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -39,11 +42,35 @@ def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr):
     return act(gi + gh), None
 
 
-def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse):
+def _lstm_variant_cell(variant, a, c, w_hr, peepholes):
+    """The LSTM variants' step as their papers write it (fastrnn.variants' docstring):
+    a: [b, G*H] the pre-activations, gate blocks i, f, g, o (coupled gates: i, g, o);
+    c: [b, H]; peepholes: [K*H] p_i, p_f, p_o (coupled: p_i, p_o) or None."""
+    if variant.coupled_gates:
+        a_i, a_g, a_o = a.chunk(3, dim=1)
+    else:
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+    p = peepholes.chunk(2 if variant.coupled_gates else 3) if variant.peepholes else None
+    i = torch.sigmoid(a_i + p[0] * c if p is not None else a_i)
+    if variant.coupled_gates:
+        f = 1 - i
+    else:
+        f = torch.sigmoid(a_f + p[1] * c if p is not None else a_f)
+    c = f * c + i * torch.tanh(a_g)
+    o = torch.sigmoid(a_o + p[-1] * c if p is not None else a_o)  # the new cell
+    h = o * torch.tanh(c)
+    return (h if w_hr is None else h @ w_hr.t()), c
+
+
+def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
+               variant=None):
     """One layer, one direction. x: [N, I]; h0: [B, P]; c0: [B, H] or None.
 
     Returns y: [N, P], h_n: [B, P], c_n: [B, H] or None.
     """
+    peepholes = weights[-1] if variant is not None and variant.peepholes else None
+    if peepholes is not None:
+        weights = weights[:-1]
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
@@ -59,7 +86,7 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     for t in (reversed(steps) if reverse else steps):
         b, first = batch_sizes[t], offsets[t]
         h_new, c_new = _cell(mode, x[first:first + b], h[:b], None if c is None else c[:b],
-                             w_ih, w_hh, b_ih, b_hh, w_hr)
+                             w_ih, w_hh, b_ih, b_hh, w_hr, variant, peepholes)
         ys[t] = h_new
         h = torch.cat([h_new, h[b:]])
         if c is not None:
@@ -68,9 +95,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
 
 
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
-        proj_size=0, dropout=0.0, training=False):
+        proj_size=0, dropout=0.0, training=False, variant=None):
     """data: [N, I]; batch_sizes: [T] (tensor or ints); h0: [L*D, B, P];
-    c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's module._flat_weights order.
+    c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's module._flat_weights order (with
+    an LSTM variant's peepholes last in each layer and direction); variant: an
+    LSTMVariant (fastrnn.functional) or None.
 
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
@@ -90,7 +119,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             y, h, c = _direction(mode, layer_input, batch_sizes, h0[k],
                                  None if c0 is None else c0[k],
                                  weights[k * per_direction:(k + 1) * per_direction],
-                                 has_bias, proj_size > 0, reverse=direction == 1)
+                                 has_bias, proj_size > 0, direction == 1, variant)
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)

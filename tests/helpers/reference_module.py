@@ -44,7 +44,7 @@ class ReferenceModule:
         out, h_n, c_n = reference.rnn(
             m.mode, data, batch_sizes, h0, c0, m._flat_weights, has_bias=m.bias,
             num_layers=m.num_layers, bidirectional=m.bidirectional, proj_size=m.proj_size,
-            dropout=m.dropout, training=m.training)
+            dropout=m.dropout, training=m.training, variant=_variant(m))
         if packed:
             if inp.unsorted_indices is not None:
                 h_n = h_n.index_select(1, inp.unsorted_indices)
@@ -59,3 +59,10 @@ class ReferenceModule:
             elif m.batch_first:
                 output = output.transpose(0, 1)
         return output, ((h_n, c_n) if is_lstm else h_n)
+
+
+def _variant(module):
+    """A fastrnn.VariantLSTM's LSTMVariant when it has an option set, else None."""
+    if getattr(module, "peepholes", False) or getattr(module, "coupled_gates", False):
+        return module._variant
+    return None

@@ -1,0 +1,345 @@
+"""fastrnn.VariantLSTM and VariantLSTMCell (peepholes, coupled input and forget gates):
+against a float64 plain-PyTorch loop of the papers' equations (helpers/reference.py) for
+outputs, final states and every gradient, over layers x directions x batch_first x dense/
+packed/unbatched x hx x projection; float32 and 16-bit against float64; both CPU walks;
+the ops' gradcheck and opcheck; errors; persistence, compile and autocast. ONNX Runtime's
+LSTM operator, an independent implementation, is in tests/test_variants_onnxruntime.py."""
+
+import io
+
+import pytest
+import torch
+import torch._dynamo
+
+import fastrnn
+from fastrnn import functional
+from helpers import reference
+from helpers.cases import Case
+from helpers.compare import assert_close, assert_results_close, assert_same_packing
+from helpers.devices import DEVICES
+from helpers.inputs import make_inputs
+from helpers.reference_module import ReferenceModule
+from helpers.running import run
+from helpers.tolerances import GRADCHECK, LOW_PRECISION
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+F64, F32 = torch.float64, torch.float32
+INPUT, HIDDEN, PROJ = 4, 5, 3
+VARIANTS = {"peepholes": (True, False), "coupled": (False, True), "both": (True, True)}
+
+
+def make(variant, case, dtype=F64, device="cpu", seed=0):
+    peepholes, coupled = VARIANTS[variant]
+    torch.manual_seed(seed)
+    return fastrnn.VariantLSTM(
+        case.input_size, case.hidden_size, num_layers=case.layers, bias=case.bias,
+        batch_first=case.batch_first, bidirectional=case.bidirectional,
+        proj_size=case.proj_size or 0, dtype=dtype, peepholes=peepholes,
+        coupled_gates=coupled).to(device)
+
+
+def case_of(layers, bidirectional, kind, hx, proj, bias=True):
+    return Case("LSTM-proj" if proj else "LSTM", bias, layers, bidirectional,
+                kind == "batch_first",
+                "dense" if kind == "batch_first" else kind, hx,
+                proj_size=PROJ if proj else None)
+
+
+def check_against_reference(module, case, dtype, device="cpu"):
+    inputs = make_inputs(case, dtype, device=device)
+    want_outs, want_grads, want = run(ReferenceModule(module), inputs)
+    got_outs, got_grads, got = run(module, inputs)
+    assert_same_packing(got, want)
+    assert_results_close([got_outs, got_grads], [want_outs, want_grads], dtype,
+                         "fastrnn vs the reference")
+
+
+STRUCTURES = [(1, False), (2, True)]
+KINDS = ("dense", "batch_first", "packed_sorted", "packed_unsorted", "unbatched")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("layers,bidirectional", STRUCTURES, ids=["L1-uni", "L2-bi"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("hx", [True, False], ids=["hx", "nohx"])
+@pytest.mark.parametrize("proj", [False, True], ids=["", "proj"])
+def test_equals_reference_float64(variant, layers, bidirectional, kind, hx, proj):
+    case = case_of(layers, bidirectional, kind, hx, proj)
+    check_against_reference(make(variant, case), case, F64)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_equals_reference_float32(variant, bias, device):
+    case = case_of(2, True, "packed_unsorted", True, False, bias)
+    check_against_reference(make(variant, case, F32, device), case, F32, device)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("walk", ["0", "units", "rows"])
+def test_cpu_walks_agree(variant, walk, monkeypatch):
+    """The BLAS walk (0) and the fused walk split by units and by rows: each equal to the
+    reference (a sequence long and wide enough for the fused walk's panels)."""
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
+    case = Case("LSTM", True, 1, True, False, "packed_sorted", True, input_size=6,
+                hidden_size=19, steps=9, batch=5, lengths=(9, 7, 7, 4, 1))
+    check_against_reference(make(variant, case), case, F64)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_16_bit_error_within_twice_the_reference(variant, dtype):
+    """fastrnn in dtype against float64: at most twice the error of the reference loop run
+    in dtype (the same representable weights and inputs), plus the usual slack."""
+    case = case_of(1, True, "dense", True, False)
+    exact = make(variant, case)
+    with torch.no_grad():
+        for p in exact.parameters():
+            p.copy_(p.to(dtype))
+    low = make(variant, case, dtype)
+    low.load_state_dict(exact.state_dict())
+    inputs = make_inputs(case, dtype)
+    want_outs, want_grads, _ = run(ReferenceModule(exact), inputs.to(dtype=F64))
+    ref_outs, ref_grads, _ = run(ReferenceModule(low), inputs)
+    got_outs, got_grads, _ = run(low, inputs)
+    pairs = list(zip(got_outs, ref_outs, want_outs)) + [
+        (got_grads[n], ref_grads[n], want_grads[n]) for n in want_grads]
+    for got, ref, want in pairs:
+        assert got.dtype == dtype
+        got_error = (got.double() - want).abs().max().item()
+        ref_error = (ref.double() - want).abs().max().item()
+        slack = LOW_PRECISION["slack"] * max(1.0, want.abs().max().item())
+        assert got_error <= LOW_PRECISION["factor"] * ref_error + slack
+
+
+def test_parameters_follow_torch_scheme():
+    both = fastrnn.VariantLSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2,
+                               peepholes=True, coupled_gates=True)
+    shapes = {n: tuple(p.shape) for n, p in both.named_parameters()}
+    assert shapes["weight_ih_l0"] == (12, 3) and shapes["weight_hh_l0"] == (12, 2)
+    assert shapes["bias_ih_l1_reverse"] == (12,) and shapes["weight_hr_l1_reverse"] == (2, 4)
+    assert shapes["weight_ch_l0"] == shapes["weight_ch_l1_reverse"] == (8,)
+    assert len(shapes) == 2 * 2 * 6
+    peep = fastrnn.VariantLSTM(3, 4, peepholes=True)
+    assert peep.weight_ch_l0.shape == (12,) and peep.weight_ih_l0.shape == (16, 3)
+    bound = 4 ** -0.5  # torch.nn's initialisation for every parameter
+    assert all(p.abs().max() <= bound for p in both.parameters())
+    assert "peepholes=True, coupled_gates=True" in repr(both)
+
+
+def test_without_options_is_torch_nn_lstm():
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 4, num_layers=2, dtype=F64)
+    fast = fastrnn.VariantLSTM(3, 4, num_layers=2, dtype=F64)
+    fast.load_state_dict(ref.state_dict())
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(6, 2, 3, dtype=F64)
+    for got, want in zip(torch.utils._pytree.tree_leaves(fast(x)),
+                         torch.utils._pytree.tree_leaves(ref(x))):
+        assert_close(got, want)
+
+
+def test_state_dict_and_whole_model_round_trip():
+    module = fastrnn.VariantLSTM(3, 4, peepholes=True, coupled_gates=True, bidirectional=True)
+    other = fastrnn.VariantLSTM(3, 4, peepholes=True, coupled_gates=True, bidirectional=True)
+    other.load_state_dict(module.state_dict())
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)  # torch.load's defaults (weights_only)
+    x = torch.randn(5, 2, 3)
+    for m in (other, loaded):
+        for got, want in zip(torch.utils._pytree.tree_leaves(m(x)),
+                             torch.utils._pytree.tree_leaves(module(x))):
+            assert torch.equal(got, want)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a plain LSTM's shapes differ
+        fastrnn.VariantLSTM(3, 4, coupled_gates=True).load_state_dict(
+            torch.nn.LSTM(3, 4).state_dict())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("hx", [True, False], ids=["hx", "nohx"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_cell_equals_reference_step(variant, batched, hx, bias):
+    peepholes, coupled = VARIANTS[variant]
+    torch.manual_seed(0)
+    cell = fastrnn.VariantLSTMCell(3, 4, bias, dtype=F64, peepholes=peepholes,
+                                   coupled_gates=coupled)
+    gen = torch.Generator().manual_seed(1)
+    shape = (2,) if batched else ()
+    x = torch.randn(*shape, 3, dtype=F64, generator=gen, requires_grad=True)
+    state = [torch.randn(*shape, 4, dtype=F64, generator=gen, requires_grad=True)
+             for _ in range(2)] if hx else None
+    h, c = cell(x, None if state is None else tuple(state))
+    h0, c0 = state if hx else [torch.zeros(*shape, 4, dtype=F64)] * 2
+    rows = lambda t: t if batched else t.unsqueeze(0)
+    want_h, want_c = reference._cell(
+        "LSTM", rows(x), rows(h0), rows(c0), cell.weight_ih, cell.weight_hh, cell.bias_ih,
+        cell.bias_hh, None, cell._variant, cell.weight_ch if peepholes else None)
+    if not batched:
+        want_h, want_c = want_h[0], want_c[0]
+    assert_close(h, want_h)
+    assert_close(c, want_c)
+    leaves = [x] + (state if hx else []) + list(cell.parameters())
+    got = torch.autograd.grad((h * 1.5).sum() + c.sum(), leaves)
+    want = torch.autograd.grad((want_h * 1.5).sum() + want_c.sum(), leaves)
+    for g, w in zip(got, want):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", ["dense", "unbatched", "packed_sorted"])
+def test_single_step_layer_equals_reference(variant, kind):
+    """T = 1: each layer and direction is one cell call (fastrnn::cell_forward)."""
+    case = Case("LSTM", True, 2, True, False, kind, True, steps=1, lengths=(1, 1, 1, 1))
+    check_against_reference(make(variant, case), case, F64)
+
+
+def test_cell_refuses_mixed_state_dtypes():
+    cell = fastrnn.VariantLSTMCell(3, 4, peepholes=True)
+    with pytest.raises(RuntimeError, match="h and c must have the same dtype"):
+        cell(torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 4, dtype=F64)))
+
+
+def op_args(peepholes, coupled, reverse=False, dtype=F64, packed=True):
+    gen = torch.Generator().manual_seed(3)
+    gates, hidden, batch = 3 if coupled else 4, 3, 3
+    sizes = torch.tensor([3, 3, 2, 1] if packed else [3, 3, 3])
+    rand = lambda *s: torch.randn(*s, generator=gen, dtype=dtype, requires_grad=True)
+    peep = rand((2 if coupled else 3) * hidden) if peepholes else None
+    return (rand(int(sizes.sum()), gates * hidden), sizes, rand(batch, hidden),
+            rand(batch, hidden), rand(gates * hidden, hidden), None, peep, coupled, reverse, True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_op_gradcheck(variant, reverse):
+    args = op_args(*VARIANTS[variant], reverse)
+
+    def outputs(gx, h0, c0, w_hh, peep):
+        y, hn, cn, _ = fastrnn.ops.lstm_variant_forward(gx, args[1], h0, c0, w_hh, None, peep,
+                                                        args[7], reverse, True)
+        return y, hn, cn
+
+    inputs = tuple(t for t in (args[0], args[2], args[3], args[4], args[6]))
+    if args[6] is None:
+        assert torch.autograd.gradcheck(lambda *a: outputs(*a, None), inputs[:4], **GRADCHECK)
+    else:
+        assert torch.autograd.gradcheck(outputs, inputs, **GRADCHECK)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "dense"])
+def test_opcheck(variant, packed):
+    args = op_args(*VARIANTS[variant], packed=packed)
+    torch.library.opcheck(fastrnn.ops.lstm_variant_forward, args)
+    y, hn, cn, saved = fastrnn.ops.lstm_variant_forward(*args)
+    grads = [torch.randn_like(t) for t in (y, hn, cn)]
+    gx, sizes, h0, c0, w_hh, w_hr, peep, coupled, reverse, _ = args
+    detached = lambda t: None if t is None else t.detach()
+    torch.library.opcheck(fastrnn.ops.lstm_variant_backward,
+                          (*grads, sizes, h0.detach(), c0.detach(), w_hh.detach(), w_hr,
+                           detached(peep), coupled, y.detach(), saved.detach(), reverse))
+
+
+def test_op_errors():
+    gx, sizes, h0, c0, w_hh, _, peep, _, _, _ = op_args(True, False)
+    with pytest.raises(RuntimeError, match=r"unit_params must be \[3\*H\]"):
+        fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep[:-1], False, False,
+                                         True)
+    with pytest.raises(RuntimeError, match="lstm_variant_forward: c0 must be"):  # 4 blocks
+        fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, None, True, False, True)
+
+
+def test_option_errors():
+    for bad in ({"peepholes": 1}, {"coupled_gates": "yes"}):
+        with pytest.raises(ValueError, match="must be a bool"):
+            fastrnn.VariantLSTM(3, 4, **bad)
+        with pytest.raises(ValueError, match="must be a bool"):
+            fastrnn.VariantLSTMCell(3, 4, **bad)
+    with pytest.raises(TypeError):  # the options are keywords only
+        fastrnn.VariantLSTMCell(3, 4, True, None, None, True)
+
+
+def test_bad_input_raises_torch_nn_errors():
+    layer = fastrnn.VariantLSTM(3, 4, peepholes=True)
+    cell = fastrnn.VariantLSTMCell(3, 4, peepholes=True)
+    with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size"):
+        layer(torch.randn(5, 2, 6))
+    with pytest.raises(ValueError, match="Expected input to be 2D or 3D"):
+        layer(torch.randn(5))
+    with pytest.raises(RuntimeError, match="input has inconsistent input_size"):
+        cell(torch.randn(2, 6))
+    with pytest.raises(RuntimeError, match="doesn't match hidden0 batch size"):
+        cell(torch.randn(2, 3), (torch.randn(3, 4), torch.randn(3, 4)))
+    with pytest.raises(ValueError, match="Expected input to be 1D or 2D"):
+        cell(torch.randn(1, 2, 3))
+
+
+def test_refuses_onnx_and_devices_without_kernels(monkeypatch):
+    """torch.nn has no variant to fall back on: where fastrnn has no kernels (here made so
+    for the CPU), and under the TorchScript exporter, the variants refuse to run."""
+    layer = fastrnn.VariantLSTM(3, 4, peepholes=True)
+    cell = fastrnn.VariantLSTMCell(3, 4, coupled_gates=True)
+    with pytest.raises(RuntimeError, match="no ONNX translation"):
+        torch.onnx.export(layer, (torch.randn(5, 2, 3),), io.BytesIO(), dynamo=False)
+    monkeypatch.setattr(fastrnn.variants, "_has_kernels", lambda device: False)
+    with pytest.raises(RuntimeError, match="has no kernels for cpu tensors"):
+        layer(torch.randn(5, 2, 3))
+    with pytest.raises(RuntimeError, match="has no kernels for cpu tensors"):
+        cell(torch.randn(2, 3))
+
+
+def test_meta_tensors_give_shapes():
+    for cls in (fastrnn.VariantLSTM, fastrnn.VariantLSTMCell):
+        module = cls(3, 4, peepholes=True, coupled_gates=True, device="meta")
+        result = module(torch.randn(2, 3, device="meta"))
+        shapes = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(result)]
+        assert shapes == ([(2, 4), (1, 4), (1, 4)] if cls is fastrnn.VariantLSTM
+                          else [(2, 4), (2, 4)])
+
+
+def test_compile_fullgraph_equals_eager():
+    case = case_of(2, True, "batch_first", True, False)
+    module = make("both", case)
+    inputs = make_inputs(case)
+    want_outs, want_grads, _ = run(module, inputs)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        got_outs, got_grads, _ = run(compiled, inputs)
+    torch._dynamo.reset()
+    got_grads = {name.removeprefix("_orig_mod."): grad for name, grad in got_grads.items()}
+    assert_results_close([got_outs, got_grads], [want_outs, want_grads], F64, "compiled")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_autocast_dtypes_as_torch_nn_lstm(variant):
+    """Under CPU bf16 autocast the results have the dtypes torch.nn.LSTM gives on the same
+    input, and values within bf16 accuracy of the float32 module's."""
+    peepholes, coupled = VARIANTS[variant]
+    torch.manual_seed(0)
+    fast = fastrnn.VariantLSTM(8, 16, peepholes=peepholes, coupled_gates=coupled)
+    ref = torch.nn.LSTM(8, 16)
+    x = torch.randn(6, 3, 8)
+    want = fast(x)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", torch.bfloat16):
+            got = fast(x)
+            ref_out = ref(x)
+        for g, r, w in zip(torch.utils._pytree.tree_leaves(got),
+                           torch.utils._pytree.tree_leaves(ref_out),
+                           torch.utils._pytree.tree_leaves(want)):
+            assert g.dtype == r.dtype
+            torch.testing.assert_close(g.float(), w, atol=3e-2, rtol=0)
+
+
+def test_variant_needs_lstm_mode():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="LSTM variants need mode 'LSTM'"):
+        functional.rnn("GRU", x, torch.tensor([2, 2]), torch.zeros(1, 2, 3), None, [],
+                       has_bias=False, num_layers=1, bidirectional=False,
+                       variant=functional.LSTMVariant(True, False))
