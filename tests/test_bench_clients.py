@@ -11,7 +11,8 @@ import torch
 from fastrnn.bench import cases as bench_cases
 from fastrnn.bench import compare as comparing
 from fastrnn.bench.__main__ import main
-from fastrnn.bench.grids import GRIDS, KEY_DEFAULTS, KEY_FIELDS, Case, key_of
+from fastrnn.bench.catalog import GRIDS
+from fastrnn.bench.grids import KEY_DEFAULTS, KEY_FIELDS, Case, key_of
 from fastrnn.bench.report import case_of
 from helpers.bench import old_format, shrink_grid, synthetic
 

@@ -12,7 +12,8 @@ import fastrnn
 from fastrnn.bench import compare as comparing
 from fastrnn.bench import states
 from fastrnn.bench.__main__ import main
-from fastrnn.bench.grids import CELLS, GRIDS, KEY_FIELDS, Case, key_of
+from fastrnn.bench.catalog import GRIDS
+from fastrnn.bench.grids import CELLS, KEY_FIELDS, Case, key_of
 from fastrnn.bench.report import markdown
 from helpers.bench import CASE_FIELDS, old_format, synthetic, write
 
@@ -82,7 +83,7 @@ def test_step_grid_cases():
 
 def test_other_grids_stay_layer_calls_without_hx():
     for name, grid in GRIDS.items():
-        if name not in ("step", "structured"):  # structured: tests/test_bench_structured.py
+        if name not in ("step", "structured", "variants"):  # tests/test_bench_structured.py
             assert {(c.kind, c.hx) for c in grid.cases("cpu")} == {("layer", False)}, name
 
 

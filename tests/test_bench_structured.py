@@ -9,7 +9,8 @@ import torch
 
 from fastrnn.bench import cases as bench_cases
 from fastrnn.bench.__main__ import main
-from fastrnn.bench.grids import GRIDS, Case
+from fastrnn.bench.catalog import GRIDS
+from fastrnn.bench.grids import VARIANT_CELLS, Case
 from fastrnn.bench.report import case_of
 from helpers.bench import shrink_grid
 
@@ -94,3 +95,53 @@ def test_tiny_structured_grid_runs(tiny_structured, tmp_path):
         assert record["baseline"] == baselines[record["kind"]]
         assert record["gflop"] == pytest.approx(bench_cases.gemm_flops(case_of(record)) / 1e9)
     assert "Kind dilated: the baseline column is" in (tmp_path / "results.md").read_text()
+
+
+def test_variants_grid_lists_the_variant_cases(capsys):
+    assert main(["--grid", "variants", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    listed = GRIDS["variants"].cases("cpu")
+    assert len(lines) == len(listed) == 8 and GRIDS["variants"].threads == 2
+    assert {(c.cell, c.kind, c.T, c.B, c.I, c.H, c.mode) for c in listed} == {
+        (cell, "variant", 100, 32, 256, 256, mode) for cell in VARIANT_CELLS
+        for mode in ("fwd", "fwdbwd")} | {
+        ("LSTM", "layer", 100, 32, 256, 256, mode) for mode in ("fwd", "fwdbwd")}
+    assert main(["--kind", "variant", "--cell", "peephole_lstm", "--T", "5", "--B", "2",
+                 "--H", "4", "--mode", "fwd", "--list"]) == 0
+    assert "PEEPHOLE_LSTM f32 T=5 B=2 I=4 H=4 variant fwd" in capsys.readouterr().out
+
+
+def test_variant_case_checks():
+    Case("COUPLED_LSTM", "float32", 5, 2, 3, 4, kind="variant")
+    for bad in ({"cell": "LSTM"}, {"kind": "layer"}, {"layers": 2}, {"bidirectional": True}):
+        with pytest.raises(ValueError, match="kind variant runs the LSTM variants"):
+            Case(**{"cell": "PEEPHOLE_LSTM", "dtype": "float32", "T": 5, "B": 2, "I": 3,
+                    "H": 4, "kind": "variant", **bad})
+    with pytest.raises(ValueError, match="hx False"):
+        Case("PEEPHOLE_LSTM", "float32", 5, 2, 3, 4, kind="variant", hx=True)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("cell", VARIANT_CELLS)
+def test_baseline_computes_the_variant(cell, mode):
+    """In float64 the loop and fastrnn.VariantLSTM agree to 1e-10."""
+    case = Case(cell, "float64", 7, 3, 4, 5, mode=mode, kind="variant")
+    base, fast = bench_cases.build_modules(case, "cpu")
+    assert fast.peepholes == ("PEEPHOLE" in cell) and fast.coupled_gates == ("COUPLED" in cell)
+    inputs, grad = bench_cases.make_inputs(case, "cpu", count=1)
+    results = [bench_cases.make_runner(m, case, inputs, grad)(0) for m in (base, fast)]
+    for want, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_tiny_variants_grid_runs(monkeypatch, tmp_path):
+    shrink_grid(monkeypatch, "variants", T=6, B=3, I=4, H=5)
+    assert main(["--grid", "variants", "--threads", "1", "--repeats", "2", "--warmup", "1",
+                 "--min-time", "0", "--gemm-size", "128", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["skipped"] == [] and len(doc["cases"]) == 8
+    for record in doc["cases"]:
+        assert record["parity"] == "pass", case_of(record).label()
+        assert record["baseline"] == ("torch-ops-loop" if record["kind"] == "variant"
+                                      else "torch-cpu")
+        assert record["gflop"] == pytest.approx(bench_cases.gemm_flops(case_of(record)) / 1e9)

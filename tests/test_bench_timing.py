@@ -5,7 +5,8 @@ import pytest
 
 from fastrnn._ops import GATES
 from fastrnn.bench.cases import gemm_flops, tolerance
-from fastrnn.bench.grids import GRIDS, Case
+from fastrnn.bench.catalog import GRIDS
+from fastrnn.bench.grids import Case
 from fastrnn.bench.timing import CpuTimer, interleaved
 
 

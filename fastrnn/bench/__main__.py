@@ -15,7 +15,8 @@ import torch
 
 from . import compare as comparing
 from .cases import BACKENDS, PARITY_OK, check_backends, default_backends
-from .grids import GRIDS, KINDS, MODES, custom_cases, parse_cell, parse_dtype
+from .catalog import GRIDS
+from .grids import KINDS, MODES, custom_cases, parse_cell, parse_dtype
 
 _SHAPE_OPTIONS = ("T", "B", "I", "H", "layers")
 
@@ -34,7 +35,9 @@ def _parser():
                  "--cell LSTM --T 1024 --B 16 --H 768 --dtype bfloat16 "
                  "--backend auto step persistent.")
     p.add_argument("--grid", choices=sorted(GRIDS), help="named grid (default: quick)")
-    p.add_argument("--cell", nargs="+", help="LSTM, GRU, RNN (tanh), RNN_TANH, RNN_RELU")
+    p.add_argument("--cell", nargs="+", help="LSTM, GRU, RNN (tanh), RNN_TANH, RNN_RELU; the "
+                                             "LSTM variants (kind variant): PEEPHOLE_LSTM, "
+                                             "COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM")
     for name in _SHAPE_OPTIONS:
         p.add_argument(f"--{name}", nargs="+", type=int, metavar="N")
     p.add_argument("--bidirectional", action="store_true", default=None)
@@ -45,7 +48,9 @@ def _parser():
                         "RNN, dilations 1, 2, 4, ... over --layers, against a loop over "
                         "torch.nn's cells), dilated_interleaved (against torch.nn layers on the "
                         "interleaved subsequences), clockwork (fastrnn.ClockworkRNN against a "
-                        "Python loop of it); default: the grid's, layer for custom shapes")
+                        "Python loop of it), variant (fastrnn.VariantLSTM, cells "
+                        "PEEPHOLE_LSTM, COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM, against a Python "
+                        "loop of it); default: the grid's, layer for custom shapes")
     p.add_argument("--hx", action="store_true",
                    help="custom shapes: give the initial states (random) instead of None")
     p.add_argument("--dtype", nargs="+", help="float32, float64, bfloat16, float16")

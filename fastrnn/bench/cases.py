@@ -183,12 +183,17 @@ def build_modules(case, device, seed=0):
     """(baseline module, fastrnn module) with identical weights, on device and dtype: torch.nn's
     layer, or for the cell kinds ("cell", "cell_loop") its cell; for the dilated kinds the
     dilated stack (default dilations) and the kind's baseline (loops.BASELINES); for kind
-    clockwork fastrnn.ClockworkRNN and loops.ClockworkLoop over its parameters."""
+    clockwork fastrnn.ClockworkRNN and loops.ClockworkLoop, for kind variant
+    fastrnn.VariantLSTM and loops.VariantLoop, each loop over the fastrnn module's
+    parameters."""
     dtype = getattr(torch, case.dtype)
-    if case.kind == "clockwork":  # the loop reads the fastrnn module's parameters
+    if case.kind in ("clockwork", "variant"):  # the loop reads the fastrnn module's parameters
         torch.manual_seed(seed)
-        fast = fastrnn.ClockworkRNN(case.I, case.H).to(device, dtype)
-        return loops.ClockworkLoop(fast).to(device, dtype), fast
+        fast = (fastrnn.ClockworkRNN(case.I, case.H) if case.kind == "clockwork" else
+                fastrnn.VariantLSTM(case.I, case.H, peepholes="PEEPHOLE" in case.cell,
+                                    coupled_gates="COUPLED" in case.cell)).to(device, dtype)
+        loop = loops.ClockworkLoop if case.kind == "clockwork" else loops.VariantLoop
+        return loop(fast).to(device, dtype), fast
     is_layer = case.kind not in ("cell", "cell_loop")
     name = (_LAYER_CLASSES if is_layer else _CELL_CLASSES)[case.cell]
     kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional,
@@ -274,7 +279,7 @@ def make_runner(module, case, inputs, grad_out):
 
 def make_runners(case, device):
     """(torch.nn runner, fastrnn runner) of the case, on the same weights and inputs."""
-    if case.kind in ("layer", "clockwork") + DILATED_KINDS and not case.hx:
+    if case.kind in ("layer", "clockwork", "variant") + DILATED_KINDS and not case.hx:
         modules = build_modules(case, device)
         inputs, grad_out = make_inputs(case, device)
         return tuple(make_runner(m, case, inputs, grad_out) for m in modules)

@@ -1,5 +1,4 @@
-"""Benchmark cases and the named grids (quick, core, anchors, gpu, full, step, clients), plus
-custom grids.
+"""Benchmark cases, blocks and grids (the named grids: catalog.py), plus custom grids.
 
 A Case is one measurement: a cell, a dtype, a shape, a mode ("fwd": inference under
 torch.no_grad; "fwdbwd": forward plus backward), a kind and whether the initial states are
@@ -15,7 +14,10 @@ given (hx). Kinds (KINDS):
   subsequences laid side by side (loops.InterleavedDilatedStack), as published dilated-RNN
   code runs it (T a multiple of every dilation);
 - "clockwork": one call of fastrnn.ClockworkRNN (periods 1, 2, 4, 8; cell RNN_TANH, one
-  layer) against the same model as a Python loop over torch ops (loops.ClockworkLoop).
+  layer) against the same model as a Python loop over torch ops (loops.ClockworkLoop);
+- "variant": one call of fastrnn.VariantLSTM (cell PEEPHOLE_LSTM, COUPLED_LSTM or
+  PEEPHOLE_COUPLED_LSTM, one layer) against the same model as a plain PyTorch loop of its
+  equations over torch ops (loops.VariantLoop).
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
@@ -43,8 +45,10 @@ import random
 from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+VARIANT_CELLS = ("PEEPHOLE_LSTM", "COUPLED_LSTM", "PEEPHOLE_COUPLED_LSTM")  # kind variant
 MODES = ("fwd", "fwdbwd")
-KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved", "clockwork")
+KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved", "clockwork",
+         "variant")
 DILATED_KINDS = ("dilated", "dilated_interleaved")  # fastrnn.dilated, per-kind baselines
 KEY_FIELDS = ("cell", "dtype", "T", "B", "I", "H", "layers", "bidirectional", "mode", "kind",
               "hx", "loss", "packed", "dropout", "autocast")
@@ -56,7 +60,8 @@ AUTOCASTS = (None, "bfloat16")
 PACKED_MIN_LENGTH = 5  # a packed case's shortest sequence (Case.lengths)
 
 _CELL_ALIASES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH", "rnn_tanh": "RNN_TANH",
-                 "tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "relu": "RNN_RELU"}
+                 "tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "relu": "RNN_RELU",
+                 **{cell.lower(): cell for cell in VARIANT_CELLS}}
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "f32": "float32", "float": "float32",
                   "float64": "float64", "fp64": "float64", "f64": "float64", "double": "float64",
                   "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -72,8 +77,9 @@ def _parse(aliases, name, what, expected):
 
 
 def parse_cell(name):
-    """'lstm', 'RNN', 'rnn_relu', ... -> one of CELLS (RNN means RNN_TANH)."""
-    return _parse(_CELL_ALIASES, name, "cell", "one of LSTM, GRU, RNN, RNN_TANH, RNN_RELU")
+    """'lstm', 'RNN', 'rnn_relu', ... -> one of CELLS or VARIANT_CELLS (RNN: RNN_TANH)."""
+    return _parse(_CELL_ALIASES, name, "cell", "one of LSTM, GRU, RNN, RNN_TANH, RNN_RELU, "
+                  + ", ".join(VARIANT_CELLS))
 
 
 def parse_dtype(name):
@@ -131,7 +137,12 @@ class Case:
                                          self.bidirectional or self.H % 4):
             raise ValueError("kind clockwork is one tanh layer, one direction, H a multiple "
                              "of its 4 modules")
-        if self.kind in DILATED_KINDS + ("clockwork",) and self.hx:
+        if (self.kind == "variant") != (self.cell in VARIANT_CELLS) or (
+                self.kind == "variant" and (self.layers != 1 or self.bidirectional)):
+            raise ValueError("kind variant runs the LSTM variants (cells "
+                             f"{', '.join(VARIANT_CELLS)}), one layer, one direction; they "
+                             "run no other kind")
+        if self.kind in DILATED_KINDS + ("clockwork", "variant") and self.hx:
             raise ValueError(f"kind {self.kind} runs from zero states: hx False")
         if self.kind == "dilated_interleaved" and self.T % 2 ** (self.layers - 1):
             raise ValueError("kind dilated_interleaved needs T a multiple of every dilation "
@@ -260,123 +271,6 @@ class Grid:
                         seen.add(case.key())
                         out.append(case)
         return out
-
-
-def _square(T, batches, hiddens, **kw):
-    """Shapes with I = H for every (B, H) pair, at sequence length T."""
-    return tuple(Shape(T, b, h, h, **kw) for h in hiddens for b in batches)
-
-
-# The step grid: single steps of every cell, B x H = I.
-STEP_BATCHES = (1, 8, 32, 128)
-STEP_HIDDENS = (64, 256, 1024)
-STEP_LOOP_T = 100
-
-CORE_SHAPES = tuple(Shape(*s) for s in [(100, 64, 512, 512), (100, 32, 128, 128),
-                                         (50, 8, 64, 64), (200, 1, 256, 256),
-                                         (25, 256, 256, 256)])
-
-# The clients grid: the configurations users run (see its description).
-CLIENT_CELLS = ("LSTM", "GRU", "RNN_TANH")
-WORD_LM = Shape(35, 20, 200, 200, layers=2)  # PyTorch's examples/word_language_model
-SEQUENCE_MODEL = Shape(200, 32, 100, 256)
-PACKED_CLASSIFIER = Shape(200, 32, 100, 256, layers=2, bidirectional=True)
-AUTOCAST_SHAPE = Shape(100, 64, 512, 512)
-
-GRIDS = {
-    "quick": Grid("quick", "small LSTM/GRU/RNN float32 shapes, fwd and fwdbwd (minutes on a "
-                  "2-core CPU)", (
-        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), _square(50, (1, 16, 64), (64, 256))),
-    )),
-    "core": Grid("core", "the CPU speed grid of the README: LSTM/GRU/RNN(tanh), float32, fwdbwd, 2 threads", (
-        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), CORE_SHAPES, modes=("fwdbwd",)),
-    ), threads=2),
-    "anchors": Grid("anchors", "shapes others publish (PyTorch fastrnns, half-precision LSTM, "
-                    "haste sweep, batch-1 inference)", (
-        Block(("LSTM",), ("float32",), (Shape(100, 64, 512, 512),),
-              note="PyTorch fastrnns default"),
-        Block(("LSTM",), ("bfloat16", "float16"), (Shape(1024, 16, 768, 768),),
-              cpu_dtypes=("float32",), note="half-precision LSTM anchor"),
-        Block(("LSTM",), ("float32",), _square(50, (1, 16, 32, 64, 128),
-                                               (128, 256, 512, 1024, 2048)),
-              note="haste sweep"),
-        Block(("LSTM", "GRU"), ("float32",),
-              _square(100, (1,), (256, 512, 1024), inference_only=True),
-              modes=("fwd",), note="batch-1 inference"),
-    )),
-    "gpu": Grid("gpu", "every cell, float32/bfloat16/float16, T=100, B in {1, 8, 16, 64}, "
-                "H = I in {256, 512, 1024}, fwd and fwdbwd (for GPUs)", (
-        Block(CELLS, ("float32", "bfloat16", "float16"),
-              _square(100, (1, 8, 16, 64), (256, 512, 1024)), cpu_dtypes=("float32",)),
-    )),
-    "full": Grid("full", "all cells, T in {50, 200}, B in {1, 8, 32, 128}, H = I in "
-                 "{64 .. 1024}, plus 2-layer and bidirectional; half precision on GPU", (
-        Block(CELLS, ("float32", "bfloat16", "float16"),
-              _square(50, (1, 8, 32, 128), (64, 128, 256, 512, 1024))
-              + _square(200, (1, 8, 32, 128), (64, 128, 256, 512, 1024)),
-              cpu_dtypes=("float32",)),
-        Block(("LSTM", "GRU"), ("float32",),
-              (Shape(100, 32, 256, 256, layers=2), Shape(100, 32, 256, 256, bidirectional=True),
-               Shape(100, 32, 256, 256, layers=2, bidirectional=True))),
-    )),
-    # Per-call times of microseconds: each timed sample repeats the call for 2 ms at least.
-    "step": Grid("step", "single steps with the states given, every cell, float32, 2 threads: "
-                 "one cell call (fastrnn.LSTMCell/GRUCell/RNNCell) and one T=1 layer call, "
-                 "B in {1, 8, 32, 128}, H = I in {64, 256, 1024}, fwd and fwdbwd; and "
-                 f"{STEP_LOOP_T}-step training loops through a cell (fwdbwd; B=1 H=64, B=32 "
-                 "H=256, and B=128 H=1024 with 3 timed rounds, not for RNN_RELU)", (
-        Block(CELLS, ("float32",), _square(1, STEP_BATCHES, STEP_HIDDENS), kind="cell",
-              hx=True, note="one cell call"),
-        Block(CELLS, ("float32",), _square(1, STEP_BATCHES, STEP_HIDDENS), hx=True,
-              note="one T=1 layer call"),
-        Block(CELLS, ("float32",), (Shape(STEP_LOOP_T, 1, 64, 64),
-                                    Shape(STEP_LOOP_T, 32, 256, 256)),
-              modes=("fwdbwd",), kind="cell_loop", hx=True,
-              note=f"{STEP_LOOP_T}-step training loop"),
-        # Seconds per loop: 3 timed rounds. Not RNN_RELU: at this size a few of its 13M
-        # pre-activations lie within rounding of 0, where either library's float32 sums may
-        # flip the ReLU's derivative, and the input gradients of those rows then differ by
-        # more than the parity tolerance (as much from float64 as from each other).
-        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(STEP_LOOP_T, 128, 1024, 1024),),
-              modes=("fwdbwd",), kind="cell_loop", hx=True, max_rounds=3,
-              note=f"{STEP_LOOP_T}-step training loop (3 rounds)"),
-    ), threads=2, min_sample=0.002),
-    "clients": Grid("clients", "the configurations users run, LSTM/GRU/RNN(tanh), float32, 2 "
-                    "threads: PyTorch's word_language_model (T=35 B=20 I=H=200, 2 layers; "
-                    "training with dropout 0.2, and inference); a sequence model (T=200 B=32 "
-                    "I=100 H=256; inference, training with the loss on the output, and on "
-                    "h_n only); a packed bidirectional classifier (2 layers, I=100 H=256, 32 "
-                    f"sequences of {PACKED_MIN_LENGTH}..200 steps; inference, and training "
-                    "with the loss on h_n); and T=100 B=64 I=H=512 under bfloat16 autocast "
-                    "(inference and training)", (
-        Block(CLIENT_CELLS, ("float32",), (WORD_LM,), dropout=0.2,
-              note="word_language_model (dropout 0.2 in training)"),
-        Block(CLIENT_CELLS, ("float32",), (SEQUENCE_MODEL,), note="sequence model"),
-        Block(CLIENT_CELLS, ("float32",), (SEQUENCE_MODEL,), modes=("fwdbwd",), loss="final",
-              note="sequence classifier, loss on h_n"),
-        Block(CLIENT_CELLS, ("float32",), (PACKED_CLASSIFIER,), packed=True, loss="final",
-              note="packed bidirectional classifier (training: loss on h_n)"),
-        Block(CLIENT_CELLS, ("float32",), (AUTOCAST_SHAPE,), autocast="bfloat16",
-              note="float32 modules under bfloat16 autocast"),
-    ), threads=2),
-    "structured": Grid("structured", "the structured recurrences against what users write "
-                       "for them, float32, 2 threads: dilated stacks (3 layers, dilations 1, 2, "
-                       "4; T=256 B=32 I=H=256; LSTM/GRU/RNN(tanh), fwd and fwdbwd) against a "
-                       "loop over torch.nn's cells, and against torch.nn layers on the "
-                       "interleaved subsequences; a clockwork RNN (periods 1, 2, 4, 8; T=256 "
-                       "B=32 I=H=256) against a Python loop of it, and the full RNN of its "
-                       "size", (
-        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
-              kind="dilated", note="dilated stack vs a loop over torch.nn cells"),
-        Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), (Shape(256, 32, 256, 256, layers=3),),
-              kind="dilated_interleaved",
-              note="dilated stack vs torch.nn layers on interleaved subsequences"),
-        Block(("RNN_TANH",), ("float32",), (Shape(256, 32, 256, 256),), kind="clockwork",
-              note="clockwork RNN vs a Python loop of it"),
-        Block(("RNN_TANH",), ("float32",), (Shape(256, 32, 256, 256),),
-              note="the full RNN of the clockwork's size"),
-    ), threads=2),
-}
 
 
 def custom_cases(cells, dtypes, Ts, Bs, Is, Hs, layers, bidirectional, modes,

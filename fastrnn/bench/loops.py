@@ -16,6 +16,10 @@ names: weight_ih_l{layer}[_reverse], ...) into them.
   loop over torch ops: each step the full pre-activation with W_hh masked to its allowed
   blocks, the active modules' units replaced (torch.where). It reads the parameters of the
   fastrnn.ClockworkRNN it is built on; returns the output [T, B, H] and h_n [1, B, H].
+- VariantLoop ("variant"): an LSTM with peepholes and/or coupled gates as the papers write
+  it, a Python loop over torch ops, the input product hoisted out of the loop. It reads the
+  parameters of the fastrnn.VariantLSTM (one layer) it is built on; returns the output
+  [T, B, H] and (h_n, c_n) [1, B, H].
 """
 
 import torch
@@ -125,6 +129,33 @@ class ClockworkLoop(nn.Module):
         return torch.stack(ys), h.unsqueeze(0)
 
 
+class VariantLoop(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        m = self.model
+        coupled = m.coupled_gates
+        gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
+        gx = gx.view(x.shape[0], x.shape[1], -1)
+        p = m.weight_ch_l0.chunk(2 if coupled else 3) if m.peepholes else None
+        h = c = x.new_zeros(x.shape[1], m.hidden_size)
+        ys = []
+        for t in range(x.shape[0]):
+            a = gx[t] + h @ m.weight_hh_l0.t()
+            if coupled:
+                a_i, a_g, a_o = a.chunk(3, dim=1)
+            else:
+                a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+            i = torch.sigmoid(a_i + p[0] * c if p is not None else a_i)
+            f = 1 - i if coupled else torch.sigmoid(a_f + p[1] * c if p is not None else a_f)
+            c = f * c + i * torch.tanh(a_g)
+            h = torch.sigmoid(a_o + p[-1] * c if p is not None else a_o) * torch.tanh(c)
+            ys.append(h)
+        return torch.stack(ys), (h.unsqueeze(0), c.unsqueeze(0))
+
+
 BASELINES = {"dilated": CellLoopDilatedStack, "dilated_interleaved": InterleavedDilatedStack}
 BASELINE_NAMES = {"dilated": "torch-cell-loop", "dilated_interleaved": "torch-layers-interleaved",
-                  "clockwork": "torch-ops-loop"}
+                  "clockwork": "torch-ops-loop", "variant": "torch-ops-loop"}

@@ -208,7 +208,8 @@ def markdown(doc):
                   "column is the same dilated stack as a Python loop over torch.nn's cells; "
                   "kind dilated_interleaved: torch.nn layers on the interleaved subsequences; "
                   "kind clockwork: the same clockwork RNN as a Python loop over torch ops "
-                  "(GFLOP/s counted as for a full RNN of its size).",
+                  "(GFLOP/s counted as for a full RNN of its size); kind variant: the same "
+                  "LSTM variant as a Python loop over torch ops.",
                   ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []

@@ -5,7 +5,7 @@ before --backend, which is also before kind and hx)."""
 import dataclasses
 import json
 
-from fastrnn.bench import grids
+from fastrnn.bench import catalog
 from fastrnn.bench.__main__ import main
 from fastrnn.bench.grids import KEY_FIELDS
 
@@ -27,10 +27,10 @@ CASE_FIELDS = {"cell": str, "dtype": str, "T": int, "B": int, "I": int, "H": int
 def shrink_grid(monkeypatch, name, **sizes):
     """Replaces grid `name`, for the test, by the same grid with every shape's fields set to
     `sizes` (e.g. T=6, B=3): a tiny real run of a named grid."""
-    grid = grids.GRIDS[name]
+    grid = catalog.GRIDS[name]
     blocks = tuple(dataclasses.replace(block, shapes=tuple(
         dataclasses.replace(shape, **sizes) for shape in block.shapes)) for block in grid.blocks)
-    monkeypatch.setitem(grids.GRIDS, name, dataclasses.replace(grid, blocks=blocks))
+    monkeypatch.setitem(catalog.GRIDS, name, dataclasses.replace(grid, blocks=blocks))
 
 
 def run_tiny(out):
