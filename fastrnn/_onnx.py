@@ -4,7 +4,9 @@ While that exporter traces a model, a fastrnn layer emits one ONNX `LSTM`, `GRU`
 node per layer (both directions in one node) through torch.onnx.ops.symbolic_multi_out,
 instead of fastrnn's ops, which no ONNX runtime knows: the exported model is a standard
 one. An LSTM with a projection (proj_size), which ONNX's LSTM cannot express, becomes an
-ONNX `Scan` over the step's arithmetic in standard ops. Every shape stays symbolic, so a
+ONNX `Scan` over the step's arithmetic in standard ops. The LSTM variants
+(fastrnn.VariantLSTM) are ONNX's LSTM with its peepholes input P and its attribute
+input_forget (without proj_size). Every shape stays symbolic, so a
 model exported with dynamic batch and sequence axes runs at any batch and length.
 
 Why not torch.nn's forward, as under the TorchScript exporter: with torch 2.13 and
@@ -55,6 +57,9 @@ def rnn(module, x, h0, c0, weights):
     parameter list. Returns output [T, B, D*P], h_n [L*D, B, P], c_n [L*D, B, H] or None.
     """
     mode, layers = module.mode, module.num_layers
+    variant = (getattr(module, "peepholes", False), getattr(module, "coupled_gates", False))
+    if any(variant) and getattr(module, "proj_size", 0) > 0:
+        raise RuntimeError("fastrnn: a VariantLSTM with proj_size does not export to ONNX yet")
     directions = 2 if module.bidirectional else 1
     per_direction = len(weights) // (layers * directions)
     layer_input, h_n, c_n = x, [], []
@@ -69,7 +74,7 @@ def rnn(module, x, h0, c0, weights):
                                               module.bias)
         else:
             y, hn, cn = _layer_node(mode, layer_input, h0[rows], layer_c0, layer_weights,
-                                    module.bias)
+                                    module.bias, variant=variant)
         h_n.append(hn)
         c_n.append(cn)
         layer_input = y  # [T, B, D*P]
@@ -108,16 +113,33 @@ def dilated_rnn(module, x, initial, weights):
     return x, tuple(final)
 
 
-def _onnx_blocks(mode, tensor):
-    """A weight [G*H, ...] or bias [G*H] with its gate blocks in ONNX's order."""
+def _onnx_blocks(mode, tensor, coupled=False):
+    """A weight [G*H, ...] or bias [G*H] with its gate blocks in ONNX's order. Coupled
+    gates (blocks i, g, o) have no forget block: zeros stand in its place, which ONNX's LSTM
+    with input_forget does not read (f = 1 - i)."""
+    if coupled:
+        i, g, o = tensor.chunk(3)
+        return torch.cat([i, o, torch.zeros_like(i), g])
     blocks = tensor.chunk(len(_TORCH_BLOCK[mode]))
     return torch.cat([blocks[k] for k in _TORCH_BLOCK[mode]])
 
 
-def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None):
+def _onnx_peepholes(peepholes, coupled):
+    """A VariantLSTM's weight_ch ([3*H]: p_i, p_f, p_o; coupled [2*H]: p_i, p_o) as ONNX's P
+    entry of one direction, [3*H] in the order i, o, f."""
+    if coupled:
+        p_i, p_o = peepholes.chunk(2)
+        return torch.cat([p_i, p_o, torch.zeros_like(p_i)])
+    p_i, p_f, p_o = peepholes.chunk(3)
+    return torch.cat([p_i, p_o, p_f])
+
+
+def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None,
+                variant=(False, False)):
     """One layer, one or two directions, as one ONNX node. x: [T, B, I]; h0: [D, B, H];
-    c0: [D, B, H] or None; direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh]);
-    lengths: [B] int32, each sequence's steps (ONNX's sequence_lens; None: all T).
+    c0: [D, B, H] or None; direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh]
+    [, w_ch with peepholes]); lengths: [B] int32, each sequence's steps (ONNX's
+    sequence_lens; None: all T); variant: (peepholes, coupled_gates) of an LSTM.
     Returns y [T, B, D*H] (zero past a sequence's length), h_n [D, B, H], c_n [D, B, H] or
     None (at each sequence's last step)."""
     if not hasattr(torch.onnx, "ops"):
@@ -126,11 +148,15 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None):
                            "with dynamo=False, or use a newer torch (tested: 2.13)")
     steps, batch = x.shape[0], x.shape[1]
     directions, hidden = h0.shape[0], h0.shape[2]
+    peepholes, coupled = variant
     # parameter k of every direction, gate blocks in ONNX's order: [D, G*H(, I or H)]
-    per_direction = lambda k: torch.stack([_onnx_blocks(mode, w[k]) for w in direction_weights])
+    per_direction = lambda k: torch.stack([_onnx_blocks(mode, w[k], coupled)
+                                           for w in direction_weights])
     bias = torch.cat([per_direction(2), per_direction(3)], dim=1) if has_bias else None  # [D, 2GH]
     attrs = {"hidden_size": hidden,
              "direction": "bidirectional" if directions == 2 else "forward"}
+    if coupled:
+        attrs["input_forget"] = 1
     if mode == "GRU":
         attrs["linear_before_reset"] = 1  # torch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     elif mode != "LSTM":
@@ -138,6 +164,8 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None):
     # inputs X, W, R, B, sequence_lens, initial_h[, initial_c]
     inputs = [x, per_direction(0), per_direction(1), bias, lengths, h0] + (
         [c0] if c0 is not None else [])
+    if peepholes:  # input P: [D, 3*H]
+        inputs.append(torch.stack([_onnx_peepholes(w[-1], coupled) for w in direction_weights]))
     final_states = 2 if c0 is not None else 1  # outputs Y [T, D, B, H], Y_h[, Y_c] [D, B, H]
     outputs = torch.onnx.ops.symbolic_multi_out(
         _OPERATOR[mode], inputs, attrs, dtypes=[x.dtype] * (1 + final_states),

@@ -70,11 +70,16 @@ class _Variant:
         # (torch.nn's constructor flattens the parameters before the options are set)
         return getattr(self, "peepholes", False) or getattr(self, "coupled_gates", False)
 
-    def _refuse_without_kernels(self, device):
+    def _refuse_without_kernels(self, device, exports=False):
+        """exports: whether the module exports through torch.onnx.export(dynamo=True)."""
         name = type(self).__name__
-        if _onnx.active_exporter():
-            raise RuntimeError(f"fastrnn.{name} with peepholes or coupled gates has no ONNX "
-                               "translation yet")
+        exporter = _onnx.active_exporter()
+        if exporter and not (exports and exporter == "dynamo"):
+            raise RuntimeError(
+                f"fastrnn.{name} with peepholes or coupled gates exports to ONNX only as a "
+                "layer (VariantLSTM) with torch.onnx.export(dynamo=True): ONNX's LSTM with "
+                "P and input_forget" if exports else
+                f"fastrnn.{name} with peepholes or coupled gates has no ONNX translation yet")
         if not _has_kernels(device):
             raise RuntimeError(f"fastrnn.{name} with peepholes or coupled gates has no "
                                f"kernels for {device.type} tensors")
@@ -123,7 +128,8 @@ class VariantLSTM(_Variant, _FusedRecurrence, nn.LSTM):
     def forward(self, input, hx=None):
         if self._is_variant():
             self._refuse_without_kernels(
-                (input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input).device)
+                (input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input).device,
+                exports=True)
         return super().forward(input, hx)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):

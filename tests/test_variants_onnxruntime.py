@@ -3,11 +3,15 @@ operator, whose input P holds peepholes and whose attribute input_forget couples
 and forget gates. One-node models built with onnx.helper from the module's weights (ONNX's
 gate order i, o, f, c; P's order i, o, f): forward, reverse and bidirectional, in float32.
 ONNX Runtime's LSTM has no float64 kernel ("LSTM operator does not support double yet",
-onnxruntime 1.32)."""
+onnxruntime 1.32). Then the module exported with torch.onnx.export(dynamo=True), which
+gives that operator (fastrnn/_onnx.py), run by ONNX Runtime at the traced shape and another."""
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import fastrnn
 
@@ -97,3 +101,54 @@ def test_equals_onnxruntime_lstm(variant, direction):
     want = run_onnxruntime(module, x, h0, c0, direction)
     for got, expected in zip((y, h_n, c_n), want):
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=1e-5)
+
+
+class Flat(nn.Module):
+    """forward(x, h0, c0) -> (output, h_n, c_n): tensors in and out, for the exporter."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, h0, c0):
+        output, (h_n, c_n) = self.layer(x, (h0, c0))
+        return output, h_n, c_n
+
+
+@pytest.mark.skipif(not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)], ids=["L1", "L2-bi"])
+def test_dynamo_export_runs_in_onnxruntime(variant, layers, bidirectional):
+    peepholes, coupled = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = Flat(fastrnn.VariantLSTM(INPUT, HIDDEN, num_layers=layers,
+                                     bidirectional=bidirectional, peepholes=peepholes,
+                                     coupled_gates=coupled)).eval()
+    states = layers * (2 if bidirectional else 1)
+
+    def args(steps, batch):
+        return (torch.randn(steps, batch, INPUT), torch.randn(states, batch, HIDDEN),
+                torch.randn(states, batch, HIDDEN))
+
+    steps, batch = torch.export.Dim("steps"), torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = torch.onnx.export(
+            model, args(7, 3), dynamo=True, input_names=["x", "h0", "c0"],
+            dynamic_shapes=({0: steps, 1: batch}, {1: batch}, {1: batch})).model_proto
+    assert [n.op_type for n in proto.graph.node].count("LSTM") == layers
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in ((7, 3), (9, 2)):
+        inputs = args(*shape)
+        with torch.no_grad():
+            want = model(*inputs)
+        got = session.run(None, dict(zip(["x", "h0", "c0"], (a.numpy() for a in inputs))))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w.numpy(), atol=5e-5, rtol=5e-5)
+
+
+def test_export_refusals():
+    with pytest.raises(RuntimeError, match="does not export to ONNX yet"):
+        torch.onnx.export(Flat(fastrnn.VariantLSTM(INPUT, HIDDEN, proj_size=2, peepholes=True)),
+                          (torch.randn(4, 2, INPUT), torch.zeros(1, 2, 2),
+                           torch.zeros(1, 2, HIDDEN)), dynamo=True)
