@@ -135,11 +135,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   return {r.grad_gx, r.grad_h0, r.grad_c0, r.grad_w_hh, r.grad_w_hr};
 }
 
-// fn(Cell{}) for the LSTM variant with or without peepholes and coupled gates.
+// fn(Cell{}) for the LSTM variant with or without peepholes and coupled gates, after the
+// checks that name the variant's gate blocks and its peepholes (the generic ones follow).
 template <class F>
-auto with_lstm_variant(bool peepholes, bool coupled, const F& fn) {
-  if (peepholes) return coupled ? fn(lstm::PeepholeCoupledPolicy{}) : fn(lstm::PeepholePolicy{});
-  return coupled ? fn(lstm::CoupledPolicy{}) : fn(lstm::Policy{});
+auto with_lstm_variant(const char* op, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                       const Tensor& peepholes, bool coupled, const F& fn) {
+  TORCH_CHECK(c0.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) == (coupled ? 3 : 4) * c0.size(1),
+              op, ": w_hh must be [", coupled ? "3*H" : "4*H", ", P] with H = c0.size(1) (gate ",
+              "blocks ", coupled ? "i, g, o with coupled gates" : "i, f, g, o", "), got ",
+              w_hh.sizes(), " and c0 ", c0.sizes());
+  const auto check = [&](auto cell) {
+    check_unit_params<decltype(cell)>(op, h0, peepholes, c0.size(1), "peepholes");
+    return fn(cell);
+  };
+  if (peepholes.defined()) {
+    return coupled ? check(lstm::PeepholeCoupledPolicy{}) : check(lstm::PeepholePolicy{});
+  }
+  return coupled ? check(lstm::CoupledPolicy{}) : check(lstm::Policy{});
 }
 
 template <class Backend>
@@ -150,7 +162,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_forward(
   ForwardArgs a{gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(), reverse,
                 save, {}};
   a.unit_params = peepholes.value_or(Tensor());
-  const auto r = with_lstm_variant(a.unit_params.defined(), coupled, [&](auto cell) {
+  const auto r = with_lstm_variant("lstm_variant_forward", h0, c0, w_hh, a.unit_params, coupled,
+                                   [&](auto cell) {
     return forward<Backend, decltype(cell)>("lstm_variant_forward", a);
   });
   return {r.y, r.hn, r.cn, r.saved};
@@ -165,7 +178,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_variant_backward
   BackwardArgs a{grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()),
                  y, saved, false, reverse, {}};
   a.unit_params = peepholes.value_or(Tensor());
-  const auto r = with_lstm_variant(a.unit_params.defined(), coupled, [&](auto cell) {
+  const auto r = with_lstm_variant("lstm_variant_backward", h0, c0, w_hh, a.unit_params,
+                                   coupled, [&](auto cell) {
     return backward<Backend, decltype(cell)>("lstm_variant_backward", a);
   });
   const Tensor none = at::empty({0}, y.options());

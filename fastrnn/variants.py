@@ -40,25 +40,31 @@ class _Variant:
 
     def _set_variant(self, peepholes, coupled_gates, groups, device, dtype):
         """groups: per layer and direction, the names of its torch.nn parameters (the weight
-        and bias names hold the gate blocks) and the suffix of its own names ("_l0", ...)."""
+        and bias names hold the gate blocks) and the suffix of its own names ("_l0", ...).
+        The parameters it replaces or adds start as torch.nn's do, uniform in
+        ±1/sqrt(hidden_size), drawn after torch.nn's constructor drew its own: without
+        options the module is torch.nn's, random stream included."""
         for name, value in (("peepholes", peepholes), ("coupled_gates", coupled_gates)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be a bool, got {value!r}")
         self.peepholes, self.coupled_gates = peepholes, coupled_gates
-        factory = {"device": device, "dtype": dtype}
+        bound = self.hidden_size ** -0.5
+
+        def new(*shape):  # torch.nn's initialisation
+            return nn.Parameter(nn.init.uniform_(
+                torch.empty(*shape, device=device, dtype=dtype), -bound, bound))
+
         names = []
         for group, suffix in groups:
             if coupled_gates:  # i, g, o: torch.nn's blocks less the forget gate's
                 for name in group:
                     if name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
                         old = getattr(self, name)
-                        rows = 3 * old.shape[0] // 4
-                        setattr(self, name, nn.Parameter(torch.empty(
-                            rows, *old.shape[1:], **factory)))
+                        setattr(self, name, new(3 * old.shape[0] // 4, *old.shape[1:]))
             peephole = f"weight_ch{suffix}"
             if peepholes:
-                self.register_parameter(peephole, nn.Parameter(torch.empty(
-                    _peephole_count(coupled_gates) * self.hidden_size, **factory)))
+                self.register_parameter(
+                    peephole, new(_peephole_count(coupled_gates) * self.hidden_size))
             names.append(list(group) + ([peephole] if peepholes else []))
         return names
 
@@ -118,7 +124,6 @@ class VariantLSTM(_Variant, _FusedRecurrence, nn.LSTM):
         self._all_weights = self._set_variant(peepholes, coupled_gates, groups, device, dtype)
         self._flat_weights_names = [name for group in self._all_weights for name in group]
         self._init_flat_weights()
-        self.reset_parameters()
 
     def flatten_parameters(self):
         """cuDNN's weight layout, for torch.nn.LSTM's math only: not for a variant."""
@@ -158,7 +163,6 @@ class VariantLSTMCell(_Variant, _FusedCell, nn.LSTMCell):
         super().__init__(input_size, hidden_size, bias, device, dtype)
         names = _WEIGHTS if bias else _WEIGHTS[:2]
         self._set_variant(peepholes, coupled_gates, [(names, "")], device, dtype)
-        self.reset_parameters()
 
     def _cell(self):
         return CELL_KIND[lstm_variant_cell(self.peepholes, self.coupled_gates)]

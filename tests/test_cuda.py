@@ -209,6 +209,9 @@ GRAPH_CASES = {  # name -> (module factory, packed)
     "LSTM-proj-dense": (lambda: fastrnn.LSTM(8, 16, 2, bidirectional=True, proj_size=8), False),
     "GRU-packed": (lambda: fastrnn.GRU(8, 16, 2, bidirectional=True), True),
     "RNN-relu-packed": (lambda: fastrnn.RNN(8, 16, 2, nonlinearity="relu"), True),
+    # the peepholes' gradient gathers each row's c_prev: uploaded without a host sync
+    "VariantLSTM-packed": (lambda: fastrnn.VariantLSTM(8, 16, 2, bidirectional=True,
+                                                       peepholes=True), True),
 }
 GRAPH_BATCH_SIZES = torch.tensor([4, 4, 3, 3, 2, 1], dtype=torch.long)
 

@@ -116,11 +116,11 @@ def test_backward_op_matches_autograd(variant):
     wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     want = torch.autograd.grad(outs, wrt, grads)
     got = getattr(ops, f"{op}_backward")(*backward_args(op, "packed", True, kw))
-    if op == "lstm":  # (gx, h0, c0, w_hh, w_hr) vs (gx, h0, c0, w_hh[, w_hr])
-        assert len(got) == 5
-        if not kw.get("proj"):
-            assert got[4].numel() == 0
-            got = got[:4]
+    if op.startswith("lstm"):  # (gx, h0, c0, w_hh, w_hr[, peepholes]) vs those given
+        assert len(got) == (6 if op == "lstm_variant" else 5)
+        present = [True] * 4 + [kw.get("proj", False), kw.get("peepholes", False)]
+        assert all(g.numel() == 0 for g, p in zip(got, present) if not p)
+        got = [g for g, p in zip(got, present) if p]
     elif op == "gru":  # (gx, h0, w_hh, b_hh); b_hh empty without bias
         if not kw.get("bias", True):
             assert got[3].numel() == 0

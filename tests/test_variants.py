@@ -130,11 +130,23 @@ def test_parameters_follow_torch_scheme():
 
 
 def test_without_options_is_torch_nn_lstm():
+    """Same initial parameters from the same seed, the random stream left alike, and the
+    same results, layer and cell."""
+    for ref_cls, fast_cls in ((torch.nn.LSTM, fastrnn.VariantLSTM),
+                              (torch.nn.LSTMCell, fastrnn.VariantLSTMCell)):
+        states = []
+        for cls in (ref_cls, fast_cls):
+            torch.manual_seed(0)
+            module = cls(3, 4, dtype=F64)
+            states.append((module.state_dict(), torch.rand(1)))
+        (ref_state, ref_next), (fast_state, fast_next) = states
+        assert list(ref_state) == list(fast_state) and torch.equal(ref_next, fast_next)
+        for name in ref_state:
+            assert torch.equal(ref_state[name], fast_state[name]), name
     torch.manual_seed(0)
     ref = torch.nn.LSTM(3, 4, num_layers=2, dtype=F64)
     fast = fastrnn.VariantLSTM(3, 4, num_layers=2, dtype=F64)
     fast.load_state_dict(ref.state_dict())
-    ref.load_state_dict(fast.state_dict())
     x = torch.randn(6, 2, 3, dtype=F64)
     for got, want in zip(torch.utils._pytree.tree_leaves(fast(x)),
                          torch.utils._pytree.tree_leaves(ref(x))):
@@ -247,11 +259,18 @@ def test_opcheck(variant, packed):
 
 def test_op_errors():
     gx, sizes, h0, c0, w_hh, _, peep, _, _, _ = op_args(True, False)
-    with pytest.raises(RuntimeError, match=r"unit_params must be \[3\*H\]"):
+    with pytest.raises(RuntimeError, match=r"peepholes must be \[3\*H\]"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep[:-1], False, False,
                                          True)
-    with pytest.raises(RuntimeError, match="lstm_variant_forward: c0 must be"):  # 4 blocks
+    with pytest.raises(RuntimeError, match="peepholes must have dtype Double"):
+        fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep.float(), False,
+                                         False, True)
+    with pytest.raises(RuntimeError, match=r"w_hh must be \[3\*H, P\] .*coupled gates"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, None, True, False, True)
+    cell = fastrnn._ops.CELL_KIND["PEEPHOLE_LSTM"]  # the single-step op, peepholes missing
+    x, w_ih = torch.randn(3, 2, dtype=F64), torch.randn(12, 2, dtype=F64)
+    with pytest.raises(RuntimeError, match=r"this cell needs unit_params \[3\*H\]"):
+        fastrnn.ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, None, None, False)
 
 
 def test_option_errors():
@@ -345,3 +364,13 @@ def test_variant_needs_lstm_mode():
         functional.rnn("GRU", x, torch.tensor([2, 2]), torch.zeros(1, 2, 3), None, [],
                        has_bias=False, num_layers=1, bidirectional=False,
                        variant=functional.LSTMVariant(True, False))
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_forced_persistent_setting_refuses_variants(device, monkeypatch):
+    """FASTRNN_PERSISTENT=1 asks for the persistent kernels, which run torch.nn's cells
+    only: a variant raises rather than timing the per-step path under that name."""
+    monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
+    layer = fastrnn.VariantLSTM(8, 16, coupled_gates=True, device=device)
+    with pytest.raises(RuntimeError, match="persistent kernels have no cell but"):
+        layer(torch.randn(5, 2, 8, device=device))

@@ -88,15 +88,17 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   return {N, T, B, H, P};
 }
 
-// A cell's unit_params: [K*H] (K = Cell::kUnitParams), absent when K is 0.
+// A cell's unit_params: [K*H] (K = Cell::kUnitParams), absent when K is 0; `name`: what
+// the op calls them.
 template <class Cell>
 void check_unit_params(const char* op, const at::Tensor& h0, const at::Tensor& unit_params,
-                       int64_t H) {
+                       int64_t H, const char* name = "unit_params") {
   if constexpr (Cell::kUnitParams > 0) {
     constexpr BlocksOfH params{Cell::kUnitParams};
-    check_arg(op, h0, unit_params, "unit_params", {Cell::kUnitParams * H}, "[", params, "]");
+    TORCH_CHECK(unit_params.defined(), op, ": this cell needs ", name, " [", params, "]");
+    check_arg(op, h0, unit_params, name, {Cell::kUnitParams * H}, "[", params, "]");
   } else {
-    TORCH_CHECK(!unit_params.defined(), op, ": this cell has no unit_params");
+    TORCH_CHECK(!unit_params.defined(), op, ": this cell has no ", name);
   }
 }
 

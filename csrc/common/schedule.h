@@ -68,7 +68,8 @@ inline at::Tensor recurrent_weight_grad_dense(const at::Tensor& grad, const at::
 }
 
 // [N, X]: each packed row's previous state, the previous step's row of `states` ([N, X]), or
-// for a row that starts at its step its row of `init` ([B, X]); on their device.
+// for a row that starts at its step its row of `init` ([B, X]); on their device, with no
+// host sync there (a packed sequence's row index is uploaded from pinned memory).
 inline at::Tensor previous_rows(const at::Tensor& states, const at::Tensor& init,
                                 const Schedule& schedule) {
   const int64_t N = states.size(0), B = init.size(0);
@@ -77,16 +78,19 @@ inline at::Tensor previous_rows(const at::Tensor& states, const at::Tensor& init
     return schedule.reverse() ? at::cat({states.narrow(0, B, N - B), init})
                               : at::cat({init, states.narrow(0, 0, N - B)});
   }
-  std::vector<int64_t> index(N);  // into cat(states, init)
+  const bool on_host = states.device().is_cpu();
+  at::Tensor index =
+      at::empty({N}, at::TensorOptions().dtype(at::kLong).pinned_memory(!on_host));
+  int64_t* rows = index.data_ptr<int64_t>();  // into cat(states, init)
   for (int64_t s = 0; s < schedule.steps(); ++s) {
     const Step step = schedule.step(s);
     for (int64_t i = 0; i < step.rows; ++i) {
       const int64_t row = previous_packed_row(step, i);
-      index[step.first + i] = row >= 0 ? row : N + i;
+      rows[step.first + i] = row >= 0 ? row : N + i;
     }
   }
-  const at::Tensor rows = at::tensor(index, at::kLong).to(states.device());
-  return at::cat({states, init}).index_select(0, rows);
+  if (!on_host) index = index.to(states.options().dtype(at::kLong), /*non_blocking=*/true);
+  return at::cat({states, init}).index_select(0, index);
 }
 
 }  // namespace fastrnn

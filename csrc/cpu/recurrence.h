@@ -60,21 +60,7 @@ inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor
                                         const at::Tensor& h0, const Schedule& schedule,
                                         bool reverse) {
   if (schedule.dense()) return recurrent_weight_grad_dense(grad, y, h0, reverse);
-  const auto init = h0.contiguous();
-  at::Tensor h_prev = at::empty_like(y);  // [N, P]
-  const int64_t P = y.size(1);
-  const size_t row_bytes = P * y.element_size();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "h_prev", [&] {
-    for (int64_t s = 0; s < schedule.steps(); ++s) {
-      for (int64_t i = 0; i < schedule.rows(s); ++i) {
-        std::memcpy(h_prev.data_ptr<scalar_t>() + (schedule.first_row(s) + i) * P,
-                    previous_row(y.data_ptr<scalar_t>(), P, init.data_ptr<scalar_t>(), schedule,
-                                 s, i, P),
-                    row_bytes);
-      }
-    }
-  });
-  return at::mm(grad.t(), h_prev);
+  return at::mm(grad.t(), previous_rows(y, h0, schedule));
 }
 
 }  // namespace cpu

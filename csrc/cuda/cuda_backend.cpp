@@ -51,17 +51,14 @@ struct CudaBackend {
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
-    if constexpr (persistent::kPersistentCell<Cell>) {
-      if (auto result = persistent_forward<Cell>(args)) return *result;
-    }
+    // The selection rule (persistent/ops_bridge.h) refuses the cells the kernels lack.
+    if (auto result = persistent_forward<Cell>(args)) return *result;
     return walk_forward<CudaDevice, Cell>(args);
   }
   template <class Cell>
   static BackwardResult backward(const BackwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
-    if constexpr (persistent::kPersistentCell<Cell>) {
-      if (auto result = persistent_backward<Cell>(args)) return *result;
-    }
+    if (auto result = persistent_backward<Cell>(args)) return *result;
     return walk_backward<CudaDevice, Cell>(args);
   }
 };

@@ -20,9 +20,10 @@ GATES = {op: _ops.GATES[cell] for op, cell in CELL_OF_OP.items()}
 SAVED_SLOTS = {op: _ops.SAVED_SLOTS[cell] for op, cell in CELL_OF_OP.items()}
 
 
-def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_grad=True,
-            save=True, dtype=F64, seed=0):
-    """Random arguments for op's forward, in schema order."""
+def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, peepholes=False,
+            coupled=False, requires_grad=True, save=True, dtype=F64, seed=0):
+    """Random arguments for op's forward, in schema order (lstm_variant: with peepholes
+    and/or coupled gates)."""
     gen = torch.Generator().manual_seed(seed)
     batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
     n = int(batch_sizes.sum())
@@ -32,12 +33,17 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_
         return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
             requires_grad)
 
-    gx = rand(n, GATES[op] * H)
+    gates = (3 if coupled else 4) if op == "lstm_variant" else GATES[op]
+    gx = rand(n, gates * H)
     h0 = rand(B, out)
-    w_hh = rand(GATES[op] * H, out, scale=0.5)
+    w_hh = rand(gates * H, out, scale=0.5)
     if op == "lstm":
         return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse,
                 save)
+    if op == "lstm_variant":
+        peep = rand((2 if coupled else 3) * H, scale=0.5) if peepholes else None
+        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, peep,
+                coupled, reverse, save)
     if op == "gru":
         return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse,
                 save)
@@ -47,6 +53,8 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, requires_
 FORWARD_VARIANTS = [
     ("lstm", {}), ("lstm", {"proj": True}), ("gru", {}), ("gru", {"bias": False}),
     ("rnn", {"relu": False}), ("rnn", {"relu": True}),
+    ("lstm_variant", {"peepholes": True}), ("lstm_variant", {"coupled": True}),
+    ("lstm_variant", {"peepholes": True, "coupled": True, "proj": True}),
 ]
 
 
@@ -63,7 +71,7 @@ def differentiable_outputs(op):
     """The op's forward without the `saved` output (only read by backward)."""
     def fn(*args):
         out = forward_op(op)(*args)
-        return out[:3] if op == "lstm" else out[:2]
+        return out[:3] if op.startswith("lstm") else out[:2]
     return fn
 
 
@@ -72,11 +80,14 @@ def backward_args(op, layout, reverse, kw):
     fwd = op_args(op, layout, reverse, requires_grad=False, **kw)
     out = forward_op(op)(*fwd)
     gen = torch.Generator().manual_seed(5)
-    grads = [torch.randn(t.shape, generator=gen, dtype=F64) for t in out[:3 if op == "lstm"
-                                                                         else 2]]
+    grads = [torch.randn(t.shape, generator=gen, dtype=F64)
+             for t in out[:3 if op.startswith("lstm") else 2]]
     if op == "lstm":
         gx, batch_sizes, h0, c0, w_hh, w_hr, rev, _ = fwd
         return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
+    if op == "lstm_variant":
+        gx, batch_sizes, h0, c0, w_hh, w_hr, peep, coupled, rev, _ = fwd
+        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, peep, coupled, out[0], out[3], rev)
     if op == "gru":
         gx, batch_sizes, h0, w_hh, b_hh, rev, _ = fwd
         return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)

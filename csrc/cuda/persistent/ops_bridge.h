@@ -99,24 +99,13 @@ inline bool run(const at::Tensor& like, const Schedule& schedule, const Recurren
 // for a dense sequence, whose weight gradient needs no gather.
 inline at::Tensor h_prev_rows(const at::Tensor& y, const at::Tensor& h0,
                               const Schedule& schedule) {
-  if (schedule.dense()) return at::Tensor();
-  const int64_t N = y.size(0);
-  at::Tensor index = at::empty({N}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
-  int64_t* ix = index.data_ptr<int64_t>();
-  for (int64_t s = 0; s < schedule.steps(); ++s) {
-    const Step step = schedule.step(s);
-    for (int64_t i = 0; i < step.rows; ++i) {
-      const int64_t prev = previous_packed_row(step, i);
-      ix[step.first + i] = prev >= 0 ? prev : N + i;  // rows of [y; h0]
-    }
-  }
-  const at::Tensor device_index = index.to(y.options().dtype(at::kLong), /*non_blocking=*/true);
-  return at::cat({y, h0}).index_select(0, device_index);
+  return schedule.dense() ? at::Tensor() : previous_rows(y, h0, schedule);
 }
 
 // What the persistent kernels lack for these arguments, or null.
 template <class Cell>
 const char* unsupported(const at::Tensor& w_hr) {
+  if (!persistent::kPersistentCell<Cell>) return "cell but torch.nn's LSTM, GRU and RNN";
   return Cell::kProjection && w_hr.defined() ? "LSTM projection" : nullptr;
 }
 
