@@ -29,7 +29,7 @@ SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 DTYPE_NAMES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
-         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
+         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0", "unit_params")
 
 _lib = None
 

@@ -28,7 +28,7 @@ def emulate_forward(mode, t, bs, hidden, reverse, dtype, save=True, **kw):
     ins = {k: v.to(dtype).contiguous() for k, v in t.items()}
     N, B, x = sum(bs), bs[0], ins["gx"]
     outs = {"y": poisoned(x, N, hidden), "hn": poisoned(x, B, hidden)}
-    if mode == "LSTM":
+    if mode.endswith("LSTM"):
         outs["cn"] = poisoned(x, B, hidden)
     if SAVED[mode] and save:
         outs["saved"] = poisoned(x, N, SAVED[mode] * hidden)
@@ -46,7 +46,7 @@ def emulate_backward(mode, t, fwd, grads, bs, hidden, reverse, dtype, **kw):
     outs = {"grad_gx": poisoned(x, N, G * hidden), "grad_h0": poisoned(x, B, hidden)}
     if mode == "GRU":
         outs["grad_gh"] = poisoned(x, N, G * hidden)
-    if mode == "LSTM":
+    if mode.endswith("LSTM"):
         outs["grad_c0"] = poisoned(x, B, hidden)
     rc = ph.emulate(mode, True, bs, hidden, reverse, {**ins, **outs}, **kw)
     return rc, outs
@@ -59,7 +59,8 @@ def assert_close(name, got, want, tol):
     assert err <= tol * max(1.0, want.abs().max().item()), f"{name}: max error {err:.3g}"
 
 
-MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU", "PEEPHOLE_LSTM", "COUPLED_LSTM",
+         "PEEPHOLE_COUPLED_LSTM")
 # (lengths, hidden, blocks, threads): H not a multiple of the units per block, B = 1,
 # packed lengths, more rows than one pass of the product (16), blocks 1 .. > H.
 SHAPES = [
@@ -133,7 +134,7 @@ def test_goal_shape_partition(mode, dtype, mma):
             assert_close(name, got[name], want[name], TOL[dtype])
 
 
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "PEEPHOLE_LSTM"])
 def test_forward_without_saved(mode):
     """saved = null (inference): the same outputs, and nothing written but y, hn (and cn).
     Every buffer the launch can address (the inputs, the outputs and the backward's
@@ -146,7 +147,7 @@ def test_forward_without_saved(mode):
     N, B, G = sum(bs), bs[0], GATES[mode]
     shapes = {name: tuple(value.shape) for name, value in {**t, **grads}.items()}
     shapes.update(y=(N, hidden), hn=(B, hidden), grad_gx=(N, G * hidden), grad_h0=(B, hidden))
-    if mode == "LSTM":
+    if mode.endswith("LSTM"):
         shapes.update(cn=(B, hidden), grad_c0=(B, hidden))
     if mode == "GRU":
         shapes.update(grad_gh=(N, G * hidden))
@@ -160,7 +161,7 @@ def test_forward_without_saved(mode):
         buffers[name].copy_(value)
     before = arena.clone()
     assert ph.emulate(mode, False, bs, hidden, False, buffers, blocks=3) == 0
-    outputs = ("y", "hn", "cn") if mode == "LSTM" else ("y", "hn")
+    outputs = ("y", "hn", "cn") if mode.endswith("LSTM") else ("y", "hn")
     for name in outputs:
         assert_close(name, buffers[name], fwd[name], TOL[torch.float64])
     changed = arena.view(torch.int64) != before.view(torch.int64)  # bitwise: NaN == NaN

@@ -366,11 +366,12 @@ def test_variant_needs_lstm_mode():
                        variant=functional.LSTMVariant(True, False))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("setting", ["0", "1"], ids=["per-step", "persistent"])
 @pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
-def test_forced_persistent_setting_refuses_variants(device, monkeypatch):
-    """FASTRNN_PERSISTENT=1 asks for the persistent kernels, which run torch.nn's cells
-    only: a variant raises rather than timing the per-step path under that name."""
-    monkeypatch.setenv("FASTRNN_PERSISTENT", "1")
-    layer = fastrnn.VariantLSTM(8, 16, coupled_gates=True, device=device)
-    with pytest.raises(RuntimeError, match="persistent kernels have no cell but"):
-        layer(torch.randn(5, 2, 8, device=device))
+def test_each_cuda_path_equals_reference(variant, setting, device, monkeypatch):
+    """float32 on each CUDA path: the per-step walk (FASTRNN_PERSISTENT=0) and the
+    persistent kernels (=1, which raises where they cannot run)."""
+    monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
+    case = case_of(1, True, "packed_unsorted", True, False)
+    check_against_reference(make(variant, case, F32, device), case, F32, device)

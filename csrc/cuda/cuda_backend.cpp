@@ -51,8 +51,9 @@ struct CudaBackend {
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
-    // The selection rule (persistent/ops_bridge.h) refuses the cells the kernels lack.
-    if (auto result = persistent_forward<Cell>(args)) return *result;
+    if constexpr (persistent::kPersistentCell<Cell>) {
+      if (auto result = persistent_forward<Cell>(args)) return *result;
+    }
     return walk_forward<CudaDevice, Cell>(args);
   }
   template <class Cell>

@@ -40,12 +40,14 @@ def random_tensors(mode, batch_sizes, hidden, generator, w_scale):
         return (torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1) * scale
 
     t = {"gx": r(N, G * hidden), "h0": r(B, hidden), "w_hh": r(G * hidden, hidden, scale=w_scale)}
-    if mode == "LSTM":
+    if mode.endswith("LSTM"):
         t["c0"] = r(B, hidden)
+    if mode.startswith("PEEPHOLE"):  # p_i, p_f, p_o (coupled: p_i, p_o)
+        t["unit_params"] = r((2 if "COUPLED" in mode else 3) * hidden)
     if mode == "GRU":
         t["b_hh"] = r(G * hidden)
     grads = {"grad_y": r(N, hidden), "grad_hn": r(B, hidden)}
-    if mode == "LSTM":
+    if mode.endswith("LSTM"):
         grads["grad_cn"] = r(B, hidden)
     return t, grads
 
@@ -58,6 +60,11 @@ def problem(mode, lengths, hidden, seed):
 
 def cpu_forward(mode, t, bs, reverse):
     b = torch.tensor(bs, dtype=torch.int64)
+    if mode.endswith("_LSTM"):  # the variants
+        y, hn, cn, saved = ops.lstm_variant_forward(
+            t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, t.get("unit_params"),
+            "COUPLED" in mode, reverse, True)
+        return {"y": y, "hn": hn, "cn": cn, "saved": saved}
     if mode == "LSTM":
         y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse,
                                            True)
@@ -71,6 +78,11 @@ def cpu_forward(mode, t, bs, reverse):
 
 def cpu_backward(mode, t, fwd, grads, bs, reverse):
     b = torch.tensor(bs, dtype=torch.int64)
+    if mode.endswith("_LSTM"):  # the variants
+        gx, gh0, gc0, gw, _, _ = ops.lstm_variant_backward(
+            grads["grad_y"], grads["grad_hn"], grads["grad_cn"], b, t["h0"], t["c0"], t["w_hh"],
+            None, t.get("unit_params"), "COUPLED" in mode, fwd["y"], fwd["saved"], reverse)
+        return {"grad_gx": gx, "grad_h0": gh0, "grad_c0": gc0, "grad_w_hh": gw}
     if mode == "LSTM":
         gx, gh0, gc0, gw, _ = ops.lstm_backward(grads["grad_y"], grads["grad_hn"], grads["grad_cn"],
                                                 b, t["h0"], t["c0"], t["w_hh"], None, fwd["y"],

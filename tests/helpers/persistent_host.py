@@ -22,7 +22,7 @@ SOURCES = [DRIVER] + sorted(os.path.join(root, name)
                             for name in files if name.endswith(".h"))
 # Params order of persistent_emulation.cpp's fastrnn_emulate.
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
-         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0")
+         "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0", "unit_params")
 
 _lib = None
 

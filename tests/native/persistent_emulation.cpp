@@ -237,6 +237,7 @@ int emulate(int backward, int B, int H, int steps, int reverse, const int* sched
   for (auto q : cout) *q = static_cast<T*>(ptrs[k++]);
   for (auto q : gin) *q = static_cast<const T*>(ptrs[k++]);
   for (auto q : gout) *q = static_cast<T*>(ptrs[k++]);
+  a.unit_params = static_cast<const T*>(ptrs[k++]);
   if (nthreads <= 0 || nthreads % kWarp != 0 || nthreads > kMaxWarps * kWarp) return 2;
   Plan p;
   if (!make_plan(Cell::kGates, B, H, steps, reverse != 0, backward != 0, sizeof(T), sizeof(T),
@@ -248,11 +249,7 @@ int emulate(int backward, int B, int H, int steps, int reverse, const int* sched
   const auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   p.vec_stage = product_depth(p) % int(16 / sizeof(T)) == 0 && aligned16(staged) &&
                 (backward || aligned16(a.h0));
-  if constexpr (kPersistentCell<Cell>) {
-    return run<Cell, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
-  } else {
-    return 2;  // the persistent kernels do not run this cell
-  }
+  return run<Cell, T>(p, a, nthreads, mma, threaded, skip_barrier, delay_us);
 }
 
 }  // namespace
@@ -264,10 +261,10 @@ extern "C" {
 // cell: a CellKind; dtype: a DType, float32 or float64 (the numbers of fastrnn._C's
 // <CELL>_KIND and DTYPE_* constants); mma: 1 runs the product the tensor-core way (tiles,
 // K split, the tile's host twin), 0 the FFMA way.
-// sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 16 pointers in
+// sched: int32 [2*steps] (batch sizes, then row offsets, by time). ptrs: 17 pointers in
 // the order gx, h0, c0, w_hh, b_hh, y, hn, cn, saved, grad_y, grad_hn, grad_cn, grad_gx,
-// grad_gh, grad_h0, grad_c0 (null where unused). Returns 0 on success, 1 when the plan
-// does not fit, 2 on a bad argument, 3 when the barrier counter ended inconsistent.
+// grad_gh, grad_h0, grad_c0, unit_params (null where unused). Returns 0 on success, 1 when
+// the plan does not fit, 2 on a bad argument, 3 when the barrier counter ended inconsistent.
 int fastrnn_emulate(int cell, int dtype, int backward, int B, int H, int steps, int reverse,
                     const int* sched, int blocks_max, int nthreads, int mma, int threaded,
                     int skip_barrier, int delay_us, void* const* ptrs) {

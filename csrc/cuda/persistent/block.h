@@ -49,6 +49,7 @@ struct Block {
   using A = acc_t<T>;
   static constexpr int G = Cell::kGates;
   static constexpr int kSavedArr = Cell::kSaved > 0 ? Cell::kSaved : 1;
+  static constexpr int K = Cell::kUnitParams, kParamsArr = K > 0 ? K : 1;
 
   Plan p;
   Params<T> a;
@@ -253,6 +254,11 @@ struct Block {
     for (int g = 0; g < G; ++g) x[g] = to_acc(a.gx[row * G * p.H + g * p.H + u0 + tid % nu]);
   }
 
+  // Unit j's per-unit constants (Cell::kUnitParams, unit_params [K*H]: peepholes).
+  FASTRNN_HD void load_params(int j, A* params) const {
+    for (int k = 0; k < K; ++k) params[k] = to_acc(a.unit_params[size_t(k) * p.H + j]);
+  }
+
   // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for
   // rows whose last step this is. gx_pre: load_gx(s, tid).
   FASTRNN_HD void gates_forward(int s, int tid, int nthreads, const A* gx_pre) const {
@@ -275,8 +281,9 @@ struct Block {
                                                 : to_acc(a.c0[size_t(i) * H + j]);
       }
       const A h_prev = to_acc(x_s[size_t(i) * ld + j]);
-      static_assert(Cell::kUnitParams == 0, "the persistent kernels pass no unit_params");
-      const A h = Cell::forward(x, hh, h_prev, carry, saved, static_cast<const A*>(nullptr));
+      A params[kParamsArr];
+      load_params(j, params);
+      const A h = Cell::forward(x, hh, h_prev, carry, saved, params);
       if (Cell::kCellState) carry_s[i * nu + u] = carry;
       if (a.saved != nullptr) {  // null: no backward will read it
         for (int q = 0; q < Cell::kSaved; ++q) {
@@ -349,8 +356,9 @@ struct Block {
       if (Cell::kBackwardCarry && i >= Rn && a.grad_cn != nullptr) {
         carry = to_acc(a.grad_cn[size_t(i) * H + j]);
       }
-      A dx[G], dgh[G];
-      Cell::backward(dh, carry, in.saved, in.h, in.prev, static_cast<const A*>(nullptr), dx, dgh);
+      A dx[G], dgh[G], params[kParamsArr];
+      load_params(j, params);
+      Cell::backward(dh, carry, in.saved, in.h, in.prev, params, dx, dgh);
       for (int g = 0; g < G; ++g) {
         a.grad_gx[row * GH + g * H + j] = from_acc<T>(dx[g]);
         if (Cell::kSeparateDgh) a.grad_gh[row * GH + g * H + j] = from_acc<T>(dgh[g]);

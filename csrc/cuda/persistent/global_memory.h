@@ -60,7 +60,7 @@ FASTRNN_HD Vec16 load_cross16(const void* p) {
 template <class T>
 struct Params {
   Sched sched;
-  const T *gx, *h0, *c0, *w_hh, *b_hh;
+  const T *gx, *h0, *c0, *w_hh, *b_hh, *unit_params;
   T *y, *hn, *cn, *saved;
   const T *grad_y, *grad_hn, *grad_cn;
   T *grad_gx, *grad_gh, *grad_h0, *grad_c0;

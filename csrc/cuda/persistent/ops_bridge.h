@@ -105,7 +105,6 @@ inline at::Tensor h_prev_rows(const at::Tensor& y, const at::Tensor& h0,
 // What the persistent kernels lack for these arguments, or null.
 template <class Cell>
 const char* unsupported(const at::Tensor& w_hr) {
-  if (!persistent::kPersistentCell<Cell>) return "cell but torch.nn's LSTM, GRU and RNN";
   return Cell::kProjection && w_hr.defined() ? "LSTM projection" : nullptr;
 }
 
@@ -124,7 +123,7 @@ std::optional<ForwardResult> persistent_forward(const ForwardArgs& a) {
   r.saved = at::empty({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
   const persistent::ForwardTensors t{pb::in(a.gx), pb::in(a.h0), pb::in(a.c0), pb::in(a.w_hh),
                                      pb::in(a.b_hh), pb::out(r.y), pb::out(r.hn), pb::out(r.cn),
-                                     pb::out(r.saved)};
+                                     pb::out(r.saved), pb::in(a.unit_params)};
   const Schedule schedule(a.batch_sizes, a.reverse);
   if (!pb::run(a.gx, schedule, sz, a.reverse, [&](const persistent::Problem& pr) {
         return persistent::forward<Cell>(pr, t);
@@ -149,7 +148,8 @@ std::optional<BackwardResult> persistent_backward(const BackwardArgs& a) {
   const persistent::BackwardTensors t{
       pb::in(a.grad_y), pb::in(a.grad_hn), pb::in(a.grad_cn), pb::in(a.h0), pb::in(a.c0),
       pb::in(a.w_hh), pb::in(a.y), pb::in(a.saved), pb::out(r.grad_gx),
-      Cell::kSeparateDgh ? pb::out(grad_gh) : nullptr, pb::out(r.grad_h0), pb::out(r.grad_c0)};
+      Cell::kSeparateDgh ? pb::out(grad_gh) : nullptr, pb::out(r.grad_h0), pb::out(r.grad_c0),
+      pb::in(a.unit_params)};
   const Schedule schedule(a.batch_sizes, a.reverse);
   if (!pb::run(a.y, schedule, sz, a.reverse, [&](const persistent::Problem& pr) {
         return persistent::backward<Cell>(pr, t);

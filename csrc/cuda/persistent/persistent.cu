@@ -268,56 +268,44 @@ bool cached_fits(DType dtype, int B, int H, int device, bool backward) {
 
 template <class Cell>
 bool forward(const Problem& pr, const ForwardTensors& t) {
-  if constexpr (!kPersistentCell<Cell>) {  // never chosen for them (choose)
-    return false;
-  } else {
-    if (!shape_ok(pr)) return false;
-    return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      Params<T> a = no_params<T>();
-      a.gx = in<T>(t.gx), a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
-      a.b_hh = in<T>(t.b_hh);
-      a.y = out<T>(t.y), a.hn = out<T>(t.hn), a.cn = out<T>(t.cn), a.saved = out<T>(t.saved);
-      return launch<Cell, T>(pr, false, a);
-    });
-  }
+  if (!shape_ok(pr)) return false;
+  return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Params<T> a = no_params<T>();
+    a.gx = in<T>(t.gx), a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
+    a.b_hh = in<T>(t.b_hh), a.unit_params = in<T>(t.unit_params);
+    a.y = out<T>(t.y), a.hn = out<T>(t.hn), a.cn = out<T>(t.cn), a.saved = out<T>(t.saved);
+    return launch<Cell, T>(pr, false, a);
+  });
 }
 
 template <class Cell>
 bool backward(const Problem& pr, const BackwardTensors& t) {
-  if constexpr (!kPersistentCell<Cell>) {  // never chosen for them (choose)
-    return false;
-  } else {
-    if (!shape_ok(pr)) return false;
-    return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      Params<T> a = no_params<T>();
-      a.grad_y = in<T>(t.grad_y), a.grad_hn = in<T>(t.grad_hn), a.grad_cn = in<T>(t.grad_cn);
-      a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
-      a.y = out<T>(t.y), a.saved = out<T>(t.saved);  // only read
-      a.grad_gx = out<T>(t.grad_gx), a.grad_gh = out<T>(t.grad_gh);
-      a.grad_h0 = out<T>(t.grad_h0), a.grad_c0 = out<T>(t.grad_c0);
-      return launch<Cell, T>(pr, true, a);
-    });
-  }
+  if (!shape_ok(pr)) return false;
+  return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Params<T> a = no_params<T>();
+    a.grad_y = in<T>(t.grad_y), a.grad_hn = in<T>(t.grad_hn), a.grad_cn = in<T>(t.grad_cn);
+    a.h0 = in<T>(t.h0), a.c0 = in<T>(t.c0), a.w_hh = in<T>(t.w_hh);
+    a.unit_params = in<T>(t.unit_params);
+    a.y = out<T>(t.y), a.saved = out<T>(t.saved);  // only read
+    a.grad_gx = out<T>(t.grad_gx), a.grad_gh = out<T>(t.grad_gh);
+    a.grad_h0 = out<T>(t.grad_h0), a.grad_c0 = out<T>(t.grad_c0);
+    return launch<Cell, T>(pr, true, a);
+  });
 }
 
 template <class Cell>
 bool fits(DType dtype, int B, int H, int device, bool backward) {
-  if constexpr (!kPersistentCell<Cell>) {  // never chosen for them (choose)
-    return false;
-  } else {
-    if (B <= 0 || H <= 0) return false;
-    return dispatch(Types{}, dtype, false, [&](auto tag) {
-      Plan p;
-      return device_plan<Cell, typename decltype(tag)::type>(B, H, 1, false, backward, device, &p);
-    });
-  }
+  if (B <= 0 || H <= 0) return false;
+  return dispatch(Types{}, dtype, false, [&](auto tag) {
+    Plan p;
+    return device_plan<Cell, typename decltype(tag)::type>(B, H, 1, false, backward, device, &p);
+  });
 }
 
 template <class Cell>
 Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward) {
-  if (!kPersistentCell<Cell>) return Choice::kNo;  // whatever the setting: the per-step path
   if (setting == Setting::kNever || setting == Setting::kInvalid) return Choice::kNo;
   if (setting == Setting::kAuto && !auto_prefers(dtype, Cell::kGates, B, H)) return Choice::kNo;
   const bool fit = cached_fits<Cell>(dtype, B, H, device, backward);

@@ -13,6 +13,7 @@
 //                    (kSeparateDgh: the gradient w.r.t. h_prev @ w_hh^T + b_hh, which the
 //                    caller turns into grad_w_hh and grad_b_hh), grad_h0 [B, H],
 //                    grad_c0 [B, H] (kCellState) written.
+//   Both: unit_params [K*H] (K = Cell::kUnitParams > 0, the LSTM variants' peepholes) read.
 // Pointers a cell does not use are null. The recurrent weight gradients are GEMMs the
 // caller runs after the backward launch (grad^T @ h_prev with grad = grad_gh for
 // kSeparateDgh cells, else grad_gx), as the per-step path does.
@@ -54,11 +55,13 @@ struct Problem {
 struct ForwardTensors {
   const void *gx, *h0, *c0, *w_hh, *b_hh;
   void *y, *hn, *cn, *saved;
+  const void* unit_params = nullptr;  // [K*H] (Cell::kUnitParams > 0: peepholes)
 };
 
 struct BackwardTensors {
   const void *grad_y, *grad_hn, *grad_cn, *h0, *c0, *w_hh, *y, *saved;
   void *grad_gx, *grad_gh, *grad_h0, *grad_c0;
+  const void* unit_params = nullptr;  // as in ForwardTensors
 };
 
 // Instantiated in persistent.cu for every cell of csrc/cells/all.h.

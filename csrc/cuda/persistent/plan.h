@@ -14,19 +14,17 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../../cells/policy.h"
 #include "../../common/macros.h"
 
 namespace fastrnn {
 namespace persistent {
 
-// The cells the persistent kernels run: torch.nn's four, whose rule (auto_prefers) was
-// measured. The LSTM variants (cells/lstm.h) take the per-step path: the kernels pass no
-// unit_params (peepholes), and the coupled-gate LSTM has not run on a GPU.
+// The cells the persistent kernels run: every cell with a backward (the forward-only leaky
+// cell of a reservoir takes the per-step path). Their selection rule (auto_prefers) was
+// measured on torch.nn's four cells; the LSTM variants follow it by their gate count,
+// unmeasured.
 template <class Cell>
-constexpr bool kPersistentCell =
-    Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru ||
-    Cell::kKind == CellKind::kRnnTanh || Cell::kKind == CellKind::kRnnRelu;
+constexpr bool kPersistentCell = !Cell::kForwardOnly;
 
 constexpr int kWarp = 32;
 constexpr int kMaxRowsPerPass = 16;  // rows one lane accumulates at once (registers)
