@@ -17,6 +17,8 @@ keeps one parameter scheme, one docstring and one constructor, whose options a s
 configuration names. Without options VariantLSTM is torch.nn.LSTM's math and parameters.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ class _Variant:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be a bool, got {value!r}")
         self.peepholes, self.coupled_gates = peepholes, coupled_gates
-        bound = self.hidden_size ** -0.5
+        bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
 
         def new(*shape):  # torch.nn's initialisation
             return nn.Parameter(nn.init.uniform_(

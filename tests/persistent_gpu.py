@@ -26,7 +26,8 @@ from helpers.persistent_host import cached_build, cell_kind, dtype_code, schedul
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "csrc", "cuda", "persistent")
-MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU", "PEEPHOLE_LSTM", "COUPLED_LSTM",
+         "PEEPHOLE_COUPLED_LSTM")
 DTYPE_NAMES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 NAMES = ("gx", "h0", "c0", "w_hh", "b_hh", "y", "hn", "cn", "saved", "grad_y", "grad_hn",
          "grad_cn", "grad_gx", "grad_gh", "grad_h0", "grad_c0", "unit_params")
@@ -97,21 +98,22 @@ class Runner:
         return rc == 1
 
     def forward(self, ins, outs=None):
-        """ins: gx, h0, (c0), w_hh, (b_hh) on the GPU. Returns the outputs (new, NaN-filled
+        """ins: gx, h0, (c0), w_hh, (b_hh), (unit_params) on the GPU. Returns the outputs (new, NaN-filled
         before the launch, unless given), or None if the launcher declined."""
         from helpers.persistent_cases import SAVED, poisoned  # needs fastrnn's extension
         if outs is not None:
             return outs if self.launch(False, {**ins, **outs}) else None
         N, B, H, x = sum(self.bs), self.bs[0], self.hidden, ins["gx"]
         outs = {"y": poisoned(x, N, H), "hn": poisoned(x, B, H)}
-        if self.mode == "LSTM":
+        if self.mode.endswith("LSTM"):
             outs["cn"] = poisoned(x, B, H)
         if SAVED[self.mode]:
             outs["saved"] = poisoned(x, N, SAVED[self.mode] * H)
         return outs if self.launch(False, {**ins, **outs}) else None
 
     def backward(self, ins, outs=None):
-        """ins: grad_y, grad_hn, (grad_cn), h0, (c0), w_hh, y, (saved). Outputs, or None."""
+        """ins: grad_y, grad_hn, (grad_cn), h0, (c0), w_hh, (unit_params), y, (saved).
+        Outputs, or None."""
         from helpers.persistent_cases import GATES, poisoned
         if outs is not None:
             return outs if self.launch(True, {**ins, **outs}) else None
@@ -119,7 +121,7 @@ class Runner:
         outs = {"grad_gx": poisoned(x, N, G * H), "grad_h0": poisoned(x, B, H)}
         if self.mode == "GRU":
             outs["grad_gh"] = poisoned(x, N, G * H)
-        if self.mode == "LSTM":
+        if self.mode.endswith("LSTM"):
             outs["grad_c0"] = poisoned(x, B, H)
         return outs if self.launch(True, {**ins, **outs}) else None
 

@@ -34,6 +34,8 @@ def _runtime_usable():
         pytest.skip(problem)
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+# the LSTM variants (peepholes and/or coupled gates): against the CPU ops only (no torch.nn twin)
+VARIANT_MODES = ("PEEPHOLE_LSTM", "COUPLED_LSTM", "PEEPHOLE_COUPLED_LSTM")
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 # (lengths, hidden, reverse): the goal's H=768 with 16 rows; packed and reverse; B = 1 with
 # H not a multiple of anything; 20 rows (two tensor-core row tiles).
@@ -63,7 +65,8 @@ def run_gpu(mode, dtype, bs, hidden, reverse, seed=0):
     fwd = runner.forward(ins)
     assert fwd is not None, "the persistent forward declined a shape that fits"
     assert fits(mode, dtype, bs[0], hidden, False)
-    back = {**grads, "y": fwd["y"], **{k: ins[k] for k in ("h0", "c0", "w_hh") if k in ins}}
+    back = {**grads, "y": fwd["y"],
+            **{k: ins[k] for k in ("h0", "c0", "w_hh", "unit_params") if k in ins}}
     if "saved" in fwd:
         back["saved"] = fwd["saved"]
     bwd = runner.backward(back)
@@ -96,7 +99,7 @@ def check(name, got, want, dtype, base=None):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{len(c[0])}x{max(c[0])}-H{c[1]}-{'rev' if c[2] else 'fwd'}")
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + VARIANT_MODES)
 def test_matches_float64_cpu_ops(mode, dtype, case):
     lengths, hidden, reverse = case
     bs = batch_sizes_of(lengths)

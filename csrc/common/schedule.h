@@ -68,29 +68,20 @@ inline at::Tensor recurrent_weight_grad_dense(const at::Tensor& grad, const at::
 }
 
 // [N, X]: each packed row's previous state, the previous step's row of `states` ([N, X]), or
-// for a row that starts at its step its row of `init` ([B, X]); on their device, with no
-// host sync there (a packed sequence's row index is uploaded from pinned memory).
+// for a row that starts at its step its row of `init` ([B, X]); on their device. One copy
+// of slices (each step's carried rows, then its fresh ones): no index to upload, so no
+// host sync and nothing a captured CUDA graph would read from host memory.
 inline at::Tensor previous_rows(const at::Tensor& states, const at::Tensor& init,
                                 const Schedule& schedule) {
-  const int64_t N = states.size(0), B = init.size(0);
-  if (schedule.dense()) {  // step t's rows follow t-1's (t+1's in reverse), B each
-    if (N == B) return init.clone();
-    return schedule.reverse() ? at::cat({states.narrow(0, B, N - B), init})
-                              : at::cat({init, states.narrow(0, 0, N - B)});
-  }
-  const bool on_host = states.device().is_cpu();
-  at::Tensor index =
-      at::empty({N}, at::TensorOptions().dtype(at::kLong).pinned_memory(!on_host));
-  int64_t* rows = index.data_ptr<int64_t>();  // into cat(states, init)
-  for (int64_t s = 0; s < schedule.steps(); ++s) {
-    const Step step = schedule.step(s);
-    for (int64_t i = 0; i < step.rows; ++i) {
-      const int64_t row = previous_packed_row(step, i);
-      rows[step.first + i] = row >= 0 ? row : N + i;
+  std::vector<at::Tensor> parts;  // in packed order: by time, not by step
+  for (int64_t t = 0; t < schedule.steps(); ++t) {
+    const Step step = schedule.step(schedule.reverse() ? schedule.steps() - 1 - t : t);
+    if (step.carried > 0) parts.push_back(states.narrow(0, step.prev_first, step.carried));
+    if (step.rows > step.carried) {
+      parts.push_back(init.narrow(0, step.carried, step.rows - step.carried));
     }
   }
-  if (!on_host) index = index.to(states.options().dtype(at::kLong), /*non_blocking=*/true);
-  return at::cat({states, init}).index_select(0, index);
+  return parts.empty() ? states.new_empty({0, states.size(1)}) : at::cat(parts);
 }
 
 }  // namespace fastrnn

@@ -49,7 +49,7 @@ struct Block {
   using A = acc_t<T>;
   static constexpr int G = Cell::kGates;
   static constexpr int kSavedArr = Cell::kSaved > 0 ? Cell::kSaved : 1;
-  static constexpr int K = Cell::kUnitParams, kParamsArr = K > 0 ? K : 1;
+  static constexpr int kParams = Cell::kUnitParams, kParamsArr = kParams > 0 ? kParams : 1;
 
   Plan p;
   Params<T> a;
@@ -256,7 +256,7 @@ struct Block {
 
   // Unit j's per-unit constants (Cell::kUnitParams, unit_params [K*H]: peepholes).
   FASTRNN_HD void load_params(int j, A* params) const {
-    for (int k = 0; k < K; ++k) params[k] = to_acc(a.unit_params[size_t(k) * p.H + j]);
+    for (int k = 0; k < kParams; ++k) params[k] = to_acc(a.unit_params[size_t(k) * p.H + j]);
   }
 
   // Rows of step s, units [u0, u0+nu): gate math, then y, saved, carry; hn (and cn) for

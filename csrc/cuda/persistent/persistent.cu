@@ -268,7 +268,7 @@ bool cached_fits(DType dtype, int B, int H, int device, bool backward) {
 
 template <class Cell>
 bool forward(const Problem& pr, const ForwardTensors& t) {
-  if (!shape_ok(pr)) return false;
+  if (!shape_ok(pr) || (Cell::kUnitParams > 0 && t.unit_params == nullptr)) return false;
   return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
     using T = typename decltype(tag)::type;
     Params<T> a = no_params<T>();
@@ -281,7 +281,7 @@ bool forward(const Problem& pr, const ForwardTensors& t) {
 
 template <class Cell>
 bool backward(const Problem& pr, const BackwardTensors& t) {
-  if (!shape_ok(pr)) return false;
+  if (!shape_ok(pr) || (Cell::kUnitParams > 0 && t.unit_params == nullptr)) return false;
   return dispatch(Types{}, pr.dtype, false, [&](auto tag) {
     using T = typename decltype(tag)::type;
     Params<T> a = no_params<T>();
@@ -307,7 +307,10 @@ bool fits(DType dtype, int B, int H, int device, bool backward) {
 template <class Cell>
 Choice choose(Setting::Mode setting, DType dtype, int B, int H, int device, bool backward) {
   if (setting == Setting::kNever || setting == Setting::kInvalid) return Choice::kNo;
-  if (setting == Setting::kAuto && !auto_prefers(dtype, Cell::kGates, B, H)) return Choice::kNo;
+  if (setting == Setting::kAuto &&
+      !(kAutoPersistentCell<Cell> && auto_prefers(dtype, Cell::kGates, B, H))) {
+    return Choice::kNo;
+  }
   const bool fit = cached_fits<Cell>(dtype, B, H, device, backward);
   if (setting == Setting::kForced) return fit ? Choice::kYes : Choice::kUnsupported;
   return fit ? Choice::kYes : Choice::kNo;

@@ -96,7 +96,8 @@ inline Setting current_setting() {
 //   kNever   never: kNo.
 //   kForced  kYes whenever the shape fits, else kUnsupported, which the caller must turn
 //            into an error.
-//   kAuto    kYes when the shape fits and auto_prefers(dtype, G, B, H), else kNo.
+//   kAuto    kYes when the cell is a kAutoPersistentCell (plan.h), the shape fits and
+//            auto_prefers(dtype, G, B, H), else kNo.
 // "Fits": the device supports cooperative launch, and the plan of plan.h (one block per
 // SM, at most one block per hidden unit) fits a block's shared memory (opt-in limit) with
 // at least one block per SM by the occupancy calculator.

@@ -14,17 +14,22 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../../cells/policy.h"
 #include "../../common/macros.h"
 
 namespace fastrnn {
 namespace persistent {
 
 // The cells the persistent kernels run: every cell with a backward (the forward-only leaky
-// cell of a reservoir takes the per-step path). Their selection rule (auto_prefers) was
-// measured on torch.nn's four cells; the LSTM variants follow it by their gate count,
-// unmeasured.
+// cell of a reservoir takes the per-step path).
 template <class Cell>
 constexpr bool kPersistentCell = !Cell::kForwardOnly;
+// The cells `auto` may give them: those its rule (auto_prefers) was measured on, torch.nn's
+// four. The LSTM variants run there only when FASTRNN_PERSISTENT=1 asks, until measured.
+template <class Cell>
+constexpr bool kAutoPersistentCell =
+    Cell::kKind == CellKind::kLstm || Cell::kKind == CellKind::kGru ||
+    Cell::kKind == CellKind::kRnnTanh || Cell::kKind == CellKind::kRnnRelu;
 
 constexpr int kWarp = 32;
 constexpr int kMaxRowsPerPass = 16;  // rows one lane accumulates at once (registers)
@@ -33,7 +38,7 @@ constexpr int kColsPerPass = 4;      // columns one warp accumulates at once (FF
 struct Plan {
   int B = 0;        // batch (rows of the first step)
   int H = 0;        // hidden size
-  int G = 0;        // gates: 4 LSTM, 3 GRU, 1 RNN
+  int G = 0;        // gates: 4 LSTM (3 with coupled gates), 3 GRU, 1 RNN
   int steps = 0;    // T
   int blocks = 0;   // grid size; every block owns >= 1 unit
   int U = 0;        // units per block (the last block may own fewer)
