@@ -98,8 +98,8 @@ class Runner:
         return rc == 1
 
     def forward(self, ins, outs=None):
-        """ins: gx, h0, (c0), w_hh, (b_hh), (unit_params) on the GPU. Returns the outputs (new, NaN-filled
-        before the launch, unless given), or None if the launcher declined."""
+        """ins: gx, h0, (c0), w_hh, (b_hh), (unit_params) on the GPU. Returns the outputs
+        (new, NaN-filled before the launch, unless given), or None if the launcher declined."""
         from helpers.persistent_cases import SAVED, poisoned  # needs fastrnn's extension
         if outs is not None:
             return outs if self.launch(False, {**ins, **outs}) else None
