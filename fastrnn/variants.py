@@ -28,14 +28,6 @@ from .cells import _WEIGHTS, _FusedCell
 from .modules import _FusedRecurrence, _has_kernels
 
 
-def _gate_names(coupled_gates):
-    return "i, g, o" if coupled_gates else "i, f, g, o"
-
-
-def _peephole_count(coupled_gates):
-    return 2 if coupled_gates else 3
-
-
 class _Variant:
     """What VariantLSTM and VariantLSTMCell share: the options, the parameters they change
     (coupled gates: three gate blocks; peepholes: weight_ch vectors) and the refusals."""
@@ -65,8 +57,8 @@ class _Variant:
                         setattr(self, name, new(3 * old.shape[0] // 4, *old.shape[1:]))
             peephole = f"weight_ch{suffix}"
             if peepholes:
-                self.register_parameter(
-                    peephole, new(_peephole_count(coupled_gates) * self.hidden_size))
+                self.register_parameter(  # p_i, p_f, p_o (coupled: p_i, p_o)
+                    peephole, new((2 if coupled_gates else 3) * self.hidden_size))
             names.append(list(group) + ([peephole] if peepholes else []))
         return names
 

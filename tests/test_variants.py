@@ -17,15 +17,16 @@ from helpers import reference
 from helpers.cases import Case
 from helpers.compare import assert_close, assert_results_close, assert_same_packing
 from helpers.devices import DEVICES
+from helpers.ops import op_args
 from helpers.inputs import make_inputs
 from helpers.reference_module import ReferenceModule
 from helpers.running import run
-from helpers.tolerances import GRADCHECK, LOW_PRECISION
+from helpers.tolerances import LOW_PRECISION
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
 F64, F32 = torch.float64, torch.float32
-INPUT, HIDDEN, PROJ = 4, 5, 3
+PROJ = 3  # the projection of the proj cases (Case default sizes otherwise)
 VARIANTS = {"peepholes": (True, False), "coupled": (False, True), "both": (True, True)}
 
 
@@ -216,49 +217,11 @@ def test_cell_refuses_mixed_state_dtypes():
         cell(torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 4, dtype=F64)))
 
 
-def op_args(peepholes, coupled, reverse=False, dtype=F64, packed=True):
-    gen = torch.Generator().manual_seed(3)
-    gates, hidden, batch = 3 if coupled else 4, 3, 3
-    sizes = torch.tensor([3, 3, 2, 1] if packed else [3, 3, 3])
-    rand = lambda *s: torch.randn(*s, generator=gen, dtype=dtype, requires_grad=True)
-    peep = rand((2 if coupled else 3) * hidden) if peepholes else None
-    return (rand(int(sizes.sum()), gates * hidden), sizes, rand(batch, hidden),
-            rand(batch, hidden), rand(gates * hidden, hidden), None, peep, coupled, reverse, True)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_op_gradcheck(variant, reverse):
-    args = op_args(*VARIANTS[variant], reverse)
-
-    def outputs(gx, h0, c0, w_hh, peep):
-        y, hn, cn, _ = fastrnn.ops.lstm_variant_forward(gx, args[1], h0, c0, w_hh, None, peep,
-                                                        args[7], reverse, True)
-        return y, hn, cn
-
-    inputs = tuple(t for t in (args[0], args[2], args[3], args[4], args[6]))
-    if args[6] is None:
-        assert torch.autograd.gradcheck(lambda *a: outputs(*a, None), inputs[:4], **GRADCHECK)
-    else:
-        assert torch.autograd.gradcheck(outputs, inputs, **GRADCHECK)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("packed", [True, False], ids=["packed", "dense"])
-def test_opcheck(variant, packed):
-    args = op_args(*VARIANTS[variant], packed=packed)
-    torch.library.opcheck(fastrnn.ops.lstm_variant_forward, args)
-    y, hn, cn, saved = fastrnn.ops.lstm_variant_forward(*args)
-    grads = [torch.randn_like(t) for t in (y, hn, cn)]
-    gx, sizes, h0, c0, w_hh, w_hr, peep, coupled, reverse, _ = args
-    detached = lambda t: None if t is None else t.detach()
-    torch.library.opcheck(fastrnn.ops.lstm_variant_backward,
-                          (*grads, sizes, h0.detach(), c0.detach(), w_hh.detach(), w_hr,
-                           detached(peep), coupled, y.detach(), saved.detach(), reverse))
-
-
 def test_op_errors():
-    gx, sizes, h0, c0, w_hh, _, peep, _, _, _ = op_args(True, False)
+    """(gradcheck, opcheck and the rest of the ops' tests: tests/test_ops.py, whose
+    FORWARD_VARIANTS hold lstm_variant)"""
+    gx, sizes, h0, c0, w_hh, _, peep, _, _, _ = op_args("lstm_variant", "packed", False,
+                                                       peepholes=True, requires_grad=False)
     with pytest.raises(RuntimeError, match=r"peepholes must be \[3\*H\]"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep[:-1], False, False,
                                          True)

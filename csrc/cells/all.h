@@ -10,11 +10,11 @@
 #include "rnn.h"
 
 // X(Cell, NAME) for each cell policy and the name Python knows the cell by.
-#define FASTRNN_FOR_EACH_CELL(X)          \
-  X(::fastrnn::lstm::Policy, LSTM)        \
-  X(::fastrnn::lstm::PeepholePolicy, PEEPHOLE_LSTM) \
-  X(::fastrnn::lstm::CoupledPolicy, COUPLED_LSTM) \
+#define FASTRNN_FOR_EACH_CELL(X)                                   \
+  X(::fastrnn::lstm::Policy, LSTM)                                 \
+  X(::fastrnn::lstm::PeepholePolicy, PEEPHOLE_LSTM)                \
+  X(::fastrnn::lstm::CoupledPolicy, COUPLED_LSTM)                  \
   X(::fastrnn::lstm::PeepholeCoupledPolicy, PEEPHOLE_COUPLED_LSTM) \
-  X(::fastrnn::gru::Policy, GRU)          \
-  X(::fastrnn::rnn::Policy<false>, RNN_TANH) \
+  X(::fastrnn::gru::Policy, GRU)                                   \
+  X(::fastrnn::rnn::Policy<false>, RNN_TANH)                       \
   X(::fastrnn::rnn::Policy<true>, RNN_RELU)

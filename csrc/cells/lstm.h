@@ -88,7 +88,7 @@ struct Variant {
     if constexpr (!kPeepholes && !kCoupled) {
       A c_new, h;
       lstm::forward<A>(x[0] + hh[0], x[1] + hh[1], x[2] + hh[2], x[3] + hh[3], carry,
-                       saved[kI], saved[1], saved[kG], saved[kO], c_new, h);
+                       saved[kI], saved[kF], saved[kG], saved[kO], c_new, h);
       saved[kSlotC] = c_new;
       carry = c_new;
       return h;
@@ -123,8 +123,8 @@ struct Variant {
   FASTRNN_HD static void backward(A dh, A& carry, const A* saved, A /*h*/, A prev,
                                   const A* params, A* dx, A* dgh) {
     if constexpr (!kPeepholes && !kCoupled) {
-      lstm::backward<A>(dh, carry, saved[kI], saved[1], saved[kG], saved[kO], saved[kSlotC],
-                        prev, dx[0], dx[1], dx[2], dx[3]);
+      lstm::backward<A>(dh, carry, saved[kI], saved[kF], saved[kG], saved[kO], saved[kSlotC],
+                        prev, dx[kI], dx[kF], dx[kG], dx[kO]);
     } else {
       const A i = saved[kI], g = saved[kG], o = saved[kO], c = saved[kSlotC];
       const A tanh_c = tanh_act(c);
@@ -137,7 +137,7 @@ struct Variant {
         dx[kI] = dc_total * (g - prev) * dsigmoid_from_output(i);
         dc_prev = dc_total * (A(1) - i);
       } else {
-        const A f = saved[1];
+        const A f = saved[kF];
         dx[kI] = dc_total * g * dsigmoid_from_output(i);
         dx[kF] = dc_total * prev * dsigmoid_from_output(f);
         dc_prev = dc_total * f;
