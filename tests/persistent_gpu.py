@@ -155,7 +155,8 @@ def run_one(mode, dtype, args):
     ins, grads = random_inputs(mode, bs, args.hidden, dtype)
     fwd = runner.forward(ins)
     assert fwd is not None, "declined"
-    back = {**grads, **{k: v for k, v in ins.items() if k in ("h0", "c0", "w_hh")}, "y": fwd["y"]}
+    back = {**grads, "y": fwd["y"],
+            **{k: v for k, v in ins.items() if k in ("h0", "c0", "w_hh", "unit_params")}}
     if "saved" in fwd:
         back["saved"] = fwd["saved"]
     g = runner.backward(back)
