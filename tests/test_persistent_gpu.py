@@ -214,6 +214,9 @@ def test_declines_what_does_not_fit():
     ("auto", "RNN_TANH", torch.float16, 64, 1024, True, 1),
     ("auto", "LSTM", torch.bfloat16, 512, 64, False, 0),  # outside the measured range
     ("auto", "GRU", torch.float32, 8, 128, False, 0),
+    ("auto", "PEEPHOLE_LSTM", torch.float32, 16, 256, False, 0),  # variants: not measured
+    ("auto", "COUPLED_LSTM", torch.bfloat16, 16, 256, True, 0),
+    ("1", "PEEPHOLE_COUPLED_LSTM", torch.float32, 16, 256, False, 1),  # when asked
     ("yes", "LSTM", torch.float32, 16, 256, False, 3),    # not a valid setting
 ])
 def test_selection_rule(monkeypatch, setting, mode, dtype, batch, hidden, backward, want):
