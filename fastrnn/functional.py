@@ -34,17 +34,18 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
                variant=None):
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
 
-    weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order (then the peepholes,
-    for a variant that has them). Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
+    weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order, then the peepholes
+    for a variant that has them. Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
     """
-    if variant is not None:
-        return _lstm_variant_direction(variant, x, batch_sizes, h0, c0, weights, has_bias,
-                                       has_proj, reverse)
+    peepholes = weights[-1] if variant is not None and variant.peepholes else None
+    if peepholes is not None:
+        weights = weights[:-1]
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
     if batch_sizes.shape[0] == 1 and not has_proj:  # one step, in either direction: a cell call
-        y, h, c, _ = ops.cell_forward(CELL_KIND[mode], x, h0, c0, w_ih, w_hh, b_ih, b_hh, False)
+        cell = CELL_KIND[mode if variant is None else lstm_variant_cell(*variant)]
+        y, h, c, _ = ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, peepholes)
         return y, h, (c if c0 is not None else None)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
         gx = torch.addmm(b_ih, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
@@ -52,32 +53,17 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
                                     _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
     gx = torch.addmm(b_ih + b_hh, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
+    if variant is not None:  # the LSTM with peepholes and/or coupled gates
+        y, hn, cn, _ = ops.lstm_variant_forward(
+            gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, reverse,
+            _needs_grad(gx, h0, c0, w_hh, w_hr, peepholes))
+        return y, hn, cn
     if mode == "LSTM":
         y, hn, cn, _ = ops.lstm_forward(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse,
                                         _needs_grad(gx, h0, c0, w_hh, w_hr))
         return y, hn, cn
     y, hn = ops.rnn_forward(gx, batch_sizes, h0, w_hh, mode == "RNN_RELU", reverse)
     return y, hn, None
-
-
-def _lstm_variant_direction(variant, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
-                            reverse):
-    """_direction for an LSTM variant: one lstm_variant_forward op (any T)."""
-    peepholes = weights[-1] if variant.peepholes else None
-    if variant.peepholes:
-        weights = weights[:-1]
-    w_ih, w_hh = weights[0], weights[1]
-    w_hr = weights[-1] if has_proj else None
-    if batch_sizes.shape[0] == 1 and not has_proj:  # one step: a cell call
-        b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
-        cell = CELL_KIND[lstm_variant_cell(variant.peepholes, variant.coupled_gates)]
-        y, h, c, _ = ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, peepholes)
-        return y, h, c
-    gx = torch.addmm(weights[2] + weights[3], x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
-    y, hn, cn, _ = ops.lstm_variant_forward(
-        gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, reverse,
-        _needs_grad(gx, h0, c0, w_hh, w_hr, peepholes))
-    return y, hn, cn
 
 
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
