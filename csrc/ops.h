@@ -140,11 +140,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 template <class F>
 auto with_lstm_variant(const char* op, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                        const Tensor& peepholes, bool coupled, const F& fn) {
-  TORCH_CHECK(c0.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) == (coupled ? 3 : 4) * c0.size(1),
-              op, ": w_hh must be [", coupled ? "3*H" : "4*H", ", P] with H = c0.size(1) (gate ",
-              "blocks ", coupled ? "i, g, o with coupled gates" : "i, f, g, o", "), got ",
-              w_hh.sizes(), " and c0 ", c0.sizes());
   const auto check = [&](auto cell) {
+    constexpr int G = decltype(cell)::kGates;
+    TORCH_CHECK(c0.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) == G * c0.size(1), op,
+                ": w_hh must be [", BlocksOfH{G}, ", P] with H = c0.size(1) (gate blocks ",
+                coupled ? "i, g, o with coupled gates" : "i, f, g, o", "), got ", w_hh.sizes(),
+                " and c0 ", c0.sizes());
     check_unit_params<decltype(cell)>(op, h0, peepholes, c0.size(1), "peepholes");
     return fn(cell);
   };

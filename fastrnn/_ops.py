@@ -58,49 +58,57 @@ def _check_same_device(op, *tensors):
                              f"got one on {t.device}")
 
 
-@torch.library.register_fake("fastrnn::lstm_forward")
-def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
-    _check_devices("lstm_forward", batch_sizes, h0, gx, c0, w_hh, w_hr)
-    n, hidden = gx.shape[0], c0.shape[1]
-    return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
-            gx.new_empty(n if save else 0, SAVED_SLOTS["LSTM"] * hidden))
-
-
-@torch.library.register_fake("fastrnn::lstm_backward")
-def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
-    _check_devices("lstm_backward", batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh, w_hr, y,
-                   saved)
-    n, hidden = y.shape[0], c0.shape[1]
-    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else y.new_empty(0)
-    return (y.new_empty(n, GATES["LSTM"] * hidden), torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(w_hh), grad_w_hr)
-
-
 def lstm_variant_cell(peepholes, coupled):
     """The cell name (GATES, SAVED_SLOTS, CELL_KIND) of the LSTM with or without peepholes
     and coupled gates."""
     return ("PEEPHOLE_" if peepholes else "") + ("COUPLED_" if coupled else "") + "LSTM"
 
 
-@torch.library.register_fake("fastrnn::lstm_variant_forward")
-def _(gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save):
-    _check_devices("lstm_variant_forward", batch_sizes, h0, gx, c0, w_hh, w_hr, peepholes)
+def _lstm_forward_fake(op, gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, save):
+    """lstm_forward's and lstm_variant_forward's results (peepholes None, coupled False:
+    the plain LSTM)."""
+    _check_devices(op, batch_sizes, h0, gx, c0, w_hh, w_hr, peepholes)
     n, hidden = gx.shape[0], c0.shape[1]
     slots = SAVED_SLOTS[lstm_variant_cell(peepholes is not None, coupled)]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
             gx.new_empty(n if save else 0, slots * hidden))
 
 
-@torch.library.register_fake("fastrnn::lstm_variant_backward")
-def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, y, saved,
-      reverse):
-    _check_devices("lstm_variant_backward", batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh,
-                   w_hr, peepholes, y, saved)
+def _lstm_backward_fake(op, grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr,
+                        peepholes, coupled, y, saved):
+    """lstm_variant_backward's results; lstm_backward's are the first five."""
+    _check_devices(op, batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh, w_hr, peepholes, y,
+                   saved)
     n, hidden = y.shape[0], c0.shape[1]
     gates = GATES[lstm_variant_cell(peepholes is not None, coupled)]
     optional = lambda t: torch.empty_like(t) if t is not None else y.new_empty(0)
     return (y.new_empty(n, gates * hidden), torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(w_hh), optional(w_hr), optional(peepholes))
+
+
+@torch.library.register_fake("fastrnn::lstm_forward")
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
+    return _lstm_forward_fake("lstm_forward", gx, batch_sizes, h0, c0, w_hh, w_hr, None, False,
+                              save)
+
+
+@torch.library.register_fake("fastrnn::lstm_backward")
+def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
+    return _lstm_backward_fake("lstm_backward", grad_y, grad_hn, grad_cn, batch_sizes, h0, c0,
+                               w_hh, w_hr, None, False, y, saved)[:5]
+
+
+@torch.library.register_fake("fastrnn::lstm_variant_forward")
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save):
+    return _lstm_forward_fake("lstm_variant_forward", gx, batch_sizes, h0, c0, w_hh, w_hr,
+                              peepholes, coupled, save)
+
+
+@torch.library.register_fake("fastrnn::lstm_variant_backward")
+def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, y, saved,
+      reverse):
+    return _lstm_backward_fake("lstm_variant_backward", grad_y, grad_hn, grad_cn, batch_sizes,
+                               h0, c0, w_hh, w_hr, peepholes, coupled, y, saved)
 
 
 @torch.library.register_fake("fastrnn::gru_forward")

@@ -33,7 +33,8 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, peepholes
         return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
             requires_grad)
 
-    gates = (3 if coupled else 4) if op == "lstm_variant" else GATES[op]
+    gates = (_ops.GATES[_ops.lstm_variant_cell(peepholes, coupled)] if op == "lstm_variant"
+             else GATES[op])
     gx = rand(n, gates * H)
     h0 = rand(B, out)
     w_hh = rand(gates * H, out, scale=0.5)
