@@ -45,6 +45,7 @@ extern "C" PyObject* PyInit__C(void) {
   int failed = add_dtypes(module);
 #define FASTRNN_ADD_CELL(Cell, NAME) failed |= add_cell<Cell>(module, #NAME);
   FASTRNN_FOR_EACH_CELL(FASTRNN_ADD_CELL)
+  FASTRNN_FOR_EACH_ROW_CELL(FASTRNN_ADD_CELL)
 #undef FASTRNN_ADD_CELL
   if (failed) {
     Py_DECREF(module);

@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include "cells/gru.h"
+#include "cells/layer_norm.h"
 #include "cells/leaky.h"
 #include "cells/lstm.h"
 #include "cells/rnn.h"
@@ -34,18 +35,30 @@ inline void define_ops(torch::Library& m) {
       "lstm_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
       "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor saved, bool reverse) "
       "-> (Tensor grad_gx, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_hh, Tensor grad_w_hr)");
-  // The LSTM's variants (cells/lstm.h): peepholes [K*H] (K = 3, p_i p_f p_o; 2 with
-  // coupled gates, p_i p_o) or none; coupled: the input and forget gates coupled (gate
-  // blocks i, g, o: gx [N, 3H], w_hh [3H, P]). Neither: the plain LSTM.
+  // The LSTM's variants (cells/lstm.h, cells/layer_norm.h): params the peepholes [K*H]
+  // (K = 3, p_i p_f p_o; 2 with coupled gates, p_i p_o), or with layer_norm the recurrent
+  // side's norms [10*H] (gamma_h, beta_h [4H], gamma_c, beta_c [H]), or none; coupled: the
+  // input and forget gates coupled (gate blocks i, g, o: gx [N, 3H], w_hh [3H, P]). Layer
+  // norm takes neither peepholes nor coupled gates. None: the plain LSTM.
   m.def(
       "lstm_variant_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_hh, "
-      "Tensor? w_hr, Tensor? peepholes, bool coupled, bool reverse, bool save) "
+      "Tensor? w_hr, Tensor? params, bool coupled, bool layer_norm, bool reverse, bool save) "
       "-> (Tensor y, Tensor hn, Tensor cn, Tensor saved)");
   m.def(
       "lstm_variant_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
-      "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peepholes, bool coupled, "
-      "Tensor y, Tensor saved, bool reverse) -> (Tensor grad_gx, Tensor grad_h0, "
-      "Tensor grad_c0, Tensor grad_w_hh, Tensor grad_w_hr, Tensor grad_peepholes)");
+      "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? params, bool coupled, "
+      "bool layer_norm, Tensor y, Tensor saved, bool reverse) -> (Tensor grad_gx, "
+      "Tensor grad_h0, Tensor grad_c0, Tensor grad_w_hh, Tensor grad_w_hr, Tensor grad_params)");
+  // The layer-normalised GRU (cells/layer_norm.h): norms [6*H] (gamma_h, beta_h [3H]); none:
+  // the plain GRU.
+  m.def(
+      "gru_variant_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor? b_hh, "
+      "Tensor? norms, bool reverse, bool save) -> (Tensor y, Tensor hn, Tensor saved)");
+  m.def(
+      "gru_variant_backward(Tensor grad_y, Tensor grad_hn, Tensor batch_sizes, Tensor h0, "
+      "Tensor w_hh, Tensor? norms, Tensor y, Tensor saved, bool has_bias, bool reverse) "
+      "-> (Tensor grad_gx, Tensor grad_h0, Tensor grad_w_hh, Tensor grad_b_hh, "
+      "Tensor grad_norms)");
   m.def(
       "gru_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor? b_hh, "
       "bool reverse, bool save) -> (Tensor y, Tensor hn, Tensor saved)");
@@ -108,7 +121,9 @@ BackwardResult backward(const char* op, BackwardArgs a) {
     if (t->defined()) *t = t->contiguous();
   }
   BackwardResult r = Backend::template backward<Cell>(a);
-  if constexpr (Cell::kUnitParams > 0) {
+  if constexpr (Cell::kRowWise) {
+    if (a.weight_grad) r.grad_unit_params = norm_params_grad<Cell>(a, r.grad_slots);
+  } else if constexpr (Cell::kUnitParams > 0) {
     if (a.weight_grad) r.grad_unit_params = unit_params_grad<Cell>(a, r.grad_gx);
   }
   return r;
@@ -135,21 +150,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   return {r.grad_gx, r.grad_h0, r.grad_c0, r.grad_w_hh, r.grad_w_hr};
 }
 
-// fn(Cell{}) for the LSTM variant with or without peepholes and coupled gates, after the
-// checks that name the variant's gate blocks and its peepholes (the generic ones follow).
+// fn(Cell{}) for the LSTM variant with or without peepholes and coupled gates, or with
+// layer norm, after the checks that name the variant's gate blocks and its params (the
+// generic ones follow).
 template <class F>
 auto with_lstm_variant(const char* op, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                       const Tensor& peepholes, bool coupled, const F& fn) {
+                       const Tensor& params, bool coupled, bool layer_norm, const F& fn) {
   const auto check = [&](auto cell) {
     constexpr int G = decltype(cell)::kGates;
     TORCH_CHECK(c0.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) == G * c0.size(1), op,
                 ": w_hh must be [", BlocksOfH{G}, ", P] with H = c0.size(1) (gate blocks ",
                 coupled ? "i, g, o with coupled gates" : "i, f, g, o", "), got ", w_hh.sizes(),
                 " and c0 ", c0.sizes());
-    check_unit_params<decltype(cell)>(op, h0, peepholes, c0.size(1), "peepholes");
+    check_unit_params<decltype(cell)>(op, h0, params, c0.size(1),
+                                      layer_norm ? "norms" : "peepholes");
     return fn(cell);
   };
-  if (peepholes.defined()) {
+  if (layer_norm) {
+    TORCH_CHECK(!coupled, op, ": layer_norm does not combine with coupled gates");
+    return check(ln::LstmPolicy{});
+  }
+  if (params.defined()) {
     return coupled ? check(lstm::PeepholeCoupledPolicy{}) : check(lstm::PeepholePolicy{});
   }
   return coupled ? check(lstm::CoupledPolicy{}) : check(lstm::Policy{});
@@ -158,13 +179,13 @@ auto with_lstm_variant(const char* op, const Tensor& h0, const Tensor& c0, const
 template <class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_forward(
     const Tensor& gx, const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0,
-    const Tensor& w_hh, const optional<Tensor>& w_hr, const optional<Tensor>& peepholes,
-    bool coupled, bool reverse, bool save) {
+    const Tensor& w_hh, const optional<Tensor>& w_hr, const optional<Tensor>& params,
+    bool coupled, bool layer_norm, bool reverse, bool save) {
   ForwardArgs a{gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(), reverse,
                 save, {}};
-  a.unit_params = peepholes.value_or(Tensor());
+  a.unit_params = params.value_or(Tensor());
   const auto r = with_lstm_variant("lstm_variant_forward", h0, c0, w_hh, a.unit_params, coupled,
-                                   [&](auto cell) {
+                                   layer_norm, [&](auto cell) {
     return forward<Backend, decltype(cell)>("lstm_variant_forward", a);
   });
   return {r.y, r.hn, r.cn, r.saved};
@@ -174,13 +195,13 @@ template <class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_variant_backward(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& grad_cn,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-    const optional<Tensor>& w_hr, const optional<Tensor>& peepholes, bool coupled,
-    const Tensor& y, const Tensor& saved, bool reverse) {
+    const optional<Tensor>& w_hr, const optional<Tensor>& params, bool coupled,
+    bool layer_norm, const Tensor& y, const Tensor& saved, bool reverse) {
   BackwardArgs a{grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()),
                  y, saved, false, reverse, {}};
-  a.unit_params = peepholes.value_or(Tensor());
+  a.unit_params = params.value_or(Tensor());
   const auto r = with_lstm_variant("lstm_variant_backward", h0, c0, w_hh, a.unit_params,
-                                   coupled, [&](auto cell) {
+                                   coupled, layer_norm, [&](auto cell) {
     return backward<Backend, decltype(cell)>("lstm_variant_backward", a);
   });
   const Tensor none = at::empty({0}, y.options());
@@ -207,6 +228,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
       "gru_backward", {grad_y, grad_hn, Tensor(), batch_sizes, h0, Tensor(), w_hh, Tensor(), y,
                        saved, has_bias, reverse, {}});
   return {r.grad_gx, r.grad_h0, r.grad_w_hh, r.grad_b_hh};
+}
+
+// fn(Cell{}): the GRU, or the layer-normalised GRU when norms are given.
+template <class F>
+auto with_gru_variant(const Tensor& norms, const F& fn) {
+  return norms.defined() ? fn(ln::GruPolicy{}) : fn(gru::Policy{});
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> gru_variant_forward(
+    const Tensor& gx, const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh,
+    const optional<Tensor>& b_hh, const optional<Tensor>& norms, bool reverse, bool save) {
+  ForwardArgs a{gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), b_hh.value_or(Tensor()),
+                reverse, save, {}};
+  a.unit_params = norms.value_or(Tensor());
+  const auto r = with_gru_variant(a.unit_params, [&](auto cell) {
+    return forward<Backend, decltype(cell)>("gru_variant_forward", a);
+  });
+  return {r.y, r.hn, r.saved};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_variant_backward(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
+    const Tensor& w_hh, const optional<Tensor>& norms, const Tensor& y, const Tensor& saved,
+    bool has_bias, bool reverse) {
+  BackwardArgs a{grad_y, grad_hn, Tensor(), batch_sizes, h0, Tensor(), w_hh, Tensor(), y,
+                 saved, has_bias, reverse, {}};
+  a.unit_params = norms.value_or(Tensor());
+  const auto r = with_gru_variant(a.unit_params, [&](auto cell) {
+    return backward<Backend, decltype(cell)>("gru_variant_backward", a);
+  });
+  const Tensor none = at::empty({0}, y.options());
+  return {r.grad_gx, r.grad_h0, r.grad_w_hh, r.grad_b_hh,
+          r.grad_unit_params.defined() ? r.grad_unit_params : none};
 }
 
 // The RNN saves nothing but y, so its forward always "saves".
@@ -279,6 +335,8 @@ void register_ops(torch::Library& m) {
   m.impl("lstm_variant_backward", &op_entry::lstm_variant_backward<Backend>);
   m.impl("gru_forward", &op_entry::gru_forward<Backend>);
   m.impl("gru_backward", &op_entry::gru_backward<Backend>);
+  m.impl("gru_variant_forward", &op_entry::gru_variant_forward<Backend>);
+  m.impl("gru_variant_backward", &op_entry::gru_variant_backward<Backend>);
   m.impl("rnn_forward", &op_entry::rnn_forward<Backend>);
   m.impl("rnn_backward", &op_entry::rnn_backward<Backend>);
   m.impl("leaky_forward", &op_entry::leaky_forward<Backend>);

@@ -58,74 +58,101 @@ def _check_same_device(op, *tensors):
                              f"got one on {t.device}")
 
 
-def lstm_variant_cell(peepholes, coupled):
+def lstm_variant_cell(peepholes, coupled, layer_norm=False):
     """The cell name (GATES, SAVED_SLOTS, CELL_KIND) of the LSTM with or without peepholes
-    and coupled gates."""
+    and coupled gates, or with layer norm."""
+    if layer_norm:
+        return "LAYER_NORM_LSTM"
     return ("PEEPHOLE_" if peepholes else "") + ("COUPLED_" if coupled else "") + "LSTM"
 
 
-def _lstm_forward_fake(op, gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, save):
-    """lstm_forward's and lstm_variant_forward's results (peepholes None, coupled False:
-    the plain LSTM)."""
-    _check_devices(op, batch_sizes, h0, gx, c0, w_hh, w_hr, peepholes)
+def _lstm_forward_fake(op, gx, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm,
+                       save):
+    """lstm_forward's and lstm_variant_forward's results (params None, coupled and
+    layer_norm False: the plain LSTM)."""
+    _check_devices(op, batch_sizes, h0, gx, c0, w_hh, w_hr, params)
     n, hidden = gx.shape[0], c0.shape[1]
-    slots = SAVED_SLOTS[lstm_variant_cell(peepholes is not None, coupled)]
+    slots = SAVED_SLOTS[lstm_variant_cell(params is not None, coupled, layer_norm)]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
             gx.new_empty(n if save else 0, slots * hidden))
 
 
 def _lstm_backward_fake(op, grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr,
-                        peepholes, coupled, y, saved):
+                        params, coupled, layer_norm, y, saved):
     """lstm_variant_backward's results; lstm_backward's are the first five."""
-    _check_devices(op, batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh, w_hr, peepholes, y,
+    _check_devices(op, batch_sizes, h0, grad_y, grad_hn, grad_cn, c0, w_hh, w_hr, params, y,
                    saved)
     n, hidden = y.shape[0], c0.shape[1]
-    gates = GATES[lstm_variant_cell(peepholes is not None, coupled)]
+    gates = GATES[lstm_variant_cell(params is not None, coupled, layer_norm)]
     optional = lambda t: torch.empty_like(t) if t is not None else y.new_empty(0)
     return (y.new_empty(n, gates * hidden), torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(w_hh), optional(w_hr), optional(peepholes))
+            torch.empty_like(w_hh), optional(w_hr), optional(params))
 
 
 @torch.library.register_fake("fastrnn::lstm_forward")
 def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
     return _lstm_forward_fake("lstm_forward", gx, batch_sizes, h0, c0, w_hh, w_hr, None, False,
-                              save)
+                              False, save)
 
 
 @torch.library.register_fake("fastrnn::lstm_backward")
 def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
     return _lstm_backward_fake("lstm_backward", grad_y, grad_hn, grad_cn, batch_sizes, h0, c0,
-                               w_hh, w_hr, None, False, y, saved)[:5]
+                               w_hh, w_hr, None, False, False, y, saved)[:5]
 
 
 @torch.library.register_fake("fastrnn::lstm_variant_forward")
-def _(gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save):
+def _(gx, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm, reverse, save):
     return _lstm_forward_fake("lstm_variant_forward", gx, batch_sizes, h0, c0, w_hh, w_hr,
-                              peepholes, coupled, save)
+                              params, coupled, layer_norm, save)
 
 
 @torch.library.register_fake("fastrnn::lstm_variant_backward")
-def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, y, saved,
-      reverse):
+def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm,
+      y, saved, reverse):
     return _lstm_backward_fake("lstm_variant_backward", grad_y, grad_hn, grad_cn, batch_sizes,
-                               h0, c0, w_hh, w_hr, peepholes, coupled, y, saved)
+                               h0, c0, w_hh, w_hr, params, coupled, layer_norm, y, saved)
+
+
+def _gru_forward_fake(op, gx, batch_sizes, h0, w_hh, b_hh, norms, save):
+    """gru_forward's and gru_variant_forward's results (norms None: the plain GRU)."""
+    _check_devices(op, batch_sizes, h0, gx, w_hh, b_hh, norms)
+    n, hidden = gx.shape[0], h0.shape[1]
+    slots = SAVED_SLOTS["GRU" if norms is None else "LAYER_NORM_GRU"]
+    return (gx.new_empty(n, hidden), torch.empty_like(h0),
+            gx.new_empty(n if save else 0, slots * hidden))
+
+
+def _gru_backward_fake(op, grad_y, grad_hn, batch_sizes, h0, w_hh, norms, y, saved, has_bias):
+    """gru_variant_backward's results; gru_backward's are the first four."""
+    _check_devices(op, batch_sizes, h0, grad_y, grad_hn, w_hh, norms, y, saved)
+    n, hidden = y.shape[0], h0.shape[1]
+    gates = GATES["GRU"] * hidden
+    return (y.new_empty(n, gates), torch.empty_like(h0), torch.empty_like(w_hh),
+            y.new_empty(gates if has_bias else 0),
+            torch.empty_like(norms) if norms is not None else y.new_empty(0))
 
 
 @torch.library.register_fake("fastrnn::gru_forward")
 def _(gx, batch_sizes, h0, w_hh, b_hh, reverse, save):
-    _check_devices("gru_forward", batch_sizes, h0, gx, w_hh, b_hh)
-    n, hidden = gx.shape[0], h0.shape[1]
-    return (gx.new_empty(n, hidden), torch.empty_like(h0),
-            gx.new_empty(n if save else 0, SAVED_SLOTS["GRU"] * hidden))
+    return _gru_forward_fake("gru_forward", gx, batch_sizes, h0, w_hh, b_hh, None, save)
 
 
 @torch.library.register_fake("fastrnn::gru_backward")
 def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, saved, has_bias, reverse):
-    _check_devices("gru_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y, saved)
-    n, hidden = y.shape[0], h0.shape[1]
-    gates = GATES["GRU"] * hidden
-    return (y.new_empty(n, gates), torch.empty_like(h0), torch.empty_like(w_hh),
-            y.new_empty(gates if has_bias else 0))
+    return _gru_backward_fake("gru_backward", grad_y, grad_hn, batch_sizes, h0, w_hh, None, y,
+                              saved, has_bias)[:4]
+
+
+@torch.library.register_fake("fastrnn::gru_variant_forward")
+def _(gx, batch_sizes, h0, w_hh, b_hh, norms, reverse, save):
+    return _gru_forward_fake("gru_variant_forward", gx, batch_sizes, h0, w_hh, b_hh, norms, save)
+
+
+@torch.library.register_fake("fastrnn::gru_variant_backward")
+def _(grad_y, grad_hn, batch_sizes, h0, w_hh, norms, y, saved, has_bias, reverse):
+    return _gru_backward_fake("gru_variant_backward", grad_y, grad_hn, batch_sizes, h0, w_hh,
+                              norms, y, saved, has_bias)
 
 
 @torch.library.register_fake("fastrnn::rnn_forward")
@@ -214,22 +241,24 @@ def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
 
 
 def _lstm_variant_setup(ctx, inputs, output):
-    gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, coupled, reverse, save = inputs
+    gx, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm, reverse, save = inputs
     y, _, _, saved = output
-    ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, peepholes, y, saved)
-    ctx.coupled, ctx.reverse, ctx.saved_for_backward = coupled, reverse, save
+    ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, params, y, saved)
+    ctx.coupled, ctx.layer_norm, ctx.reverse = coupled, layer_norm, reverse
+    ctx.saved_for_backward = save
     ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
 def _lstm_variant_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
     _require_saved(ctx, "lstm_variant_forward")
-    batch_sizes, h0, c0, w_hh, w_hr, peepholes, y, saved = ctx.saved_tensors
-    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr, grad_peepholes = ops.lstm_variant_backward(
+    batch_sizes, h0, c0, w_hh, w_hr, params, y, saved = ctx.saved_tensors
+    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr, grad_params = ops.lstm_variant_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
-        batch_sizes, h0, c0, w_hh, w_hr, peepholes, ctx.coupled, y, saved, ctx.reverse)
+        batch_sizes, h0, c0, w_hh, w_hr, params, ctx.coupled, ctx.layer_norm, y, saved,
+        ctx.reverse)
     return (grad_gx, None, grad_h0, grad_c0, grad_w_hh,
             _none_if_empty(grad_w_hr, w_hr is not None),
-            _none_if_empty(grad_peepholes, peepholes is not None), None, None, None)
+            _none_if_empty(grad_params, params is not None), None, None, None, None)
 
 
 def _gru_setup(ctx, inputs, output):
@@ -248,6 +277,24 @@ def _gru_backward(ctx, grad_y, grad_hn, _grad_saved):
         saved, ctx.has_bias, ctx.reverse)
     return (grad_gx, None, grad_h0, grad_w_hh, _none_if_empty(grad_b_hh, ctx.has_bias), None,
             None)
+
+
+def _gru_variant_setup(ctx, inputs, output):
+    gx, batch_sizes, h0, w_hh, b_hh, norms, reverse, save = inputs
+    y, _, saved = output
+    ctx.save_for_backward(batch_sizes, h0, w_hh, norms, y, saved)
+    ctx.has_bias, ctx.reverse, ctx.saved_for_backward = b_hh is not None, reverse, save
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
+
+
+def _gru_variant_backward(ctx, grad_y, grad_hn, _grad_saved):
+    _require_saved(ctx, "gru_variant_forward")
+    batch_sizes, h0, w_hh, norms, y, saved = ctx.saved_tensors
+    grad_gx, grad_h0, grad_w_hh, grad_b_hh, grad_norms = ops.gru_variant_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, norms,
+        y, saved, ctx.has_bias, ctx.reverse)
+    return (grad_gx, None, grad_h0, grad_w_hh, _none_if_empty(grad_b_hh, ctx.has_bias),
+            _none_if_empty(grad_norms, norms is not None), None, None)
 
 
 def _rnn_setup(ctx, inputs, output):
@@ -290,11 +337,13 @@ torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_c
 torch.library.register_autograd("fastrnn::lstm_variant_forward", _lstm_variant_backward,
                                 setup_context=_lstm_variant_setup)
 torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
+torch.library.register_autograd("fastrnn::gru_variant_forward", _gru_variant_backward,
+                                setup_context=_gru_variant_setup)
 torch.library.register_autograd("fastrnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 torch.library.register_autograd("fastrnn::clockwork_forward", _clockwork_backward,
                                 setup_context=_clockwork_setup)
-for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward", "rnn_backward",
-                     "clockwork_backward"):
+for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward",
+                     "gru_variant_backward", "rnn_backward", "clockwork_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
 
 

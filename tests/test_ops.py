@@ -116,15 +116,16 @@ def test_backward_op_matches_autograd(variant):
     wrt = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     want = torch.autograd.grad(outs, wrt, grads)
     got = getattr(ops, f"{op}_backward")(*backward_args(op, "packed", True, kw))
-    if op.startswith("lstm"):  # (gx, h0, c0, w_hh, w_hr[, peepholes]) vs those given
+    if op.startswith("lstm"):  # (gx, h0, c0, w_hh, w_hr[, params]) vs those given
         assert len(got) == (6 if op == "lstm_variant" else 5)
-        present = [True] * 4 + [kw.get("proj", False), kw.get("peepholes", False)]
+        params = kw.get("peepholes", False) or kw.get("layer_norm", False)
+        present = [True] * 4 + [kw.get("proj", False), params]
         assert all(g.numel() == 0 for g, p in zip(got, present) if not p)
         got = [g for g, p in zip(got, present) if p]
-    elif op == "gru":  # (gx, h0, w_hh, b_hh); b_hh empty without bias
-        if not kw.get("bias", True):
-            assert got[3].numel() == 0
-            got = got[:3]
+    elif op.startswith("gru"):  # (gx, h0, w_hh, b_hh[, norms]); b_hh empty without bias
+        present = [True] * 3 + [kw.get("bias", True)] + [True] * (op == "gru_variant")
+        assert all(g.numel() == 0 for g, p in zip(got, present) if not p)
+        got = [g for g, p in zip(got, present) if p]
     assert len(got) == len(want)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **atol_rtol(F64, "same_computation"))

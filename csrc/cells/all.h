@@ -5,6 +5,7 @@
 // leaky cell (leaky.h) is included but not listed: the list's users instantiate backward.
 
 #include "gru.h"
+#include "layer_norm.h"
 #include "leaky.h"
 #include "lstm.h"
 #include "rnn.h"
@@ -18,3 +19,9 @@
   X(::fastrnn::gru::Policy, GRU)                                   \
   X(::fastrnn::rnn::Policy<false>, RNN_TANH)                       \
   X(::fastrnn::rnn::Policy<true>, RNN_RELU)
+
+// The row-wise cells (row.h), which the per-unit code (the persistent kernels, the single
+// step ops) does not run: X(Cell, NAME) as above.
+#define FASTRNN_FOR_EACH_ROW_CELL(X)            \
+  X(::fastrnn::ln::LstmPolicy, LAYER_NORM_LSTM) \
+  X(::fastrnn::ln::GruPolicy, LAYER_NORM_GRU)

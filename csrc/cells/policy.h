@@ -47,6 +47,8 @@ enum class CellKind : int {
   kPeepholeLstm = 5,
   kCoupledLstm = 6,
   kPeepholeCoupledLstm = 7,
+  kLayerNormLstm = 8,
+  kLayerNormGru = 9,
 };
 
 // What backward reads of a row's previous step as `prev`.

@@ -66,6 +66,22 @@ FASTRNN_HD float tanh_act(float x) {
 
 FASTRNN_HD double tanh_act(double x) { return ::tanh(x); }
 
+FASTRNN_HD float inverse_sqrt(float x) {
+#if defined(__CUDA_ARCH__)
+  return rsqrtf(x);
+#else
+  return 1.f / std::sqrt(x);
+#endif
+}
+
+FASTRNN_HD double inverse_sqrt(double x) {
+#if defined(__CUDA_ARCH__)
+  return rsqrt(x);
+#else
+  return 1.0 / std::sqrt(x);
+#endif
+}
+
 // relu that lets NaN through, as torch.relu does.
 template <typename T>
 FASTRNN_HD T relu(T x) {

@@ -70,6 +70,7 @@ struct BackwardResult {
   at::Tensor grad_w_hr;  // [P, H], or [0] without projection
   at::Tensor grad_b_hh;  // [G*H] (kRecurrentBias with bias), or [0]
   at::Tensor grad_unit_params;  // [K*H] (kUnitParams > 0), or [0]; see unit_params_grad
+  at::Tensor grad_slots;  // [N, kGradSlots*H] a row-wise cell's (cells/row.h), for the above
 };
 
 // A working copy of t, updated in place by a walk, in the type the walks keep a carry in
@@ -96,9 +97,33 @@ at::Tensor initial_backward_carry(const BackwardArgs& a) {
 }
 
 // grad_b_hh of a kRecurrentBias cell from the gradient w.r.t. gh ([N, G*H]): its sum over
-// the rows, or [0] when the forward had no bias.
-inline at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh) {
-  return a.has_bias ? grad_gh.sum(0) : at::empty({0}, grad_gh.options());
+// the rows, or [0] when the forward had no bias. A row-wise cell adds b_hh after its norm,
+// whose output's gradient is the first G*H columns of grad_slots ([N, kGradSlots*H]).
+template <class Cell>
+at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh,
+                               const at::Tensor& grad_slots) {
+  if (!a.has_bias) return at::empty({0}, grad_gh.options());
+  if constexpr (Cell::kRowWise) return grad_slots.narrow(1, 0, grad_gh.size(1)).sum(0);
+  return grad_gh.sum(0);
+}
+
+// The gradient w.r.t. a layer-normalised cell's unit_params (cells/layer_norm.h): per norm
+// k, gamma's sum over rows of d * n and beta's of d, in the accumulation type.
+template <class Cell>
+at::Tensor norm_params_grad(const BackwardArgs& a, const at::Tensor& grad_slots) {
+  const int64_t H = a.size.H;
+  const auto acc = at::toOpMathType(grad_slots.scalar_type());
+  std::vector<at::Tensor> parts;  // gamma_0, beta_0, gamma_1, beta_1, ...
+  int64_t block = 0;
+  for (int k = 0; k < Cell::kNorms; ++k) {
+    const int64_t width = Cell::kNormBlocks[k] * H;
+    const at::Tensor d = grad_slots.narrow(1, block * H, width).to(acc);
+    const at::Tensor n = a.saved.narrow(1, Cell::kNormSlot[k] * H, width).to(acc);
+    parts.push_back((d * n).sum(0));
+    parts.push_back(d.sum(0));
+    block += Cell::kNormBlocks[k];
+  }
+  return at::cat(parts).to(grad_slots.scalar_type());
 }
 
 // The gradient w.r.t. a trainable cell's unit_params, its peepholes (cells/lstm.h):

@@ -38,9 +38,11 @@ constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
 // vs 14.3-16.8, T100 B64 H512 424-462 vs 416-437; the RNN's fused walk was faster in some
 // runs and slower in others by up to 1.6x either way (T100 B32 H128 forward 2.09 vs 2.64
 // median), so it keeps the BLAS walk. The LSTM's variants (the other cells with a cell
-// state) take the LSTM's choice.
+// state) take the LSTM's choice; the layer-normalised GRU the GRU's. A row-wise cell's
+// walk splits the rows, never the units.
 template <class Cell>
-constexpr bool kFusedCell = Cell::kCellState || Cell::kKind == CellKind::kGru;
+constexpr bool kFusedCell = Cell::kCellState || Cell::kKind == CellKind::kGru ||
+                            Cell::kKind == CellKind::kLayerNormGru;
 
 // Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
 template <class Cell>
@@ -54,7 +56,8 @@ template <class Cell>
 FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& size,
                             const Tensor& w_hh, const Tensor& w_hr) {
   if (!kFusedCell<Cell> || w_hr.defined() || size.T == 1) return FusedSplit::kNone;
-  return fused_split(policy, size.B, w_hh.nbytes());
+  const FusedSplit split = fused_split(policy, size.B, w_hh.nbytes());
+  return Cell::kRowWise && split == FusedSplit::kUnits ? FusedSplit::kRows : split;
 }
 
 struct CpuBackend {
@@ -132,6 +135,7 @@ struct CpuBackend {
     Tensor carry = initial_backward_carry<Cell>(a);  // [B, H]
     Tensor grad_gx = at::empty({sz.N, Cell::kGates * sz.H}, options);
     Tensor grad_gh = Cell::kSeparateDgh ? at::empty_like(grad_gx) : grad_gx;  // w.r.t. gh
+    Tensor grad_slots = at::empty({sz.N, Cell::kGradSlots * sz.H}, options);
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;
@@ -146,6 +150,7 @@ struct CpuBackend {
                                 carry.defined() ? carry.data_ptr<acc_t<T>>() : nullptr,
                                 grad_gx.data_ptr<T>(),
                                 grad_gh.data_ptr<T>(),
+                                Cell::kGradSlots > 0 ? grad_slots.data_ptr<T>() : nullptr,
                                 sz.N, sz.B, sz.H, sz.P};
       if constexpr (kFusable<T>) {
         const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
@@ -155,9 +160,10 @@ struct CpuBackend {
     });
     BackwardResult r;
     r.grad_gx = grad_gx;
+    r.grad_slots = grad_slots;
     if (a.weight_grad) {
       r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
-      r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
+      r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, grad_slots);
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {
         if (dh_all.defined()) {

@@ -27,7 +27,7 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
     recurrent(b, st.h, gh);
-    for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+    for_each_unit_of<Cell>(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
       // Without projection h goes straight to the state and to y; with it, to m (twice).
       T* h = proj ? m + row * H : st.h + row * P;
@@ -70,14 +70,14 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
       project(b, st.dh, dm_t.data_ptr<T>());
       dh = dm_t.data_ptr<T>();
     }
-    for_each_unit(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
+    for_each_unit_of<Cell>(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
       const T* dh_row = dh + row * (proj ? H : P);
       units(dh_row, st.grad_y + packed * P,
             Cell::kBackwardCarry ? st.carry + row * H : nullptr, st.saved + packed * S * H,
             st.unit_params, backward_prev<Cell>(st, schedule, s, row),
             proj ? dh_row : st.y + packed * P, st.grad_gx + packed * G * H,
-            st.grad_gh + packed * G * H, H, j0, j1);
+            st.grad_gh + packed * G * H, grad_slots_row<Cell>(st, packed), H, j0, j1);
     });
     if (s > 0 || h0_grad) recurrent(b, st.grad_gh + first * G * H, st.dh);
   }

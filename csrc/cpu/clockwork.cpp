@@ -67,7 +67,7 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
     for (Tensor& part : grad_gx) grad_gx_p.push_back(part.data_ptr<T>());
     const BackwardState<T> st{gy.data_ptr<T>(), h0_c.data_ptr<T>(), nullptr, w.data_ptr<T>(),
                               y_c.data_ptr<T>(), nullptr, nullptr, dh.data_ptr<T>(), nullptr,
-                              dx.data_ptr<T>(), dx.data_ptr<T>(), sz.N, sz.B, sz.H, sz.P};
+                              dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
     clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows,
                              grad_w.data_ptr<acc_t<T>>());
   });

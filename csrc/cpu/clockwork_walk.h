@@ -92,8 +92,8 @@ void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
       for_each_module_part(m, j0, j1, [&](int64_t i, int64_t u0, int64_t u1) {
         if (m.active(i, s)) {
           backward_units<Cell, true, T>(dh, grad_y, nullptr, nullptr, nullptr, nullptr,
-                                        st.y + (first + row) * H, dx + row * H, nullptr, H, u0,
-                                        u1);
+                                        st.y + (first + row) * H, dx + row * H, nullptr, nullptr,
+                                        H, u0, u1);
           std::fill(dh + u0, dh + u1, T(0));
         } else {
           for (int64_t j = u0; j < u1; ++j) dh[j] += grad_y[j];

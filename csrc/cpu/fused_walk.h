@@ -1,8 +1,9 @@
 #pragma once
 // The fused walks (float and double, no projection): one parallel region for the whole
 // walk over time, the recurrent weight packed once into panels (panel_gemm.h) that each
-// thread keeps in its cache, the threads splitting the units or the rows (fused_split.h).
-// Shapes and buffers: walk_state.h; here P = H.
+// thread keeps in its cache, the threads splitting the units or the rows (fused_split.h;
+// a row-wise cell's rows only, so that a thread has a whole row's product before its gate
+// loops). Shapes and buffers: walk_state.h; here P = H.
 
 #include "fused_split.h"
 #include "recurrence.h"
@@ -36,6 +37,17 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
                                                     int64_t r_end, const auto& sync) {
     const T* rows[kMaxPanelRows];
     T out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
+    // The gate loops of units [u0, u1) of the step's rows [r_begin, r_last).
+    const auto gates = [&](int64_t first, int64_t r_begin, int64_t r_last, int64_t u0,
+                           int64_t u1) {
+      for (int64_t r = r_begin; r < r_last; ++r) {
+        const int64_t packed = first + r;
+        units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params, st.h + r * H,
+              Cell::kCellState ? st.carry + r * H : nullptr,
+              st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
+              st.y + packed * H, H, u0, u1);
+      }
+    };
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t first = schedule.first_row(s);
       const int64_t r_last = std::min(r_end, schedule.rows(s));
@@ -59,14 +71,9 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
             }
           }
         });
-        for (int64_t r = r_begin; r < r_last; ++r) {
-          const int64_t packed = first + r;
-          units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params,
-                st.h + r * H, Cell::kCellState ? st.carry + r * H : nullptr,
-                st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
-                st.y + packed * H, H, u0, u1);
-        }
+        if constexpr (!Cell::kRowWise) gates(first, r_begin, r_last, u0, u1);
       }
+      if constexpr (Cell::kRowWise) gates(first, r_begin, r_last, 0, H);  // rows whole
       sync();
     }
   });
@@ -99,7 +106,8 @@ void fused_backward(const BackwardState<T>& st, const Schedule& schedule, FusedS
             st.dh + r * H, st.grad_y + packed * H,
             Cell::kBackwardCarry ? st.carry + r * H : nullptr, st.saved + packed * S * H,
             st.unit_params, backward_prev<Cell>(st, schedule, s, r), st.y + packed * H,
-            st.grad_gx + packed * K, st.grad_gh + packed * K, H, j0, j1);
+            st.grad_gx + packed * K, st.grad_gh + packed * K, grad_slots_row<Cell>(st, packed),
+            H, j0, j1);
       }
       sync();  // by units: every unit's gate gradients of this step are written
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows

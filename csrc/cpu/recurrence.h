@@ -18,11 +18,13 @@
 namespace fastrnn {
 namespace cpu {
 
+// The least work (in units) worth a thread's task in a gate pass.
+constexpr int64_t kUnitsPerTask = 16384;
+
 // Calls fn(row, col_begin, col_end) over [0, rows) x [0, cols), split across threads
 // when there is enough work to pay for it.
 template <typename F>
 void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
-  constexpr int64_t kUnitsPerTask = 16384;
   at::parallel_for(0, rows * cols, kUnitsPerTask, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
     for (int64_t idx = begin; idx < end;) {
@@ -32,6 +34,20 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
       idx += col_end - col;
     }
   });
+}
+
+// for_each_unit for Cell's gate loops: a row-wise cell's rows are never split.
+template <class Cell, typename F>
+void for_each_unit_of(int64_t rows, int64_t cols, const F& fn) {
+  if constexpr (Cell::kRowWise) {
+    const int64_t grain = std::max<int64_t>(1, kUnitsPerTask / std::max<int64_t>(1, cols));
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      const FlushSubnormals flush;
+      for (int64_t row = begin; row < end; ++row) fn(row, int64_t{0}, cols);
+    });
+  } else {
+    for_each_unit(rows, cols, fn);
+  }
 }
 
 // [N, H]: each row's h before projection (Cell::hidden_from_saved), from saved: [N, S*H].

@@ -36,6 +36,7 @@ struct BackwardState {
   acc_t<T>* carry;    // [B, H] (kBackwardCarry): grad_cn or zero at first; null otherwise
   T* grad_gx;         // [N, G*H] written
   T* grad_gh;         // [N, G*H] written (kSeparateDgh); == grad_gx otherwise
+  T* grad_slots;      // [N, Cell::kGradSlots*H] written (row-wise cells); null otherwise
   int64_t N, B, H, P;
 };
 
@@ -46,6 +47,12 @@ const T* previous_row(const T* states, int64_t stride, const T* init, const Sche
                       int64_t s, int64_t i, int64_t X) {
   const int64_t row = previous_packed_row(schedule.step(s), i);
   return row >= 0 ? states + row * stride : init + i * X;
+}
+
+// Packed row `packed`'s grad_slots (row-wise cells), or null.
+template <class Cell, typename T>
+T* grad_slots_row(const BackwardState<T>& st, int64_t packed) {
+  return Cell::kGradSlots > 0 ? st.grad_slots + packed * Cell::kGradSlots * st.H : nullptr;
 }
 
 // What backward reads as `prev` for row i of step s (Cell::kPrev): the previous step's h

@@ -51,6 +51,7 @@ struct BackwardStepArgs {
                        //   (Cell::hidden_from_saved, for grad_w_hr), or null
   void* h_prev;        // [N, P] rows written with each row's h_prev (a packed sequence's
                        //   rows for grad_w_hh), or null
+  void* grad_slots;    // [N, Cell::kGradSlots*H] rows written (row-wise cells), or null
   int64_t H, P;
   Step step;
 };

@@ -31,19 +31,62 @@ cudaError_t launch(const typename Unit::Args& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// Threads of a row-wise cell's block, one block per row (a multiple of the warp size).
+constexpr int kRowThreads = 256;
+
+// cells/row.h's row context for a block that does one row: unit j is thread j % blockDim.x's;
+// sum() adds the warps' sums (shuffles, then the warps' partial sums in a fixed order: the
+// result is the same on every run). Every thread of the block calls every sum().
+struct BlockRow : ThreadRow {
+  template <class F>
+  __device__ __forceinline__ void for_units(int64_t H, const F& f) const {
+    for (int j = threadIdx.x; j < H; j += blockDim.x) f(j);
+  }
+  template <class V>
+  __device__ __forceinline__ V sum(V v) const {
+    __shared__ V warp_sums[kRowThreads / 32];
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+    __syncthreads();
+    V total = V(0);
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) total += warp_sums[w];
+    __syncthreads();  // warp_sums is free again for the next sum
+    return total;
+  }
+};
+
+// One block per row of the step (gridDim.x = rows: up to 2^31 - 1).
+template <class Unit>
+__global__ void __launch_bounds__(kRowThreads) row_kernel(const typename Unit::Args a) {
+  Unit::run_row(BlockRow{}, a, blockIdx.x);
+}
+
+// Unit's kernel: a thread per (row, column) of the step, or for a row-wise cell a block
+// per row.
+template <class Cell, class Unit>
+cudaError_t launch_unit(const typename Unit::Args& a, cudaStream_t stream) {
+  if constexpr (Cell::kRowWise) {
+    if (a.step.rows <= 0) return cudaSuccess;
+    row_kernel<Unit><<<static_cast<unsigned>(a.step.rows), kRowThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+  } else {
+    return launch<Unit>(a, stream);
+  }
+}
+
 }  // namespace
 
 template <class Cell>
 cudaError_t launch_forward_step(DType dtype, const ForwardStepArgs& a, cudaStream_t stream) {
   return dispatch_forward_step<Cell>(dtype, a, cudaErrorInvalidValue, [&](auto unit) {
-    return launch<decltype(unit)>(a, stream);
+    return launch_unit<Cell, decltype(unit)>(a, stream);
   });
 }
 
 template <class Cell>
 cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& a, cudaStream_t stream) {
   return dispatch_backward_step<Cell>(dtype, a, cudaErrorInvalidValue, [&](auto unit) {
-    return launch<decltype(unit)>(a, stream);
+    return launch_unit<Cell, decltype(unit)>(a, stream);
   });
 }
 
@@ -51,6 +94,7 @@ cudaError_t launch_backward_step(DType dtype, const BackwardStepArgs& a, cudaStr
   template cudaError_t launch_forward_step<Cell>(DType, const ForwardStepArgs&, cudaStream_t); \
   template cudaError_t launch_backward_step<Cell>(DType, const BackwardStepArgs&, cudaStream_t);
 FASTRNN_FOR_EACH_CELL(FASTRNN_STEP_LAUNCHERS)
+FASTRNN_FOR_EACH_ROW_CELL(FASTRNN_STEP_LAUNCHERS)
 #undef FASTRNN_STEP_LAUNCHERS
 // The forward-only leaky cell of a reservoir (not in the list: it has no backward).
 template cudaError_t launch_forward_step<leaky::Policy>(DType, const ForwardStepArgs&,

@@ -5,12 +5,15 @@
 // indexing and conversions. Shapes and aliasing of the arguments: step_args.h.
 //
 // A unit type is (Cell, storage type T, compile-time options); its `run(args, row, j)`
-// does column j < width(args) of the step's row `row`. dispatch_forward_step /
+// does column j < width(args) of the step's row `row` (a row-wise cell's unit: the whole
+// row, width 1; the kernels run its run_row with a block per row). dispatch_forward_step /
 // dispatch_backward_step pick the unit type for a step's run-time dtype and arguments.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../cells/policy.h"
+#include "../cells/row.h"
 #include "../common/step.h"
 #include "dispatch.h"
 #include "step_args.h"
@@ -124,6 +127,95 @@ struct BackwardUnit {
   }
 };
 
+// cells/row.h's row context for one thread walking a whole row, converting as the kernels
+// do: the row units' `run` (the host emulation's).
+struct ThreadRow : SerialRow {
+  template <class A, class T>
+  FASTRNN_HD static A in(T v) {
+    return to_acc(v);
+  }
+  template <class T, class A>
+  FASTRNN_HD static T out(A v) {
+    return from_acc<T>(v);
+  }
+};
+
+// A row-wise cell's step (cells/row.h), a row at a time: run_row(ctx, a, row) does the
+// step's row `row` with the row context ctx (the row kernel's: a block per row), and
+// run(a, row, 0) the same in one thread (width 1). Options as ForwardUnit's.
+template <class Cell, class T, bool kSave, bool kProject, bool kBias>
+struct RowForwardUnit {
+  using Args = ForwardStepArgs;
+  FASTRNN_HD static int64_t width(const Args&) { return 1; }
+
+  template <class Ctx>
+  FASTRNN_HD static void run_row(const Ctx& ctx, const Args& a, int64_t row) {
+    using A = acc_t<T>;
+    constexpr int G = Cell::kGates, S = Cell::kSaved;
+    const int64_t H = a.H, packed = a.step.first + row;
+    T* h = static_cast<T*>(a.h) + row * H;
+    Cell::template forward_row<A>(
+        ctx, RowForward<T, A>{static_cast<const T*>(a.gx) + packed * G * H,
+                              static_cast<const T*>(a.gh) + row * G * H,
+                              kBias ? static_cast<const T*>(a.b_hh) : nullptr,
+                              static_cast<const T*>(a.unit_params), h,
+                              Cell::kCellState ? static_cast<A*>(a.carry) + row * H : nullptr,
+                              kSave ? static_cast<T*>(a.saved) + packed * S * H : nullptr, h,
+                              kProject ? h : static_cast<T*>(a.y) + packed * H, H});
+  }
+  FASTRNN_HD static void run(const Args& a, int64_t row, int64_t /*j*/) {
+    run_row(ThreadRow{}, a, row);
+  }
+};
+
+// Options as BackwardUnit's; the row's m and h_prev columns are written after its gradients.
+template <class Cell, class T, bool kProject, bool kGather>
+struct RowBackwardUnit {
+  using Args = BackwardStepArgs;
+  FASTRNN_HD static int64_t width(const Args&) { return 1; }
+
+  template <class Ctx>
+  FASTRNN_HD static void run_row(const Ctx& ctx, const Args& a, int64_t row) {
+    using A = acc_t<T>;
+    constexpr int G = Cell::kGates, S = Cell::kSaved;
+    const int64_t H = a.H, P = kProject ? a.P : a.H, packed = a.step.first + row;
+    const int64_t prev = previous_packed_row(a.step, row);  // -1: starts from h0 / c0
+    const T* y = static_cast<const T*>(a.y);
+    const T* saved = static_cast<const T*>(a.saved);
+    const T* h_prev = prev >= 0 ? y + prev * P : static_cast<const T*>(a.h0) + row * P;
+    const T* prev_value = nullptr;  // what Cell::kPrev names
+    if constexpr (Cell::kPrev == PrevSource::kOutput) {
+      prev_value = h_prev;
+    } else if constexpr (Cell::kPrev == PrevSource::kSavedSlot) {
+      prev_value = prev >= 0 ? saved + prev * S * H + Cell::kPrevSlot * H
+                             : static_cast<const T*>(a.c0) + row * H;
+    }
+    Cell::template backward_row<A>(
+        ctx, RowBackward<T, A>{static_cast<const T*>(a.dh) + row * H,
+                               kProject ? nullptr : static_cast<const T*>(a.grad_y) + packed * H,
+                               static_cast<A*>(a.carry) + row * H, saved + packed * S * H,
+                               static_cast<const T*>(a.unit_params), prev_value,
+                               static_cast<T*>(a.grad_gx) + packed * G * H,
+                               static_cast<T*>(a.grad_gh) + packed * G * H,
+                               static_cast<T*>(a.grad_slots) + packed * Cell::kGradSlots * H, H});
+    ctx.for_units(P > H ? P : H, [&](int64_t j) {
+      if constexpr (kProject) {
+        if (j < H) {
+          A slots[S];
+          for (int q = 0; q < S; ++q) slots[q] = to_acc(saved[packed * S * H + q * H + j]);
+          static_cast<T*>(a.m)[packed * H + j] = from_acc<T>(Cell::hidden_from_saved(slots));
+        }
+      }
+      if constexpr (kGather) {
+        if (j < P) static_cast<T*>(a.h_prev)[packed * P + j] = h_prev[j];
+      }
+    });
+  }
+  FASTRNN_HD static void run(const Args& a, int64_t row, int64_t /*j*/) {
+    run_row(ThreadRow{}, a, row);
+  }
+};
+
 // The storage types the per-step kernels exist for.
 using StepTypes = TypeList<float, double, __half, __nv_bfloat16>;
 
@@ -136,8 +228,11 @@ R dispatch_forward_step(DType dtype, const ForwardStepArgs& a, R otherwise, Run&
     return with_flag<(Cell::kSaved > 0)>(a.saved != nullptr, [&](auto save) {
       return with_flag<Cell::kProjection>(a.y == nullptr, [&](auto project) {
         return with_flag<Cell::kRecurrentBias>(a.b_hh != nullptr, [&](auto bias) {
-          return run(ForwardUnit<Cell, T, decltype(save)::value, decltype(project)::value,
-                                 decltype(bias)::value>{});
+          constexpr bool kSave = decltype(save)::value, kProject = decltype(project)::value,
+                         kBias = decltype(bias)::value;
+          return run(std::conditional_t<Cell::kRowWise,
+                                        RowForwardUnit<Cell, T, kSave, kProject, kBias>,
+                                        ForwardUnit<Cell, T, kSave, kProject, kBias>>{});
         });
       });
     });
@@ -152,7 +247,9 @@ R dispatch_backward_step(DType dtype, const BackwardStepArgs& a, R otherwise, Ru
     using T = typename decltype(tag)::type;
     return with_flag<Cell::kProjection>(a.m != nullptr, [&](auto project) {
       return with_flag<true>(a.h_prev != nullptr, [&](auto gather) {
-        return run(BackwardUnit<Cell, T, decltype(project)::value, decltype(gather)::value>{});
+        constexpr bool kProject = decltype(project)::value, kGather = decltype(gather)::value;
+        return run(std::conditional_t<Cell::kRowWise, RowBackwardUnit<Cell, T, kProject, kGather>,
+                                      BackwardUnit<Cell, T, kProject, kGather>>{});
       });
     });
   });

@@ -21,9 +21,9 @@ SAVED_SLOTS = {op: _ops.SAVED_SLOTS[cell] for op, cell in CELL_OF_OP.items()}
 
 
 def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, peepholes=False,
-            coupled=False, requires_grad=True, save=True, dtype=F64, seed=0):
+            coupled=False, layer_norm=False, requires_grad=True, save=True, dtype=F64, seed=0):
     """Random arguments for op's forward, in schema order (lstm_variant: with peepholes
-    and/or coupled gates)."""
+    and/or coupled gates, or with layer norm; gru_variant: the layer-normalised GRU)."""
     gen = torch.Generator().manual_seed(seed)
     batch_sizes = torch.tensor(BATCH_SIZES[layout], dtype=torch.long)
     n = int(batch_sizes.sum())
@@ -33,8 +33,12 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, peepholes
         return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_(
             requires_grad)
 
-    gates = (_ops.GATES[_ops.lstm_variant_cell(peepholes, coupled)] if op == "lstm_variant"
-             else GATES[op])
+    def norms(blocks):  # gamma near 1, beta near 0, per block of H
+        gamma_beta = [1 + rand(blocks * H, scale=0.3).detach(), rand(blocks * H, scale=0.3)]
+        return torch.cat([t.detach() for t in gamma_beta]).requires_grad_(requires_grad)
+
+    gates = (_ops.GATES[_ops.lstm_variant_cell(peepholes, coupled, layer_norm)]
+             if op == "lstm_variant" else GATES["gru" if op == "gru_variant" else op])
     gx = rand(n, gates * H)
     h0 = rand(B, out)
     w_hh = rand(gates * H, out, scale=0.5)
@@ -42,12 +46,17 @@ def op_args(op, layout, reverse, *, proj=False, bias=True, relu=False, peepholes
         return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, reverse,
                 save)
     if op == "lstm_variant":
-        peep = rand((2 if coupled else 3) * H, scale=0.5) if peepholes else None
-        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, peep,
-                coupled, reverse, save)
+        params = (torch.cat([norms(4), norms(1)]).detach().requires_grad_(requires_grad)
+                  if layer_norm else
+                  rand((2 if coupled else 3) * H, scale=0.5) if peepholes else None)
+        return (gx, batch_sizes, h0, rand(B, H), w_hh, rand(P, H) if proj else None, params,
+                coupled, layer_norm, reverse, save)
     if op == "gru":
         return (gx, batch_sizes, h0, w_hh, rand(GATES[op] * H) if bias else None, reverse,
                 save)
+    if op == "gru_variant":
+        return (gx, batch_sizes, h0, w_hh, rand(GATES["gru"] * H) if bias else None, norms(3),
+                reverse, save)
     return (gx, batch_sizes, h0, w_hh, relu, reverse)
 
 
@@ -56,6 +65,8 @@ FORWARD_VARIANTS = [
     ("rnn", {"relu": False}), ("rnn", {"relu": True}),
     ("lstm_variant", {"peepholes": True}), ("lstm_variant", {"coupled": True}),
     ("lstm_variant", {"peepholes": True, "coupled": True, "proj": True}),
+    ("lstm_variant", {"layer_norm": True}), ("lstm_variant", {"layer_norm": True, "proj": True}),
+    ("gru_variant", {}), ("gru_variant", {"bias": False}),
 ]
 
 
@@ -87,8 +98,12 @@ def backward_args(op, layout, reverse, kw):
         gx, batch_sizes, h0, c0, w_hh, w_hr, rev, _ = fwd
         return (*grads, batch_sizes, h0, c0, w_hh, w_hr, out[0], out[3], rev)
     if op == "lstm_variant":
-        gx, batch_sizes, h0, c0, w_hh, w_hr, peep, coupled, rev, _ = fwd
-        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, peep, coupled, out[0], out[3], rev)
+        gx, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm, rev, _ = fwd
+        return (*grads, batch_sizes, h0, c0, w_hh, w_hr, params, coupled, layer_norm, out[0],
+                out[3], rev)
+    if op == "gru_variant":
+        gx, batch_sizes, h0, w_hh, b_hh, norms_, rev, _ = fwd
+        return (*grads, batch_sizes, h0, w_hh, norms_, out[0], out[2], b_hh is not None, rev)
     if op == "gru":
         gx, batch_sizes, h0, w_hh, b_hh, rev, _ = fwd
         return (*grads, batch_sizes, h0, w_hh, out[0], out[2], b_hh is not None, rev)

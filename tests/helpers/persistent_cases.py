@@ -63,7 +63,7 @@ def cpu_forward(mode, t, bs, reverse):
     if mode.endswith("_LSTM"):  # the variants
         y, hn, cn, saved = ops.lstm_variant_forward(
             t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, t.get("unit_params"),
-            "COUPLED" in mode, reverse, True)
+            "COUPLED" in mode, False, reverse, True)
         return {"y": y, "hn": hn, "cn": cn, "saved": saved}
     if mode == "LSTM":
         y, hn, cn, saved = ops.lstm_forward(t["gx"], b, t["h0"], t["c0"], t["w_hh"], None, reverse,
@@ -81,7 +81,7 @@ def cpu_backward(mode, t, fwd, grads, bs, reverse):
     if mode.endswith("_LSTM"):  # the variants
         gx, gh0, gc0, gw, _, _ = ops.lstm_variant_backward(
             grads["grad_y"], grads["grad_hn"], grads["grad_cn"], b, t["h0"], t["c0"], t["w_hh"],
-            None, t.get("unit_params"), "COUPLED" in mode, fwd["y"], fwd["saved"], reverse)
+            None, t.get("unit_params"), "COUPLED" in mode, False, fwd["y"], fwd["saved"], reverse)
         return {"grad_gx": gx, "grad_h0": gh0, "grad_c0": gc0, "grad_w_hh": gw}
     if mode == "LSTM":
         gx, gh0, gc0, gw, _ = ops.lstm_backward(grads["grad_y"], grads["grad_hn"], grads["grad_cn"],

@@ -16,6 +16,8 @@ R with_cell(int kind, R otherwise, F&& fn) {
     FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_CASE)
 #undef FASTRNN_CELL_CASE
     case CellKind::kLeakyTanh:  // forward only (an echo state network's): not in the list
+    case CellKind::kLayerNormLstm:  // row-wise (cells/row.h): not per-unit code's
+    case CellKind::kLayerNormGru:
       break;
   }
   return otherwise;

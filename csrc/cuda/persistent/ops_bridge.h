@@ -161,7 +161,7 @@ std::optional<BackwardResult> persistent_backward(const BackwardArgs& a) {
                                       a.reverse);
   if constexpr (Cell::kProjection) r.grad_w_hr = at::empty({0}, options);
   if constexpr (Cell::kRecurrentBias) {
-    r.grad_b_hh = recurrent_bias_grad(a, grad_gh);
+    r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, at::Tensor());
   }
   return r;
 }

@@ -20,10 +20,11 @@
 namespace fastrnn {
 namespace persistent {
 
-// The cells the persistent kernels run: every cell with a backward (the forward-only leaky
-// cell of a reservoir takes the per-step path).
+// The cells the persistent kernels run: every per-unit cell with a backward (the
+// forward-only leaky cell of a reservoir and the row-wise layer-normalised cells, whose
+// rows' reductions would span blocks, take the per-step path).
 template <class Cell>
-constexpr bool kPersistentCell = !Cell::kForwardOnly;
+constexpr bool kPersistentCell = !Cell::kForwardOnly && !Cell::kRowWise;
 // The cells `auto` may give them: those its rule (auto_prefers) was measured on, torch.nn's
 // four. The LSTM variants run there only when FASTRNN_PERSISTENT=1 asks, until measured.
 template <class Cell>
