@@ -67,13 +67,19 @@ class _FusedCell:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
         weights = read_parameters(self, self._weight_names())
         if device.type != "meta" and torch.is_autocast_enabled(device.type):
-            h_new, c_new = _step_under_autocast(cell, input, h, c, *weights)
+            h_new, c_new = _step_under_autocast(self._step, cell, input, h, c, weights)
         else:
-            _, h_new, c_new, _ = _cell_forward(cell, input, h, c, *weights[:4], False,
-                                               *weights[4:])
+            h_new, c_new = self._step(cell, input, h, c, weights)
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
+
+    @staticmethod
+    def _step(cell, x, h, c, weights):
+        """One step: (h', c'), c' an empty tensor for a cell without c. x: [B, I]; h, c:
+        [B, H] (c None without a cell state); weights: _weight_names()'s."""
+        _, h_new, c_new, _ = _cell_forward(cell, x, h, c, *weights[:4], False, *weights[4:])
+        return h_new, c_new
 
     def _check_hx_rank(self, hx, is_lstm):
         for index, state in enumerate(hx if is_lstm else (hx,)):
@@ -83,17 +89,17 @@ class _FusedCell:
                                  f"{state.dim()}D instead")
 
 
-def _step_under_autocast(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params=None):
-    """One step of cell number `cell` under autocast (x: [B, I]; h, c: [B, H], c None but
-    for an LSTM): computed with autocast off in the weights' dtype, the results
-    in the dtypes torch.nn's cells give under autocast (functional.autocast_result_dtypes:
-    a cell is one step of a layer without projection on its per-step path)."""
+def _step_under_autocast(step, cell, x, h, c, weights):
+    """step(cell, x, h, c, weights) (a _FusedCell's _step: cell number `cell`; x: [B, I];
+    h, c: [B, H], c None but for an LSTM) under autocast: computed with autocast off in the
+    weights' dtype, the results in the dtypes torch.nn's cells give under autocast
+    (functional.autocast_result_dtypes: a cell is one step of a layer without projection on
+    its per-step path)."""
     device_type = x.device.type
-    compute = w_ih.dtype
+    compute = weights[0].dtype
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
-        _, h_new, c_new, _ = _cell_forward(cell, cast(x), cast(h), cast(c), w_ih, w_hh, b_ih,
-                                           b_hh, False, unit_params)
+        h_new, c_new = step(cell, cast(x), cast(h), cast(c), weights)
     h_dtype, c_dtype = functional.autocast_result_dtypes(
         CELL_NAME[cell], device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
         None if c is None else c.dtype, has_proj=False)

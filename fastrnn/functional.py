@@ -16,12 +16,26 @@ from ._ops import CELL_KIND, lstm_variant_cell, ops
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
-class LSTMVariant(NamedTuple):
-    """Which of the LSTM's variants a stack runs (fastrnn.VariantLSTM documents them):
+class Variant(NamedTuple):
+    """Which variant a stack runs (fastrnn.variants documents them): for the LSTM,
     peepholes, whose vector [K*H] ends each layer and direction's weights (after w_hr), and
-    coupled input and forget gates (gate blocks i, g, o)."""
+    coupled input and forget gates (gate blocks i, g, o); for the LSTM or the GRU,
+    layer_norm, whose norms end each layer and direction's weights (LAYER_NORMS)."""
     peepholes: bool = False
     coupled_gates: bool = False
+    layer_norm: bool = False
+
+
+# The layer-normalised recurrences' eps (csrc/cells/layer_norm.h's kEps), and per mode the
+# names of their norms' parameters as they end each layer and direction's weights: gamma
+# and beta of the input product x W_ih^T [G*H], of the recurrent product h W_hh^T [G*H],
+# and for the LSTM of the cell state [H].
+LAYER_NORM_EPS = 1e-5
+LAYER_NORMS = {
+    "LSTM": ("ln_weight_ih", "ln_bias_ih", "ln_weight_hh", "ln_bias_hh", "ln_weight_c",
+             "ln_bias_c"),
+    "GRU": ("ln_weight_ih", "ln_bias_ih", "ln_weight_hh", "ln_bias_hh"),
+}
 
 
 def _needs_grad(*tensors):
@@ -35,8 +49,12 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
 
     weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order, then the peepholes
-    for a variant that has them. Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
+    or the norms (LAYER_NORMS) of a variant that has them. Returns y: [N, P], hn: [B, P],
+    cn: [B, H] or None.
     """
+    if variant is not None and variant.layer_norm:
+        return _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias,
+                                     has_proj, reverse)
     peepholes = weights[-1] if variant is not None and variant.peepholes else None
     if peepholes is not None:
         weights = weights[:-1]
@@ -55,8 +73,8 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     gx = torch.addmm(b_ih + b_hh, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
     if variant is not None:  # the LSTM with peepholes and/or coupled gates
         y, hn, cn, _ = ops.lstm_variant_forward(
-            gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, reverse,
-            _needs_grad(gx, h0, c0, w_hh, w_hr, peepholes))
+            gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, False,
+            reverse, _needs_grad(gx, h0, c0, w_hh, w_hr, peepholes))
         return y, hn, cn
     if mode == "LSTM":
         y, hn, cn, _ = ops.lstm_forward(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse,
@@ -66,6 +84,32 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     return y, hn, None
 
 
+def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
+                          reverse):
+    """_direction for the layer-normalised LSTM or GRU: the input product normalised here,
+    for all rows at once, the recurrent product and (LSTM) the cell state inside each step
+    of the op. weights: torch.nn's, then LAYER_NORMS[mode]'s."""
+    count = len(LAYER_NORMS[mode])
+    norms, weights = weights[-count:], weights[:-count]
+    w_ih, w_hh = weights[0], weights[1]
+    b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
+    w_hr = weights[-1] if has_proj else None
+    gx = F.layer_norm(torch.mm(x, w_ih.t()), (w_ih.shape[0],), norms[0], norms[1],
+                      LAYER_NORM_EPS)
+    recurrent_norms = torch.cat(norms[2:])  # the op's: gamma_h, beta_h[, gamma_c, beta_c]
+    if mode == "GRU":  # b_hh stays on the recurrent side, after the norm
+        gx = gx + b_ih if has_bias else gx
+        y, hn, _ = ops.gru_variant_forward(gx, batch_sizes, h0, w_hh, b_hh, recurrent_norms,
+                                            reverse, _needs_grad(gx, h0, w_hh, b_hh,
+                                                                 recurrent_norms))
+        return y, hn, None
+    gx = gx + (b_ih + b_hh) if has_bias else gx
+    y, hn, cn, _ = ops.lstm_variant_forward(
+        gx, batch_sizes, h0, c0, w_hh, w_hr, recurrent_norms, False, True, reverse,
+        _needs_grad(gx, h0, c0, w_hh, w_hr, recurrent_norms))
+    return y, hn, cn
+
+
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
         proj_size=0, dropout=0.0, training=False, packed=False, variant=None):
     """Runs a stack of recurrent layers over packed data.
@@ -73,14 +117,18 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     data: [N, I]; batch_sizes: [T]; h0: [L*D, B, P]; c0: [L*D, B, H] for LSTM, else None;
     weights: the flat list of torch.nn's parameters (module._flat_weights order);
     packed: whether the caller's input was a PackedSequence (only autocast's result dtypes
-    depend on it, as torch.nn's do); variant: an LSTMVariant for mode LSTM, or None (the
-    result dtypes under autocast are then torch.nn.LSTM's on the same input).
+    depend on it, as torch.nn's do); variant: a Variant for mode LSTM (or, with layer_norm
+    only, GRU), or None (the result dtypes under autocast are then torch.nn's layer's on
+    the same input).
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
     if variant is not None and mode != "LSTM":
-        raise ValueError(f"LSTM variants need mode 'LSTM', got {mode!r}")
+        if variant.peepholes or variant.coupled_gates:
+            raise ValueError(f"peepholes and coupled gates need mode 'LSTM', got {mode!r}")
+        if mode != "GRU":
+            raise ValueError(f"layer norm needs mode 'LSTM' or 'GRU', got {mode!r}")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)
     device_type = data.device.type

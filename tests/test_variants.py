@@ -15,11 +15,11 @@ import fastrnn
 from fastrnn import functional
 from helpers import reference
 from helpers.cases import Case
-from helpers.compare import assert_close, assert_results_close, assert_same_packing
+from helpers.compare import assert_close, assert_results_close
 from helpers.devices import DEVICES
 from helpers.ops import op_args
 from helpers.inputs import make_inputs
-from helpers.reference_module import ReferenceModule
+from helpers.reference_module import ReferenceModule, check_against_reference
 from helpers.running import run
 from helpers.tolerances import LOW_PRECISION
 
@@ -45,15 +45,6 @@ def case_of(layers, bidirectional, kind, hx, proj, bias=True):
                 kind == "batch_first",
                 "dense" if kind == "batch_first" else kind, hx,
                 proj_size=PROJ if proj else None)
-
-
-def check_against_reference(module, case, dtype, device="cpu"):
-    inputs = make_inputs(case, dtype, device=device)
-    want_outs, want_grads, want = run(ReferenceModule(module), inputs)
-    got_outs, got_grads, got = run(module, inputs)
-    assert_same_packing(got, want)
-    assert_results_close([got_outs, got_grads], [want_outs, want_grads], dtype,
-                         "fastrnn vs the reference")
 
 
 STRUCTURES = [(1, False), (2, True)]
@@ -220,16 +211,17 @@ def test_cell_refuses_mixed_state_dtypes():
 def test_op_errors():
     """(gradcheck, opcheck and the rest of the ops' tests: tests/test_ops.py, whose
     FORWARD_VARIANTS hold lstm_variant)"""
-    gx, sizes, h0, c0, w_hh, _, peep, _, _, _ = op_args("lstm_variant", "packed", False,
+    gx, sizes, h0, c0, w_hh, _, peep, _, _, _, _ = op_args("lstm_variant", "packed", False,
                                                        peepholes=True, requires_grad=False)
     with pytest.raises(RuntimeError, match=r"peepholes must be \[3\*H\]"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep[:-1], False, False,
-                                         True)
+                                         False, True)
     with pytest.raises(RuntimeError, match="peepholes must have dtype Double"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, peep.float(), False,
-                                         False, True)
+                                         False, False, True)
     with pytest.raises(RuntimeError, match=r"w_hh must be \[3\*H, P\] .*coupled gates"):
-        fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, None, True, False, True)
+        fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, None, True, False, False,
+                                         True)
     cell = fastrnn._ops.CELL_KIND["PEEPHOLE_LSTM"]  # the single-step op, peepholes missing
     x, w_ih = torch.randn(3, 2, dtype=F64), torch.randn(12, 2, dtype=F64)
     with pytest.raises(RuntimeError, match=r"this cell needs unit_params \[3\*H\]"):
@@ -323,10 +315,10 @@ def test_autocast_dtypes_as_torch_nn_lstm(variant):
 
 def test_variant_needs_lstm_mode():
     x = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="LSTM variants need mode 'LSTM'"):
+    with pytest.raises(ValueError, match="peepholes and coupled gates need mode 'LSTM'"):
         functional.rnn("GRU", x, torch.tensor([2, 2]), torch.zeros(1, 2, 3), None, [],
                        has_bias=False, num_layers=1, bidirectional=False,
-                       variant=functional.LSTMVariant(True, False))
+                       variant=functional.Variant(True, False))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

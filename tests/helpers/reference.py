@@ -14,22 +14,26 @@ import torch
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
-def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, variant=None, peepholes=None):
+def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, variant=None, extra=None):
     """One time step for b active rows.
 
     x: [b, I]; h: [b, P]; c: [b, H] (LSTM) or None. Returns h': [b, P], c': [b, H] or None.
-    variant: fastrnn.functional.LSTMVariant or None; peepholes: its [K*H] vector or None.
+    variant: fastrnn.functional.Variant or None; extra: its peepholes [K*H], or with
+    layer_norm its norms (γ, β of x W_ih^T, of h W_hh^T, and for the LSTM of c), or None.
     """
+    norms = extra if variant is not None and variant.layer_norm else None
     gi = x @ w_ih.t()  # [b, G*H]
     gh = h @ w_hh.t()  # [b, G*H]
+    if norms is not None:  # Ba et al.: each product normalised alone, before the biases
+        gi, gh = _layer_norm(gi, *norms[0:2]), _layer_norm(gh, *norms[2:4])
     if b_ih is not None:
         gi, gh = gi + b_ih, gh + b_hh
-    if variant is not None:
-        return _lstm_variant_cell(variant, gi + gh, c, w_hr, peepholes)
+    if variant is not None and norms is None:
+        return _lstm_variant_cell(variant, gi + gh, c, w_hr, extra)
     if mode == "LSTM":
         i, f, g, o = (gi + gh).chunk(4, dim=1)  # gate order i, f, g, o
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)  # [b, H]
+        h = torch.sigmoid(o) * torch.tanh(c if norms is None else _layer_norm(c, *norms[4:6]))
         return (h if w_hr is None else h @ w_hr.t()), c  # projected to [b, P]
     if mode == "GRU":
         i_r, i_z, i_n = gi.chunk(3, dim=1)  # gate order r, z, n
@@ -40,6 +44,13 @@ def _cell(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, variant=None, peepholes=N
         return (1 - z) * n + z * h, None
     act = torch.tanh if mode == "RNN_TANH" else torch.relu
     return act(gi + gh), None
+
+
+def _layer_norm(v, gamma, beta, eps=1e-5):
+    """Layer normalisation of each row of v ([b, W]) over its W values (biased variance)."""
+    mean = v.mean(dim=1, keepdim=True)
+    var = ((v - mean) ** 2).mean(dim=1, keepdim=True)
+    return gamma * (v - mean) / torch.sqrt(var + eps) + beta
 
 
 def _lstm_variant_cell(variant, a, c, w_hr, peepholes):
@@ -68,9 +79,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
 
     Returns y: [N, P], h_n: [B, P], c_n: [B, H] or None.
     """
-    peepholes = weights[-1] if variant is not None and variant.peepholes else None
-    if peepholes is not None:
-        weights = weights[:-1]
+    extra = None  # the variant's own parameters, which end the weights
+    if variant is not None and (variant.peepholes or variant.layer_norm):
+        count = 1 if variant.peepholes else (6 if mode == "LSTM" else 4)
+        extra = weights[-1] if count == 1 else weights[-count:]
+        weights = weights[:-count]
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
@@ -86,7 +99,7 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     for t in (reversed(steps) if reverse else steps):
         b, first = batch_sizes[t], offsets[t]
         h_new, c_new = _cell(mode, x[first:first + b], h[:b], None if c is None else c[:b],
-                             w_ih, w_hh, b_ih, b_hh, w_hr, variant, peepholes)
+                             w_ih, w_hh, b_ih, b_hh, w_hr, variant, extra)
         ys[t] = h_new
         h = torch.cat([h_new, h[b:]])
         if c is not None:
@@ -98,8 +111,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         proj_size=0, dropout=0.0, training=False, variant=None):
     """data: [N, I]; batch_sizes: [T] (tensor or ints); h0: [L*D, B, P];
     c0: [L*D, B, H] (LSTM) or None; weights: torch.nn's module._flat_weights order (with
-    an LSTM variant's peepholes last in each layer and direction); variant: an
-    LSTMVariant (fastrnn.functional) or None.
+    a variant's peepholes or norms last in each layer and direction); variant: a
+    Variant (fastrnn.functional) or None.
 
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """

@@ -3,6 +3,9 @@
 from torch.nn.utils.rnn import PackedSequence
 
 from helpers import reference
+from helpers.compare import assert_results_close, assert_same_packing
+from helpers.inputs import make_inputs
+from helpers.running import run
 
 
 class ReferenceModule:
@@ -62,7 +65,18 @@ class ReferenceModule:
 
 
 def _variant(module):
-    """A fastrnn.VariantLSTM's LSTMVariant when it has an option set, else None."""
-    if getattr(module, "peepholes", False) or getattr(module, "coupled_gates", False):
+    """A fastrnn variant module's Variant when it has an option set, else None."""
+    if any(getattr(module, name, False) for name in ("peepholes", "coupled_gates", "layer_norm")):
         return module._variant
     return None
+
+
+def check_against_reference(module, case, dtype, device="cpu"):
+    """module on the case's inputs equal to the reference's results (outputs, final states
+    and every gradient) within dtype's tolerance."""
+    inputs = make_inputs(case, dtype, device=device)
+    want_outs, want_grads, want = run(ReferenceModule(module), inputs)
+    got_outs, got_grads, got = run(module, inputs)
+    assert_same_packing(got, want)
+    assert_results_close([got_outs, got_grads], [want_outs, want_grads], dtype,
+                         "fastrnn vs the reference")
