@@ -245,8 +245,9 @@ class VariantGRU(_VariantLayer, nn.GRU):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None, *,
                  layer_norm=False):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         device=device, dtype=dtype)
         self._set_layer_variant(device, dtype, layer_norm=layer_norm)
 
 

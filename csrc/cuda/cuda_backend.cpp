@@ -59,7 +59,9 @@ struct CudaBackend {
   template <class Cell>
   static BackwardResult backward(const BackwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
-    if (auto result = persistent_backward<Cell>(args)) return *result;
+    if constexpr (persistent::kPersistentCell<Cell>) {
+      if (auto result = persistent_backward<Cell>(args)) return *result;
+    }
     return walk_backward<CudaDevice, Cell>(args);
   }
 };
