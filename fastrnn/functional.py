@@ -94,16 +94,17 @@ def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_p
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[-1] if has_proj else None
-    gx = F.layer_norm(torch.mm(x, w_ih.t()), (w_ih.shape[0],), norms[0], norms[1],
-                      LAYER_NORM_EPS)
+    # LN(x W_ih^T; γ, β) + biases, the biases added to β (one pass over gx, not two): the
+    # LSTM's b_ih and b_hh, the GRU's b_ih (its b_hh stays on the recurrent side).
+    shift = norms[1] if not has_bias else (
+        norms[1] + b_ih if mode == "GRU" else norms[1] + b_ih + b_hh)
+    gx = F.layer_norm(torch.mm(x, w_ih.t()), (w_ih.shape[0],), norms[0], shift, LAYER_NORM_EPS)
     recurrent_norms = torch.cat(norms[2:])  # the op's: gamma_h, beta_h[, gamma_c, beta_c]
-    if mode == "GRU":  # b_hh stays on the recurrent side, after the norm
-        gx = gx + b_ih if has_bias else gx
+    if mode == "GRU":
         y, hn, _ = ops.gru_variant_forward(gx, batch_sizes, h0, w_hh, b_hh, recurrent_norms,
                                             reverse, _needs_grad(gx, h0, w_hh, b_hh,
                                                                  recurrent_norms))
         return y, hn, None
-    gx = gx + (b_ih + b_hh) if has_bias else gx
     y, hn, cn, _ = ops.lstm_variant_forward(
         gx, batch_sizes, h0, c0, w_hh, w_hr, recurrent_norms, False, True, reverse,
         _needs_grad(gx, h0, c0, w_hh, w_hr, recurrent_norms))

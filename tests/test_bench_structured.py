@@ -101,11 +101,12 @@ def test_variants_grid_lists_the_variant_cases(capsys):
     assert main(["--grid", "variants", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     listed = GRIDS["variants"].cases("cpu")
-    assert len(lines) == len(listed) == 8 and GRIDS["variants"].threads == 2
+    assert len(lines) == len(listed) == 14 and GRIDS["variants"].threads == 2
     assert {(c.cell, c.kind, c.T, c.B, c.I, c.H, c.mode) for c in listed} == {
         (cell, "variant", 100, 32, 256, 256, mode) for cell in VARIANT_CELLS
         for mode in ("fwd", "fwdbwd")} | {
-        ("LSTM", "layer", 100, 32, 256, 256, mode) for mode in ("fwd", "fwdbwd")}
+        (cell, "layer", 100, 32, 256, 256, mode) for cell in ("LSTM", "GRU")
+        for mode in ("fwd", "fwdbwd")}
     assert main(["--kind", "variant", "--cell", "peephole_lstm", "--T", "5", "--B", "2",
                  "--H", "4", "--mode", "fwd", "--list"]) == 0
     assert "PEEPHOLE_LSTM f32 T=5 B=2 I=4 H=4 variant fwd" in capsys.readouterr().out
@@ -114,7 +115,7 @@ def test_variants_grid_lists_the_variant_cases(capsys):
 def test_variant_case_checks():
     Case("COUPLED_LSTM", "float32", 5, 2, 3, 4, kind="variant")
     for bad in ({"cell": "LSTM"}, {"kind": "layer"}, {"layers": 2}, {"bidirectional": True}):
-        with pytest.raises(ValueError, match="kind variant runs the LSTM variants"):
+        with pytest.raises(ValueError, match="kind variant runs the variants"):
             Case(**{"cell": "PEEPHOLE_LSTM", "dtype": "float32", "T": 5, "B": 2, "I": 3,
                     "H": 4, "kind": "variant", **bad})
     with pytest.raises(ValueError, match="hx False"):
@@ -124,10 +125,13 @@ def test_variant_case_checks():
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("cell", VARIANT_CELLS)
 def test_baseline_computes_the_variant(cell, mode):
-    """In float64 the loop and fastrnn.VariantLSTM agree to 1e-10."""
+    """In float64 the loop and fastrnn.VariantLSTM (VariantGRU) agree to 1e-10."""
     case = Case(cell, "float64", 7, 3, 4, 5, mode=mode, kind="variant")
     base, fast = bench_cases.build_modules(case, "cpu")
-    assert fast.peepholes == ("PEEPHOLE" in cell) and fast.coupled_gates == ("COUPLED" in cell)
+    assert fast.layer_norm == ("LAYER_NORM" in cell) and fast.mode == cell.split("_")[-1]
+    if fast.mode == "LSTM":
+        assert fast.peepholes == ("PEEPHOLE" in cell)
+        assert fast.coupled_gates == ("COUPLED" in cell)
     inputs, grad = bench_cases.make_inputs(case, "cpu", count=1)
     results = [bench_cases.make_runner(m, case, inputs, grad)(0) for m in (base, fast)]
     for want, got in zip(*results, strict=True):
@@ -139,7 +143,7 @@ def test_tiny_variants_grid_runs(monkeypatch, tmp_path):
     assert main(["--grid", "variants", "--threads", "1", "--repeats", "2", "--warmup", "1",
                  "--min-time", "0", "--gemm-size", "128", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["skipped"] == [] and len(doc["cases"]) == 8
+    assert doc["skipped"] == [] and len(doc["cases"]) == 14
     for record in doc["cases"]:
         assert record["parity"] == "pass", case_of(record).label()
         assert record["baseline"] == ("torch-ops-loop" if record["kind"] == "variant"

@@ -3,14 +3,17 @@
 // over a whole row (a layer norm's mean and variance), so that a walk hands the policy a
 // row at a time rather than a unit. The policy's math is written once over a row context
 // `ctx`, which says how the row's units are shared out:
-//   ctx.for_units(H, f)   calls f(j) for the units j in [0, H) this thread does; a unit
-//                         is done by the same thread in every call, so what f(j) wrote
-//                         for unit j an earlier call's f(j) may read;
-//   ctx.sum(v)            the sum over the row's threads of each one's v (every thread of
-//                         the row calls it, in the same order);
+//   ctx.for_units(H, f)        calls f(j) for the units j in [0, H) this thread does; a
+//                              unit is done by the same thread in every call, so what f(j)
+//                              wrote for unit j an earlier call's f(j) may read;
+//   ctx.sum_units<A>(H, f)     the sum of f(j) over every unit j of the row (every thread
+//                              of the row calls it, in the same order, and gets the sum);
 //   Ctx::in<A>(t), Ctx::out<T>(a)   storage type T to accumulation type A and back.
-// SerialRow below (one thread does the whole row) is the CPU walks' and the host
-// emulation's; the CUDA row kernel's gives each row a block (cuda/row_kernel.cuh).
+// SerialRow below (one thread does the whole row, its loops vectorised) is the CPU walks'
+// and the host emulation's; the CUDA row kernel's gives each row a block
+// (cuda/step_kernels.cu). The policies' forward_row<A, kSave, kBias> and
+// backward_row<A, kAddGradY> take the walks' compile-time options: write saved, add b_hh,
+// add grad_y.
 
 #include <cstdint>
 
@@ -45,19 +48,43 @@ struct RowBackward {
   const T* prev;    // [H] what Cell::kPrev names
   T* dx;            // [G*H] gradient w.r.t. gx
   T* dgh;           // [G*H] gradient w.r.t. gh (the product, before any normalisation)
-  T* grad_slots;    // [kGradSlots*H]
+  T* grad_slots;    // [kGradSlots*H] (the policy says what)
   int64_t H;
 };
+
+// Vectorised loops where OpenMP's simd pragmas are on (the CPU build), plain ones elsewhere;
+// FASTRNN_FLATTEN inlines every call of a loop's body (the policies' lambdas, the
+// activations), without which gcc leaves the larger bodies as calls and the loop scalar.
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#define FASTRNN_SIMD _Pragma("omp simd")
+#define FASTRNN_FLATTEN __attribute__((flatten))
+#else
+#define FASTRNN_SIMD
+#define FASTRNN_FLATTEN
+#endif
 
 // A row walked by one thread.
 struct SerialRow {
   template <class F>
-  FASTRNN_HD void for_units(int64_t H, const F& f) const {
+  FASTRNN_FLATTEN FASTRNN_HD void for_units(int64_t H, const F& f) const {
+    FASTRNN_SIMD
     for (int64_t j = 0; j < H; ++j) f(j);
   }
-  template <class A>
-  FASTRNN_HD A sum(A v) const {
-    return v;
+  // In kLanes partial sums, unit j's in lane j % kLanes: a vector's lanes (OpenMP's simd
+  // reduction over j made gcc load f's operands by gathers).
+  template <class A, class F>
+  FASTRNN_FLATTEN FASTRNN_HD A sum_units(int64_t H, const F& f) const {
+    constexpr int kLanes = 16;
+    A part[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= H; j += kLanes) {
+      FASTRNN_SIMD
+      for (int k = 0; k < kLanes; ++k) part[k] += f(j + k);
+    }
+    for (int k = 0; j + k < H; ++k) part[k] += f(j + k);
+    A s = A(0);
+    for (int k = 0; k < kLanes; ++k) s += part[k];
+    return s;
   }
   template <class A, class T>
   FASTRNN_HD static A in(T v) {
@@ -75,24 +102,24 @@ struct SerialRow {
 template <class A>
 struct RowNorm {
   A mean, rstd;
+  FASTRNN_HD A operator()(A v) const { return (v - mean) * rstd; }  // v normalised
 };
 
+// v(j, b): unit j's value in block b.
 template <class A, int kBlocks, class Ctx, class Value>
 FASTRNN_HD RowNorm<A> row_norm(const Ctx& ctx, int64_t H, A eps, const Value& v) {
   const A inv_count = A(1) / A(kBlocks * H);
-  A part = A(0);
-  ctx.for_units(H, [&](int64_t j) {
-    for (int b = 0; b < kBlocks; ++b) part += v(j, b);
-  });
-  const A mean = ctx.sum(part) * inv_count;
-  part = A(0);
-  ctx.for_units(H, [&](int64_t j) {
-    for (int b = 0; b < kBlocks; ++b) {
-      const A d = v(j, b) - mean;
-      part += d * d;
-    }
-  });
-  return {mean, inverse_sqrt(ctx.sum(part) * inv_count + eps)};
+  const A mean = ctx.template sum_units<A>(H, [&](int64_t j) {
+    A s = A(0);
+    for (int b = 0; b < kBlocks; ++b) s += v(j, b);
+    return s;
+  }) * inv_count;
+  const A var = ctx.template sum_units<A>(H, [&](int64_t j) {
+    A s = A(0);
+    for (int b = 0; b < kBlocks; ++b) s += (v(j, b) - mean) * (v(j, b) - mean);
+    return s;
+  }) * inv_count;
+  return {mean, inverse_sqrt(var + eps)};
 }
 
 // The backward of n = (v - mean) * rstd over a row: with dn the gradient w.r.t. n
@@ -103,20 +130,21 @@ struct RowNormGrad {
   FASTRNN_HD A operator()(A dn, A n, A rstd) const { return rstd * (dn - mean_dn - n * mean_dn_n); }
 };
 
-template <class A, int kBlocks, class Ctx, class Grad>
-FASTRNN_HD RowNormGrad<A> row_norm_grad(const Ctx& ctx, int64_t H, const Grad& dn_and_n) {
-  A part_dn = A(0), part_dn_n = A(0);
-  ctx.for_units(H, [&](int64_t j) {
-    for (int b = 0; b < kBlocks; ++b) {
-      A dn, n;
-      dn_and_n(j, b, dn, n);
-      part_dn += dn;
-      part_dn_n += dn * n;
-    }
-  });
+// dn(j, b) and n(j, b): unit j's gradient w.r.t. n and its n, in block b.
+template <class A, int kBlocks, class Ctx, class Dn, class N>
+FASTRNN_HD RowNormGrad<A> row_norm_grad(const Ctx& ctx, int64_t H, const Dn& dn, const N& n) {
   const A inv_count = A(1) / A(kBlocks * H);
-  const A mean_dn = ctx.sum(part_dn) * inv_count;
-  return {mean_dn, ctx.sum(part_dn_n) * inv_count};
+  const A sum_dn = ctx.template sum_units<A>(H, [&](int64_t j) {
+    A s = A(0);
+    for (int b = 0; b < kBlocks; ++b) s += dn(j, b);
+    return s;
+  });
+  const A sum_dn_n = ctx.template sum_units<A>(H, [&](int64_t j) {
+    A s = A(0);
+    for (int b = 0; b < kBlocks; ++b) s += dn(j, b) * n(j, b);
+    return s;
+  });
+  return {sum_dn * inv_count, sum_dn_n * inv_count};
 }
 
 }  // namespace fastrnn

@@ -98,32 +98,22 @@ at::Tensor initial_backward_carry(const BackwardArgs& a) {
 
 // grad_b_hh of a kRecurrentBias cell from the gradient w.r.t. gh ([N, G*H]): its sum over
 // the rows, or [0] when the forward had no bias. A row-wise cell adds b_hh after its norm,
-// whose output's gradient is the first G*H columns of grad_slots ([N, kGradSlots*H]).
+// whose output's gradient is beta_h's part of grad_slots ([N, kGradSlots*H]: layer_norm.h).
 template <class Cell>
 at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh,
                                const at::Tensor& grad_slots) {
   if (!a.has_bias) return at::empty({0}, grad_gh.options());
-  if constexpr (Cell::kRowWise) return grad_slots.narrow(1, 0, grad_gh.size(1)).sum(0);
+  if constexpr (Cell::kRowWise) {
+    return grad_slots.narrow(1, Cell::kBetaH * a.size.H, grad_gh.size(1)).sum(0);
+  }
   return grad_gh.sum(0);
 }
 
-// The gradient w.r.t. a layer-normalised cell's unit_params (cells/layer_norm.h): per norm
-// k, gamma's sum over rows of d * n and beta's of d, in the accumulation type.
-template <class Cell>
-at::Tensor norm_params_grad(const BackwardArgs& a, const at::Tensor& grad_slots) {
-  const int64_t H = a.size.H;
-  const auto acc = at::toOpMathType(grad_slots.scalar_type());
-  std::vector<at::Tensor> parts;  // gamma_0, beta_0, gamma_1, beta_1, ...
-  int64_t block = 0;
-  for (int k = 0; k < Cell::kNorms; ++k) {
-    const int64_t width = Cell::kNormBlocks[k] * H;
-    const at::Tensor d = grad_slots.narrow(1, block * H, width).to(acc);
-    const at::Tensor n = a.saved.narrow(1, Cell::kNormSlot[k] * H, width).to(acc);
-    parts.push_back((d * n).sum(0));
-    parts.push_back(d.sum(0));
-    block += Cell::kNormBlocks[k];
-  }
-  return at::cat(parts).to(grad_slots.scalar_type());
+// The gradient w.r.t. a row-wise cell's unit_params: the column sums of its grad_slots
+// ([N, K*H], laid out as unit_params: layer_norm.h), summed in the accumulation type.
+inline at::Tensor row_params_grad(const at::Tensor& grad_slots) {
+  const auto type = grad_slots.scalar_type();
+  return grad_slots.sum(0, /*keepdim=*/false, at::toOpMathType(type)).to(type);
 }
 
 // The gradient w.r.t. a trainable cell's unit_params, its peepholes (cells/lstm.h):

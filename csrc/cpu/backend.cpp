@@ -167,7 +167,8 @@ struct CpuBackend {
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {
         if (dh_all.defined()) {
-          r.grad_w_hr = at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, sz.H));
+          r.grad_w_hr =
+              at::mm(dh_all.t(), hidden_from_saved<Cell>(a.saved, a.unit_params, sz.H));
         }
       }
     }

@@ -50,21 +50,31 @@ void for_each_unit_of(int64_t rows, int64_t cols, const F& fn) {
   }
 }
 
-// [N, H]: each row's h before projection (Cell::hidden_from_saved), from saved: [N, S*H].
+// [N, H]: each row's h before projection (Cell::hidden_from_saved, or a row-wise cell's
+// hidden_row), from saved: [N, S*H] and unit_params: [K*H] (or undefined).
 template <class Cell>
-at::Tensor hidden_from_saved(const at::Tensor& saved, int64_t H) {
+at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_params,
+                             int64_t H) {
   at::Tensor m = at::empty({saved.size(0), H}, saved.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, saved.scalar_type(), "hidden", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* sv = saved.data_ptr<scalar_t>();
     scalar_t* m_p = m.data_ptr<scalar_t>();
-    for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {  // once per backward with projection: left scalar
-        A slots[Cell::kSaved];
-        for (int q = 0; q < Cell::kSaved; ++q) slots[q] = A(sv[(row * Cell::kSaved + q) * H + j]);
-        m_p[row * H + j] = Cell::hidden_from_saved(slots);
-      }
-    });
+    if constexpr (Cell::kRowWise) {
+      const scalar_t* params = unit_params.data_ptr<scalar_t>();
+      for_each_unit_of<Cell>(saved.size(0), H, [&](int64_t row, int64_t, int64_t) {
+        Cell::template hidden_row<A>(SerialRow{}, sv + row * Cell::kSaved * H, params,
+                                     m_p + row * H, H);
+      });
+    } else {
+      for_each_unit(saved.size(0), H, [&](int64_t row, int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) {  // once per backward with projection: left scalar
+          A slots[Cell::kSaved];
+          for (int q = 0; q < Cell::kSaved; ++q) slots[q] = A(sv[(row * Cell::kSaved + q) * H + j]);
+          m_p[row * H + j] = Cell::hidden_from_saved(slots);
+        }
+      });
+    }
   });
   return m;
 }

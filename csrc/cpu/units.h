@@ -31,8 +31,8 @@ void forward_units(const T* gx, const T* gh, const T* b_hh, const T* params, con
   using A = acc_t<T>;
   if constexpr (Cell::kRowWise) {
     TORCH_INTERNAL_ASSERT(j0 == 0 && j1 == H, "a row-wise cell runs whole rows");
-    Cell::template forward_row<A>(SerialRow{}, RowForward<T, A>{gx, gh, kBias ? b_hh : nullptr,
-                                  params, h_prev, carry, kSave ? saved : nullptr, h, y, H});
+    Cell::template forward_row<A, kSave, kBias>(
+        SerialRow{}, RowForward<T, A>{gx, gh, b_hh, params, h_prev, carry, saved, h, y, H});
     return;
   } else {
     constexpr int G = Cell::kGates, S = Cell::kSaved > 0 ? Cell::kSaved : 1;
@@ -79,8 +79,9 @@ void backward_units(const T* dh, const T* grad_y, acc_t<T>* carry, const T* save
   using A = acc_t<T>;
   if constexpr (Cell::kRowWise) {
     TORCH_INTERNAL_ASSERT(j0 == 0 && j1 == H, "a row-wise cell runs whole rows");
-    Cell::template backward_row<A>(SerialRow{}, RowBackward<T, A>{dh, kAddGradY ? grad_y : nullptr,
-                                   carry, saved, params, prev, dx, dgh, grad_slots, H});
+    Cell::template backward_row<A, kAddGradY>(
+        SerialRow{}, RowBackward<T, A>{dh, grad_y, carry, saved, params, prev, dx, dgh,
+                                       grad_slots, H});
     return;
   } else {
     constexpr int G = Cell::kGates, S = Cell::kSaved > 0 ? Cell::kSaved : 1;

@@ -48,7 +48,8 @@ struct BackwardStepArgs {
   void* grad_gx;       // [N, G*H] rows written: gradient w.r.t. gx
   void* grad_gh;       // [N, G*H] rows written: gradient w.r.t. gh (kSeparateDgh), or null
   void* m;             // [N, H] rows written with the cell output before projection
-                       //   (Cell::hidden_from_saved, for grad_w_hr), or null
+                       //   (Cell::hidden_from_saved, or a row-wise cell's hidden_row, for
+                       //   grad_w_hr), or null
   void* h_prev;        // [N, P] rows written with each row's h_prev (a packed sequence's
                        //   rows for grad_w_hh), or null
   void* grad_slots;    // [N, Cell::kGradSlots*H] rows written (row-wise cells), or null

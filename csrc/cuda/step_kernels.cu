@@ -35,20 +35,22 @@ cudaError_t launch(const typename Unit::Args& a, cudaStream_t stream) {
 constexpr int kRowThreads = 256;
 
 // cells/row.h's row context for a block that does one row: unit j is thread j % blockDim.x's;
-// sum() adds the warps' sums (shuffles, then the warps' partial sums in a fixed order: the
-// result is the same on every run). Every thread of the block calls every sum().
+// sum_units adds each thread's partial sum across the block (shuffles, then the warps' sums
+// in a fixed order: the same result on every run).
 struct BlockRow : ThreadRow {
   template <class F>
   __device__ __forceinline__ void for_units(int64_t H, const F& f) const {
     for (int j = threadIdx.x; j < H; j += blockDim.x) f(j);
   }
-  template <class V>
-  __device__ __forceinline__ V sum(V v) const {
-    __shared__ V warp_sums[kRowThreads / 32];
+  template <class A, class F>
+  __device__ __forceinline__ A sum_units(int64_t H, const F& f) const {
+    __shared__ A warp_sums[kRowThreads / 32];
+    A v = A(0);
+    for (int j = threadIdx.x; j < H; j += blockDim.x) v += f(j);
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
     if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
     __syncthreads();
-    V total = V(0);
+    A total = A(0);
     for (unsigned w = 0; w < blockDim.x / 32; ++w) total += warp_sums[w];
     __syncthreads();  // warp_sums is free again for the next sum
     return total;

@@ -154,10 +154,10 @@ struct RowForwardUnit {
     constexpr int G = Cell::kGates, S = Cell::kSaved;
     const int64_t H = a.H, packed = a.step.first + row;
     T* h = static_cast<T*>(a.h) + row * H;
-    Cell::template forward_row<A>(
+    Cell::template forward_row<A, kSave, kBias>(
         ctx, RowForward<T, A>{static_cast<const T*>(a.gx) + packed * G * H,
                               static_cast<const T*>(a.gh) + row * G * H,
-                              kBias ? static_cast<const T*>(a.b_hh) : nullptr,
+                              static_cast<const T*>(a.b_hh),
                               static_cast<const T*>(a.unit_params), h,
                               Cell::kCellState ? static_cast<A*>(a.carry) + row * H : nullptr,
                               kSave ? static_cast<T*>(a.saved) + packed * S * H : nullptr, h,
@@ -168,7 +168,8 @@ struct RowForwardUnit {
   }
 };
 
-// Options as BackwardUnit's; the row's m and h_prev columns are written after its gradients.
+// Options as BackwardUnit's; the row's m (Cell::hidden_row) and h_prev are written after its
+// gradients.
 template <class Cell, class T, bool kProject, bool kGather>
 struct RowBackwardUnit {
   using Args = BackwardStepArgs;
@@ -190,7 +191,7 @@ struct RowBackwardUnit {
       prev_value = prev >= 0 ? saved + prev * S * H + Cell::kPrevSlot * H
                              : static_cast<const T*>(a.c0) + row * H;
     }
-    Cell::template backward_row<A>(
+    Cell::template backward_row<A, !kProject>(
         ctx, RowBackward<T, A>{static_cast<const T*>(a.dh) + row * H,
                                kProject ? nullptr : static_cast<const T*>(a.grad_y) + packed * H,
                                static_cast<A*>(a.carry) + row * H, saved + packed * S * H,
@@ -198,18 +199,14 @@ struct RowBackwardUnit {
                                static_cast<T*>(a.grad_gx) + packed * G * H,
                                static_cast<T*>(a.grad_gh) + packed * G * H,
                                static_cast<T*>(a.grad_slots) + packed * Cell::kGradSlots * H, H});
-    ctx.for_units(P > H ? P : H, [&](int64_t j) {
-      if constexpr (kProject) {
-        if (j < H) {
-          A slots[S];
-          for (int q = 0; q < S; ++q) slots[q] = to_acc(saved[packed * S * H + q * H + j]);
-          static_cast<T*>(a.m)[packed * H + j] = from_acc<T>(Cell::hidden_from_saved(slots));
-        }
-      }
-      if constexpr (kGather) {
-        if (j < P) static_cast<T*>(a.h_prev)[packed * P + j] = h_prev[j];
-      }
-    });
+    if constexpr (kProject) {
+      Cell::template hidden_row<A>(ctx, saved + packed * S * H,
+                                   static_cast<const T*>(a.unit_params),
+                                   static_cast<T*>(a.m) + packed * H, H);
+    }
+    if constexpr (kGather) {
+      ctx.for_units(P, [&](int64_t j) { static_cast<T*>(a.h_prev)[packed * P + j] = h_prev[j]; });
+    }
   }
   FASTRNN_HD static void run(const Args& a, int64_t row, int64_t /*j*/) {
     run_row(ThreadRow{}, a, row);

@@ -36,8 +36,9 @@ def _parser():
                  "--backend auto step persistent.")
     p.add_argument("--grid", choices=sorted(GRIDS), help="named grid (default: quick)")
     p.add_argument("--cell", nargs="+", help="LSTM, GRU, RNN (tanh), RNN_TANH, RNN_RELU; the "
-                                             "LSTM variants (kind variant): PEEPHOLE_LSTM, "
-                                             "COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM")
+                                             "variants (kind variant): PEEPHOLE_LSTM, "
+                                             "COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM, "
+                                             "LAYER_NORM_LSTM, LAYER_NORM_GRU")
     for name in _SHAPE_OPTIONS:
         p.add_argument(f"--{name}", nargs="+", type=int, metavar="N")
     p.add_argument("--bidirectional", action="store_true", default=None)
@@ -48,9 +49,9 @@ def _parser():
                         "RNN, dilations 1, 2, 4, ... over --layers, against a loop over "
                         "torch.nn's cells), dilated_interleaved (against torch.nn layers on the "
                         "interleaved subsequences), clockwork (fastrnn.ClockworkRNN against a "
-                        "Python loop of it), variant (fastrnn.VariantLSTM, cells "
-                        "PEEPHOLE_LSTM, COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM, against a Python "
-                        "loop of it); default: the grid's, layer for custom shapes")
+                        "Python loop of it), variant (fastrnn.VariantLSTM or VariantGRU, the "
+                        "variant cells, against a Python loop of it); default: the grid's, "
+                        "layer for custom shapes")
     p.add_argument("--hx", action="store_true",
                    help="custom shapes: give the initial states (random) instead of None")
     p.add_argument("--dtype", nargs="+", help="float32, float64, bfloat16, float16")

@@ -25,7 +25,7 @@ WORD_LM = Shape(35, 20, 200, 200, layers=2)  # PyTorch's examples/word_language_
 SEQUENCE_MODEL = Shape(200, 32, 100, 256)
 PACKED_CLASSIFIER = Shape(200, 32, 100, 256, layers=2, bidirectional=True)
 AUTOCAST_SHAPE = Shape(100, 64, 512, 512)
-VARIANT_SHAPE = Shape(100, 32, 256, 256)  # the LSTM variants' goal shape
+VARIANT_SHAPE = Shape(100, 32, 256, 256)  # the variants' goal shape
 
 GRIDS = {
     "quick": Grid("quick", "small LSTM/GRU/RNN float32 shapes, fwd and fwdbwd (minutes on a "
@@ -120,12 +120,14 @@ GRIDS = {
         Block(("RNN_TANH",), ("float32",), (Shape(256, 32, 256, 256),),
               note="the full RNN of the clockwork's size"),
     ), threads=2),
-    "variants": Grid("variants", "the LSTM variants against what users write for them, "
-                     "float32, 2 threads, T=100 B=32 I=H=256: peepholes, coupled input-forget "
-                     "gates and both (fastrnn.VariantLSTM) against the same model as a plain "
-                     "PyTorch loop over torch ops; and the plain LSTM of their size", (
+    "variants": Grid("variants", "the variants against what users write for them, float32, "
+                     "2 threads, T=100 B=32 I=H=256: peepholes, coupled input-forget gates and "
+                     "both (fastrnn.VariantLSTM), layer-normalised LSTM and GRU "
+                     "(fastrnn.VariantLSTM, VariantGRU) against the same model as a plain "
+                     "PyTorch loop over torch ops; and the plain LSTM and GRU of their size", (
         Block(VARIANT_CELLS, ("float32",), (VARIANT_SHAPE,), kind="variant",
-              note="LSTM variant vs a PyTorch loop of it"),
-        Block(("LSTM",), ("float32",), (VARIANT_SHAPE,), note="the plain LSTM of its size"),
+              note="variant vs a PyTorch loop of it"),
+        Block(("LSTM", "GRU"), ("float32",), (VARIANT_SHAPE,),
+              note="the plain layer of its size"),
     ), threads=2),
 }

@@ -15,9 +15,9 @@ given (hx). Kinds (KINDS):
   code runs it (T a multiple of every dilation);
 - "clockwork": one call of fastrnn.ClockworkRNN (periods 1, 2, 4, 8; cell RNN_TANH, one
   layer) against the same model as a Python loop over torch ops (loops.ClockworkLoop);
-- "variant": one call of fastrnn.VariantLSTM (cell PEEPHOLE_LSTM, COUPLED_LSTM or
-  PEEPHOLE_COUPLED_LSTM, one layer) against the same model as a plain PyTorch loop of its
-  equations over torch ops (loops.VariantLoop).
+- "variant": one call of fastrnn.VariantLSTM or VariantGRU (cell PEEPHOLE_LSTM,
+  COUPLED_LSTM, PEEPHOLE_COUPLED_LSTM, LAYER_NORM_LSTM or LAYER_NORM_GRU, one layer) against
+  the same model as a plain PyTorch loop of its equations over torch ops (loops.VariantLoop).
 hx: the initial states are given (random, and for fwdbwd differentiated, as the states a
 loop carries are) rather than None. Results from before kind and hx had neither: they are
 layer calls without hx (KEY_DEFAULTS, key_of).
@@ -45,7 +45,8 @@ import random
 from dataclasses import dataclass, field
 
 CELLS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
-VARIANT_CELLS = ("PEEPHOLE_LSTM", "COUPLED_LSTM", "PEEPHOLE_COUPLED_LSTM")  # kind variant
+VARIANT_CELLS = ("PEEPHOLE_LSTM", "COUPLED_LSTM", "PEEPHOLE_COUPLED_LSTM", "LAYER_NORM_LSTM",
+                 "LAYER_NORM_GRU")  # kind variant
 MODES = ("fwd", "fwdbwd")
 KINDS = ("layer", "cell", "cell_loop", "dilated", "dilated_interleaved", "clockwork",
          "variant")
@@ -139,7 +140,7 @@ class Case:
                              "of its 4 modules")
         if (self.kind == "variant") != (self.cell in VARIANT_CELLS) or (
                 self.kind == "variant" and (self.layers != 1 or self.bidirectional)):
-            raise ValueError("kind variant runs the LSTM variants (cells "
+            raise ValueError("kind variant runs the variants (cells "
                              f"{', '.join(VARIANT_CELLS)}), one layer, one direction; they "
                              "run no other kind")
         if self.kind in DILATED_KINDS + ("clockwork", "variant") and self.hx:

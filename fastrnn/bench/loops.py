@@ -16,10 +16,11 @@ names: weight_ih_l{layer}[_reverse], ...) into them.
   loop over torch ops: each step the full pre-activation with W_hh masked to its allowed
   blocks, the active modules' units replaced (torch.where). It reads the parameters of the
   fastrnn.ClockworkRNN it is built on; returns the output [T, B, H] and h_n [1, B, H].
-- VariantLoop ("variant"): an LSTM with peepholes and/or coupled gates as the papers write
-  it, a Python loop over torch ops, the input product hoisted out of the loop. It reads the
-  parameters of the fastrnn.VariantLSTM (one layer) it is built on; returns the output
-  [T, B, H] and (h_n, c_n) [1, B, H].
+- VariantLoop ("variant"): an LSTM with peepholes and/or coupled gates, or a layer-
+  normalised LSTM or GRU, as the papers write it, a Python loop over torch ops, the input
+  product (and its norm) hoisted out of the loop. It reads the parameters of the
+  fastrnn.VariantLSTM or VariantGRU (one layer) it is built on; returns the output
+  [T, B, H] and the final state(s) [1, B, H].
 """
 
 import torch
@@ -136,6 +137,8 @@ class VariantLoop(nn.Module):
 
     def forward(self, x):
         m = self.model
+        if m.layer_norm:
+            return self._layer_norm(x)
         coupled = m.coupled_gates
         gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
         gx = gx.view(x.shape[0], x.shape[1], -1)
@@ -153,6 +156,33 @@ class VariantLoop(nn.Module):
             c = f * c + i * torch.tanh(a_g)
             h = torch.sigmoid(a_o + p[-1] * c if p is not None else a_o) * torch.tanh(c)
             ys.append(h)
+        return torch.stack(ys), (h.unsqueeze(0), c.unsqueeze(0))
+
+    def _layer_norm(self, x):
+        """Ba et al.'s layer-normalised LSTM or GRU with F.layer_norm, as such models are
+        written in PyTorch."""
+        m, ln = self.model, nn.functional.layer_norm
+        gates = m.weight_ih_l0.shape[0]
+        gx = ln(x.flatten(0, 1) @ m.weight_ih_l0.t(), (gates,), m.ln_weight_ih_l0,
+                m.ln_bias_ih_l0) + m.bias_ih_l0
+        gx = gx.view(x.shape[0], x.shape[1], -1)
+        h = c = x.new_zeros(x.shape[1], m.hidden_size)
+        ys = []
+        for t in range(x.shape[0]):
+            gh = ln(h @ m.weight_hh_l0.t(), (gates,), m.ln_weight_hh_l0, m.ln_bias_hh_l0)
+            if m.mode == "GRU":
+                x_r, x_z, x_n = gx[t].chunk(3, dim=1)
+                h_r, h_z, h_n = (gh + m.bias_hh_l0).chunk(3, dim=1)
+                r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+                h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+            else:
+                i, f, g, o = (gx[t] + gh + m.bias_hh_l0).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(ln(c, (m.hidden_size,), m.ln_weight_c_l0,
+                                                     m.ln_bias_c_l0))
+            ys.append(h)
+        if m.mode == "GRU":
+            return torch.stack(ys), h.unsqueeze(0)
         return torch.stack(ys), (h.unsqueeze(0), c.unsqueeze(0))
 
 

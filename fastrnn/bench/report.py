@@ -209,7 +209,7 @@ def markdown(doc):
                   "kind dilated_interleaved: torch.nn layers on the interleaved subsequences; "
                   "kind clockwork: the same clockwork RNN as a Python loop over torch ops "
                   "(GFLOP/s counted as for a full RNN of its size); kind variant: the same "
-                  "LSTM variant as a Python loop over torch ops.",
+                  "variant as a Python loop over torch ops.",
                   ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refusals = []
