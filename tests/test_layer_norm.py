@@ -10,18 +10,17 @@ import io
 
 import pytest
 import torch
-import torch._dynamo
 
 import fastrnn
 from fastrnn import functional
 from helpers import reference
 from helpers.cases import Case
-from helpers.compare import assert_close, assert_results_close
+from helpers.compare import assert_autocast_like, assert_close
 from helpers.devices import DEVICES
 from helpers.inputs import make_inputs
-from helpers.reference_module import ReferenceModule, check_against_reference
+from helpers.reference_module import (check_16_bit_against_float64, check_against_reference,
+                                      check_compiled_equals_eager)
 from helpers.running import run
-from helpers.tolerances import LOW_PRECISION
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -104,18 +103,7 @@ def test_16_bit_error_within_twice_the_reference(mode, dtype):
             p.copy_(p.to(dtype))
     low = make(mode, case, dtype)
     low.load_state_dict(exact.state_dict())
-    inputs = make_inputs(case, dtype)
-    want_outs, want_grads, _ = run(ReferenceModule(exact), inputs.to(dtype=F64))
-    ref_outs, ref_grads, _ = run(ReferenceModule(low), inputs)
-    got_outs, got_grads, _ = run(low, inputs)
-    pairs = list(zip(got_outs, ref_outs, want_outs)) + [
-        (got_grads[n], ref_grads[n], want_grads[n]) for n in want_grads]
-    for got, ref, want in pairs:
-        assert got.dtype == dtype
-        got_error = (got.double() - want).abs().max().item()
-        ref_error = (ref.double() - want).abs().max().item()
-        slack = LOW_PRECISION["slack"] * max(1.0, want.abs().max().item())
-        assert got_error <= LOW_PRECISION["factor"] * ref_error + slack
+    check_16_bit_against_float64(exact, low, case, dtype)
 
 
 @pytest.mark.parametrize("mode", LAYERS)
@@ -268,15 +256,7 @@ def test_state_dict_and_whole_model_round_trip(mode):
 def test_compile_fullgraph_equals_eager(mode):
     case = case_of(mode, 2, True, "batch_first", True)
     module = make(mode, case)
-    inputs = make_inputs(case)
-    want_outs, want_grads, _ = run(module, inputs)
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(allow_rnn=True):
-        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-        got_outs, got_grads, _ = run(compiled, inputs)
-    torch._dynamo.reset()
-    got_grads = {name.removeprefix("_orig_mod."): grad for name, grad in got_grads.items()}
-    assert_results_close([got_outs, got_grads], [want_outs, want_grads], F64, "compiled")
+    check_compiled_equals_eager(module, case)
 
 
 @pytest.mark.parametrize("mode", LAYERS)
@@ -290,16 +270,7 @@ def test_autocast_dtypes_as_torch_nn(mode):
              (CELLS[mode](8, 16, layer_norm=True), getattr(torch.nn, f"{mode}Cell")(8, 16),
               torch.randn(3, 8))]
     for fast, ref, x in pairs:
-        want = fast(x)
-        for grad in (False, True):
-            with torch.set_grad_enabled(grad), torch.autocast("cpu", torch.bfloat16):
-                got = fast(x)
-                ref_out = ref(x)
-            for g, r, w in zip(torch.utils._pytree.tree_leaves(got),
-                               torch.utils._pytree.tree_leaves(ref_out),
-                               torch.utils._pytree.tree_leaves(want)):
-                assert g.dtype == r.dtype
-                torch.testing.assert_close(g.float(), w, atol=5e-2, rtol=0)
+        assert_autocast_like(fast, ref, x, atol=5e-2)
 
 
 def test_meta_tensors_give_shapes():

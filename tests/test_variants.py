@@ -9,19 +9,16 @@ import io
 
 import pytest
 import torch
-import torch._dynamo
 
 import fastrnn
 from fastrnn import functional
 from helpers import reference
 from helpers.cases import Case
-from helpers.compare import assert_close, assert_results_close
+from helpers.compare import assert_autocast_like, assert_close
 from helpers.devices import DEVICES
 from helpers.ops import op_args
-from helpers.inputs import make_inputs
-from helpers.reference_module import ReferenceModule, check_against_reference
-from helpers.running import run
-from helpers.tolerances import LOW_PRECISION
+from helpers.reference_module import (check_16_bit_against_float64, check_against_reference,
+                                      check_compiled_equals_eager)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -92,18 +89,7 @@ def test_16_bit_error_within_twice_the_reference(variant, dtype):
             p.copy_(p.to(dtype))
     low = make(variant, case, dtype)
     low.load_state_dict(exact.state_dict())
-    inputs = make_inputs(case, dtype)
-    want_outs, want_grads, _ = run(ReferenceModule(exact), inputs.to(dtype=F64))
-    ref_outs, ref_grads, _ = run(ReferenceModule(low), inputs)
-    got_outs, got_grads, _ = run(low, inputs)
-    pairs = list(zip(got_outs, ref_outs, want_outs)) + [
-        (got_grads[n], ref_grads[n], want_grads[n]) for n in want_grads]
-    for got, ref, want in pairs:
-        assert got.dtype == dtype
-        got_error = (got.double() - want).abs().max().item()
-        ref_error = (ref.double() - want).abs().max().item()
-        slack = LOW_PRECISION["slack"] * max(1.0, want.abs().max().item())
-        assert got_error <= LOW_PRECISION["factor"] * ref_error + slack
+    check_16_bit_against_float64(exact, low, case, dtype)
 
 
 def test_parameters_follow_torch_scheme():
@@ -281,15 +267,7 @@ def test_meta_tensors_give_shapes():
 def test_compile_fullgraph_equals_eager():
     case = case_of(2, True, "batch_first", True, False)
     module = make("both", case)
-    inputs = make_inputs(case)
-    want_outs, want_grads, _ = run(module, inputs)
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(allow_rnn=True):
-        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-        got_outs, got_grads, _ = run(compiled, inputs)
-    torch._dynamo.reset()
-    got_grads = {name.removeprefix("_orig_mod."): grad for name, grad in got_grads.items()}
-    assert_results_close([got_outs, got_grads], [want_outs, want_grads], F64, "compiled")
+    check_compiled_equals_eager(module, case)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -299,18 +277,7 @@ def test_autocast_dtypes_as_torch_nn_lstm(variant):
     peepholes, coupled = VARIANTS[variant]
     torch.manual_seed(0)
     fast = fastrnn.VariantLSTM(8, 16, peepholes=peepholes, coupled_gates=coupled)
-    ref = torch.nn.LSTM(8, 16)
-    x = torch.randn(6, 3, 8)
-    want = fast(x)
-    for grad in (False, True):
-        with torch.set_grad_enabled(grad), torch.autocast("cpu", torch.bfloat16):
-            got = fast(x)
-            ref_out = ref(x)
-        for g, r, w in zip(torch.utils._pytree.tree_leaves(got),
-                           torch.utils._pytree.tree_leaves(ref_out),
-                           torch.utils._pytree.tree_leaves(want)):
-            assert g.dtype == r.dtype
-            torch.testing.assert_close(g.float(), w, atol=3e-2, rtol=0)
+    assert_autocast_like(fast, torch.nn.LSTM(8, 16), torch.randn(6, 3, 8), atol=3e-2)
 
 
 def test_variant_needs_lstm_mode():

@@ -25,13 +25,13 @@ def exported_modules():
     """fastrnn's exported drop-in layers (the cells, nn.RNNCellBase's subclasses, have the
     same loading tests in test_cells_api.py, the dilated stacks theirs in test_dilated.py, the
     echo state networks theirs in test_esn.py, the clockwork RNN in test_clockwork.py, the
-    LSTM variants in test_variants.py)."""
+    variants in test_variants.py and test_layer_norm.py)."""
     return {getattr(fastrnn, name) for name in fastrnn.__all__
             if isinstance(getattr(fastrnn, name), type)
             and issubclass(getattr(fastrnn, name), nn.Module)
             and not issubclass(getattr(fastrnn, name), nn.RNNCellBase)
-            and not name.startswith("Dilated")
-            and name not in ("ClockworkRNN", "EchoStateNetwork", "Reservoir", "VariantLSTM")}
+            and not name.startswith(("Dilated", "Variant"))
+            and name not in ("ClockworkRNN", "EchoStateNetwork", "Reservoir")}
 
 
 def client_model(cell, fast=True, seed=0):

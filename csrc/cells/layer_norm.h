@@ -71,7 +71,8 @@ struct LstmPolicy {
         for (int b = 0; b < 4; ++b) sv[(kSlotProduct + b) * H] = r.gh[b * H + j];
       }
     });
-    const RowNorm<A> nc = row_norm<A, 1>(ctx, H, A(kEps), [&](int64_t j, int) { return r.carry[j]; });
+    const RowNorm<A> nc =
+        row_norm<A, 1>(ctx, H, A(kEps), [&](int64_t j, int) { return r.carry[j]; });
     ctx.for_units(H, [&](int64_t j) {
       const A o = sigmoid(pre(j, kO));
       const A h = o * tanh_act(in(p[kGammaC * H + j]) * nc(r.carry[j]) + in(p[kBetaC * H + j]));
@@ -90,7 +91,8 @@ struct LstmPolicy {
     const auto slot = [&](int q, int64_t j) { return in(r.saved[q * H + j]); };
     const auto product = [&](int64_t j, int b) { return slot(kSlotProduct + b, j); };
     const RowNorm<A> nh = row_norm<A, 4>(ctx, H, A(kEps), product);
-    const RowNorm<A> nc = row_norm<A, 1>(ctx, H, A(kEps), [&](int64_t j, int) { return slot(kSlotC, j); });
+    const RowNorm<A> nc =
+        row_norm<A, 1>(ctx, H, A(kEps), [&](int64_t j, int) { return slot(kSlotC, j); });
     const auto n_c = [&](int64_t j) { return nc(slot(kSlotC, j)); };
     // First tanh(LN(c)) and the gradient w.r.t. LN(c)'s output, dh * o * tanh', into
     // gamma_c's and beta_c's parts of grad_slots, read from there (one tanh per unit); the

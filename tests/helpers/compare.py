@@ -47,3 +47,19 @@ def raise_alike(error, call_ref, call_fast):
         call_fast()
     assert type(fast_error.value) is type(ref_error.value)
     return ref_error.value, fast_error.value
+
+
+def assert_autocast_like(fast, ref, x, atol):
+    """Under CPU bfloat16 autocast, with and without autograd, fast(x) has the dtypes ref(x)
+    has (ref: the torch.nn module whose dtypes fast promises) and values within atol of
+    fast's float32 results."""
+    want = fast(x)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", torch.bfloat16):
+            got = fast(x)
+            ref_out = ref(x)
+        for g, r, w in zip(torch.utils._pytree.tree_leaves(got),
+                           torch.utils._pytree.tree_leaves(ref_out),
+                           torch.utils._pytree.tree_leaves(want)):
+            assert g.dtype == r.dtype
+            torch.testing.assert_close(g.float(), w, atol=atol, rtol=0)

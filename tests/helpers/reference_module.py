@@ -1,11 +1,14 @@
 """The reference (helpers/reference.py) applied to a module's inputs."""
 
+import torch
+import torch._dynamo
 from torch.nn.utils.rnn import PackedSequence
 
 from helpers import reference
 from helpers.compare import assert_results_close, assert_same_packing
 from helpers.inputs import make_inputs
 from helpers.running import run
+from helpers.tolerances import LOW_PRECISION
 
 
 class ReferenceModule:
@@ -80,3 +83,36 @@ def check_against_reference(module, case, dtype, device="cpu"):
     assert_same_packing(got, want)
     assert_results_close([got_outs, got_grads], [want_outs, want_grads], dtype,
                          "fastrnn vs the reference")
+
+
+def check_16_bit_against_float64(exact, low, case, dtype):
+    """low (module in dtype, exact's weights rounded to it) against float64: at most twice
+    the error of the reference loop run in dtype on the same representable weights and
+    inputs, plus the usual slack. exact: the float64 module, its weights already rounded."""
+    inputs = make_inputs(case, dtype)
+    want_outs, want_grads, _ = run(ReferenceModule(exact), inputs.to(dtype=torch.float64))
+    ref_outs, ref_grads, _ = run(ReferenceModule(low), inputs)
+    got_outs, got_grads, _ = run(low, inputs)
+    pairs = list(zip(got_outs, ref_outs, want_outs)) + [
+        (got_grads[n], ref_grads[n], want_grads[n]) for n in want_grads]
+    for got, ref, want in pairs:
+        assert got.dtype == dtype
+        got_error = (got.double() - want).abs().max().item()
+        ref_error = (ref.double() - want).abs().max().item()
+        slack = LOW_PRECISION["slack"] * max(1.0, want.abs().max().item())
+        assert got_error <= LOW_PRECISION["factor"] * ref_error + slack
+
+
+def check_compiled_equals_eager(module, case):
+    """torch.compile(fullgraph=True) of module (a layer stack) gives its eager results and
+    gradients in float64."""
+    inputs = make_inputs(case)
+    want_outs, want_grads, _ = run(module, inputs)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        got_outs, got_grads, _ = run(compiled, inputs)
+    torch._dynamo.reset()
+    got_grads = {name.removeprefix("_orig_mod."): grad for name, grad in got_grads.items()}
+    assert_results_close([got_outs, got_grads], [want_outs, want_grads], torch.float64,
+                         "compiled")
