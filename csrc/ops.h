@@ -230,10 +230,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(
   return {r.grad_gx, r.grad_h0, r.grad_w_hh, r.grad_b_hh};
 }
 
-// fn(Cell{}): the GRU, or the layer-normalised GRU when norms are given.
+// fn(Cell{}): the GRU, or the layer-normalised GRU when norms are given (checked first, by
+// their name).
 template <class F>
-auto with_gru_variant(const Tensor& norms, const F& fn) {
-  return norms.defined() ? fn(ln::GruPolicy{}) : fn(gru::Policy{});
+auto with_gru_variant(const char* op, const Tensor& h0, const Tensor& norms, const F& fn) {
+  if (!norms.defined()) return fn(gru::Policy{});
+  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D [B, H], got ", h0.sizes());
+  check_unit_params<ln::GruPolicy>(op, h0, norms, h0.size(1), "norms");
+  return fn(ln::GruPolicy{});
 }
 
 template <class Backend>
@@ -243,7 +247,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_variant_forward(
   ForwardArgs a{gx, batch_sizes, h0, Tensor(), w_hh, Tensor(), b_hh.value_or(Tensor()),
                 reverse, save, {}};
   a.unit_params = norms.value_or(Tensor());
-  const auto r = with_gru_variant(a.unit_params, [&](auto cell) {
+  const auto r = with_gru_variant("gru_variant_forward", h0, a.unit_params, [&](auto cell) {
     return forward<Backend, decltype(cell)>("gru_variant_forward", a);
   });
   return {r.y, r.hn, r.saved};
@@ -257,7 +261,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_variant_backward(
   BackwardArgs a{grad_y, grad_hn, Tensor(), batch_sizes, h0, Tensor(), w_hh, Tensor(), y,
                  saved, has_bias, reverse, {}};
   a.unit_params = norms.value_or(Tensor());
-  const auto r = with_gru_variant(a.unit_params, [&](auto cell) {
+  const auto r = with_gru_variant("gru_variant_backward", h0, a.unit_params, [&](auto cell) {
     return backward<Backend, decltype(cell)>("gru_variant_backward", a);
   });
   const Tensor none = at::empty({0}, y.options());

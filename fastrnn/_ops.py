@@ -71,6 +71,8 @@ def _lstm_forward_fake(op, gx, batch_sizes, h0, c0, w_hh, w_hr, params, coupled,
     """lstm_forward's and lstm_variant_forward's results (params None, coupled and
     layer_norm False: the plain LSTM)."""
     _check_devices(op, batch_sizes, h0, gx, c0, w_hh, w_hr, params)
+    torch._check(not layer_norm or params is not None,
+                 lambda: f"{op}: this cell needs norms [10*H]")
     n, hidden = gx.shape[0], c0.shape[1]
     slots = SAVED_SLOTS[lstm_variant_cell(params is not None, coupled, layer_norm)]
     return (gx.new_empty(n, h0.shape[1]), torch.empty_like(h0), torch.empty_like(c0),

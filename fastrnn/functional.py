@@ -125,10 +125,14 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     """
     if mode not in MODES:
         raise ValueError(f"Unknown recurrent mode {mode!r}; expected one of {MODES}")
-    if variant is not None and mode != "LSTM":
-        if variant.peepholes or variant.coupled_gates:
+    if variant is not None and not any(variant):
+        variant = None  # no option set: torch.nn's layer
+    if variant is not None:
+        if variant.layer_norm and (variant.peepholes or variant.coupled_gates):
+            raise ValueError("layer norm does not combine with peepholes or coupled gates")
+        if mode != "LSTM" and (variant.peepholes or variant.coupled_gates):
             raise ValueError(f"peepholes and coupled gates need mode 'LSTM', got {mode!r}")
-        if mode != "GRU":
+        if mode not in ("LSTM", "GRU"):
             raise ValueError(f"layer norm needs mode 'LSTM' or 'GRU', got {mode!r}")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)

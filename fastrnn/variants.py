@@ -88,6 +88,15 @@ class _Variant:
             names.append(list(group) + [name for name, _ in added])
         return names
 
+    def reset_parameters(self):
+        """torch.nn's reinitialisation (uniform in ±1/sqrt(hidden_size), every parameter),
+        then the norms' γ at 1 and β at 0 again."""
+        super().reset_parameters()
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if name.startswith("ln_"):
+                    parameter.fill_(1.0 if name.startswith("ln_weight") else 0.0)
+
     @property
     def _variant(self):
         return functional.Variant(self.peepholes, self.coupled_gates, self.layer_norm)
@@ -168,8 +177,8 @@ class _VariantCell(_Variant, _FusedCell):
         self._set_variant([(names, "")], device, dtype, **options)
 
     def _cell(self):
-        if self.layer_norm:  # (the number names the dtypes under autocast: the base cell's)
-            return CELL_KIND[self._MODE]
+        if self._MODE == "GRU" or self.layer_norm:  # the number names the result dtypes
+            return CELL_KIND[self._MODE]           # under autocast: the base cell's
         return CELL_KIND[lstm_variant_cell(self.peepholes, self.coupled_gates)]
 
     def _weight_names(self):

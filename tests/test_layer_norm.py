@@ -202,6 +202,37 @@ def test_torch_nn_weights_and_random_stream(mode):
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
+@pytest.mark.parametrize("mode", LAYERS)
+def test_without_options_is_torch_nn(mode):
+    """VariantGRU and VariantGRUCell without layer_norm: torch.nn's GRU and GRUCell, the same
+    parameters from the same seed and the same results."""
+    x = torch.randn(6, 2, 3, dtype=F64)
+    for ref_cls, fast_cls, inputs in ((getattr(torch.nn, mode), LAYERS[mode], x),
+                                      (getattr(torch.nn, f"{mode}Cell"), CELLS[mode], x[0])):
+        torch.manual_seed(0)
+        ref = ref_cls(3, 4, dtype=F64)
+        torch.manual_seed(0)
+        fast = fast_cls(3, 4, dtype=F64)
+        assert list(fast.state_dict()) == list(ref.state_dict())
+        for got, want in zip(torch.utils._pytree.tree_leaves(fast(inputs)),
+                             torch.utils._pytree.tree_leaves(ref(inputs))):
+            assert_close(got, want)
+
+
+def test_reset_parameters_keeps_the_norms_initialisation():
+    """reset_parameters (torch.nn's: as after building on the meta device and to_empty)
+    draws the weights again and puts γ back at 1 and β at 0."""
+    for module, weight in ((fastrnn.VariantLSTM(3, 4, layer_norm=True), "weight_hh_l0"),
+                           (fastrnn.VariantGRUCell(3, 4, layer_norm=True), "weight_hh")):
+        randomise_norms(module)
+        before = getattr(module, weight).clone()
+        module.reset_parameters()
+        for name, p in module.named_parameters():
+            if name.startswith("ln_"):
+                assert torch.equal(p, torch.full_like(p, 1.0 if "weight" in name else 0.0))
+        assert not torch.equal(getattr(module, weight), before)
+
+
 def test_option_errors():
     for cls in (*LAYERS.values(), *CELLS.values()):
         with pytest.raises(ValueError, match="must be a bool"):
@@ -212,10 +243,13 @@ def test_option_errors():
                 cls(3, 4, layer_norm=True, **combination)
     with pytest.raises(TypeError):  # the GRU has no LSTM options
         fastrnn.VariantGRU(3, 4, peepholes=True)
+    rnn = lambda mode, variant: functional.rnn(
+        mode, torch.randn(4, 3), torch.tensor([2, 2]), torch.zeros(1, 2, 3), None, [],
+        has_bias=False, num_layers=1, bidirectional=False, variant=variant)
     with pytest.raises(ValueError, match="layer norm needs mode 'LSTM' or 'GRU'"):
-        functional.rnn("RNN_TANH", torch.randn(4, 3), torch.tensor([2, 2]),
-                       torch.zeros(1, 2, 3), None, [], has_bias=False, num_layers=1,
-                       bidirectional=False, variant=functional.Variant(layer_norm=True))
+        rnn("RNN_TANH", functional.Variant(layer_norm=True))
+    with pytest.raises(ValueError, match="layer norm does not combine"):
+        rnn("LSTM", functional.Variant(peepholes=True, layer_norm=True))
 
 
 def test_op_errors():
@@ -228,7 +262,7 @@ def test_op_errors():
     with pytest.raises(RuntimeError, match="layer_norm does not combine with coupled gates"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, torch.ones(30,
                                          dtype=F64), True, True, False, True)
-    with pytest.raises(RuntimeError, match=r"unit_params must be \[6\*H\]"):
+    with pytest.raises(RuntimeError, match=r"norms must be \[6\*H\]"):
         fastrnn.ops.gru_variant_forward(gx[:, :9], sizes, h0, w_hh[:9], None,
                                         torch.ones(9, dtype=F64), False, True)
 

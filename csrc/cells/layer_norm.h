@@ -13,7 +13,8 @@
 // unit_params (K*H): gamma_h [G*H], beta_h [G*H], then for the LSTM gamma_c [H], beta_c
 // [H]. A row saves its product h_prev W_hh^T as the GEMM gave it (and the LSTM its c), from
 // which backward recomputes the norms' statistics: the same code on the same values, so the
-// same numbers. grad_slots (kGradSlots = K) are laid out as unit_params: per norm, the row's
+// same numbers (but for the LSTM's c in 16-bit storage, saved rounded while forward
+// normalised the float carry). grad_slots (kGradSlots = K) are laid out as unit_params: per norm, the row's
 // d * n (gamma's part) and d (beta's part), with n the normalised value and d the gradient
 // w.r.t. the norm's output, so that their column sums are the gradient w.r.t. unit_params.
 
