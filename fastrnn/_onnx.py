@@ -3,10 +3,11 @@
 While that exporter traces a model, a fastrnn layer emits one ONNX `LSTM`, `GRU` or `RNN`
 node per layer (both directions in one node) through torch.onnx.ops.symbolic_multi_out,
 instead of fastrnn's ops, which no ONNX runtime knows: the exported model is a standard
-one. An LSTM with a projection (proj_size), which ONNX's LSTM cannot express, becomes an
-ONNX `Scan` over the step's arithmetic in standard ops. The LSTM variants
-(fastrnn.VariantLSTM) are ONNX's LSTM with its peepholes input P and its attribute
-input_forget (without proj_size). Every shape stays symbolic, so a
+one. An LSTM with a projection (proj_size) and the layer-normalised LSTM and GRU
+(fastrnn.VariantLSTM/VariantGRU with layer_norm), which ONNX's operators cannot express,
+become an ONNX `Scan` over the step's arithmetic in standard ops (LayerNormalization among
+them). The peephole and coupled-gate LSTMs are ONNX's LSTM with its peepholes input P and
+its attribute input_forget (without proj_size). Every shape stays symbolic, so a
 model exported with dynamic batch and sequence axes runs at any batch and length.
 
 Why not torch.nn's forward, as under the TorchScript exporter: with torch 2.13 and
@@ -17,6 +18,8 @@ LSTM's projection (a model ONNX Runtime fails on).
 
 import torch
 import torch.nn.functional as F
+
+from . import functional
 
 # ONNX's operator per mode, and for each of its gate blocks the index of torch's block:
 # ONNX orders the LSTM's gates i,o,f,c (torch: i,f,g,o) and the GRU's z,r,h (torch: r,z,n).
@@ -69,9 +72,11 @@ def rnn(module, x, h0, c0, weights):
         layer_weights = [weights[(first + d) * per_direction:(first + d + 1) * per_direction]
                          for d in range(directions)]
         layer_c0 = None if c0 is None else c0[rows]
-        if getattr(module, "proj_size", 0) > 0:
-            y, hn, cn = _projected_lstm_layer(layer_input, h0[rows], layer_c0, layer_weights,
-                                              module.bias)
+        proj, layer_norm = getattr(module, "proj_size", 0) > 0, getattr(module, "layer_norm",
+                                                                         False)
+        if proj or layer_norm:
+            y, hn, cn = _scan_layer(mode, layer_input, h0[rows], layer_c0, layer_weights,
+                                    module.bias, proj, layer_norm)
         else:
             y, hn, cn = _layer_node(mode, layer_input, h0[rows], layer_c0, layer_weights,
                                     module.bias, variant=variant)
@@ -175,31 +180,66 @@ def _layer_node(mode, x, h0, c0, direction_weights, has_bias, lengths=None,
     return y, outputs[1], outputs[2] if c0 is not None else None
 
 
-def _projected_lstm_layer(x, h0, c0, direction_weights, has_bias):
-    """One LSTM layer with a projection, each direction an ONNX Scan over its steps.
-    x: [T, B, I]; h0: [D, B, P]; c0: [D, B, H]; direction_weights: per direction
-    (w_ih, w_hh[, b_ih, b_hh], w_hr). Returns y [T, B, D*P], h_n [D, B, P], c_n [D, B, H]."""
+def _scan_layer(mode, x, h0, c0, direction_weights, has_bias, has_proj, layer_norm):
+    """One LSTM or GRU layer that ONNX's operators cannot express (an LSTM with a projection,
+    a layer-normalised LSTM or GRU: fastrnn.variants' equations), each direction an ONNX Scan
+    over its steps. x: [T, B, I]; h0: [D, B, P]; c0: [D, B, H] (LSTM) or None;
+    direction_weights: per direction (w_ih, w_hh[, b_ih, b_hh][, w_hr]), then with layer_norm
+    the norms (functional.LAYER_NORMS). Returns y [T, B, D*P], h_n [D, B, P], c_n [D, B, H]
+    or None."""
     from torch._higher_order_ops.scan import scan  # export only; private to torch
 
+    count = len(functional.LAYER_NORMS[mode]) if layer_norm else 0
     ys, h_n, c_n = [], [], []
     for direction, weights in enumerate(direction_weights):
-        w_ih, w_hh, w_hr = weights[0], weights[1], weights[-1]
-        gx = torch.matmul(x, w_ih.t())  # [T, B, 4H]
-        if has_bias:
-            gx = gx + (weights[2] + weights[3])
+        norms, weights = weights[len(weights) - count:], weights[:len(weights) - count]
+        w_ih, w_hh = weights[0], weights[1]
+        b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
+        gx = torch.matmul(x, w_ih.t())  # [T, B, G*H]
+        if layer_norm:
+            gx = _layer_norm(gx, norms[0], norms[1])
+        if has_bias:  # the GRU's b_hh stays on the recurrent side
+            gx = gx + (b_ih if mode == "GRU" else b_ih + b_hh)
         if direction == 1:
             gx = gx.flip(0)
-
-        def step(state, gates_x, w_hh=w_hh, w_hr=w_hr):
-            # torch.nn.LSTM's step with proj_size (state: h [B, P], c [B, H]; gates_x [B, 4H])
-            h, c = state
-            i, f, g, o = (gates_x + torch.matmul(h, w_hh.t())).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.matmul(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
-            return (h, c), h.clone()
-
-        (hn, cn), y = scan(step, (h0[direction], c0[direction]), gx)  # y: [T, B, P]
+        step = _step(mode, w_hh, b_hh, weights[-1] if has_proj else None, norms)
+        initial = (h0[direction], c0[direction]) if mode == "LSTM" else h0[direction]
+        final, y = scan(step, initial, gx)  # y: [T, B, P]
         ys.append(y.flip(0) if direction == 1 else y)
-        h_n.append(hn)
-        c_n.append(cn)
-    return torch.cat(ys, dim=2), torch.stack(h_n), torch.stack(c_n)
+        h_n.append(final[0] if mode == "LSTM" else final)
+        c_n.append(final[1] if mode == "LSTM" else None)
+    return (torch.cat(ys, dim=2), torch.stack(h_n),
+            torch.stack(c_n) if mode == "LSTM" else None)
+
+
+def _layer_norm(v, gamma, beta):
+    return F.layer_norm(v, v.shape[-1:], gamma, beta, functional.LAYER_NORM_EPS)
+
+
+def _step(mode, w_hh, b_hh, w_hr, norms):
+    """The Scan's step: (state, gates_x [B, G*H]) -> (new state, this step's h), the state
+    (h [B, P], c [B, H]) for the LSTM, h for the GRU; torch.nn's step, with a projection
+    (w_hr) and the recurrent side's norms (norms[2:]) where given."""
+    def lstm(state, gates_x):
+        h, c = state
+        gh = torch.matmul(h, w_hh.t())
+        if norms:
+            gh = _layer_norm(gh, norms[2], norms[3])
+        i, f, g, o = (gates_x + gh).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(_layer_norm(c, norms[4], norms[5]) if norms else c)
+        if w_hr is not None:
+            h = torch.matmul(h, w_hr.t())
+        return (h, c), h.clone()
+
+    def gru(h, gates_x):
+        gh = _layer_norm(torch.matmul(h, w_hh.t()), norms[2], norms[3])
+        if b_hh is not None:
+            gh = gh + b_hh
+        x_r, x_z, x_n = gates_x.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+        return h, h.clone()
+
+    return lstm if mode == "LSTM" else gru

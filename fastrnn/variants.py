@@ -108,15 +108,13 @@ class _Variant:
 
     def _refuse_without_kernels(self, device, exports=False):
         """exports: whether the module exports through torch.onnx.export(dynamo=True) (the
-        LSTM layer with peepholes or coupled gates: ONNX's LSTM with P and input_forget)."""
+        layers: fastrnn._onnx)."""
         name = type(self).__name__
         exporter = _onnx.active_exporter()
-        exports = exports and not self.layer_norm
         if exporter and not (exports and exporter == "dynamo"):
             raise RuntimeError(
-                f"fastrnn.{name} with peepholes or coupled gates exports to ONNX only as a "
-                "layer (VariantLSTM) with torch.onnx.export(dynamo=True): ONNX's LSTM with "
-                "P and input_forget" if exports else
+                f"fastrnn.{name} with {self._options()} exports to ONNX only as a layer "
+                "(VariantLSTM, VariantGRU) with torch.onnx.export(dynamo=True)" if exports else
                 f"fastrnn.{name} with {self._options()} has no ONNX translation yet")
         if not _has_kernels(device):
             raise RuntimeError(f"fastrnn.{name} with {self._options()} has no kernels for "

@@ -1,10 +1,12 @@
-"""fastrnn.VariantLSTM against an independent implementation: ONNX Runtime's CPU LSTM
-operator, whose input P holds peepholes and whose attribute input_forget couples the input
+"""fastrnn.VariantLSTM and VariantGRU against an independent implementation: ONNX Runtime.
+First its CPU LSTM operator, whose input P holds peepholes and whose attribute input_forget couples the input
 and forget gates. One-node models built with onnx.helper from the module's weights (ONNX's
 gate order i, o, f, c; P's order i, o, f): forward, reverse and bidirectional, in float32.
 ONNX Runtime's LSTM has no float64 kernel ("LSTM operator does not support double yet",
 onnxruntime 1.32). Then the module exported with torch.onnx.export(dynamo=True), which
-gives that operator (fastrnn/_onnx.py), run by ONNX Runtime at the traced shape and another."""
+gives that operator (fastrnn/_onnx.py), run by ONNX Runtime at the traced shape and another;
+and the layer-normalised LSTM and GRU exported so, ONNX Scans over steps of standard
+operators (LayerNormalization among them), run by ONNX Runtime's own kernels."""
 
 import warnings
 
@@ -143,6 +145,60 @@ def test_dynamo_export_runs_in_onnxruntime(variant, layers, bidirectional):
         with torch.no_grad():
             want = model(*inputs)
         got = session.run(None, dict(zip(["x", "h0", "c0"], (a.numpy() for a in inputs))))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w.numpy(), atol=5e-5, rtol=5e-5)
+
+
+class FlatGRU(nn.Module):
+    """forward(x, h0) -> (output, h_n), for the exporter."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, h0):
+        return self.layer(x, h0)
+
+
+@pytest.mark.skipif(not hasattr(torch.onnx, "ops"), reason="this torch lacks torch.onnx.ops")
+@pytest.mark.parametrize("mode,proj", [("LSTM", 0), ("LSTM", 2), ("GRU", 0)],
+                         ids=["LSTM", "LSTM-proj", "GRU"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)], ids=["L1", "L2-bi"])
+def test_layer_norm_dynamo_export_runs_in_onnxruntime(mode, proj, layers, bidirectional):
+    torch.manual_seed(0)
+    kwargs = {"proj_size": proj} if mode == "LSTM" else {}
+    layer = getattr(fastrnn, f"Variant{mode}")(INPUT, HIDDEN, num_layers=layers,
+                                                bidirectional=bidirectional, layer_norm=True,
+                                                **kwargs)
+    with torch.no_grad():  # γ and β away from 1 and 0, so that they count
+        for name, p in layer.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn(p.shape))
+    model = (Flat(layer) if mode == "LSTM" else FlatGRU(layer)).eval()
+    states = layers * (2 if bidirectional else 1)
+    names = ["x", "h0", "c0"][:3 if mode == "LSTM" else 2]
+
+    def args(steps, batch):
+        return (torch.randn(steps, batch, INPUT), torch.randn(states, batch, proj or HIDDEN),
+                torch.randn(states, batch, HIDDEN))[:len(names)]
+
+    steps, batch = torch.export.Dim("steps"), torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = torch.onnx.export(
+            model, args(7, 3), dynamo=True, input_names=names,
+            dynamic_shapes=({0: steps, 1: batch},) + ({1: batch},) * (len(names) - 1)
+        ).model_proto
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Scan") == layers * (2 if bidirectional else 1)
+    assert "LayerNormalization" in ops and not any(n.domain.startswith("pkg.") for n in
+                                                   proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in ((7, 3), (9, 2)):
+        inputs = args(*shape)
+        with torch.no_grad():
+            want = torch.utils._pytree.tree_leaves(model(*inputs))
+        got = session.run(None, dict(zip(names, (a.numpy() for a in inputs))))
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w.numpy(), atol=5e-5, rtol=5e-5)
 
