@@ -82,9 +82,9 @@ def test_equals_reference_float32(mode, bias, device):
 @pytest.mark.parametrize("mode", LAYERS)
 @pytest.mark.parametrize("walk", ["0", "units", "rows"])
 def test_cpu_walks_agree(mode, walk, monkeypatch):
-    """The BLAS walk (0) and the fused walk (which splits a row-wise cell's rows whatever
-    it is told): each equal to the reference, over a sequence long and wide enough for the
-    fused walk's panels."""
+    """The BLAS walk (0) and the fused walk (which splits a row-wise cell's rows, never its
+    units, whatever it is told): each equal to the reference, over a sequence long and wide
+    enough for the fused walk's panels."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     case = Case(mode, True, 1, True, False, "packed_sorted", True, input_size=6,
                 hidden_size=19, steps=9, batch=5, lengths=(9, 7, 7, 4, 1))
