@@ -1,8 +1,7 @@
 """The CUDA code compiles without a GPU: reads the report of scripts/check_cuda.py (which CI
 runs before the tests), or runs that check when the report is missing or older than the
 sources and nvcc is there; skips without nvcc. Every kernel source must build for sm_80 and
-sm_90a with no register spills (but check_cuda.spill_allowance's), and every host-glue file
-must compile."""
+sm_90a with no register spills, and every host-glue file must compile."""
 
 import glob
 import json
@@ -74,10 +73,9 @@ def test_every_kernel_built_for_both_arches(report):
 
 
 def test_no_kernel_spills_registers(report):
-    allowance = load_script("check_cuda").spill_allowance
     spilling = [f"{k['arch']} {k['name']}: {k['spill_stores']} B stores, "
                 f"{k['spill_loads']} B loads" for k in report["kernels"]
-                if max(k["spill_stores"], k["spill_loads"]) > allowance(k["name"])]
+                if k["spill_stores"] or k["spill_loads"]]
     assert not spilling, "\n".join(spilling)
 
 
