@@ -122,7 +122,7 @@ BackwardResult backward(const char* op, BackwardArgs a) {
   }
   BackwardResult r = Backend::template backward<Cell>(a);
   if constexpr (Cell::kRowWise) {
-    if (a.weight_grad) r.grad_unit_params = row_params_grad(r.grad_slots);
+    if (a.weight_grad) r.grad_unit_params = row_params_grad(r.params_grad, a.y.scalar_type());
   } else if constexpr (Cell::kUnitParams > 0) {
     if (a.weight_grad) r.grad_unit_params = unit_params_grad<Cell>(a, r.grad_gx);
   }

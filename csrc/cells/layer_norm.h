@@ -14,9 +14,9 @@
 // [H]. A row saves its product h_prev W_hh^T as the GEMM gave it (and the LSTM its c), from
 // which backward recomputes the norms' statistics: the same code on the same values, so the
 // same numbers (but for the LSTM's c in 16-bit storage, saved rounded while forward
-// normalised the float carry). grad_slots (kGradSlots = K) are laid out as unit_params: per norm, the row's
-// d * n (gamma's part) and d (beta's part), with n the normalised value and d the gradient
-// w.r.t. the norm's output, so that their column sums are the gradient w.r.t. unit_params.
+// normalised the float carry). Backward adds to the row's params_grad (laid out as
+// unit_params) per norm d * n (gamma's part) and d (beta's part), with n the normalised
+// value and d the gradient w.r.t. the norm's output.
 
 #include "gru.h"
 #include "lstm.h"
@@ -43,7 +43,6 @@ struct LstmPolicy {
   static constexpr int kUnitParams = 10;
   static constexpr bool kForwardOnly = false;
   static constexpr bool kRowWise = true;
-  static constexpr int kGradSlots = kUnitParams;
   // unit_params' blocks of H: gamma_h, beta_h, gamma_c, beta_c.
   static constexpr int kGammaH = 0, kBetaH = 4, kGammaC = 8, kBetaC = 9;
 
@@ -95,11 +94,10 @@ struct LstmPolicy {
     const RowNorm<A> nc =
         row_norm<A, 1>(ctx, H, A(kEps), [&](int64_t j, int) { return slot(kSlotC, j); });
     const auto n_c = [&](int64_t j) { return nc(slot(kSlotC, j)); };
-    // First tanh(LN(c)) and the gradient w.r.t. LN(c)'s output, dh * o * tanh', into
-    // gamma_c's and beta_c's parts of grad_slots, read from there (one tanh per unit); the
-    // gate loop replaces gamma_c's with its own.
-    T* gs_tanh_c = r.grad_slots + kGammaC * H;
-    T* gs_d_c = r.grad_slots + kBetaC * H;
+    // First tanh(LN(c)) and the gradient w.r.t. LN(c)'s output, dh * o * tanh', into the
+    // first two blocks of dgh (free until its last loop), read from there: one tanh a unit.
+    T* gs_tanh_c = r.dgh;
+    T* gs_d_c = r.dgh + H;
     ctx.for_units(H, [&](int64_t j) {
       A dh = in(r.dh[j]);
       if constexpr (kAddGradY) dh += in(r.grad_y[j]);
@@ -122,13 +120,14 @@ struct LstmPolicy {
       d[kF] = dc * in(r.prev[j]) * dsigmoid_from_output(f);
       d[kG] = dc * i * dtanh_from_output(g);
       r.carry[j] = dc * f;
-      T* gs = r.grad_slots + j;
+      A* pg = r.params_grad + j;
       for (int b = 0; b < 4; ++b) {
         r.dx[b * H + j] = out(d[b]);
-        gs[(kGammaH + b) * H] = out(d[b] * nh(product(j, b)));
-        gs[(kBetaH + b) * H] = out(d[b]);
+        pg[(kGammaH + b) * H] += d[b] * nh(product(j, b));
+        pg[(kBetaH + b) * H] += d[b];
       }
-      gs[kGammaC * H] = out(d_c_out * n_c(j));
+      pg[kGammaC * H] += d_c_out * n_c(j);
+      pg[kBetaC * H] += d_c_out;
     });
     const auto dn_h = [&](int64_t j, int b) {
       return in(r.dx[b * H + j]) * in(p[kGammaH * H + b * H + j]);
@@ -176,7 +175,6 @@ struct GruPolicy {
   static constexpr int kUnitParams = 6;
   static constexpr bool kForwardOnly = false;
   static constexpr bool kRowWise = true;
-  static constexpr int kGradSlots = kUnitParams;
   static constexpr int kGammaH = 0, kBetaH = 3;  // unit_params' blocks of H
 
   template <class A, bool kSave, bool kBias, class Ctx, class T>
@@ -225,15 +223,17 @@ struct GruPolicy {
       Unit::backward(dh, carry, slots, A(0), in(r.prev[j]), static_cast<const A*>(nullptr),
                      dx, dgh);
       r.carry[j] = carry;
-      T* gs = r.grad_slots + j;
+      A* pg = r.params_grad + j;
       for (int b = 0; b < 3; ++b) {
         r.dx[b * H + j] = out(dx[b]);
-        gs[(kGammaH + b) * H] = out(dgh[b] * n_h(j, b));
-        gs[(kBetaH + b) * H] = out(dgh[b]);
+        r.dgh[b * H + j] = out(dgh[b]);  // w.r.t. the norm's output, until the last loop
+        pg[(kGammaH + b) * H] += dgh[b] * n_h(j, b);
+        pg[(kBetaH + b) * H] += dgh[b];
       }
     });
+    // (the last loop reads each element of dgh before it replaces it)
     const auto dn_h = [&](int64_t j, int b) {
-      return in(r.grad_slots[(kBetaH + b) * H + j]) * in(p[kGammaH * H + b * H + j]);
+      return in(r.dgh[b * H + j]) * in(p[kGammaH * H + b * H + j]);
     };
     const RowNormGrad<A> grad_h = row_norm_grad<A, 3>(ctx, H, dn_h, n_h);
     ctx.for_units(H, [&](int64_t j) {

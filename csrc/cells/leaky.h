@@ -33,7 +33,6 @@ struct Policy {
   static constexpr int kUnitParams = 1;
   static constexpr bool kForwardOnly = true;
   static constexpr bool kRowWise = false;  // per unit: forward, backward
-  static constexpr int kGradSlots = 0;
 
   template <class A>
   FASTRNN_HD static A forward(const A* x, const A* hh, A h_prev, A& /*carry*/, A* /*saved*/,

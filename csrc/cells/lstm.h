@@ -76,7 +76,6 @@ struct Variant {
   static constexpr int kUnitParams = kPeepholes ? (kCoupled ? 2 : 3) : 0;
   static constexpr bool kForwardOnly = false;
   static constexpr bool kRowWise = false;  // per unit: forward, backward
-  static constexpr int kGradSlots = 0;
   // Peephole k adds params[k] * (c_prev, or c when kPeepholeReadsNewC[k]) to gate block
   // kPeepholeGate[k]'s pre-activation (its gradient: common/recurrence.h,
   // unit_params_grad). Only the first kUnitParams entries are read.

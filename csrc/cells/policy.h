@@ -28,8 +28,7 @@
 // kPeepholeReadsNewC: see lstm.h), kForwardOnly (no backward: the cell has no gradient
 // and no walk runs one for it), kRowWise (the cell's step is a function of whole rows, not
 // of one unit: row.h; its policy has forward_row and backward_row instead of forward and
-// backward, hidden_row instead of hidden_from_saved with kProjection, and kGradSlots, the
-// H-wide slots of per-row gradient its backward writes for its unit_params' gradient).
+// backward, and hidden_row instead of hidden_from_saved with kProjection).
 // `prev` is what backward reads of the row's previous step (PrevSource) and `h` the row's
 // own output.
 

@@ -48,7 +48,8 @@ struct RowBackward {
   const T* prev;    // [H] what Cell::kPrev names
   T* dx;            // [G*H] gradient w.r.t. gx
   T* dgh;           // [G*H] gradient w.r.t. gh (the product, before any normalisation)
-  T* grad_slots;    // [kGradSlots*H] (the policy says what)
+  A* params_grad;   // [K*H] the row's part of the gradient w.r.t. unit_params, added to
+                    //   (its later steps' already in)
   int64_t H;
 };
 

@@ -70,7 +70,8 @@ struct BackwardResult {
   at::Tensor grad_w_hr;  // [P, H], or [0] without projection
   at::Tensor grad_b_hh;  // [G*H] (kRecurrentBias with bias), or [0]
   at::Tensor grad_unit_params;  // [K*H] (kUnitParams > 0), or [0]; see unit_params_grad
-  at::Tensor grad_slots;  // [N, kGradSlots*H] a row-wise cell's (cells/row.h), for the above
+  at::Tensor params_grad;  // [B, K*H] a row-wise cell's per-row gradient w.r.t. unit_params
+                           // (cells/row.h), in the accumulation type, for the above
 };
 
 // A working copy of t, updated in place by a walk, in the type the walks keep a carry in
@@ -98,22 +99,23 @@ at::Tensor initial_backward_carry(const BackwardArgs& a) {
 
 // grad_b_hh of a kRecurrentBias cell from the gradient w.r.t. gh ([N, G*H]): its sum over
 // the rows, or [0] when the forward had no bias. A row-wise cell adds b_hh after its norm,
-// whose output's gradient is beta_h's part of grad_slots ([N, kGradSlots*H]: layer_norm.h).
+// whose output's gradient is beta_h's part of params_grad ([B, K*H]: layer_norm.h).
 template <class Cell>
 at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh,
-                               const at::Tensor& grad_slots) {
+                               const at::Tensor& params_grad) {
   if (!a.has_bias) return at::empty({0}, grad_gh.options());
   if constexpr (Cell::kRowWise) {
-    return grad_slots.narrow(1, Cell::kBetaH * a.size.H, grad_gh.size(1)).sum(0);
+    return params_grad.narrow(1, Cell::kBetaH * a.size.H, grad_gh.size(1))
+        .sum(0)
+        .to(grad_gh.scalar_type());
   }
   return grad_gh.sum(0);
 }
 
-// The gradient w.r.t. a row-wise cell's unit_params: the column sums of its grad_slots
-// ([N, K*H], laid out as unit_params: layer_norm.h), summed in the accumulation type.
-inline at::Tensor row_params_grad(const at::Tensor& grad_slots) {
-  const auto type = grad_slots.scalar_type();
-  return grad_slots.sum(0, /*keepdim=*/false, at::toOpMathType(type)).to(type);
+// The gradient w.r.t. a row-wise cell's unit_params, in `type`: the sum over rows of its
+// params_grad ([B, K*H] in the accumulation type, laid out as unit_params).
+inline at::Tensor row_params_grad(const at::Tensor& params_grad, at::ScalarType type) {
+  return params_grad.sum(0).to(type);
 }
 
 // The gradient w.r.t. a trainable cell's unit_params, its peepholes (cells/lstm.h):

@@ -140,7 +140,10 @@ struct CpuBackend {
     Tensor carry = initial_backward_carry<Cell>(a);  // [B, H]
     Tensor grad_gx = at::empty({sz.N, Cell::kGates * sz.H}, options);
     Tensor grad_gh = Cell::kSeparateDgh ? at::empty_like(grad_gx) : grad_gx;  // w.r.t. gh
-    Tensor grad_slots = at::empty({sz.N, Cell::kGradSlots * sz.H}, options);
+    // A row-wise cell's per-row gradient w.r.t. unit_params: [B, K*H], accumulation type.
+    const auto acc = options.dtype(at::toOpMathType(a.y.scalar_type()));
+    Tensor params_grad =
+        Cell::kRowWise ? at::zeros({sz.B, Cell::kUnitParams * sz.H}, acc) : Tensor();
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;
@@ -155,7 +158,7 @@ struct CpuBackend {
                                 carry.defined() ? carry.data_ptr<acc_t<T>>() : nullptr,
                                 grad_gx.data_ptr<T>(),
                                 grad_gh.data_ptr<T>(),
-                                Cell::kGradSlots > 0 ? grad_slots.data_ptr<T>() : nullptr,
+                                Cell::kRowWise ? params_grad.data_ptr<acc_t<T>>() : nullptr,
                                 sz.N, sz.B, sz.H, sz.P};
       if constexpr (kFusable<T>) {
         const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
@@ -165,10 +168,10 @@ struct CpuBackend {
     });
     BackwardResult r;
     r.grad_gx = grad_gx;
-    r.grad_slots = grad_slots;
+    r.params_grad = params_grad;
     if (a.weight_grad) {
       r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
-      r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, grad_slots);
+      r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {
         if (dh_all.defined()) {

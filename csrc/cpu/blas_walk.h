@@ -77,7 +77,7 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
             Cell::kBackwardCarry ? st.carry + row * H : nullptr, st.saved + packed * S * H,
             st.unit_params, backward_prev<Cell>(st, schedule, s, row),
             proj ? dh_row : st.y + packed * P, st.grad_gx + packed * G * H,
-            st.grad_gh + packed * G * H, grad_slots_row<Cell>(st, packed), H, j0, j1);
+            st.grad_gh + packed * G * H, params_grad_row<Cell>(st, row), H, j0, j1);
     });
     if (s > 0 || h0_grad) recurrent(b, st.grad_gh + first * G * H, st.dh);
   }

@@ -106,7 +106,7 @@ void fused_backward(const BackwardState<T>& st, const Schedule& schedule, FusedS
             st.dh + r * H, st.grad_y + packed * H,
             Cell::kBackwardCarry ? st.carry + r * H : nullptr, st.saved + packed * S * H,
             st.unit_params, backward_prev<Cell>(st, schedule, s, r), st.y + packed * H,
-            st.grad_gx + packed * K, st.grad_gh + packed * K, grad_slots_row<Cell>(st, packed),
+            st.grad_gx + packed * K, st.grad_gh + packed * K, params_grad_row<Cell>(st, r),
             H, j0, j1);
       }
       sync();  // by units: every unit's gate gradients of this step are written

@@ -71,17 +71,19 @@ auto forward_units_for(bool save, bool bias) {
 // prev: [H] what Cell::kPrev names (null for kNone); h: [H] the row's output (any
 // readable [H] for cells that do not read it); dx: [G*H]
 // gradient w.r.t. gx; dgh: [G*H] w.r.t. gh, written when Cell::kSeparateDgh;
-// grad_slots: [Cell::kGradSlots*H] (a row-wise cell's; whole rows only, as forward's).
+// params_grad: [K*H] the row's gradient w.r.t. unit_params, added to (a row-wise cell's:
+// whole rows only, as forward's).
 template <class Cell, bool kAddGradY, typename T>
 void backward_units(const T* dh, const T* grad_y, acc_t<T>* carry, const T* saved,
-                    const T* params, const T* prev, const T* h, T* dx, T* dgh, T* grad_slots,
+                    const T* params, const T* prev, const T* h, T* dx, T* dgh,
+                    acc_t<T>* params_grad,
                     int64_t H, int64_t j0, int64_t j1) {
   using A = acc_t<T>;
   if constexpr (Cell::kRowWise) {
     TORCH_INTERNAL_ASSERT(j0 == 0 && j1 == H, "a row-wise cell runs whole rows");
     Cell::template backward_row<A, kAddGradY>(
         SerialRow{}, RowBackward<T, A>{dh, grad_y, carry, saved, params, prev, dx, dgh,
-                                       grad_slots, H});
+                                       params_grad, H});
     return;
   } else {
     constexpr int G = Cell::kGates, S = Cell::kSaved > 0 ? Cell::kSaved : 1;

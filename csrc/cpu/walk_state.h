@@ -36,7 +36,8 @@ struct BackwardState {
   acc_t<T>* carry;    // [B, H] (kBackwardCarry): grad_cn or zero at first; null otherwise
   T* grad_gx;         // [N, G*H] written
   T* grad_gh;         // [N, G*H] written (kSeparateDgh); == grad_gx otherwise
-  T* grad_slots;      // [N, Cell::kGradSlots*H] written (row-wise cells); null otherwise
+  acc_t<T>* params_grad;  // [B, K*H] (row-wise cells) each row's gradient w.r.t. unit_params,
+                          // zeros at first, added to; null otherwise
   int64_t N, B, H, P;
 };
 
@@ -49,10 +50,10 @@ const T* previous_row(const T* states, int64_t stride, const T* init, const Sche
   return row >= 0 ? states + row * stride : init + i * X;
 }
 
-// Packed row `packed`'s grad_slots (row-wise cells), or null.
+// Row i's params_grad (row-wise cells), or null.
 template <class Cell, typename T>
-T* grad_slots_row(const BackwardState<T>& st, int64_t packed) {
-  return Cell::kGradSlots > 0 ? st.grad_slots + packed * Cell::kGradSlots * st.H : nullptr;
+acc_t<T>* params_grad_row(const BackwardState<T>& st, int64_t i) {
+  return Cell::kRowWise ? st.params_grad + i * Cell::kUnitParams * st.H : nullptr;
 }
 
 // What backward reads as `prev` for row i of step s (Cell::kPrev): the previous step's h

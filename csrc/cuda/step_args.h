@@ -52,7 +52,8 @@ struct BackwardStepArgs {
                        //   grad_w_hr), or null
   void* h_prev;        // [N, P] rows written with each row's h_prev (a packed sequence's
                        //   rows for grad_w_hh), or null
-  void* grad_slots;    // [N, Cell::kGradSlots*H] rows written (row-wise cells), or null
+  void* params_grad;   // [B, K*H] accumulation type (row-wise cells): each row's gradient
+                       //   w.r.t. unit_params, added to; or null
   int64_t H, P;
   Step step;
 };

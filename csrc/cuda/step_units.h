@@ -198,7 +198,8 @@ struct RowBackwardUnit {
                                static_cast<const T*>(a.unit_params), prev_value,
                                static_cast<T*>(a.grad_gx) + packed * G * H,
                                static_cast<T*>(a.grad_gh) + packed * G * H,
-                               static_cast<T*>(a.grad_slots) + packed * Cell::kGradSlots * H, H});
+                               static_cast<A*>(a.params_grad) + row * Cell::kUnitParams * H,
+                               H});
     if constexpr (kProject) {
       Cell::template hidden_row<A>(ctx, saved + packed * S * H,
                                    static_cast<const T*>(a.unit_params),

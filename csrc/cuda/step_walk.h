@@ -101,7 +101,12 @@ BackwardResult walk_backward(const BackwardArgs& a) {
   // The gradient w.r.t. gh = h_prev @ w_hh^T (+ b_hh), which the next step's product and
   // the weight gradients read: a buffer of its own for kSeparateDgh cells, else grad_gx.
   Tensor grad_gh = Cell::kSeparateDgh ? device.empty({sz.N, G * H}, options) : grad_gx;
-  Tensor grad_slots = device.empty({sz.N, Cell::kGradSlots * H}, options);  // row-wise cells'
+  // A row-wise cell's per-row gradient w.r.t. unit_params: [B, K*H], accumulation type.
+  Tensor params_grad =
+      Cell::kRowWise
+          ? device.empty({sz.B, Cell::kUnitParams * H}, options.dtype(at::toOpMathType(type)))
+                .zero_()
+          : Tensor();
   Tensor dh_all = proj ? device.empty({sz.N, P}, options) : Tensor();  // for grad_w_hr
   Tensor m_all = proj ? device.empty({sz.N, H}, options) : Tensor();   // h before w_hr
   Tensor dm = proj ? device.empty({sz.B, H}, options) : Tensor();
@@ -124,13 +129,13 @@ BackwardResult walk_backward(const BackwardArgs& a) {
                 data_or_null(a.c0), grad_gx.data_ptr(),
                 Cell::kSeparateDgh ? grad_gh.data_ptr() : nullptr,
                 proj ? m_all.data_ptr() : nullptr, data_or_null(h_prev),
-                Cell::kGradSlots > 0 ? grad_slots.data_ptr() : nullptr, H, P, step});
+                data_or_null(params_grad), H, P, step});
     mm_into(rows(dh_state, 0, b), rows(grad_gh, step.first, b), a.w_hh);
   }
 
   BackwardResult r;
   r.grad_gx = grad_gx;
-  r.grad_slots = grad_slots;
+  r.params_grad = params_grad;
   // Every row's gradient w.r.t. h0: the cell's h0_grad of the part through the product
   // and the carry its first step left, on whole tensors.
   r.grad_h0 = Cell::template h0_grad<Tensor>(dh_state, carry).to(type);
@@ -140,7 +145,7 @@ BackwardResult walk_backward(const BackwardArgs& a) {
     r.grad_w_hr = proj ? at::mm(dh_all.t(), m_all) : at::empty({0}, options);
   }
   if constexpr (Cell::kRecurrentBias) {
-    r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, grad_slots);
+    r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
   }
   return r;
 }
