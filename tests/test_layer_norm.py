@@ -91,19 +91,22 @@ def test_cpu_walks_agree(mode, walk, monkeypatch):
     check_against_reference(make(mode, case), case, F64)
 
 
-@pytest.mark.parametrize("mode", LAYERS)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_16_bit_error_within_twice_the_reference(mode, dtype):
+def check_16_bit(mode, case, dtype, device="cpu"):
     """fastrnn in dtype against float64: at most twice the error of the reference loop run
     in dtype (the same representable weights and inputs), plus the usual slack."""
-    case = case_of(mode, 1, True, "dense", True)
-    exact = make(mode, case)
+    exact = make(mode, case, device=device)
     with torch.no_grad():
         for p in exact.parameters():
             p.copy_(p.to(dtype))
-    low = make(mode, case, dtype)
+    low = make(mode, case, dtype, device)
     low.load_state_dict(exact.state_dict())
-    check_16_bit_against_float64(exact, low, case, dtype)
+    check_16_bit_against_float64(exact, low, case, dtype, device)
+
+
+@pytest.mark.parametrize("mode", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_16_bit_error_within_twice_the_reference(mode, dtype):
+    check_16_bit(mode, case_of(mode, 1, True, "dense", True), dtype)
 
 
 @pytest.mark.parametrize("mode", LAYERS)
@@ -347,3 +350,15 @@ def test_cuda_per_step_path_equals_reference(mode, device, monkeypatch):
         monkeypatch.setenv("FASTRNN_PERSISTENT", setting)
         case = case_of(mode, 1, True, "packed_unsorted", True)
         check_against_reference(make(mode, case, F32, device), case, F32, device)
+
+
+@pytest.mark.parametrize("mode,proj", MODES_PROJ, ids=["LSTM", "LSTM-proj", "GRU"])
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_cuda_rows_wider_than_a_block(mode, proj, device):
+    """H = 300, more units than the row kernel's 256 threads: units strided over threads,
+    sums over several warps; packed input. float32 against the float64 reference, and
+    bfloat16 within twice the reference's own bfloat16 error."""
+    case = Case(f"{mode}-proj" if proj else mode, True, 1, True, False, "packed_unsorted",
+                True, hidden_size=300, proj_size=PROJ if proj else None)
+    check_against_reference(make(mode, case, F32, device), case, F32, device)
+    check_16_bit(mode, case, torch.bfloat16, device)

@@ -85,11 +85,12 @@ def check_against_reference(module, case, dtype, device="cpu"):
                          "fastrnn vs the reference")
 
 
-def check_16_bit_against_float64(exact, low, case, dtype):
+def check_16_bit_against_float64(exact, low, case, dtype, device="cpu"):
     """low (module in dtype, exact's weights rounded to it) against float64: at most twice
     the error of the reference loop run in dtype on the same representable weights and
-    inputs, plus the usual slack. exact: the float64 module, its weights already rounded."""
-    inputs = make_inputs(case, dtype)
+    inputs, plus the usual slack. exact: the float64 module, its weights already rounded;
+    both on device."""
+    inputs = make_inputs(case, dtype, device=device)
     want_outs, want_grads, _ = run(ReferenceModule(exact), inputs.to(dtype=torch.float64))
     ref_outs, ref_grads, _ = run(ReferenceModule(low), inputs)
     got_outs, got_grads, _ = run(low, inputs)
