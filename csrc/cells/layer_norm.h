@@ -27,6 +27,25 @@ namespace ln {
 
 constexpr double kEps = 1e-5;
 
+// The last part of both policies' backward_row: the gradient w.r.t. the recurrent product
+// before its norm, into r.dgh ([G*H]). d_out(j, b): unit j's gradient w.r.t. the norm's
+// output in block b (it may read r.dgh: each element is read before it is replaced);
+// gamma_h: [G*H] the norm's scale; n(j, b) the normalised product; rstd its 1/sigma.
+template <class A, int G, class Ctx, class T, class DOut, class N>
+FASTRNN_HD void product_norm_backward(const Ctx& ctx, const RowBackward<T, A>& r,
+                                      const T* gamma_h, A rstd, const DOut& d_out, const N& n) {
+  const int64_t H = r.H;
+  const auto dn = [&](int64_t j, int b) {
+    return d_out(j, b) * Ctx::template in<A>(gamma_h[b * H + j]);
+  };
+  const RowNormGrad<A> grad = row_norm_grad<A, G>(ctx, H, dn, n);
+  ctx.for_units(H, [&](int64_t j) {
+    for (int b = 0; b < G; ++b) {
+      r.dgh[b * H + j] = Ctx::template out<T>(grad(dn(j, b), n(j, b), rstd));
+    }
+  });
+}
+
 // The layer-normalised LSTM. Saved slots: i f g o c and the product (4 slots).
 struct LstmPolicy {
   static constexpr CellKind kKind = CellKind::kLayerNormLstm;
@@ -129,14 +148,9 @@ struct LstmPolicy {
       pg[kGammaC * H] += d_c_out * n_c(j);
       pg[kBetaC * H] += d_c_out;
     });
-    const auto dn_h = [&](int64_t j, int b) {
-      return in(r.dx[b * H + j]) * in(p[kGammaH * H + b * H + j]);
-    };
-    const auto n_h = [&](int64_t j, int b) { return nh(product(j, b)); };
-    const RowNormGrad<A> grad_h = row_norm_grad<A, 4>(ctx, H, dn_h, n_h);
-    ctx.for_units(H, [&](int64_t j) {
-      for (int b = 0; b < 4; ++b) r.dgh[b * H + j] = out(grad_h(dn_h(j, b), n_h(j, b), nh.rstd));
-    });
+    product_norm_backward<A, 4>(
+        ctx, r, p + kGammaH * H, nh.rstd, [&](int64_t j, int b) { return in(r.dx[b * H + j]); },
+        [&](int64_t j, int b) { return nh(product(j, b)); });
   }
 
   // The row's cell output before projection, o * tanh(LN(c)), from its saved slots.
@@ -231,14 +245,9 @@ struct GruPolicy {
         pg[(kBetaH + b) * H] += dgh[b];
       }
     });
-    // (the last loop reads each element of dgh before it replaces it)
-    const auto dn_h = [&](int64_t j, int b) {
-      return in(r.dgh[b * H + j]) * in(p[kGammaH * H + b * H + j]);
-    };
-    const RowNormGrad<A> grad_h = row_norm_grad<A, 3>(ctx, H, dn_h, n_h);
-    ctx.for_units(H, [&](int64_t j) {
-      for (int b = 0; b < 3; ++b) r.dgh[b * H + j] = out(grad_h(dn_h(j, b), n_h(j, b), nh.rstd));
-    });
+    product_norm_backward<A, 3>(
+        ctx, r, p + kGammaH * H, nh.rstd, [&](int64_t j, int b) { return in(r.dgh[b * H + j]); },
+        n_h);
   }
 
   template <class A>
