@@ -15,7 +15,7 @@ import fastrnn
 from fastrnn import functional
 from helpers import reference
 from helpers.cases import Case
-from helpers.compare import assert_autocast_like, assert_close
+from helpers.compare import assert_autocast_like, assert_close, assert_round_trips
 from helpers.devices import DEVICES
 from helpers.inputs import make_inputs
 from helpers.reference_module import (check_16_bit_against_float64, check_against_reference,
@@ -272,18 +272,8 @@ def test_op_errors():
 
 @pytest.mark.parametrize("mode", LAYERS)
 def test_state_dict_and_whole_model_round_trip(mode):
-    module = randomise_norms(LAYERS[mode](3, 4, bidirectional=True, layer_norm=True))
-    other = LAYERS[mode](3, 4, bidirectional=True, layer_norm=True)
-    other.load_state_dict(module.state_dict())
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer)  # torch.load's defaults (weights_only)
-    x = torch.randn(5, 2, 3)
-    for m in (other, loaded):
-        for got, want in zip(torch.utils._pytree.tree_leaves(m(x)),
-                             torch.utils._pytree.tree_leaves(module(x))):
-            assert torch.equal(got, want)
+    assert_round_trips(randomise_norms(LAYERS[mode](3, 4, bidirectional=True, layer_norm=True)),
+                       LAYERS[mode](3, 4, bidirectional=True, layer_norm=True))
     with pytest.raises(RuntimeError, match="Missing key"):  # a plain layer lacks the norms
         LAYERS[mode](3, 4, layer_norm=True).load_state_dict(
             getattr(torch.nn, mode)(3, 4).state_dict())

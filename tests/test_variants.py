@@ -14,7 +14,7 @@ import fastrnn
 from fastrnn import functional
 from helpers import reference
 from helpers.cases import Case
-from helpers.compare import assert_autocast_like, assert_close
+from helpers.compare import assert_autocast_like, assert_close, assert_round_trips
 from helpers.devices import DEVICES
 from helpers.ops import op_args
 from helpers.reference_module import (check_16_bit_against_float64, check_against_reference,
@@ -132,18 +132,9 @@ def test_without_options_is_torch_nn_lstm():
 
 
 def test_state_dict_and_whole_model_round_trip():
-    module = fastrnn.VariantLSTM(3, 4, peepholes=True, coupled_gates=True, bidirectional=True)
-    other = fastrnn.VariantLSTM(3, 4, peepholes=True, coupled_gates=True, bidirectional=True)
-    other.load_state_dict(module.state_dict())
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer)  # torch.load's defaults (weights_only)
-    x = torch.randn(5, 2, 3)
-    for m in (other, loaded):
-        for got, want in zip(torch.utils._pytree.tree_leaves(m(x)),
-                             torch.utils._pytree.tree_leaves(module(x))):
-            assert torch.equal(got, want)
+    make_module = lambda: fastrnn.VariantLSTM(3, 4, peepholes=True, coupled_gates=True,
+                                              bidirectional=True)
+    assert_round_trips(make_module(), make_module())
     with pytest.raises(RuntimeError, match="size mismatch"):  # a plain LSTM's shapes differ
         fastrnn.VariantLSTM(3, 4, coupled_gates=True).load_state_dict(
             torch.nn.LSTM(3, 4).state_dict())

@@ -1,5 +1,7 @@
 """Comparisons of results, with the bounds of the tolerance table."""
 
+import io
+
 import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -63,3 +65,18 @@ def assert_autocast_like(fast, ref, x, atol):
                            torch.utils._pytree.tree_leaves(want)):
             assert g.dtype == r.dtype
             torch.testing.assert_close(g.float(), w, atol=atol, rtol=0)
+
+
+def assert_round_trips(module, other):
+    """other given module's state_dict, and module saved whole and loaded under torch.load's
+    defaults (weights_only), compute what module does on a [5, 2, 3] input."""
+    other.load_state_dict(module.state_dict())
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)
+    x = torch.randn(5, 2, 3)
+    for m in (other, loaded):
+        for got, want in zip(torch.utils._pytree.tree_leaves(m(x)),
+                             torch.utils._pytree.tree_leaves(module(x))):
+            assert torch.equal(got, want)
