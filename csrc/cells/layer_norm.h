@@ -135,10 +135,7 @@ struct LstmPolicy {
       if constexpr (kAddGradY) dh += in(r.grad_y[j]);
       A d[4];
       d[kO] = dh * tanh_c * dsigmoid_from_output(o);
-      d[kI] = dc * g * dsigmoid_from_output(i);
-      d[kF] = dc * in(r.prev[j]) * dsigmoid_from_output(f);
-      d[kG] = dc * i * dtanh_from_output(g);
-      r.carry[j] = dc * f;
+      r.carry[j] = lstm::cell_backward<A>(dc, i, f, g, in(r.prev[j]), d[kI], d[kF], d[kG]);
       A* pg = r.params_grad + j;
       for (int b = 0; b < 4; ++b) {
         r.dx[b * H + j] = out(d[b]);

@@ -34,6 +34,16 @@ FASTRNN_HD T hidden(T o, T c) {
   return o * tanh_act(c);
 }
 
+// The gradients through c = f * c_prev + i * g: dc_total is the gradient w.r.t. c (all of
+// it); writes those w.r.t. the i, f and g pre-activations and returns the one w.r.t. c_prev.
+template <typename T>
+FASTRNN_HD T cell_backward(T dc_total, T i, T f, T g, T c_prev, T& da_i, T& da_f, T& da_g) {
+  da_i = dc_total * g * dsigmoid_from_output(i);
+  da_f = dc_total * c_prev * dsigmoid_from_output(f);
+  da_g = dc_total * i * dtanh_from_output(g);
+  return dc_total * f;
+}
+
 // dh: gradient w.r.t. this step's h (before projection); dc: w.r.t. this step's c,
 // replaced by the gradient w.r.t. c_prev. Writes the pre-activation gradients.
 template <typename T>
@@ -42,10 +52,7 @@ FASTRNN_HD void backward(T dh, T& dc, T i, T f, T g, T o, T c, T c_prev, T& da_i
   const T tanh_c = tanh_act(c);
   const T dc_total = dc + dh * o * dtanh_from_output(tanh_c);
   da_o = dh * tanh_c * dsigmoid_from_output(o);
-  da_i = dc_total * g * dsigmoid_from_output(i);
-  da_f = dc_total * c_prev * dsigmoid_from_output(f);
-  da_g = dc_total * i * dtanh_from_output(g);
-  dc = dc_total * f;
+  dc = cell_backward(dc_total, i, f, g, c_prev, da_i, da_f, da_g);
 }
 
 // The LSTM and its variants as the walks see them (csrc/cells/policy.h). carry: c forward,
@@ -132,16 +139,14 @@ struct Variant {
       dx[kO] = dh * tanh_c * dsigmoid_from_output(o);
       A dc_total = carry + dh * o * dtanh_from_output(tanh_c);
       if constexpr (kPeepholes) dc_total += dx[kO] * params[kParamO];
-      dx[kG] = dc_total * i * dtanh_from_output(g);
       A dc_prev;
       if constexpr (kCoupled) {  // c = c_prev + i * (g - c_prev)
+        dx[kG] = dc_total * i * dtanh_from_output(g);
         dx[kI] = dc_total * (g - prev) * dsigmoid_from_output(i);
         dc_prev = dc_total * (A(1) - i);
       } else {
-        const A f = saved[kF];
-        dx[kI] = dc_total * g * dsigmoid_from_output(i);
-        dx[kF] = dc_total * prev * dsigmoid_from_output(f);
-        dc_prev = dc_total * f;
+        dc_prev = lstm::cell_backward<A>(dc_total, i, saved[kF], g, prev, dx[kI], dx[kF],
+                                         dx[kG]);
         if constexpr (kPeepholes) dc_prev += dx[kF] * params[1];
       }
       if constexpr (kPeepholes) dc_prev += dx[kI] * params[0];
