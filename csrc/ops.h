@@ -92,6 +92,9 @@ inline void define_ops(torch::Library& m) {
       "clockwork_backward(Tensor grad_y, Tensor grad_hn, Tensor batch_sizes, Tensor h0, "
       "Tensor w_hh, Tensor y, int[] periods, SymInt[] gx_rows) -> (Tensor[] grad_gx, "
       "Tensor grad_h0, Tensor grad_w_hh)");
+  // input [N, K] @ weight^T + bias: weight [M, K], bias [M] or None -> [N, M], through
+  // oneDNN on the CPU (cpu/linear.cpp), for the layers' input products where it pays.
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 namespace op_entry {

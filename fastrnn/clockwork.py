@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._ops import ops
+from .functional import input_product
 from .modules import _OwnRecurrence
 
 DEFAULT_PERIODS = (1, 2, 4, 8)
@@ -89,8 +90,7 @@ class ClockworkRNN(_OwnRecurrence, nn.RNN):
         for i, active in enumerate(rows):
             units = slice(i * k, (i + 1) * k)
             x = data if active is None else next(inputs)
-            gx.append(torch.addmm(bias[units], x, w_ih[units].t()) if bias is not None
-                      else torch.mm(x, w_ih[units].t()))
+            gx.append(input_product(x, w_ih[units], None if bias is None else bias[units]))
         return ops.clockwork_forward(gx, batch_sizes, h0, w_hh, list(self.periods), total)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ._ops import ops
+from .functional import input_product
 from .modules import _OwnRecurrence
 
 # When the sparse walk runs (CPU): the fraction f of W's entries that are nonzero at most
@@ -102,7 +103,7 @@ class Reservoir(_OwnRecurrence, nn.RNN):
     def _own_recurrence(self, data, batch_sizes, h0, weights, is_packed):
         """data: [N, I]; h0: [B, H]. Returns y [N, H], h_n [B, H]."""
         w_ih, w_hh, b_ih, b_hh = weights
-        gx = torch.addmm(b_ih + b_hh, data, w_ih.t())
+        gx = input_product(data, w_ih, b_ih + b_hh)
         if self._use_csr(w_hh, batch_sizes):
             return ops.leaky_forward_csr(gx, batch_sizes, h0, *self._csr_parts(w_hh)[1],
                                          self.leak_rate, False)

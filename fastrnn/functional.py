@@ -44,6 +44,22 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+# From how many multiply-adds a float32 input product on the CPU goes through the op
+# fastrnn::linear, which takes oneDNN's product where that was faster than the BLAS
+# torch.addmm calls (csrc/cpu/linear.cpp: up to 20% faster at depths from 256), and the op's backward
+# takes it for the input gradient (depth G*H). Below this the op's Python autograd costs
+# more than it saves (6-18 us a call).
+_LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
+
+
+def input_product(x, w_ih, bias=None):
+    """x @ w_ih^T (+ bias) for every row of a layer: x [N, I], w_ih [G*H, I], bias [G*H]."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN_BUILT
+            and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= _LINEAR_MIN_MULTIPLY_ADDS):
+        return ops.linear(x, w_ih, bias)
+    return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
+
+
 def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
                variant=None):
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
@@ -66,11 +82,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
         y, h, c, _ = ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, peepholes)
         return y, h, (c if c0 is not None else None)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
-        gx = torch.addmm(b_ih, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
+        gx = input_product(x, w_ih, b_ih)
         y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,
                                     _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
-    gx = torch.addmm(b_ih + b_hh, x, w_ih.t()) if has_bias else torch.mm(x, w_ih.t())
+    gx = input_product(x, w_ih, b_ih + b_hh if has_bias else None)
     if variant is not None:  # the LSTM with peepholes and/or coupled gates
         y, hn, cn, _ = ops.lstm_variant_forward(
             gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, False,
@@ -98,7 +114,7 @@ def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_p
     # LSTM's b_ih and b_hh, the GRU's b_ih (its b_hh stays on the recurrent side).
     shift = norms[1] if not has_bias else (
         norms[1] + b_ih if mode == "GRU" else norms[1] + b_ih + b_hh)
-    gx = F.layer_norm(torch.mm(x, w_ih.t()), (w_ih.shape[0],), norms[0], shift, LAYER_NORM_EPS)
+    gx = F.layer_norm(input_product(x, w_ih), (w_ih.shape[0],), norms[0], shift, LAYER_NORM_EPS)
     recurrent_norms = torch.cat(norms[2:])  # the op's: gamma_h, beta_h[, gamma_c, beta_c]
     if mode == "GRU":
         y, hn, _ = ops.gru_variant_forward(gx, batch_sizes, h0, w_hh, b_hh, recurrent_norms,
