@@ -97,6 +97,10 @@ inline void define_ops(torch::Library& m) {
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 
+// The least depth from which the CPU's linear takes oneDNN, 0 where it never does
+// (cpu/linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
+int64_t linear_onednn_min_depth();
+
 namespace op_entry {
 
 using at::Tensor;

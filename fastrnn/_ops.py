@@ -349,32 +349,6 @@ for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward",
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
 
 
-# --- the input product (fastrnn::linear): input @ weight^T + bias ---------------------
-
-
-@torch.library.register_fake("fastrnn::linear")
-def _(input, weight, bias):
-    _check_same_device("linear", input, weight, bias)
-    return input.new_empty(input.shape[0], weight.shape[0])
-
-
-def _linear_setup(ctx, inputs, output):
-    input, weight, bias = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.has_bias = bias is not None
-
-
-def _linear_backward(ctx, grad):
-    input, weight = ctx.saved_tensors
-    needs_input, needs_weight, needs_bias = ctx.needs_input_grad
-    return (ops.linear(grad, weight.t(), None) if needs_input else None,
-            grad.t().mm(input) if needs_weight else None,
-            grad.sum(0) if ctx.has_bias and needs_bias else None)
-
-
-torch.library.register_autograd("fastrnn::linear", _linear_backward, setup_context=_linear_setup)
-
-
 def _no_reservoir_backward(ctx, *grads):
     raise RuntimeError(
         "fastrnn: the leaky reservoir recurrence (an echo state network's) is forward only: "

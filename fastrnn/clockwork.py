@@ -18,8 +18,8 @@ import operator
 import torch
 from torch import nn
 
+from ._input_product import input_product
 from ._ops import ops
-from .functional import input_product
 from .modules import _OwnRecurrence
 
 DEFAULT_PERIODS = (1, 2, 4, 8)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ._input_product import input_product
 from ._ops import ops
-from .functional import input_product
 from .modules import _OwnRecurrence
 
 # When the sparse walk runs (CPU): the fraction f of W's entries that are nonzero at most

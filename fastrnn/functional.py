@@ -11,6 +11,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
+from ._input_product import input_product
 from ._ops import CELL_KIND, lstm_variant_cell, ops
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -42,22 +43,6 @@ def _needs_grad(*tensors):
     """Whether autograd will differentiate an op on these inputs: without it (inference) the
     ops skip writing what only their backward reads."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-# From how many multiply-adds a float32 input product on the CPU goes through the op
-# fastrnn::linear, which takes oneDNN's product where that was faster than the BLAS
-# torch.addmm calls (csrc/cpu/linear.cpp: up to 20% faster at depths from 256), and the op's backward
-# takes it for the input gradient (depth G*H). Below this the op's Python autograd costs
-# more than it saves (6-18 us a call).
-_LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
-
-
-def input_product(x, w_ih, bias=None):
-    """x @ w_ih^T (+ bias) for every row of a layer: x [N, I], w_ih [G*H, I], bias [G*H]."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN_BUILT
-            and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= _LINEAR_MIN_MULTIPLY_ADDS):
-        return ops.linear(x, w_ih, bias)
-    return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
 
 
 def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,

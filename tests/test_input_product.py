@@ -1,14 +1,18 @@
 """The layers' input product x @ w_ih^T + bias: the op fastrnn::linear (oneDNN in float32 on
-the CPU, BLAS otherwise) against float64 and torch, its gradients, opcheck and errors; the
-rule that sends a layer's product through it (functional.input_product); and the layers
-taking it, against torch.nn."""
+the CPU where it was measured faster, BLAS otherwise) against float64 and torch, its
+gradients, opcheck and errors; the rule that sends a layer's product through it
+(fastrnn._input_product.input_product); and the layers taking it, against torch.nn.
+
+Where the op never takes oneDNN on this CPU (LINEAR_MIN_DEPTH is 0) the tests of the op
+and of the layers through it still run (on BLAS); those that check oneDNN ran skip."""
 
 import pytest
 import torch
 from torch.autograd import gradcheck
 
 import fastrnn
-from fastrnn import _ops, functional
+from fastrnn import _input_product
+from fastrnn._input_product import LINEAR_MIN_DEPTH, LINEAR_MIN_MULTIPLY_ADDS
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
@@ -38,8 +42,12 @@ def _reference(x, w, b):
     return x @ w.t() + (0 if b is None else b)
 
 
-# Depths below and above the one from which the op takes oneDNN (csrc/cpu/linear.cpp).
-DEPTHS = [33, 300]
+# Depths below and above the one from which the op takes oneDNN (csrc/cpu/linear.cpp: 256
+# where it does).
+DEPTH = max(LINEAR_MIN_DEPTH, 256)
+DEPTHS = [33, DEPTH + 44]
+needs_onednn = pytest.mark.skipif(LINEAR_MIN_DEPTH == 0,
+                                  reason="fastrnn::linear takes oneDNN only on the CPUs measured")
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -47,12 +55,14 @@ DEPTHS = [33, 300]
 @pytest.mark.parametrize("bias", BIAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_linear_against_float64(dtype, bias, layout, depth):
-    x, w, b, exact = _operands(67, depth, 45, dtype, bias, layout)
+    """Forward at the given depth, backward's input gradient at depth 45 or DEPTH + 12."""
+    x, w, b, exact = _operands(67, depth, 45 if depth < DEPTH else DEPTH + 12, dtype, bias,
+                               layout)
     x.requires_grad_()
     w.requires_grad_()
     got = ops.linear(x, w, b)
     want = _reference(*exact)
-    assert got.dtype == dtype and got.shape == (67, 45) and got.is_contiguous()
+    assert got.dtype == dtype and got.shape == (67, w.shape[0]) and got.is_contiguous()
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     torch.testing.assert_close(got.double(), want, atol=tol * want.abs().max().item(), rtol=0)
     grad = torch.randn_like(got)
@@ -109,14 +119,36 @@ def test_linear_empty(shape, bias):
     torch.testing.assert_close(ops.linear(x, w, b), want)
 
 
+def _onednn_calls(fn):
+    """How many times fn() called oneDNN's inner product (mkldnn::_linear_pointwise)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.count for event in prof.key_averages()
+               if event.key == "mkldnn::_linear_pointwise")
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", BIAS)
+def test_linear_takes_onednn_from_its_depth(bias):
+    """Forward and the input gradient each take oneDNN from the depth on, not below."""
+    x, w, b, _ = _operands(64, DEPTH, 40, torch.float32, bias, "contiguous")
+    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 1
+    x, w, b, _ = _operands(64, DEPTH - 1, 40, torch.float32, bias, "contiguous")
+    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
+    x, w, b, _ = _operands(64, 40, DEPTH, torch.float32, bias, "contiguous")
+    out = ops.linear(x.requires_grad_(), w, b)
+    assert _onednn_calls(lambda: out.backward(torch.ones_like(out))) == 1
+
+
 @pytest.mark.parametrize("dtype, onednn", [(torch.float32, False), (torch.bfloat16, True),
                                            (torch.float64, True)], ids=str)
 def test_linear_without_onednn_is_torch_blas(monkeypatch, dtype, onednn):
     """With oneDNN switched off, and in dtypes other than float32, the op is torch's addmm,
-    to the bit (at these sizes oneDNN's float32 sums differ from it in the last bits)."""
+    to the bit, and calls no oneDNN product."""
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
-    x, w, b = (torch.randn(64, 300, dtype=dtype), torch.randn(40, 300, dtype=dtype),
+    x, w, b = (torch.randn(64, DEPTH, dtype=dtype), torch.randn(40, DEPTH, dtype=dtype),
                torch.randn(40, dtype=dtype))
+    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
     assert torch.equal(ops.linear(x, w, b), torch.addmm(b, x, w.t()))
 
 
@@ -126,7 +158,9 @@ def test_linear_without_onednn_is_torch_blas(monkeypatch, dtype, onednn):
     ((torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64), None), "one dtype"),
     ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4)), "bias \\[5\\]"),
     ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, dtype=torch.float64)), "bias \\[5\\]"),
-], ids=["K", "rank", "dtype", "bias_size", "bias_dtype"])
+    ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.long), None),
+     "floating dtype"),
+], ids=["K", "rank", "dtype", "bias_size", "bias_dtype", "integer"])
 def test_linear_errors(args, match):
     with pytest.raises(RuntimeError, match=match):
         ops.linear(*args)
@@ -146,52 +180,135 @@ def _spy_linear(monkeypatch):
             calls.append(args[0].shape)
             return ops.linear(*args)
 
-    monkeypatch.setattr(functional, "ops", Spy())
-    monkeypatch.setattr(_ops, "ops", Spy())
+    monkeypatch.setattr(_input_product, "ops", Spy())
     return calls
 
 
-@pytest.mark.parametrize("dtype, rows, expected", [
-    (torch.float32, 2 ** 27 // (64 * 32), True),    # at the threshold
-    (torch.float32, 2 ** 27 // (64 * 32) - 1, False),  # just below it
-    (torch.float64, 2 ** 27 // (64 * 32), False),   # oneDNN's product is float32 only
-], ids=["float32_at", "float32_below", "float64"])
-def test_input_product_rule(monkeypatch, dtype, rows, expected):
+@pytest.fixture
+def measured_cpu(monkeypatch):
+    """The rule as on a CPU where the op takes oneDNN (on others the op is BLAS's)."""
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", DEPTH)
+
+
+# (device, dtype, rows, depth I, G*H, x requires grad, goes through the op), for a product of
+# rows x I x G*H multiply-adds against LINEAR_MIN_MULTIPLY_ADDS.
+RULE = {
+    "deep_at_threshold": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH,
+                          64, False, True),
+    "deep_below_threshold": ("cpu", torch.float32,
+                             LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64) - 1, DEPTH, 64, False, False),
+    "shallow_inference": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (64 * DEPTH), 64,
+                          DEPTH, False, False),
+    "shallow_with_deep_input_gradient": ("cpu", torch.float32,
+                                         LINEAR_MIN_MULTIPLY_ADDS // (64 * DEPTH), 64, DEPTH,
+                                         True, True),
+    "float64": ("cpu", torch.float64, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,
+                False, False),
+    "meta": ("meta", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,
+             False, False),
+}
+
+
+@pytest.mark.parametrize("case", list(RULE))
+def test_input_product_rule(monkeypatch, measured_cpu, case):
+    device, dtype, rows, depth, width, grad, expected = RULE[case]
     calls = _spy_linear(monkeypatch)
-    x, w = torch.randn(rows, 32, dtype=dtype), torch.randn(64, 32, dtype=dtype)
-    got = functional.input_product(x, w)
+    x = torch.randn(rows, depth, dtype=dtype, device=device, requires_grad=grad)
+    w = torch.randn(width, depth, dtype=dtype, device=device)
+    got = _input_product.input_product(x, w)
     assert (len(calls) == 1) == expected
-    torch.testing.assert_close(got, torch.mm(x, w.t()))
+    if device == "cpu":
+        want = x.detach().double() @ w.double().t()
+        torch.testing.assert_close(got.double(), want, atol=2e-5 * want.abs().max().item(),
+                                   rtol=0)
 
 
-# Every cell and input kind, two bidirectional layers, with every input product of the
-# layers sent through fastrnn::linear (the threshold at 0), deep enough that it takes
-# oneDNN: the first layer's product (I = 260) and the LSTM's input gradient (4H = 256).
-THROUGH_LINEAR = [Case(cell, bias, 2, True, False, kind, True, input_size=260, hidden_size=64)
-                  for cell in CELLS for kind in KINDS for bias in (True, False)]
-
-
-@pytest.mark.parametrize("case", THROUGH_LINEAR, ids=[c.id for c in THROUGH_LINEAR])
-def test_layers_through_linear_match_torch_nn(monkeypatch, case):
-    monkeypatch.setattr(functional, "_LINEAR_MIN_MULTIPLY_ADDS", 0)
+def test_input_product_rule_off_where_unmeasured(monkeypatch):
     calls = _spy_linear(monkeypatch)
-    check_parity(case, torch.float32)
-    assert calls  # forward, and the input gradient in backward
-
-
-def test_layer_at_full_size_takes_linear(monkeypatch):
-    """A layer whose product is past the threshold takes the op without any patching."""
-    calls = _spy_linear(monkeypatch)
-    layer = fastrnn.LSTM(128, 64)
-    x = torch.randn(64, 64, 128, requires_grad=True)  # 4096 rows x 128 x 256 = 2^27
-    layer(x)[0].sum().backward()
-    assert calls == [torch.Size([4096, 128]), torch.Size([4096, 256])]
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
+    _input_product.input_product(torch.randn(LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH),
+                                 torch.randn(64, DEPTH))
+    assert not calls
 
 
 @pytest.fixture
-def through_linear(monkeypatch):
-    """Every input product of the layers through fastrnn::linear; dynamo reset around."""
-    monkeypatch.setattr(functional, "_LINEAR_MIN_MULTIPLY_ADDS", 0)
+def every_product_through_linear(monkeypatch, measured_cpu):
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_MULTIPLY_ADDS", 0)
+
+
+# Every cell and input kind, two bidirectional layers, with every input product of the
+# layers sent through fastrnn::linear, deep enough that it takes oneDNN (where it does):
+# the first layer's product (I = DEPTH + 4) and the LSTM's input gradient (4H = DEPTH).
+THROUGH_LINEAR = [Case(cell, bias, 2, True, False, kind, True, input_size=DEPTH + 4,
+                       hidden_size=DEPTH // 4) for cell in CELLS for kind in KINDS
+                  for bias in (True, False)]
+
+
+@pytest.mark.parametrize("case", THROUGH_LINEAR, ids=[c.id for c in THROUGH_LINEAR])
+def test_layers_through_linear_match_torch_nn(monkeypatch, every_product_through_linear, case):
+    calls = _spy_linear(monkeypatch)
+    check_parity(case, torch.float32)
+    # Per direction, forward and the input gradient in backward: in the first layer (depth
+    # I), and in the second (depth 2H or 2P) where its input gradient is deep (G*H).
+    gates = {"LSTM": 4, "LSTM-proj": 4, "GRU": 3}.get(case.cell, 1)
+    assert len(calls) == (8 if gates * case.hidden_size >= DEPTH else 4), calls
+
+
+def test_layer_at_full_size_takes_linear(monkeypatch, measured_cpu):
+    """A layer whose product is past the threshold takes the op with the rule as it is."""
+    calls = _spy_linear(monkeypatch)
+    layer = fastrnn.LSTM(128, DEPTH // 4)
+    rows = LINEAR_MIN_MULTIPLY_ADDS // (128 * DEPTH)
+    x = torch.randn(rows // 64, 64, 128, requires_grad=True)
+    layer(x)[0].sum().backward()
+    assert calls == [torch.Size([rows, 128]), torch.Size([rows, DEPTH])]
+
+
+# The variants and the structured recurrences through the op, against themselves through
+# torch.addmm: outputs and every gradient.
+OWN_PRODUCTS = {
+    "peephole_coupled_lstm": lambda: fastrnn.VariantLSTM(DEPTH + 4, 16, num_layers=2,
+                                                         peepholes=True, coupled_gates=True),
+    "layer_norm_lstm": lambda: fastrnn.VariantLSTM(DEPTH + 4, 16, layer_norm=True),
+    "layer_norm_gru": lambda: fastrnn.VariantGRU(DEPTH + 4, 16, layer_norm=True),
+    "clockwork": lambda: fastrnn.ClockworkRNN(DEPTH + 4, 16, periods=(1, 2)),
+    "dilated": lambda: fastrnn.DilatedGRU(DEPTH + 4, 16, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", list(OWN_PRODUCTS))
+def test_own_recurrences_through_linear(monkeypatch, every_product_through_linear, name):
+    torch.manual_seed(0)
+    module = OWN_PRODUCTS[name]()
+    x = torch.randn(6, 3, DEPTH + 4)
+    results = []
+    for through in (False, True):
+        monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", DEPTH if through else 0)
+        calls = _spy_linear(monkeypatch)
+        xi = x.clone().requires_grad_()
+        out = module(xi)[0]
+        grads = torch.autograd.grad(out.sum(), [xi, *module.parameters()], allow_unused=True)
+        assert bool(calls) == through
+        results.append([out, *grads])
+    for got, want in zip(results[1], results[0]):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+
+
+def test_reservoir_through_linear(monkeypatch, every_product_through_linear):
+    reservoir = fastrnn.Reservoir(DEPTH + 4, 32, seed=0)
+    x = torch.randn(5, 2, DEPTH + 4)
+    calls = _spy_linear(monkeypatch)
+    got = reservoir(x)[0]
+    assert calls
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
+    torch.testing.assert_close(got, reservoir(x)[0], atol=2e-5, rtol=2e-5)
+
+
+@pytest.fixture
+def dynamo():
     torch._dynamo.reset()
     with torch._dynamo.config.patch(allow_rnn=True):
         yield
@@ -199,12 +316,12 @@ def through_linear(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compiled_layer_through_linear(through_linear, backend):
-    """torch.compile(fullgraph=True) of a layer whose products go through the op (forward
-    and the input gradient in backward) gives eager's results and gradients."""
+def test_compiled_layer_keeps_addmm(every_product_through_linear, dynamo, backend):
+    """Compiled, the layer's products stay torch's (the graph's to lower), and it gives
+    eager's results and gradients, which went through the op."""
     torch.manual_seed(0)
-    layer = fastrnn.LSTM(260, 64, num_layers=2)
-    x = torch.randn(6, 3, 260)
+    layer = fastrnn.LSTM(DEPTH + 4, 16, num_layers=2)
+    x = torch.randn(6, 3, DEPTH + 4)
     results = []
     for module in (layer, torch.compile(layer, fullgraph=True, backend=backend)):
         xi = x.clone().requires_grad_()
@@ -215,12 +332,17 @@ def test_compiled_layer_through_linear(through_linear, backend):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
 
 
-def test_exported_layer_holds_linear(through_linear):
-    torch.manual_seed(0)
-    layer = fastrnn.GRU(260, 32)
-    x = torch.randn(5, 2, 260)
-    program = torch.export.export(layer, (x,))
-    targets = {str(node.target) for node in program.graph.nodes}
-    assert "fastrnn.linear.default" in targets, targets
-    for got, want in zip(program.module()(x), layer(x)):
-        torch.testing.assert_close(got, want)
+def test_exported_layer_runs_on_both_sides_of_the_threshold(monkeypatch, measured_cpu):
+    """An export with dynamic sizes holds torch's product, not the op, and no guard on the
+    number of rows: it runs where eager takes the op and where it does not."""
+    layer = fastrnn.GRU(DEPTH + 4, 16)
+    per_row = (DEPTH + 4) * 48
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_MULTIPLY_ADDS", 50 * per_row)
+    steps, batch = torch.export.Dim("steps"), torch.export.Dim("batch")
+    program = torch.export.export(layer, (torch.randn(4, 5, DEPTH + 4),),
+                                  dynamic_shapes=({0: steps, 1: batch},))
+    assert "fastrnn.linear.default" not in {str(n.target) for n in program.graph.nodes}
+    for shape in ((4, 5), (10, 10)):  # 20 rows, below; 100 rows, past the threshold
+        x = torch.randn(*shape, DEPTH + 4)
+        for got, want in zip(program.module()(x), layer(x)):
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)

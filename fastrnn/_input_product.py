@@ -1,0 +1,72 @@
+"""The layers' input product, x @ W_ih^T + b for every row of a layer, and the op that forms
+it where oneDNN is faster than torch's BLAS: fastrnn::linear (csrc/cpu/linear.cpp), its
+fake kernel and autograd, and the rule that sends a product to it (input_product)."""
+
+import torch
+
+from . import _C
+from ._ops import ops
+
+# The least depth (K of [N, K] @ [K, M]) from which fastrnn::linear takes oneDNN on this CPU,
+# or 0 where it never does: where it was not measured faster (csrc/cpu/linear.cpp), or where
+# torch has no oneDNN. Its backward's input gradient is a product of depth G*H.
+LINEAR_MIN_DEPTH = _C.LINEAR_MIN_DEPTH
+
+# From how many multiply-adds a product goes through the op: its Python autograd costs 6-18
+# us a call more than torch.addmm's (2 threads, AMD EPYC: 24.4 against 6.8 us with autograd,
+# 10.9 against 5.1 us without, at [8, 16] @ [16, 32]), about 2% of a product of 2^27, where
+# oneDNN saves 2-20%.
+LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
+
+
+def input_product(x, w_ih, bias=None):
+    """x @ w_ih^T (+ bias): x [N, I], w_ih [G*H, I], bias [G*H] or None -> [N, G*H].
+
+    Through fastrnn::linear in float32 on the CPU, oneDNN on, where the forward product or
+    the input gradient's (depths I and G*H) is deep enough and the product large enough;
+    else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
+    torch.addmm, which they lower as they see fit and run on any device, and a decision on
+    the number of rows would become a guard on the graph's dynamic sizes."""
+    if (LINEAR_MIN_DEPTH and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.compiler.is_compiling()
+            and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
+            and (w_ih.shape[1] >= LINEAR_MIN_DEPTH or (
+                w_ih.shape[0] >= LINEAR_MIN_DEPTH and x.requires_grad and torch.is_grad_enabled()))
+            and torch.backends.mkldnn.enabled):
+        return ops.linear(x, w_ih, bias)
+    return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
+
+
+@torch.library.register_fake("fastrnn::linear")
+def _(input, weight, bias):
+    """input [N, K], weight [M, K], bias [M] or None -> a contiguous [N, M]."""
+    torch._check(input.dim() == 2 and weight.dim() == 2 and input.shape[1] == weight.shape[1],
+                 lambda: "fastrnn::linear: input [N, K] and weight [M, K] expected")
+    torch._check(input.dtype == weight.dtype and input.is_floating_point(),
+                 lambda: "fastrnn::linear: input and weight must have one floating dtype")
+    torch._check(bias is None or (bias.dim() == 1 and bias.shape[0] == weight.shape[0]),
+                 lambda: "fastrnn::linear: bias [M] expected")
+    for t in (weight, bias):
+        torch._check(t is None or t.device == input.device,
+                     lambda: "fastrnn::linear: every tensor must be on the input's device")
+    return input.new_empty(input.shape[0], weight.shape[0])
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, bias = inputs  # [N, K], [M, K], [M] or None
+    # What each gradient reads: the input's the weight, the weight's the input.
+    ctx.save_for_backward(input if weight.requires_grad else None,
+                          weight if input.requires_grad else None)
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, grad):
+    """grad [N, M] -> (grad @ weight [N, K], grad^T @ input [M, K], the rows' sum [M])."""
+    input, weight = ctx.saved_tensors
+    needs_input, needs_weight, needs_bias = ctx.needs_input_grad
+    return (ops.linear(grad, weight.t(), None) if needs_input else None,
+            grad.t().mm(input) if needs_weight else None,
+            grad.sum(0) if ctx.has_bias and needs_bias else None)
+
+
+torch.library.register_autograd("fastrnn::linear", _linear_backward, setup_context=_linear_setup)
