@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch._dynamo
 
 
 @pytest.fixture
@@ -28,6 +29,16 @@ def multithreaded(torch_state):
     """Runs the test with 2 intra-op threads (parallel_for splits even on one core)."""
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture
+def dynamo():
+    """A fresh torch.compile state, with torch.nn's recurrent modules (and so fastrnn's,
+    their subclasses) allowed in graphs; reset again after the test."""
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        yield
+    torch._dynamo.reset()
 
 
 @pytest.fixture(scope="session")

@@ -27,14 +27,6 @@ pytestmark = pytest.mark.usefixtures("torch_state", "dynamo")
 F64 = torch.float64
 
 
-@pytest.fixture
-def dynamo():
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(allow_rnn=True):
-        yield
-    torch._dynamo.reset()
-
-
 # (steps, batch, lengths) per call: the first call compiles, the others must reuse the graph.
 # The first call's steps and batch differ from every feature size (input 4, hidden 5,
 # projection 3, layers x directions): dynamo gives equal sizes one symbol, so a batch equal to

@@ -307,14 +307,6 @@ def test_reservoir_through_linear(monkeypatch, every_product_through_linear):
     torch.testing.assert_close(got, reservoir(x)[0], atol=2e-5, rtol=2e-5)
 
 
-@pytest.fixture
-def dynamo():
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(allow_rnn=True):
-        yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compiled_layer_keeps_addmm(every_product_through_linear, dynamo, backend):
     """Compiled, the layer's products stay torch's (the graph's to lower), and it gives
