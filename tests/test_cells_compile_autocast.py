@@ -21,13 +21,6 @@ F32, F64, BF16, F16 = torch.float32, torch.float64, torch.bfloat16, torch.float1
 STEPS = 5
 
 
-@pytest.fixture
-def dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def recording_backend(graphs, backend="aot_eager"):
     """A torch.compile backend that keeps each graph dynamo hands it, then compiles it with
     `backend`."""
