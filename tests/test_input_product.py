@@ -16,11 +16,12 @@ from fastrnn._input_product import LINEAR_MIN_DEPTH, LINEAR_MIN_MULTIPLY_ADDS
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
-from helpers.tolerances import GRADCHECK
+from helpers.tolerances import GRADCHECK, atol_rtol, tolerance
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
 BIAS = [pytest.param(True, id="bias"), pytest.param(False, id="nobias")]
+OTHER_LIBRARY = atol_rtol(torch.float32, "other_product_library")
 # How weight is laid out in memory: its own [M, K], or the transpose of a [K, M] (the input
 # gradient's call), or a strided view.
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "strided"]
@@ -40,6 +41,12 @@ def _operands(n, k, m, dtype, bias, layout, seed=0):
 
 def _reference(x, w, b):
     return x @ w.t() + (0 if b is None else b)
+
+
+def assert_product_close(got, want):
+    """got (a product in its dtype) within "product_vs_float64" of want (float64)."""
+    bound = tolerance(got.dtype, "product_vs_float64") * want.abs().max().item()
+    torch.testing.assert_close(got.double(), want, atol=bound, rtol=0)
 
 
 # Depths below and above the one from which the op takes oneDNN (csrc/cpu/linear.cpp: 256
@@ -63,22 +70,18 @@ def test_linear_against_float64(dtype, bias, layout, depth):
     got = ops.linear(x, w, b)
     want = _reference(*exact)
     assert got.dtype == dtype and got.shape == (67, w.shape[0]) and got.is_contiguous()
-    tol = 1e-12 if dtype == torch.float64 else 2e-5
-    torch.testing.assert_close(got.double(), want, atol=tol * want.abs().max().item(), rtol=0)
+    assert_product_close(got, want)
     grad = torch.randn_like(got)
     gx, gw = torch.autograd.grad(got, (x, w), grad)
-    want_gx, want_gw = grad.double() @ exact[1], grad.double().t() @ exact[0]
-    torch.testing.assert_close(gx.double(), want_gx, atol=tol * want_gx.abs().max().item(), rtol=0)
-    torch.testing.assert_close(gw.double(), want_gw, atol=tol * want_gw.abs().max().item(), rtol=0)
+    assert_product_close(gx, grad.double() @ exact[1])
+    assert_product_close(gw, grad.double().t() @ exact[0])
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_linear_strided_input(depth):
     x = torch.randn(40, 2 * depth)[:, ::2]
     w, b = torch.randn(24, depth), torch.randn(24)
-    want = _reference(x.double(), w.double(), b.double())
-    torch.testing.assert_close(ops.linear(x, w, b).double(), want,
-                               atol=2e-5 * want.abs().max().item(), rtol=0)
+    assert_product_close(ops.linear(x, w, b), _reference(x.double(), w.double(), b.double()))
 
 
 @pytest.mark.parametrize("bias", BIAS)
@@ -218,9 +221,7 @@ def test_input_product_rule(monkeypatch, measured_cpu, case):
     got = _input_product.input_product(x, w)
     assert (len(calls) == 1) == expected
     if device == "cpu":
-        want = x.detach().double() @ w.double().t()
-        torch.testing.assert_close(got.double(), want, atol=2e-5 * want.abs().max().item(),
-                                   rtol=0)
+        assert_product_close(got, x.detach().double() @ w.double().t())
 
 
 def test_input_product_rule_off_where_unmeasured(monkeypatch):
@@ -294,7 +295,7 @@ def test_own_recurrences_through_linear(monkeypatch, every_product_through_linea
         if want is None:
             assert got is None
         else:
-            torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+            torch.testing.assert_close(got, want, **OTHER_LIBRARY)
 
 
 def test_reservoir_through_linear(monkeypatch, every_product_through_linear):
@@ -304,7 +305,7 @@ def test_reservoir_through_linear(monkeypatch, every_product_through_linear):
     got = reservoir(x)[0]
     assert calls
     monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
-    torch.testing.assert_close(got, reservoir(x)[0], atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(got, reservoir(x)[0], **OTHER_LIBRARY)
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -321,7 +322,7 @@ def test_compiled_layer_keeps_addmm(every_product_through_linear, dynamo, backen
         grads = torch.autograd.grad((out.sum() + h.sum() + c.sum()), [xi, *layer.parameters()])
         results.append([out, h, c, *grads])
     for got, want in zip(results[1], results[0]):
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(got, want, **OTHER_LIBRARY)
 
 
 def test_exported_layer_runs_on_both_sides_of_the_threshold(monkeypatch, measured_cpu):
@@ -337,4 +338,4 @@ def test_exported_layer_runs_on_both_sides_of_the_threshold(monkeypatch, measure
     for shape in ((4, 5), (10, 10)):  # 20 rows, below; 100 rows, past the threshold
         x = torch.randn(*shape, DEPTH + 4)
         for got, want in zip(program.module()(x), layer(x)):
-            torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+            torch.testing.assert_close(got, want, **OTHER_LIBRARY)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import fastrnn
+from helpers.tolerances import atol_rtol
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -146,7 +147,7 @@ def test_dynamo_export_runs_in_onnxruntime(variant, layers, bidirectional):
             want = model(*inputs)
         got = session.run(None, dict(zip(["x", "h0", "c0"], (a.numpy() for a in inputs))))
         for g, w in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, w.numpy(), atol=5e-5, rtol=5e-5)
+            np.testing.assert_allclose(g, w.numpy(), **atol_rtol(torch.float32))
 
 
 class FlatGRU(nn.Module):
@@ -200,7 +201,7 @@ def test_layer_norm_dynamo_export_runs_in_onnxruntime(mode, proj, layers, bidire
             want = torch.utils._pytree.tree_leaves(model(*inputs))
         got = session.run(None, dict(zip(names, (a.numpy() for a in inputs))))
         for g, w in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, w.numpy(), atol=5e-5, rtol=5e-5)
+            np.testing.assert_allclose(g, w.numpy(), **atol_rtol(torch.float32))
 
 
 def test_export_refusals():
