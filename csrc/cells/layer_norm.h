@@ -118,8 +118,7 @@ struct LstmPolicy {
     T* gs_tanh_c = r.dgh;
     T* gs_d_c = r.dgh + H;
     ctx.for_units(H, [&](int64_t j) {
-      A dh = in(r.dh[j]);
-      if constexpr (kAddGradY) dh += in(r.grad_y[j]);
+      const A dh = r.template dh_total<kAddGradY, Ctx>(j);
       const A t = tanh_act(in(p[kGammaC * H + j]) * n_c(j) + in(p[kBetaC * H + j]));
       gs_tanh_c[j] = out(t);
       gs_d_c[j] = out(dh * slot(kO, j) * dtanh_from_output(t));
@@ -131,8 +130,7 @@ struct LstmPolicy {
       const A d_c_out = in(gs_d_c[j]), tanh_c = in(gs_tanh_c[j]);
       const A dc = r.carry[j] + grad_c(d_c_out * in(p[kGammaC * H + j]), n_c(j), nc.rstd);
       const A i = slot(kI, j), f = slot(kF, j), g = slot(kG, j), o = slot(kO, j);
-      A dh = in(r.dh[j]);
-      if constexpr (kAddGradY) dh += in(r.grad_y[j]);
+      const A dh = r.template dh_total<kAddGradY, Ctx>(j);
       A d[4];
       d[kO] = dh * tanh_c * dsigmoid_from_output(o);
       r.carry[j] = lstm::cell_backward<A>(dc, i, f, g, in(r.prev[j]), d[kI], d[kF], d[kG]);
@@ -229,8 +227,7 @@ struct GruPolicy {
     ctx.for_units(H, [&](int64_t j) {
       A slots[Unit::kSaved], dx[3], dgh[3], carry = r.carry[j];
       for (int q = 0; q < Unit::kSaved; ++q) slots[q] = slot(q, j);
-      A dh = in(r.dh[j]);
-      if constexpr (kAddGradY) dh += in(r.grad_y[j]);
+      const A dh = r.template dh_total<kAddGradY, Ctx>(j);
       Unit::backward(dh, carry, slots, A(0), in(r.prev[j]), static_cast<const A*>(nullptr),
                      dx, dgh);
       r.carry[j] = carry;

@@ -51,6 +51,15 @@ struct RowBackward {
   A* params_grad;   // [K*H] the row's part of the gradient w.r.t. unit_params, added to
                     //   (its later steps' already in)
   int64_t H;
+
+  // Unit j's whole gradient w.r.t. h: dh, plus grad_y's when kAddGradY. Ctx: the row context
+  // (its in<A>).
+  template <bool kAddGradY, class Ctx>
+  FASTRNN_HD A dh_total(int64_t j) const {
+    A total = Ctx::template in<A>(dh[j]);
+    if constexpr (kAddGradY) total += Ctx::template in<A>(grad_y[j]);
+    return total;
+  }
 };
 
 // Vectorised loops where OpenMP's simd pragmas are on (the CPU build), plain ones elsewhere;
