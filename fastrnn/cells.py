@@ -16,7 +16,7 @@ from torch import nn
 
 from . import _onnx, functional
 from ._ops import CELL_KIND, CELL_NAME, ops
-from .modules import _has_kernels, read_parameters
+from .modules import _autocast_enabled, _has_kernels, read_parameters
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
 _cell_forward = ops.cell_forward.default
@@ -46,9 +46,8 @@ class _FusedCell:
         if hx is not None:
             self._check_hx_rank(hx, is_lstm)
         cell = self._cell()
-        device = input.device
-        if not _has_kernels(device):
-            warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
+        if not _has_kernels(input):
+            warnings.warn(f"fastrnn has no kernels for {input.device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
@@ -59,14 +58,15 @@ class _FusedCell:
         if rank == 1:
             input = input.unsqueeze(0)
         if hx is None:
-            h = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=device)
+            h = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                            device=input.device)
             c = h if is_lstm else None
         elif is_lstm:
             h, c = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if rank == 1 else hx
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
         weights = read_parameters(self, self._weight_names())
-        if device.type != "meta" and torch.is_autocast_enabled(device.type):
+        if _autocast_enabled(input.device):
             h_new, c_new = _step_under_autocast(self._step, cell, input, h, c, weights)
         else:
             h_new, c_new = self._step(cell, input, h, c, weights)

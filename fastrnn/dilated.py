@@ -120,7 +120,7 @@ class _DilatedStack:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             data = x.reshape(steps * batch, x.shape[2])
             batch_sizes = torch.full((steps,), batch, dtype=torch.long)
-        if not _has_kernels(data.device):
+        if not _has_kernels(data):
             raise RuntimeError(f"fastrnn has no kernels for {data.device.type} tensors; "
                                f"{type(self).__name__} runs only where fastrnn's layers do")
         self.check_input(data, batch_sizes)

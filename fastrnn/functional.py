@@ -64,7 +64,8 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     w_hr = weights[-1] if has_proj else None
     if batch_sizes.shape[0] == 1 and not has_proj:  # one step, in either direction: a cell call
         cell = CELL_KIND[mode if variant is None else lstm_variant_cell(*variant)]
-        y, h, c, _ = ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, peepholes)
+        y, h, c, _ = ops.cell_forward.default(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False,
+                                              peepholes)
         return y, h, (c if c0 is not None else None)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
         gx = input_product(x, w_ih, b_ih)
@@ -137,13 +138,13 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             raise ValueError(f"layer norm needs mode 'LSTM' or 'GRU', got {mode!r}")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)
-    device_type = data.device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+    if (torch._C._is_any_autocast_enabled() and data.device.type in ("cpu", "cuda")
+            and torch.is_autocast_enabled(data.device.type)):
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
                                    num_layers=num_layers, bidirectional=bidirectional,
                                    proj_size=proj_size, dropout=dropout, training=training,
                                    packed=packed, variant=variant)
-    if mode == "RNN_RELU" and device_type == "cuda" and data.dtype in _HALF_DTYPES:
+    if mode == "RNN_RELU" and data.is_cuda and data.dtype in _HALF_DTYPES:
         return _rnn_relu_in_float(data, batch_sizes, h0, weights, has_bias=has_bias,
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   dropout=dropout, training=training)

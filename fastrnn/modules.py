@@ -20,7 +20,7 @@ class _FusedRecurrence:
     """forward() for a torch.nn.RNNBase subclass, running functional.rnn."""
 
     def forward(self, input, hx=None):
-        device = (input.data if isinstance(input, PackedSequence) else input).device
+        data = input.data if isinstance(input, PackedSequence) else input
         exporter = _onnx.active_exporter()
         if exporter == "torchscript":  # torch.nn's graph: ONNX LSTM, GRU, RNN nodes
             if getattr(self, "proj_size", 0) > 0:
@@ -29,8 +29,8 @@ class _FusedRecurrence:
                     "torch.onnx.export(dynamo=True), as an ONNX Scan; the TorchScript exporter "
                     "(dynamo=False) has no translation for it (nor for torch.nn.LSTM's)")
             return super().forward(input, hx)
-        if not _has_kernels(device):
-            warnings.warn(f"fastrnn has no kernels for {device.type} tensors yet; "
+        if not _has_kernels(data):
+            warnings.warn(f"fastrnn has no kernels for {data.device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
@@ -38,6 +38,9 @@ class _FusedRecurrence:
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
         # (parametrized weights are computed once, not twice).
         weights = read_parameters(self, self._flat_weights_names)
+        states = None if exporter else self._checked_dense_states(input, hx, weights)
+        if states is not None:
+            return self._dense(input, *states, weights, exporter)
         is_lstm = self.mode == "LSTM"
         is_packed = isinstance(input, PackedSequence)
         is_batched = True
@@ -68,38 +71,71 @@ class _FusedRecurrence:
         h0, c0 = hx if is_lstm else (hx, None)
         check_devices_and_dtypes(input, h0, c0, weights[0])
 
-        if is_packed:
-            if exporter:
-                raise RuntimeError(
-                    f"fastrnn.{type(self).__name__}: PackedSequence input does not export with "
-                    "torch.onnx.export(dynamo=True), nor does torch.nn's; export with "
-                    "dynamo=False, which maps it to ONNX's sequence_lens, or pass padded input")
-            data = input
-        else:
-            if self.batch_first:
-                input = input.transpose(0, 1)
-            steps, batch = input.shape[:2]
-            if steps == 0:
-                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-            data = input.reshape(steps * batch, input.shape[2])
-            batch_sizes = torch.full((steps,), batch, dtype=torch.long)
+        if not is_packed:
+            output, hidden = self._dense(input, h0, c0, weights, exporter)
+            if is_batched:
+                return output, hidden
+            h_n, c_n = hidden if is_lstm else (hidden, None)
+            output = output.squeeze(0 if self.batch_first else 1)
+            return output, (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+        if exporter:
+            raise RuntimeError(
+                f"fastrnn.{type(self).__name__}: PackedSequence input does not export with "
+                "torch.onnx.export(dynamo=True), nor does torch.nn's; export with "
+                "dynamo=False, which maps it to ONNX's sequence_lens, or pass padded input")
+        output, h_n, c_n = self._recurrence(input, batch_sizes, h0, c0, weights, True)
+        hidden = (h_n, c_n) if is_lstm else h_n
+        output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        return output, self.permute_hidden(hidden, unsorted_indices)
 
-        if exporter:  # dense input: [T, B, I]
+    def _checked_dense_states(self, input, hx, weights):
+        """(h0, c0) for the common call, whose arguments pass torch.nn's checks by a few
+        comparisons: a batched dense input of at least one step, on the weights' device and
+        in their (supported) dtype, with hx None or of the expected shapes, dtype and device,
+        in eager mode; c0 is None but for an LSTM. Else None: the general path then checks
+        (and raises) as torch.nn does. On a small step, the general checks cost as much as
+        the arithmetic."""
+        if (type(input) is not torch.Tensor or input.dim() != 3
+                or torch.compiler.is_compiling() or input.dtype != weights[0].dtype
+                or input.dtype not in _SUPPORTED_DTYPES or input.device != weights[0].device
+                or input.size(2) != self.input_size
+                or input.size(1 if self.batch_first else 0) == 0):
+            return None
+        batch = input.size(0 if self.batch_first else 1)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        h_size = (layers, batch, self.proj_size or self.hidden_size)
+        c_size = (layers, batch, self.hidden_size)
+        is_lstm = self.mode == "LSTM"
+        if hx is None:
+            zeros = lambda size: torch.zeros(size, dtype=input.dtype, device=input.device)
+            return zeros(h_size), zeros(c_size) if is_lstm else None
+        if is_lstm and (type(hx) is not tuple or len(hx) != 2):
+            return None
+        states = hx if is_lstm else (hx,)
+        for state, size in zip(states, (h_size, c_size)):
+            if (type(state) is not torch.Tensor or state.shape != size
+                    or state.dtype != input.dtype or state.device != input.device):
+                return None
+        return states if is_lstm else (hx, None)
+
+    def _dense(self, input, h0, c0, weights, exporter):
+        """The stack on a batched dense input [T, B, I] ([B, T, I] batch_first), checked ->
+        (output as torch.nn returns it, h_n, or (h_n, c_n) for an LSTM)."""
+        if self.batch_first:
+            input = input.transpose(0, 1)
+        steps, batch = input.shape[:2]
+        if steps == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        if exporter:
             output, h_n, c_n = _onnx.rnn(self, input, h0, c0, weights)
         else:
-            output, h_n, c_n = self._recurrence(data, batch_sizes, h0, c0, weights, is_packed)
-        hidden = (h_n, c_n) if is_lstm else h_n
-
-        if is_packed:
-            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
-            return output, self.permute_hidden(hidden, unsorted_indices)
+            data = input.reshape(steps * batch, input.shape[2])
+            output, h_n, c_n = self._recurrence(data, dense_batch_sizes(steps, batch), h0, c0,
+                                                weights, False)
         output = output.view(steps, batch, output.shape[-1])
         if self.batch_first:
             output = output.transpose(0, 1)
-        if not is_batched:
-            output = output.squeeze(0 if self.batch_first else 1)
-            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
-        return output, hidden
+        return output, (h_n, c_n) if self.mode == "LSTM" else h_n
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         """The stack on packed rows (shapes: functional.rnn)."""
@@ -188,6 +224,25 @@ def check_devices_and_dtypes(input, h0, c0, weight):
             f"{input.dtype}")
 
 
+_last_dense_batch_sizes = ((0, 0), None)  # ((steps, batch), tensor)
+
+
+def dense_batch_sizes(steps, batch):
+    """batch_sizes of a dense input: [batch] * steps (int64, CPU). The ops only read it, so
+    the last one is reused in eager mode (a new tensor costs about as much as a small step's
+    arithmetic); it is made outside inference mode, so that a later call with autograd can
+    save it."""
+    global _last_dense_batch_sizes
+    if torch.compiler.is_compiling():
+        return torch.full((steps,), batch, dtype=torch.long)
+    key, sizes = _last_dense_batch_sizes
+    if key != (steps, batch):
+        with torch.inference_mode(False):
+            sizes = torch.full((steps,), batch, dtype=torch.long)
+        _last_dense_batch_sizes = ((steps, batch), sizes)
+    return sizes
+
+
 def read_parameters(module, names):
     """module's parameters `names`, read from module._parameters (nn.Module.__getattr__ costs
     a Python call each, which shows on a single step); a parametrized one, which
@@ -197,8 +252,10 @@ def read_parameters(module, names):
 
 
 def _autocast_enabled(device):
-    """Whether autocast is on for device, under which torch.nn lets hx's dtype differ."""
-    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
+    """Whether autocast is on for device, under which torch.nn lets hx's dtype differ.
+    (Asked of any device first: reading device.type costs more than the question.)"""
+    return (torch._C._is_any_autocast_enabled() and device.type in ("cpu", "cuda")
+            and torch.is_autocast_enabled(device.type))
 
 
 # Whether the extension was built with its CUDA kernels: read once, so that torch.compile
@@ -206,9 +263,9 @@ def _autocast_enabled(device):
 _CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("fastrnn::lstm_forward", "CUDA")
 
 
-def _has_kernels(device):
-    """Whether fastrnn's recurrence ops run on this device (meta: shapes only)."""
-    return device.type in ("cpu", "meta") or (device.type == "cuda" and _CUDA_KERNELS)
+def _has_kernels(tensor):
+    """Whether fastrnn's recurrence ops run on tensor's device (meta: shapes only)."""
+    return tensor.is_cpu or tensor.is_meta or (tensor.is_cuda and _CUDA_KERNELS)
 
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -222,12 +279,12 @@ class _OwnRecurrence(_FusedRecurrence):
     and a device without fastrnn's kernels is refused."""
 
     def forward(self, input, hx=None):
-        device = (input.data if isinstance(input, PackedSequence) else input).device
+        data = input.data if isinstance(input, PackedSequence) else input
         name = type(self).__name__
         if _onnx.active_exporter():
             raise RuntimeError(f"fastrnn.{name} has no ONNX translation")
-        if not _has_kernels(device):
-            raise RuntimeError(f"fastrnn.{name} has no kernels for {device.type} tensors")
+        if not _has_kernels(data):
+            raise RuntimeError(f"fastrnn.{name} has no kernels for {data.device.type} tensors")
         return super().forward(input, hx)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):

@@ -106,9 +106,9 @@ class _Variant:
         return any(getattr(self, name, False)
                    for name in ("peepholes", "coupled_gates", "layer_norm"))
 
-    def _refuse_without_kernels(self, device, exports=False):
-        """exports: whether the module exports through torch.onnx.export(dynamo=True) (the
-        layers: fastrnn._onnx)."""
+    def _refuse_without_kernels(self, data, exports=False):
+        """data: the input tensor (a PackedSequence's data). exports: whether the module
+        exports through torch.onnx.export(dynamo=True) (the layers: fastrnn._onnx)."""
         name = type(self).__name__
         exporter = _onnx.active_exporter()
         if exporter and not (exports and exporter == "dynamo"):
@@ -116,9 +116,9 @@ class _Variant:
                 f"fastrnn.{name} with {self._options()} exports to ONNX only as a layer "
                 "(VariantLSTM, VariantGRU) with torch.onnx.export(dynamo=True)" if exports else
                 f"fastrnn.{name} with {self._options()} has no ONNX translation yet")
-        if not _has_kernels(device):
+        if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} with {self._options()} has no kernels for "
-                               f"{device.type} tensors")
+                               f"{data.device.type} tensors")
 
     def _options(self):
         return "layer norm" if self.layer_norm else "peepholes or coupled gates"
@@ -149,7 +149,7 @@ class _VariantLayer(_Variant, _FusedRecurrence):
     def forward(self, input, hx=None):
         if self._is_variant():
             self._refuse_without_kernels(
-                (input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input).device,
+                input.data if isinstance(input, nn.utils.rnn.PackedSequence) else input,
                 exports=True)
         return super().forward(input, hx)
 
@@ -193,7 +193,7 @@ class _VariantCell(_Variant, _FusedCell):
 
     def forward(self, input, hx=None):
         if self._is_variant():
-            self._refuse_without_kernels(input.device)
+            self._refuse_without_kernels(input)
             if self._MODE == "LSTM" and hx is not None and hx[0].dtype != hx[1].dtype:
                 raise RuntimeError(f"fastrnn.{type(self).__name__}: h and c must have the "
                                    f"same dtype, got {hx[0].dtype} and {hx[1].dtype}")

@@ -304,3 +304,4 @@ def test_other_devices_are_refused():
 class _OnXpu:
     """An input that says it is on a device without kernels: checked before any use."""
     device = torch.device("xpu")
+    is_cpu = is_meta = is_cuda = False

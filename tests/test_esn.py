@@ -404,6 +404,7 @@ def test_onnx_export_and_devices_without_kernels_are_refused(monkeypatch):
 class _OnXpu:
     """An input that says it is on a device without kernels: checked before any use."""
     device = torch.device("xpu")
+    is_cpu = is_meta = is_cuda = False
 
 
 def test_meta_device():

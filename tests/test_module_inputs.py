@@ -124,3 +124,38 @@ def test_results_are_tensors_of_their_own(cell, steps):
                 if j != k:
                     assert torch.equal(other, before[j]), (k, j)
             t.copy_(before[k])
+
+
+# The forms of a call that the modules check with a few comparisons (modules.py:
+# _checked_dense_states) and forms that take the general path: both give the same results.
+COMMON_CALLS = [Case(cell, True, layers, bidirectional, batch_first, "dense", hx, steps=steps)
+                for cell in CELLS for hx in (True, False) for steps in (1, 3)
+                for layers, bidirectional, batch_first in ((1, False, False), (2, True, True))]
+
+
+@pytest.mark.parametrize("case", COMMON_CALLS, ids=[f"{c.id}-T{c.steps}" for c in COMMON_CALLS])
+def test_checked_and_general_paths_agree(case, monkeypatch):
+    _, fast = make_pair(case)
+    inputs = make_inputs(case)
+    outs, grads, _ = run(fast, inputs)
+    monkeypatch.setattr(type(fast), "_checked_dense_states", lambda *args: None)
+    general_outs, general_grads, _ = run(fast, inputs)
+    for a, b in zip(outs, general_outs):
+        assert torch.equal(a, b)
+    for name in grads:
+        assert torch.equal(grads[name], general_grads[name]), name
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_call_after_inference_mode_trains(cell):
+    """A call under torch.inference_mode and a later one with autograd on the same shape
+    (whose batch_sizes the modules reuse) both work, with the same output."""
+    case = Case(cell, True, 1, False, False, "dense", False)
+    _, fast = make_pair(case)
+    x = make_inputs(case).x
+    with torch.inference_mode():
+        want = flatten_result(fast(x))
+    outs = flatten_result(fast(x.detach().clone().requires_grad_()))
+    weighted_loss(outs).backward()
+    for a, b in zip(outs, want):
+        assert torch.equal(a.detach(), b)
