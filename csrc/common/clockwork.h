@@ -102,4 +102,43 @@ inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& 
   return args;
 }
 
+// The gradient w.r.t. w_hh [H, H] in the accumulation type, zero outside the allowed blocks,
+// from the gradients w.r.t. each module's pre-activations, grad_gx[i] [n_i, k] (rows as
+// forward's gx), y [N, H] and h0 [B, H]. One product per module over all its active steps,
+// where a product per step and module was a rank-b update, a third of the CPU's backward:
+// block i [k, H - i*k] = grad_gx[i]^T @ (the states its rows read)[:, i*k:], those states
+// being h0's rows at step 0 and, at a later step s, the first rows(s) rows of step s-1 in y
+// (a view where they are consecutive, as for a period-1 module on dense input).
+inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
+                                        const at::Tensor& y, const at::Tensor& h0,
+                                        const Schedule& schedule, const ClockworkModules& m) {
+  const int64_t H = y.size(1);
+  const at::ScalarType acc = at::toOpMathType(y.scalar_type());
+  at::Tensor grad_w = at::zeros({H, H}, y.options().dtype(acc));
+  if (schedule.steps() == 0) return grad_w;
+  const int64_t first_rows = schedule.rows(0);  // every module is active at step 0
+  for (int64_t i = 0; i < m.count(); ++i) {
+    const int64_t u0 = i * m.k;
+    at::Tensor block = clockwork_block(grad_w, m, i);  // [k, H - u0]
+    const auto add = [&](const at::Tensor& dx, const at::Tensor& states) {  // [n, k], [n, H]
+      block.addmm_(dx.t().to(acc), states.narrow(1, u0, H - u0).to(acc));
+    };
+    add(grad_gx[i].narrow(0, 0, first_rows), h0.narrow(0, 0, first_rows));
+    std::vector<int64_t> rows;  // module i's rows after step 0: their states' rows in y
+    for (int64_t s = m.periods[i]; s < schedule.steps(); s += m.periods[i]) {
+      for (int64_t r = 0; r < schedule.rows(s); ++r) {
+        rows.push_back(schedule.first_row(s - 1) + r);
+      }
+    }
+    if (rows.empty()) continue;
+    const int64_t n = static_cast<int64_t>(rows.size());
+    const bool consecutive = rows.back() - rows.front() == n - 1;
+    const at::Tensor states =
+        consecutive ? y.narrow(0, rows.front(), n)
+                    : y.index_select(0, at::tensor(rows, at::kLong).to(y.device()));
+    add(grad_gx[i].narrow(0, first_rows, n), states);
+  }
+  return grad_w;
+}
+
 }  // namespace fastrnn

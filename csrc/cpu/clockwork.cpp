@@ -58,7 +58,6 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
   const Tensor y_c = y.contiguous();
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
   Tensor dx = at::empty({sz.B, sz.H}, y.options());          // a step's gate gradients
-  Tensor grad_w = at::zeros(w.sizes(), w.options().dtype(at::toOpMathType(w.scalar_type())));
   std::vector<Tensor> grad_gx;
   for (int64_t i = 0; i < m.count(); ++i) grad_gx.push_back(at::empty({rows[i], m.k}, y.options()));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), op, [&] {
@@ -68,9 +67,9 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
     const BackwardState<T> st{gy.data_ptr<T>(), h0_c.data_ptr<T>(), nullptr, w.data_ptr<T>(),
                               y_c.data_ptr<T>(), nullptr, nullptr, dh.data_ptr<T>(), nullptr,
                               dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
-    clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows,
-                             grad_w.data_ptr<acc_t<T>>());
+    clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows);
   });
+  const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0_c, schedule, m);
   return {grad_gx, dh, grad_w.to(w.scalar_type())};
 }
 

@@ -67,17 +67,15 @@ void clockwork_forward(const ForwardState<T>& st, const Schedule& schedule,
   }
 }
 
-// Fills grad_gx[i] ([n_i, k], as gx[i] in forward), st.dh, which ends as the gradient
-// w.r.t. h0, and grad_w_hh ([H, H] in the accumulation type, zero at first; only the
-// allowed blocks are added to).
+// Fills grad_gx[i] ([n_i, k], as gx[i] in forward) and st.dh, which ends as the gradient
+// w.r.t. h0 (the gradient w.r.t. w_hh: clockwork_weight_grad, after the walk).
 // st.grad_gx: [B, H] scratch for a step's gradients. An active module's h_{t-1} gets its
 // gradient through the products alone; an inactive module passes its gradient (plus
 // grad_y) on to h_{t-1} unchanged.
 template <class Cell, typename T>
 void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
                         const at::Tensor& w_hh, const ClockworkModules& m,
-                        const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
-                        acc_t<T>* grad_w_hh) {
+                        const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows) {
   const int64_t H = st.H, k = m.k;
   std::vector<StepGemm<T>> products;  // module i: dx[:, i-th k] [b, k] -> dh[:, i*k:]
   for (int64_t i = 0; i < m.count(); ++i) products.emplace_back(clockwork_block(w_hh, m, i));
@@ -100,7 +98,6 @@ void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
         }
       });
     });
-    const T* h_prev = s > 0 ? st.y + schedule.first_row(s - 1) * H : st.h0;  // [b, H]
     for (int64_t i = 0; i < m.count(); ++i) {
       if (!m.active(i, s)) continue;
       const int64_t u0 = i * k;
@@ -109,8 +106,6 @@ void clockwork_backward(const BackwardState<T>& st, const Schedule& schedule,
         std::memcpy(grad_gx[i] + (end[i] + r) * k, dx + r * H + u0, k * sizeof(T));
       }
       products[i](b, dx + u0, st.dh + u0, true, H, H);
-      add_transposed_product(b, k, H - u0, dx + u0, H, h_prev + u0, H, grad_w_hh + u0 * H + u0,
-                             H);
     }
   }
 }

@@ -123,34 +123,5 @@ class StepGemm {
   int ld_w_ = 0;
 };
 
-// c [k, n] += a^T @ b, for a [m, k] and b [m, n] in scalar_t and c in Acc (their
-// accumulation type, so that a sum over many steps is not rounded at each); rows lda, ldb
-// and ldc elements apart (a step's share of a weight gradient). BLAS for float and double,
-// else at::addmm_ in Acc.
-template <typename scalar_t, typename Acc>
-void add_transposed_product(int64_t m, int64_t k, int64_t n, const scalar_t* a, int64_t lda,
-                            const scalar_t* b, int64_t ldb, Acc* c, int64_t ldc) {
-  if (m == 0 || k == 0 || n == 0) return;
-  const auto blas = blas_gemm<scalar_t>();
-  constexpr int64_t kMax = std::numeric_limits<int>::max();
-  if (!std::is_same_v<scalar_t, Acc> || blas == nullptr ||
-      std::max({m, k, n, lda, ldb, ldc}) > kMax) {
-    const auto options = at::CPU(c10::CppTypeToScalarType<scalar_t>::value);
-    const auto acc = at::CPU(c10::CppTypeToScalarType<Acc>::value);
-    at::Tensor c_t = at::from_blob(c, {k, n}, {ldc, 1}, acc);
-    c_t.addmm_(at::from_blob(const_cast<scalar_t*>(a), {m, k}, {lda, 1}, options).t().to(acc),
-               at::from_blob(const_cast<scalar_t*>(b), {m, n}, {ldb, 1}, options).to(acc));
-    return;
-  }
-  // Column-major: c^T [n, k] += b^T [n, m] @ a [m, k], a seen as [k, m] and transposed.
-  const int ni = static_cast<int>(n), ki = static_cast<int>(k), mi = static_cast<int>(m);
-  const int ld_a = static_cast<int>(lda), ld_b = static_cast<int>(ldb);
-  const int ld_c = static_cast<int>(ldc);
-  const scalar_t one = 1;
-  const char no_trans = 'N', trans = 'T';
-  blas(&no_trans, &trans, &ni, &ki, &mi, &one, b, &ld_b, a, &ld_a, &one,
-       reinterpret_cast<scalar_t*>(c), &ld_c);  // Acc is scalar_t here
-}
-
 }  // namespace cpu
 }  // namespace fastrnn

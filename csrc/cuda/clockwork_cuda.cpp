@@ -71,10 +71,8 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
   const DType dtype = dtype_of(h0);
   const cudaStream_t stream = current_stream(h0.device());
   const Tensor w = w_hh.contiguous(), gy = grad_y.contiguous(), y_c = y.contiguous();
-  const at::ScalarType acc = at::toOpMathType(w.scalar_type());
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
   Tensor dx = at::empty({sz.B, sz.H}, y.options());          // a step's gate gradients
-  Tensor grad_w = at::zeros(w.sizes(), w.options().dtype(acc));
   std::vector<Tensor> grad_gx;
   for (int64_t n : args.rows) grad_gx.push_back(at::empty({n, m.k}, y.options()));
   std::vector<int64_t> end = args.rows;  // module i's rows of grad_gx[i] not yet written
@@ -86,7 +84,6 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
                      dtype, {nullptr, nullptr, y_c.data_ptr(), gy.data_ptr(), dh.data_ptr(),
                              dx.data_ptr(), m.active_mask(s), sz.H, m.k, step}, stream),
                  "clockwork backward step");
-    const Tensor h_prev = s > 0 ? rows(y_c, schedule.first_row(s - 1), b) : rows(h0, 0, b);
     for (int64_t i = 0; i < m.count(); ++i) {
       if (!m.active(i, s)) continue;
       const int64_t u0 = i * m.k, columns = sz.H - u0;
@@ -94,10 +91,9 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
       end[i] -= b;
       rows(grad_gx[i], end[i], b).copy_(dx_i);
       rows(dh, 0, b).narrow(1, u0, columns).addmm_(dx_i, clockwork_block(w, m, i));
-      clockwork_block(grad_w, m, i)
-          .addmm_(dx_i.t().to(acc), h_prev.narrow(1, u0, columns).to(acc));
     }
   }
+  const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0, schedule, m);
   return {grad_gx, dh, grad_w.to(w.scalar_type())};
 }
 
