@@ -51,7 +51,7 @@ def test_threads_option_is_recorded(tmp_path):
 
 
 def test_backend_defaults_and_checks():
-    from fastrnn.bench.cases import BACKENDS, check_backends, default_backends
+    from fastrnn.bench.backends import BACKENDS, check_backends, default_backends
     assert BACKENDS == {"auto": "auto", "step": "0", "persistent": "1"}
     assert default_backends("cpu") == ("auto",)
     assert default_backends("cuda") == default_backends("cuda:1") == ("auto", "step")

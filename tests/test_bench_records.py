@@ -42,7 +42,7 @@ def test_results_json_schema(tiny_run):
 
 
 def test_records_carry_the_backend_fields(tiny_run):
-    from fastrnn.bench.cases import BACKEND_FIELDS
+    from fastrnn.bench.backends import BACKEND_FIELDS
     doc = json.loads((tiny_run / "results.json").read_text())
     assert doc["settings"]["backend"] == ["auto"]
     assert doc["settings"]["FASTRNN_PERSISTENT"] == {"auto": "auto"}
@@ -77,7 +77,7 @@ def test_named_commit_wins(monkeypatch):
 
 
 def test_forced_setting_is_restored(monkeypatch):
-    from fastrnn.bench.cases import forced
+    from fastrnn.bench.backends import forced
     seen = []
     run = forced(lambda index: seen.append(os.environ.get("FASTRNN_PERSISTENT")), "1")
     monkeypatch.delenv("FASTRNN_PERSISTENT", raising=False)
@@ -89,8 +89,8 @@ def test_forced_setting_is_restored(monkeypatch):
 
 
 def forcing(monkeypatch, failures):
-    """Makes cases.forced raise RuntimeError(failures[value]) for the settings listed, and
-    run the case for the others, noting the FASTRNN_PERSISTENT each call saw."""
+    """Makes forced (as cases calls it) raise RuntimeError(failures[value]) for the settings
+    listed, and run the case for the others, noting the FASTRNN_PERSISTENT each call saw."""
     from fastrnn.bench import cases
     real, seen = cases.forced, []
 
@@ -151,10 +151,11 @@ def test_a_refusal_is_recorded_as_skipped(monkeypatch):
 
 def test_a_case_no_backend_runs_is_skipped(monkeypatch):
     from fastrnn.bench import cases
+    from fastrnn.bench.backends import BackendsRefused
     from fastrnn.bench.suite import run_suite
     forcing(monkeypatch, {"1": REFUSAL})
     case = Case("LSTM", "float32", 2, 1, 3, 3, mode="fwd")
-    with pytest.raises(cases.BackendsRefused, match="persistent: lstm: FASTRNN_PERSISTENT=1"):
+    with pytest.raises(BackendsRefused, match="persistent: lstm: FASTRNN_PERSISTENT=1"):
         cases.run_case(case, "cpu", backends=("persistent",), **RUN)
     from fastrnn.bench import suite  # persistent on the CPU: only this test's fake runs it
     monkeypatch.setattr(suite, "check_backends", lambda backends, device: list(backends))

@@ -14,7 +14,8 @@ import sys
 import torch
 
 from . import compare as comparing
-from .cases import BACKENDS, PARITY_OK, check_backends, default_backends
+from .backends import BACKENDS, check_backends, default_backends
+from .cases import PARITY_OK
 from .catalog import GRIDS
 from .grids import KINDS, MODES, custom_cases, parse_cell, parse_dtype
 

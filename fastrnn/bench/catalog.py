@@ -32,7 +32,8 @@ GRIDS = {
                   "2-core CPU)", (
         Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), _square(50, (1, 16, 64), (64, 256))),
     )),
-    "core": Grid("core", "the CPU speed grid of the README: LSTM/GRU/RNN(tanh), float32, fwdbwd, 2 threads", (
+    "core": Grid("core", "the CPU speed grid of the README: LSTM/GRU/RNN(tanh), float32, "
+                 "fwdbwd, 2 threads", (
         Block(("LSTM", "GRU", "RNN_TANH"), ("float32",), CORE_SHAPES, modes=("fwdbwd",)),
     ), threads=2),
     "anchors": Grid("anchors", "shapes others publish (PyTorch fastrnns, half-precision LSTM, "

@@ -6,7 +6,7 @@ the loss on the output, dense, no dropout, no autocast), so it matches the same 
 newer document.
 
 A regression is a matched case whose time on a backend both documents timed
-(<backend>_ms, see cases.BACKENDS) grew by more than `threshold` (a fraction: 0.10 = 10%
+(<backend>_ms, see backends.BACKENDS) grew by more than `threshold` (a fraction: 0.10 = 10%
 slower). A backend that ran in one document and refused the shape in the other is listed,
 not counted. Exit codes (see exit_code): 0 no regression, 1 regression(s), 2 nothing to
 compare (no case and backend in common).
@@ -19,7 +19,7 @@ their persistent_* fields are persistent_* (the same setting, FASTRNN_PERSISTENT
 
 import json
 
-from .cases import BACKENDS
+from .backends import BACKENDS
 from .grids import KEY_FIELDS, key_of
 from .report import backends_of, case_of, format_ms, label_width
 

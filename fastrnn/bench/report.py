@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from .cases import BACKENDS
+from .backends import BACKENDS
 from .grids import Case, key_of
 
 

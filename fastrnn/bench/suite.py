@@ -2,7 +2,7 @@
 
 A case that raises (an unsupported dtype, out of memory, every backend refusing the shape,
 ...) is recorded under "skipped" with the reason, and the run goes on. settings.backend
-lists the backends timed (cases.BACKENDS), settings.FASTRNN_PERSISTENT the setting each
+lists the backends timed (backends.BACKENDS), settings.FASTRNN_PERSISTENT the setting each
 was timed under.
 """
 
@@ -11,7 +11,8 @@ import contextlib
 import torch
 
 from . import machine
-from .cases import BACKENDS, check_backends, default_backends, run_case
+from .backends import BACKENDS, check_backends, default_backends
+from .cases import run_case
 from .grids import KEY_FIELDS
 from .timing import timer_for
 
@@ -40,8 +41,8 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
     (optional) gets
     start(index, case) before and done(index, case, record, error) after each case;
     checkpoint (optional) gets the document so far after each case, so that a run cut
-    short keeps what it measured. backends: the fastrnn backends to time (cases.BACKENDS;
-    None: cases.default_backends(device)); ValueError for one the device does not have."""
+    short keeps what it measured. backends: the fastrnn backends to time (backends.BACKENDS;
+    None: backends.default_backends(device)); ValueError for one the device does not have."""
     backends = check_backends(backends or default_backends(device), device)
     timer = timer_for(device)
     with tf32_mode(device, tf32):
