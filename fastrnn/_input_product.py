@@ -19,14 +19,20 @@ LINEAR_MIN_DEPTH = _C.LINEAR_MIN_DEPTH
 LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
 
 
-def input_product(x, w_ih, bias=None):
-    """x @ w_ih^T (+ bias): x [N, I], w_ih [G*H, I], bias [G*H] or None -> [N, G*H].
+def input_product(x, w_ih, bias=None, dtype=None):
+    """x @ w_ih^T (+ bias): x [N, I], w_ih [G*H, I], bias [G*H] or None -> [N, G*H], in
+    x's dtype; the product computed in dtype where one is given (16-bit operands, float
+    accumulation; its gradients too), as autocast computes one, and the bias added after it
+    in x's dtype (its gradient, a sum over all rows, is not rounded to dtype).
 
     Through fastrnn::linear in float32 on the CPU, oneDNN on, where the forward product or
     the input gradient's (depths I and G*H) is deep enough and the product large enough;
     else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
     torch.addmm, which they lower as they see fit and run on any device, and a decision on
     the number of rows would become a guard on the graph's dynamic sizes."""
+    if dtype is not None and dtype != x.dtype:
+        product = input_product(x.to(dtype), w_ih.to(dtype)).to(x.dtype)
+        return product if bias is None else product.add_(bias)
     if (LINEAR_MIN_DEPTH and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
             and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS

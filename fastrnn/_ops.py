@@ -362,9 +362,10 @@ for _leaky_op in ("leaky_forward", "leaky_forward_csr"):
 # --- the single-step ops (fastrnn::cell_forward / cell_backward) ------------------------
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
 # (None for other cells); unit_params: a cell's peepholes (None for cells without).
-# cell_forward returns y and h_new, equal values in two tensors (csrc/cell_ops.h says why). Results a cell does not have come back empty ([0]), as do the
-# gradients cell_backward is told are not wanted. cell_forward's autograd is registered in
-# C++ (csrc/cell_autograd.cpp): a cell runs once per step, where Python's costs show.
+# cell_forward returns y and h_new, equal values in two tensors (csrc/cell_ops.h says why).
+# Results a cell does not have come back empty ([0]), as do the gradients cell_backward is
+# told are not wanted. cell_forward's autograd is registered in C++
+# (csrc/cell_autograd.cpp): a cell runs once per step, where Python's costs show.
 
 CELL_KIND = {cell: getattr(_C, f"{cell}_KIND") for cell in GATES}
 CELL_NAME = {number: cell for cell, number in CELL_KIND.items()}

@@ -46,16 +46,16 @@ def _needs_grad(*tensors):
 
 
 def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
-               variant=None):
+               variant=None, product_dtype=None):
     """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
 
     weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order, then the peepholes
-    or the norms (LAYER_NORMS) of a variant that has them. Returns y: [N, P], hn: [B, P],
-    cn: [B, H] or None.
+    or the norms (LAYER_NORMS) of a variant that has them. product_dtype: input_product's
+    dtype. Returns y: [N, P], hn: [B, P], cn: [B, H] or None.
     """
     if variant is not None and variant.layer_norm:
         return _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias,
-                                     has_proj, reverse)
+                                     has_proj, reverse, product_dtype)
     peepholes = weights[-1] if variant is not None and variant.peepholes else None
     if peepholes is not None:
         weights = weights[:-1]
@@ -68,11 +68,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
                                               peepholes)
         return y, h, (c if c0 is not None else None)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
-        gx = input_product(x, w_ih, b_ih)
+        gx = input_product(x, w_ih, b_ih, product_dtype)
         y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,
                                     _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
-    gx = input_product(x, w_ih, b_ih + b_hh if has_bias else None)
+    gx = input_product(x, w_ih, b_ih + b_hh if has_bias else None, product_dtype)
     if variant is not None:  # the LSTM with peepholes and/or coupled gates
         y, hn, cn, _ = ops.lstm_variant_forward(
             gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, False,
@@ -87,7 +87,7 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
 
 
 def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
-                          reverse):
+                          reverse, product_dtype=None):
     """_direction for the layer-normalised LSTM or GRU: the input product normalised here,
     for all rows at once, the recurrent product and (LSTM) the cell state inside each step
     of the op. weights: torch.nn's, then LAYER_NORMS[mode]'s."""
@@ -100,7 +100,8 @@ def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_p
     # LSTM's b_ih and b_hh, the GRU's b_ih (its b_hh stays on the recurrent side).
     shift = norms[1] if not has_bias else (
         norms[1] + b_ih if mode == "GRU" else norms[1] + b_ih + b_hh)
-    gx = F.layer_norm(input_product(x, w_ih), (w_ih.shape[0],), norms[0], shift, LAYER_NORM_EPS)
+    gx = F.layer_norm(input_product(x, w_ih, None, product_dtype), (w_ih.shape[0],), norms[0],
+                      shift, LAYER_NORM_EPS)
     recurrent_norms = torch.cat(norms[2:])  # the op's: gamma_h, beta_h[, gamma_c, beta_c]
     if mode == "GRU":
         y, hn, _ = ops.gru_variant_forward(gx, batch_sizes, h0, w_hh, b_hh, recurrent_norms,
@@ -114,7 +115,8 @@ def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_p
 
 
 def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidirectional,
-        proj_size=0, dropout=0.0, training=False, packed=False, variant=None):
+        proj_size=0, dropout=0.0, training=False, packed=False, variant=None,
+        product_dtype=None):
     """Runs a stack of recurrent layers over packed data.
 
     data: [N, I]; batch_sizes: [T]; h0: [L*D, B, P]; c0: [L*D, B, H] for LSTM, else None;
@@ -122,7 +124,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     packed: whether the caller's input was a PackedSequence (only autocast's result dtypes
     depend on it, as torch.nn's do); variant: a Variant for mode LSTM (or, with layer_norm
     only, GRU), or None (the result dtypes under autocast are then torch.nn's layer's on
-    the same input).
+    the same input); product_dtype: the dtype of the input products x @ W_ih^T over all
+    rows and of their gradients (fastrnn._input_product), None for data's (autocast sets it).
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
     if mode not in MODES:
@@ -150,7 +153,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
                                   dropout=dropout, training=training)
     if num_layers == 1 and not bidirectional:  # the common case, without the stack's loop
         y, hn, cn = _direction(mode, data, batch_sizes, h0[0], None if c0 is None else c0[0],
-                               weights, has_bias, proj_size > 0, False, variant)
+                               weights, has_bias, proj_size > 0, False, variant, product_dtype)
         # Views, not copies: the ops return the states in tensors of their own, never views
         # of y (tests/test_module_inputs.py checks).
         return y, hn.unsqueeze(0), None if cn is None else cn.unsqueeze(0)
@@ -165,7 +168,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             y, hn, cn = _direction(
                 mode, layer_input, batch_sizes, h0[index], None if c0 is None else c0[index],
                 weights[index * per_direction:(index + 1) * per_direction], has_bias,
-                proj_size > 0, direction == 1, variant)
+                proj_size > 0, direction == 1, variant, product_dtype)
             outputs.append(y)
             h_n.append(hn)
             c_n.append(cn)
@@ -209,14 +212,15 @@ def _check_no_tangents(*tensors):
 
 
 def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **kwargs):
-    """rnn() under autocast: the layers run with autocast off in autocast_compute_dtype, and
-    the results come back in the dtypes torch.nn's layers give under autocast (see
-    autocast_result_dtypes)."""
+    """rnn() under autocast: the layers run with autocast off in autocast_compute_dtype, their
+    input products in autocast_product_dtype, and the results come back in the dtypes
+    torch.nn's layers give under autocast (see autocast_result_dtypes)."""
     device_type = data.device.type
     autocast_dtype = torch.get_autocast_dtype(device_type)
     weight_dtype = weights[0].dtype
     compute = autocast_compute_dtype(device_type, autocast_dtype, weight_dtype,
                                      _needs_grad(data, h0, c0, *weights))
+    kwargs["product_dtype"] = autocast_product_dtype(device_type, autocast_dtype, weight_dtype)
     has_proj = kwargs.get("proj_size", 0) > 0
     # before data is cast: which kernel torch.nn's layer would take for this input
     kernel = ("cudnn" if torch_nn_takes_cudnn(data)
@@ -229,11 +233,26 @@ def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **k
     return output.to(out_dtype), h_n.to(out_dtype), None if c_n is None else c_n.to(c_dtype)
 
 
+def autocast_product_dtype(device_type, autocast_dtype, weight_dtype):
+    """The dtype of the layers' input products under autocast (x @ W_ih^T over all rows, and
+    in backward the input's and W_ih's gradients from it, with float accumulation), or None
+    for the compute dtype: on the CPU under bfloat16 autocast, bfloat16 where this CPU
+    multiplies in it natively (oneDNN's device check: AVX-512 bf16 or AMX) and the weights
+    are float32, as torch.nn's products are under autocast. In training the recurrence
+    itself stays in float (autocast_compute_dtype). Measured in training on an AMD EPYC with
+    AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, fwd+bwd, interleaved, against float32
+    products): see the README's client configurations."""
+    if (device_type == "cpu" and weight_dtype == torch.float32
+            and autocast_dtype == torch.bfloat16 and onednn_supports(autocast_dtype)):
+        return autocast_dtype
+    return None
+
+
 def autocast_compute_dtype(device_type, autocast_dtype, weight_dtype, needs_grad):
     """The dtype the layers compute in under autocast. Inference on the CPU under bfloat16
-    autocast: bfloat16 where this CPU multiplies in it natively (oneDNN's device check:
-    AVX-512 bf16 or AMX) and the weights are float32 (products with float accumulation, the
-    gates and the LSTM cell state in float inside the kernels); float16 is not yet measured.
+    autocast: autocast_product_dtype's bfloat16 where it has one (products with float
+    accumulation, the gates and the LSTM cell state in float inside the kernels); float16
+    is not yet measured.
     Measured on an AMD EPYC with AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, against
     float32): LSTM 99 against 176 ms (torch.nn 75), GRU 57 against 119 (torch.nn 88), RNN 21
     against 42 (torch.nn 27), the outputs' error against float64 within 1.05x of torch.nn's.
@@ -242,10 +261,8 @@ def autocast_compute_dtype(device_type, autocast_dtype, weight_dtype, needs_grad
     torch.nn carries them in float, and the gradients were up to 3x further from float64
     than torch.nn's (tests/test_autocast.py requires at most 2x). CUDA: the weights' dtype
     (its 16-bit paths under autocast are not yet measured)."""
-    if (device_type == "cpu" and not needs_grad and weight_dtype == torch.float32
-            and autocast_dtype == torch.bfloat16 and onednn_supports(autocast_dtype)):
-        return autocast_dtype
-    return weight_dtype
+    product = autocast_product_dtype(device_type, autocast_dtype, weight_dtype)
+    return product if product is not None and not needs_grad else weight_dtype
 
 
 def autocast_result_dtypes(mode, device_type, autocast_dtype, weight_dtype, h0_dtype, c0_dtype,

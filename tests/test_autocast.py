@@ -234,9 +234,11 @@ def test_inference_error_at_most_twice_torch_nn_error(monkeypatch, device, dtype
 @pytest.mark.parametrize("native", [True, False], ids=["native", "emulated"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
-    """Under CPU bfloat16 autocast the layers compute in bfloat16 (the results of the
-    module cast to bfloat16) only without autograd and where the CPU multiplies in bfloat16
-    natively; else in float32 (the float32 module's results, rounded as torch.nn's are)."""
+    """Under CPU bfloat16 autocast, where the CPU multiplies in bfloat16 natively, the layers
+    compute in bfloat16 without autograd (the results of the module cast to bfloat16), and
+    with autograd in float32 but for the input products, in bfloat16 (the float32 module's
+    results, those products formed here in bfloat16); elsewhere in float32 (the float32
+    module's results, rounded as torch.nn's are)."""
     case = Case(cell, True, 2, True, False, "dense", True)
     _, fast = make_pair(case, F32)
     inputs = to(make_inputs(case, F32), "cpu")
@@ -244,6 +246,12 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
     with torch.set_grad_enabled(grad):
         got = forward(fast, inputs, "cpu", torch.bfloat16)
         low = native and not grad
+        if native and grad:
+            def bfloat16_products(x, w_ih, bias=None, dtype=None):
+                assert dtype is None  # no autocast here
+                product = torch.mm(x.bfloat16(), w_ih.bfloat16().t()).float()
+                return product if bias is None else product + bias
+            monkeypatch.setattr(functional, "input_product", bfloat16_products)
         module = fast.to(torch.bfloat16) if low else fast
         plain = flatten_result(module(*to(inputs, "cpu", *(2 * [torch.bfloat16] if low else
                                                             [None, None])).fresh(False).args()))

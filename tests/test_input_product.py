@@ -232,6 +232,29 @@ def test_input_product_rule_off_where_unmeasured(monkeypatch):
     assert not calls
 
 
+@pytest.mark.parametrize("bias", BIAS)
+def test_input_product_in_a_16_bit_dtype(bias):
+    """With a dtype, the product and its gradients w.r.t. x and w_ih are bfloat16 products
+    (float accumulation) returned in x's dtype, the bias added after in x's dtype: its
+    gradient is the float sum of the output's gradient, not rounded to bfloat16."""
+    g = torch.Generator().manual_seed(5)
+    leaves = [torch.randn(*shape, generator=g, requires_grad=True)
+              for shape in ((40, 24), (12, 24), (12,))]
+    x, w, b = leaves
+    got = _input_product.input_product(x, w, b if bias else None, torch.bfloat16)
+    product = torch.mm(x.detach().bfloat16(), w.detach().bfloat16().t()).float()
+    assert got.dtype == torch.float32
+    assert torch.equal(got, product + b.detach() if bias else product)
+    grad = torch.randn(got.shape, generator=g)
+    got.backward(grad)
+    low = grad.bfloat16()
+    assert torch.equal(x.grad, torch.mm(low, w.detach().bfloat16()).float())
+    assert torch.equal(w.grad, torch.mm(low.t(), x.detach().bfloat16()).float())
+    assert (b.grad is None) == (not bias)
+    if bias:
+        assert torch.equal(b.grad, grad.sum(0))
+
+
 @pytest.fixture
 def every_product_through_linear(monkeypatch, measured_cpu):
     monkeypatch.setattr(_input_product, "LINEAR_MIN_MULTIPLY_ADDS", 0)
