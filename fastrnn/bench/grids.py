@@ -160,7 +160,8 @@ class Case:
     def compute_dtype(self):
         """The precision the case is judged in (parity tolerance, % of the GEMM peak):
         autocast's dtype, else dtype. torch.nn's GEMMs run in it under autocast; fastrnn's
-        may not (functional.autocast_compute_dtype: float32 in training)."""
+        may not (functional.autocast_compute_dtype: the recurrence in float32 in
+        training)."""
         return self.autocast or self.dtype
 
     def lengths(self):
