@@ -107,8 +107,9 @@ inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& 
 // forward's gx), y [N, H] and h0 [B, H]. One product per module over all its active steps,
 // where a product per step and module was a rank-b update, a third of the CPU's backward:
 // block i [k, H - i*k] = grad_gx[i]^T @ (the states its rows read)[:, i*k:], those states
-// being h0's rows at step 0 and, at a later step s, the first rows(s) rows of step s-1 in y
-// (a view where they are consecutive, as for a period-1 module on dense input).
+// being h0's rows at step 0 and, at a later step, the previous step's rows in y
+// (previous_packed_row: a forward walk carries every row); a view of y where they are
+// consecutive, as for a period-1 module on dense input.
 inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
                                         const at::Tensor& y, const at::Tensor& h0,
                                         const Schedule& schedule, const ClockworkModules& m) {
@@ -124,18 +125,20 @@ inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
       block.addmm_(dx.t().to(acc), states.narrow(1, u0, H - u0).to(acc));
     };
     add(grad_gx[i].narrow(0, 0, first_rows), h0.narrow(0, 0, first_rows));
-    std::vector<int64_t> rows;  // module i's rows after step 0: their states' rows in y
+    std::vector<int64_t> previous;  // module i's rows after step 0: their states' rows in y
     for (int64_t s = m.periods[i]; s < schedule.steps(); s += m.periods[i]) {
-      for (int64_t r = 0; r < schedule.rows(s); ++r) {
-        rows.push_back(schedule.first_row(s - 1) + r);
+      const Step step = schedule.step(s);
+      for (int64_t r = 0; r < step.rows; ++r) {
+        previous.push_back(previous_packed_row(step, r));
+        TORCH_INTERNAL_ASSERT(previous.back() >= 0, "a forward walk's rows are all carried");
       }
     }
-    if (rows.empty()) continue;
-    const int64_t n = static_cast<int64_t>(rows.size());
-    const bool consecutive = rows.back() - rows.front() == n - 1;
+    if (previous.empty()) continue;
+    const int64_t n = static_cast<int64_t>(previous.size());
+    const bool consecutive = previous.back() - previous.front() == n - 1;
     const at::Tensor states =
-        consecutive ? y.narrow(0, rows.front(), n)
-                    : y.index_select(0, at::tensor(rows, at::kLong).to(y.device()));
+        consecutive ? y.narrow(0, previous.front(), n)
+                    : y.index_select(0, at::tensor(previous, at::kLong).to(y.device()));
     add(grad_gx[i].narrow(0, first_rows, n), states);
   }
   return grad_w;
