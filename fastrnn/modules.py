@@ -231,15 +231,17 @@ def dense_batch_sizes(steps, batch):
     """batch_sizes of a dense input: [batch] * steps (int64, CPU). The ops only read it, so
     the last one is reused in eager mode (a new tensor costs about as much as a small step's
     arithmetic); it is made outside inference mode, so that a later call with autograd can
-    save it."""
+    save it, and kept only if it is a plain tensor (not one a dispatch mode such as
+    FakeTensorMode made)."""
     global _last_dense_batch_sizes
     if torch.compiler.is_compiling():
-        return torch.full((steps,), batch, dtype=torch.long)
+        return torch.full((steps,), batch, dtype=torch.long, device="cpu")
     key, sizes = _last_dense_batch_sizes
     if key != (steps, batch):
         with torch.inference_mode(False):
-            sizes = torch.full((steps,), batch, dtype=torch.long)
-        _last_dense_batch_sizes = ((steps, batch), sizes)
+            sizes = torch.full((steps,), batch, dtype=torch.long, device="cpu")
+        if type(sizes) is torch.Tensor:
+            _last_dense_batch_sizes = ((steps, batch), sizes)
     return sizes
 
 

@@ -159,3 +159,20 @@ def test_a_call_after_inference_mode_trains(cell):
     weighted_loss(outs).backward()
     for a, b in zip(outs, want):
         assert torch.equal(a.detach(), b)
+
+
+def test_calls_after_fake_mode_and_default_device_are_unaffected():
+    """A call under FakeTensorMode, or under another default device, leaves later calls'
+    (reused) batch_sizes a plain CPU tensor: their results are real tensors, as before."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    case = Case("GRU", True, 1, False, False, "dense", False)
+    ref, fast = make_pair(case)
+    x = make_inputs(case).x.detach()
+    want = flatten_result(ref(x))
+    for context in (FakeTensorMode(allow_non_fake_inputs=True), torch.device("meta")):
+        fast(x[:1])  # another shape first: the next call makes its batch_sizes anew
+        with context:
+            fast(x)
+        for got, expected in zip(flatten_result(fast(x)), want):
+            assert type(got) is torch.Tensor
+            assert_close(got, expected, torch.float64)
