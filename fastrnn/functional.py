@@ -125,7 +125,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     depend on it, as torch.nn's do); variant: a Variant for mode LSTM (or, with layer_norm
     only, GRU), or None (the result dtypes under autocast are then torch.nn's layer's on
     the same input); product_dtype: the dtype of the input products x @ W_ih^T over all
-    rows and of their gradients (fastrnn._input_product), None for data's (autocast sets it).
+    rows and of their gradients (fastrnn._input_product), None for data's (under autocast:
+    autocast_product_dtype's).
     Returns output: [N, D*P], h_n: [L*D, B, P], c_n: [L*D, B, H] or None.
     """
     if mode not in MODES:
@@ -146,7 +147,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
                                    num_layers=num_layers, bidirectional=bidirectional,
                                    proj_size=proj_size, dropout=dropout, training=training,
-                                   packed=packed, variant=variant)
+                                   packed=packed, variant=variant, product_dtype=product_dtype)
     if mode == "RNN_RELU" and data.is_cuda and data.dtype in _HALF_DTYPES:
         return _rnn_relu_in_float(data, batch_sizes, h0, weights, has_bias=has_bias,
                                   num_layers=num_layers, bidirectional=bidirectional,
@@ -220,7 +221,9 @@ def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **k
     weight_dtype = weights[0].dtype
     compute = autocast_compute_dtype(device_type, autocast_dtype, weight_dtype,
                                      _needs_grad(data, h0, c0, *weights))
-    kwargs["product_dtype"] = autocast_product_dtype(device_type, autocast_dtype, weight_dtype)
+    if kwargs["product_dtype"] is None:
+        kwargs["product_dtype"] = autocast_product_dtype(device_type, autocast_dtype,
+                                                         weight_dtype)
     has_proj = kwargs.get("proj_size", 0) > 0
     # before data is cast: which kernel torch.nn's layer would take for this input
     kernel = ("cudnn" if torch_nn_takes_cudnn(data)

@@ -108,8 +108,9 @@ inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& 
 // where a product per step and module was a rank-b update, a third of the CPU's backward:
 // block i [k, H - i*k] = grad_gx[i]^T @ (the states its rows read)[:, i*k:], those states
 // being h0's rows at step 0 and, at a later step, the previous step's rows in y
-// (previous_packed_row: a forward walk carries every row); a view of y where they are
-// consecutive, as for a period-1 module on dense input.
+// (previous_packed_row: a forward walk carries every row): a view of y where they are
+// consecutive, as for a period-1 module on dense input, else gathered (on CUDA the index
+// goes up from pinned memory without a host sync).
 inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
                                         const at::Tensor& y, const at::Tensor& h0,
                                         const Schedule& schedule, const ClockworkModules& m) {
@@ -130,15 +131,18 @@ inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
       const Step step = schedule.step(s);
       for (int64_t r = 0; r < step.rows; ++r) {
         previous.push_back(previous_packed_row(step, r));
-        TORCH_INTERNAL_ASSERT(previous.back() >= 0, "a forward walk's rows are all carried");
+        TORCH_INTERNAL_ASSERT(previous.back() >= 0, "a forward walk carries every row");
       }
     }
     if (previous.empty()) continue;
     const int64_t n = static_cast<int64_t>(previous.size());
-    const bool consecutive = previous.back() - previous.front() == n - 1;
-    const at::Tensor states =
-        consecutive ? y.narrow(0, previous.front(), n)
-                    : y.index_select(0, at::tensor(previous, at::kLong).to(y.device()));
+    at::Tensor states;  // [n, H]
+    if (previous.back() - previous.front() == n - 1) {  // ascending: consecutive
+      states = y.narrow(0, previous.front(), n);
+    } else {
+      const at::Tensor index = at::tensor(previous, at::kLong);
+      states = y.index_select(0, y.is_cuda() ? index.pin_memory().to(y.device(), true) : index);
+    }
     add(grad_gx[i].narrow(0, first_rows, n), states);
   }
   return grad_w;
