@@ -7,7 +7,9 @@
 // backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
 //
 // A backend provides, besides its walks, Backend::input_product(x, w_ih, b1, b2) -> gx,
-// x @ w_ih^T + b1 + b2 for the biases that are defined.
+// x @ w_ih^T + b1 + b2 for the biases that are defined, and Backend::StepProducts, a scope
+// constructed from the multiply-adds of a step's largest product, alive while backward
+// forms the step's products (the CPU's runs small ones on the calling thread alone).
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither;
@@ -21,6 +23,8 @@
 // cost no GEMM); saved of a cell that saves nothing is [B, 0] ([0, 0] without save).
 
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "cells/all.h"
 #include "ops.h"
@@ -129,6 +133,9 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
                        const Tensor& unit_params) {
   constexpr const char* op = "cell_backward";
   check_step<Cell>(op, x, h, c, w_ih, w_hh, Tensor(), Tensor());
+  // [B, G*H] against [G*H, I] or [G*H, H]: the largest of the step's products
+  const typename Backend::StepProducts scope(x.size(0) * w_ih.size(0) *
+                                             std::max(w_ih.size(1), w_hh.size(1)));
   BackwardArgs a{grad_y, grad_h, grad_c, one_step(x.size(0)), h, c, w_hh, Tensor(), y, saved,
                  has_bias, false, {}};
   a.h0_grad = state_grad;

@@ -66,6 +66,9 @@ FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& si
 }
 
 struct CpuBackend {
+  // The scope of a single step's backward (cell_ops.h): its products, small, on this thread.
+  using StepProducts = SerialBlas;
+
   // The input product of a single step, x @ w_ih^T + b1 + b2: x [B, I]; w_ih [G*H, I];
   // b1, b2 [G*H] or undefined. BLAS on raw pointers in float and double, into rows that
   // start as the biases' sum: at a cell's sizes at::addmm's dispatch costs more than the

@@ -30,6 +30,27 @@ int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 namespace fastrnn {
 namespace cpu {
 
+// While alive, the calling thread's BLAS products run on that thread alone, if the largest
+// of them has fewer than kMaxMultiplyAdds multiply-adds: MKL's own threads cost more than
+// they save there (AMD EPYC, 2 threads, a cell call's two products: RNN at B=8, H=64 12.6
+// against 9.9 us; from about 2^19 they pay). Where torch has no MKL, nothing changes.
+class SerialBlas {
+ public:
+  static constexpr int64_t kMaxMultiplyAdds = 1 << 18;
+  explicit SerialBlas(int64_t multiply_adds)
+      : active_(MKL_Set_Num_Threads_Local != nullptr && multiply_adds < kMaxMultiplyAdds),
+        previous_(active_ ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~SerialBlas() {
+    if (active_) MKL_Set_Num_Threads_Local(previous_);
+  }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  bool active_;
+  int previous_;
+};
+
 // The BLAS gemm for scalar_t (float, double), or null.
 template <typename scalar_t>
 using BlasGemm = void (*)(const char*, const char*, const int*, const int*, const int*,
@@ -104,18 +125,11 @@ class StepGemm {
   }
 
  private:
-  // Below this many multiply-adds a BLAS product runs on the calling thread alone: MKL's
-  // own threads cost more than they save there (AMD EPYC, 2 threads, a cell call's two
-  // products: RNN at B=8, H=64 12.8 against 10.0 us; from about 2^19 they pay).
-  static constexpr int64_t kMaxSerialMultiplyAdds = 1 << 18;
-
   // out[:, first : first + width] (+)= a @ w[:, first : first + width].
   void blas_columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first, int64_t width,
                     bool accumulate, int64_t lda, int64_t ldc) const {
     if (width == 0) return;
-    const bool serial =
-        MKL_Set_Num_Threads_Local != nullptr && m * width * k_ < kMaxSerialMultiplyAdds;
-    const int threads = serial ? MKL_Set_Num_Threads_Local(1) : 0;
+    const SerialBlas serial(m * width * k_);
     // Row-major out = a @ w is column-major out^T [n, m] = w^T @ a^T.
     const int mi = static_cast<int>(width), ni = static_cast<int>(m), ki = static_cast<int>(k_);
     const int ld_a = static_cast<int>(lda), ld_out = static_cast<int>(ldc);
@@ -124,7 +138,6 @@ class StepGemm {
     const scalar_t* w = w_.data_ptr<scalar_t>() + (trans_w_ == 'N' ? first : first * ld_w_);
     blas()(&trans_w_, &no_trans, &mi, &ni, &ki, &one, w, &ld_w_, a, &ld_a, &beta, out + first,
            &ld_out);
-    if (serial) MKL_Set_Num_Threads_Local(threads);
   }
 
   static BlasGemm<scalar_t> blas() { return blas_gemm<scalar_t>(); }

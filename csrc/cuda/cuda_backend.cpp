@@ -40,6 +40,11 @@ class CudaDevice {
 };
 
 struct CudaBackend {
+  // The scope of a single step's backward (cell_ops.h): nothing to set on the device.
+  struct StepProducts {
+    explicit StepProducts(int64_t) {}
+  };
+
   // The input product of a single step, x @ w_ih^T + b1 + b2 (cell_ops.h): cuBLAS through
   // ATen.
   static at::Tensor input_product(const at::Tensor& x, const at::Tensor& w_ih,
