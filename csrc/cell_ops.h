@@ -9,7 +9,7 @@
 // A backend provides, besides its walks, Backend::input_product(x, w_ih, b1, b2) -> gx,
 // x @ w_ih^T + b1 + b2 for the biases that are defined, and Backend::StepProducts, a scope
 // constructed from the multiply-adds of a step's largest product, alive while backward
-// forms the step's products (the CPU's runs small ones on the calling thread alone).
+// forms the step's products (the CPU's runs small ones without MKL's own threads).
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
 // (else undefined); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither;

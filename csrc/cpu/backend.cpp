@@ -66,7 +66,7 @@ FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& si
 }
 
 struct CpuBackend {
-  // The scope of a single step's backward (cell_ops.h): its products, small, on this thread.
+  // The scope of a single step's backward (cell_ops.h): small products without MKL's threads.
   using StepProducts = SerialBlas;
 
   // The input product of a single step, x @ w_ih^T + b1 + b2: x [B, I]; w_ih [G*H, I];

@@ -30,16 +30,18 @@ int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 namespace fastrnn {
 namespace cpu {
 
-// While alive, the calling thread's BLAS products run on that thread alone, if the largest
-// of them has fewer than kMaxMultiplyAdds multiply-adds: MKL's own threads cost more than
-// they save there (AMD EPYC, 2 threads, a cell call's two products: RNN at B=8, H=64 12.6
-// against 9.9 us; from about 2^19 they pay). Where torch has no MKL, nothing changes.
+// While alive, the calling thread's BLAS products run without MKL's own threads, if the
+// largest of them has fewer than kMaxMultiplyAdds multiply-adds: those threads cost more
+// than they save there (AMD EPYC, 2 threads, a cell call's two products: RNN at B=8, H=64
+// 12.6 against 9.9 us; from about 2^19 they pay). Where torch has no MKL, nothing changes.
+// The thread's first-use setup of torch's thread counts runs before (it reads MKL's).
 class SerialBlas {
  public:
   static constexpr int64_t kMaxMultiplyAdds = 1 << 18;
   explicit SerialBlas(int64_t multiply_adds)
       : active_(MKL_Set_Num_Threads_Local != nullptr && multiply_adds < kMaxMultiplyAdds),
-        previous_(active_ ? MKL_Set_Num_Threads_Local(1) : 0) {}
+        previous_(active_ ? (at::internal::lazy_init_num_threads(), MKL_Set_Num_Threads_Local(1))
+                          : 0) {}
   ~SerialBlas() {
     if (active_) MKL_Set_Num_Threads_Local(previous_);
   }
