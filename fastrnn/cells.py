@@ -16,7 +16,7 @@ from torch import nn
 
 from . import _onnx, functional
 from ._ops import CELL_KIND, CELL_NAME, ops
-from .modules import _autocast_enabled, _has_kernels, read_parameters
+from .modules import _has_kernels, read_parameters
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
 _cell_forward = ops.cell_forward.default
@@ -66,7 +66,7 @@ class _FusedCell:
         else:
             h, c = (hx.unsqueeze(0) if rank == 1 else hx), None
         weights = read_parameters(self, self._weight_names())
-        if _autocast_enabled(input.device):
+        if functional.autocast_enabled(input.device):
             h_new, c_new = _step_under_autocast(self._step, cell, input, h, c, weights)
         else:
             h_new, c_new = self._step(cell, input, h, c, weights)

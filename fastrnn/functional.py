@@ -142,8 +142,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             raise ValueError(f"layer norm needs mode 'LSTM' or 'GRU', got {mode!r}")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)
-    if (torch._C._is_any_autocast_enabled() and data.device.type in ("cpu", "cuda")
-            and torch.is_autocast_enabled(data.device.type)):
+    if autocast_enabled(data.device):
         return _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, has_bias=has_bias,
                                    num_layers=num_layers, bidirectional=bidirectional,
                                    proj_size=proj_size, dropout=dropout, training=training,
@@ -210,6 +209,14 @@ def _check_no_tangents(*tensors):
     if any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         raise RuntimeError("fastrnn: forward-mode AD (torch.func.jvp, torch.autograd."
                            "forward_ad) is not supported by the recurrence ops")
+
+
+def autocast_enabled(device):
+    """Whether autocast is on for device (CPU or CUDA), under which torch.nn lets hx's dtype
+    differ and the layers compute as autocast_compute_dtype says. Asked of any device
+    first: reading device.type costs more than that question."""
+    return (torch._C._is_any_autocast_enabled() and device.type in ("cpu", "cuda")
+            and torch.is_autocast_enabled(device.type))
 
 
 def _rnn_under_autocast(mode, data, batch_sizes, h0, c0, weights, *, packed, **kwargs):

@@ -214,7 +214,7 @@ def check_devices_and_dtypes(input, h0, c0, weight):
             raise RuntimeError(
                 "Input and hidden tensors are not at the same device, found input tensor "
                 f"at {input.device} and hidden tensor at {state.device}")
-        if state.dtype != input.dtype and not _autocast_enabled(input.device):
+        if state.dtype != input.dtype and not functional.autocast_enabled(input.device):
             raise RuntimeError(
                 f"Input and hidden tensors must have the same dtype, found input "
                 f"{input.dtype} and hidden {state.dtype}")
@@ -253,13 +253,6 @@ def read_parameters(module, names):
     return [params[name] if name in params else getattr(module, name) for name in names]
 
 
-def _autocast_enabled(device):
-    """Whether autocast is on for device, under which torch.nn lets hx's dtype differ.
-    (Asked of any device first: reading device.type costs more than the question.)"""
-    return (torch._C._is_any_autocast_enabled() and device.type in ("cpu", "cuda")
-            and torch.is_autocast_enabled(device.type))
-
-
 # Whether the extension was built with its CUDA kernels: read once, so that torch.compile
 # sees a constant here rather than a call it cannot trace.
 _CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("fastrnn::lstm_forward", "CUDA")
@@ -290,7 +283,7 @@ class _OwnRecurrence(_FusedRecurrence):
         return super().forward(input, hx)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
-        if _autocast_enabled(data.device):
+        if functional.autocast_enabled(data.device):
             dtype = weights[0].dtype
             with torch.autocast(data.device.type, enabled=False):
                 y, h_n = self._own_recurrence(data.to(dtype), batch_sizes, h0[0].to(dtype),
