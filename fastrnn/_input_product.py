@@ -33,7 +33,7 @@ def input_product(x, w_ih, bias=None, dtype=None):
     if dtype is not None and dtype != x.dtype:
         product = input_product(x.to(dtype), w_ih.to(dtype)).to(x.dtype)
         return product if bias is None else product.add_(bias)
-    if (LINEAR_MIN_DEPTH and x.device.type == "cpu" and x.dtype == torch.float32
+    if (LINEAR_MIN_DEPTH and x.is_cpu and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
             and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
             and (w_ih.shape[1] >= LINEAR_MIN_DEPTH or (
