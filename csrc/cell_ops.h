@@ -161,6 +161,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward(
     int64_t cell, const Tensor& x, const Tensor& h, const optional<Tensor>& c,
     const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
     const optional<Tensor>& b_hh, bool save, const optional<Tensor>& unit_params) {
+  const WithoutAutocast no_autocast;
 #define FASTRNN_CELL_FORWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                       \
     return forward<Backend, Cell>(x, h, c.value_or(Tensor()), w_ih, w_hh,                \
@@ -179,6 +180,7 @@ BackwardTuple cell_backward(int64_t cell, const Tensor& grad_y, const Tensor& gr
                             const Tensor& y, const Tensor& saved, bool has_bias,
                             bool input_grad, bool state_grad, bool weight_grad,
                             const optional<Tensor>& unit_params) {
+  const WithoutAutocast no_autocast;
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
     return backward<Backend, Cell>(grad_y, grad_h, grad_c.value_or(Tensor()), x, h,       \

@@ -109,6 +109,7 @@ using c10::optional;
 // Checks the arguments (in the caller's layout), then runs the walk on contiguous copies.
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {
+  const WithoutAutocast no_autocast;
   check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh, a.unit_params);
   a.size = check_forward<Cell>(op, a);
   a.op = op;
@@ -121,6 +122,7 @@ ForwardResult forward(const char* op, ForwardArgs a) {
 template <class Backend, class Cell>
 BackwardResult backward(const char* op, BackwardArgs a) {
   static_assert(!Cell::kForwardOnly, "a forward-only cell has no backward");
+  const WithoutAutocast no_autocast;
   a.size = check_backward<Cell>(op, a);
   a.op = op;
   for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,

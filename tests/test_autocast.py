@@ -25,6 +25,7 @@ from helpers.inputs import Inputs, make_inputs
 from helpers.modules import make_pair
 from helpers.running import flatten_result
 from helpers.tolerances import atol_rtol
+import fastrnn
 from fastrnn import functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
@@ -277,3 +278,51 @@ def test_rule_covers_every_mode():
         out, c = autocast_result_dtypes(mode, "cpu", torch.bfloat16, F32, F32,
                                         F32 if mode == "LSTM" else None, proj)
         assert out in (torch.bfloat16, F32) and (c is None) == (mode != "LSTM")
+
+
+BACKWARD_MODELS = {
+    "LSTM": lambda: fastrnn.LSTM(6, 8, num_layers=2, bidirectional=True),
+    "LSTM-proj": lambda: fastrnn.LSTM(6, 8, proj_size=4),
+    "GRU": lambda: fastrnn.GRU(6, 8),
+    "RNN": lambda: fastrnn.RNN(6, 8),
+    "LSTMCell": lambda: fastrnn.LSTMCell(6, 8),
+    "GRUCell": lambda: fastrnn.GRUCell(6, 8),
+    "RNNCell": lambda: fastrnn.RNNCell(6, 8),
+}
+
+
+@pytest.mark.parametrize("model", list(BACKWARD_MODELS))
+def test_backward_inside_autocast_region(model):
+    """backward() called inside the autocast region (autocast still on while autograd runs
+    the backward ops) gives the gradients of a backward() after it: the ops' own products
+    keep their dtypes."""
+    module = BACKWARD_MODELS[model]()
+    x = torch.randn(5, 3, 6) if not model.endswith("Cell") else torch.randn(3, 6)
+
+    def gradients(inside):
+        module.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16):
+            out = module(x)
+            loss = (out[0] if isinstance(out, tuple) else out).float().sum()
+            if inside:
+                loss.backward()
+        if not inside:
+            loss.backward()
+        return [p.grad for p in module.parameters()]
+
+    for inside, after in zip(gradients(True), gradients(False), strict=True):
+        assert torch.equal(inside, after)
+
+
+def test_clockwork_backward_op_under_autocast():
+    """The clockwork RNN's backward op (its layer's input products are torch's, which
+    autocast casts in a backward inside its region as it does torch.nn.Linear's)."""
+    from fastrnn._ops import ops
+    batch_sizes, h0, w_hh = torch.tensor([3] * 5), torch.randn(3, 8), torch.randn(8, 8)
+    args = (torch.randn(15, 8), torch.randn(3, 8), batch_sizes, h0, w_hh, torch.randn(15, 8),
+            [1, 2], [15, 9])
+    with torch.autocast("cpu", torch.bfloat16):
+        inside = ops.clockwork_backward(*args)
+    after = ops.clockwork_backward(*args)
+    for got, want in zip([*inside[0], *inside[1:]], [*after[0], *after[1:]], strict=True):
+        assert torch.equal(got, want)

@@ -3,6 +3,7 @@
 // argument and the rule it broke. Shapes as in recurrence.h.
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include <limits>
@@ -25,6 +26,14 @@ void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t, const
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
               " like h0, got ", t.device());
 }
+
+// Held by each op's entry point: the ATen ops a kernel calls (its products, sums, copies)
+// compute in the dtypes the kernel gives them, never autocast's, which is still on when
+// autograd runs a backward op inside an autocast region or when an op is called directly
+// under autocast.
+struct WithoutAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
 
 // Forward-mode AD (a tangent on any argument, from torch.autograd.forward_ad or
 // torch.func.jvp) has no formula in the ops: refused, rather than the tangent dropped.

@@ -62,6 +62,7 @@ namespace cpu {
 namespace {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& bias) {
+  const WithoutAutocast no_autocast;
   TORCH_CHECK(input.dim() == 2 && weight.dim() == 2 && input.size(1) == weight.size(1),
               "fastrnn::linear: input [N, K] and weight [M, K] expected, got ", input.sizes(),
               " and ", weight.sizes());

@@ -24,6 +24,7 @@ std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_siz
                                       const Tensor& h0, const Tensor& w_hh,
                                       c10::IntArrayRef periods, int64_t rows_of_y) {
   const c10::DeviceGuard guard(h0.device());
+  const WithoutAutocast no_autocast;
   const ClockworkArgs args = check_clockwork_forward("clockwork_forward", gx, batch_sizes, h0,
                                                      w_hh, periods, rows_of_y);
   const RecurrenceSizes& sz = args.size;
@@ -62,6 +63,7 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
     const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
   const c10::DeviceGuard guard(h0.device());
+  const WithoutAutocast no_autocast;
   const ClockworkArgs args = check_clockwork_backward("clockwork_backward", grad_y, grad_hn,
                                                       batch_sizes, h0, w_hh, y, periods,
                                                       gx_rows);
