@@ -116,6 +116,9 @@ ForwardResult forward(const char* op, ForwardArgs a) {
   for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh, &a.unit_params}) {
     if (t->defined() && t->layout() == at::kStrided) *t = t->contiguous();
   }
+  if (!Backend::kBfloat16Products && bfloat16_products(a.h0, a.w_hh)) {
+    a.w_hh = a.w_hh.to(a.h0.scalar_type());
+  }
   return Backend::template forward<Cell>(a);
 }
 
@@ -129,7 +132,12 @@ BackwardResult backward(const char* op, BackwardArgs a) {
                     &a.saved, &a.unit_params}) {
     if (t->defined()) *t = t->contiguous();
   }
+  const auto w_hh_dtype = a.w_hh.scalar_type();  // grad_w_hh's
+  if (!Backend::kBfloat16Products && bfloat16_products(a.h0, a.w_hh)) {
+    a.w_hh = a.w_hh.to(a.h0.scalar_type());
+  }
   BackwardResult r = Backend::template backward<Cell>(a);
+  if (r.grad_w_hh.defined()) r.grad_w_hh = r.grad_w_hh.to(w_hh_dtype);
   if constexpr (Cell::kRowWise) {
     if (a.weight_grad) r.grad_unit_params = row_params_grad(r.params_grad, a.y.scalar_type());
   } else if constexpr (Cell::kUnitParams > 0) {

@@ -67,6 +67,7 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
         y, h, c, _ = ops.cell_forward.default(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False,
                                               peepholes)
         return y, h, (c if c0 is not None else None)
+    w_hh = _recurrent_weight(mode, w_hh, has_proj, product_dtype)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)
         gx = input_product(x, w_ih, b_ih, product_dtype)
         y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,
@@ -86,6 +87,18 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     return y, hn, None
 
 
+def _recurrent_weight(mode, w_hh, has_proj, product_dtype):
+    """w_hh as the recurrence op takes it: in product_dtype (bfloat16) for a float32 LSTM or
+    GRU without projection, whose recurrent products the CPU's fused walks then multiply in
+    bfloat16 with float accumulation, the state and gates staying in float
+    (csrc/cpu/panel_operands.h; the other walks read it converted back, exactly); else as it
+    is. The RNN's walk is never fused, so its w_hh stays as it is."""
+    if (product_dtype is None or mode.startswith("RNN") or has_proj
+            or w_hh.dtype != torch.float32):
+        return w_hh
+    return w_hh.to(product_dtype)
+
+
 def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
                           reverse, product_dtype=None):
     """_direction for the layer-normalised LSTM or GRU: the input product normalised here,
@@ -103,6 +116,7 @@ def _layer_norm_direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_p
     gx = F.layer_norm(input_product(x, w_ih, None, product_dtype), (w_ih.shape[0],), norms[0],
                       shift, LAYER_NORM_EPS)
     recurrent_norms = torch.cat(norms[2:])  # the op's: gamma_h, beta_h[, gamma_c, beta_c]
+    w_hh = _recurrent_weight(mode, w_hh, has_proj, product_dtype)
     if mode == "GRU":
         y, hn, _ = ops.gru_variant_forward(gx, batch_sizes, h0, w_hh, b_hh, recurrent_norms,
                                             reverse, _needs_grad(gx, h0, w_hh, b_hh,
@@ -249,7 +263,8 @@ def autocast_product_dtype(device_type, autocast_dtype, weight_dtype):
     for the compute dtype: on the CPU under bfloat16 autocast, bfloat16 where this CPU
     multiplies in it natively (oneDNN's device check: AVX-512 bf16 or AMX) and the weights
     are float32, as torch.nn's products are under autocast. In training the recurrence
-    itself stays in float (autocast_compute_dtype). Measured in training on an AMD EPYC with
+    itself stays in float (autocast_compute_dtype) but for the LSTM's and GRU's recurrent
+    products (_recurrent_weight). Measured in training on an AMD EPYC with
     AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, fwd+bwd, interleaved, against float32
     products): see the README's client configurations."""
     if (device_type == "cpu" and weight_dtype == torch.float32

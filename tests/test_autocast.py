@@ -237,9 +237,10 @@ def test_inference_error_at_most_twice_torch_nn_error(monkeypatch, device, dtype
 def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
     """Under CPU bfloat16 autocast, where the CPU multiplies in bfloat16 natively, the layers
     compute in bfloat16 without autograd (the results of the module cast to bfloat16), and
-    with autograd in float32 but for the input products, in bfloat16 (the float32 module's
-    results, those products formed here in bfloat16); elsewhere in float32 (the float32
-    module's results, rounded as torch.nn's are)."""
+    with autograd in float32 but for the products, in bfloat16: the input products (formed
+    here in bfloat16) and the LSTM's and GRU's recurrent products, whose ops then take w_hh in
+    bfloat16 (test_bfloat16_products.py says what the ops make of it); elsewhere in float32
+    (the float32 module's results, rounded as torch.nn's are)."""
     case = Case(cell, True, 2, True, False, "dense", True)
     _, fast = make_pair(case, F32)
     inputs = to(make_inputs(case, F32), "cpu")
@@ -253,6 +254,9 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
                 product = torch.mm(x.bfloat16(), w_ih.bfloat16().t()).float()
                 return product if bias is None else product + bias
             monkeypatch.setattr(functional, "input_product", bfloat16_products)
+            monkeypatch.setattr(functional, "_recurrent_weight",
+                                lambda mode, w_hh, has_proj, dtype: w_hh.bfloat16() if (
+                                    mode in ("LSTM", "GRU") and not has_proj) else w_hh)
         module = fast.to(torch.bfloat16) if low else fast
         plain = flatten_result(module(*to(inputs, "cpu", *(2 * [torch.bfloat16] if low else
                                                             [None, None])).fresh(False).args()))

@@ -15,16 +15,33 @@
 namespace fastrnn {
 
 // t must have the dtype and device of ref (h0) and the expected shape; `rule` is the shape's
-// name in the error message, in pieces (formatted only on failure).
+// name in the error message, in pieces (formatted only on failure). With `dtype`, t may
+// also have that dtype.
+template <class... Rule>
+void check_arg_or(const char* op, const at::Tensor& ref, at::ScalarType dtype,
+                  const at::Tensor& t, const char* name, at::IntArrayRef expected,
+                  const Rule&... rule) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must be ", rule..., " = ", expected,
+              ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type() || t.scalar_type() == dtype, op, ": ",
+              name, " must have dtype ", ref.scalar_type(), " like h0, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
+              " like h0, got ", t.device());
+}
+
 template <class... Rule>
 void check_arg(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* name,
                at::IntArrayRef expected, const Rule&... rule) {
-  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must be ", rule..., " = ", expected,
-              ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have dtype ",
-              ref.scalar_type(), " like h0, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
-              " like h0, got ", t.device());
+  check_arg_or(op, ref, ref.scalar_type(), t, name, expected, rule...);
+}
+
+// Whether a recurrence's products multiply in bfloat16: a bfloat16 w_hh with a float32
+// state (h0), as under bfloat16 autocast. Backends that can (the CPU's fused walks) round
+// the state to bfloat16 as the products' operand and accumulate in float; the others read
+// w_hh converted to float. grad_w_hh comes back in w_hh's dtype.
+inline bool bfloat16_products(const at::Tensor& h0, const at::Tensor& w_hh) {
+  return w_hh.scalar_type() == at::kBFloat16 && h0.scalar_type() == at::kFloat &&
+         w_hh.layout() == at::kStrided;
 }
 
 // Held by each op's entry point: the ATen ops a kernel calls (its products, sums, copies)
@@ -71,7 +88,8 @@ RecurrenceSizes check_recurrence(const char* op, const at::Tensor& batch_sizes,
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0, op, ": w_hh must be [", gates,
               ", P], got ", w_hh.sizes());
   const int64_t H = w_hh.size(0) / G, P = w_hh.size(1), B = h0.size(0);
-  check_arg(op, h0, w_hh, "w_hh", {G * H, h0.size(1)}, "[", gates, ", P] with P = h0.size(1)");
+  check_arg_or(op, h0, bfloat16_products(h0, w_hh) ? at::kBFloat16 : h0.scalar_type(), w_hh,
+               "w_hh", {G * H, h0.size(1)}, "[", gates, ", P] with P = h0.size(1)");
   if (Cell::kCellState) check_arg(op, h0, c0, "c0", {B, H}, "[B, H]");
   if (w_hr.defined()) {
     TORCH_CHECK(Cell::kProjection, op, ": this cell has no projection (w_hr)");

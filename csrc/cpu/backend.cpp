@@ -65,7 +65,19 @@ FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& si
   return size.B >= fused_threads() ? FusedSplit::kRows : FusedSplit::kNone;
 }
 
+// The recurrent weight as the walks read it in the state's type (state: gx or y), or
+// undefined for the fused walk of a bfloat16 w_hh and a float state (bfloat16 autocast),
+// whose products multiply in bfloat16 (panel_operands.h). Every other walk reads a bfloat16
+// w_hh converted to float, exactly. A sparse w_hh as it is (only the sparse walk reads it).
+inline Tensor walk_weight(const Tensor& w_hh, const Tensor& state, FusedSplit split) {
+  if (w_hh.layout() != at::kStrided || w_hh.scalar_type() == state.scalar_type()) return w_hh;
+  return split == FusedSplit::kNone ? w_hh.to(state.scalar_type()) : Tensor();
+}
+
 struct CpuBackend {
+  // A bfloat16 w_hh with a float state (common/checks.h): see walk_weight.
+  static constexpr bool kBfloat16Products = true;
+
   // The scope of a single step's backward (cell_ops.h): small products without MKL's threads.
   using StepProducts = SerialBlas;
 
@@ -104,11 +116,13 @@ struct CpuBackend {
     Tensor y = at::empty({sz.N, sz.P}, options);
     Tensor saved = at::empty({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
     const bool sparse = a.w_hh.layout() == at::kSparseCsr;  // the sparse walk's
+    const FusedSplit split = fused_walk_split<Cell>(kFusedForward, sz, a.w_hh, a.w_hr);
+    const Tensor w_hh = walk_weight(a.w_hh, a.gx, split);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.gx.scalar_type(), "forward", [&] {
       using T = scalar_t;
       const ForwardState<T> st{a.gx.data_ptr<T>(),
                                a.h0.data_ptr<T>(),
-                               sparse ? nullptr : a.w_hh.data_ptr<T>(),
+                               w_hh.defined() ? w_hh.data_ptr<T>() : nullptr,
                                a.b_hh.defined() ? a.b_hh.data_ptr<T>() : nullptr,
                                a.unit_params.defined() ? a.unit_params.data_ptr<T>() : nullptr,
                                h.data_ptr<T>(),
@@ -123,13 +137,18 @@ struct CpuBackend {
         }
       }
       if constexpr (kFusable<T>) {
-        const FusedSplit split = fused_walk_split<Cell>(kFusedForward, sz, a.w_hh, a.w_hr);
         if (split != FusedSplit::kNone) {
           Tensor gh = at::empty({sz.B, Cell::kGates * sz.H}, options);  // h_prev @ w_hh^T
-          return fused_forward<Cell>(st, schedule, gh.data_ptr<T>(), split);
+          if constexpr (std::is_same_v<T, float>) {
+            if (!w_hh.defined()) {
+              return fused_forward<Cell>(st, a.w_hh.data_ptr<BFloat16>(), schedule,
+                                         gh.data_ptr<T>(), split);
+            }
+          }
+          return fused_forward<Cell>(st, st.w_hh, schedule, gh.data_ptr<T>(), split);
         }
       }
-      blas_forward<Cell>(st, schedule, a.w_hh, a.w_hr);
+      blas_forward<Cell>(st, schedule, w_hh, a.w_hr);
     });
     return {y, h, Cell::kCellState ? carry.to(a.gx.scalar_type()) : Tensor(), saved};
   }
@@ -148,12 +167,14 @@ struct CpuBackend {
     Tensor params_grad =
         Cell::kRowWise ? at::zeros({sz.B, Cell::kUnitParams * sz.H}, acc) : Tensor();
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
+    const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
+    const Tensor w_hh = walk_weight(a.w_hh, a.y, split);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;
       const BackwardState<T> st{a.grad_y.data_ptr<T>(),
                                 a.h0.data_ptr<T>(),
                                 Cell::kCellState ? a.c0.data_ptr<T>() : nullptr,
-                                a.w_hh.data_ptr<T>(),
+                                w_hh.defined() ? w_hh.data_ptr<T>() : nullptr,
                                 a.y.data_ptr<T>(),
                                 Cell::kSaved > 0 ? a.saved.data_ptr<T>() : nullptr,
                                 a.unit_params.defined() ? a.unit_params.data_ptr<T>() : nullptr,
@@ -164,16 +185,24 @@ struct CpuBackend {
                                 Cell::kRowWise ? params_grad.data_ptr<acc_t<T>>() : nullptr,
                                 sz.N, sz.B, sz.H, sz.P};
       if constexpr (kFusable<T>) {
-        const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
-        if (split != FusedSplit::kNone) return fused_backward<Cell>(st, schedule, split);
+        if constexpr (std::is_same_v<T, float>) {
+          if (!w_hh.defined()) {
+            return fused_backward<Cell>(st, a.w_hh.data_ptr<BFloat16>(), schedule, split);
+          }
+        }
+        if (split != FusedSplit::kNone) return fused_backward<Cell>(st, st.w_hh, schedule, split);
       }
-      dh_all = blas_backward<Cell>(st, schedule, a.w_hh, a.w_hr, a.h0_grad);
+      dh_all = blas_backward<Cell>(st, schedule, w_hh, a.w_hr, a.h0_grad);
     });
     BackwardResult r;
     r.grad_gx = grad_gx;
     r.params_grad = params_grad;
     if (a.weight_grad) {
-      r.grad_w_hh = recurrent_weight_grad(grad_gh, a.y, a.h0, schedule, a.reverse);
+      // With bfloat16 products (a bfloat16 w_hh), in bfloat16 as well: it comes back in that
+      // dtype, from operands rounded as the products' were.
+      const auto w_dtype = a.w_hh.scalar_type();
+      r.grad_w_hh = recurrent_weight_grad(grad_gh.to(w_dtype), a.y.to(w_dtype),
+                                          a.h0.to(w_dtype), schedule, a.reverse);
       r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {

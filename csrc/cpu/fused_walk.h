@@ -3,9 +3,11 @@
 // walk over time, the recurrent weight packed once into panels (panel_gemm.h) that each
 // thread keeps in its cache, the threads splitting the units or the rows (fused_split.h;
 // a row-wise cell's rows only, so that a thread has a whole row's product before its gate
-// loops). Shapes and buffers: walk_state.h; here P = H.
+// loops). The products multiply in M: T, or bfloat16 for a float walk (panel_operands.h);
+// w_hh: [G*H, H] in M. Shapes and buffers: walk_state.h; here P = H.
 
 #include "fused_split.h"
+#include "panel_operands.h"
 #include "recurrence.h"
 
 namespace fastrnn {
@@ -15,27 +17,29 @@ namespace cpu {
 // gate's units never straddle a panel) and Q = G*V/W panels over K = H: panel p holds
 // columns q in [p*W, (p+1)*W) of the group, column q being gate q / V of unit u*V + q % V.
 // gh: [B, G*H] scratch.
-template <class Cell, typename T>
-void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
+template <class Cell, typename T, typename M>
+void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& schedule, T* gh,
                    FusedSplit split) {
+  using Operands = PanelOperands<T, M>;
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = kPanelWidth<T>;
   constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W;
-  const int64_t H = st.H, groups = (H + V - 1) / V;
-  const auto options = at::CPU(c10::CppTypeToScalarType<T>::value);
-  at::Tensor panels_t = at::empty({groups * Q * H * W}, options);
-  T* panels = panels_t.data_ptr<T>();
+  const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
+  const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
+  at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);
+  M* panels = panels_t.data_ptr<M>();
   const auto pack_group = [&](int64_t u) {
     for (int64_t p = 0; p < Q; ++p) {
-      pack_panel(panels + (u * Q + p) * H * W, H, 1, [&](int64_t c) -> const T* {
+      Operands::pack(panels + (u * Q + p) * depth * W, H, 1, [&](int64_t c) -> const M* {
         const int64_t q = p * W + c, unit = u * V + q % V, gate = q / V;
-        return unit < H ? st.w_hh + (gate * H + unit) * H : nullptr;
+        return unit < H ? w_hh + (gate * H + unit) * H : nullptr;
       });
     }
   };
   const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
   run_split_walk(split, st.B, H, V, pack_group, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                                     int64_t r_end, const auto& sync) {
-    const T* rows[kMaxPanelRows];
+    StepRows<T, M> h_prev(r_end, H);
+    const M* rows[kMaxPanelRows];
     T out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
     // The gate loops of units [u0, u1) of the step's rows [r_begin, r_last).
     const auto gates = [&](int64_t first, int64_t r_begin, int64_t r_last, int64_t u0,
@@ -51,17 +55,18 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t first = schedule.first_row(s);
       const int64_t r_last = std::min(r_end, schedule.rows(s));
+      // h_prev from y (or h0): rows of the h state are being updated by other threads.
+      h_prev.load(r_begin, r_last, [&](int64_t r) {
+        return previous_row(st.y, H, st.h0, schedule, s, r, H);
+      });
       // Unit group by unit group, so that the group's panels stay in L1 over the rows.
       for (int64_t u = j0 / V; u * V < j1; ++u) {
         const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
-          // h_prev from y (or h0): rows of the h state are being updated by other threads.
-          for (int r = 0; r < n; ++r) {
-            rows[r] = previous_row(st.y, H, st.h0, schedule, s, r0 + r, H);
-          }
+          for (int r = 0; r < n; ++r) rows[r] = h_prev.row(r0 + r);
           for (int64_t p = 0; p < Q; ++p) {
-            panel_product(n, rows, panels + (u * Q + p) * H * W, H, out + p * n * W);
+            Operands::product(n, rows, panels + (u * Q + p) * depth * W, H, out + p * n * W);
           }
           for (int r = 0; r < n; ++r) {
             for (int64_t gate = 0; gate < G; ++gate) {
@@ -82,20 +87,24 @@ void fused_forward(const ForwardState<T>& st, const Schedule& schedule, T* gh,
 // Backward. Column chunk k (W columns of w_hh [G*H, H]) is one panel over K = G*H. By
 // units, a thread computes its units' gate gradients, and after the barrier its columns
 // (the same units) of the next dh; by rows, both for its own rows.
-template <class Cell, typename T>
-void fused_backward(const BackwardState<T>& st, const Schedule& schedule, FusedSplit split) {
+template <class Cell, typename T, typename M>
+void fused_backward(const BackwardState<T>& st, const M* w_hh, const Schedule& schedule,
+                    FusedSplit split) {
+  using Operands = PanelOperands<T, M>;
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = kPanelWidth<T>;
-  const int64_t H = st.H, chunks = (H + W - 1) / W, K = G * H;
-  at::Tensor panels_t = at::empty({chunks * K * W}, at::CPU(c10::CppTypeToScalarType<T>::value));
-  T* panels = panels_t.data_ptr<T>();
+  const int64_t H = st.H, chunks = (H + W - 1) / W, K = G * H, depth = Operands::depth(K);
+  at::Tensor panels_t =
+      at::empty({chunks * depth * W}, at::CPU(c10::CppTypeToScalarType<M>::value));
+  M* panels = panels_t.data_ptr<M>();
   const auto pack_chunk = [&](int64_t k) {
-    pack_panel(panels + k * K * W, K, H, [&](int64_t c) -> const T* {
-      return k * W + c < H ? st.w_hh + k * W + c : nullptr;
+    Operands::pack(panels + k * depth * W, K, H, [&](int64_t c) -> const M* {
+      return k * W + c < H ? w_hh + k * W + c : nullptr;
     });
   };
   run_split_walk(split, st.B, H, W, pack_chunk, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                                     int64_t r_end, const auto& sync) {
-    const T* rows[kMaxPanelRows];
+    StepRows<T, M> dgh(r_end, K);  // the step's gradients w.r.t. gh
+    const M* rows[kMaxPanelRows];
     T out[kMaxPanelRows * W];
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t first = schedule.first_row(s);
@@ -110,11 +119,12 @@ void fused_backward(const BackwardState<T>& st, const Schedule& schedule, FusedS
             H, j0, j1);
       }
       sync();  // by units: every unit's gate gradients of this step are written
+      dgh.load(r_begin, r_last, [&](int64_t r) { return st.grad_gh + (first + r) * K; });
       for (int64_t k = j0 / W; k * W < j1; ++k) {  // a panel stays in L1 over the rows
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
-          for (int r = 0; r < n; ++r) rows[r] = st.grad_gh + (first + r0 + r) * K;
-          panel_product(n, rows, panels + k * K * W, K, out);
+          for (int r = 0; r < n; ++r) rows[r] = dgh.row(r0 + r);
+          Operands::product(n, rows, panels + k * depth * W, K, out);
           const int64_t columns = std::min(W, H - k * W);
           for (int r = 0; r < n; ++r) {
             std::memcpy(st.dh + (r0 + r) * H + k * W, out + r * W, columns * sizeof(T));
