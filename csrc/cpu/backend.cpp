@@ -122,7 +122,7 @@ struct CpuBackend {
       using T = scalar_t;
       const ForwardState<T> st{a.gx.data_ptr<T>(),
                                a.h0.data_ptr<T>(),
-                               w_hh.defined() ? w_hh.data_ptr<T>() : nullptr,
+                               sparse || !w_hh.defined() ? nullptr : w_hh.data_ptr<T>(),
                                a.b_hh.defined() ? a.b_hh.data_ptr<T>() : nullptr,
                                a.unit_params.defined() ? a.unit_params.data_ptr<T>() : nullptr,
                                h.data_ptr<T>(),
