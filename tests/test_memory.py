@@ -20,6 +20,7 @@ from helpers.cases import CELLS
 from helpers.devices import DEVICES
 from helpers.paths import child_env
 from helpers.running import flatten_result, weighted_loss
+from helpers.tolerances import atol_rtol
 
 T, B, I, H, PROJ = 20, 8, 16, 32, 8
 LENGTHS = torch.linspace(T, 1, B).long()  # sorted, T down to 1
@@ -100,6 +101,26 @@ def measure_rss(cell, kind):
         weighted_loss(flatten_result(fast(inp))).backward()
         fast.zero_grad(set_to_none=False)
     return before, rss_bytes()
+
+
+def test_large_buffers_reused_between_calls():
+    """A walk's buffers of 8 MB and more (here y, [T*B, H] in float32) take the memory of the
+    last call's once they are freed, with the right values, and never a live result's."""
+    import fastrnn
+    torch.manual_seed(0)
+    ref, fast = torch.nn.LSTM(16, 256), fastrnn.LSTM(16, 256)
+    fast.load_state_dict(ref.state_dict())
+    xs = [torch.randn(64, 128, 16) for _ in range(3)]  # y: 64 * 128 * 256 * 4 B = 8 MB
+    with torch.no_grad():
+        first = fast(xs[0])[0]
+        freed = first.data_ptr()
+        del first
+        second = fast(xs[1])[0]
+        third = fast(xs[2])[0]
+        assert second.data_ptr() == freed
+        assert third.data_ptr() != second.data_ptr()
+        for x, out in ((xs[1], second), (xs[2], third)):
+            torch.testing.assert_close(out, ref(x)[0], **atol_rtol(torch.float32))
 
 
 @pytest.fixture(scope="module")

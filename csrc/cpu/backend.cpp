@@ -113,8 +113,8 @@ struct CpuBackend {
     const auto options = a.gx.options();
     Tensor h = a.h0.clone();  // [B, P], rows updated as steps visit them
     Tensor carry = Cell::kCellState ? accumulation_copy(a.c0) : Tensor();  // [B, H]
-    Tensor y = at::empty({sz.N, sz.P}, options);
-    Tensor saved = at::empty({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
+    Tensor y = walk_buffer({sz.N, sz.P}, options);
+    Tensor saved = walk_buffer({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
     const bool sparse = a.w_hh.layout() == at::kSparseCsr;  // the sparse walk's
     const FusedSplit split = fused_walk_split<Cell>(kFusedForward, sz, a.w_hh, a.w_hr);
     const Tensor w_hh = walk_weight(a.w_hh, a.gx, split);
@@ -160,8 +160,8 @@ struct CpuBackend {
     const auto options = a.y.options();
     Tensor dh = a.grad_hn.clone();  // [B, P]: gradient w.r.t. the h state
     Tensor carry = initial_backward_carry<Cell>(a);  // [B, H]
-    Tensor grad_gx = at::empty({sz.N, Cell::kGates * sz.H}, options);
-    Tensor grad_gh = Cell::kSeparateDgh ? at::empty_like(grad_gx) : grad_gx;  // w.r.t. gh
+    Tensor grad_gx = walk_buffer({sz.N, Cell::kGates * sz.H}, options);
+    Tensor grad_gh = Cell::kSeparateDgh ? walk_buffer(grad_gx.sizes(), options) : grad_gx;
     // A row-wise cell's per-row gradient w.r.t. unit_params: [B, K*H], accumulation type.
     const auto acc = options.dtype(at::toOpMathType(a.y.scalar_type()));
     Tensor params_grad =
