@@ -101,6 +101,10 @@ inline void define_ops(torch::Library& m) {
 // (cpu/linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
 int64_t linear_onednn_min_depth();
 
+// Whether the CPU's fused walks multiply a bfloat16 w_hh in bfloat16 (cpu/panel_operands.h:
+// built for AVX512-BF16); else they read it converted to float (fastrnn._C.BFLOAT16_PRODUCTS).
+bool bfloat16_recurrent_products();
+
 namespace op_entry {
 
 using at::Tensor;

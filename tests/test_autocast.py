@@ -26,7 +26,7 @@ from helpers.modules import make_pair
 from helpers.running import flatten_result
 from helpers.tolerances import atol_rtol
 import fastrnn
-from fastrnn import functional
+from fastrnn import _C, functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               # torch.backends.mkldnn.flags() warns about Intel GPUs on every use
@@ -238,8 +238,10 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
     """Under CPU bfloat16 autocast, where the CPU multiplies in bfloat16 natively, the layers
     compute in bfloat16 without autograd (the results of the module cast to bfloat16), and
     with autograd in float32 but for the products, in bfloat16: the input products (formed
-    here in bfloat16) and the LSTM's and GRU's recurrent products, whose ops then take w_hh in
-    bfloat16 (test_bfloat16_products.py says what the ops make of it); elsewhere in float32
+    here in bfloat16) and, where the build multiplies in bfloat16 (_C.BFLOAT16_PRODUCTS), the
+    recurrent products of layers without projection but the relu RNN's, whose ops then take
+    w_hh in bfloat16
+    (test_bfloat16_products.py says what the ops make of it); elsewhere in float32
     (the float32 module's results, rounded as torch.nn's are)."""
     case = Case(cell, True, 2, True, False, "dense", True)
     _, fast = make_pair(case, F32)
@@ -256,7 +258,8 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
             monkeypatch.setattr(functional, "input_product", bfloat16_products)
             monkeypatch.setattr(functional, "_recurrent_weight",
                                 lambda mode, w_hh, has_proj, dtype: w_hh.bfloat16() if (
-                                    mode in ("LSTM", "GRU") and not has_proj) else w_hh)
+                                    _C.BFLOAT16_PRODUCTS and not has_proj
+                                    and mode != "RNN_RELU") else w_hh)
         module = fast.to(torch.bfloat16) if low else fast
         plain = flatten_result(module(*to(inputs, "cpu", *(2 * [torch.bfloat16] if low else
                                                             [None, None])).fresh(False).args()))
@@ -298,8 +301,10 @@ BACKWARD_MODELS = {
 @pytest.mark.parametrize("model", list(BACKWARD_MODELS))
 def test_backward_inside_autocast_region(model):
     """backward() called inside the autocast region (autocast still on while autograd runs
-    the backward ops) gives the gradients of a backward() after it: the ops' own products
-    keep their dtypes."""
+    the backward ops) gives the gradients of a backward() after it, where fastrnn's ops form
+    them: every gradient of a cell, the recurrent weights' of a layer. (A layer's input
+    products are torch's, whose backward autocast casts as it does any torch op's where the
+    forward ran in float32: pytorch/pytorch#105682.)"""
     module = BACKWARD_MODELS[model]()
     x = torch.randn(5, 3, 6) if not model.endswith("Cell") else torch.randn(3, 6)
 
@@ -312,7 +317,8 @@ def test_backward_inside_autocast_region(model):
                 loss.backward()
         if not inside:
             loss.backward()
-        return [p.grad for p in module.parameters()]
+        return [p.grad for name, p in module.named_parameters()
+                if model.endswith("Cell") or name.startswith("weight_hh")]
 
     for inside, after in zip(gradients(True), gradients(False), strict=True):
         assert torch.equal(inside, after)

@@ -1,17 +1,19 @@
-"""Recurrences whose products multiply in bfloat16: the LSTM and GRU ops given a bfloat16 w_hh
-with a float32 state (what the layers pass under CPU bfloat16 autocast in training).
+"""Recurrences whose products multiply in bfloat16: the LSTM, GRU and RNN ops given a bfloat16
+w_hh with a float32 state (what the layers pass under CPU bfloat16 autocast in training).
 
 The fused CPU walks round each step's h (forward) or gradient w.r.t. gh (backward) to
 bfloat16 as the products' operand and add the exact products in float; everything else
 (gates, state, gradients) stays in float32, and grad_w_hh comes back in bfloat16. That
 definition is written here in float64, with the rounding made explicit, for both fused
 splits (units, rows), at sizes that cut the panels, the row blocks and the bfloat16 pairs
-(odd H). The BLAS walk reads the weight converted to float, exactly: its reference rounds
-the weight only."""
+(odd H). The BLAS walk, and the fused walks of a build without AVX512-BF16
+(fastrnn._C.BFLOAT16_PRODUCTS false), read the weight converted to float, exactly: their
+reference rounds the weight only."""
 
 import pytest
 import torch
 
+from fastrnn import _C
 from fastrnn._ops import ops
 from helpers.tolerances import ULP, atol_rtol
 
@@ -53,7 +55,9 @@ def reference(cell, gx, h0, c0, w_hh, b_hh, round_h):
     for t in range(STEPS):
         gh = RoundedProduct.apply(h, w_hh, round_h)
         x = gx[t * B:(t + 1) * B]
-        if cell == "LSTM":
+        if cell == "RNN":
+            h = torch.tanh(x + gh)
+        elif cell == "LSTM":
             i, f, g, o = (x + gh).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -75,6 +79,11 @@ def op_call(cell, gx, h0, c0, w_hh, b_hh):
         backward = lambda gy, ghn, gcn: ops.lstm_backward(
             gy, ghn, gcn, batch_sizes, h0, c0, w_hh, None, y, saved, False)
         return (y, hn, cn), backward
+    if cell == "RNN":
+        y, hn = ops.rnn_forward(gx, batch_sizes, h0, w_hh, False, False)
+        backward = lambda gy, ghn, gcn: ops.rnn_backward(gy, ghn, batch_sizes, h0, w_hh, y,
+                                                         False, False)
+        return (y, hn, None), backward
     y, hn, saved = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, False, True)
     backward = lambda gy, ghn, gcn: ops.gru_backward(gy, ghn, batch_sizes, h0, w_hh, y, saved,
                                                      True, False)
@@ -84,11 +93,11 @@ def op_call(cell, gx, h0, c0, w_hh, b_hh):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("walk", list(WALKS))
 @pytest.mark.parametrize("hidden,batch", SIZES)
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_products_of_rounded_operands(monkeypatch, cell, hidden, batch, walk, threads):
     monkeypatch.setenv("FASTRNN_CPU_FUSED", WALKS[walk])
     torch.set_num_threads(threads)
-    gates = 4 if cell == "LSTM" else 3
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell]
     gx = torch.randn(STEPS * batch, gates * hidden)
     h0, c0 = torch.randn(batch, hidden), torch.randn(batch, hidden)
     w_hh = torch.randn(gates * hidden, hidden) * hidden ** -0.5
@@ -99,7 +108,8 @@ def test_products_of_rounded_operands(monkeypatch, cell, hidden, batch, walk, th
     grads = backward(*grads_out)
 
     leaves = [t.to(F64).requires_grad_() for t in (gx, h0, c0, w_hh)]
-    want = reference(cell, *leaves, b_hh.to(F64), round_h=walk != "blas")
+    want = reference(cell, *leaves, b_hh.to(F64),
+                     round_h=walk != "blas" and bool(_C.BFLOAT16_PRODUCTS))
     want_outs = want if cell == "LSTM" else want[:2]
     torch.autograd.backward(want_outs, [g.to(F64) for g in grads_out[:len(want_outs)]])
     for got, expected in zip(outs, want_outs):

@@ -25,7 +25,8 @@ struct ForwardArgs {
   at::Tensor batch_sizes;  // [T] int64 on the CPU, non-increasing, batch_sizes[0] = B
   at::Tensor h0;           // [B, P]
   at::Tensor c0;           // [B, H] (kCellState)
-  at::Tensor w_hh;         // [G*H, P], strided, or sparse CSR (forward on the CPU only)
+  at::Tensor w_hh;         // [G*H, P], strided, or sparse CSR (forward on the CPU only); may
+                           //   be bfloat16 with a float32 h0 (checks.h: bfloat16_products)
   at::Tensor w_hr;         // [P, H] projection, or undefined (then P = H)
   at::Tensor b_hh;         // [G*H] (kRecurrentBias), or undefined (no bias)
   bool reverse;            // walk time from T-1 down to 0

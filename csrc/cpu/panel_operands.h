@@ -4,7 +4,9 @@
 // a float walk (bfloat16 autocast): the weight's panels in bfloat16 pairs and each step's
 // rows rounded to bfloat16 once, multiplied with float accumulation (AVX512-BF16's
 // vdpbf16ps, twice the multiply-adds of a float FMA per instruction). Everything else of
-// the walk (the pre-activations, the gates, the state) stays in T.
+// the walk (the pre-activations, the gates, the state) stays in T. The bfloat16 operands
+// exist where the build targets AVX512-BF16 (kBfloat16Panels); elsewhere the walks read a
+// bfloat16 weight converted to float (cpu/backend.cpp).
 
 #include <c10/util/BFloat16.h>
 
@@ -27,6 +29,9 @@ using c10::BFloat16;
 // row operand is bfloat16_depth(K) values, zero past K.
 constexpr int64_t bfloat16_depth(int64_t K) { return K + K % 2; }
 
+#if defined(__AVX512BF16__)
+constexpr bool kBfloat16Panels = true;
+
 // out[r * W + c] = sum_k a[r][k] * panel(k, c) for r < MR: a: MR rows of bfloat16_depth(K);
 // out: [MR, W] floats. Pairs of k in order, each added to the float sums as vdpbf16ps does
 // (both products exact, subnormals flushed).
@@ -34,9 +39,8 @@ template <int MR>
 void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel, int64_t K,
                                  float* out) {
   constexpr int W = kPanelWidth<float>;
-  const int64_t pairs = bfloat16_depth(K) / 2;
-#if defined(__AVX512BF16__)
   static_assert(W == 16, "one 512-bit register of float sums per row");
+  const int64_t pairs = bfloat16_depth(K) / 2;
   __m512 sums[MR];
   for (int r = 0; r < MR; ++r) sums[r] = _mm512_setzero_ps();
 #pragma GCC unroll 4
@@ -49,19 +53,10 @@ void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel
     }
   }
   for (int r = 0; r < MR; ++r) _mm512_storeu_ps(out + r * W, sums[r]);
-#else
-  for (int r = 0; r < MR; ++r) {
-    for (int c = 0; c < W; ++c) {
-      float sum = 0.f;
-      for (int64_t k = 0; k < pairs; ++k) {
-        const BFloat16* p = panel + k * 2 * W + 2 * c;
-        sum += float(a[r][2 * k]) * float(p[0]) + float(a[r][2 * k + 1]) * float(p[1]);
-      }
-      out[r * W + c] = sum;
-    }
-  }
-#endif
 }
+#else
+constexpr bool kBfloat16Panels = false;
+#endif
 
 // What the walks call, by operand type: depth(K), the elements of one panel row; pack and
 // product as panel_gemm.h's pack_panel and panel_product.
@@ -78,6 +73,7 @@ struct PanelOperands {
   }
 };
 
+#if defined(__AVX512BF16__)
 template <>
 struct PanelOperands<float, BFloat16> {
   static constexpr int64_t depth(int64_t K) { return bfloat16_depth(K); }
@@ -103,6 +99,7 @@ struct PanelOperands<float, BFloat16> {
     }
   }
 };
+#endif
 
 // dst[k] = src[k] rounded to the nearest bfloat16 (ties to even), k < n.
 inline void round_to_bfloat16(const float* src, BFloat16* dst, int64_t n) {

@@ -17,8 +17,8 @@ namespace fastrnn {
 namespace cpu {
 
 // Allocates a walk's large buffers (its outputs and gradients, [N, *]), keeping freed ones
-// (at most kMaxKept, kMaxKeptBytes in all, the oldest dropped first) for the next walk's
-// buffers of about the same size. Allocations above glibc's mmap threshold (32 MB at most)
+// (at most kMaxKept, kMaxKeptBytes in all, the oldest dropped first; none above half of
+// that) for the next walk's buffers of about the same size. Allocations above glibc's mmap threshold (32 MB at most)
 // come fresh from the kernel each time, and their first touch takes a page fault every
 // 4 KB in the walk's threads. Measured on the LSTM's fused walk, T100 B64 H512 float32
 // (`saved` 65 MB; 2 threads, AMD EPYC; a fresh buffer each call against reused ones):
@@ -65,6 +65,11 @@ class ReusingAllocator final : public at::Allocator {
 
   static void release(void* ctx) {
     auto* region = static_cast<Region*>(ctx);
+    if (region->bytes > kMaxKeptBytes / 2) {  // kept, it would push out all the others
+      free(region->data);
+      delete region;
+      return;
+    }
     ReusingAllocator& owner = *region->owner;
     std::lock_guard<std::mutex> lock(owner.mutex_);
     owner.kept_.push_back(region);
@@ -94,7 +99,7 @@ template <typename T>
 struct ForwardState {
   const T* gx;        // [N, G*H]
   const T* h0;        // [B, P]
-  const T* w_hh;      // [G*H, P]
+  const T* w_hh;      // [G*H, P]; null for a fused walk's bfloat16 w_hh (backend.cpp)
   const T* b_hh;      // [G*H] (kRecurrentBias with bias) or null
   const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
   T* h;               // [B, P] the h state: h0 at first, rows updated as steps visit them
@@ -109,7 +114,7 @@ struct BackwardState {
   const T* grad_y;    // [N, P]
   const T* h0;        // [B, P]
   const T* c0;        // [B, H] (kCellState) or null
-  const T* w_hh;      // [G*H, P]
+  const T* w_hh;      // [G*H, P]; null for a fused walk's bfloat16 w_hh (backend.cpp)
   const T* y;         // [N, P]
   const T* saved;     // [N, S*H]
   const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
