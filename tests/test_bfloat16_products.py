@@ -1,5 +1,6 @@
-"""Recurrences whose products multiply in bfloat16: the LSTM, GRU and RNN ops given a bfloat16
-w_hh with a float32 state (what the layers pass under CPU bfloat16 autocast in training).
+"""Recurrences whose products multiply in bfloat16: the LSTM (plain and with coupled gates),
+GRU and RNN ops given a bfloat16 w_hh with a float32 state (what the layers pass under CPU
+bfloat16 autocast in training).
 
 The fused CPU walks round each step's h (forward) or gradient w.r.t. gh (backward) to
 bfloat16 as the products' operand and add the exact products in float; everything else
@@ -57,6 +58,11 @@ def reference(cell, gx, h0, c0, w_hh, b_hh, round_h):
         x = gx[t * B:(t + 1) * B]
         if cell == "RNN":
             h = torch.tanh(x + gh)
+        elif cell == "CoupledLSTM":  # f = 1 - i, gate blocks i, g, o
+            i, g, o = (x + gh).chunk(3, 1)
+            i = torch.sigmoid(i)
+            c = (1 - i) * c + i * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
         elif cell == "LSTM":
             i, f, g, o = (x + gh).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -79,6 +85,13 @@ def op_call(cell, gx, h0, c0, w_hh, b_hh):
         backward = lambda gy, ghn, gcn: ops.lstm_backward(
             gy, ghn, gcn, batch_sizes, h0, c0, w_hh, None, y, saved, False)
         return (y, hn, cn), backward
+    if cell == "CoupledLSTM":
+        y, hn, cn, saved = ops.lstm_variant_forward(gx, batch_sizes, h0, c0, w_hh, None, None,
+                                                    True, False, False, True)
+        backward = lambda gy, ghn, gcn: ops.lstm_variant_backward(
+            gy, ghn, gcn, batch_sizes, h0, c0, w_hh, None, None, True, False, y, saved,
+            False)[:4]
+        return (y, hn, cn), backward
     if cell == "RNN":
         y, hn = ops.rnn_forward(gx, batch_sizes, h0, w_hh, False, False)
         backward = lambda gy, ghn, gcn: ops.rnn_backward(gy, ghn, batch_sizes, h0, w_hh, y,
@@ -93,11 +106,12 @@ def op_call(cell, gx, h0, c0, w_hh, b_hh):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("walk", list(WALKS))
 @pytest.mark.parametrize("hidden,batch", SIZES)
-@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "CoupledLSTM", "GRU", "RNN"])
 def test_products_of_rounded_operands(monkeypatch, cell, hidden, batch, walk, threads):
     monkeypatch.setenv("FASTRNN_CPU_FUSED", WALKS[walk])
     torch.set_num_threads(threads)
-    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell]
+    gates = {"LSTM": 4, "CoupledLSTM": 3, "GRU": 3, "RNN": 1}[cell]
+    lstm = cell.endswith("LSTM")
     gx = torch.randn(STEPS * batch, gates * hidden)
     h0, c0 = torch.randn(batch, hidden), torch.randn(batch, hidden)
     w_hh = torch.randn(gates * hidden, hidden) * hidden ** -0.5
@@ -110,16 +124,16 @@ def test_products_of_rounded_operands(monkeypatch, cell, hidden, batch, walk, th
     leaves = [t.to(F64).requires_grad_() for t in (gx, h0, c0, w_hh)]
     want = reference(cell, *leaves, b_hh.to(F64),
                      round_h=walk != "blas" and bool(_C.BFLOAT16_PRODUCTS))
-    want_outs = want if cell == "LSTM" else want[:2]
+    want_outs = want if lstm else want[:2]
     torch.autograd.backward(want_outs, [g.to(F64) for g in grads_out[:len(want_outs)]])
     for got, expected in zip(outs, want_outs):
         torch.testing.assert_close(got, expected.to(F32), **atol_rtol(F32))
     # gx, h0, (c0): float32 from float operands; w_hh: in bfloat16, one rounding of the sum
-    want_grads = [leaves[0].grad, leaves[1].grad] + ([leaves[2].grad] if cell == "LSTM" else [])
+    want_grads = [leaves[0].grad, leaves[1].grad] + ([leaves[2].grad] if lstm else [])
     for got, expected in zip(grads, want_grads):
         assert got.dtype == F32
         torch.testing.assert_close(got, expected.to(F32), **atol_rtol(F32))
-    grad_w = grads[3] if cell == "LSTM" else grads[2]
+    grad_w = grads[3] if lstm else grads[2]
     assert grad_w.dtype == BF16
     torch.testing.assert_close(grad_w.to(F64), leaves[3].grad,
                                atol=2 * ULP[BF16] * leaves[3].grad.abs().max().item(),
