@@ -264,11 +264,11 @@ def autocast_product_dtype(device_type, autocast_dtype, weight_dtype):
     """The dtype of the layers' input products under autocast (x @ W_ih^T over all rows, and
     in backward the input's and W_ih's gradients from it, with float accumulation), or None
     for the compute dtype: on the CPU under bfloat16 autocast, bfloat16 where oneDNN
-    computes in it on this CPU (onednn_supports) and the weights are float32, as torch.nn's products are under autocast. In training the recurrence
-    itself stays in float (autocast_compute_dtype) but for the recurrent products
-    (_recurrent_weight). Measured in training on an AMD EPYC with
-    AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, fwd+bwd, interleaved, against float32
-    products): see the README's client configurations."""
+    computes in it on this CPU (onednn_supports) and the weights are float32, as torch.nn's
+    products are under autocast. In training the recurrence itself stays in float
+    (autocast_compute_dtype) but for the recurrent products (_recurrent_weight). Measured
+    in training on an AMD EPYC with AVX-512 bf16 (T=100, B=64, I=H=512, 2 threads, fwd+bwd,
+    interleaved, against float32 products): see the README's client configurations."""
     if (device_type == "cpu" and weight_dtype == torch.float32
             and autocast_dtype == torch.bfloat16 and onednn_supports(autocast_dtype)):
         return autocast_dtype

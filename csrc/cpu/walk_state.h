@@ -18,11 +18,11 @@ namespace cpu {
 
 // Allocates a walk's large buffers (its outputs and gradients, [N, *]), keeping freed ones
 // (at most kMaxKept, kMaxKeptBytes in all, the oldest dropped first; none above half of
-// that) for the next walk's buffers of about the same size. Allocations above glibc's mmap threshold (32 MB at most)
-// come fresh from the kernel each time, and their first touch takes a page fault every
-// 4 KB in the walk's threads. Measured on the LSTM's fused walk, T100 B64 H512 float32
-// (`saved` 65 MB; 2 threads, AMD EPYC; a fresh buffer each call against reused ones):
-// forward 117 against 82 ms, backward 179 against 140.
+// that) for the next walk's buffers of about the same size. Allocations above glibc's mmap
+// threshold (32 MB at most) come fresh from the kernel each time, and their first touch
+// takes a page fault every 4 KB in the walk's threads. Measured on the LSTM's fused walk,
+// T100 B64 H512 float32 (`saved` 65 MB; 2 threads, AMD EPYC; a fresh buffer each call
+// against reused ones): forward 117 against 82 ms, backward 179 against 140.
 class ReusingAllocator final : public at::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t{8} << 20, kMaxKept = 8;
