@@ -33,10 +33,11 @@ class ReusingAllocator final : public at::Allocator {
     Region* region = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (size_t i = 0; i < kept_.size(); ++i) {  // the smallest that fits, within 2x
-        if (kept_[i]->bytes >= bytes && kept_[i]->bytes <= 2 * bytes &&
-            (!region || kept_[i]->bytes < region->bytes)) {
-          region = kept_[i];
+      // The smallest that fits, within 2x; of equal ones the last freed (its pages warmest).
+      for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) {
+        if ((*it)->bytes >= bytes && (*it)->bytes <= 2 * bytes &&
+            (!region || (*it)->bytes < region->bytes)) {
+          region = *it;
         }
       }
       if (region) {
