@@ -48,8 +48,7 @@ inline ClockworkArgs check_clockwork(const char* op, const at::Tensor& batch_siz
                                      c10::IntArrayRef periods) {
   const auto sz = check_recurrence<ClockworkCell>(op, batch_sizes, h0, at::Tensor(), w_hh,
                                                   at::Tensor());
-  TORCH_CHECK(w_hh.scalar_type() == h0.scalar_type(), op, ": w_hh must have dtype ",
-              h0.scalar_type(), " like h0, got ", w_hh.scalar_type());
+  check_arg(op, h0, w_hh, "w_hh", {sz.H, sz.H}, "[H, H]");  // no bfloat16 w_hh here
   TORCH_CHECK(!periods.empty() && periods.size() <= 64, op,
               ": periods must name 1 to 64 modules, got ", periods.size());
   for (size_t i = 0; i < periods.size(); ++i) {
