@@ -56,9 +56,9 @@ constexpr bool kSparseCell = Cell::kKind == CellKind::kLeakyTanh;
 // call) takes the BLAS walk: the fused walk packs the recurrent weight once per walk, which
 // pays only over many steps (LSTMCell, T = 1, fused vs BLAS, us: H1024 B8 forward 6470 vs
 // 3160). The RNN takes the fused walk when its products multiply in bfloat16 (a bfloat16
-// w_hh, a build with the kernel): under CPU bfloat16 autocast, fwd+bwd, in-process interleaved, median of 7, ms,
-// BLAS walk in float vs fused in bfloat16: T100 B64 I=H=512 112 vs 77, T200 B32 I100 H256
-// 40.5 vs 26.9, T100 B32 I=H=128 10.8 vs 7.4.
+// w_hh, a build with the kernel): under CPU bfloat16 autocast, fwd+bwd, in-process
+// interleaved, median of 7, ms, BLAS walk in float vs fused in bfloat16: T100 B64 I=H=512
+// 112 vs 77, T200 B32 I100 H256 40.5 vs 26.9, T100 B32 I=H=128 10.8 vs 7.4.
 template <class Cell>
 FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& size,
                             const Tensor& w_hh, const Tensor& w_hr) {
