@@ -3,7 +3,10 @@ sequence) with its threads splitting the hidden units (a barrier per step) or th
 barrier), and the BLAS walk (a GEMM and a parallel gate loop per step).
 FASTRNN_CPU_FUSED=units / rows / 0 forces one; each must match torch.nn, with one, two and
 four threads, at sizes that cut the hidden units and the rows at every boundary the fused
-walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread)."""
+walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread).
+In bfloat16, every cell's walks (the fused ones multiply bfloat16 panels into float sums
+where the build has the kernel, fastrnn._C.BFLOAT16_PRODUCTS) against float64 and each
+other."""
 
 import threading
 
@@ -15,7 +18,7 @@ from helpers.cases import Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
 from helpers.modules import make_pair
-from helpers.parity import check_parity
+from helpers.parity import check_low_precision, check_parity
 from helpers.running import run
 from helpers.tolerances import GRADCHECK
 
@@ -69,6 +72,43 @@ def test_walks_agree_to_rounding(monkeypatch):
         outs, grads, _ = run(fast, make_inputs(case, torch.float64))
         results[name] = outs + [grads[k] for k in sorted(grads)]
     assert len(results["blas"]) == 3 + 3 + 2 * 2 * 4  # outputs, x/h0/c0, 2 layers x 2 dirs
+    for fused in ("fused_units", "fused_rows"):
+        for got, want in zip(results[fused], results["blas"], strict=True):
+            assert_close(got, want, kind="same_computation")
+
+
+def bfloat16_case(cell, hidden, batch):
+    """A packed bfloat16 case of 9 steps, unsorted lengths 1 to 9."""
+    return Case(cell, True, 1, True, False, "packed_unsorted", True, hidden_size=hidden,
+                batch=batch, steps=9, lengths=tuple(k % 9 + 1 for k in range(batch)))
+
+
+BFLOAT16_CELLS = ["LSTM", "GRU", "RNN-tanh", "RNN-relu"]
+# (hidden, batch): odd H (a zero bfloat16 pair), a part panel, several row blocks
+BFLOAT16_SIZES = [(5, 7), (17, 13), (40, 7)]
+
+
+@pytest.mark.parametrize("hidden,batch", BFLOAT16_SIZES)
+@pytest.mark.parametrize("cell", BFLOAT16_CELLS)
+def test_bfloat16_walk_close_to_float64(cell, hidden, batch, walk, threads):
+    check_low_precision(bfloat16_case(cell, hidden, batch), torch.bfloat16)
+
+
+@pytest.mark.parametrize("cell", BFLOAT16_CELLS)
+def test_bfloat16_walks_agree(cell, monkeypatch):
+    """The fused walks' bfloat16 products against the BLAS walk's bfloat16 GEMMs: float sums
+    of the same bfloat16 products (in another order, or not), rounded to bfloat16 where both
+    store them."""
+    torch.set_num_threads(2)
+    case = bfloat16_case(cell, 40, 13)
+    results = {}
+    for name, flag in WALKS.items():
+        monkeypatch.setenv("FASTRNN_CPU_FUSED", flag)
+        torch.manual_seed(0)
+        _, fast = make_pair(case, torch.bfloat16)
+        torch.manual_seed(1)
+        outs, grads, _ = run(fast, make_inputs(case, torch.bfloat16))
+        results[name] = outs + [grads[k] for k in sorted(grads)]
     for fused in ("fused_units", "fused_rows"):
         for got, want in zip(results[fused], results["blas"], strict=True):
             assert_close(got, want, kind="same_computation")

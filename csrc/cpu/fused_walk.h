@@ -1,10 +1,11 @@
 #pragma once
-// The fused walks (float and double, no projection): one parallel region for the whole
-// walk over time, the recurrent weight packed once into panels (panel_gemm.h) that each
-// thread keeps in its cache, the threads splitting the units or the rows (fused_split.h;
-// a row-wise cell's rows only, so that a thread has a whole row's product before its gate
-// loops). The products multiply in M: T, or bfloat16 for a float walk (panel_operands.h);
-// w_hh: [G*H, H] in M. Shapes and buffers: walk_state.h; here P = H.
+// The fused walks (float, double, and bfloat16 where panel_operands.h has its kernel; no
+// projection): one parallel region for the whole walk over time, the recurrent weight
+// packed once into panels (panel_gemm.h) that each thread keeps in its cache, the threads
+// splitting the units or the rows (fused_split.h; a row-wise cell's rows only, so that a
+// thread has a whole row's product before its gate loops). The products multiply in M: T,
+// or bfloat16 for a float walk (panel_operands.h), with sums in Operands::Sum stored to
+// T; w_hh: [G*H, H] in M. Shapes and buffers: walk_state.h; here P = H.
 
 #include "fused_split.h"
 #include "panel_operands.h"
@@ -16,13 +17,15 @@ namespace cpu {
 // Forward. Unit group u holds V units (V = W/2 for an even gate count, else W, so that a
 // gate's units never straddle a panel) and Q = G*V/W panels over K = H: panel p holds
 // columns q in [p*W, (p+1)*W) of the group, column q being gate q / V of unit u*V + q % V.
-// gh: [B, G*H] scratch.
+// The gate loops run over at least U units at a time, a 256-bit vector of T (the loops'
+// vector: fewer run unvectorised). gh: [B, G*H] scratch.
 template <class Cell, typename T, typename M>
 void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& schedule, T* gh,
                    FusedSplit split) {
   using Operands = PanelOperands<T, M>;
-  constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = kPanelWidth<T>;
-  constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W;
+  using Sum = typename Operands::Sum;
+  constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = Operands::kWidth;
+  constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = 32 / sizeof(T);
   const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
   const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
   at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);
@@ -40,7 +43,7 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
                                                     int64_t r_end, const auto& sync) {
     StepRows<T, M> h_prev(r_end, H);
     const M* rows[kMaxPanelRows];
-    T out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
+    Sum out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
     // The gate loops of units [u0, u1) of the step's rows [r_begin, r_last).
     const auto gates = [&](int64_t first, int64_t r_begin, int64_t r_last, int64_t u0,
                            int64_t u1) {
@@ -60,23 +63,27 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
         return previous_row(st.y, H, st.h0, schedule, s, r, H);
       });
       // Unit group by unit group, so that the group's panels stay in L1 over the rows.
+      int64_t gates_from = j0;  // the first unit whose gates are still to run
       for (int64_t u = j0 / V; u * V < j1; ++u) {
         const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = h_prev.row(r0 + r);
-          for (int64_t p = 0; p < Q; ++p) {
-            Operands::product(n, rows, panels + (u * Q + p) * depth * W, H, out + p * n * W);
-          }
+          Operands::products(n, rows, panels + u * Q * depth * W, Q, H, out);
           for (int r = 0; r < n; ++r) {
             for (int64_t gate = 0; gate < G; ++gate) {
               const int64_t q = gate * V;
-              const T* src = out + (q / W) * n * W + r * W + q % W;
-              std::memcpy(gh + (r0 + r) * G * H + gate * H + u0, src, (u1 - u0) * sizeof(T));
+              const Sum* src = out + (q / W) * n * W + r * W + q % W;
+              convert_row(src, gh + (r0 + r) * G * H + gate * H + u0, u1 - u0);
             }
           }
         });
-        if constexpr (!Cell::kRowWise) gates(first, r_begin, r_last, u0, u1);
+        if constexpr (!Cell::kRowWise) {
+          if (u1 - gates_from >= U || u1 >= j1) {
+            gates(first, r_begin, r_last, gates_from, u1);
+            gates_from = u1;
+          }
+        }
       }
       if constexpr (Cell::kRowWise) gates(first, r_begin, r_last, 0, H);  // rows whole
       sync();
@@ -91,7 +98,8 @@ template <class Cell, typename T, typename M>
 void fused_backward(const BackwardState<T>& st, const M* w_hh, const Schedule& schedule,
                     FusedSplit split) {
   using Operands = PanelOperands<T, M>;
-  constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = kPanelWidth<T>;
+  using Sum = typename Operands::Sum;
+  constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = Operands::kWidth;
   const int64_t H = st.H, chunks = (H + W - 1) / W, K = G * H, depth = Operands::depth(K);
   at::Tensor panels_t =
       at::empty({chunks * depth * W}, at::CPU(c10::CppTypeToScalarType<M>::value));
@@ -105,7 +113,7 @@ void fused_backward(const BackwardState<T>& st, const M* w_hh, const Schedule& s
                                                     int64_t r_end, const auto& sync) {
     StepRows<T, M> dgh(r_end, K);  // the step's gradients w.r.t. gh
     const M* rows[kMaxPanelRows];
-    T out[kMaxPanelRows * W];
+    Sum out[kMaxPanelRows * W];
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t first = schedule.first_row(s);
       const int64_t r_last = std::min(r_end, schedule.rows(s));
@@ -124,10 +132,10 @@ void fused_backward(const BackwardState<T>& st, const M* w_hh, const Schedule& s
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = dgh.row(r0 + r);
-          Operands::product(n, rows, panels + k * depth * W, K, out);
+          Operands::products(n, rows, panels + k * depth * W, 1, K, out);
           const int64_t columns = std::min(W, H - k * W);
           for (int r = 0; r < n; ++r) {
-            std::memcpy(st.dh + (r0 + r) * H + k * W, out + r * W, columns * sizeof(T));
+            convert_row(out + r * W, st.dh + (r0 + r) * H + k * W, columns);
           }
         });
       }

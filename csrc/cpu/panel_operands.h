@@ -1,15 +1,18 @@
 #pragma once
 // The operand type M of a fused walk's recurrent products (fused_walk.h), for a walk whose
 // state is in T: M = T (panel_gemm.h's panels, the rows read in place), or M = bfloat16 for
-// a float walk (bfloat16 autocast): the weight's panels in bfloat16 pairs and each step's
-// rows rounded to bfloat16 once, multiplied with float accumulation (AVX512-BF16's
-// vdpbf16ps, twice the multiply-adds of a float FMA per instruction). Everything else of
-// the walk (the pre-activations, the gates, the state) stays in T. The bfloat16 operands
-// exist where the build targets AVX512-BF16 (kBfloat16Panels); elsewhere the walks read a
-// bfloat16 weight converted to float (cpu/backend.cpp).
+// a float walk (bfloat16 autocast training) or a bfloat16 one: the weight's panels in
+// bfloat16 pairs, multiplied with float accumulation (AVX512-BF16's vdpbf16ps, twice the
+// multiply-adds of a float FMA per instruction), a float state's rows rounded to bfloat16
+// once per step. Everything else of the walk (the pre-activations, the gates, the state)
+// stays in T. The bfloat16 operands exist where the build targets AVX512-BF16
+// (kBfloat16Panels); elsewhere the walks read a bfloat16 weight converted to float, and a
+// bfloat16 state takes the BLAS walk (cpu/backend.cpp).
 
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -32,54 +35,89 @@ constexpr int64_t bfloat16_depth(int64_t K) { return K + K % 2; }
 #if defined(__AVX512BF16__)
 constexpr bool kBfloat16Panels = true;
 
-// out[r * W + c] = sum_k a[r][k] * panel(k, c) for r < MR: a: MR rows of bfloat16_depth(K);
-// out: [MR, W] floats. Pairs of k in order, each added to the float sums as vdpbf16ps does
-// (both products exact, subnormals flushed).
-template <int MR>
-void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel, int64_t K,
-                                 float* out) {
+// out[(p * MR + r) * W + c] = sum_k a[r][k] * panel_p(k, c) for r < MR, p < NP: a: MR rows
+// of bfloat16_depth(K); panel_p at panel + p * panel_stride; out: [NP, MR, W] floats. Pairs
+// of k in order, each added to the float sums as vdpbf16ps does (both products exact,
+// subnormals flushed). Two panels share each row's broadcast and keep 2 * MR sums in flight.
+template <int MR, int NP>
+void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel,
+                                 int64_t panel_stride, int64_t K, float* out) {
   constexpr int W = kPanelWidth<float>;
   static_assert(W == 16, "one 512-bit register of float sums per row");
   const int64_t pairs = bfloat16_depth(K) / 2;
-  __m512 sums[MR];
-  for (int r = 0; r < MR; ++r) sums[r] = _mm512_setzero_ps();
+  __m512 sums[NP][MR];
+  for (int p = 0; p < NP; ++p) {
+    for (int r = 0; r < MR; ++r) sums[p][r] = _mm512_setzero_ps();
+  }
 #pragma GCC unroll 4
   for (int64_t k = 0; k < pairs; ++k) {
-    const __m512bh p = (__m512bh)_mm512_loadu_si512(panel + k * 2 * W);
+    __m512bh columns[NP];
+    for (int p = 0; p < NP; ++p) {
+      columns[p] = (__m512bh)_mm512_loadu_si512(panel + p * panel_stride + k * 2 * W);
+    }
     for (int r = 0; r < MR; ++r) {
       int32_t pair;  // a[r][2k], a[r][2k + 1]
       std::memcpy(&pair, a[r] + 2 * k, sizeof pair);
-      sums[r] = _mm512_dpbf16_ps(sums[r], (__m512bh)_mm512_set1_epi32(pair), p);
+      const __m512bh row = (__m512bh)_mm512_set1_epi32(pair);
+      for (int p = 0; p < NP; ++p) sums[p][r] = _mm512_dpbf16_ps(sums[p][r], row, columns[p]);
     }
   }
-  for (int r = 0; r < MR; ++r) _mm512_storeu_ps(out + r * W, sums[r]);
+  for (int p = 0; p < NP; ++p) {
+    for (int r = 0; r < MR; ++r) _mm512_storeu_ps(out + (p * MR + r) * W, sums[p][r]);
+  }
+}
+
+// bfloat16_panel_product_rows for 1 <= rows <= kMaxPanelRows.
+template <int NP>
+void bfloat16_panel_product(int rows, const BFloat16* const* a, const BFloat16* panel,
+                            int64_t panel_stride, int64_t K, float* out) {
+  switch (rows) {
+    case 1: return bfloat16_panel_product_rows<1, NP>(a, panel, panel_stride, K, out);
+    case 2: return bfloat16_panel_product_rows<2, NP>(a, panel, panel_stride, K, out);
+    case 3: return bfloat16_panel_product_rows<3, NP>(a, panel, panel_stride, K, out);
+    case 4: return bfloat16_panel_product_rows<4, NP>(a, panel, panel_stride, K, out);
+    case 5: return bfloat16_panel_product_rows<5, NP>(a, panel, panel_stride, K, out);
+    default:
+      return bfloat16_panel_product_rows<kMaxPanelRows, NP>(a, panel, panel_stride, K, out);
+  }
 }
 #else
 constexpr bool kBfloat16Panels = false;
 #endif
 
-// What the walks call, by operand type: depth(K), the elements of one panel row; pack and
-// product as panel_gemm.h's pack_panel and panel_product.
+// What the walks call, by state type T and operand type M: kWidth, the columns of a panel;
+// Sum, the type of the products' sums; depth(K), the elements of one panel row; pack as
+// panel_gemm.h's pack_panel; products(rows, a, panels, count, K, out), panel_product over
+// `count` consecutive panels (depth(K) * kWidth apart), panel p's sums at
+// out + p * rows * kWidth.
 template <typename T, typename M>
 struct PanelOperands {
-  static_assert(std::is_same_v<T, M>, "bfloat16 operands are for float walks");
+  static_assert(std::is_same_v<T, M>, "bfloat16 operands are for float and bfloat16 walks");
+  static constexpr int64_t kWidth = kPanelWidth<T>;
+  using Sum = T;
   static constexpr int64_t depth(int64_t K) { return K; }
   template <typename Column>
   static void pack(M* panel, int64_t K, int64_t k_stride, const Column& column) {
     pack_panel(panel, K, k_stride, column);
   }
-  static void product(int rows, const M* const* a, const M* panel, int64_t K, T* out) {
-    panel_product(rows, a, panel, K, out);
+  static void products(int rows, const M* const* a, const M* panels, int64_t count, int64_t K,
+                       Sum* out) {
+    for (int64_t p = 0; p < count; ++p) {
+      panel_product(rows, a, panels + p * K * kWidth, K, out + p * rows * kWidth);
+    }
   }
 };
 
 #if defined(__AVX512BF16__)
-template <>
-struct PanelOperands<float, BFloat16> {
+template <typename T>
+struct PanelOperands<T, BFloat16> {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, BFloat16>);
+  static constexpr int64_t kWidth = kPanelWidth<float>;
+  using Sum = float;
   static constexpr int64_t depth(int64_t K) { return bfloat16_depth(K); }
   template <typename Column>
   static void pack(BFloat16* panel, int64_t K, int64_t k_stride, const Column& column) {
-    constexpr int W = kPanelWidth<float>;
+    constexpr int64_t W = kWidth;
     for (int64_t c = 0; c < W; ++c) {
       const BFloat16* src = column(c);
       for (int64_t k = 0; k < depth(K); ++k) {
@@ -87,15 +125,15 @@ struct PanelOperands<float, BFloat16> {
       }
     }
   }
-  static void product(int rows, const BFloat16* const* a, const BFloat16* panel, int64_t K,
-                      float* out) {
-    switch (rows) {
-      case 1: return bfloat16_panel_product_rows<1>(a, panel, K, out);
-      case 2: return bfloat16_panel_product_rows<2>(a, panel, K, out);
-      case 3: return bfloat16_panel_product_rows<3>(a, panel, K, out);
-      case 4: return bfloat16_panel_product_rows<4>(a, panel, K, out);
-      case 5: return bfloat16_panel_product_rows<5>(a, panel, K, out);
-      default: return bfloat16_panel_product_rows<kMaxPanelRows>(a, panel, K, out);
+  static void products(int rows, const BFloat16* const* a, const BFloat16* panels,
+                       int64_t count, int64_t K, float* out) {
+    const int64_t stride = depth(K) * kWidth;
+    int64_t p = 0;
+    for (; p + 2 <= count; p += 2) {  // two at a time: each row's broadcast serves both
+      bfloat16_panel_product<2>(rows, a, panels + p * stride, stride, K, out + p * rows * kWidth);
+    }
+    if (p < count) {
+      bfloat16_panel_product<1>(rows, a, panels + p * stride, stride, K, out + p * rows * kWidth);
     }
   }
 };
@@ -103,44 +141,68 @@ struct PanelOperands<float, BFloat16> {
 
 // dst[k] = src[k] rounded to the nearest bfloat16 (ties to even), k < n.
 inline void round_to_bfloat16(const float* src, BFloat16* dst, int64_t n) {
-  int64_t k = 0;
 #if defined(__AVX512BF16__)
+  int64_t k = 0;
   for (; k + 16 <= n; k += 16) {
     const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
     std::memcpy(dst + k, &rounded, sizeof rounded);
   }
+  if (k < n) {  // the last n - k < 16, masked
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1);
+    const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, src + k));
+    _mm256_mask_storeu_epi16(dst + k, tail, (__m256i)rounded);
+  }
+#else
+  for (int64_t k = 0; k < n; ++k) dst[k] = BFloat16(src[k]);
 #endif
-  for (; k < n; ++k) dst[k] = BFloat16(src[k]);
 }
 
-// The rows one thread's products read in a step, each K long, in M: load() takes them once
-// per step from row(i) (a T row), row(i) gives them to the products. M = T: the rows
-// themselves; bfloat16: rounded (to nearest even) into the thread's buffer, zero-padded.
+// dst[k] = src[k] in D, k < n: a copy, or rounded to the nearest bfloat16 (ties to even).
+template <typename S, typename D>
+void convert_row(const S* src, D* dst, int64_t n) {
+  if constexpr (std::is_same_v<S, D>) {
+    std::memcpy(dst, src, n * sizeof(D));
+  } else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, BFloat16>) {
+    round_to_bfloat16(src, dst, n);
+  } else {
+    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<D>(src[k]);
+  }
+}
+
+// The rows one thread's products read in a step, each K long, as operands in M: load()
+// takes them once per step from row(i) (a T row), row(i) gives them to the products. The
+// rows themselves where they are operands as they are (T = M, depth K); else converted
+// (convert_row) into the thread's buffer, zero-padded to the depth.
 template <typename T, typename M>
 class StepRows {
  public:
   StepRows(int64_t rows, int64_t K)
-      : K_(K), pointers_(rows), buffer_(std::is_same_v<T, M> ? 0 : rows * bfloat16_depth(K)) {}
+      : K_(K),
+        depth_(PanelOperands<T, M>::depth(K)),
+        pointers_(rows),
+        buffer_(in_place() ? 0 : rows * depth_) {}
 
   template <typename Row>
   void load(int64_t begin, int64_t end, const Row& row) {
     for (int64_t i = begin; i < end; ++i) {
       const T* src = row(i);
-      if constexpr (std::is_same_v<T, M>) {
-        pointers_[i] = src;
-      } else {
-        M* dst = buffer_.data() + i * bfloat16_depth(K_);
-        round_to_bfloat16(src, dst, K_);
-        if (K_ % 2) dst[K_] = M(0.f);
-        pointers_[i] = dst;
+      if (in_place()) {
+        pointers_[i] = reinterpret_cast<const M*>(src);  // T = M
+        continue;
       }
+      M* dst = buffer_.data() + i * depth_;
+      convert_row(src, dst, K_);
+      std::fill(dst + K_, dst + depth_, M(0.f));
+      pointers_[i] = dst;
     }
   }
 
   const M* row(int64_t i) const { return pointers_[i]; }
 
  private:
-  int64_t K_;
+  bool in_place() const { return std::is_same_v<T, M> && depth_ == K_; }
+
+  int64_t K_, depth_;
   std::vector<const M*> pointers_;
   std::vector<M> buffer_;
 };
