@@ -1,0 +1,176 @@
+#pragma once
+// The clockwork walk fused (float and double): one parallel region for the whole walk, the
+// allowed blocks of w_hh packed once into panels (panel_gemm.h) that each thread keeps in
+// its cache, as the fused walks of fused_walk.h. The threads split each module's units
+// alike (a slice [j0, j1) of [0, k) in every module, so that every step's active modules
+// are shared out evenly) and meet at a barrier once per step, or split the rows
+// (fused_split.h). Modules, gx and grad_gx as clockwork_walk.h's walks.
+
+#include <vector>
+
+#include "clockwork_walk.h"
+#include "fused_split.h"
+
+namespace fastrnn {
+namespace cpu {
+
+// Where each module's panels start: forward, module i's panels over K = H - i*k (the
+// columns it reads), one per chunk of W of its units; backward, module m's panels over
+// K = (m+1)*k (the units of the modules that read its columns), one per chunk of W of its
+// columns, module i's units at rows [i*k, (i+1)*k) of it.
+struct ClockworkPanels {
+  int64_t H, k, W, chunks;  // chunks: ceil(k / W) per module
+  int64_t forward_depth(int64_t i) const { return H - i * k; }
+  int64_t backward_depth(int64_t m) const { return (m + 1) * k; }
+  int64_t forward(int64_t i, int64_t p) const {  // sum over i' < i of chunks * W * (H - i'k)
+    return (chunks * W) * (i * H - k * i * (i - 1) / 2) + p * forward_depth(i) * W;
+  }
+  int64_t backward(int64_t m, int64_t p) const {  // sum over m' < m of chunks * W * (m'+1)k
+    return (chunks * W) * (k * m * (m + 1) / 2) + p * backward_depth(m) * W;
+  }
+  int64_t size(int64_t g) const { return forward(g, 0); }  // either set, g modules
+};
+
+// clockwork_forward fused: w: [H, H] contiguous.
+template <class Cell, typename T>
+void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule,
+                             const T* w, const ClockworkModules& m,
+                             const std::vector<const T*>& gx, FusedSplit split) {
+  constexpr int64_t W = kPanelWidth<T>;
+  const int64_t H = st.H, k = m.k, g = m.count();
+  const ClockworkPanels at{H, k, W, (k + W - 1) / W};
+  std::vector<T> panels(at.size(g)), pre(st.B * H), zeros(H, T(0));  // pre: gx + products
+  const auto pack = [&](int64_t p) {
+    for (int64_t i = 0; i < g; ++i) {
+      pack_panel(panels.data() + at.forward(i, p), at.forward_depth(i), 1,
+                 [&](int64_t c) -> const T* {
+                   const int64_t unit = p * W + c;
+                   return unit < k ? w + (i * k + unit) * H + i * k : nullptr;
+                 });
+    }
+  };
+  const auto units = forward_units_for<Cell, T>(false, false);
+  run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
+                                              int64_t r_end, const auto& sync) {
+    std::vector<const T*> h_prev(r_end);
+    std::vector<int64_t> next(g, 0);  // module i's next row of gx[i]
+    const T* rows[kMaxPanelRows];
+    T out[kMaxPanelRows * W];
+    for (int64_t s = 0; s < schedule.steps(); ++s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      const int64_t r_last = std::min(r_end, b);
+      // h_prev from y (or h0): rows of the h state are being updated by other threads.
+      for (int64_t r = r_begin; r < r_last; ++r) {
+        h_prev[r] = previous_row(st.y, H, st.h0, schedule, s, r, H);
+      }
+      for (int64_t i = 0; i < g; ++i) {
+        const int64_t u0 = i * k + j0, u1 = i * k + j1;
+        if (!m.active(i, s)) {  // keeps its value
+          for (int64_t r = r_begin; r < r_last; ++r) {
+            std::memcpy(st.y + (first + r) * H + u0, h_prev[r] + u0, (u1 - u0) * sizeof(T));
+          }
+          continue;
+        }
+        for (int64_t p = j0 / W; p * W < j1; ++p) {  // a panel stays in L1 over the rows
+          const int64_t columns = std::min(W, k - p * W);
+          for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
+            const int64_t r0 = r_begin + block;
+            for (int r = 0; r < n; ++r) rows[r] = h_prev[r0 + r] + i * k;
+            panel_product(n, rows, panels.data() + at.forward(i, p), at.forward_depth(i), out);
+            for (int r = 0; r < n; ++r) {
+              const T* x = gx[i] + (next[i] + r0 + r) * k + p * W;
+              T* dst = pre.data() + (r0 + r) * H + i * k + p * W;
+              for (int64_t c = 0; c < columns; ++c) dst[c] = x[c] + out[r * W + c];
+            }
+          });
+        }
+        for (int64_t r = r_begin; r < r_last; ++r) {
+          T* h = st.h + r * H;
+          units(pre.data() + r * H, zeros.data(), nullptr, nullptr, h, nullptr, nullptr, h,
+                st.y + (first + r) * H, H, u0, u1);
+        }
+        next[i] += b;
+      }
+      sync();
+    }
+  });
+}
+
+// clockwork_backward fused: w: [H, H] contiguous; st.grad_gx: [2, B, H] scratch, a step's
+// gate gradients in half (s % 2), so that a thread still reading the last step's while
+// another writes this step's reads the other half.
+template <class Cell, typename T>
+void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedule,
+                              const T* w, const ClockworkModules& m,
+                              const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
+                              FusedSplit split) {
+  constexpr int64_t W = kPanelWidth<T>;
+  const int64_t H = st.H, k = m.k, g = m.count();
+  const ClockworkPanels at{H, k, W, (k + W - 1) / W};
+  std::vector<T> panels(at.size(g));
+  const auto pack = [&](int64_t p) {
+    for (int64_t c_module = 0; c_module < g; ++c_module) {
+      pack_panel(panels.data() + at.backward(c_module, p), at.backward_depth(c_module), H,
+                 [&](int64_t c) -> const T* {
+                   const int64_t column = p * W + c;
+                   return column < k ? w + c_module * k + column : nullptr;
+                 });
+    }
+  };
+  run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
+                                              int64_t r_end, const auto& sync) {
+    std::vector<int64_t> end = rows;  // module i's rows of grad_gx[i] not yet written
+    const T* dx_rows[kMaxPanelRows];
+    T out[kMaxPanelRows * W];
+    for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
+      const int64_t b = schedule.rows(s), first = schedule.first_row(s);
+      const int64_t r_last = std::min(r_end, b);
+      T* dx = st.grad_gx + (s % 2) * st.B * H;
+      for (int64_t i = 0; i < g; ++i) {
+        const int64_t u0 = i * k + j0, u1 = i * k + j1;
+        if (!m.active(i, s)) {  // passes its gradient on unchanged
+          for (int64_t r = r_begin; r < r_last; ++r) {
+            T* dh = st.dh + r * H;
+            const T* grad_y = st.grad_y + (first + r) * H;
+            for (int64_t j = u0; j < u1; ++j) dh[j] += grad_y[j];
+          }
+          continue;
+        }
+        end[i] -= b;
+        for (int64_t r = r_begin; r < r_last; ++r) {
+          T* dh = st.dh + r * H;
+          backward_units<Cell, true, T>(dh, st.grad_y + (first + r) * H, nullptr, nullptr,
+                                        nullptr, nullptr, st.y + (first + r) * H, dx + r * H,
+                                        nullptr, nullptr, H, u0, u1);
+          std::memcpy(grad_gx[i] + (end[i] + r) * k + j0, dx + r * H + u0,
+                      (u1 - u0) * sizeof(T));
+          std::fill(dh + u0, dh + u1, T(0));  // an active module's h_{t-1}: products only
+        }
+      }
+      sync();  // by units: every active unit's gradient of this step is written
+      // dh[:, columns of module c] += dx[:, units of module i] @ w_hh[those units, those
+      // columns], for each active module i reading them (i <= c).
+      for (int64_t c_module = 0; c_module < g; ++c_module) {
+        for (int64_t p = j0 / W; p * W < j1; ++p) {
+          const int64_t columns = std::min(W, k - p * W);
+          for (int64_t i = 0; i <= c_module; ++i) {
+            if (!m.active(i, s)) continue;
+            const T* panel = panels.data() + at.backward(c_module, p) + i * k * W;
+            for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
+              const int64_t r0 = r_begin + block;
+              for (int r = 0; r < n; ++r) dx_rows[r] = dx + (r0 + r) * H + i * k;
+              panel_product(n, dx_rows, panel, k, out);
+              for (int r = 0; r < n; ++r) {
+                T* dh = st.dh + (r0 + r) * H + c_module * k + p * W;
+                for (int64_t c = 0; c < columns; ++c) dh[c] += out[r * W + c];
+              }
+            });
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace fastrnn
