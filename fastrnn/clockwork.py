@@ -92,9 +92,11 @@ class _ModuleInputProducts(torch.autograd.Function):
     [N, I], w_ih [H, I], bias [H] or None, rows: per module its rows of data ([n_i] int64),
     or None for every row -> per module [n_i, k], data[rows_i] @ w_ih[i]^T + bias[i].
     Backward forms data's gradient in one tensor: the every-row module's product, the
-    others' added at their rows, where autograd's own sums one tensor per gather, each
-    from zeros (benchmarks/clockwork.py's fwd+bwd, T256 B32 I=H=256, in-process interleaved,
-    7 runs of medians of 15 or 31: 3-10% faster in six, 4% slower in one)."""
+    others' added at their rows, where autograd's own started the gathered modules' from
+    zeros, joined their parts and added the result to the every-row module's
+    (benchmarks/clockwork.py's fwd+bwd, T256 B32 I=H=256, in-process interleaved, 7 runs of
+    medians of 15 or 31: 3-10% faster in six, 4% slower in one). It runs with autocast off,
+    in the forward's dtype, also when backward() is called inside an autocast region."""
 
     @staticmethod
     def forward(ctx, data, w_ih, bias, rows):
@@ -103,7 +105,7 @@ class _ModuleInputProducts(torch.autograd.Function):
         others = data.index_select(0, torch.cat(gathered)) if gathered else data[:0]
         inputs = iter(others.split([len(r) for r in gathered]))
         xs = [data if active is None else next(inputs) for active in rows]  # [n_i, I]
-        ctx.rows, ctx.has_bias = rows, bias is not None
+        ctx.rows, ctx.has_bias, ctx.device_type = rows, bias is not None, data.device.type
         ctx.save_for_backward(data, w_ih, others)
         return tuple(input_product(x, w_ih[i * k:(i + 1) * k],
                                    None if bias is None else bias[i * k:(i + 1) * k])
@@ -111,6 +113,11 @@ class _ModuleInputProducts(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grad_gx):
+        with torch.autocast(ctx.device_type, enabled=False):  # in the forward's dtype
+            return _ModuleInputProducts._gradients(ctx, grad_gx)
+
+    @staticmethod
+    def _gradients(ctx, grad_gx):
         data, w_ih, others = ctx.saved_tensors
         k = w_ih.shape[0] // len(ctx.rows)
         inputs = iter(others.split([len(r) for r in ctx.rows if r is not None]))

@@ -324,6 +324,25 @@ def test_backward_inside_autocast_region(model):
         assert torch.equal(inside, after)
 
 
+@pytest.mark.parametrize("periods", [(1, 2), (2, 3)], ids=str)
+def test_clockwork_backward_inside_autocast_region(periods):
+    """The clockwork RNN's whole backward (its input products' too) called inside an
+    autocast region gives the gradients it gives outside one, in the parameters' dtype; the
+    first period 2 makes every module's input rows a gather."""
+    torch.manual_seed(0)
+    model = fastrnn.ClockworkRNN(5, 8, periods=periods)
+    x = torch.randn(7, 3, 5, requires_grad=True)
+    inputs = [x, *model.parameters()]
+    y, h = model(x)
+    want = torch.autograd.grad(y.sum() + h.sum(), inputs)
+    y, h = model(x)
+    with torch.autocast("cpu", torch.bfloat16):
+        got = torch.autograd.grad(y.sum() + h.sum(), inputs)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+
+
 def test_clockwork_backward_op_under_autocast():
     """The clockwork RNN's backward op (its layer's input products are torch's, which
     autocast casts in a backward inside its region as it does torch.nn.Linear's)."""

@@ -76,35 +76,42 @@ def test_equals_the_definition_with_every_gradient(periods, bias, hx):
 
 
 @pytest.mark.usefixtures("torch_state")
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=str)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("walk", ["units", "rows", "0"], ids=["fused_units", "fused_rows",
                                                               "blas"])
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (1, 3, 5), (2, 3)], ids=str)
-def test_each_cpu_walk_equals_the_definition(periods, walk, threads, monkeypatch):
+def test_each_cpu_walk_equals_the_definition(periods, walk, threads, dtype, monkeypatch):
     """The fused walk split by units and by rows, and the BLAS walk, on a packed batch
-    whose modules of 21 units cut the panels (8 doubles) and the threads' slices and whose
-    13 rows make several row blocks."""
+    whose modules of 21 units cut the panels (8 doubles, 16 floats) and the threads' slices
+    and whose 13 rows make several row blocks; float32 against the float64 definition."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     torch.set_num_threads(threads)
     model = make(periods, hidden=21 * len(periods))
     g = torch.Generator().manual_seed(3)
     lengths = [11, 11, 10, 9, 9, 7, 6, 6, 4, 3, 2, 2, 1]
-    seqs = [torch.randn(n, 3, generator=g, dtype=F64, requires_grad=True) for n in lengths]
-    h0 = torch.randn(1, len(seqs), model.hidden_size, generator=g, dtype=F64,
-                     requires_grad=True)
-    y, h_n = model(pack_sequence(seqs), h0)
+    seqs = [torch.randn(n, 3, generator=g, dtype=F64) for n in lengths]
+    h0 = torch.randn(1, len(seqs), model.hidden_size, generator=g, dtype=F64)
+    run_model = copy.deepcopy(model).to(dtype)
+    run_seqs = [s.to(dtype).requires_grad_() for s in seqs]
+    run_h0 = h0.to(dtype).requires_grad_()
+    y, h_n = run_model(pack_sequence(run_seqs), run_h0)
     padded, _ = pad_packed_sequence(y)
     loss = sum((padded[:n, b] * padded[:n, b].cos()).sum() for b, n in enumerate(lengths))
-    got = torch.autograd.grad(loss + (h_n ** 2).sum(), [*seqs, h0, *model.parameters()])
+    got = torch.autograd.grad(loss + (h_n ** 2).sum(),
+                              [*run_seqs, run_h0, *run_model.parameters()])
+    tol = {"atol": 1e-10, "rtol": 0} if dtype == F64 else {"atol": tolerance(dtype),
+                                                           "rtol": tolerance(dtype)}
+    leaves = [s.requires_grad_() for s in seqs] + [h0.requires_grad_()]
     want_loss = 0
-    for b, (s, n) in enumerate(zip(seqs, lengths)):
+    for b, (s, n) in enumerate(zip(leaves, lengths)):
         want_y, want_h = definition(model, s.unsqueeze(1), h0[:, b])
-        torch.testing.assert_close(padded[:n, b], want_y[:, 0], atol=1e-10, rtol=0)
-        torch.testing.assert_close(h_n[:, b], want_h, atol=1e-10, rtol=0)
+        torch.testing.assert_close(padded[:n, b].double(), want_y[:, 0], **tol)
+        torch.testing.assert_close(h_n[:, b].double(), want_h, **tol)
         want_loss = want_loss + (want_y * want_y.cos()).sum() + (want_h ** 2).sum()
-    want = torch.autograd.grad(want_loss, [*seqs, h0, *model.parameters()])
+    want = torch.autograd.grad(want_loss, [*leaves, *model.parameters()])
     for got_g, want_g in zip(got, want, strict=True):
-        torch.testing.assert_close(got_g, want_g, atol=1e-10, rtol=0)
+        torch.testing.assert_close(got_g.double(), want_g, **tol)
 
 
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (2, 3)], ids=str)

@@ -1,12 +1,13 @@
-"""The CPU LSTM walks: the fused walk (weight panels, one parallel region for the whole
+"""The CPU walks: the fused walk (weight panels, one parallel region for the whole
 sequence) with its threads splitting the hidden units (a barrier per step) or the rows (no
 barrier), and the BLAS walk (a GEMM and a parallel gate loop per step).
 FASTRNN_CPU_FUSED=units / rows / 0 forces one; each must match torch.nn, with one, two and
 four threads, at sizes that cut the hidden units and the rows at every boundary the fused
 walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread).
-In bfloat16, every cell's walks (the fused ones multiply bfloat16 panels into float sums
-where the build has the kernel, fastrnn._C.BFLOAT16_PRODUCTS) against float64 and each
-other."""
+The LSTM's in float32 and float64 against torch.nn; in bfloat16, every cell's walks
+against float64 and each other (the fused ones multiply bfloat16 panels into float sums
+where the build has the kernel, fastrnn._C.BFLOAT16_PRODUCTS; elsewhere a bfloat16 state
+takes the BLAS walk whatever FASTRNN_CPU_FUSED says, and these tests check that walk)."""
 
 import threading
 

@@ -25,11 +25,21 @@ using Cell = ClockworkCell;
 //   / 58.6; B128 6.88 / 6.98 / 7.92, 28.5 / 28.2 / 29.6; B256 13.5 / 15.1 / 12.8, 63.4 /
 //   62.2 / 59.7; H512 B32 33.3 / 28.7 / 23.7, 124 / 113 / 95; B128 23.2 / 22.8 / 21.7, 115
 //   / 118 / 99; H1024 B8 31.7 / 22.4 / 21.2, 95 / 78 / 79; B32 111 / 101 / 84, 369 / 335
-//   / 305.
+//   / 305. Again at H256: B128 7.17 / 7.24 / 6.75, 26.6 / 27.6 / 25.5; B192 11.2 / 11.3 /
+//   10.3, 38.8 / 39.0 / 38.0.
 constexpr FusedPolicy kFused{256, 4, std::numeric_limits<int64_t>::max()};
 
 template <typename T>
 constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+// The walk for a state of state's dtype and B rows (kNone: one BLAS product per step and
+// module).
+FusedSplit walk_split(const Tensor& state, int64_t B, const Tensor& w_hh) {
+  bool fusable = false;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, state.scalar_type(), "clockwork",
+                                  [&] { fusable = kFusable<scalar_t>; });
+  return fusable ? fused_split(kFused, B, w_hh.nbytes()) : FusedSplit::kNone;
+}
 
 // gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in
 // step order; h0: [B, H]; w_hh: [H, H] (only its allowed blocks read). Returns y [N, H],
@@ -57,7 +67,7 @@ std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_siz
                              h.data_ptr<T>(), nullptr, y.data_ptr<T>(), nullptr, sz.N, sz.B,
                              sz.H, sz.P};
     if constexpr (kFusable<T>) {
-      const FusedSplit split = fused_split(kFused, sz.B, w.nbytes());
+      const FusedSplit split = walk_split(h0, sz.B, w);
       if (split != FusedSplit::kNone) {
         return clockwork_fused_forward<Cell>(st, schedule, w.data_ptr<T>(), m, gx_p, split);
       }
@@ -83,9 +93,7 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
   const Tensor gy = grad_y.contiguous(), h0_c = h0.contiguous(), w = w_hh.contiguous();
   const Tensor y_c = y.contiguous();
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
-  const FusedSplit split = y.scalar_type() == at::kFloat || y.scalar_type() == at::kDouble
-                               ? fused_split(kFused, sz.B, w.nbytes())
-                               : FusedSplit::kNone;
+  const FusedSplit split = walk_split(y, sz.B, w);
   // a step's gate gradients; the fused walk's in two halves, by step parity
   Tensor dx = at::empty({split == FusedSplit::kNone ? 1 : 2, sz.B, sz.H}, y.options());
   std::vector<Tensor> grad_gx;

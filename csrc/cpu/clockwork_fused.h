@@ -38,11 +38,12 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
                              const std::vector<const T*>& gx, FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
   const int64_t H = st.H, k = m.k, g = m.count();
-  const ClockworkPanels at{H, k, W, (k + W - 1) / W};
-  std::vector<T> panels(at.size(g)), pre(st.B * H), zeros(H, T(0));  // pre: gx + products
+  const ClockworkPanels layout{H, k, W, (k + W - 1) / W};
+  std::vector<T> panels(layout.size(g)), zeros(H, T(0));
+  std::vector<T> pre(st.B * H);  // active modules' rows: gx + products
   const auto pack = [&](int64_t p) {
     for (int64_t i = 0; i < g; ++i) {
-      pack_panel(panels.data() + at.forward(i, p), at.forward_depth(i), 1,
+      pack_panel(panels.data() + layout.forward(i, p), layout.forward_depth(i), 1,
                  [&](int64_t c) -> const T* {
                    const int64_t unit = p * W + c;
                    return unit < k ? w + (i * k + unit) * H + i * k : nullptr;
@@ -76,7 +77,8 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
           for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
             const int64_t r0 = r_begin + block;
             for (int r = 0; r < n; ++r) rows[r] = h_prev[r0 + r] + i * k;
-            panel_product(n, rows, panels.data() + at.forward(i, p), at.forward_depth(i), out);
+            panel_product(n, rows, panels.data() + layout.forward(i, p),
+                          layout.forward_depth(i), out);
             for (int r = 0; r < n; ++r) {
               const T* x = gx[i] + (next[i] + r0 + r) * k + p * W;
               T* dst = pre.data() + (r0 + r) * H + i * k + p * W;
@@ -106,12 +108,12 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
                               FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
   const int64_t H = st.H, k = m.k, g = m.count();
-  const ClockworkPanels at{H, k, W, (k + W - 1) / W};
-  std::vector<T> panels(at.size(g));
+  const ClockworkPanels layout{H, k, W, (k + W - 1) / W};
+  std::vector<T> panels(layout.size(g));
   const auto pack = [&](int64_t p) {
     for (int64_t c_module = 0; c_module < g; ++c_module) {
-      pack_panel(panels.data() + at.backward(c_module, p), at.backward_depth(c_module), H,
-                 [&](int64_t c) -> const T* {
+      pack_panel(panels.data() + layout.backward(c_module, p), layout.backward_depth(c_module),
+                 H, [&](int64_t c) -> const T* {
                    const int64_t column = p * W + c;
                    return column < k ? w + c_module * k + column : nullptr;
                  });
@@ -155,7 +157,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
           const int64_t columns = std::min(W, k - p * W);
           for (int64_t i = 0; i <= c_module; ++i) {
             if (!m.active(i, s)) continue;
-            const T* panel = panels.data() + at.backward(c_module, p) + i * k * W;
+            const T* panel = panels.data() + layout.backward(c_module, p) + i * k * W;
             for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
               const int64_t r0 = r_begin + block;
               for (int r = 0; r < n; ++r) dx_rows[r] = dx + (r0 + r) * H + i * k;

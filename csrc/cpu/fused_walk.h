@@ -3,9 +3,10 @@
 // projection): one parallel region for the whole walk over time, the recurrent weight
 // packed once into panels (panel_gemm.h) that each thread keeps in its cache, the threads
 // splitting the units or the rows (fused_split.h; a row-wise cell's rows only, so that a
-// thread has a whole row's product before its gate loops). The products multiply in M: T,
-// or bfloat16 for a float walk (panel_operands.h), with sums in Operands::Sum stored to
-// T; w_hh: [G*H, H] in M. Shapes and buffers: walk_state.h; here P = H.
+// thread has a whole row's product before its gate loops). The products multiply in M
+// (panel_operands.h): T, or bfloat16 for a float walk; bfloat16 operands in bfloat16
+// pairs with float sums, others in panel_gemm.h's panels; the sums (Operands::Sum) are
+// stored in T. w_hh: [G*H, H] in M. Shapes and buffers: walk_state.h; here P = H.
 
 #include "fused_split.h"
 #include "panel_operands.h"
@@ -29,7 +30,7 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
   using Operands = PanelOperands<T, M>;
   using Sum = typename Operands::Sum;
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = Operands::kWidth;
-  constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = std::max<int64_t>(V, 64 / sizeof(T));
+  constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = 64 / sizeof(T);  // U >= V
   const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
   const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
   at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);
@@ -67,7 +68,7 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
         return previous_row(st.y, H, st.h0, schedule, s, r, H);
       });
       // Unit group by unit group, so that the group's panels stay in L1 over the rows.
-      int64_t gates_from = j0;  // the first unit whose gates are still to run
+      [[maybe_unused]] int64_t gates_from = j0;  // the first unit whose gates are still to run
       for (int64_t u = j0 / V; u * V < j1; ++u) {
         const int64_t u0 = u * V, u1 = std::min(H, u0 + V);
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {

@@ -1,11 +1,12 @@
 #pragma once
 // The operand type M of a fused walk's recurrent products (fused_walk.h), for a walk whose
-// state is in T: M = T (panel_gemm.h's panels, the rows read in place), or M = bfloat16 for
-// a float walk (bfloat16 autocast training) or a bfloat16 one: the weight's panels in
-// bfloat16 pairs, multiplied with float accumulation (AVX512-BF16's vdpbf16ps, twice the
-// multiply-adds of a float FMA per instruction), a float state's rows rounded to bfloat16
-// once per step. Everything else of the walk (the pre-activations, the gates, the state)
-// stays in T. The bfloat16 operands exist where the build targets AVX512-BF16
+// state is in T: M = T = float or double (panel_gemm.h's panels, the rows read in place),
+// or M = bfloat16 for a float walk (bfloat16 autocast training) or a bfloat16 one: the
+// weight's panels in bfloat16 pairs, multiplied with float accumulation (AVX512-BF16's
+// vdpbf16ps, twice the multiply-adds of a float FMA per instruction), a float state's rows
+// rounded to bfloat16 once per step, a bfloat16 state's read in place where their length
+// is even. Everything else of the walk (the pre-activations, the gates, the state) stays
+// in T. The bfloat16 operands exist where the build targets AVX512-BF16
 // (kBfloat16Panels); elsewhere the walks read a bfloat16 weight converted to float, and a
 // bfloat16 state takes the BLAS walk (cpu/backend.cpp).
 

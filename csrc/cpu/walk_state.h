@@ -100,7 +100,7 @@ template <typename T>
 struct ForwardState {
   const T* gx;        // [N, G*H]
   const T* h0;        // [B, P]
-  const T* w_hh;      // [G*H, P]; null for a fused walk's bfloat16 w_hh (backend.cpp)
+  const T* w_hh;      // [G*H, P]; null for a float fused walk's bfloat16 w_hh (backend.cpp)
   const T* b_hh;      // [G*H] (kRecurrentBias with bias) or null
   const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
   T* h;               // [B, P] the h state: h0 at first, rows updated as steps visit them
@@ -115,7 +115,7 @@ struct BackwardState {
   const T* grad_y;    // [N, P]
   const T* h0;        // [B, P]
   const T* c0;        // [B, H] (kCellState) or null
-  const T* w_hh;      // [G*H, P]; null for a fused walk's bfloat16 w_hh (backend.cpp)
+  const T* w_hh;      // [G*H, P]; null for a float fused walk's bfloat16 w_hh (backend.cpp)
   const T* y;         // [N, P]
   const T* saved;     // [N, S*H]
   const T* unit_params;  // [K*H] (K = Cell::kUnitParams > 0) or null
