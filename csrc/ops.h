@@ -95,6 +95,9 @@ inline void define_ops(torch::Library& m) {
   // input [N, K] @ weight^T + bias: weight [M, K], bias [M] or None -> [N, M], through
   // oneDNN on the CPU (cpu/linear.cpp), for the layers' input products where it pays.
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  // self in dtype, a new contiguous tensor, from the walks' buffer pool on the CPU
+  // (cpu/convert.cpp), for the input products' results and gradients under autocast.
+  m.def("convert(Tensor self, ScalarType dtype) -> Tensor");
 }
 
 // The least depth from which the CPU's linear takes oneDNN, 0 where it never does

@@ -1,6 +1,8 @@
 """The layers' input product, x @ W_ih^T + b for every row of a layer, and the op that forms
 it where oneDNN is faster than torch's BLAS: fastrnn::linear (csrc/cpu/linear.cpp), its
-fake kernel and autograd, and the rule that sends a product to it (input_product)."""
+fake kernel and autograd, and the rule that sends a product to it (input_product); and
+fastrnn::convert (csrc/cpu/convert.cpp), which converts a product computed in another dtype
+and its gradient."""
 
 import torch
 
@@ -31,7 +33,7 @@ def input_product(x, w_ih, bias=None, dtype=None):
     torch.addmm, which they lower as they see fit and run on any device, and a decision on
     the number of rows would become a guard on the graph's dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
-        product = input_product(x.to(dtype), w_ih.to(dtype)).to(x.dtype)
+        product = convert(input_product(x.to(dtype), w_ih.to(dtype)), x.dtype)
         return product if bias is None else product.add_(bias)
     if (LINEAR_MIN_DEPTH and x.is_cpu and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
@@ -41,6 +43,32 @@ def input_product(x, w_ih, bias=None, dtype=None):
             and torch.backends.mkldnn.enabled):
         return ops.linear(x, w_ih, bias)
     return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
+
+
+def convert(t, dtype):
+    """t in dtype, a new tensor (its gradient converted back): through fastrnn::convert on
+    the CPU, whose buffers are reused from call to call, outside torch.compile and
+    torch.export (their graphs keep Tensor.to); else Tensor.to."""
+    if t.is_cpu and not torch.compiler.is_compiling():
+        return ops.convert(t, dtype)
+    return t.to(dtype)
+
+
+@torch.library.register_fake("fastrnn::convert")
+def _(self, dtype):
+    return self.new_empty(self.shape, dtype=dtype)
+
+
+def _convert_setup(ctx, inputs, output):
+    ctx.dtype = inputs[0].dtype
+
+
+def _convert_backward(ctx, grad):
+    return convert(grad, ctx.dtype), None
+
+
+torch.library.register_autograd("fastrnn::convert", _convert_backward,
+                                setup_context=_convert_setup)
 
 
 @torch.library.register_fake("fastrnn::linear")

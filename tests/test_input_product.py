@@ -112,6 +112,27 @@ def test_linear_opcheck(dtype, bias, depth):
     torch.library.opcheck(ops.linear.default, (x.requires_grad_(), w.requires_grad_(), b))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.float32),
+                                    (torch.float32, torch.bfloat16),
+                                    (torch.float64, torch.float32)], ids=str)
+def test_convert_equals_to_and_its_gradient_converts_back(dtypes, layout):
+    """fastrnn::convert (the input products' dtype change under autocast): Tensor.to's
+    values, a new contiguous tensor, and the gradient in the input's dtype; opcheck."""
+    source, target = dtypes
+    t = torch.randn(7, 5, dtype=source)
+    t = t.t() if layout == "transposed" else t
+    before = t.clone()
+    got = ops.convert(t, target)
+    assert got.dtype == target and got.is_contiguous() and torch.equal(got, t.to(target))
+    assert torch.equal(t, before)
+    leaf = t.detach().requires_grad_()
+    grad = torch.randn(t.shape, dtype=target)
+    (got_grad,) = torch.autograd.grad(ops.convert(leaf, target), leaf, grad)
+    assert got_grad.dtype == source and torch.equal(got_grad, grad.to(source))
+    torch.library.opcheck(ops.convert.default, (leaf, target))
+
+
 @pytest.mark.parametrize("shape", [(0, 300, 7), (6, 0, 7), (6, 300, 0)], ids=["N0", "K0", "M0"])
 @pytest.mark.parametrize("bias", BIAS)
 def test_linear_empty(shape, bias):

@@ -215,10 +215,15 @@ struct CpuBackend {
     r.params_grad = params_grad;
     if (a.weight_grad) {
       // For a bfloat16 w_hh, in bfloat16 from operands rounded to it (as torch.nn's under
-      // autocast): the gradient comes back in that dtype.
+      // autocast): the gradient comes back in that dtype. The rounded copies come from the
+      // walks' buffers (walk_state.h), as large as grad_gh.
       const auto w_dtype = a.w_hh.scalar_type();
-      r.grad_w_hh = recurrent_weight_grad(grad_gh.to(w_dtype), a.y.to(w_dtype),
-                                          a.h0.to(w_dtype), schedule, a.reverse);
+      const auto rounded = [&](const Tensor& t) {
+        return t.scalar_type() == w_dtype ? t
+                                          : walk_buffer(t.sizes(), t.options().dtype(w_dtype)).copy_(t);
+      };
+      r.grad_w_hh = recurrent_weight_grad(rounded(grad_gh), rounded(a.y), a.h0.to(w_dtype),
+                                          schedule, a.reverse);
       r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {
