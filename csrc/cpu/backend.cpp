@@ -219,8 +219,8 @@ struct CpuBackend {
       // walks' buffers (walk_state.h), as large as grad_gh.
       const auto w_dtype = a.w_hh.scalar_type();
       const auto rounded = [&](const Tensor& t) {
-        return t.scalar_type() == w_dtype ? t
-                                          : walk_buffer(t.sizes(), t.options().dtype(w_dtype)).copy_(t);
+        if (t.scalar_type() == w_dtype) return t;
+        return walk_buffer(t.sizes(), t.options().dtype(w_dtype)).copy_(t);
       };
       r.grad_w_hh = recurrent_weight_grad(rounded(grad_gh), rounded(a.y), a.h0.to(w_dtype),
                                           schedule, a.reverse);
