@@ -215,8 +215,8 @@ struct CpuBackend {
     r.params_grad = params_grad;
     if (a.weight_grad) {
       // For a bfloat16 w_hh, in bfloat16 from operands rounded to it (as torch.nn's under
-      // autocast): the gradient comes back in that dtype. The rounded copies come from the
-      // walks' buffers (walk_state.h), as large as grad_gh.
+      // autocast): the gradient comes back in that dtype. The rounded copies of grad_gh and
+      // y come from the walks' buffers (walk_state.h).
       const auto w_dtype = a.w_hh.scalar_type();
       const auto rounded = [&](const Tensor& t) {
         if (t.scalar_type() == w_dtype) return t;
