@@ -103,8 +103,7 @@ class _ModuleInputProducts(torch.autograd.Function):
         k = w_ih.shape[0] // len(rows)
         gathered = [r for r in rows if r is not None]  # one gather for all the others
         others = data.index_select(0, torch.cat(gathered)) if gathered else data[:0]
-        inputs = iter(others.split([len(r) for r in gathered]))
-        xs = [data if active is None else next(inputs) for active in rows]  # [n_i, I]
+        xs = _module_inputs(data, others, rows)
         ctx.rows, ctx.has_bias, ctx.device_type = rows, bias is not None, data.device.type
         ctx.save_for_backward(data, w_ih, others)
         return tuple(input_product(x, w_ih[i * k:(i + 1) * k],
@@ -120,8 +119,6 @@ class _ModuleInputProducts(torch.autograd.Function):
     def _gradients(ctx, grad_gx):
         data, w_ih, others = ctx.saved_tensors
         k = w_ih.shape[0] // len(ctx.rows)
-        inputs = iter(others.split([len(r) for r in ctx.rows if r is not None]))
-        xs = [data if r is None else next(inputs) for r in ctx.rows]
         grad_data = grad_w_ih = grad_bias = None
         if ctx.needs_input_grad[0]:
             parts = [g @ w_ih[i * k:(i + 1) * k] for i, g in enumerate(grad_gx)]  # [n_i, I]
@@ -131,10 +128,18 @@ class _ModuleInputProducts(torch.autograd.Function):
             for r, part in zip(ctx.rows[1:], parts[1:]):
                 grad_data.index_add_(0, r, part)
         if ctx.needs_input_grad[1]:
+            xs = _module_inputs(data, others, ctx.rows)
             grad_w_ih = torch.cat([g.t() @ x for g, x in zip(grad_gx, xs)])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = torch.cat([g.sum(0) for g in grad_gx])
         return grad_data, grad_w_ih, grad_bias, None
+
+
+def _module_inputs(data, others, rows):
+    """Each module's input rows, [n_i, I]: data itself where rows[i] is None, else its part
+    of others (the gathered rows of every other module, in module order)."""
+    parts = iter(others.split([len(r) for r in rows if r is not None]))
+    return [data if r is None else next(parts) for r in rows]
 
 
 def _active_rows(batch_sizes, period, rows, is_packed):

@@ -29,16 +29,17 @@ using Cell = ClockworkCell;
 //   10.3, 38.8 / 39.0 / 38.0.
 constexpr FusedPolicy kFused{256, 4, std::numeric_limits<int64_t>::max()};
 
+// The fused walk's state types.
+constexpr bool fusable(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble;
+}
 template <typename T>
-constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double>;
+constexpr bool kFusable = fusable(c10::CppTypeToScalarType<T>::value);
 
 // The walk for a state of state's dtype and B rows (kNone: one BLAS product per step and
 // module).
 FusedSplit walk_split(const Tensor& state, int64_t B, const Tensor& w_hh) {
-  bool fusable = false;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, state.scalar_type(), "clockwork",
-                                  [&] { fusable = kFusable<scalar_t>; });
-  return fusable ? fused_split(kFused, B, w_hh.nbytes()) : FusedSplit::kNone;
+  return fusable(state.scalar_type()) ? fused_split(kFused, B, w_hh.nbytes()) : FusedSplit::kNone;
 }
 
 // gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in
