@@ -163,10 +163,10 @@ template <typename S, typename D>
 void convert_row(const S* src, D* dst, int64_t n) {
   if constexpr (std::is_same_v<S, D>) {
     std::memcpy(dst, src, n * sizeof(D));
-  } else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, BFloat16>) {
-    round_to_bfloat16(src, dst, n);
   } else {
-    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<D>(src[k]);
+    static_assert(std::is_same_v<S, float> && std::is_same_v<D, BFloat16>,
+                  "the walks convert float sums or rows to bfloat16 only");
+    round_to_bfloat16(src, dst, n);
   }
 }
 
