@@ -7,7 +7,8 @@
 // backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
 //
 // A backend provides, besides its walks, Backend::input_product(x, w_ih, b1, b2) -> gx,
-// x @ w_ih^T + b1 + b2 for the biases that are defined, and Backend::StepProducts, a scope
+// x @ w_ih^T + b1 + b2 for the biases that are defined, Backend::weight_grad_product(a, b)
+// -> a @ b in a new tensor, for w_ih's gradient, and Backend::StepProducts, a scope
 // constructed from the multiply-adds of a step's largest product, alive while backward
 // forms the step's products (the CPU's runs small ones without MKL's own threads).
 //
@@ -148,7 +149,7 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
   if (!weight_grad) return {grad_x, grad_h0, grad_c0, none_like(h), none_like(h),
                             none_like(h), none_like(h), none_like(h)};
-  Tensor grad_w_ih = at::mm(r.grad_gx.t(), x);
+  Tensor grad_w_ih = Backend::weight_grad_product(r.grad_gx.t(), x);
   Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
   Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
   Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);

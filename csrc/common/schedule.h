@@ -52,19 +52,21 @@ class Schedule {
   std::vector<int64_t> batch_, offset_;
 };
 
-// grad^T @ h_prev, the recurrent weight's gradient, for a dense sequence ([T, B] rows):
-// grad: [N, G] w.r.t. each step's h_prev @ w_hh^T; y: [N, P]; h0: [B, P]. Step t's h_prev
-// is y of t-1 (h0 for t = 0), or of t+1 in reverse (h0 for t = T-1): two GEMMs on views,
-// the small one (K = B) accumulated in place into the large one's result. Out of place,
-// addmm copies the [G, P] result once more: measured 2.9 ms against 1.3 ms at T200 B1 H256.
-inline at::Tensor recurrent_weight_grad_dense(const at::Tensor& grad, const at::Tensor& y,
-                                              const at::Tensor& h0, bool reverse) {
+// grad^T @ h_prev, the recurrent weight's gradient, for a dense sequence ([T, B] rows), into
+// out [G, P] (returned): grad: [N, G] w.r.t. each step's h_prev @ w_hh^T; y: [N, P]; h0:
+// [B, P]. Step t's h_prev is y of t-1 (h0 for t = 0), or of t+1 in reverse (h0 for t = T-1):
+// two GEMMs on views, the small one (K = B) accumulated in place into the large one's
+// result. Out of place, addmm copies the [G, P] result once more: measured 2.9 ms against
+// 1.3 ms at T200 B1 H256.
+inline at::Tensor recurrent_weight_grad_dense(at::Tensor out, const at::Tensor& grad,
+                                              const at::Tensor& y, const at::Tensor& h0,
+                                              bool reverse) {
   const int64_t N = y.size(0), B = h0.size(0);
-  if (N == B) return at::mm(grad.t(), h0);  // one step (a cell call)
+  if (N == B) return at::mm_out(out, grad.t(), h0);  // one step (a cell call)
   const at::Tensor grad_first = reverse ? grad.narrow(0, N - B, B) : grad.narrow(0, 0, B);
   const at::Tensor grad_rest = reverse ? grad.narrow(0, 0, N - B) : grad.narrow(0, B, N - B);
   const at::Tensor y_prev = reverse ? y.narrow(0, B, N - B) : y.narrow(0, 0, N - B);
-  return at::mm(grad_rest.t(), y_prev).addmm_(grad_first.t(), h0);
+  return at::mm_out(out, grad_rest.t(), y_prev).addmm_(grad_first.t(), h0);
 }
 
 // [N, X]: each packed row's previous state, the previous step's row of `states` ([N, X]), or

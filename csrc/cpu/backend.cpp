@@ -122,6 +122,11 @@ struct CpuBackend {
     return gx;
   }
 
+  // w_ih's gradient of a single step, a @ b (cell_ops.h), from walk_buffer.
+  static Tensor weight_grad_product(const Tensor& a, const Tensor& b) {
+    return product_into_walk_buffer(a, b);
+  }
+
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& a) {
     const RecurrenceSizes& sz = a.size;

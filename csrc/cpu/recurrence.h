@@ -79,14 +79,24 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_par
   return m;
 }
 
-// grad^T @ h_prev, the recurrent weight's gradient: grad: [N, G] w.r.t. each step's
-// h_prev @ w_hh^T; h_prev of a step's rows is the previous step's rows of y ([N, P]) or
-// h0 ([B, P]). A dense sequence needs no gathering: two GEMMs on views of y and h0.
+// a @ b ([M, K] @ [K, N]) in a new [M, N] tensor from walk_buffer: a weight's gradient,
+// which the caller gets back and frees, and which from 8 MB up would take a page fault
+// every 4 KB in a fresh allocation (LSTMCell, B1 H1024, fwd+bwd: 17 against 5 ms).
+inline at::Tensor product_into_walk_buffer(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = walk_buffer({a.size(0), b.size(1)}, a.options());
+  return at::mm_out(out, a, b);
+}
+
+// grad^T @ h_prev, the recurrent weight's gradient, from walk_buffer: grad: [N, G] w.r.t.
+// each step's h_prev @ w_hh^T; h_prev of a step's rows is the previous step's rows of y
+// ([N, P]) or h0 ([B, P]). A dense sequence needs no gathering: two GEMMs on views of y
+// and h0.
 inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
                                         const at::Tensor& h0, const Schedule& schedule,
                                         bool reverse) {
-  if (schedule.dense()) return recurrent_weight_grad_dense(grad, y, h0, reverse);
-  return at::mm(grad.t(), previous_rows(y, h0, schedule));
+  if (!schedule.dense()) return product_into_walk_buffer(grad.t(), previous_rows(y, h0, schedule));
+  return recurrent_weight_grad_dense(walk_buffer({grad.size(1), y.size(1)}, grad.options()),
+                                     grad, y, h0, reverse);
 }
 
 }  // namespace cpu

@@ -56,6 +56,11 @@ struct CudaBackend {
     return at::addmm(b2.defined() ? b1 + b2 : b1, x, w_ih.t());
   }
 
+  // w_ih's gradient of a single step, a @ b (cell_ops.h).
+  static at::Tensor weight_grad_product(const at::Tensor& a, const at::Tensor& b) {
+    return at::mm(a, b);
+  }
+
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());

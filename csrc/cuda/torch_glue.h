@@ -50,8 +50,9 @@ inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& w) {
 inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor& y,
                                         const at::Tensor& h0, const at::Tensor& h_prev,
                                         bool reverse) {
-  return h_prev.defined() ? at::mm(grad.t(), h_prev)
-                          : recurrent_weight_grad_dense(grad, y, h0, reverse);
+  if (h_prev.defined()) return at::mm(grad.t(), h_prev);
+  return recurrent_weight_grad_dense(at::empty({grad.size(1), y.size(1)}, grad.options()), grad,
+                                     y, h0, reverse);
 }
 
 }  // namespace cuda
