@@ -7,8 +7,9 @@
 // backward for the step and forms the input side's gradients from its gradient w.r.t. gx.
 //
 // A backend provides, besides its walks, Backend::input_product(x, w_ih, b1, b2) -> gx,
-// x @ w_ih^T + b1 + b2 for the biases that are defined, Backend::weight_grad_product(a, b)
-// -> a @ b in a new tensor, for w_ih's gradient, and Backend::StepProducts, a scope
+// x @ w_ih^T + b1 + b2 for the biases that are defined, Backend::input_grad(grad_gx, w_ih)
+// -> grad_gx @ w_ih, Backend::weight_grad_product(a, b) -> a @ b in a new tensor, for
+// w_ih's gradient, and Backend::StepProducts, a scope
 // constructed from the multiply-adds of a step's largest product, alive while backward
 // forms the step's products (the CPU's runs small ones without MKL's own threads).
 //
@@ -144,7 +145,7 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   a.unit_params = unit_params;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
-  Tensor grad_x = input_grad ? at::mm(r.grad_gx, w_ih) : none_like(h);
+  Tensor grad_x = input_grad ? Backend::input_grad(r.grad_gx, w_ih) : none_like(h);
   Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
   Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
   if (!weight_grad) return {grad_x, grad_h0, grad_c0, none_like(h), none_like(h),

@@ -122,6 +122,19 @@ struct CpuBackend {
     return gx;
   }
 
+  // The input's gradient of a single step, grad_gx @ w_ih (cell_ops.h): grad_gx [B, G*H],
+  // w_ih [G*H, I] -> [B, I], through StepGemm (a cell's few rows: row_products.h).
+  static Tensor input_grad(const Tensor& grad_gx, const Tensor& w_ih) {
+    Tensor grad_x = at::empty({grad_gx.size(0), w_ih.size(1)}, grad_gx.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_gx.scalar_type(), "input_grad",
+                                    [&] {
+      const Tensor g = grad_gx.contiguous();
+      const StepGemm<scalar_t> product(w_ih);  // [B, G*H] -> [B, I]
+      product(g.size(0), g.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
+    });
+    return grad_x;
+  }
+
   // w_ih's gradient of a single step, a @ b (cell_ops.h), from walk_buffer.
   static Tensor weight_grad_product(const Tensor& a, const Tensor& b) {
     return product_into_walk_buffer(a, b);

@@ -56,6 +56,11 @@ struct CudaBackend {
     return at::addmm(b2.defined() ? b1 + b2 : b1, x, w_ih.t());
   }
 
+  // The input's gradient of a single step, grad_gx @ w_ih (cell_ops.h).
+  static at::Tensor input_grad(const at::Tensor& grad_gx, const at::Tensor& w_ih) {
+    return at::mm(grad_gx, w_ih);
+  }
+
   // w_ih's gradient of a single step, a @ b (cell_ops.h).
   static at::Tensor weight_grad_product(const at::Tensor& a, const at::Tensor& b) {
     return at::mm(a, b);

@@ -1,0 +1,258 @@
+#pragma once
+// Products of a few rows against a weight read where it lies, for the per-step products of
+// the CPU walks and cell calls (gemm.h's StepGemm): with few rows, BLAS's kernels run far
+// from the arithmetic's and the memory's limits (2 threads, AMD EPYC: sgemm of 8 rows by a
+// [4096, 1024] weight takes 1.3 ms, where streaming the weight once takes 0.33), and these
+// read each element of the weight once per row block, with no packing.
+//
+// Two layouts of the weight; each column block [c0, c1) of the result is computed alone
+// (the caller splits the columns among threads), every sum in the same order on any split:
+// - rows_times_transposed: out [m, n] = a [m, K] @ w^T, w [n, K] with K contiguous (w_hh as
+//   stored, for h @ w_hh^T): dot products over K, kDotColumns columns and up to kDotRows
+//   rows at a time, each vector of lanes summed at the end;
+// - rows_times: out [m, n] = a [m, K] @ w, w [K, n] with n contiguous (w_hh for the
+//   backward's dgh @ w_hh): each row of w's block of columns multiplied by every row's
+//   element of a, K in blocks of kDepthBlock rows of w.
+// With accumulate, out += the product. Vectors are panel_gemm.h's Simd (32 bytes).
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "panel_gemm.h"  // Simd
+
+namespace fastrnn {
+namespace cpu {
+
+// Columns and rows of one dot-product block: its MR * NR vectors of sums, MR of a's and one
+// of w's in registers (32 of them with AVX-512, 16 with AVX2).
+constexpr int kDotColumns = 4;
+#if defined(__AVX512F__)
+constexpr int kDotRows = 4;
+#else
+constexpr int kDotRows = 2;
+#endif
+
+// sums[j] = the sum of acc[j]'s lanes, j < kDotColumns.
+template <typename T>
+inline void lane_sums(const typename Simd<T>::Vec* acc, T* sums) {
+  static_assert(kDotColumns == 4, "four vectors of sums: two rounds of pairwise additions");
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 a[4];
+    std::memcpy(a, acc, sizeof a);
+    const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    _mm_storeu_ps(sums, _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1)));
+    return;
+  } else if constexpr (std::is_same_v<T, double>) {
+    __m256d a[4];
+    std::memcpy(a, acc, sizeof a);
+    const __m256d lo = _mm256_hadd_pd(a[0], a[1]), hi = _mm256_hadd_pd(a[2], a[3]);
+    _mm256_storeu_pd(sums, _mm256_add_pd(_mm256_permute2f128_pd(lo, hi, 0x20),
+                                         _mm256_permute2f128_pd(lo, hi, 0x31)));
+    return;
+  }
+#endif
+  for (int j = 0; j < kDotColumns; ++j) {
+    T lanes[Simd<T>::kLanes];
+    std::memcpy(lanes, &acc[j], sizeof lanes);
+    sums[j] = T(0);
+    for (T lane : lanes) sums[j] += lane;
+  }
+}
+
+// A vector loaded from p, or stored to it (p needs no alignment). By value, so that the
+// compiler keeps arrays of them in registers.
+template <typename Vec, typename T>
+inline Vec load_vector(const T* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T, typename Vec>
+inline void store_vector(T* p, Vec v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// Makes the compiler hold v in a register from here on: without it, gcc folds each use of
+// a loaded vector into its multiply-add as one more load (three loads per two multiply-adds
+// where the loads limit, at half the multiply-add peak).
+template <typename Vec>
+inline void keep_in_register(Vec& v) {
+#if defined(__AVX__)
+  asm("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
+// out[r, j] (+)= sum_k a[r, k] * w[j, k] for r < MR, j < kDotColumns.
+template <typename T, int MR>
+void dot_block(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
+               int64_t ldc, bool accumulate) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int V = Simd<T>::kLanes, NR = kDotColumns;
+  Vec acc[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    for (int j = 0; j < NR; ++j) acc[r][j] = Vec{};
+  }
+  const int64_t whole = K - K % V;
+  for (int64_t k = 0; k < whole; k += V) {
+    Vec row[MR];
+    for (int r = 0; r < MR; ++r) row[r] = load_vector<Vec>(a + r * lda + k);
+    for (int r = 0; r < MR; ++r) keep_in_register(row[r]);
+    for (int j = 0; j < NR; ++j) {
+      Vec column = load_vector<Vec>(w + j * ldw + k);
+      keep_in_register(column);
+      for (int r = 0; r < MR; ++r) acc[r][j] += row[r] * column;
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    T sums[NR];
+    lane_sums<T>(acc[r], sums);
+    for (int j = 0; j < NR; ++j) {
+      for (int64_t k = whole; k < K; ++k) sums[j] += a[r * lda + k] * w[j * ldw + k];
+      out[r * ldc + j] = accumulate ? out[r * ldc + j] + sums[j] : sums[j];
+    }
+  }
+}
+
+template <typename T>
+void dot_rows(int rows, const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
+              int64_t ldc, bool accumulate) {
+  switch (rows) {
+    case 1: return dot_block<T, 1>(a, lda, w, ldw, K, out, ldc, accumulate);
+    case 2: return dot_block<T, 2>(a, lda, w, ldw, K, out, ldc, accumulate);
+#if defined(__AVX512F__)
+    case 3: return dot_block<T, 3>(a, lda, w, ldw, K, out, ldc, accumulate);
+    case 4: return dot_block<T, 4>(a, lda, w, ldw, K, out, ldc, accumulate);
+#endif
+  }
+}
+
+// out[:, c0:c1] (+)= a @ w[c0:c1, :]^T: a [m, K] (rows lda apart), w [n, K] (rows ldw
+// apart), out [m, n] (rows ldc apart).
+template <typename T>
+void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64_t ldw,
+                           int64_t K, T* out, int64_t ldc, int64_t c0, int64_t c1,
+                           bool accumulate) {
+  int64_t c = c0;
+  for (; c + kDotColumns <= c1; c += kDotColumns) {  // each block of w once, from L1 after
+    for (int64_t r = 0; r < m; r += kDotRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kDotRows, m - r));
+      dot_rows(rows, a + r * lda, lda, w + c * ldw, ldw, K, out + r * ldc + c, ldc, accumulate);
+    }
+  }
+  for (; c < c1; ++c) {  // the last (c1 - c0) % kDotColumns columns
+    for (int64_t r = 0; r < m; ++r) {
+      T sum = accumulate ? out[r * ldc + c] : T(0);
+      for (int64_t k = 0; k < K; ++k) sum += a[r * lda + k] * w[c * ldw + k];
+      out[r * ldc + c] = sum;
+    }
+  }
+}
+
+// out[r, c : c + NC * V] (+)= sum_{k < K} a[r, k] * w[k, c : c + NC * V] for r < MR: NC
+// vectors of columns (V = Simd<T>::kLanes), each w row's vectors loaded once for the MR
+// rows' broadcasts.
+template <typename T, int MR, int NC>
+void axpy_block(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
+                int64_t ldc, bool accumulate) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int V = Simd<T>::kLanes;
+  Vec acc[MR][NC];
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < NC; ++q) {
+      acc[r][q] = accumulate ? load_vector<Vec>(out + r * ldc + q * V) : Vec{};
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    Vec column[NC];
+    for (int q = 0; q < NC; ++q) column[q] = load_vector<Vec>(w + k * ldw + q * V);
+    for (int q = 0; q < NC; ++q) keep_in_register(column[q]);
+    for (int r = 0; r < MR; ++r) {
+      const T x = a[r * lda + k];
+      for (int q = 0; q < NC; ++q) acc[r][q] += x * column[q];
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < NC; ++q) store_vector(out + r * ldc + q * V, acc[r][q]);
+  }
+}
+
+// Rows of one axpy block, and the vectors of columns for a block of `rows` rows: about 16
+// sums in registers (of 32 with AVX-512; 8 of 16 with AVX2).
+#if defined(__AVX512F__)
+constexpr int kAxpyRows = 8;
+constexpr int axpy_vectors(int rows) { return rows <= 2 ? 8 : rows <= 4 ? 4 : 2; }
+#else
+constexpr int kAxpyRows = 4;
+constexpr int axpy_vectors(int rows) { return rows <= 2 ? 4 : 2; }
+#endif
+
+// axpy_block over columns [c0, c1) of the result, `rows` <= kAxpyRows rows: blocks of
+// axpy_vectors(MR) vectors, then of one vector, then the last columns one at a time.
+template <typename T, int MR>
+void axpy_rows(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
+               int64_t ldc, int64_t c0, int64_t c1, bool accumulate) {
+  constexpr int V = Simd<T>::kLanes, NC = axpy_vectors(MR);
+  int64_t c = c0;
+  for (; c + NC * V <= c1; c += NC * V) {
+    axpy_block<T, MR, NC>(a, lda, w + c, ldw, K, out + c, ldc, accumulate);
+  }
+  for (; c + V <= c1; c += V) axpy_block<T, MR, 1>(a, lda, w + c, ldw, K, out + c, ldc, accumulate);
+  for (int r = 0; r < MR; ++r) {
+    for (int64_t j = c; j < c1; ++j) {
+      T sum = accumulate ? out[r * ldc + j] : T(0);
+      for (int64_t k = 0; k < K; ++k) sum += a[r * lda + k] * w[k * ldw + j];
+      out[r * ldc + j] = sum;
+    }
+  }
+}
+
+template <typename T>
+void axpy_row_block(int rows, const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K,
+                    T* out, int64_t ldc, int64_t c0, int64_t c1, bool accumulate) {
+  switch (rows) {
+    case 1: return axpy_rows<T, 1>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 2: return axpy_rows<T, 2>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 3: return axpy_rows<T, 3>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 4: return axpy_rows<T, 4>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+#if defined(__AVX512F__)
+    case 5: return axpy_rows<T, 5>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 6: return axpy_rows<T, 6>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 7: return axpy_rows<T, 7>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+    case 8: return axpy_rows<T, 8>(a, lda, w, ldw, K, out, ldc, c0, c1, accumulate);
+#endif
+  }
+}
+
+// The depth of one block of rows_times: its kDepthBlock rows of w stay in the TLB and
+// the cache while every block of columns and rows passes over them.
+constexpr int64_t kDepthBlock = 256;
+
+// out[:, c0:c1] (+)= a @ w[:, c0:c1]: a [m, K] (rows lda apart), w [K, n] (rows ldw apart),
+// out [m, n] (rows ldc apart).
+template <typename T>
+void rows_times(int64_t m, const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K,
+                T* out, int64_t ldc, int64_t c0, int64_t c1, bool accumulate) {
+  if (K == 0 && !accumulate) {
+    for (int64_t r = 0; r < m; ++r) std::fill(out + r * ldc + c0, out + r * ldc + c1, T(0));
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kDepthBlock) {
+    const int64_t depth = std::min(kDepthBlock, K - k0);
+    for (int64_t r = 0; r < m; r += kAxpyRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kAxpyRows, m - r));
+      axpy_row_block(rows, a + r * lda + k0, lda, w + k0 * ldw, ldw, depth, out + r * ldc, ldc,
+                     c0, c1, accumulate || k0 > 0);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastrnn

@@ -1,0 +1,49 @@
+"""The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32
+rows they run fastrnn's own kernels (csrc/cpu/row_products.h), the weight read in place,
+its columns split among the threads; beyond, BLAS. Each must match torch.nn in float64
+and float32, with one and two threads, at sizes that cut every block those kernels have:
+depths that are no multiple of a vector (8 floats, 4 doubles), column counts that are no
+multiple of 4 (dot products) or 16 (column vectors), row counts around the row blocks
+(2 or 4 rows; 4 or 8) and the 32-row limit, weights large enough to be split between the
+threads (65536 elements and more) at a boundary off the 16-column alignment."""
+
+import pytest
+import torch
+
+from helpers.cases import Case
+from helpers.cells import CellCase, check_cell_parity
+from helpers.parity import check_parity
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+BATCHES = [1, 3, 9, 32, 33]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, torch_state):
+    torch.set_num_threads(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("hidden", [13, 257])  # w_hh 13 x 13, or 257 x 257 (split)
+def test_rnn_layer_matches_torch_nn(hidden, batch, dtype, threads):
+    """The RNN's BLAS walk: h @ w_hh^T forward (dot products), dgh @ w_hh backward."""
+    case = Case("RNN-tanh", True, 1, False, False, "dense", True, input_size=5,
+                hidden_size=hidden, batch=batch, steps=3)
+    check_parity(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cell,input_size,hidden", [
+    ("LSTMCell", 100, 67),  # w_ih 268 x 100, w_hh 268 x 67
+    ("GRUCell", 257, 85),   # w_ih 255 x 257 (split), w_hh 255 x 85
+    ("RNNCell-relu", 7, 300),  # w_hh 300 x 300 (split)
+])
+def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
+    """A cell call: its input product (onto the biases), recurrent product and their
+    gradients w.r.t. x and h."""
+    case = CellCase(cell, input_size=input_size, hidden_size=hidden, batch=batch)
+    check_cell_parity(case, dtype)
