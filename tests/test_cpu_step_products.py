@@ -1,11 +1,11 @@
 """The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32
-rows they run fastrnn's own kernels (csrc/cpu/row_products.h), the weight read in place,
-its columns split among the threads; beyond, BLAS. Each must match torch.nn in float64
-and float32, with one and two threads, at sizes that cut every block those kernels have:
-depths that are no multiple of a vector (8 floats, 4 doubles), column counts that are no
-multiple of 4 (dot products) or 16 (column vectors), row counts around the row blocks
-(2 or 4 rows; 4 or 8) and the 32-row limit, weights large enough to be split between the
-threads (65536 elements and more) at a boundary off the 16-column alignment."""
+rows by a weight of 65536 elements or more they run fastrnn's own kernels
+(csrc/cpu/row_products.h), the weight read in place, its columns split among the threads;
+else BLAS. Each must match torch.nn in float64 and float32, with one and two threads, at
+sizes that cut every block those kernels have: depths that are no multiple of a vector (8
+floats, 4 doubles), column counts that are no multiple of 4 (dot products) or 16 (column
+vectors), row counts around the row blocks (2 or 4 rows; 4 or 8) and the 32-row limit,
+and a split between the threads off the 16-column alignment."""
 
 import pytest
 import torch
@@ -27,7 +27,7 @@ def threads(request, torch_state):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("hidden", [13, 257])  # w_hh 13 x 13, or 257 x 257 (split)
+@pytest.mark.parametrize("hidden", [13, 257])  # w_hh 13 x 13 (BLAS), or 257 x 257
 def test_rnn_layer_matches_torch_nn(hidden, batch, dtype, threads):
     """The RNN's BLAS walk: h @ w_hh^T forward (dot products), dgh @ w_hh backward."""
     case = Case("RNN-tanh", True, 1, False, False, "dense", True, input_size=5,
@@ -38,9 +38,9 @@ def test_rnn_layer_matches_torch_nn(hidden, batch, dtype, threads):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("cell,input_size,hidden", [
-    ("LSTMCell", 100, 67),  # w_ih 268 x 100, w_hh 268 x 67
-    ("GRUCell", 257, 85),   # w_ih 255 x 257 (split), w_hh 255 x 85
-    ("RNNCell-relu", 7, 300),  # w_hh 300 x 300 (split)
+    ("LSTMCell", 100, 167),  # w_ih 668 x 100, w_hh 668 x 167
+    ("GRUCell", 257, 86),  # w_ih 258 x 257, w_hh 258 x 86 (BLAS)
+    ("RNNCell-relu", 7, 300),  # w_ih 300 x 7 (BLAS), w_hh 300 x 300
 ])
 def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
     """A cell call: its input product (onto the biases), recurrent product and their

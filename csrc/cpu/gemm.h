@@ -73,8 +73,10 @@ BlasGemm<scalar_t> blas_gemm() {
 
 template <typename scalar_t>
 class StepGemm {
-  // Products of at most kMaxRowProductRows rows in float and double run row_products.h's
-  // kernels, each thread on its own block of columns; more rows call BLAS. Measured on an
+  // Products of at most kMaxRowProductRows rows in float and double, by a weight of at
+  // least kMinRowProductWeight elements, run row_products.h's kernels, each thread on its
+  // own block of columns; else BLAS (smaller weights: the step grid's H = 64 cases at B = 8
+  // and 32 ran 10-30% slower on the kernels, whose sums over K = 64 are short). Measured on an
   // RNN's BLAS walk, 2 threads, AMD EPYC, in-process interleaved, median of 15, ms, BLAS vs
   // the kernels: T10 H1024 forward B4 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51, B64
   // 15.9 vs 13.6; fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs 23.4; T50 H256 forward B1 0.286 vs
@@ -82,7 +84,7 @@ class StepGemm {
   // B64 15.8 vs 15.3.
   static constexpr bool kRowProducts =
       std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
-  static constexpr int64_t kMaxRowProductRows = 32;
+  static constexpr int64_t kMaxRowProductRows = 32, kMinRowProductWeight = 1 << 16;
 
  public:
   // w: [k, n], row-major or a transposed row-major matrix (e.g. w_hh.t()).
@@ -123,7 +125,8 @@ class StepGemm {
     // waking the other threads (a parallel region costs more than the whole product of a
     // small cell call, and far more when another process holds a core).
     constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16, kMinWeightToSplit = 1 << 16;
-    const bool row_kernel = kRowProducts && m <= kMaxRowProductRows;
+    const bool row_kernel =
+        kRowProducts && m <= kMaxRowProductRows && k_ * n_ >= kMinRowProductWeight;
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     if ((m > kMaxRowsToSplit && !row_kernel) || threads == 1 || n_ < 2 * kAlign * threads ||
         k_ * n_ < kMinWeightToSplit) {
