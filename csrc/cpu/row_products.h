@@ -6,14 +6,17 @@
 // read each element of the weight once per row block, with no packing.
 //
 // Two layouts of the weight; each column block [c0, c1) of the result is computed alone
-// (the caller splits the columns among threads), every sum in the same order on any split:
+// (the caller splits the columns among threads), every sum in the same order on any split
+// at a multiple of 16 columns, as StepGemm's:
 // - rows_times_transposed: out [m, n] = a [m, K] @ w^T, w [n, K] with K contiguous (w_hh as
 //   stored, for h @ w_hh^T): dot products over K, kDotColumns columns and up to kDotRows
 //   rows at a time, each vector of lanes summed at the end;
 // - rows_times: out [m, n] = a [m, K] @ w, w [K, n] with n contiguous (w_hh for the
 //   backward's dgh @ w_hh): each row of w's block of columns multiplied by every row's
 //   element of a, K in blocks of kDepthBlock rows of w.
-// With accumulate, out += the product. Vectors are panel_gemm.h's Simd (32 bytes).
+// With accumulate, out += the product. Vectors are panel_gemm.h's Simd (32 bytes). Built
+// for AVX2 with FMA or more (kRowProductKernels); a portable build (SSE2) keeps BLAS, whose
+// kernels choose the CPU's instructions at run time.
 
 #include <algorithm>
 #include <cstdint>
@@ -28,6 +31,12 @@
 
 namespace fastrnn {
 namespace cpu {
+
+#if defined(__AVX2__) && defined(__FMA__)
+constexpr bool kRowProductKernels = true;
+#else
+constexpr bool kRowProductKernels = false;
+#endif
 
 // Columns and rows of one dot-product block: its MR * NR vectors of sums, MR of a's and one
 // of w's in registers (32 of them with AVX-512, 16 with AVX2).
@@ -142,7 +151,7 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
                            int64_t K, T* out, int64_t ldc, int64_t c0, int64_t c1,
                            bool accumulate) {
   int64_t c = c0;
-  for (; c + kDotColumns <= c1; c += kDotColumns) {  // each block of w once, from L1 after
+  for (; c + kDotColumns <= c1; c += kDotColumns) {  // a block of w, then from the cache
     for (int64_t r = 0; r < m; r += kDotRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kDotRows, m - r));
       dot_rows(rows, a + r * lda, lda, w + c * ldw, ldw, K, out + r * ldc + c, ldc, accumulate);
@@ -232,8 +241,8 @@ void axpy_row_block(int rows, const T* a, int64_t lda, const T* w, int64_t ldw, 
   }
 }
 
-// The depth of one block of rows_times: its kDepthBlock rows of w stay in the TLB and
-// the cache while every block of columns and rows passes over them.
+// The depth of one block of rows_times: the row blocks after the first read its
+// kDepthBlock rows of w from the cache where they fit (1 MB of float at 1024 columns).
 constexpr int64_t kDepthBlock = 256;
 
 // out[:, c0:c1] (+)= a @ w[:, c0:c1]: a [m, K] (rows lda apart), w [K, n] (rows ldw apart),
