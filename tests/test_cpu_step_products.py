@@ -41,6 +41,16 @@ def test_rnn_layer_matches_torch_nn(hidden, batch, dtype, threads):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("batch", BATCHES)
+def test_projected_lstm_matches_torch_nn(batch, dtype, threads):
+    """A projected LSTM takes the BLAS walk: h @ w_hh^T (w_hh 1200 x 230) and m @ w_hr^T
+    (w_hr 230 x 300) forward, their transposes' products backward."""
+    case = Case("LSTM-proj", True, 1, False, False, "dense", True, input_size=6,
+                hidden_size=300, proj_size=230, batch=batch, steps=3)
+    check_parity(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("cell,input_size,hidden", [
     ("LSTMCell", 100, 167),  # w_ih 668 x 100, w_hh 668 x 167
     ("GRUCell", 257, 86),  # w_ih 258 x 257, w_hh 258 x 86 (BLAS)
