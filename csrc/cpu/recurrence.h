@@ -79,11 +79,37 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_par
   return m;
 }
 
+// out = a @ b for a shallow product ([M, K] @ [K, N], K <= kMaxShallowDepth) in float or
+// double, by row_products.h's rows_times, the threads splitting out's rows: a weight's
+// gradient from a step of few rows (an outer product at B = 1), where MKL's sgemm ran far
+// from its limits (B8, [1024, 8] @ [8, 1024]: 240 us, the product's arithmetic 86). False
+// where it does not apply.
+constexpr int64_t kMaxShallowDepth = 16;
+inline bool shallow_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  const auto dtype = a.scalar_type();
+  if (!kRowProductKernels || (dtype != at::kFloat && dtype != at::kDouble) ||
+      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth || M * N < (1 << 16)) {
+    return false;
+  }
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();  // [M, K] (a's copy: M * K)
+  AT_DISPATCH_FLOATING_TYPES(dtype, "shallow_product", [&] {
+    const scalar_t *pa = ac.data_ptr<scalar_t>(), *pb = bc.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+      const FlushSubnormals flush(AT_PARALLEL_OPENMP);
+      rows_times(r1 - r0, pa + r0 * K, K, pb, N, K, po + r0 * N, N, 0, N, false);
+    });
+  });
+  return true;
+}
+
 // a @ b ([M, K] @ [K, N]) in a new [M, N] tensor from walk_buffer: a weight's gradient,
 // which the caller gets back and frees, and which from 8 MB up would take a page fault
 // every 4 KB in a fresh allocation (LSTMCell, B1 H1024, fwd+bwd: 15.3 against 5.1 ms).
 inline at::Tensor product_into_walk_buffer(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = walk_buffer({a.size(0), b.size(1)}, a.options());
+  if (shallow_product(out, a, b)) return out;
   return at::mm_out(out, a, b);
 }
 
@@ -95,6 +121,7 @@ inline at::Tensor recurrent_weight_grad(const at::Tensor& grad, const at::Tensor
                                         const at::Tensor& h0, const Schedule& schedule,
                                         bool reverse) {
   if (!schedule.dense()) return product_into_walk_buffer(grad.t(), previous_rows(y, h0, schedule));
+  if (y.size(0) == h0.size(0)) return product_into_walk_buffer(grad.t(), h0);  // one step
   return recurrent_weight_grad_dense(walk_buffer({grad.size(1), y.size(1)}, grad.options()),
                                      grad, y, h0, reverse);
 }
