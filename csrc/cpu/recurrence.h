@@ -89,7 +89,8 @@ inline bool shallow_product(at::Tensor& out, const at::Tensor& a, const at::Tens
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = a.scalar_type();
   if (!kRowProductKernels || (dtype != at::kFloat && dtype != at::kDouble) ||
-      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth || M * N < (1 << 16)) {
+      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth ||
+      M * N < kMinRowProductElements) {
     return false;
   }
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();  // [M, K] (a's copy: M * K)

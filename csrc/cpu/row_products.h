@@ -38,6 +38,19 @@ constexpr bool kRowProductKernels = true;
 constexpr bool kRowProductKernels = false;
 #endif
 
+// The fewest elements of a weight (a product's w, or a shallow product's result) for which
+// these kernels run (gemm.h's StepGemm, recurrence.h's shallow_product): below, BLAS's small
+// products were faster (StepGemm's, in the step grid at H = 64, B = 8 and 32: 10-30% slower
+// on the kernels, whose sums over K = 64 are short); shallow products take the same bound.
+constexpr int64_t kMinRowProductElements = 1 << 16;
+
+// start + sum_{k < K} a[k] * w[k * w_stride], in order: the scalar tails of the kernels.
+template <typename T>
+T strided_dot(T start, const T* a, const T* w, int64_t w_stride, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) start += a[k] * w[k * w_stride];
+  return start;
+}
+
 // Columns and rows of one dot-product block: its MR * NR vectors of sums, MR of a's and one
 // of w's in registers (32 of them with AVX-512, 16 with AVX2).
 constexpr int kDotColumns = 4;
@@ -125,7 +138,7 @@ void dot_block(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* o
     T sums[NR];
     lane_sums<T>(acc[r], sums);
     for (int j = 0; j < NR; ++j) {
-      for (int64_t k = whole; k < K; ++k) sums[j] += a[r * lda + k] * w[j * ldw + k];
+      sums[j] = strided_dot(sums[j], a + r * lda + whole, w + j * ldw + whole, 1, K - whole);
       out[r * ldc + j] = accumulate ? out[r * ldc + j] + sums[j] : sums[j];
     }
   }
@@ -159,9 +172,8 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
   }
   for (; c < c1; ++c) {  // the last (c1 - c0) % kDotColumns columns
     for (int64_t r = 0; r < m; ++r) {
-      T sum = accumulate ? out[r * ldc + c] : T(0);
-      for (int64_t k = 0; k < K; ++k) sum += a[r * lda + k] * w[c * ldw + k];
-      out[r * ldc + c] = sum;
+      T& result = out[r * ldc + c];
+      result = strided_dot(accumulate ? result : T(0), a + r * lda, w + c * ldw, 1, K);
     }
   }
 }
@@ -217,9 +229,8 @@ void axpy_rows(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* o
   for (; c + V <= c1; c += V) axpy_block<T, MR, 1>(a, lda, w + c, ldw, K, out + c, ldc, accumulate);
   for (int r = 0; r < MR; ++r) {
     for (int64_t j = c; j < c1; ++j) {
-      T sum = accumulate ? out[r * ldc + j] : T(0);
-      for (int64_t k = 0; k < K; ++k) sum += a[r * lda + k] * w[k * ldw + j];
-      out[r * ldc + j] = sum;
+      T& result = out[r * ldc + j];
+      result = strided_dot(accumulate ? result : T(0), a + r * lda, w + j, ldw, K);
     }
   }
 }
