@@ -5,8 +5,11 @@ A case's states are a tuple: (h, c) for an LSTM, (h,) otherwise; the module is c
 hx = (h, c) for an LSTM, h otherwise, or None when the case does not give them (hx False).
 - kind "layer": module(x, hx) on x [T, B, I], states [layers * D, B, H]; output [T, B, D*H].
 - kind "cell": cell(x, hx) on x [B, I], states [B, H]; output h [B, H].
-- kind "cell_loop": for t < T: states = cell(x[t], states), starting from hx, as a training
-  loop over nn.LSTMCell runs it; output torch.stack of the T h's, [T, B, H].
+- kind "cell_loop": for x_t in x: states = cell(x_t, states), starting from hx, as a training
+  loop over nn.LSTMCell runs it; output torch.stack of the T h's, [T, B, H]. The loop takes
+  the steps' inputs as iterating over x gives them (x.unbind(0)), not as x[t]: autograd
+  differentiates each x[t] into a zero tensor of x's whole shape, T of them, which cost both
+  libraries alike (T100 B128 I=H=1024, RNN_TANH, 2 threads: 3.1 s against 1.1 s a loop).
 fwdbwd differentiates the loss sum(output * grad_out) (grad_out random, shaped as the
 output; one backward after the whole loop) with respect to x, the given states (leaves
 that require grad, as the states a loop carries are part of its graph) and the parameters.
@@ -66,8 +69,8 @@ def call(module, case, x, states):
         final = _as_states(module(x, _as_hx(case, states)))
         return final[0], final
     outputs = []
-    for t in range(case.T):
-        states = _as_states(module(x[t], _as_hx(case, states)))
+    for x_t in x.unbind(0):
+        states = _as_states(module(x_t, _as_hx(case, states)))
         outputs.append(states[0])
     return torch.stack(outputs), states
 
