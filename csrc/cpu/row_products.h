@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 
-#include "panel_gemm.h"  // Simd
+#include "panel_gemm.h"  // Simd, kVectorRegisters
 
 namespace fastrnn {
 namespace cpu {
@@ -52,13 +52,9 @@ T strided_dot(T start, const T* a, const T* w, int64_t w_stride, int64_t K) {
 }
 
 // Columns and rows of one dot-product block: its MR * NR vectors of sums, MR of a's and one
-// of w's in registers (32 of them with AVX-512, 16 with AVX2).
+// of w's in registers (kVectorRegisters, panel_gemm.h).
 constexpr int kDotColumns = 4;
-#if defined(__AVX512F__)
-constexpr int kDotRows = 4;
-#else
-constexpr int kDotRows = 2;
-#endif
+constexpr int kDotRows = kVectorRegisters >= 32 ? 4 : 2;
 
 // sums[j] = the sum of acc[j]'s lanes, j < kDotColumns.
 template <typename T>
