@@ -9,15 +9,15 @@ import torch
 from . import _C
 from ._ops import ops
 
-# The least depth (K of [N, K] @ [K, M]) from which fastrnn::linear takes oneDNN on this CPU,
-# or 0 where it never does: where it was not measured faster (csrc/cpu/linear.cpp), or where
-# torch has no oneDNN. Its backward's input gradient is a product of depth G*H.
+# The least depth (K of [N, K] @ [K, M]) from which fastrnn::linear takes oneDNN on this CPU
+# (fastrnn's own kernel below it), or 0 where the op is torch.addmm's: where it was not
+# measured faster (csrc/cpu/linear.cpp), or where torch has no oneDNN.
 LINEAR_MIN_DEPTH = _C.LINEAR_MIN_DEPTH
 
 # From how many multiply-adds a product goes through the op: its Python autograd costs 6-18
 # us a call more than torch.addmm's (2 threads, AMD EPYC: 24.4 against 6.8 us with autograd,
 # 10.9 against 5.1 us without, at [8, 16] @ [16, 32]), about 2% of a product of 2^27, where
-# oneDNN saves 2-20%.
+# the op saves 2-20% (more where its reused result saves page faults).
 LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
 
 
@@ -27,9 +27,9 @@ def input_product(x, w_ih, bias=None, dtype=None):
     accumulation; its gradients too), as autocast computes one, and the bias added after it
     in x's dtype (its gradient, a sum over all rows, is not rounded to dtype).
 
-    Through fastrnn::linear in float32 on the CPU, oneDNN on, where the forward product or
-    the input gradient's (depths I and G*H) is deep enough and the product large enough;
-    else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
+    Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
+    depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
+    product is large enough; else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
     torch.addmm, which they lower as they see fit and run on any device, and a decision on
     the number of rows would become a guard on the graph's dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
@@ -38,8 +38,6 @@ def input_product(x, w_ih, bias=None, dtype=None):
     if (LINEAR_MIN_DEPTH and x.is_cpu and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
             and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
-            and (w_ih.shape[1] >= LINEAR_MIN_DEPTH or (
-                w_ih.shape[0] >= LINEAR_MIN_DEPTH and x.requires_grad and torch.is_grad_enabled()))
             and torch.backends.mkldnn.enabled):
         return ops.linear(x, w_ih, bias)
     return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())

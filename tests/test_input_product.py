@@ -1,5 +1,6 @@
-"""The layers' input product x @ w_ih^T + bias: the op fastrnn::linear (oneDNN in float32 on
-the CPU where it was measured faster, BLAS otherwise) against float64 and torch, its
+"""The layers' input product x @ w_ih^T + bias: the op fastrnn::linear (in float32 on the
+CPUs where it was measured faster, oneDNN from a depth and fastrnn's panel kernel below it;
+BLAS otherwise) against float64 and torch, its
 gradients, opcheck and errors; the rule that sends a layer's product through it
 (fastrnn._input_product.input_product); and the layers taking it, against torch.nn.
 
@@ -50,7 +51,7 @@ def assert_product_close(got, want):
 
 
 # Depths below and above the one from which the op takes oneDNN (csrc/cpu/linear.cpp: 256
-# where it does).
+# where it does; below it, fastrnn's panel kernel).
 DEPTH = max(LINEAR_MIN_DEPTH, 256)
 DEPTHS = [33, DEPTH + 44]
 needs_onednn = pytest.mark.skipif(LINEAR_MIN_DEPTH == 0,
@@ -75,6 +76,17 @@ def test_linear_against_float64(dtype, bias, layout, depth):
     gx, gw = torch.autograd.grad(got, (x, w), grad)
     assert_product_close(gx, grad.double() @ exact[1])
     assert_product_close(gw, grad.double().t() @ exact[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_panels_in_chunks(threads):
+    """Just below oneDNN's depth, more panels per thread than one chunk holds (256 KB: 16
+    panels of 16 columns at depth 255), a part panel, and row blocks of 5 and 4."""
+    torch.set_num_threads(threads)
+    x, w, b, exact = _operands(13, DEPTH - 1, 16 * 40 + 5, torch.float32, True, "contiguous")
+    got = ops.linear(x, w, b)
+    assert got.shape == (13, 16 * 40 + 5) and got.is_contiguous()
+    assert_product_close(got, _reference(*exact))
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -222,7 +234,7 @@ RULE = {
     "deep_below_threshold": ("cpu", torch.float32,
                              LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64) - 1, DEPTH, 64, False, False),
     "shallow_inference": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (64 * DEPTH), 64,
-                          DEPTH, False, False),
+                          DEPTH, False, True),
     "shallow_with_deep_input_gradient": ("cpu", torch.float32,
                                          LINEAR_MIN_MULTIPLY_ADDS // (64 * DEPTH), 64, DEPTH,
                                          True, True),
@@ -293,10 +305,8 @@ THROUGH_LINEAR = [Case(cell, bias, 2, True, False, kind, True, input_size=DEPTH 
 def test_layers_through_linear_match_torch_nn(monkeypatch, every_product_through_linear, case):
     calls = _spy_linear(monkeypatch)
     check_parity(case, torch.float32)
-    # Per direction, forward and the input gradient in backward: in the first layer (depth
-    # I), and in the second (depth 2H or 2P) where its input gradient is deep (G*H).
-    gates = {"LSTM": 4, "LSTM-proj": 4, "GRU": 3}.get(case.cell, 1)
-    assert len(calls) == (8 if gates * case.hidden_size >= DEPTH else 4), calls
+    # Per direction and layer, forward and the input gradient in backward.
+    assert len(calls) == 8, calls
 
 
 def test_layer_at_full_size_takes_linear(monkeypatch, measured_cpu):
