@@ -182,10 +182,11 @@ def test_linear_without_onednn_is_torch_blas(monkeypatch, dtype, onednn):
     """With oneDNN switched off, and in dtypes other than float32, the op is torch's addmm,
     to the bit, and calls no oneDNN product."""
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
-    x, w, b = (torch.randn(64, DEPTH, dtype=dtype), torch.randn(40, DEPTH, dtype=dtype),
-               torch.randn(40, dtype=dtype))
-    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
-    assert torch.equal(ops.linear(x, w, b), torch.addmm(b, x, w.t()))
+    for depth in (DEPTH - 1, DEPTH):  # below oneDNN's depth, the panel kernel's where on
+        x, w, b = (torch.randn(64, depth, dtype=dtype), torch.randn(40, depth, dtype=dtype),
+                   torch.randn(40, dtype=dtype))
+        assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
+        assert torch.equal(ops.linear(x, w, b), torch.addmm(b, x, w.t()))
 
 
 @pytest.mark.parametrize("args, match", [

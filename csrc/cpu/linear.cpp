@@ -131,12 +131,12 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
               input.scalar_type());
   // oneDNN refuses empty operands and a strided input (its weight may be transposed).
   const int64_t depth = linear_onednn_min_depth();
+  // With oneDNN switched off the op is at::addmm at every depth, as the layers' rule is.
   const bool measured = input.scalar_type() == at::kFloat && depth > 0 && input.size(0) > 0 &&
-                        weight.size(0) > 0 && input.size(1) > 0;
-  if (measured && input.size(1) < depth) return panel_linear(input, weight, bias);
-  if (!measured || !at::globalContext().userEnabledMkldnn()) {
-    return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
-  }
+                        weight.size(0) > 0 && input.size(1) > 0 &&
+                        at::globalContext().userEnabledMkldnn();
+  if (!measured) return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
+  if (input.size(1) < depth) return panel_linear(input, weight, bias);
   const Tensor w = weight.is_contiguous() || weight.t().is_contiguous() ? weight
                                                                          : weight.contiguous();
   const OptionalTensor b = bias ? OptionalTensor(bias->contiguous()) : std::nullopt;
