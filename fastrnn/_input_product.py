@@ -1,5 +1,6 @@
 """The layers' input product, x @ W_ih^T + b for every row of a layer, and the op that forms
-it where oneDNN is faster than torch's BLAS: fastrnn::linear (csrc/cpu/linear.cpp), its
+it where that was measured faster than torch's BLAS (oneDNN from a depth, fastrnn's panel
+kernel below it): fastrnn::linear (csrc/cpu/linear.cpp), its
 fake kernel and autograd, and the rule that sends a product to it (input_product); and
 fastrnn::convert (csrc/cpu/convert.cpp), which converts a product computed in another dtype
 and its gradient."""
@@ -29,9 +30,10 @@ def input_product(x, w_ih, bias=None, dtype=None):
 
     Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
-    product is large enough; else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
-    torch.addmm, which they lower as they see fit and run on any device, and a decision on
-    the number of rows would become a guard on the graph's dynamic sizes."""
+    product is large enough; else torch.addmm. Never inside torch.compile or torch.export:
+    their graphs keep torch.addmm, which they lower as they see fit and run on any device,
+    and a decision on the number of rows would become a guard on the graph's dynamic
+    sizes."""
     if dtype is not None and dtype != x.dtype:
         product = convert(input_product(x.to(dtype), w_ih.to(dtype)), x.dtype)
         return product if bias is None else product.add_(bias)

@@ -59,7 +59,8 @@ constexpr int kVectorRegisters = 16;
 #endif
 
 // How many sums per output vector panel_product_rows keeps for MR rows: two where their
-// 4 * MR accumulators, two panel vectors and a broadcast fit the registers, else one. A
+// 4 * MR accumulators, two panel vectors and a broadcast fit the registers and MR is below
+// kMaxPanelRows (measured slower there, below), else one. A
 // multiply-add waits 4 cycles for its sum, so 2 * MR of them in flight keep the two FMA
 // units busy only from MR = 4. One thread, AMD EPYC (Zen 4, AVX-512 build), K = 256, 512
 // KB of panels, GFLOP/s, one sum vs two: MR = 1 33 vs 49, 2 58 vs 83, 3 86 vs 107, 4 108

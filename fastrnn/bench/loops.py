@@ -66,9 +66,9 @@ class CellLoopDilatedStack(nn.Module):
                 zeros = x.new_zeros(batch, self.hidden_size)
                 phase_state = [(zeros, zeros) if is_lstm else zeros for _ in range(d)]
                 ys = [None] * steps
-                times = range(steps)
+                times, xs = range(steps), x.unbind(0)  # not x[t]: see states.py
                 for t in (reversed(times) if direction else times):
-                    phase_state[t % d] = cell(x[t], phase_state[t % d])
+                    phase_state[t % d] = cell(xs[t], phase_state[t % d])
                     ys[t] = phase_state[t % d][0] if is_lstm else phase_state[t % d]
                 outputs.append(torch.stack(ys))
                 states.append(phase_state)
@@ -121,7 +121,7 @@ class ClockworkLoop(nn.Module):
         m, k = self.model, self.model.hidden_size // len(self.periods)
         w_hh = m.weight_hh_l0 * self.mask
         gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
-        gx = gx.view(x.shape[0], x.shape[1], -1)
+        gx = gx.view(x.shape[0], x.shape[1], -1).unbind(0)  # not gx[t]: see states.py
         h, ys = x.new_zeros(x.shape[1], m.hidden_size), []
         for t in range(x.shape[0]):
             active = torch.tensor([t % p == 0 for p in self.periods], device=x.device)
@@ -141,7 +141,7 @@ class VariantLoop(nn.Module):
             return self._layer_norm(x)
         coupled = m.coupled_gates
         gx = torch.addmm(m.bias_ih_l0 + m.bias_hh_l0, x.flatten(0, 1), m.weight_ih_l0.t())
-        gx = gx.view(x.shape[0], x.shape[1], -1)
+        gx = gx.view(x.shape[0], x.shape[1], -1).unbind(0)  # not gx[t]: see states.py
         p = m.weight_ch_l0.chunk(2 if coupled else 3) if m.peepholes else None
         h = c = x.new_zeros(x.shape[1], m.hidden_size)
         ys = []
@@ -165,7 +165,7 @@ class VariantLoop(nn.Module):
         gates = m.weight_ih_l0.shape[0]
         gx = ln(x.flatten(0, 1) @ m.weight_ih_l0.t(), (gates,), m.ln_weight_ih_l0,
                 m.ln_bias_ih_l0) + m.bias_ih_l0
-        gx = gx.view(x.shape[0], x.shape[1], -1)
+        gx = gx.view(x.shape[0], x.shape[1], -1).unbind(0)  # not gx[t]: see states.py
         h = c = x.new_zeros(x.shape[1], m.hidden_size)
         ys = []
         for t in range(x.shape[0]):
