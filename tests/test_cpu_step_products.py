@@ -7,7 +7,7 @@ floats, 4 doubles), column counts that are no multiple of 4 (dot products) or 16
 vectors), row counts around the row blocks (2 or 4 rows; 4 or 8) and the 32-row limit,
 and a last thread's block of columns that is no multiple of 16. A step's weight gradients
 (a product of depth B) run the same kernels up to B = 16 (the cells' sizes here: every
-gradient of 65536 elements or more, rows and columns off every block), and those of 8 MB
+gradient of 65536 elements or more, rows and columns off every block), and those of 1 MB
 and more come from pooled buffers (walk_buffer): they must accumulate into .grad as any
 tensor does."""
 

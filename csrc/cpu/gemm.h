@@ -76,10 +76,10 @@ class StepGemm {
   // Products of at most kMaxRowProductRows rows in float and double, by a weight of at
   // least kMinRowProductElements, run row_products.h's kernels, each thread on its own
   // block of columns; else BLAS. Measured on an RNN's BLAS walk, 2 threads, AMD EPYC,
-  // in-process interleaved, median of 15, ms, BLAS vs the kernels: T10 H1024 forward B4 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51;
-  // fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs 23.4; T50 H256 forward B1 0.286 vs 0.239, B8 0.971
-  // vs 0.840, B32 2.94 vs 2.87; fwd+bwd B8 2.73 vs 2.31. At B64 they were 3% slower at
-  // H256, hence the limit of 32 rows.
+  // in-process interleaved, median of 15, ms, BLAS vs the kernels: T10 H1024 forward B4
+  // 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51; fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs
+  // 23.4; T50 H256 forward B1 0.286 vs 0.239, B8 0.971 vs 0.840, B32 2.94 vs 2.87; fwd+bwd
+  // B8 2.73 vs 2.31. At B64 they were 3% slower at H256, hence the limit of 32 rows.
   static constexpr bool kRowProducts =
       kRowProductKernels && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>);
   static constexpr int64_t kMaxRowProductRows = 32;

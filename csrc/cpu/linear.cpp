@@ -135,15 +135,15 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
   const bool measured = input.scalar_type() == at::kFloat && depth > 0 && input.size(0) > 0 &&
                         weight.size(0) > 0 && input.size(1) > 0 &&
                         at::globalContext().userEnabledMkldnn();
-  if (!measured) return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
+  const auto blas = [&] {
+    return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
+  };
+  if (!measured) return blas();
   if (input.size(1) < depth) {
     // The panel kernel's threads split the columns: measured with 2 threads and 16 or more
     // panels; with fewer than 8 panels a thread, at::addmm (which splits the rows too).
     const int64_t panels = (weight.size(0) + kPanelWidth<float> - 1) / kPanelWidth<float>;
-    if (panels < 8 * at::get_num_threads()) {
-      return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
-    }
-    return panel_linear(input, weight, bias);
+    return panels < 8 * at::get_num_threads() ? blas() : panel_linear(input, weight, bias);
   }
   const Tensor w = weight.is_contiguous() || weight.t().is_contiguous() ? weight
                                                                          : weight.contiguous();

@@ -60,9 +60,9 @@ constexpr int kVectorRegisters = 16;
 
 // How many sums per output vector panel_product_rows keeps for MR rows: two where their
 // 4 * MR accumulators, two panel vectors and a broadcast fit the registers and MR is below
-// kMaxPanelRows (measured slower there, below), else one. A
-// multiply-add waits 4 cycles for its sum, so 2 * MR of them in flight keep the two FMA
-// units busy only from MR = 4. One thread, AMD EPYC (Zen 4, AVX-512 build), K = 256, 512
+// kMaxPanelRows (measured slower there, below), else one. A multiply-add waits 4 cycles
+// for its sum, so 2 * MR of them in flight keep the two FMA units busy only from MR = 4.
+// One thread, AMD EPYC (Zen 4, AVX-512 build), K = 256, 512
 // KB of panels, GFLOP/s, one sum vs two: MR = 1 33 vs 49, 2 58 vs 83, 3 86 vs 107, 4 108
 // vs 111-114, 5 108-111 vs 103-117; MR = 6 114 vs 97-101 (24 accumulators).
 template <int MR>

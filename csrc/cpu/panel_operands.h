@@ -41,8 +41,8 @@ constexpr bool kBfloat16Panels = true;
 // of k, each added to the float sums as vdpbf16ps does (both products exact, subnormals
 // flushed). Two panels share each row's broadcast. With C = 2 sums per output (MR <= 2),
 // sum c takes pairs c, c + 2, ... in order (the last, of an odd count, into sum 0) and out
-// is their sum; so that 2 * NP * MR * C are in flight (one thread, AMD EPYC, K = 256, GFLOP/s,
-// one sum vs two: MR = 1 91 vs 104, 2 156 vs 193-198; MR = 3 runs at 232 with one).
+// is their sum; so that 2 * NP * MR * C are in flight (one thread, AMD EPYC, K = 256,
+// GFLOP/s, one sum vs two: MR = 1 91 vs 104, 2 156 vs 193-198; MR = 3 runs at 232 with one).
 template <int MR, int NP>
 void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel,
                                  int64_t panel_stride, int64_t K, float* out) {

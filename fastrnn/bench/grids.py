@@ -5,8 +5,9 @@ torch.no_grad; "fwdbwd": forward plus backward), a kind and whether the initial 
 given (hx). Kinds (KINDS):
 - "layer": one call of fastrnn.LSTM/GRU/RNN on a sequence [T, B, I] (every grid but step);
 - "cell": one call of fastrnn.LSTMCell/GRUCell/RNNCell on an input [B, I] (T is 1);
-- "cell_loop": T calls of a cell, each on step t's input with the states the previous call returned,
-  as a training or decoding loop runs one (layers 1, one direction for both cell kinds);
+- "cell_loop": T calls of a cell, each on step t's input with the states the previous call
+  returned, as a training or decoding loop runs one (layers 1, one direction for both cell
+  kinds);
 - "dilated": one call of fastrnn.DilatedLSTM/GRU/RNN (dilations 1, 2, 4, ... per layer) on
   [T, B, I], against the same stack as a Python loop over torch.nn's cells
   (loops.CellLoopDilatedStack), the definition as a user writes it;
