@@ -1,7 +1,8 @@
 // The fastrnn operator library, defined with the schemas of ops.h, and the Python module
 // fastrnn._C, which holds the cells' layout facts (gates, saved slots, cell numbers) and
 // the numbers of the GPU code's element types (common/dtype.h), the depth from which
-// the CPU's linear takes oneDNN (LINEAR_MIN_DEPTH) and whether its fused walks multiply in
+// the CPU's linear takes oneDNN (LINEAR_MIN_DEPTH), the least size of its results that come
+// from reused buffers (LINEAR_POOLED_BYTES) and whether its fused walks multiply in
 // bfloat16 (BFLOAT16_PRODUCTS), so that Python (the fake kernels, the
 // rules, the tests) reads them instead of repeating them.
 
@@ -47,6 +48,8 @@ extern "C" PyObject* PyInit__C(void) {
   int failed = add_dtypes(module) |
                PyModule_AddIntConstant(module, "LINEAR_MIN_DEPTH",
                                        static_cast<long>(fastrnn::linear_onednn_min_depth())) |
+               PyModule_AddIntConstant(module, "LINEAR_POOLED_BYTES",
+                                       static_cast<long>(fastrnn::linear_pooled_bytes())) |
                PyModule_AddIntConstant(module, "BFLOAT16_PRODUCTS",
                                        fastrnn::bfloat16_recurrent_products());
 #define FASTRNN_ADD_CELL(Cell, NAME) failed |= add_cell<Cell>(module, #NAME);

@@ -104,6 +104,10 @@ inline void define_ops(torch::Library& m) {
 // (cpu/linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
 int64_t linear_onednn_min_depth();
 
+// The least size in bytes of a result of the CPU's linear that comes from the buffers the
+// CPU walks reuse from call to call (cpu/walk_state.h; fastrnn._C.LINEAR_POOLED_BYTES).
+int64_t linear_pooled_bytes();
+
 // Whether the CPU's fused walks multiply a bfloat16 w_hh in bfloat16 (cpu/panel_operands.h:
 // built for AVX512-BF16); else they read it converted to float (fastrnn._C.BFLOAT16_PRODUCTS).
 bool bfloat16_recurrent_products();

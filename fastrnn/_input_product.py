@@ -21,6 +21,15 @@ LINEAR_MIN_DEPTH = _C.LINEAR_MIN_DEPTH
 # the op saves 2-20% (more where its reused result saves page faults).
 LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
 
+# From how large a result (bytes) a product below oneDNN's depth goes through the op at any
+# number of multiply-adds: there the op's result comes from buffers reused from call to
+# call, where torch.addmm's, fresh, page-faults at first touch (0.37 ms of a 1.6 ms [700,
+# 200] @ [200, 800]). PyTorch's word_language_model (2 layers, I=H=200, B=20, T=35), 2
+# threads, AMD EPYC, in-process, 41 rounds in shuffled order, median ms, addmm against the
+# op: LSTM inference 6.73 vs 6.21 (torch.nn 6.09), training 20.06 vs 20.18; GRU inference
+# 4.82 vs 4.63, training 14.76 vs 13.76; the RNN (a 560 KB result, unchanged) 3.08 vs 3.07.
+LINEAR_POOLED_BYTES = _C.LINEAR_POOLED_BYTES
+
 
 def input_product(x, w_ih, bias=None, dtype=None):
     """x @ w_ih^T (+ bias): x [N, I], w_ih [G*H, I], bias [G*H] or None -> [N, G*H], in
@@ -30,7 +39,8 @@ def input_product(x, w_ih, bias=None, dtype=None):
 
     Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
-    product is large enough; else torch.addmm. Never inside torch.compile or torch.export:
+    product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough;
+    else torch.addmm. Never inside torch.compile or torch.export:
     their graphs keep torch.addmm, which they lower as they see fit and run on any device,
     and a decision on the number of rows would become a guard on the graph's dynamic
     sizes."""
@@ -39,7 +49,9 @@ def input_product(x, w_ih, bias=None, dtype=None):
         return product if bias is None else product.add_(bias)
     if (LINEAR_MIN_DEPTH and x.is_cpu and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
-            and x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
+            and (x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
+                 or (w_ih.shape[1] < LINEAR_MIN_DEPTH
+                     and x.shape[0] * w_ih.shape[0] * x.element_size() >= LINEAR_POOLED_BYTES))
             and torch.backends.mkldnn.enabled):
         return ops.linear(x, w_ih, bias)
     return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())

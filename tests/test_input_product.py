@@ -13,7 +13,8 @@ from torch.autograd import gradcheck
 
 import fastrnn
 from fastrnn import _input_product
-from fastrnn._input_product import LINEAR_MIN_DEPTH, LINEAR_MIN_MULTIPLY_ADDS
+from fastrnn._input_product import (LINEAR_MIN_DEPTH, LINEAR_MIN_MULTIPLY_ADDS,
+                                    LINEAR_POOLED_BYTES)
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
@@ -228,7 +229,8 @@ def measured_cpu(monkeypatch):
 
 
 # (device, dtype, rows, depth I, G*H, x requires grad, goes through the op), for a product of
-# rows x I x G*H multiply-adds against LINEAR_MIN_MULTIPLY_ADDS.
+# rows x I x G*H multiply-adds against LINEAR_MIN_MULTIPLY_ADDS, and below oneDNN's depth a
+# result of rows x G*H floats against LINEAR_POOLED_BYTES.
 RULE = {
     "deep_at_threshold": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH,
                           64, False, True),
@@ -240,6 +242,12 @@ RULE = {
                          DEPTH, True, True),
     "shallow_both_ways": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (64 * 64), 64, 64,
                           True, True),
+    "shallow_pooled_result": ("cpu", torch.float32, LINEAR_POOLED_BYTES // (4 * DEPTH), 64,
+                              DEPTH, False, True),
+    "shallow_smaller_result": ("cpu", torch.float32, LINEAR_POOLED_BYTES // (4 * DEPTH) - 1,
+                               64, DEPTH, False, False),
+    "deep_pooled_result": ("cpu", torch.float32, LINEAR_POOLED_BYTES // (4 * 64), DEPTH, 64,
+                           False, False),
     "float64": ("cpu", torch.float64, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,
                 False, False),
     "meta": ("meta", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,

@@ -63,6 +63,8 @@ int64_t linear_onednn_min_depth() {
   return depth;
 }
 
+int64_t linear_pooled_bytes() { return cpu::ReusingAllocator::kMinBytes; }
+
 namespace cpu {
 namespace {
 
@@ -135,8 +137,12 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
   const bool measured = input.scalar_type() == at::kFloat && depth > 0 && input.size(0) > 0 &&
                         weight.size(0) > 0 && input.size(1) > 0 &&
                         at::globalContext().userEnabledMkldnn();
+  // at::addmm into a reused buffer: a fresh result of 1 MB or more page-faults at first
+  // touch (LSTM, T35 B20 I=H=200, the input product [700, 200] @ [200, 800]: 0.37 ms of
+  // its 1.6 ms).
   const auto blas = [&] {
-    return bias ? at::addmm(*bias, input, weight.t()) : at::mm(input, weight.t());
+    Tensor out = walk_buffer({input.size(0), weight.size(0)}, input.options());
+    return bias ? at::addmm_out(out, *bias, input, weight.t()) : at::mm_out(out, input, weight.t());
   };
   if (!measured) return blas();
   if (input.size(1) < depth) {
