@@ -40,10 +40,9 @@ def input_product(x, w_ih, bias=None, dtype=None):
     Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
     product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough;
-    else torch.addmm. Never inside torch.compile or torch.export:
-    their graphs keep torch.addmm, which they lower as they see fit and run on any device,
-    and a decision on the number of rows would become a guard on the graph's dynamic
-    sizes."""
+    else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
+    torch.addmm, which they lower as they see fit and run on any device, and a decision on
+    the number of rows would become a guard on the graph's dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
         product = convert(input_product(x.to(dtype), w_ih.to(dtype)), x.dtype)
         return product if bias is None else product.add_(bias)

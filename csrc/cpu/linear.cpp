@@ -2,7 +2,8 @@
 // measured (linear_onednn_min_depth) through oneDNN's inner product (the op
 // mkldnn::_linear_pointwise that torch registers where it is built with oneDNN) from a
 // depth K, and below it through panel_gemm.h's kernel into a buffer reused from call to
-// call (panel_linear); elsewhere through at::addmm (the BLAS torch calls: MKL on x86).
+// call (panel_linear); elsewhere through at::addmm (the BLAS torch calls: MKL on x86), into
+// such a buffer too.
 // Where the layers call it: fastrnn/_input_product.py.
 
 #include <ATen/Context.h>
@@ -142,7 +143,8 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
   // its 1.6 ms).
   const auto blas = [&] {
     Tensor out = walk_buffer({input.size(0), weight.size(0)}, input.options());
-    return bias ? at::addmm_out(out, *bias, input, weight.t()) : at::mm_out(out, input, weight.t());
+    return bias ? at::addmm_out(out, *bias, input, weight.t())
+                : at::mm_out(out, input, weight.t());
   };
   if (!measured) return blas();
   if (input.size(1) < depth) {
