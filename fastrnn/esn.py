@@ -19,9 +19,10 @@ from .modules import _OwnRecurrence
 # When the sparse walk runs (CPU): the fraction f of W's entries that are nonzero at most
 # _CSR_MAX_DENSITY and, with B rows per step, B * f at most _CSR_MAX_ROW_DENSITY; else the
 # dense walk. Measured, 2000 units, float32, 2 threads, AMD EPYC, ms per step, CSR vs
-# dense: f = 0.1: B=1 0.079 vs 0.181, B=4 0.335 vs 0.457, B=8 0.697 vs 0.663, B=16 1.42 vs
-# 1.03; f = 0.3: B=1 0.224 vs 0.163; f = 0.5: B=1 0.360 vs 0.150. The sparse walk's cost
-# grows with B * f; the dense product's much more slowly with B.
+# dense: f = 0.1: B=1 0.056 vs 0.126, B=4 0.222 vs 0.218, B=8 0.604 vs 0.414, B=16 1.16 vs
+# 0.74; f = 0.05: B=8 0.367 vs 0.388; f = 0.2: B=1 0.103 vs 0.128, B=2 0.190 vs 0.161;
+# f = 0.3: B=1 0.135 vs 0.121; f = 0.5: B=1 0.218 vs 0.126. The sparse walk's cost grows
+# with B * f; the dense product's much more slowly with B.
 _CSR_MAX_DENSITY = 0.2
 _CSR_MAX_ROW_DENSITY = 0.4
 

@@ -92,6 +92,34 @@ def test_leaky_csr_op_beyond_16_bit_column_indices():
     torch.testing.assert_close(hn[0], h, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("hidden", [40, 70000])  # 16-bit column indices, and 32-bit
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype):
+    """Row r of w has r mod 19 nonzeros (0 to 18: every remainder of the dot products'
+    blocks of 8 nonzeros). h0 holds inf at one column: the rows that read it take an infinite
+    product, and no NaN from multiplying it by a zero that is not in the row.
+    Against the equation with the product formed from the CSR lists, in float64."""
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.arange(40) % 19
+    rows = torch.repeat_interleave(torch.arange(40), lengths)
+    cols = torch.cat([torch.randperm(40, generator=g)[:n] for n in lengths.tolist()])
+    crow = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0),
+                      torch.full((hidden - 40,), int(lengths.sum()))])
+    values = torch.randn(len(cols), generator=g, dtype=F64).to(dtype).double()
+    gx = torch.randn(2, hidden, generator=g, dtype=F64).to(dtype).double()
+    h0 = torch.randn(1, hidden, generator=g, dtype=F64).to(dtype).double()
+    h0[0, 5] = float("inf")
+    leak = torch.full((hidden,), 0.5, dtype=F64)
+    y, _ = ops.leaky_forward_csr(gx.to(dtype), torch.ones(2, dtype=torch.long), h0.to(dtype),
+                                 crow, cols, values.to(dtype), leak.to(dtype), False)
+    h = h0[0]
+    for t in range(2):
+        product = torch.zeros(hidden, dtype=F64).index_add_(0, rows, values * h[cols])
+        h = 0.5 * h + 0.5 * torch.tanh(gx[t] + product)
+        assert product.isinf().any()
+        torch.testing.assert_close(y[t].double(), h, atol=tolerance(dtype), rtol=0)
+
+
 def test_leaky_ops_in_16_bit_within_twice_a_rounded_loop():
     g = torch.Generator().manual_seed(1)
     hidden, batch_sizes = 32, torch.tensor([2] * 6)

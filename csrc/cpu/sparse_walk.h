@@ -7,55 +7,14 @@
 // the other threads at the barrier, since the next step reads every unit. Shapes and
 // buffers: walk_state.h; here P = H.
 
-#include <cstring>
 #include <vector>
 
+#include "csr_dot.h"
 #include "fused_split.h"
 #include "recurrence.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define FASTRNN_NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
-#else
-#define FASTRNN_NO_VECTORIZE
-#endif
-
 namespace fastrnn {
 namespace cpu {
-
-// The dot product of a CSR row (its nonzeros [k0, k1): columns col, values) with h, in the
-// accumulation type. Eight partial sums, so that the additions need not wait on each other;
-// always in the same order, so results do not depend on the thread count. Not vectorised:
-// gcc's gathered loads (vgatherdps) ran this walk 1.7x slower (2000 units, 10% nonzeros,
-// float32, AMD EPYC). 16-bit column indices come four to a 64-bit load, which left fewer
-// loads per nonzero (that walk, 10,000 steps, best of 5, .so files alternated: 0.715-0.723
-// s against 0.684-0.695 s); prefetching the values and indices 512 bytes ahead was slower
-// (0.740-0.770 s).
-template <typename T, typename Index>
-FASTRNN_NO_VECTORIZE acc_t<T> csr_dot(const Index* col, const T* values, int64_t k0,
-                                      int64_t k1, const T* h) {
-  using A = acc_t<T>;
-  constexpr int kSums = 8;
-  A sum[kSums] = {};
-  int64_t k = k0;
-  for (; k + kSums <= k1; k += kSums) {
-    if constexpr (sizeof(Index) == 2) {
-      // the column indices four at a time through a general register
-      uint64_t packed[kSums / 4];
-      std::memcpy(packed, col + k, sizeof packed);
-      for (int q = 0; q < kSums; ++q) {
-        const uint64_t c = (packed[q / 4] >> (16 * (q % 4))) & 0xffff;
-        sum[q] += A(values[k + q]) * A(h[c]);
-      }
-    } else {
-      for (int q = 0; q < kSums; ++q) sum[q] += A(values[k + q]) * A(h[col[k + q]]);
-    }
-  }
-  for (int q = 0; k < k1; ++k, ++q) sum[q] += A(values[k]) * A(h[col[k]]);
-  for (int width = kSums / 2; width > 0; width /= 2) {
-    for (int q = 0; q < width; ++q) sum[q] += sum[q + width];
-  }
-  return sum[0];
-}
 
 // w_hh: [G*H, H] sparse CSR, int32 indices (checks.h's csr_weight); gh: [B, G*H] scratch.
 // Below 65537 units the walk reads 16-bit copies of the column indices, made once per call:
@@ -86,7 +45,7 @@ void sparse_forward(const ForwardState<T>& st, const Schedule& schedule, const a
           for (int64_t j = j0; j < j1; ++j) {  // the row of w_hh stays in L1 over the rows
             const int64_t k0 = crow[g * H + j], k1 = crow[g * H + j + 1];
             for (int64_t r = r_begin; r < r_last; ++r) {
-              gh[r * G * H + g * H + j] = T(csr_dot(col, values, k0, k1, h_prev[r - r_begin]));
+              gh[r * G * H + g * H + j] = T(row_dot(col, values, k0, k1, h_prev[r - r_begin]));
             }
           }
         }
