@@ -2,7 +2,8 @@
 CPUs where it was measured faster, oneDNN from a depth and fastrnn's panel kernel below it;
 BLAS otherwise) against float64 and torch, its
 gradients, opcheck and errors; the rule that sends a layer's product through it
-(fastrnn._input_product.input_product); and the layers taking it, against torch.nn.
+(fastrnn._input_product.input_product); the layers taking it, against torch.nn, and the
+clockwork RNN's input gradients taking it, against float64.
 
 Where the op never takes oneDNN on this CPU (LINEAR_MIN_DEPTH is 0) the tests of the op
 and of the layers through it still run (on BLAS); those that check oneDNN ran skip."""
@@ -404,3 +405,22 @@ def test_exported_layer_runs_on_both_sides_of_the_threshold(monkeypatch, measure
         x = torch.randn(*shape, DEPTH + 4)
         for got, want in zip(program.module()(x), layer(x)):
             torch.testing.assert_close(got, want, **OTHER_LIBRARY)
+
+
+def test_clockwork_input_gradients_through_the_op(monkeypatch, measured_cpu):
+    """The clockwork RNN's backward forms each module's input gradient as a product of
+    input_product's: module 0's here ([1024, 64] @ [64, 256], a 1 MB result) goes through
+    the op, the smaller modules' do not; every gradient equals float64's."""
+    torch.manual_seed(0)
+    model = fastrnn.ClockworkRNN(DEPTH, DEPTH, periods=(1, 2, 4, 8), dtype=torch.float64)
+    x = torch.randn(32, 32, DEPTH, dtype=torch.float64, requires_grad=True)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        calls = _spy_linear(monkeypatch)
+        xi = x.detach().to(dtype).requires_grad_()
+        out, h = model.to(dtype)(xi)
+        grads = torch.autograd.grad(out.sum() + h.sum(), [xi, *model.parameters()])
+        results.append([out, h, *grads])
+    assert calls == [torch.Size([32 * 32, DEPTH // 4])]  # the float32 run's
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got.double(), want, **atol_rtol(torch.float32))
