@@ -151,17 +151,24 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
       }
       sync();  // by units: every active unit's gradient of this step is written
       // dh[:, columns of module c] += dx[:, units of module i] @ w_hh[those units, those
-      // columns], for each active module i reading them (i <= c).
+      // columns], for each active module i reading them (i <= c): one product per run of
+      // consecutive active modules [i, i_end), whose units are consecutive rows of the
+      // panel (with periods that divide each other, every step's active modules are one
+      // run from module 0).
       for (int64_t c_module = 0; c_module < g; ++c_module) {
         for (int64_t p = j0 / W; p * W < j1; ++p) {
           const int64_t columns = std::min(W, k - p * W);
-          for (int64_t i = 0; i <= c_module; ++i) {
-            if (!m.active(i, s)) continue;
+          for (int64_t i = 0, i_end; i <= c_module; i = i_end) {
+            if (!m.active(i, s)) {
+              i_end = i + 1;
+              continue;
+            }
+            for (i_end = i + 1; i_end <= c_module && m.active(i_end, s);) ++i_end;
             const T* panel = panels.data() + layout.backward(c_module, p) + i * k * W;
             for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
               const int64_t r0 = r_begin + block;
               for (int r = 0; r < n; ++r) dx_rows[r] = dx + (r0 + r) * H + i * k;
-              panel_product(n, dx_rows, panel, k, out);
+              panel_product(n, dx_rows, panel, (i_end - i) * k, out);
               for (int r = 0; r < n; ++r) {
                 T* dh = st.dh + (r0 + r) * H + c_module * k + p * W;
                 for (int64_t c = 0; c < columns; ++c) dh[c] += out[r * W + c];
