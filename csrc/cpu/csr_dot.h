@@ -10,7 +10,9 @@
 // - row_dot_simd against csr_dot: float32 0.96-1.06 s against 1.30-1.32 s on 1 thread,
 //   0.50-0.60 s against 0.69-0.79 s on 2; float64 1.42-1.48 s against 1.65-1.85 s on 1;
 // - gather instructions (vgatherdps, from gcc's vectorised csr_dot) ran the walk 1.7x
-//   slower than csr_dot; prefetching the values and indices 512 bytes ahead was slower too.
+//   slower than csr_dot; prefetching the values and indices 512 bytes ahead slowed csr_dot,
+//   and prefetching the values 512 or 2048 bytes ahead did not speed row_dot_simd's float64
+//   (bound by streaming its values: 3.2 MB a step).
 
 #include <algorithm>
 #include <cstdint>
