@@ -96,9 +96,10 @@ def test_leaky_csr_op_beyond_16_bit_column_indices():
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype):
     """Row r of w has r mod 19 nonzeros (0 to 18: every remainder of the dot products'
-    blocks of 8 nonzeros). h0 holds inf at one column: the rows that read it take an infinite
-    product, and no NaN from multiplying it by a zero that is not in the row.
-    Against the equation with the product formed from the CSR lists, in float64."""
+    blocks of 8 nonzeros), over steps of 7, 6, 5, 2 and 1 rows. h0's first row holds inf at
+    one column: the rows of w that read it take an infinite product, and no NaN from
+    multiplying it by a zero that is not in the row. Against the equation with the product
+    formed from the CSR lists, in float64."""
     g = torch.Generator().manual_seed(7)
     lengths = torch.arange(40) % 19
     rows = torch.repeat_interleave(torch.arange(40), lengths)
@@ -106,18 +107,21 @@ def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype):
     crow = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0),
                       torch.full((hidden - 40,), int(lengths.sum()))])
     values = torch.randn(len(cols), generator=g, dtype=F64).to(dtype).double()
-    gx = torch.randn(2, hidden, generator=g, dtype=F64).to(dtype).double()
-    h0 = torch.randn(1, hidden, generator=g, dtype=F64).to(dtype).double()
+    batch_sizes = torch.tensor([7, 6, 5, 2, 1])
+    gx = torch.randn(int(batch_sizes.sum()), hidden, generator=g, dtype=F64).to(dtype).double()
+    h0 = torch.randn(7, hidden, generator=g, dtype=F64).to(dtype).double()
     h0[0, 5] = float("inf")
     leak = torch.full((hidden,), 0.5, dtype=F64)
-    y, _ = ops.leaky_forward_csr(gx.to(dtype), torch.ones(2, dtype=torch.long), h0.to(dtype),
-                                 crow, cols, values.to(dtype), leak.to(dtype), False)
-    h = h0[0]
-    for t in range(2):
-        product = torch.zeros(hidden, dtype=F64).index_add_(0, rows, values * h[cols])
-        h = 0.5 * h + 0.5 * torch.tanh(gx[t] + product)
-        assert product.isinf().any()
-        torch.testing.assert_close(y[t].double(), h, atol=tolerance(dtype), rtol=0)
+    y, _ = ops.leaky_forward_csr(gx.to(dtype), batch_sizes, h0.to(dtype), crow, cols,
+                                 values.to(dtype), leak.to(dtype), False)
+    h, first = h0.clone(), 0
+    for b in batch_sizes.tolist():
+        product = torch.zeros(b, hidden, dtype=F64).index_add_(1, rows, values * h[:b, cols])
+        h[:b] = 0.5 * h[:b] + 0.5 * torch.tanh(gx[first:first + b] + product)
+        assert product[0].isinf().any()
+        torch.testing.assert_close(y[first:first + b].double(), h[:b], atol=tolerance(dtype),
+                                   rtol=0)
+        first += b
 
 
 def test_leaky_ops_in_16_bit_within_twice_a_rounded_loop():
