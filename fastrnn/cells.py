@@ -51,6 +51,8 @@ class _FusedCell:
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
+        if functional.differentiating_transform():  # torch.func.jacrev, jvp, ...: torch.nn's
+            return super().forward(input, hx)
         if is_lstm and hx is not None and hx[1].dtype != hx[0].dtype:
             # torch.nn computes the gates in h's dtype and the state update in the promoted
             # one (a float64 c with float32 h gives float64 results): its own code does that.

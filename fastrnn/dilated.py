@@ -123,6 +123,7 @@ class _DilatedStack:
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn has no kernels for {data.device.type} tensors; "
                                f"{type(self).__name__} runs only where fastrnn's layers do")
+        functional.refuse_differentiating_transform(type(self).__name__)
         self.check_input(data, batch_sizes)
         weights = read_parameters(self, self._flat_weights_names)
         initial = self._initial_states(hx, data, batch, weights[0])

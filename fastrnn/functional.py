@@ -157,6 +157,7 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
             raise ValueError(f"peepholes and coupled gates need mode 'LSTM', got {mode!r}")
         if mode not in ("LSTM", "GRU"):
             raise ValueError(f"layer norm needs mode 'LSTM' or 'GRU', got {mode!r}")
+    refuse_differentiating_transform("functional.rnn")
     if forward_ad._current_level >= 0:  # inside a dual level: forward AD may be on
         _check_no_tangents(data, h0, c0, *weights)
     if autocast_enabled(data.device):
@@ -226,6 +227,31 @@ def _check_no_tangents(*tensors):
     if any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         raise RuntimeError("fastrnn: forward-mode AD (torch.func.jvp, torch.autograd."
                            "forward_ad) is not supported by the recurrence ops")
+
+
+def differentiating_transform():
+    """Whether a torch.func transform that differentiates (grad, vjp, jacrev, jacfwd, jvp,
+    hessian) is active around this call: the ops' autograd functions (torch.library's
+    generated ones, the cells' C++ one) cannot run inside those. vmap alone runs the ops,
+    once per batch entry (PyTorch's fallback). False while torch.compile traces, which
+    keeps the ops in its graph."""
+    if torch.compiler.is_compiling():
+        return False
+    stack = torch._C._functorch.get_interpreter_stack()  # None outside every transform
+    return stack is not None and any(
+        level.key() != torch._C._functorch.TransformType.Vmap for level in stack)
+
+
+def refuse_differentiating_transform(name):
+    """A clear error for fastrnn.<name>, which has no torch.nn twin to run, under a
+    differentiating torch.func transform (differentiating_transform)."""
+    if differentiating_transform():
+        raise RuntimeError(
+            f"fastrnn.{name}: torch.func's differentiating transforms (grad, vjp, jacrev, "
+            "jacfwd, jvp, hessian) are not supported by fastrnn's ops; under them "
+            "fastrnn.LSTM, GRU, RNN and the cells run torch.nn's implementation, which this "
+            "module does not have. Differentiate it with torch.autograd (backward, "
+            "torch.autograd.grad) instead")
 
 
 def autocast_enabled(device):

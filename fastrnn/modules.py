@@ -34,6 +34,8 @@ class _FusedRecurrence:
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
+        if functional.differentiating_transform():  # torch.func.grad, jvp, ...: torch.nn's
+            return super().forward(input, hx)
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
         # (parametrized weights are computed once, not twice).
@@ -280,6 +282,7 @@ class _OwnRecurrence(_FusedRecurrence):
             raise RuntimeError(f"fastrnn.{name} has no ONNX translation")
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} has no kernels for {data.device.type} tensors")
+        functional.refuse_differentiating_transform(name)
         return super().forward(input, hx)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):

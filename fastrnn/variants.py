@@ -119,6 +119,7 @@ class _Variant:
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} with {self._options()} has no kernels for "
                                f"{data.device.type} tensors")
+        functional.refuse_differentiating_transform(name)
 
     def _options(self):
         return "layer norm" if self.layer_norm else "peepholes or coupled gates"
