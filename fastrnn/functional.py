@@ -235,11 +235,11 @@ def differentiating_transform():
     generated ones, the cells' C++ one) cannot run inside those. vmap alone runs the ops,
     once per batch entry (PyTorch's fallback). False while torch.compile traces, which
     keeps the ops in its graph."""
-    if torch.compiler.is_compiling():
+    if torch._C._functorch.peek_interpreter_stack() is None:  # no transform: a plain call
         return False
-    stack = torch._C._functorch.get_interpreter_stack()  # None outside every transform
-    return stack is not None and any(
-        level.key() != torch._C._functorch.TransformType.Vmap for level in stack)
+    return not torch.compiler.is_compiling() and any(
+        level.key() != torch._C._functorch.TransformType.Vmap
+        for level in torch._C._functorch.get_interpreter_stack())
 
 
 def refuse_differentiating_transform(name):
