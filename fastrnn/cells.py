@@ -16,7 +16,7 @@ from torch import nn
 
 from . import _onnx, functional
 from ._ops import CELL_KIND, CELL_NAME, ops
-from .modules import _has_kernels, read_parameters
+from .modules import _has_kernels, read_parameters, torch_nn_twin
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
 _cell_forward = ops.cell_forward.default
@@ -37,8 +37,8 @@ class _FusedCell:
         return _WEIGHTS
 
     def forward(self, input, hx=None):
-        if _onnx.active_exporter():  # torch.nn's graph: standard ONNX ops, no fastrnn op
-            return super().forward(input, hx)
+        if _onnx.active_exporter() or torch.jit.is_tracing():  # torch.nn's graph: standard
+            return super().forward(input, hx)                  # ONNX or TorchScript ops
         is_lstm = self._NAME == "LSTMCell"
         rank = input.dim()
         if rank not in (1, 2):
@@ -75,6 +75,10 @@ class _FusedCell:
         if rank == 1:
             h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
         return (h_new, c_new) if is_lstm else h_new
+
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this cell's place: modules.torch_nn_twin."""
+        return torch_nn_twin(self)
 
     @staticmethod
     def _step(cell, x, h, c, weights):

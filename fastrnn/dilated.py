@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _onnx, functional
-from .modules import _has_kernels, check_devices_and_dtypes, read_parameters
+from .modules import (_has_kernels, check_devices_and_dtypes, read_parameters,
+                      refuse_torchscript)
 
 
 def dilation_map(batch_sizes, dilation):
@@ -98,11 +99,16 @@ class _DilatedStack:
     def extra_repr(self):
         return f"{super().extra_repr()}, dilations={self.dilations}"
 
+    def __prepare_scriptable__(self):
+        refuse_torchscript(type(self).__name__)
+
     def forward(self, input, hx=None):
         exporter = _onnx.active_exporter()
         if exporter == "torchscript":
             raise RuntimeError(f"fastrnn.{type(self).__name__} exports to ONNX only with "
                                "torch.onnx.export(dynamo=True)")
+        if torch.jit.is_tracing():
+            refuse_torchscript(type(self).__name__)
         is_packed = isinstance(input, PackedSequence)
         sorted_indices = unsorted_indices = None
         if is_packed:

@@ -34,8 +34,8 @@ class _FusedRecurrence:
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
-        if functional.differentiating_transform():  # torch.func.grad, jvp, ...: torch.nn's
-            return super().forward(input, hx)
+        if functional.differentiating_transform() or torch.jit.is_tracing():
+            return super().forward(input, hx)  # torch.func.grad, jvp, ...; a TorchScript trace
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
         # (parametrized weights are computed once, not twice).
@@ -89,6 +89,10 @@ class _FusedRecurrence:
         hidden = (h_n, c_n) if is_lstm else h_n
         output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
         return output, self.permute_hidden(hidden, unsorted_indices)
+
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this module's place: torch_nn_twin(self)."""
+        return torch_nn_twin(self)
 
     def _checked_dense_states(self, input, hx, weights):
         """(h0, c0) for the common call, whose arguments pass torch.nn's checks by a few
@@ -202,6 +206,24 @@ class _FusedRecurrence:
         return zeros(self.hidden_size)
 
 
+def torch_nn_twin(module):
+    """module as an instance of the torch.nn class it subclasses (nn.LSTM, nn.GRUCell, ...),
+    sharing its parameters, buffers and hooks: what TorchScript compiles in its place
+    (__prepare_scriptable__), since it cannot compile fastrnn's forward. A scripted model
+    (and a traced one: the forwards call torch.nn's under torch.jit.is_tracing) then holds
+    torch.nn's graph, which runs wherever libtorch does."""
+    cls = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+    twin = cls.__new__(cls)
+    twin.__dict__.update(module.__dict__)
+    return twin
+
+
+def refuse_torchscript(name):
+    """The error for fastrnn.<name>, which has no torch.nn twin, under TorchScript."""
+    raise RuntimeError(f"fastrnn.{name} has no TorchScript translation (torch.jit.trace, "
+                       "torch.jit.script)")
+
+
 def check_devices_and_dtypes(input, h0, c0, weight):
     """torch.nn's checks of the input's and states' devices and dtypes against each other and
     the parameters', and fastrnn's of the dtype. input: the rows [N, I] or the input."""
@@ -280,10 +302,15 @@ class _OwnRecurrence(_FusedRecurrence):
         name = type(self).__name__
         if _onnx.active_exporter():
             raise RuntimeError(f"fastrnn.{name} has no ONNX translation")
+        if torch.jit.is_tracing():
+            refuse_torchscript(name)
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} has no kernels for {data.device.type} tensors")
         functional.refuse_differentiating_transform(name)
         return super().forward(input, hx)
+
+    def __prepare_scriptable__(self):
+        refuse_torchscript(type(self).__name__)
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         if functional.autocast_enabled(data.device):

@@ -36,7 +36,7 @@ from torch import nn
 from . import _onnx, functional
 from ._ops import CELL_KIND, lstm_variant_cell
 from .cells import _WEIGHTS, _FusedCell
-from .modules import _FusedRecurrence, _has_kernels
+from .modules import _FusedRecurrence, _has_kernels, refuse_torchscript
 
 
 class _Variant:
@@ -116,10 +116,18 @@ class _Variant:
                 f"fastrnn.{name} with {self._options()} exports to ONNX only as a layer "
                 "(VariantLSTM, VariantGRU) with torch.onnx.export(dynamo=True)" if exports else
                 f"fastrnn.{name} with {self._options()} has no ONNX translation yet")
+        if torch.jit.is_tracing():
+            refuse_torchscript(f"{name} with {self._options()}")
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} with {self._options()} has no kernels for "
                                f"{data.device.type} tensors")
         functional.refuse_differentiating_transform(name)
+
+    def __prepare_scriptable__(self):
+        """torch.nn's twin for TorchScript (modules.torch_nn_twin) where no option is set."""
+        if self._is_variant():
+            refuse_torchscript(f"{type(self).__name__} with {self._options()}")
+        return super().__prepare_scriptable__()
 
     def _options(self):
         return "layer norm" if self.layer_norm else "peepholes or coupled gates"

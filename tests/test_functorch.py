@@ -14,7 +14,7 @@ from helpers.cases import Case
 from helpers.cells import CELLS, CellCase, flatten_state, make_cell_inputs, make_cell_pair
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
-from helpers.modules import make_pair
+from helpers.modules import NO_TWIN, make_pair
 from helpers.running import flatten_result, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("torch_state")
@@ -126,16 +126,6 @@ def test_differentiating_transform():
     torch.func.vmap(torch.func.grad(probe))(z)
     torch.func.grad(lambda w: torch.func.vmap(probe)(w).sum())(z)
     assert seen == [False, False, True, True, True, True]
-
-
-NO_TWIN = {
-    "ClockworkRNN": lambda: fastrnn.ClockworkRNN(4, 8, periods=(1, 2)),
-    "DilatedLSTM": lambda: fastrnn.DilatedLSTM(4, 8, num_layers=2),
-    "VariantLSTM-peepholes": lambda: fastrnn.VariantLSTM(4, 8, peepholes=True),
-    "VariantGRU-layer_norm": lambda: fastrnn.VariantGRU(4, 8, layer_norm=True),
-    "VariantLSTMCell-coupled": lambda: fastrnn.VariantLSTMCell(4, 8, coupled_gates=True),
-    "Reservoir": lambda: fastrnn.Reservoir(4, 8, seed=0),
-}
 
 
 @pytest.mark.parametrize("name", NO_TWIN)

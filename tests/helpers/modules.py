@@ -2,7 +2,20 @@
 
 import torch
 
+import fastrnn
 from helpers.cases import CELLS
+
+# fastrnn's modules with no torch.nn twin to run in their place, small, by name: under
+# torch.func's differentiating transforms and TorchScript they refuse.
+NO_TWIN = {
+    "ClockworkRNN": lambda: fastrnn.ClockworkRNN(4, 8, periods=(1, 2)),
+    "DilatedLSTM": lambda: fastrnn.DilatedLSTM(4, 8, num_layers=2),
+    "VariantLSTM-peepholes": lambda: fastrnn.VariantLSTM(4, 8, peepholes=True),
+    "VariantGRU-layer_norm": lambda: fastrnn.VariantGRU(4, 8, layer_norm=True),
+    "VariantLSTMCell-coupled": lambda: fastrnn.VariantLSTMCell(4, 8, coupled_gates=True),
+    "Reservoir": lambda: fastrnn.Reservoir(4, 8, seed=0),
+    "EchoStateNetwork": lambda: fastrnn.EchoStateNetwork(4, 8, 2, seed=0),
+}
 
 
 def module_kwargs(case, dtype):
