@@ -56,6 +56,21 @@ def assert_all_close(got, want):
         assert_close(a, b)
 
 
+def assert_same_outcome(run, ref, fast):
+    """run(ref) and run(fast) give the same results, or raise the same exception type
+    (where torch.nn's module has no support for the transform)."""
+    outcomes = []
+    for module in (ref, fast):
+        try:
+            outcomes.append(run(module))
+        except (NotImplementedError, RuntimeError) as error:
+            outcomes.append(type(error))
+    if isinstance(outcomes[0], type):
+        assert outcomes[1] is outcomes[0]
+    else:
+        assert_all_close(outcomes[1], outcomes[0])
+
+
 @pytest.mark.parametrize("setup,args", SETUPS)
 def test_grad_as_torch_nn(setup, args):
     """torch.func.grad w.r.t. the parameters and the input, through functional_call."""
@@ -65,22 +80,26 @@ def test_grad_as_torch_nn(setup, args):
     assert_all_close(grads[1], grads[0])
 
 
+@pytest.mark.parametrize("kind", ["packed_unsorted", "unbatched"])
+@pytest.mark.parametrize("cell", LAYERS)
+def test_grad_of_stacks_as_torch_nn(cell, kind):
+    """torch.func.grad w.r.t. the parameters of 2-layer bidirectional stacks with
+    batch_first, on packed input (which torch.nn's layers refuse there) and unbatched."""
+    case = Case(cell, True, 2, True, True, kind, True)
+    ref, fast = make_pair(case)
+    x, hx = make_inputs(case).args()
+    loss = lambda m: lambda params: weighted_loss(
+        flatten_result(functional_call(m, params, (x, hx))))
+    assert_same_outcome(lambda m: torch.func.grad(loss(m))(parameters(ref)), ref, fast)
+
+
 @pytest.mark.parametrize("setup,args", SETUPS)
 def test_jvp_as_torch_nn(setup, args):
     """torch.func.jvp: torch.nn's tangents, or torch.nn's error where it has none (its
     oneDNN LSTM layer)."""
     ref, fast, x, hx, flatten = setup(*args)
-    results = []
-    for module in (ref, fast):
-        run = lambda z: flatten(module(z, hx))
-        try:
-            results.append(torch.func.jvp(run, (x,), (torch.ones_like(x),)))
-        except (NotImplementedError, RuntimeError) as error:
-            results.append(type(error))
-    if isinstance(results[0], type):
-        assert results[1] is results[0]
-    else:
-        assert_all_close(results[1], results[0])
+    jvp = lambda m: torch.func.jvp(lambda z: flatten(m(z, hx)), (x,), (torch.ones_like(x),))
+    assert_same_outcome(jvp, ref, fast)
 
 
 @pytest.mark.parametrize("cell", CELLS)
