@@ -37,8 +37,9 @@ class _FusedCell:
         return _WEIGHTS
 
     def forward(self, input, hx=None):
-        if _onnx.active_exporter() or torch.jit.is_tracing():  # torch.nn's graph: standard
-            return super().forward(input, hx)                  # ONNX or TorchScript ops
+        # torch.nn's graph for ONNX and TorchScript; torch.nn's ops under torch.func.jacrev, ...
+        if _onnx.active_exporter() or functional.runs_torch_nn():
+            return super().forward(input, hx)
         is_lstm = self._NAME == "LSTMCell"
         rank = input.dim()
         if rank not in (1, 2):
@@ -50,8 +51,6 @@ class _FusedCell:
             warnings.warn(f"fastrnn has no kernels for {input.device.type} tensors yet; "
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
-            return super().forward(input, hx)
-        if functional.differentiating_transform():  # torch.func.jacrev, jvp, ...: torch.nn's
             return super().forward(input, hx)
         if is_lstm and hx is not None and hx[1].dtype != hx[0].dtype:
             # torch.nn computes the gates in h's dtype and the state update in the promoted

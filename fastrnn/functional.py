@@ -229,13 +229,26 @@ def _check_no_tangents(*tensors):
                            "forward_ad) is not supported by the recurrence ops")
 
 
+# The top of functorch's transform stack, read on every call of a layer or cell (the C
+# function itself: a Python function of ours around it would cost as much again).
+_transform_top = torch._C._functorch.peek_interpreter_stack
+
+
+def runs_torch_nn():
+    """Whether a layer or cell with a torch.nn twin calls the twin's forward instead of
+    fastrnn's ops: in a TorchScript trace (whose graph is then torch.nn's) and under a
+    differentiating torch.func transform (differentiating_transform)."""
+    return torch.jit.is_tracing() or (_transform_top() is not None and
+                                      differentiating_transform())
+
+
 def differentiating_transform():
     """Whether a torch.func transform that differentiates (grad, vjp, jacrev, jacfwd, jvp,
     hessian) is active around this call: the ops' autograd functions (torch.library's
     generated ones, the cells' C++ one) cannot run inside those. vmap alone runs the ops,
     once per batch entry (PyTorch's fallback). False while torch.compile traces, which
     keeps the ops in its graph."""
-    if torch._C._functorch.peek_interpreter_stack() is None:  # no transform: a plain call
+    if _transform_top() is None:  # no transform: a plain call
         return False
     return not torch.compiler.is_compiling() and any(
         level.key() != torch._C._functorch.TransformType.Vmap

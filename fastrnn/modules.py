@@ -34,8 +34,8 @@ class _FusedRecurrence:
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
-        if functional.differentiating_transform() or torch.jit.is_tracing():
-            return super().forward(input, hx)  # torch.func.grad, jvp, ...; a TorchScript trace
+        if functional.runs_torch_nn():  # torch.func.grad, jvp, ...; a TorchScript trace
+            return super().forward(input, hx)
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
         # (parametrized weights are computed once, not twice).
@@ -210,7 +210,7 @@ def torch_nn_twin(module):
     """module as an instance of the torch.nn class it subclasses (nn.LSTM, nn.GRUCell, ...),
     sharing its parameters, buffers and hooks: what TorchScript compiles in its place
     (__prepare_scriptable__), since it cannot compile fastrnn's forward. A scripted model
-    (and a traced one: the forwards call torch.nn's under torch.jit.is_tracing) then holds
+    (and a traced one: the forwards call torch.nn's in a trace) then holds
     torch.nn's graph, which runs wherever libtorch does."""
     cls = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
     twin = cls.__new__(cls)
