@@ -210,8 +210,8 @@ def torch_nn_twin(module):
     """module as an instance of the torch.nn class it subclasses (nn.LSTM, nn.GRUCell, ...),
     sharing its parameters, buffers and hooks: what TorchScript compiles in its place
     (__prepare_scriptable__), since it cannot compile fastrnn's forward. A scripted model
-    (and a traced one: the forwards call torch.nn's in a trace) then holds
-    torch.nn's graph, which runs wherever libtorch does."""
+    (and a traced one: the forwards call torch.nn's in a trace) then holds torch.nn's
+    graph, which runs wherever libtorch does."""
     cls = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
     twin = cls.__new__(cls)
     twin.__dict__.update(module.__dict__)
