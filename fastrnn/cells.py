@@ -16,6 +16,7 @@ from torch import nn
 
 from . import _onnx, functional
 from ._ops import CELL_KIND, CELL_NAME, ops
+from ._transforms import runs_torch_nn
 from .modules import _has_kernels, read_parameters, torch_nn_twin
 
 # The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
@@ -38,7 +39,7 @@ class _FusedCell:
 
     def forward(self, input, hx=None):
         # torch.nn's graph for ONNX and TorchScript; torch.nn's ops under torch.func.jacrev, ...
-        if _onnx.active_exporter() or functional.runs_torch_nn():
+        if _onnx.active_exporter() or runs_torch_nn():
             return super().forward(input, hx)
         is_lstm = self._NAME == "LSTMCell"
         rank = input.dim()

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _onnx, functional
-from .modules import (_has_kernels, check_devices_and_dtypes, read_parameters,
-                      refuse_torchscript)
+from ._transforms import refuse_differentiating_transform, refuse_torchscript
+from .modules import _has_kernels, check_devices_and_dtypes, read_parameters
 
 
 def dilation_map(batch_sizes, dilation):
@@ -129,7 +129,7 @@ class _DilatedStack:
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn has no kernels for {data.device.type} tensors; "
                                f"{type(self).__name__} runs only where fastrnn's layers do")
-        functional.refuse_differentiating_transform(type(self).__name__)
+        refuse_differentiating_transform(type(self).__name__)
         self.check_input(data, batch_sizes)
         weights = read_parameters(self, self._flat_weights_names)
         initial = self._initial_states(hx, data, batch, weights[0])

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _onnx, functional
 from ._ops import packed_zeros
+from ._transforms import refuse_differentiating_transform, refuse_torchscript, runs_torch_nn
 
 
 class _FusedRecurrence:
@@ -34,7 +35,7 @@ class _FusedRecurrence:
                           f"{type(self).__name__} runs torch.nn's implementation there",
                           stacklevel=2)
             return super().forward(input, hx)
-        if functional.runs_torch_nn():  # torch.func.grad, jvp, ...; a TorchScript trace
+        if runs_torch_nn():  # torch.func.grad, jvp, ...; a TorchScript trace
             return super().forward(input, hx)
         # torch.nn's _update_flat_weights() refreshes self._flat_weights when a parameter was
         # replaced; reading the parameters directly is the same list, at a fraction of the cost
@@ -218,12 +219,6 @@ def torch_nn_twin(module):
     return twin
 
 
-def refuse_torchscript(name):
-    """The error for fastrnn.<name>, which has no torch.nn twin, under TorchScript."""
-    raise RuntimeError(f"fastrnn.{name} has no TorchScript translation (torch.jit.trace, "
-                       "torch.jit.script)")
-
-
 def check_devices_and_dtypes(input, h0, c0, weight):
     """torch.nn's checks of the input's and states' devices and dtypes against each other and
     the parameters', and fastrnn's of the dtype. input: the rows [N, I] or the input."""
@@ -306,7 +301,7 @@ class _OwnRecurrence(_FusedRecurrence):
             refuse_torchscript(name)
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} has no kernels for {data.device.type} tensors")
-        functional.refuse_differentiating_transform(name)
+        refuse_differentiating_transform(name)
         return super().forward(input, hx)
 
     def __prepare_scriptable__(self):

@@ -36,7 +36,8 @@ from torch import nn
 from . import _onnx, functional
 from ._ops import CELL_KIND, lstm_variant_cell
 from .cells import _WEIGHTS, _FusedCell
-from .modules import _FusedRecurrence, _has_kernels, refuse_torchscript
+from ._transforms import refuse_differentiating_transform, refuse_torchscript
+from .modules import _FusedRecurrence, _has_kernels
 
 
 class _Variant:
@@ -121,7 +122,7 @@ class _Variant:
         if not _has_kernels(data):
             raise RuntimeError(f"fastrnn.{name} with {self._options()} has no kernels for "
                                f"{data.device.type} tensors")
-        functional.refuse_differentiating_transform(name)
+        refuse_differentiating_transform(name)
 
     def __prepare_scriptable__(self):
         """torch.nn's twin for TorchScript (modules.torch_nn_twin) where no option is set."""

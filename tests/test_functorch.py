@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 
 import fastrnn
-from fastrnn.functional import differentiating_transform
+from fastrnn._transforms import differentiating_transform
 from helpers.cases import CELLS as LAYERS
 from helpers.cases import Case
 from helpers.cells import CELLS, CellCase, flatten_state, make_cell_inputs, make_cell_pair
