@@ -19,7 +19,7 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if (defined(__AVX2__) && defined(__FMA__)) || defined(__BMI__)
 #include <immintrin.h>
 #endif
 
@@ -33,6 +33,15 @@
 
 namespace fastrnn {
 namespace cpu {
+
+// The 16-bit index at bit 16 * q of a 64-bit word.
+inline uint64_t packed_column(uint64_t packed, unsigned q) {
+#if defined(__BMI__)
+  return _bextr_u64(packed, 16 * q, 16);  // one instruction, not a shift and a move
+#else
+  return (packed >> (16 * q)) & 0xffff;
+#endif
+}
 
 // The portable version, and the one for bfloat16 and float16: scalar, sum[q] takes the
 // nonzeros k0 + q, k0 + q + 8, ...; the sums are then added in halves.
@@ -49,8 +58,7 @@ FASTRNN_NO_VECTORIZE acc_t<T> csr_dot(const Index* col, const T* values, int64_t
       uint64_t packed[kSums / 4];
       std::memcpy(packed, col + k, sizeof packed);
       for (int q = 0; q < kSums; ++q) {
-        const uint64_t c = (packed[q / 4] >> (16 * (q % 4))) & 0xffff;
-        sum[q] += A(values[k + q]) * A(h[c]);
+        sum[q] += A(values[k + q]) * A(h[packed_column(packed[q / 4], q % 4)]);
       }
     } else {
       for (int q = 0; q < kSums; ++q) sum[q] += A(values[k + q]) * A(h[col[k + q]]);
@@ -77,15 +85,6 @@ inline __m256d columns_vector(const double* h, uint64_t c0, uint64_t c1, uint64_
   const __m128d lo = _mm_loadh_pd(_mm_load_sd(h + c0), h + c1);
   const __m128d hi = _mm_loadh_pd(_mm_load_sd(h + c2), h + c3);
   return _mm256_insertf128_pd(_mm256_castpd128_pd256(lo), hi, 1);
-}
-
-// The 16-bit index at bit 16 * q of a 64-bit word.
-inline uint64_t packed_column(uint64_t packed, unsigned q) {
-#if defined(__BMI__)
-  return _bextr_u64(packed, 16 * q, 16);  // one instruction, not a shift and a move
-#else
-  return (packed >> (16 * q)) & 0xffff;
-#endif
 }
 
 // h[col[0..4)] in one vector. 16-bit indices come four to a 64-bit load: a quarter of the
