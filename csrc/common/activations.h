@@ -1,6 +1,6 @@
 #pragma once
-// Activations and their derivatives, host and device. float on the host uses
-// branch-free polynomial forms that the compiler vectorises; double uses libm.
+// Activations and their derivatives, host and device. On the host, float and double use
+// branch-free polynomial forms that the compiler vectorises; the device uses its libm.
 
 #include <cmath>
 #include <cstdint>
@@ -47,7 +47,49 @@ FASTRNN_HD float sigmoid(float x) {
 #endif
 }
 
-FASTRNN_HD double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
+#if !defined(__CUDA_ARCH__)
+// exp(x) - 1 for x clamped to [-40, 709] (below -40 it is -1 in double; up to 709 finite),
+// within ~2 ulp; a NaN propagates. x = n ln2 + r, |r| <= ln2 / 2, with ln2 in two parts
+// (n ln2_hi exact); expm1(r) from its Taylor series to r^13 / 13! (the rest < 1e-17 r);
+// then expm1(x) = 2^n expm1(r) + (2^n - 1), 2^n from the bits of the sum that rounded n.
+inline double expm1_clamped(double x) {
+  x = x > 709.0 ? 709.0 : x;  // a NaN stays
+  x = x < -40.0 ? -40.0 : x;
+  const double round_magic = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds
+  const double shifted = x * 1.4426950408889634 + round_magic;  // round_magic + n
+  const double n = shifted - round_magic;
+  const double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1 / 13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  const double small = p * r * r + r;  // expm1(r)
+  uint64_t shifted_bits, magic_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  std::memcpy(&magic_bits, &round_magic, sizeof magic_bits);
+  const uint64_t bits = (shifted_bits - magic_bits + 1023u) << 52;  // 2^n
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return scale * small + (scale - 1.0);
+}
+#endif
+
+FASTRNN_HD double sigmoid(double x) {
+#if defined(__CUDA_ARCH__)
+  return 1.0 / (1.0 + ::exp(-x));
+#else
+  // 1 + exp(-x) with no cancellation; 0 where the result would be subnormal
+  return x < -708.0 ? 0.0 : 1.0 / (2.0 + expm1_clamped(-x));
+#endif
+}
 
 FASTRNN_HD float tanh_act(float x) {
 #if defined(__CUDA_ARCH__)
@@ -68,7 +110,17 @@ FASTRNN_HD float tanh_act(float x) {
 #endif
 }
 
-FASTRNN_HD double tanh_act(double x) { return ::tanh(x); }
+FASTRNN_HD double tanh_act(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::tanh(x);
+#else
+  // expm1(2|x|) / (expm1(2|x|) + 2), |x| clamped to 20 (tanh is 1 in double beyond 19.1)
+  double ax = x < 0.0 ? -x : x;
+  ax = ax > 20.0 ? 20.0 : ax;  // a NaN stays
+  const double e = expm1_clamped(2.0 * ax);
+  return std::copysign(e / (e + 2.0), x);
+#endif
+}
 
 FASTRNN_HD float inverse_sqrt(float x) {
 #if defined(__CUDA_ARCH__)
