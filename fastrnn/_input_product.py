@@ -40,20 +40,28 @@ def input_product(x, w_ih, bias=None, dtype=None):
     Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
     product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough;
-    else torch.addmm. Never inside torch.compile or torch.export: their graphs keep
-    torch.addmm, which they lower as they see fit and run on any device, and a decision on
-    the number of rows would become a guard on the graph's dynamic sizes."""
+    in float64 on every CPU where the result is that large (BLAS into a reused buffer: a
+    reservoir's [10000, 1] @ [1, 2000], 2 threads, AMD EPYC, 54-65 ms with torch.addmm
+    against 16-20 ms); else torch.addmm. Never inside torch.compile or torch.export: their
+    graphs keep torch.addmm, which they lower as they see fit and run on any device, and a
+    decision on the number of rows would become a guard on the graph's dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
         product = convert(input_product(x.to(dtype), w_ih.to(dtype)), x.dtype)
         return product if bias is None else product.add_(bias)
-    if (LINEAR_MIN_DEPTH and x.is_cpu and x.dtype == torch.float32
-            and not torch.compiler.is_compiling()
-            and (x.shape[0] * w_ih.shape[0] * w_ih.shape[1] >= LINEAR_MIN_MULTIPLY_ADDS
-                 or (w_ih.shape[1] < LINEAR_MIN_DEPTH
-                     and x.shape[0] * w_ih.shape[0] * x.element_size() >= LINEAR_POOLED_BYTES))
-            and torch.backends.mkldnn.enabled):
+    if x.is_cpu and not torch.compiler.is_compiling() and _through_linear(x, w_ih):
         return ops.linear(x, w_ih, bias)
     return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
+
+
+def _through_linear(x, w_ih):
+    """Whether input_product sends x [N, K] @ w_ih^T ([M, K]) on the CPU to the op."""
+    (rows, depth), outputs = x.shape, w_ih.shape[0]
+    pooled = rows * outputs * x.element_size() >= LINEAR_POOLED_BYTES
+    if x.dtype == torch.float64:  # BLAS into a reused buffer, on every CPU
+        return pooled
+    return (LINEAR_MIN_DEPTH and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+            and (rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
+                 or (depth < LINEAR_MIN_DEPTH and pooled)))
 
 
 def convert(t, dtype):

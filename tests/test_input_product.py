@@ -231,7 +231,8 @@ def measured_cpu(monkeypatch):
 
 # (device, dtype, rows, depth I, G*H, x requires grad, goes through the op), for a product of
 # rows x I x G*H multiply-adds against LINEAR_MIN_MULTIPLY_ADDS, and below oneDNN's depth a
-# result of rows x G*H floats against LINEAR_POOLED_BYTES.
+# result of rows x G*H floats against LINEAR_POOLED_BYTES; in float64, only the result's
+# size counts.
 RULE = {
     "deep_at_threshold": ("cpu", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH,
                           64, False, True),
@@ -249,8 +250,10 @@ RULE = {
                                64, DEPTH, False, False),
     "deep_pooled_result": ("cpu", torch.float32, LINEAR_POOLED_BYTES // (4 * 64), DEPTH, 64,
                            False, False),
-    "float64": ("cpu", torch.float64, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,
-                False, False),
+    "float64_pooled_result": ("cpu", torch.float64, LINEAR_POOLED_BYTES // (8 * 64), DEPTH,
+                              64, True, True),
+    "float64_smaller_result": ("cpu", torch.float64, LINEAR_POOLED_BYTES // (8 * 64) - 1,
+                               DEPTH, 64, False, False),
     "meta": ("meta", torch.float32, LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH, 64,
              False, False),
 }
@@ -268,12 +271,16 @@ def test_input_product_rule(monkeypatch, measured_cpu, case):
         assert_product_close(got, x.detach().double() @ w.double().t())
 
 
-def test_input_product_rule_off_where_unmeasured(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_product_rule_off_where_unmeasured(monkeypatch, dtype):
+    """Where oneDNN's product was not measured the op takes no float32 product, and still
+    takes a large float64 one (BLAS into a reused buffer, on every CPU)."""
     calls = _spy_linear(monkeypatch)
     monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
-    _input_product.input_product(torch.randn(LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), DEPTH),
-                                 torch.randn(64, DEPTH))
-    assert not calls
+    rows = max(LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), LINEAR_POOLED_BYTES // (8 * 64))
+    _input_product.input_product(torch.randn(rows, DEPTH, dtype=dtype),
+                                 torch.randn(64, DEPTH, dtype=dtype))
+    assert len(calls) == (dtype == torch.float64)
 
 
 @pytest.mark.parametrize("bias", BIAS)
