@@ -86,8 +86,9 @@ FASTRNN_HD double sigmoid(double x) {
 #if defined(__CUDA_ARCH__)
   return 1.0 / (1.0 + ::exp(-x));
 #else
-  // 1 + exp(-x) with no cancellation; 0 where the result would be subnormal
-  return x < -708.0 ? 0.0 : 1.0 / (2.0 + expm1_clamped(-x));
+  // 1 + exp(-x) with no cancellation; 0 where the result would be subnormal (x below
+  // the log of the smallest normal double)
+  return x < -708.3964185322641 ? 0.0 : 1.0 / (2.0 + expm1_clamped(-x));
 #endif
 }
 
