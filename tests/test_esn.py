@@ -92,11 +92,17 @@ def test_leaky_csr_op_beyond_16_bit_column_indices():
     torch.testing.assert_close(hn[0], h, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("hidden", [40, 70000])  # 16-bit column indices, and 32-bit
+# The rows of each step: five steps (the walk reads 16-bit copies of the column indices
+# where the hidden size allows), or two (too few to pay for the copy: the int32 indices).
+STEP_ROWS = {"five_steps": [7, 6, 5, 2, 1], "two_steps": [7, 6]}
+
+
+@pytest.mark.parametrize("steps", list(STEP_ROWS))
+@pytest.mark.parametrize("hidden", [40, 70000])  # 16-bit column indices possible, and not
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
-def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype):
+def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype, steps):
     """Row r of w has r mod 19 nonzeros (0 to 18: every remainder of the dot products'
-    blocks of 8 nonzeros), over steps of 7, 6, 5, 2 and 1 rows. h0's first row holds inf at
+    blocks of 8 nonzeros), over the steps of STEP_ROWS. h0's first row holds inf at
     one column: the rows of w that read it take an infinite product, and no NaN from
     multiplying it by a zero that is not in the row. Against the equation with the product
     formed from the CSR lists, in float64."""
@@ -107,7 +113,7 @@ def test_leaky_csr_op_every_row_length_and_a_non_finite_column(hidden, dtype):
     crow = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0),
                       torch.full((hidden - 40,), int(lengths.sum()))])
     values = torch.randn(len(cols), generator=g, dtype=F64).to(dtype).double()
-    batch_sizes = torch.tensor([7, 6, 5, 2, 1])
+    batch_sizes = torch.tensor(STEP_ROWS[steps])
     gx = torch.randn(int(batch_sizes.sum()), hidden, generator=g, dtype=F64).to(dtype).double()
     h0 = torch.randn(7, hidden, generator=g, dtype=F64).to(dtype).double()
     h0[0, 5] = float("inf")

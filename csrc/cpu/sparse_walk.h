@@ -17,9 +17,11 @@ namespace fastrnn {
 namespace cpu {
 
 // w_hh: [G*H, H] sparse CSR, int32 indices (checks.h's csr_weight); gh: [B, G*H] scratch.
-// Below 65537 units the walk reads 16-bit copies of the column indices, made once per call:
-// a quarter less to stream each step (2000 units, 10% nonzeros, float32, batch 1, 10,000
-// steps, 4 alternating runs: 0.83 s with the int32 indices, 0.755 s with these).
+// Below 65537 units a walk of kNarrowFromSteps steps or more reads 16-bit copies of the
+// column indices, made once per call: a quarter less to stream each step (2000 units, 10%
+// nonzeros, float32, batch 1, 10,000 steps, 4 alternating runs: 0.83 s with the int32
+// indices, 0.755 s with these: 7.5 us a step, where the copy takes about 20 us, so a call
+// of a step or two, as a closed loop makes them, reads the int32 indices).
 template <class Cell, typename T>
 void sparse_forward(const ForwardState<T>& st, const Schedule& schedule, const at::Tensor& w_hh,
                     T* gh) {
@@ -61,7 +63,8 @@ void sparse_forward(const ForwardState<T>& st, const Schedule& schedule, const a
     });
   };
   const int32_t* col = col_t.data_ptr<int32_t>();
-  if (H <= 65536) {
+  constexpr int64_t kNarrowFromSteps = 4;
+  if (H <= 65536 && schedule.steps() >= kNarrowFromSteps) {
     const std::vector<uint16_t> narrow(col, col + col_t.numel());
     walk(narrow.data());
   } else {
