@@ -171,8 +171,11 @@ inline at::Tensor csr_weight(const char* op, const at::Tensor& h0, const at::Ten
   bool ordered = cp[0] == 0 && cp[rows] == nnz;
   for (int64_t r = 0; r < rows && ordered; ++r) ordered = cp[r] <= cp[r + 1];
   TORCH_CHECK(ordered, op, ": CSR crow_indices must start at 0, never decrease and end at nnz");
-  TORCH_CHECK(nnz == 0 || (col.min().item<int64_t>() >= 0 && col.max().item<int64_t>() < P), op,
-              ": CSR col_indices must lie in [0, ", P, ")");
+  if (nnz > 0) {
+    const auto [low, high] = at::aminmax(col);  // one pass
+    TORCH_CHECK(low.item<int64_t>() >= 0 && high.item<int64_t>() < P, op,
+                ": CSR col_indices must lie in [0, ", P, ")");
+  }
   // The tensor never leaves the op: torch's notice that sparse CSR is in beta is not shown.
   struct Silent : c10::WarningHandler {
     void process(const c10::Warning&) override {}
