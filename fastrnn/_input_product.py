@@ -21,13 +21,14 @@ LINEAR_MIN_DEPTH = _C.LINEAR_MIN_DEPTH
 # the op saves 2-20% (more where its reused result saves page faults).
 LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
 
-# From how large a result (bytes) a product below oneDNN's depth goes through the op at any
-# number of multiply-adds: there the op's result comes from buffers reused from call to
-# call, where torch.addmm's, fresh, page-faults at first touch (0.37 ms of a 1.6 ms [700,
-# 200] @ [200, 800]). PyTorch's word_language_model (2 layers, I=H=200, B=20, T=35), 2
-# threads, AMD EPYC, in-process, 41 rounds in shuffled order, median ms, addmm against the
-# op: LSTM inference 6.73 vs 6.21 (torch.nn 6.09), training 20.06 vs 20.18; GRU inference
-# 4.82 vs 4.63, training 14.76 vs 13.76; the RNN (a 560 KB result, unchanged) 3.08 vs 3.07.
+# From how large a result (bytes) a float32 product below oneDNN's depth, or a float64
+# product at any depth, goes through the op at any number of multiply-adds (_through_linear):
+# there the op's result comes from buffers reused from call to call, where torch.addmm's,
+# fresh, page-faults at first touch (0.37 ms of a 1.6 ms [700, 200] @ [200, 800]).
+# PyTorch's word_language_model (2 layers, I=H=200, B=20, T=35), 2 threads, AMD EPYC,
+# in-process, 41 rounds in shuffled order, median ms, addmm against the op: LSTM inference
+# 6.73 vs 6.21 (torch.nn 6.09), training 20.06 vs 20.18; GRU inference 4.82 vs 4.63,
+# training 14.76 vs 13.76; the RNN (a 560 KB result, unchanged) 3.08 vs 3.07.
 LINEAR_POOLED_BYTES = _C.LINEAR_POOLED_BYTES
 
 
