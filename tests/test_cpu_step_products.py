@@ -3,8 +3,9 @@ rows by a weight of 65536 elements or more they run fastrnn's own kernels
 (csrc/cpu/row_products.h), the weight read in place, its columns split among the threads;
 else BLAS. Each must match torch.nn in float64 and float32, with one and two threads, at
 sizes that cut every block those kernels have: depths that are no multiple of a vector (8
-floats, 4 doubles), column counts that are no multiple of 4 (dot products) or 16 (column
-vectors), row counts around the row blocks (2 or 4 rows; 4 or 8) and the 32-row limit,
+floats, 4 doubles), column counts that are no multiple of 4 (dot products and broadcast
+blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4 or 8),
+the packed rows' panels (8 doubles, 16 floats) and the 32- and 128-row limits,
 and a last thread's block of columns that is no multiple of 16. A step's weight gradients
 (a product of depth B) run the same kernels up to B = 16 (the cells' sizes here: every
 gradient of 65536 elements or more, rows and columns off every block), and those of 1 MB
@@ -22,7 +23,11 @@ from helpers.parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-BATCHES = [1, 2, 3, 6, 9, 32, 33]
+# Around the dot products' row blocks and the 32-row limit. The forward products (by
+# w^T) pack the rows where they fill 80% of two or more panels of rows (8 doubles, 16
+# floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16, 20 and 33 in float64 only;
+# by a weight of 2^20 elements or more one panel too (16 floats, 8 doubles); 129 never.
+BATCHES = [1, 2, 3, 6, 8, 9, 16, 20, 31, 32, 33, 64, 129]
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -57,6 +62,7 @@ def test_projected_lstm_matches_torch_nn(batch, dtype, threads):
     ("LSTMCell", 100, 167),  # w_ih 668 x 100, w_hh 668 x 167
     ("GRUCell", 257, 86),  # w_ih 258 x 257, w_hh 258 x 86 (BLAS)
     ("RNNCell-relu", 7, 300),  # w_ih 300 x 7 (BLAS), w_hh 300 x 300
+    ("LSTMCell", 3, 513),  # w_hh 2052 x 513, over 2^20 elements
 ])
 def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
     """A cell call: its input product (onto the biases), recurrent product and their

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include <limits>
+#include <vector>
 
 #include "row_products.h"
 #include "subnormals.h"
@@ -79,7 +80,9 @@ class StepGemm {
   // in-process interleaved, median of 15, ms, BLAS vs the kernels: T10 H1024 forward B4
   // 2.26 vs 1.29, B8 3.17 vs 2.24, B32 9.32 vs 7.51; fwd+bwd B8 11.7 vs 7.8, B32 27.0 vs
   // 23.4; T50 H256 forward B1 0.286 vs 0.239, B8 0.971 vs 0.840, B32 2.94 vs 2.87; fwd+bwd
-  // B8 2.73 vs 2.31. At B64 they were 3% slower at H256, hence the limit of 32 rows.
+  // B8 2.73 vs 2.31. At B64 they were 3% slower at H256, hence the limit of 32 rows. By a
+  // transposed weight (h @ w_hh^T) the rows that packs_rows packs take the packed kernel,
+  // up to row_products.h's kMaxPackedRows rows.
   static constexpr bool kRowProducts =
       kRowProductKernels && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>);
   static constexpr int64_t kMaxRowProductRows = 32;
@@ -123,12 +126,25 @@ class StepGemm {
     // waking the other threads (a parallel region costs more than the whole product of a
     // small cell call, and far more when another process holds a core).
     constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16, kMinWeightToSplit = 1 << 16;
-    const bool row_kernel =
-        kRowProducts && m <= kMaxRowProductRows && k_ * n_ >= kMinRowProductElements;
+    const bool large_weight = kRowProducts && k_ * n_ >= kMinRowProductElements;
+    bool packed = false;  // a's rows packed: from row_products.h's kMinPackedRows rows
+    if constexpr (kRowProducts) packed = large_weight && trans_w_ == 'T' && packs_rows(m);
+    const bool row_kernel = packed || (large_weight && m <= kMaxRowProductRows);
+    // a's rows packed once for all threads (packed_rows_times_transposed), in the calling
+    // thread's buffer, kept from call to call.
+    const scalar_t* panels = nullptr;
+    if constexpr (kRowProducts) {
+      if (packed) {
+        thread_local std::vector<scalar_t> buffer;
+        buffer.resize(row_panels<scalar_t>(m) * k_ * kPanelWidth<scalar_t>);
+        pack_rows(m, a, lda, k_, buffer.data());
+        panels = buffer.data();
+      }
+    }
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     if ((m > kMaxRowsToSplit && !row_kernel) || threads == 1 || n_ < 2 * kAlign * threads ||
         k_ * n_ < kMinWeightToSplit) {
-      columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel);
+      columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel, panels);
       return;
     }
     const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
@@ -136,7 +152,8 @@ class StepGemm {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t first = std::min(n_, t * width);
-        columns(m, a, out, first, std::min(width, n_ - first), accumulate, lda, ldc, row_kernel);
+        columns(m, a, out, first, std::min(width, n_ - first), accumulate, lda, ldc, row_kernel,
+                panels);
       }
     });
   }
@@ -144,7 +161,8 @@ class StepGemm {
  private:
   // out[:, first : first + width] (+)= a @ w[:, first : first + width].
   void columns(int64_t m, const scalar_t* a, scalar_t* out, int64_t first, int64_t width,
-               bool accumulate, int64_t lda, int64_t ldc, bool row_kernel) const {
+               bool accumulate, int64_t lda, int64_t ldc, bool row_kernel,
+               const scalar_t* panels) const {
     if (width == 0) return;
     if constexpr (kRowProducts) {
       if (row_kernel) {
@@ -152,6 +170,8 @@ class StepGemm {
         const int64_t ld = ld_w_, last = first + width;
         if (trans_w_ == 'N') {  // w [k, n], rows ld apart
           rows_times(m, a, lda, w, ld, k_, out, ldc, first, last, accumulate);
+        } else if (panels != nullptr) {  // w = v^T as below; a packed
+          packed_rows_times_transposed(m, panels, w, ld, k_, out, ldc, first, last, accumulate);
         } else {  // w = v^T, v [n, k] rows ld apart
           rows_times_transposed(m, a, lda, w, ld, k_, out, ldc, first, last, accumulate);
         }
@@ -170,6 +190,14 @@ class StepGemm {
   }
 
   static BlasGemm<scalar_t> blas() { return blas_gemm<scalar_t>(); }
+
+  // Whether m rows by this weight take the packed kernel (row_products.h's rule).
+  bool packs_rows(int64_t m) const {
+    const int64_t panels = row_panels<scalar_t>(m);
+    return m >= kMinPackedRows<scalar_t> && m <= kMaxPackedRows &&
+           5 * m >= 4 * panels * kPanelWidth<scalar_t> &&
+           (panels >= 2 || k_ * n_ >= kMinOnePanelElements);
+  }
 
   at::Tensor w_;
   int64_t k_, n_;
