@@ -23,10 +23,11 @@ from helpers.parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-# Around the dot products' row blocks and the 32-row limit. The forward products (by
-# w^T) pack the rows where they fill 80% of two or more panels of rows (8 doubles, 16
-# floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16, 20 and 33 in float64 only;
-# by a weight of 2^20 elements or more one panel too (16 floats, 8 doubles); 129 never.
+# Around the dot products' row blocks and the 32-row limit. The forward products by a w^T
+# of 512 columns or more (the LSTMs' here) pack the rows where they fill 80% of two or more
+# panels of rows (8 doubles, 16 floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16,
+# 20 and 33 in float64 only; by a weight of 2^20 elements or more one panel too (16 floats,
+# 8 doubles); 129 never.
 BATCHES = [1, 2, 3, 6, 8, 9, 16, 20, 31, 32, 33, 64, 129]
 
 

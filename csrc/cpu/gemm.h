@@ -194,7 +194,7 @@ class StepGemm {
   // Whether m rows by this weight take the packed kernel (row_products.h's rule).
   bool packs_rows(int64_t m) const {
     const int64_t panels = row_panels<scalar_t>(m);
-    return m >= kMinPackedRows<scalar_t> && m <= kMaxPackedRows &&
+    return m >= kMinPackedRows<scalar_t> && m <= kMaxPackedRows && n_ >= kMinPackedColumns &&
            5 * m >= 4 * panels * kPanelWidth<scalar_t> &&
            (panels >= 2 || k_ * n_ >= kMinOnePanelElements);
   }

@@ -184,7 +184,10 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
 // panels' rows are a's (the zero rows cost as much): [20, 256] @ [256, 514], one thread, 66
 // GFLOP/s against the dot products' 77; [31, ...] 102 against 77. With one panel, only by
 // weights of kMinOnePanelElements or more: below, packing and its half as many sums per
-// broadcast did not pay. Measured on AMD EPYC (Zen 4, AVX-512 build):
+// broadcast did not pay; by fewer than kMinPackedColumns columns neither (the thread that
+// packs the rows does so alone, for a product of as many rows per thread by half as many
+// columns: an RNN cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4,
+// AVX-512 build):
 // - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 528] 84 vs 106, [64,
 //   256] @ [256, 528] 84 vs 106, [32, 1024] @ [1024, 2064] 85 vs 110;
 // - cell calls without grad (both products and the gates), 2 threads, in-process shuffled,
@@ -198,6 +201,7 @@ template <typename T>
 constexpr int64_t kMinPackedRows = kPanelWidth<T>;
 constexpr int64_t kMaxPackedRows = 128;
 constexpr int64_t kMinOnePanelElements = 1 << 20;
+constexpr int64_t kMinPackedColumns = 512;
 
 // The panels of a [m, K] (rows lda apart): panels * K * kPanelWidth<T> elements, panel p
 // holding rows [p * W, p * W + W) k-major (panel_gemm.h's layout), zero past row m.
