@@ -1,208 +1,23 @@
-"""The layers' input product x @ w_ih^T + bias: the op fastrnn::linear (in float32 on the
-CPUs where it was measured faster, oneDNN from a depth and fastrnn's panel kernel below it;
-BLAS otherwise) against float64 and torch, its
-gradients, opcheck and errors; the rule that sends a layer's product through it
-(fastrnn._input_product.input_product); the layers taking it, against torch.nn, and the
-clockwork RNN's input gradients taking it, against float64.
-
-Where the op never takes oneDNN on this CPU (LINEAR_MIN_DEPTH is 0) the tests of the op
-and of the layers through it still run (on BLAS); those that check oneDNN ran skip."""
+"""The rule that sends a layer's input product x @ w_ih^T + bias through the op
+fastrnn::linear (fastrnn._input_product.input_product; the op itself: test_linear_op.py):
+its thresholds, float64, 16-bit products; the layers taking it, against torch.nn; the
+variants, the structured recurrences and the reservoir through it against themselves
+through torch.addmm; compile and export keeping torch's product; and the clockwork RNN's
+input gradients taking it, against float64."""
 
 import pytest
 import torch
-from torch.autograd import gradcheck
 
 import fastrnn
 from fastrnn import _input_product
-from fastrnn._input_product import (LINEAR_MIN_DEPTH, LINEAR_MIN_MULTIPLY_ADDS,
-                                    LINEAR_POOLED_BYTES)
+from fastrnn._input_product import LINEAR_MIN_MULTIPLY_ADDS, LINEAR_POOLED_BYTES
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
-from helpers.tolerances import GRADCHECK, atol_rtol, tolerance
+from helpers.products import BIAS, DEPTH, OTHER_LIBRARY, assert_product_close
+from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
-
-BIAS = [pytest.param(True, id="bias"), pytest.param(False, id="nobias")]
-OTHER_LIBRARY = atol_rtol(torch.float32, "other_product_library")
-# How weight is laid out in memory: its own [M, K], or the transpose of a [K, M] (the input
-# gradient's call), or a strided view.
-WEIGHT_LAYOUTS = ["contiguous", "transposed", "strided"]
-
-
-def _operands(n, k, m, dtype, bias, layout, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, k, generator=g, dtype=torch.float64)
-    w = {"contiguous": lambda: torch.randn(m, k, generator=g, dtype=torch.float64),
-         "transposed": lambda: torch.randn(k, m, generator=g, dtype=torch.float64).t(),
-         "strided": lambda: torch.randn(m, 2 * k, generator=g, dtype=torch.float64)[:, ::2],
-         }[layout]()
-    b = torch.randn(m, generator=g, dtype=torch.float64) if bias else None
-    cast = lambda t: None if t is None else t.to(dtype)
-    return cast(x), cast(w), cast(b), (x, w, b)
-
-
-def _reference(x, w, b):
-    return x @ w.t() + (0 if b is None else b)
-
-
-def assert_product_close(got, want):
-    """got (a product in its dtype) within "product_vs_float64" of want (float64)."""
-    bound = tolerance(got.dtype, "product_vs_float64") * want.abs().max().item()
-    torch.testing.assert_close(got.double(), want, atol=bound, rtol=0)
-
-
-# Depths below and above the one from which the op takes oneDNN (csrc/cpu/linear.cpp: 256
-# where it does; below it, fastrnn's panel kernel).
-DEPTH = max(LINEAR_MIN_DEPTH, 256)
-DEPTHS = [33, DEPTH + 44]
-needs_onednn = pytest.mark.skipif(LINEAR_MIN_DEPTH == 0,
-                                  reason="fastrnn::linear takes oneDNN only on the CPUs measured")
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-@pytest.mark.parametrize("layout", WEIGHT_LAYOUTS)
-@pytest.mark.parametrize("bias", BIAS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_linear_against_float64(dtype, bias, layout, depth):
-    """Forward at the given depth, backward's input gradient at depth 45 or DEPTH + 12."""
-    x, w, b, exact = _operands(67, depth, 45 if depth < DEPTH else DEPTH + 12, dtype, bias,
-                               layout)
-    x.requires_grad_()
-    w.requires_grad_()
-    got = ops.linear(x, w, b)
-    want = _reference(*exact)
-    assert got.dtype == dtype and got.shape == (67, w.shape[0]) and got.is_contiguous()
-    assert_product_close(got, want)
-    grad = torch.randn_like(got)
-    gx, gw = torch.autograd.grad(got, (x, w), grad)
-    assert_product_close(gx, grad.double() @ exact[1])
-    assert_product_close(gw, grad.double().t() @ exact[0])
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_linear_panels_in_chunks(threads):
-    """Just below oneDNN's depth, more panels per thread than one chunk holds (256 KB: 16
-    panels of 16 columns at depth 255), a part panel, and row blocks of 5 and 4."""
-    torch.set_num_threads(threads)
-    x, w, b, exact = _operands(13, DEPTH - 1, 16 * 40 + 5, torch.float32, True, "contiguous")
-    got = ops.linear(x, w, b)
-    assert got.shape == (13, 16 * 40 + 5) and got.is_contiguous()
-    assert_product_close(got, _reference(*exact))
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-def test_linear_strided_input(depth):
-    x = torch.randn(40, 2 * depth)[:, ::2]
-    w, b = torch.randn(24, depth), torch.randn(24)
-    assert_product_close(ops.linear(x, w, b), _reference(x.double(), w.double(), b.double()))
-
-
-@pytest.mark.parametrize("bias", BIAS)
-def test_linear_bias_gradient(bias):
-    x, w, b, _ = _operands(9, 5, 7, torch.float32, bias, "contiguous")
-    if b is not None:
-        b.requires_grad_()
-    out = ops.linear(x, w, b)
-    if b is None:
-        assert not out.requires_grad
-        return
-    (gb,) = torch.autograd.grad(out, b, torch.ones_like(out))
-    torch.testing.assert_close(gb, torch.full_like(b, 9.0))
-
-
-@pytest.mark.parametrize("bias", BIAS)
-def test_linear_gradcheck(bias):
-    x, w, b, _ = _operands(6, 4, 5, torch.float64, bias, "contiguous")
-    args = [t.requires_grad_() for t in (x, w)] + [None if b is None else b.requires_grad_()]
-    assert gradcheck(ops.linear, args, **GRADCHECK)
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-@pytest.mark.parametrize("bias", BIAS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_linear_opcheck(dtype, bias, depth):
-    x, w, b, _ = _operands(8, depth, 10, dtype, bias, "contiguous")
-    torch.library.opcheck(ops.linear.default, (x.requires_grad_(), w.requires_grad_(), b))
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
-@pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.float32),
-                                    (torch.float32, torch.bfloat16),
-                                    (torch.float64, torch.float32)], ids=str)
-def test_convert_equals_to_and_its_gradient_converts_back(dtypes, layout):
-    """fastrnn::convert (the input products' dtype change under autocast): Tensor.to's
-    values, a new contiguous tensor, and the gradient in the input's dtype; opcheck."""
-    source, target = dtypes
-    t = torch.randn(7, 5, dtype=source)
-    t = t.t() if layout == "transposed" else t
-    before = t.clone()
-    got = ops.convert(t, target)
-    assert got.dtype == target and got.is_contiguous() and torch.equal(got, t.to(target))
-    assert torch.equal(t, before)
-    leaf = t.detach().requires_grad_()
-    grad = torch.randn(t.shape, dtype=target)
-    (got_grad,) = torch.autograd.grad(ops.convert(leaf, target), leaf, grad)
-    assert got_grad.dtype == source and torch.equal(got_grad, grad.to(source))
-    torch.library.opcheck(ops.convert.default, (leaf, target))
-
-
-@pytest.mark.parametrize("shape", [(0, 300, 7), (6, 0, 7), (6, 300, 0)], ids=["N0", "K0", "M0"])
-@pytest.mark.parametrize("bias", BIAS)
-def test_linear_empty(shape, bias):
-    n, k, m = shape
-    x, w = torch.randn(n, k), torch.randn(m, k)
-    b = torch.randn(m) if bias else None
-    want = torch.addmm(b, x, w.t()) if bias else torch.mm(x, w.t())
-    torch.testing.assert_close(ops.linear(x, w, b), want)
-
-
-def _onednn_calls(fn):
-    """How many times fn() called oneDNN's inner product (mkldnn::_linear_pointwise)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(event.count for event in prof.key_averages()
-               if event.key == "mkldnn::_linear_pointwise")
-
-
-@needs_onednn
-@pytest.mark.parametrize("bias", BIAS)
-def test_linear_takes_onednn_from_its_depth(bias):
-    """Forward and the input gradient each take oneDNN from the depth on, not below."""
-    x, w, b, _ = _operands(64, DEPTH, 40, torch.float32, bias, "contiguous")
-    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 1
-    x, w, b, _ = _operands(64, DEPTH - 1, 40, torch.float32, bias, "contiguous")
-    assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
-    x, w, b, _ = _operands(64, 40, DEPTH, torch.float32, bias, "contiguous")
-    out = ops.linear(x.requires_grad_(), w, b)
-    assert _onednn_calls(lambda: out.backward(torch.ones_like(out))) == 1
-
-
-@pytest.mark.parametrize("dtype, onednn", [(torch.float32, False), (torch.bfloat16, True),
-                                           (torch.float64, True)], ids=str)
-def test_linear_without_onednn_is_torch_blas(monkeypatch, dtype, onednn):
-    """With oneDNN switched off, and in dtypes other than float32, the op is torch's addmm,
-    to the bit, and calls no oneDNN product."""
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
-    for depth in (DEPTH - 1, DEPTH):  # below oneDNN's depth, the panel kernel's where on
-        x, w, b = (torch.randn(64, depth, dtype=dtype), torch.randn(40, depth, dtype=dtype),
-                   torch.randn(40, dtype=dtype))
-        assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
-        assert torch.equal(ops.linear(x, w, b), torch.addmm(b, x, w.t()))
-
-
-@pytest.mark.parametrize("args, match", [
-    ((torch.randn(4, 3), torch.randn(5, 2), None), "input \\[N, K\\] and weight \\[M, K\\]"),
-    ((torch.randn(4, 3, 1), torch.randn(5, 3), None), "input \\[N, K\\] and weight \\[M, K\\]"),
-    ((torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64), None), "one dtype"),
-    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4)), "bias \\[5\\]"),
-    ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, dtype=torch.float64)), "bias \\[5\\]"),
-    ((torch.ones(4, 3, dtype=torch.long), torch.ones(5, 3, dtype=torch.long), None),
-     "floating dtype"),
-], ids=["K", "rank", "dtype", "bias_size", "bias_dtype", "integer"])
-def test_linear_errors(args, match):
-    with pytest.raises(RuntimeError, match=match):
-        ops.linear(*args)
 
 
 def _spy_linear(monkeypatch):
