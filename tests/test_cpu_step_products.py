@@ -1,7 +1,8 @@
 """The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32
 rows by a weight of 65536 elements or more they run fastrnn's own kernels
-(csrc/cpu/row_products.h), the weight read in place, its columns split among the threads;
-else BLAS. Each must match torch.nn in float64 and float32, with one and two threads, at
+(csrc/cpu/row_products.h), the weight read in place, its columns split among the threads,
+and so do products by a transposed weight of 512 columns or more whose rows are packed
+(up to 128 rows); else BLAS. Each must match torch.nn in float64 and float32, with one and two threads, at
 sizes that cut every block those kernels have: depths that are no multiple of a vector (8
 floats, 4 doubles), column counts that are no multiple of 4 (dot products and broadcast
 blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4 or 8),
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("torch_state")
 # Around the dot products' row blocks and the 32-row limit. The forward products by a w^T
 # of 512 columns or more (the LSTMs' here) pack the rows where they fill 80% of two or more
 # panels of rows (8 doubles, 16 floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16,
-# 20 and 33 in float64 only; by a weight of 2^20 elements or more one panel too (16 floats,
-# 8 doubles); 129 never.
-BATCHES = [1, 2, 3, 6, 8, 9, 16, 20, 31, 32, 33, 64, 129]
+# 20 and 33 in float64 only, 48 (three panels of floats) and 128 in both; by a weight of
+# 2^20 elements or more one panel too (16 floats, 8 doubles); 129 never.
+BATCHES = [1, 2, 3, 6, 8, 9, 16, 20, 31, 32, 33, 48, 64, 128, 129]
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -63,7 +64,8 @@ def test_projected_lstm_matches_torch_nn(batch, dtype, threads):
     ("LSTMCell", 100, 167),  # w_ih 668 x 100, w_hh 668 x 167
     ("GRUCell", 257, 86),  # w_ih 258 x 257, w_hh 258 x 86 (BLAS)
     ("RNNCell-relu", 7, 300),  # w_ih 300 x 7 (BLAS), w_hh 300 x 300
-    ("LSTMCell", 3, 513),  # w_hh 2052 x 513, over 2^20 elements
+    ("LSTMCell", 520, 513),  # w_ih 2052 x 520, w_hh 2052 x 513: over 2^20 elements
+    ("GRUCell", 130, 171),  # w_ih 513 x 130, w_hh 513 x 171: columns no multiple of 4
 ])
 def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
     """A cell call: its input product (onto the biases), recurrent product and their

@@ -131,7 +131,7 @@ class StepGemm {
     if constexpr (kRowProducts) packed = large_weight && trans_w_ == 'T' && packs_rows(m);
     const bool row_kernel = packed || (large_weight && m <= kMaxRowProductRows);
     // a's rows packed once for all threads (packed_rows_times_transposed), in the calling
-    // thread's buffer, kept from call to call.
+    // thread's buffer, kept from call to call (at most kMaxPackedRows * k_ elements).
     const scalar_t* panels = nullptr;
     if constexpr (kRowProducts) {
       if (packed) {

@@ -175,16 +175,17 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
   }
 }
 
-// rows_times_transposed's products of m rows run as packed_rows_times_transposed's
-// instead (StepGemm, gemm.h) from kMinPackedRows (one panel of rows, kPanelWidth<T>) to
-// kMaxPackedRows rows: a's rows packed once per product into panels, each element of w
-// broadcast against a panel's rows (as panel_gemm.h multiplies a weight's panels), where
-// the dot products sum lanes at the end of every block, and BLAS (above 32 rows) calls
-// kernels tuned for larger products. The rows are packed where at least 80% of the
+// Products a @ w^T of kMinPackedRows (one panel of rows, kPanelWidth<T>) to kMaxPackedRows
+// rows run as packed_rows_times_transposed's (StepGemm, gemm.h), where they were the dot
+// products' (up to 32 rows) or BLAS's (above): a's rows packed once per product into
+// panels, each element of w broadcast against a panel's rows (as panel_gemm.h multiplies
+// a weight's panels), where the dot products sum lanes at the end of every block and BLAS
+// runs kernels tuned for larger products. The rows are packed where at least 80% of the
 // panels' rows are a's (the zero rows cost as much): [20, 256] @ [256, 514], one thread, 66
-// GFLOP/s against the dot products' 77; [31, ...] 102 against 77. With one panel, only by
-// weights of kMinOnePanelElements or more: below, packing and its half as many sums per
-// broadcast did not pay; by fewer than kMinPackedColumns columns neither (the thread that
+// GFLOP/s against the dot products' 77; [31, ...] 102 against 77. One panel (then exactly
+// kPanelWidth<T> rows) only by weights of kMinOnePanelElements or more: below, packing and
+// its half as many sums per broadcast did not pay; by fewer than kMinPackedColumns columns
+// neither (the thread that
 // packs the rows does so alone, for a product of as many rows per thread by half as many
 // columns: an RNN cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4,
 // AVX-512 build):
@@ -258,12 +259,14 @@ constexpr int kBroadcastPanels = kVectorRegisters >= 32 ? 2 : 1;
 template <typename T, int NP>
 void broadcast_rows(int rows, int np, const T* w, int64_t ldw, const T* panels, int64_t K,
                     T* sums) {
-  if (NP == 2 && np == 2) {
-    switch (rows) {
-      case 1: return broadcast_block<T, 1, 2>(w, ldw, panels, K, sums);
-      case 2: return broadcast_block<T, 2, 2>(w, ldw, panels, K, sums);
-      case 3: return broadcast_block<T, 3, 2>(w, ldw, panels, K, sums);
-      default: return broadcast_block<T, 4, 2>(w, ldw, panels, K, sums);
+  if constexpr (NP == 2) {  // sums holds 2 * kBroadcastRows * W only where NP is 2
+    if (np == 2) {
+      switch (rows) {
+        case 1: return broadcast_block<T, 1, 2>(w, ldw, panels, K, sums);
+        case 2: return broadcast_block<T, 2, 2>(w, ldw, panels, K, sums);
+        case 3: return broadcast_block<T, 3, 2>(w, ldw, panels, K, sums);
+        default: return broadcast_block<T, 4, 2>(w, ldw, panels, K, sums);
+      }
     }
   }
   switch (rows) {
