@@ -185,15 +185,15 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
 // GFLOP/s against the dot products' 77; [31, ...] 102 against 77. One panel (then exactly
 // kPanelWidth<T> rows) only by weights of kMinOnePanelElements or more: below, packing and
 // its half as many sums per broadcast did not pay; by fewer than kMinPackedColumns columns
-// neither (the thread that
-// packs the rows does so alone, for a product of as many rows per thread by half as many
-// columns: an RNN cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4,
-// AVX-512 build):
+// neither (the thread that packs the rows does so alone, for a product of as many rows per
+// thread by half as many columns: an RNN cell at B128, H256, 1.1-1.3x the time). Measured
+// on AMD EPYC (Zen 4, AVX-512 build):
 // - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 528] 84 vs 106, [64,
-//   256] @ [256, 528] 84 vs 106, [32, 1024] @ [1024, 2064] 85 vs 110;
+//   256] @ [256, 528] 84 vs 106, [32, 1024] @ [1024, 2064] 85 vs 110; an AVX2 build
+//   (-march=znver3, on the same CPU), [16 to 64, 256] @ [256, 512 or 1024] 62-67 vs 92-99;
 // - cell calls without grad (both products and the gates), 2 threads, in-process shuffled,
 //   median of 11-21, time against the old kernels' (dot products to 32 rows, BLAS above):
-//   float32 B16 LSTM H256 1.02-1.07, RNN H256 1.10-1.14, LSTM H1024 0.89-0.91; B32 LSTM
+//   float32 B16 LSTM H256 1.02-1.07, RNN H256 1.10, LSTM H1024 0.89-0.91; B32 LSTM
 //   H256 0.95-1.01, H512 0.78, H1024 0.82, GRU H1024 0.77, RNN H512 0.90, H1024 0.83; B64
 //   LSTM H256 0.93, H1024 0.45, RNN H512 0.87; B128 LSTM H256 0.92, GRU H1024 0.65, RNN
 //   H1024 0.71; float64 B8 LSTM H256 1.06, B16 0.99, B32 0.99, RNN B32 H512 0.85, LSTM B64
