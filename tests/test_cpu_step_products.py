@@ -74,6 +74,25 @@ def test_cell_matches_torch_nn(cell, input_size, hidden, batch, dtype, threads):
     check_cell_parity(case, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", [3, 16, 31, 64])
+def test_forward_products_equal_on_one_and_two_threads(batch, dtype):
+    """Each output of fastrnn's kernels is one sum in one order however the threads split
+    the columns: an LSTM cell's forward (its input and recurrent products by w^T, 668
+    columns: 336 and 332 a thread) gives the same bits on one thread and on two, with the
+    dot products (3 rows; 16 floats), the packed rows (16 doubles; 31 and 64 rows)."""
+    torch.manual_seed(0)
+    cell = fastrnn.LSTMCell(100, 167, dtype=dtype)
+    x, h, c = (torch.randn(batch, n, dtype=dtype) for n in (100, 167, 167))
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            results.append(cell(x, (h, c)))
+    for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
 def test_pooled_weight_gradients_accumulate():
     """LSTMCell(512, 1024): w_ih's and w_hh's gradients (8 and 16 MB) come from the pool;
     two backward calls accumulate into .grad, and after zero_grad(set_to_none=True) a third
