@@ -11,7 +11,8 @@
 // - rows_times_transposed: out [m, n] = a [m, K] @ w^T, w [n, K] with K contiguous (w_hh as
 //   stored, for h @ w_hh^T): dot products over K, kDotColumns columns and up to kDotRows
 //   rows at a time, each vector of lanes summed at the end; or, from a panel of rows,
-//   packed_rows_times_transposed: a's rows packed, w's elements broadcast against them;
+//   packed_rows_times_transposed: a's rows packed, w's elements broadcast against them
+//   (panel_gemm.h's kernel);
 // - rows_times: out [m, n] = a [m, K] @ w, w [K, n] with n contiguous (w_hh for the
 //   backward's dgh @ w_hh): each row of w's block of columns multiplied by every row's
 //   element of a, K in blocks of kDepthBlock rows of w.
@@ -183,11 +184,10 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
 // runs kernels tuned for larger products. The rows are packed where at least 80% of the
 // panels' rows are a's (the zero rows cost as much): [20, 256] @ [256, 514], one thread, 66
 // GFLOP/s against the dot products' 77; [31, ...] 102 against 77. One panel (then exactly
-// kPanelWidth<T> rows) only by weights of kMinOnePanelElements or more: below, packing and
-// its half as many sums per broadcast did not pay; by fewer than kMinPackedColumns columns
-// neither (the thread that packs the rows does so alone, for a product of as many rows per
-// thread by half as many columns: an RNN cell at B128, H256, 1.1-1.3x the time). Measured
-// on AMD EPYC (Zen 4, AVX-512 build):
+// kPanelWidth<T> rows) only by weights of kMinOnePanelElements or more: below, packing did
+// not pay; by fewer than kMinPackedColumns columns neither (the thread that packs the rows
+// does so alone, for a product of as many rows per thread by half as many columns: an RNN
+// cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4, AVX-512 build):
 // - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 528] 84 vs 106, [64,
 //   256] @ [256, 528] 84 vs 106, [32, 1024] @ [1024, 2064] 85 vs 110; an AVX2 build
 //   (-march=znver3, on the same CPU), [16 to 64, 256] @ [256, 512 or 1024] 62-67 vs 92-99;
@@ -220,93 +220,35 @@ void pack_rows(int64_t m, const T* a, int64_t lda, int64_t K, T* panels) {
   }
 }
 
-// sums[(q * MR + j) * W + c] = sum_k w[j, k] * panel_q[k, c] for j < MR, q < NP, c < W
-// (W = kPanelWidth<T>): w's MR rows (ldw apart) against NP consecutive panels. One sum per
-// output, k in order, so that every output's sum is the same on any blocking of w's rows
-// or of the panels: the results do not depend on how the threads split the columns.
-template <typename T, int MR, int NP>
-void broadcast_block(const T* w, int64_t ldw, const T* panels, int64_t K, T* sums) {
-  using Vec = typename Simd<T>::Vec;
-  constexpr int V = Simd<T>::kLanes, W = kPanelWidth<T>, NV = NP * W / V;
-  Vec acc[MR][NV];
-  for (int j = 0; j < MR; ++j) {
-    for (int v = 0; v < NV; ++v) acc[j][v] = Vec{};
-  }
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < K; ++k) {
-    Vec column[NV];
-    for (int v = 0; v < NV; ++v) {
-      column[v] = load_vector<Vec>(panels + (v / (W / V)) * K * W + k * W + (v % (W / V)) * V);
-    }
-    for (int j = 0; j < MR; ++j) {
-      const T x = w[j * ldw + k];
-      for (int v = 0; v < NV; ++v) acc[j][v] += x * column[v];
-    }
-  }
-  for (int j = 0; j < MR; ++j) {
-    for (int v = 0; v < NV; ++v) {
-      store_vector(sums + ((v / (W / V)) * MR + j) * W + (v % (W / V)) * V, acc[j][v]);
-    }
-  }
-}
-
-// w's rows and a's panels per broadcast_block: MR * NP * W / V sums, NP * W / V panel
-// vectors and a broadcast in the registers (21 of AVX-512's 32; 11 of AVX2's 16).
-constexpr int kBroadcastRows = 4;
-constexpr int kBroadcastPanels = kVectorRegisters >= 32 ? 2 : 1;
-
-// broadcast_block for 1 <= rows <= kBroadcastRows and 1 <= np <= NP <= 2.
-template <typename T, int NP>
-void broadcast_rows(int rows, int np, const T* w, int64_t ldw, const T* panels, int64_t K,
-                    T* sums) {
-  if constexpr (NP == 2) {  // sums holds 2 * kBroadcastRows * W only where NP is 2
-    if (np == 2) {
-      switch (rows) {
-        case 1: return broadcast_block<T, 1, 2>(w, ldw, panels, K, sums);
-        case 2: return broadcast_block<T, 2, 2>(w, ldw, panels, K, sums);
-        case 3: return broadcast_block<T, 3, 2>(w, ldw, panels, K, sums);
-        default: return broadcast_block<T, 4, 2>(w, ldw, panels, K, sums);
-      }
-    }
-  }
-  switch (rows) {
-    case 1: return broadcast_block<T, 1, 1>(w, ldw, panels, K, sums);
-    case 2: return broadcast_block<T, 2, 1>(w, ldw, panels, K, sums);
-    case 3: return broadcast_block<T, 3, 1>(w, ldw, panels, K, sums);
-    default: return broadcast_block<T, 4, 1>(w, ldw, panels, K, sums);
-  }
-}
-
 // out[:, c0:c1] (+)= a @ w[c0:c1, :]^T as rows_times_transposed, from a's panels (pack_rows
-// of its m rows): w [n, K] (rows ldw apart), out [m, n] (rows ldc apart).
+// of its m rows): w [n, K] (rows ldw apart), out [m, n] (rows ldc apart). w's rows in blocks
+// of kBroadcastRows from c0 through panel_gemm.h's panel_product, w's row pointers as its
+// rows (broadcast) and each of a's panels as its panel; the sums stored transposed. A
+// block's rows fix the order of its sums (kPanelChains), and StepGemm splits the columns at
+// multiples of 16, so every column falls in a block of the same size on any split: a short
+// block only at the matrix's last columns.
+constexpr int kBroadcastRows = 4;
+
 template <typename T>
 void packed_rows_times_transposed(int64_t m, const T* panels, const T* w, int64_t ldw,
                                   int64_t K, T* out, int64_t ldc, int64_t c0, int64_t c1,
                                   bool accumulate) {
-  constexpr int W = kPanelWidth<T>, MR = kBroadcastRows, NP = kBroadcastPanels;
-  static_assert(MR == 4 && NP <= 2, "broadcast_rows's cases");
-  T sums[NP * MR * W];
-  const int64_t count = row_panels<T>(m);
-  // w's rows [c, c + rows) against panels [p, p + np), then stored transposed into out.
-  const auto block = [&](int64_t c, int rows, int64_t p, int np) {
-    const T* ws = w + c * ldw;
-    const T* ps = panels + p * K * W;
-    broadcast_rows<T, NP>(rows, np, ws, ldw, ps, K, sums);
-    for (int q = 0; q < np; ++q) {
-      const int64_t first = (p + q) * W, last = std::min<int64_t>(m, first + W);
-      for (int64_t r = first; r < last; ++r) {
-        for (int j = 0; j < rows; ++j) {
-          const T sum = sums[(q * rows + j) * W + (r - first)];
+  constexpr int W = kPanelWidth<T>, MR = kBroadcastRows;
+  static_assert(16 % MR == 0 && MR <= kMaxPanelRows, "blocks aligned with StepGemm's split");
+  T sums[MR * W];
+  const T* rows[MR];
+  for (int64_t c = c0; c < c1; c += MR) {
+    const int count = static_cast<int>(std::min<int64_t>(MR, c1 - c));
+    for (int j = 0; j < count; ++j) rows[j] = w + (c + j) * ldw;
+    for (int64_t p = 0; p < row_panels<T>(m); ++p) {
+      panel_product(count, rows, panels + p * K * W, K, sums);
+      for (int64_t r = p * W; r < std::min<int64_t>(m, p * W + W); ++r) {
+        for (int j = 0; j < count; ++j) {
+          const T sum = sums[j * W + (r - p * W)];
           T& result = out[r * ldc + c + j];
           result = accumulate ? result + sum : sum;
         }
       }
-    }
-  };
-  for (int64_t c = c0; c < c1; c += MR) {
-    const int rows = static_cast<int>(std::min<int64_t>(MR, c1 - c));
-    for (int64_t p = 0; p < count; p += NP) {
-      block(c, rows, p, static_cast<int>(std::min<int64_t>(NP, count - p)));
     }
   }
 }
