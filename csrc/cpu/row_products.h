@@ -188,9 +188,10 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
 // not pay; by fewer than kMinPackedColumns columns neither (the thread that packs the rows
 // does so alone, for a product of as many rows per thread by half as many columns: an RNN
 // cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4, AVX-512 build):
-// - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 528] 84 vs 106, [64,
-//   256] @ [256, 528] 84 vs 106, [32, 1024] @ [1024, 2064] 85 vs 110; an AVX2 build
-//   (-march=znver3, on the same CPU), [16 to 64, 256] @ [256, 512 or 1024] 62-67 vs 92-99;
+// - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 512] 82 vs 101, [16,
+//   256] @ [256, 1024] 82 vs 100, [64, 256] @ [256, 512] 84 vs 102, [32, 1024] @ [1024,
+//   2048] 76 vs 105; an AVX2 build (-march=znver3, on the same CPU), the same shapes, 67-70
+//   vs 89-102;
 // - cell calls without grad (both products and the gates), 2 threads, in-process shuffled,
 //   median of 11-21, time against the old kernels' (dot products to 32 rows, BLAS above):
 //   float32 B16 LSTM H256 1.02-1.07, RNN H256 1.10, LSTM H1024 0.89-0.91; B32 LSTM
