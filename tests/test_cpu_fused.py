@@ -4,7 +4,8 @@ barrier), and the BLAS walk (a GEMM and a parallel gate loop per step).
 FASTRNN_CPU_FUSED=units / rows / 0 forces one; each must match torch.nn, with one, two and
 four threads, at sizes that cut the hidden units and the rows at every boundary the fused
 walk has (panels of 8 float / 4 double units, blocks of up to 6 rows, a slice per thread).
-The LSTM's in float32 and float64 against torch.nn; in bfloat16, every cell's walks
+Every cell's in float32 and float64 against torch.nn (the LSTM's at every size, the
+others' at a few); in bfloat16, every cell's walks
 against float64 and each other (the fused ones multiply bfloat16 panels into float sums
 where the build has the kernel, fastrnn._C.BFLOAT16_PRODUCTS; elsewhere a bfloat16 state
 takes the BLAS walk whatever FASTRNN_CPU_FUSED says, and these tests check that walk)."""
@@ -33,6 +34,11 @@ SIZES = [(1, 3), (5, 7), (16, 6), (17, 13), (33, 1), (40, 7)]
 CASES = [Case("LSTM", True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
               lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
          for hidden, batch in SIZES for kind in ("dense", "packed_unsorted")]
+# The other cells: odd H (a part panel), whole and part panels with several row blocks.
+CASES += [Case(cell, True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
+               lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
+          for cell in ("GRU", "RNN-tanh", "RNN-relu") for hidden, batch in ((5, 7), (40, 13))
+          for kind in ("dense", "packed_unsorted")]
 # Big enough for the BLAS walk's parallel gate loop (B * H over its grain of 16384 units).
 CASES += [Case("LSTM", True, 1, True, False, "packed_unsorted", True, input_size=7,
                hidden_size=130, batch=131, steps=4,
@@ -54,7 +60,8 @@ def threads(request, torch_state):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"H{c.hidden_size}-B{c.batch}-{c.kind}")
+@pytest.mark.parametrize("case", CASES,
+                         ids=lambda c: f"{c.cell}-H{c.hidden_size}-B{c.batch}-{c.kind}")
 def test_walk_matches_torch_nn(case, dtype, walk, threads):
     check_parity(case, dtype)
 

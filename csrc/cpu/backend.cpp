@@ -43,37 +43,54 @@ constexpr bool kFusable = std::is_same_v<T, float> || std::is_same_v<T, double> 
 // Whether the fused walk may run a cell, measured against the BLAS walk (2 threads, AMD
 // EPYC, median of alternating runs, ms, BLAS vs fused): the LSTM as above; the GRU gains,
 // T50 B8 H64 forward 0.42 vs 0.26, forward+backward 1.18 vs 0.86, T100 B32 H128 18.0-18.7
-// vs 14.3-16.8, T100 B64 H512 424-462 vs 416-437; the RNN's fused walk was faster in some
-// runs and slower in others by up to 1.6x either way (T100 B32 H128 forward 2.09 vs 2.64
-// median), so it keeps the BLAS walk. The LSTM's variants (the other cells with a cell
-// state) take the LSTM's choice; the layer-normalised GRU the GRU's. A row-wise cell's
+// vs 14.3-16.8, T100 B64 H512 424-462 vs 416-437; the RNN with its own policy, below. The
+// LSTM's variants (the other cells with a cell state) take the LSTM's choice; the
+// layer-normalised GRU the GRU's. A row-wise cell's
 // fused walk splits the rows, never the units: where the units would be split it splits
 // the rows if every thread gets one, else takes the BLAS walk (layer-normalised LSTM,
 // T50 forward+backward, 2 threads, median of 6 interleaved, ms, BLAS vs rows: B1 H1024
 // 26.9 vs 56.1, B4 H1024 83.8 vs 71.1, B8 H512 25.6 vs 19.3, B32 H256 26.5 vs 18.4, B64
 // H128 17.9 vs 12.2).
 template <class Cell>
+constexpr bool kRnnCell = Cell::kKind == CellKind::kRnnTanh || Cell::kKind == CellKind::kRnnRelu;
+template <class Cell>
 constexpr bool kFusedCell = Cell::kCellState || Cell::kKind == CellKind::kGru ||
-                            Cell::kKind == CellKind::kLayerNormGru;
+                            Cell::kKind == CellKind::kLayerNormGru || kRnnCell<Cell>;
+
+// The RNN's fused walks in float and double: its gate loop is one activation, so its step
+// is its products, and its own limits. Against the BLAS walk (2 threads, AMD EPYC, float,
+// I = H, torch.nn.RNN's layer, in-process shuffled, median of 9-11, ms, BLAS vs fused,
+// forward then forward+backward): T100 B32 H128 2.06 vs 1.79, 5.66 vs 4.83; T256 B32 H256
+// 15.0 vs 13.4, 40.9 vs 39.1; T200 B32 I100 H256 9.15 vs 8.26, 23.9 vs 22.3; T100 B64 H512
+// 44.9 vs 38.8, 127 vs 112; T50 B64 H1024 76.6 vs 69.5, 228 vs 204; T50 B8 H64 0.18 vs
+// 0.16, 0.61 vs 0.52; T200 B1 H256 1.25 vs 1.02, 3.17 vs 2.32; T35 B20 H200 1.20 vs 0.93,
+// 3.13 vs 2.66. Not fused: forward beyond 64 rows (T50 H256 B96 7.45 vs 7.77, B128 10.6 vs
+// 11.2, B64 5.56 vs 4.92), and below 8 rows a w_hh over 256 KB (T100 B1 H512 1.26 vs 1.58,
+// 3.39 vs 3.75; B1 H1024 4.69 vs 5.87, 15.5 vs 17.2; B2 H512 forward+backward 4.75 vs 5.36;
+// B8 H1024 20.7 vs 19.5, 63.4 vs 57.8). The rows split from 4 rows per thread forward (T100
+// H64, units vs rows: B8 0.27 vs 0.25, B16 0.43 vs 0.38). With a bfloat16 w_hh (autocast)
+// its products multiply in bfloat16 and it takes the other cells' policy (fwd+bwd, BLAS walk
+// in float vs fused in bfloat16, median of 7, ms: T100 B64 I=H=512 112 vs 77, T200 B32 I100
+// H256 40.5 vs 26.9, T100 B32 I=H=128 10.8 vs 7.4).
+constexpr FusedPolicy kRnnForward{64, 4, 384 << 10, 8, 256 << 10};
+constexpr FusedPolicy kRnnBackward{128, 4, 1 << 20, 8, 256 << 10};
 
 // Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
 template <class Cell>
 constexpr bool kSparseCell = Cell::kKind == CellKind::kLeakyTanh;
 
-// The fused walk's split for a walk of B rows (kNone: the BLAS walk). A single step (a cell
-// call) takes the BLAS walk: the fused walk packs the recurrent weight once per walk, which
-// pays only over many steps (LSTMCell, T = 1, fused vs BLAS, us: H1024 B8 forward 6470 vs
-// 3160). The RNN takes the fused walk when its products multiply in bfloat16 (a bfloat16
-// w_hh, a build with the kernel): under CPU bfloat16 autocast, fwd+bwd, in-process
-// interleaved, median of 7, ms, BLAS walk in float vs fused in bfloat16: T100 B64 I=H=512
-// 112 vs 77, T200 B32 I100 H256 40.5 vs 26.9, T100 B32 I=H=128 10.8 vs 7.4.
+// The fused walk's split for a walk of B rows (kNone: the BLAS walk), forward or
+// backward. A single step (a cell call) takes the BLAS walk: the fused walk packs the
+// recurrent weight once per walk, which pays only over many steps (LSTMCell, T = 1, fused
+// vs BLAS, us: H1024 B8 forward 6470 vs 3160).
 template <class Cell>
-FusedSplit fused_walk_split(const FusedPolicy& policy, const RecurrenceSizes& size,
-                            const Tensor& w_hh, const Tensor& w_hr) {
-  constexpr bool kRnn = Cell::kKind == CellKind::kRnnTanh || Cell::kKind == CellKind::kRnnRelu;
-  const bool fused_cell =
-      kFusedCell<Cell> || (kRnn && kBfloat16Panels && w_hh.scalar_type() == at::kBFloat16);
-  if (!fused_cell || w_hr.defined() || size.T == 1) return FusedSplit::kNone;
+FusedSplit fused_walk_split(bool forward, const RecurrenceSizes& size, const Tensor& w_hh,
+                            const Tensor& w_hr) {
+  if (!kFusedCell<Cell> || w_hr.defined() || size.T == 1) return FusedSplit::kNone;
+  const bool bfloat16_products = kBfloat16Panels && w_hh.scalar_type() == at::kBFloat16;
+  const bool rnn = kRnnCell<Cell> && !bfloat16_products;
+  const FusedPolicy& policy = forward ? (rnn ? kRnnForward : kFusedForward)
+                                      : (rnn ? kRnnBackward : kFusedBackward);
   const FusedSplit split = fused_split(policy, size.B, w_hh.nbytes());
   if (!Cell::kRowWise || split != FusedSplit::kUnits) return split;
   return size.B >= fused_threads() ? FusedSplit::kRows : FusedSplit::kNone;
@@ -150,7 +167,7 @@ struct CpuBackend {
     Tensor y = walk_buffer({sz.N, sz.P}, options);
     Tensor saved = walk_buffer({a.save ? sz.N : 0, Cell::kSaved * sz.H}, options);
     const bool sparse = a.w_hh.layout() == at::kSparseCsr;  // the sparse walk's
-    const FusedSplit split = fused_walk_split<Cell>(kFusedForward, sz, a.w_hh, a.w_hr);
+    const FusedSplit split = fused_walk_split<Cell>(true, sz, a.w_hh, a.w_hr);
     const Tensor w_hh = walk_weight(a.w_hh, a.gx, split);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.gx.scalar_type(), "forward", [&] {
       using T = scalar_t;
@@ -201,7 +218,7 @@ struct CpuBackend {
     Tensor params_grad =
         Cell::kRowWise ? at::zeros({sz.B, Cell::kUnitParams * sz.H}, acc) : Tensor();
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
-    const FusedSplit split = fused_walk_split<Cell>(kFusedBackward, sz, a.w_hh, a.w_hr);
+    const FusedSplit split = fused_walk_split<Cell>(false, sz, a.w_hh, a.w_hr);
     const Tensor w_hh = walk_weight(a.w_hh, a.y, split);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;

@@ -37,11 +37,15 @@ struct UnitSlices {
 enum class FusedSplit { kNone, kUnits, kRows };
 
 // When a walk is fused, and how: at most max_rows rows per step (beyond them BLAS's
-// blocking of the rows pays off); rows split when each thread gets at least
-// rows_min_per_thread of them and the recurrent weight (which every thread then reads
-// each step) is at most rows_max_weight_bytes. Measured values in backend.cpp.
+// blocking of the rows pays off), and below few_rows rows only with a recurrent weight of
+// at most few_rows_max_weight_bytes (at one or two rows the panel products are bound by
+// their loads, where the BLAS walk's dot products reuse each row's vector); rows split when
+// each thread gets at least rows_min_per_thread of them and the recurrent weight (which
+// every thread then reads each step) is at most rows_max_weight_bytes. Measured values in
+// backend.cpp.
 struct FusedPolicy {
   int64_t max_rows, rows_min_per_thread, rows_max_weight_bytes;
+  int64_t few_rows = 0, few_rows_max_weight_bytes = 0;
 };
 
 // Threads for a fused walk: as many as torch uses, but no more than there are processors
@@ -65,7 +69,8 @@ inline FusedSplit fused_split(const FusedPolicy& policy, int64_t rows, int64_t w
   if (force == "0") return FusedSplit::kNone;
   if (force == "units") return FusedSplit::kUnits;
   if (force == "rows") return FusedSplit::kRows;
-  if (force != "1" && rows > policy.max_rows) return FusedSplit::kNone;
+  const bool few = rows < policy.few_rows && weight_bytes > policy.few_rows_max_weight_bytes;
+  if (force != "1" && (rows > policy.max_rows || few)) return FusedSplit::kNone;
   const int64_t threads = fused_threads();
   const bool by_rows = threads > 1 && rows >= policy.rows_min_per_thread * threads &&
                        weight_bytes <= policy.rows_max_weight_bytes;
