@@ -52,14 +52,20 @@ def test_threads_option_is_recorded(tmp_path):
 
 def test_backend_defaults_and_checks():
     from fastrnn.bench.backends import BACKENDS, check_backends, default_backends
-    assert BACKENDS == {"auto": "auto", "step": "0", "persistent": "1"}
+    assert {b: s["FASTRNN_PERSISTENT"] for b, s in BACKENDS.items()} == {
+        "auto": "auto", "step": "0", "persistent": "1", "fused": "auto", "blas": "auto"}
+    assert {b: s["FASTRNN_CPU_FUSED"] for b, s in BACKENDS.items()} == {
+        "auto": None, "step": None, "persistent": None, "fused": "1", "blas": "0"}
     assert default_backends("cpu") == ("auto",)
     assert default_backends("cuda") == default_backends("cuda:1") == ("auto", "step")
     assert check_backends(["persistent", "auto", "persistent"], "cuda") == ["persistent", "auto"]
     assert check_backends(["auto", "step", "persistent"], "cuda:0") == [
         "auto", "step", "persistent"]
+    assert check_backends(["blas", "auto", "fused"], "cpu") == ["blas", "auto", "fused"]
     with pytest.raises(ValueError, match="does not apply to the CPU"):
         check_backends(["auto", "persistent"], "cpu")
+    with pytest.raises(ValueError, match="backend blas does not apply to the CUDA"):
+        check_backends(["auto", "blas"], "cuda")
     with pytest.raises(ValueError, match="unknown backend"):
         check_backends(["fast"], "cuda")
 
@@ -77,6 +83,7 @@ def test_backend_usage_errors(capsys):
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err, argv
     assert main(["--device", "cpu", "--backend", "auto", "--T", "2", "--list"]) == 0
+    assert main(["--device", "cpu", "--backend", "blas", "fused", "--T", "2", "--list"]) == 0
 
 
 def test_backend_default_per_device_reaches_the_suite(monkeypatch):

@@ -45,7 +45,8 @@ def test_records_carry_the_backend_fields(tiny_run):
     from fastrnn.bench.backends import BACKEND_FIELDS
     doc = json.loads((tiny_run / "results.json").read_text())
     assert doc["settings"]["backend"] == ["auto"]
-    assert doc["settings"]["FASTRNN_PERSISTENT"] == {"auto": "auto"}
+    assert doc["settings"]["environment"] == {
+        "auto": {"FASTRNN_PERSISTENT": "auto", "FASTRNN_CPU_FUSED": None}}
     for case in doc["cases"]:
         assert case["fastrnn_backend"] == "auto"
         assert all(f"auto_{field}" in case for field in BACKEND_FIELDS)
@@ -77,28 +78,34 @@ def test_named_commit_wins(monkeypatch):
 
 
 def test_forced_setting_is_restored(monkeypatch):
-    from fastrnn.bench.backends import forced
+    from fastrnn.bench.backends import BACKENDS, forced
     seen = []
-    run = forced(lambda index: seen.append(os.environ.get("FASTRNN_PERSISTENT")), "1")
+    names = ("FASTRNN_PERSISTENT", "FASTRNN_CPU_FUSED")
+    note = lambda index: seen.append(tuple(os.environ.get(k) for k in names))
     monkeypatch.delenv("FASTRNN_PERSISTENT", raising=False)
-    run(0)
-    assert seen == ["1"] and "FASTRNN_PERSISTENT" not in os.environ
+    monkeypatch.delenv("FASTRNN_CPU_FUSED", raising=False)
+    forced(note, BACKENDS["persistent"])(0)
+    assert seen == [("1", None)] and not any(k in os.environ for k in names)
     monkeypatch.setenv("FASTRNN_PERSISTENT", "auto")
-    run(1)
-    assert seen == ["1", "1"] and os.environ["FASTRNN_PERSISTENT"] == "auto"
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", "units")
+    forced(note, BACKENDS["persistent"])(1)  # unsets FASTRNN_CPU_FUSED for the call
+    forced(note, BACKENDS["blas"])(2)
+    assert seen[1:] == [("1", None), ("auto", "0")]
+    assert os.environ["FASTRNN_PERSISTENT"] == "auto" and os.environ["FASTRNN_CPU_FUSED"] == "units"
 
 
 def forcing(monkeypatch, failures):
-    """Makes forced (as cases calls it) raise RuntimeError(failures[value]) for the settings
-    listed, and run the case for the others, noting the FASTRNN_PERSISTENT each call saw."""
+    """Makes forced (as cases calls it) raise RuntimeError(failures[value]) for the
+    FASTRNN_PERSISTENT values listed, and run the case for the others, noting the
+    FASTRNN_PERSISTENT each call saw."""
     from fastrnn.bench import cases
     real, seen = cases.forced, []
 
     def fake_forced(run, value):
         def noted(index):
             seen.append(os.environ.get("FASTRNN_PERSISTENT"))
-            if value in failures:
-                raise RuntimeError(failures[value])
+            if value["FASTRNN_PERSISTENT"] in failures:
+                raise RuntimeError(failures[value["FASTRNN_PERSISTENT"]])
             return run(index)
         return real(noted, value)
 
@@ -126,6 +133,29 @@ def test_every_backend_is_timed_under_its_setting(monkeypatch):
         assert record[f"{key}_us_per_step"] == pytest.approx(record[f"{key}_ms"] * 1e3 / 3)
         assert f"{key}_skipped" not in record
     assert record["repeats"] == 2
+
+
+def test_the_cpu_walks_are_timed_as_backends():
+    """fused and blas run the CPU's two walks (FASTRNN_CPU_FUSED=1 and 0) beside auto,
+    each through its own parity check and timing, the walk asked for seen by the op."""
+    from fastrnn.bench import cases
+    from fastrnn.bench.backends import BACKENDS, environment
+    from fastrnn.bench.report import markdown
+    case = Case("RNN_TANH", "float32", 4, 8, 4, 4, mode="fwdbwd")
+    record = cases.run_case(case, "cpu", backends=("auto", "fused", "blas"), **RUN)
+    for key in ("auto", "fused", "blas"):
+        assert record[f"{key}_parity"] == "pass" and record[f"{key}_ms"] > 0
+    assert record["fastrnn_backend"] == "auto"
+    with environment(BACKENDS["blas"]):
+        assert os.environ["FASTRNN_CPU_FUSED"] == "0"
+    doc = dict(synthetic({}, backends=("auto", "fused", "blas")), cases=[record],
+               torch_device="cpu", cuda=None, cudnn=None, driver=None, commit="x",
+               date="today")
+    doc["settings"]["environment"] = {b: BACKENDS[b] for b in ("auto", "fused", "blas")}
+    text = markdown(doc)
+    assert ("Backends timed: auto (FASTRNN_PERSISTENT=auto), fused (FASTRNN_PERSISTENT=auto "
+            "FASTRNN_CPU_FUSED=1), blas (FASTRNN_PERSISTENT=auto FASTRNN_CPU_FUSED=0)") in text
+    assert "fused ms" in text and "blas speedup" in text
 
 
 def test_a_refusal_is_recorded_as_skipped(monkeypatch):

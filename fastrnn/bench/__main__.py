@@ -77,11 +77,13 @@ def _parser():
                         "on the CPU, 1024 for half precision there, 8192 on CUDA)")
     p.add_argument("--backend", nargs="+", choices=list(BACKENDS), metavar="BACKEND",
                    help="the fastrnn backends to time, each against the same baseline: auto "
-                        "(the library's own choice, FASTRNN_PERSISTENT=auto), step (the "
-                        "per-step kernels, FASTRNN_PERSISTENT=0), persistent (the persistent "
-                        "kernels forced, FASTRNN_PERSISTENT=1; a shape they refuse is "
-                        "recorded as skipped for that backend). step and persistent exist on "
-                        "CUDA only: on the CPU they are an error. The fastrnn columns show "
+                        "(the library's own choice, FASTRNN_PERSISTENT=auto, FASTRNN_CPU_FUSED "
+                        "unset); on CUDA step (the per-step kernels, FASTRNN_PERSISTENT=0) and "
+                        "persistent (the persistent kernels forced, FASTRNN_PERSISTENT=1; a "
+                        "shape they refuse is recorded as skipped for that backend); on the "
+                        "CPU fused (the fused walks wherever a cell has one, "
+                        "FASTRNN_CPU_FUSED=1) and blas (the BLAS walk, FASTRNN_CPU_FUSED=0). "
+                        "A backend of the other device is an error. The fastrnn columns show "
                         "the first one listed that ran, the others follow. Default: auto "
                         "step on CUDA, auto on the CPU")
     p.add_argument("--variants", nargs="*", help=argparse.SUPPRESS)  # replaced by --backend
@@ -183,9 +185,10 @@ def main(argv=None):
     settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default"}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
           f"threads {torch.get_num_threads()}, backend {' '.join(backends)}", file=sys.stderr)
-    if os.environ.get("FASTRNN_PERSISTENT") is not None:
-        print(f"fastrnn.bench: FASTRNN_PERSISTENT={os.environ['FASTRNN_PERSISTENT']} in the "
-              "environment does not apply: each backend sets it (--backend)", file=sys.stderr)
+    for variable in ("FASTRNN_PERSISTENT", "FASTRNN_CPU_FUSED"):
+        if os.environ.get(variable) is not None:
+            print(f"fastrnn.bench: {variable}={os.environ[variable]} in the environment does "
+                  "not apply: each backend sets it (--backend)", file=sys.stderr)
     doc = run_suite(cases, device=device, repeats=args.repeats, warmup=args.warmup,
                     min_time=args.min_time, min_sample=min_sample, tf32=args.tf32,
                     gemm_size=args.gemm_size,

@@ -1,11 +1,13 @@
 """Which fastrnn backends a benchmark times, and which libraries run on a device.
 
 Backends (BACKENDS): fastrnn is timed once per backend asked for, each under its own
-FASTRNN_PERSISTENT setting: auto (the library's own choice, FASTRNN_PERSISTENT=auto), step
-(the per-step kernels, =0) and persistent (the persistent kernels forced, =1). step and
-persistent choose between CUDA kernels; the CPU has one backend, auto. All backends and the
-baseline are timed interleaved in the same rounds; the setting is made around each timed
-sample, outside the timed region (a few microseconds, against calls of microseconds).
+environment settings, which the ops read at every call: auto (the library's own choice,
+FASTRNN_PERSISTENT=auto and FASTRNN_CPU_FUSED unset), on CUDA step (the per-step kernels,
+FASTRNN_PERSISTENT=0) and persistent (the persistent kernels forced, =1), on the CPU fused
+(the fused walks wherever a cell has one, FASTRNN_CPU_FUSED=1) and blas (the BLAS walk,
+FASTRNN_CPU_FUSED=0). All backends and the baseline are timed interleaved in the same
+rounds; the settings are made around each timed sample, outside the timed region (a few
+microseconds, against calls of microseconds).
 """
 
 import contextlib
@@ -27,12 +29,19 @@ def backend_name(device):
     return "cuda" if str(device).startswith("cuda") else "cpu-fused"
 
 
-# On CUDA each op runs either the per-step kernels or the persistent ones, as the
-# environment variable FASTRNN_PERSISTENT selects (see the README's GPU section); the ops
-# read it at every call. {backend: FASTRNN_PERSISTENT value}.
-BACKENDS = {"auto": "auto", "step": "0", "persistent": "1"}
-# The backends that exist on the CPU (its kernels ignore FASTRNN_PERSISTENT).
-CPU_BACKENDS = ("auto",)
+# {backend: {environment variable: value, or None for unset}}. On CUDA each op runs either
+# the per-step kernels or the persistent ones, as FASTRNN_PERSISTENT selects (see the
+# README's GPU section); on the CPU a recurrence takes the fused walk or the BLAS walk as
+# FASTRNN_CPU_FUSED forces (see How it works). Each backend sets both.
+BACKENDS = {
+    "auto": {"FASTRNN_PERSISTENT": "auto", "FASTRNN_CPU_FUSED": None},
+    "step": {"FASTRNN_PERSISTENT": "0", "FASTRNN_CPU_FUSED": None},
+    "persistent": {"FASTRNN_PERSISTENT": "1", "FASTRNN_CPU_FUSED": None},
+    "fused": {"FASTRNN_PERSISTENT": "auto", "FASTRNN_CPU_FUSED": "1"},
+    "blas": {"FASTRNN_PERSISTENT": "auto", "FASTRNN_CPU_FUSED": "0"},
+}
+# The backends of each device type.
+DEVICE_BACKENDS = {"cpu": ("auto", "fused", "blas"), "cuda": ("auto", "step", "persistent")}
 # Timed by default: the library's own choice and, on CUDA, the per-step path beside it
 # (auto takes the persistent kernels where csrc/cuda/persistent/persistent.h's
 # auto_prefers says they are faster).
@@ -49,14 +58,19 @@ class BackendsRefused(RuntimeError):
     """Every backend asked for refused the case's shape (the suite records it skipped)."""
 
 
+def _device_type(device):
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
 def default_backends(device):
     """The backends timed when none are named: DEFAULT_BACKENDS for the device's type."""
-    return DEFAULT_BACKENDS["cuda" if str(device).startswith("cuda") else "cpu"]
+    return DEFAULT_BACKENDS[_device_type(device)]
 
 
 def check_backends(backends, device):
     """The backends, duplicates dropped, order kept; ValueError for an unknown name or one
-    the device does not have (step and persistent exist only on CUDA)."""
+    the device does not have (step and persistent exist only on CUDA, fused and blas only
+    on the CPU)."""
     backends = list(dict.fromkeys(backends))
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
@@ -64,32 +78,47 @@ def check_backends(backends, device):
                          f"{', '.join(BACKENDS)}")
     if not backends:
         raise ValueError("no backend to time")
-    if not str(device).startswith("cuda"):
-        cuda_only = [b for b in backends if b not in CPU_BACKENDS]
-        if cuda_only:
-            raise ValueError(
-                f"backend {' '.join(cuda_only)} does not apply to the CPU: it chooses between "
-                "the CUDA kernels (FASTRNN_PERSISTENT), and the CPU has one backend, auto")
+    kind = _device_type(device)
+    foreign = [b for b in backends if b not in DEVICE_BACKENDS[kind]]
+    if foreign:
+        choices = {"cuda": "the CUDA kernels (FASTRNN_PERSISTENT)",
+                   "cpu": "the CPU walks (FASTRNN_CPU_FUSED)"}
+        other = "cpu" if kind == "cuda" else "cuda"
+        raise ValueError(f"backend {' '.join(foreign)} does not apply to the "
+                         f"{kind.upper()}: it chooses between {choices[other]}; this device "
+                         f"has {', '.join(DEVICE_BACKENDS[kind])}")
     return backends
 
 
+def describe_setting(setting):
+    """'FASTRNN_PERSISTENT=auto' for a backend's settings: the variables it sets, not
+    those it leaves unset."""
+    return " ".join(f"{k}={v}" for k, v in setting.items() if v is not None)
+
+
 @contextlib.contextmanager
-def persistent_setting(value):
-    """FASTRNN_PERSISTENT=value for the duration (the ops read it at every call)."""
-    saved = os.environ.get("FASTRNN_PERSISTENT")
-    os.environ["FASTRNN_PERSISTENT"] = value
+def environment(setting):
+    """The backend's settings ({variable: value, or None for unset}) for the duration;
+    the environment as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in setting}
     try:
+        for key, value in setting.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         yield
     finally:
-        if saved is None:
-            del os.environ["FASTRNN_PERSISTENT"]
-        else:
-            os.environ["FASTRNN_PERSISTENT"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def forced(run, value):
-    """run(index) under FASTRNN_PERSISTENT=value."""
+def forced(run, setting):
+    """run(index) under a backend's settings."""
     def run_forced(index):
-        with persistent_setting(value):
+        with environment(setting):
             return run(index)
     return run_forced

@@ -60,7 +60,7 @@ from fastrnn._ops import GATES
 
 from . import loops, states
 from .backends import (BACKENDS, DECLINED, BackendsRefused, backend_name, baseline_name,
-                       default_backends, forced, persistent_setting)
+                       default_backends, environment, forced)
 from .grids import DILATED_KINDS, KEY_FIELDS
 from .timing import interleaved
 
@@ -294,7 +294,7 @@ def run_case(case, device, *, timer, repeats=5, warmup=2, min_time=0.0, min_samp
     if case.max_rounds:  # calls of seconds: the parity calls were the warm-up
         rounds = dict(repeats=min(repeats, case.max_rounds), warmup=0,
                       max_repeats=case.max_rounds, min_sample=0.0)
-    settings = {name: (lambda value=BACKENDS[name]: persistent_setting(value))
+    settings = {name: (lambda setting=BACKENDS[name]: environment(setting))
                 for name in runs if name != "baseline"}
     timing = interleaved({name: runs[name] for name in order}, min_time=min_time,
                          timer=timer, settings=settings, **rounds)

@@ -27,7 +27,9 @@ from .report import backends_of, case_of, format_ms, label_width
 OLD_VARIANTS = {"per_step": "step", "persistent": "persistent"}
 _OLD_VARIANT_FIELDS = ("ms", "speedup", "us_per_step", "parity", "parity_max_abs_err",
                        "skipped")
-_SETTING_BACKEND = {value: name for name, value in BACKENDS.items()}
+# FASTRNN_PERSISTENT's values in those documents: {value: backend}
+_SETTING_BACKEND = {s["FASTRNN_PERSISTENT"]: name for name, s in BACKENDS.items()
+                    if name in ("auto", "step", "persistent")}
 
 
 def load(path):

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from .backends import BACKENDS
+from .backends import BACKENDS, describe_setting
 from .grids import Case, key_of
 
 
@@ -54,6 +54,16 @@ def table_header(width=LABEL_WIDTH):
     cells = [f"{'case':<{width}}"] + [f"{h:>{w}}" for h, w, _ in COLUMNS]
     line = " ".join(cells)
     return line + "\n" + "-" * len(line)
+
+
+def setting_names(doc):
+    """{backend: 'FASTRNN_PERSISTENT=auto'}: what each backend a results document timed was
+    timed under (settings.environment, or an older document's settings.FASTRNN_PERSISTENT)."""
+    settings = doc.get("settings") or {}
+    if isinstance(settings.get("environment"), dict):
+        return {b: describe_setting(s) for b, s in settings["environment"].items()}
+    old = settings.get("FASTRNN_PERSISTENT")
+    return {b: f"FASTRNN_PERSISTENT={v}" for b, v in old.items()} if isinstance(old, dict) else {}
 
 
 def backends_of(doc):
@@ -190,12 +200,10 @@ def markdown(doc):
     extra = backends[1:]
     for key in extra:
         head += [f"{key} ms", f"{key} speedup", f"{key} parity"]
-    settings = (doc.get("settings") or {}).get("FASTRNN_PERSISTENT")
+    settings = setting_names(doc)
     lines = ["# fastrnn benchmark", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
     if backends:
-        named = ", ".join(f"{b} (FASTRNN_PERSISTENT={settings[b]})"
-                          if isinstance(settings, dict) and b in settings else b
-                          for b in backends)
+        named = ", ".join(f"{b} ({settings[b]})" if b in settings else b for b in backends)
         lines += [f"Backends timed: {named}. "
                   + (f"The fastrnn columns are the backend the row names: {backends[0]}, or "
                      "the next one where it refused the shape; then each further backend "

@@ -2,8 +2,8 @@
 
 A case that raises (an unsupported dtype, out of memory, every backend refusing the shape,
 ...) is recorded under "skipped" with the reason, and the run goes on. settings.backend
-lists the backends timed (backends.BACKENDS), settings.FASTRNN_PERSISTENT the setting each
-was timed under.
+lists the backends timed (backends.BACKENDS), settings.environment the environment settings
+each was timed under (documents before the CPU backends: settings.FASTRNN_PERSISTENT).
 """
 
 import contextlib
@@ -57,7 +57,7 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
             "gemm_peak_n": gemm_size or machine.gemm_size(device, torch.float32),
             "tf32": tf32 if str(device).startswith("cuda") else None,
             "settings": dict(settings or {}, backend=backends,
-                             FASTRNN_PERSISTENT={b: BACKENDS[b] for b in backends},
+                             environment={b: BACKENDS[b] for b in backends},
                              repeats=repeats, warmup=warmup, min_time=min_time,
                              min_sample=min_sample),
             "cases": [],
