@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import persistent_gpu as pg
-from fastrnn.bench.cases import persistent_setting
+from fastrnn.bench.backends import BACKENDS, environment
 from helpers.devices import GPU_MARKS
 from helpers.paths import child_env
 from helpers.tolerances import ULP, tolerance
@@ -49,7 +49,7 @@ CASES = [
 
 def fits(mode, dtype, batch, hidden, backward):
     """The selection rule's verdict with FASTRNN_PERSISTENT=1: does the shape fit?"""
-    with persistent_setting("1"):
+    with environment(BACKENDS["persistent"]):
         choice = pg.library().fastrnn_persistent_choose(
             pg.cell_kind(mode), pg.dtype_code(dtype), batch, hidden, torch.cuda.current_device(),
             int(backward))
