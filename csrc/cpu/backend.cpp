@@ -19,15 +19,22 @@ namespace {
 
 using at::Tensor;
 
-// When the fused walks run (fused_split.h). Measured on 2 cores, LSTM, float32, us per step:
-// - the most rows for which each fused walk beats the BLAS walk (H from 64 to 1024, fused vs
-//   BLAS): forward B64 H512 1449 vs 2002, B192 H256 1455 vs 1679, B256 H256 1884 vs 1746;
-//   backward B64 H512 2624 vs 2967, B128 H256 1633 vs 1589, B192 H256 2521 vs 2322;
-// - the rows split against the units split (median of 7 to 15 interleaved runs, units vs
-//   rows): forward B32 H128 159 vs 151, B16 H64 27.2 vs 29.0, B32 H256 307 vs 317;
-//   backward B8 H64 12.6 vs 11.8, B16 H64 27.4 vs 22.2, B32 H128 138 vs 116, B32 H256 (a
-//   1 MB weight) 493 vs 451, B64 H512 (4 MB) 3682 vs 3870.
-constexpr FusedPolicy kFusedForward{192, 16, 384 << 10}, kFusedBackward{128, 4, 1 << 20};
+// When the fused walks run (fused_split.h). Up to 512 rows both ways: against the BLAS walk
+// (2 cores, AMD EPYC, float32, in-process shuffled, median of 5-7, ms, BLAS vs fused, LSTM
+// then GRU), forward T25 H256 B224 40.6 vs 34.0, 30.4 vs 26.2; B256 47.3 vs 39.3, 28.9 vs
+// 27.2; B320 48.2 vs 46.4, 43.7 vs 37.2; B512 89.0 vs 89.9, 71.4 vs 70.4; T50 H64 B256 14.9
+// vs 9.2, 11.5 vs 6.1; T10 H1024 B256 246 vs 231, 169 vs 163; forward+backward, both
+// forwards fused, T25 H256 B192 89.7 vs 87.9, 67.8 vs 66.2; B256 119 vs 116, 87.1 vs 85.1;
+// B512 244 vs 236, 187 vs 184; T25 H512 B256 443 vs 444, 323 vs 322; T50 H64 B256 29.8 vs
+// 23.7, 26.1 vs 19.3; B512 41.2 vs 40.8, 39.5 vs 37.5; T10 H1024 B256 683 vs 679, 524 vs
+// 512; float64 and bfloat16 autocast alike (autocast forward+backward T25 B256 H256 87.8
+// vs 67.0, 75.3 vs 57.7; forward 21.1 vs 21.4, 20.4 vs 18.7). (An earlier build of the
+// fused walk lost from 256 rows forward and 128 backward.)
+// The rows split against the units split (LSTM, median of 7 to 15 interleaved runs, us
+// per step, units vs rows): forward B32 H128 159 vs 151, B16 H64 27.2 vs 29.0, B32 H256
+// 307 vs 317; backward B8 H64 12.6 vs 11.8, B16 H64 27.4 vs 22.2, B32 H128 138 vs 116, B32
+// H256 (a 1 MB weight) 493 vs 451, B64 H512 (4 MB) 3682 vs 3870.
+constexpr FusedPolicy kFusedForward{512, 16, 384 << 10}, kFusedBackward{512, 4, 1 << 20};
 
 // The fused walk's state types: bfloat16 where its products have their kernel
 // (panel_operands.h). Measured in bfloat16 (under CPU autocast inference), 2 threads, AMD
