@@ -16,8 +16,11 @@ namespace {
 using at::Tensor;
 using Cell = ClockworkCell;
 
-// When the walk is fused, and how (fused_split.h): up to 256 rows, split by rows from 4
-// rows per thread whatever the weight's size. Measured with periods 1, 2, 4, 8, T = 256
+// When the walk is fused, and how (fused_split.h): up to 512 rows, split by rows from 4
+// rows per thread whatever the weight's size. Beyond 256 rows, auto (then BLAS) vs fused,
+// in-process shuffled, median of 5, ms, forward then forward+backward: T64 H256 B384 27.5
+// vs 22.5, 67.9 vs 68.2; B512 43.3 vs 38.7, 128 vs 116; T32 H512 B512 59.7 vs 54.7, 154 vs
+// 156; T32 H256 B1024 44.4 vs 39.4, 124 vs 118. Measured with periods 1, 2, 4, 8, T = 256
 // (64 from B = 128), I = H, 2 threads, AMD EPYC, in-process interleaved, median of 7, ms,
 // BLAS walk / fused by units / fused by rows, inference then forward+backward:
 //   H256 B1 0.87 / 0.65 / 0.78, 2.36 / 1.97 / 2.23; B8 3.80 / 1.95 / 1.84, 9.67 / 8.39 /
@@ -27,7 +30,7 @@ using Cell = ClockworkCell;
 //   / 118 / 99; H1024 B8 31.7 / 22.4 / 21.2, 95 / 78 / 79; B32 111 / 101 / 84, 369 / 335
 //   / 305. Again at H256: B128 7.17 / 7.24 / 6.75, 26.6 / 27.6 / 25.5; B192 11.2 / 11.3 /
 //   10.3, 38.8 / 39.0 / 38.0.
-constexpr FusedPolicy kFused{256, 4, std::numeric_limits<int64_t>::max()};
+constexpr FusedPolicy kFused{512, 4, std::numeric_limits<int64_t>::max()};
 
 // The fused walk's state types.
 constexpr bool fusable(at::ScalarType dtype) {
