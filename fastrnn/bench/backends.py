@@ -98,8 +98,8 @@ def describe_setting(setting):
 
 @contextlib.contextmanager
 def environment(setting):
-    """The backend's settings ({variable: value, or None for unset}) for the duration;
-    the environment as it was afterwards."""
+    """The backend's settings ({variable: value, or None for unset}) for the duration,
+    the variables restored afterwards."""
     saved = {k: os.environ.get(k) for k in setting}
     try:
         for key, value in setting.items():
