@@ -135,10 +135,12 @@ struct PanelOperands<T, BFloat16> {
   template <typename Column>
   static void pack(BFloat16* panel, int64_t K, int64_t k_stride, const Column& column) {
     constexpr int64_t W = kWidth;
-    for (int64_t c = 0; c < W; ++c) {
-      const BFloat16* src = column(c);
-      for (int64_t k = 0; k < depth(K); ++k) {
-        panel[(k / 2) * 2 * W + 2 * c + k % 2] = src && k < K ? src[k * k_stride] : BFloat16(0.f);
+    const BFloat16* src[W];
+    for (int64_t c = 0; c < W; ++c) src[c] = column(c);
+    for (int64_t k = 0; k < depth(K); ++k) {  // pair by pair of the panel, as pack_panel
+      for (int64_t c = 0; c < W; ++c) {
+        panel[(k / 2) * 2 * W + 2 * c + k % 2] =
+            src[c] && k < K ? src[c][k * k_stride] : BFloat16(0.f);
       }
     }
   }
