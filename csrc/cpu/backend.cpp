@@ -36,7 +36,15 @@ using at::Tensor;
 // per step, units vs rows): forward B32 H128 159 vs 151, B16 H64 27.2 vs 29.0, B32 H256
 // 307 vs 317; backward B8 H64 12.6 vs 11.8, B16 H64 27.4 vs 22.2, B32 H128 138 vs 116, B32
 // H256 (a 1 MB weight) 493 vs 451, B64 H512 (4 MB) 3682 vs 3870.
-constexpr FusedPolicy kFusedForward{512, 16, 384 << 10}, kFusedBackward{512, 4, 1 << 20};
+// A walk takes at least one step per 256 KB of its weight, which it packs once per call
+// (2 threads, in-process shuffled, median of 7, ms, BLAS vs fused, forward): LSTM T2 B32
+// H1024 (16 MB) 6.52 vs 8.82, T5 B8 5.16 vs 7.40, T10 B8 10.5 vs 11.7, T50 B32 136 vs 141,
+// T100 B8 77.8 vs 75.5; T10 B32 H768 (9 MB) 17.1 vs 17.9, T50 83.3 vs 79.3; GRU T10 B8
+// H1024 6.88 vs 8.68, forward+backward 23.0 vs 26.3; RNN T5 B8 H1024 (4 MB) 1.27 vs 2.34,
+// T2 B32 1.83 vs 2.52, T50 B32 39.2 vs 35.7.
+constexpr int64_t kFusedWeightBytesPerStep = 256 << 10;
+constexpr FusedPolicy kFusedForward{512, 16, 384 << 10, 0, 0, kFusedWeightBytesPerStep};
+constexpr FusedPolicy kFusedBackward{512, 4, 1 << 20, 0, 0, kFusedWeightBytesPerStep};
 
 // The fused walk's state types: bfloat16 where its products have their kernel
 // (panel_operands.h). Measured in bfloat16 (under CPU autocast inference), 2 threads, AMD
@@ -81,8 +89,8 @@ constexpr bool kFusedCell = Cell::kCellState || Cell::kKind == CellKind::kGru ||
 // its products multiply in bfloat16 and it takes the other cells' policy (fwd+bwd, BLAS walk
 // in float vs fused in bfloat16, median of 7, ms: T100 B64 I=H=512 112 vs 77, T200 B32 I100
 // H256 40.5 vs 26.9, T100 B32 I=H=128 10.8 vs 7.4).
-constexpr FusedPolicy kRnnForward{64, 4, 384 << 10, 8, 256 << 10};
-constexpr FusedPolicy kRnnBackward{128, 4, 1 << 20, 8, 256 << 10};
+constexpr FusedPolicy kRnnForward{64, 4, 384 << 10, 8, 256 << 10, kFusedWeightBytesPerStep};
+constexpr FusedPolicy kRnnBackward{128, 4, 1 << 20, 8, 256 << 10, kFusedWeightBytesPerStep};
 
 // Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
 template <class Cell>
@@ -100,7 +108,7 @@ FusedSplit fused_walk_split(bool forward, const RecurrenceSizes& size, const Ten
   const bool rnn = kRnnCell<Cell> && !bfloat16_products;
   const FusedPolicy& policy = forward ? (rnn ? kRnnForward : kFusedForward)
                                       : (rnn ? kRnnBackward : kFusedBackward);
-  const FusedSplit split = fused_split(policy, size.B, w_hh.nbytes());
+  const FusedSplit split = fused_split(policy, size.T, size.B, w_hh.nbytes());
   if (!Cell::kRowWise || split != FusedSplit::kUnits) return split;
   return size.B >= fused_threads() ? FusedSplit::kRows : FusedSplit::kNone;
 }

@@ -39,13 +39,14 @@ enum class FusedSplit { kNone, kUnits, kRows };
 // When a walk is fused, and how: at most max_rows rows per step (beyond them BLAS's
 // blocking of the rows pays off), and below few_rows rows only with a recurrent weight of
 // at most few_rows_max_weight_bytes (at one or two rows the panel products are bound by
-// their loads, where the BLAS walk's dot products reuse each row's vector); rows split when
-// each thread gets at least rows_min_per_thread of them and the recurrent weight (which
-// every thread then reads each step) is at most rows_max_weight_bytes. Measured values in
-// backend.cpp.
+// their loads, where the BLAS walk's dot products reuse each row's vector); with
+// weight_bytes_per_step, only over at least one step per that many bytes of the weight
+// (the walk packs it once per call); rows split when each thread gets at least
+// rows_min_per_thread of them and the recurrent weight (which every thread then reads each
+// step) is at most rows_max_weight_bytes. Measured values in backend.cpp.
 struct FusedPolicy {
   int64_t max_rows, rows_min_per_thread, rows_max_weight_bytes;
-  int64_t few_rows = 0, few_rows_max_weight_bytes = 0;
+  int64_t few_rows = 0, few_rows_max_weight_bytes = 0, weight_bytes_per_step = 0;
 };
 
 // Threads for a fused walk: as many as torch uses, but no more than there are processors
@@ -60,17 +61,20 @@ inline int64_t fused_threads() {
   return concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
 }
 
-// How to run a recurrence with at most `rows` rows per step and a recurrent weight of
-// `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces
+// How to run a recurrence of `steps` steps, at most `rows` rows per step and a recurrent
+// weight of `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces
 // the choice (1: fused, split as the policy says; read at every call).
-inline FusedSplit fused_split(const FusedPolicy& policy, int64_t rows, int64_t weight_bytes) {
+inline FusedSplit fused_split(const FusedPolicy& policy, int64_t steps, int64_t rows,
+                              int64_t weight_bytes) {
   const char* env = std::getenv("FASTRNN_CPU_FUSED");
   const std::string_view force = env ? env : "";
   if (force == "0") return FusedSplit::kNone;
   if (force == "units") return FusedSplit::kUnits;
   if (force == "rows") return FusedSplit::kRows;
   const bool few = rows < policy.few_rows && weight_bytes > policy.few_rows_max_weight_bytes;
-  if (force != "1" && (rows > policy.max_rows || few)) return FusedSplit::kNone;
+  const bool short_walk =
+      policy.weight_bytes_per_step > 0 && steps * policy.weight_bytes_per_step < weight_bytes;
+  if (force != "1" && (rows > policy.max_rows || few || short_walk)) return FusedSplit::kNone;
   const int64_t threads = fused_threads();
   const bool by_rows = threads > 1 && rows >= policy.rows_min_per_thread * threads &&
                        weight_bytes <= policy.rows_max_weight_bytes;
