@@ -42,7 +42,8 @@ constexpr bool kFusable = fusable(c10::CppTypeToScalarType<T>::value);
 // The walk for a state of state's dtype and B rows (kNone: one BLAS product per step and
 // module).
 FusedSplit walk_split(const Tensor& state, int64_t B, const Tensor& w_hh) {
-  return fusable(state.scalar_type()) ? fused_split(kFused, 0, B, w_hh.nbytes()) : FusedSplit::kNone;
+  if (!fusable(state.scalar_type())) return FusedSplit::kNone;
+  return fused_split(kFused, 0, B, w_hh.nbytes());  // no least number of steps
 }
 
 // gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in

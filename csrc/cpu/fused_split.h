@@ -62,8 +62,8 @@ inline int64_t fused_threads() {
 }
 
 // How to run a recurrence of `steps` steps, at most `rows` rows per step and a recurrent
-// weight of `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or rows forces
-// the choice (1: fused, split as the policy says; read at every call).
+// weight of `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or
+// rows forces the choice (1: fused, split as the policy says; read at every call).
 inline FusedSplit fused_split(const FusedPolicy& policy, int64_t steps, int64_t rows,
                               int64_t weight_bytes) {
   const char* env = std::getenv("FASTRNN_CPU_FUSED");
