@@ -31,14 +31,13 @@ WALKS = {"fused_units": "units", "fused_rows": "rows", "blas": "0"}
 # (hidden, batch): one unit; a part panel; a whole float panel and a part one; one slice
 # per thread and a remainder; rows 1, 6 (one block), 7 and 13 (a block and a remainder).
 SIZES = [(1, 3), (5, 7), (16, 6), (17, 13), (33, 1), (40, 7)]
-CASES = [Case("LSTM", True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
-              lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
-         for hidden, batch in SIZES for kind in ("dense", "packed_unsorted")]
 # The other cells: odd H (a part panel), whole and part panels with several row blocks.
-CASES += [Case(cell, True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
-               lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
-          for cell in ("GRU", "RNN-tanh", "RNN-relu") for hidden, batch in ((5, 7), (40, 13))
-          for kind in ("dense", "packed_unsorted")]
+CELL_SIZES = [("LSTM", SIZES)] + [(cell, [(5, 7), (40, 13)])
+                                  for cell in ("GRU", "RNN-tanh", "RNN-relu")]
+CASES = [Case(cell, True, 1, True, False, kind, True, hidden_size=hidden, batch=batch,
+              lengths=None if kind == "dense" else tuple(range(batch, 0, -1)))
+         for cell, sizes in CELL_SIZES for hidden, batch in sizes
+         for kind in ("dense", "packed_unsorted")]
 # Big enough for the BLAS walk's parallel gate loop (B * H over its grain of 16384 units).
 CASES += [Case("LSTM", True, 1, True, False, "packed_unsorted", True, input_size=7,
                hidden_size=130, batch=131, steps=4,

@@ -185,7 +185,7 @@ def main(argv=None):
     settings = {"grid": grid.name if grid else "custom", "mode": args.mode or "default"}
     print(f"fastrnn.bench: {len(cases)} case(s), grid {settings['grid']}, device {device}, "
           f"threads {torch.get_num_threads()}, backend {' '.join(backends)}", file=sys.stderr)
-    for variable in ("FASTRNN_PERSISTENT", "FASTRNN_CPU_FUSED"):
+    for variable in BACKENDS["auto"]:  # every backend sets the same variables
         if os.environ.get(variable) is not None:
             print(f"fastrnn.bench: {variable}={os.environ[variable]} in the environment does "
                   "not apply: each backend sets it (--backend)", file=sys.stderr)

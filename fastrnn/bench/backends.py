@@ -81,12 +81,8 @@ def check_backends(backends, device):
     kind = _device_type(device)
     foreign = [b for b in backends if b not in DEVICE_BACKENDS[kind]]
     if foreign:
-        choices = {"cuda": "the CUDA kernels (FASTRNN_PERSISTENT)",
-                   "cpu": "the CPU walks (FASTRNN_CPU_FUSED)"}
-        other = "cpu" if kind == "cuda" else "cuda"
-        raise ValueError(f"backend {' '.join(foreign)} does not apply to the "
-                         f"{kind.upper()}: it chooses between {choices[other]}; this device "
-                         f"has {', '.join(DEVICE_BACKENDS[kind])}")
+        raise ValueError(f"backend {' '.join(foreign)} does not apply to the {kind.upper()}, "
+                         f"which has {', '.join(DEVICE_BACKENDS[kind])}")
     return backends
 
 
@@ -96,24 +92,25 @@ def describe_setting(setting):
     return " ".join(f"{k}={v}" for k, v in setting.items() if v is not None)
 
 
+def _set_variables(values):
+    """os.environ[k] = v for each of values' items, or k unset where v is None."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def environment(setting):
     """The backend's settings ({variable: value, or None for unset}) for the duration,
     the variables restored afterwards."""
     saved = {k: os.environ.get(k) for k in setting}
     try:
-        for key, value in setting.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_variables(setting)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_variables(saved)
 
 
 def forced(run, setting):

@@ -19,7 +19,7 @@ their persistent_* fields are persistent_* (the same setting, FASTRNN_PERSISTENT
 
 import json
 
-from .backends import BACKENDS
+from .backends import BACKENDS, DEVICE_BACKENDS
 from .grids import KEY_FIELDS, key_of
 from .report import backends_of, case_of, format_ms, label_width
 
@@ -27,9 +27,10 @@ from .report import backends_of, case_of, format_ms, label_width
 OLD_VARIANTS = {"per_step": "step", "persistent": "persistent"}
 _OLD_VARIANT_FIELDS = ("ms", "speedup", "us_per_step", "parity", "parity_max_abs_err",
                        "skipped")
-# FASTRNN_PERSISTENT's values in those documents: {value: backend}
-_SETTING_BACKEND = {s["FASTRNN_PERSISTENT"]: name for name, s in BACKENDS.items()
-                    if name in ("auto", "step", "persistent")}
+# FASTRNN_PERSISTENT's values in those documents, which had the CUDA backends only:
+# {value: backend}
+_SETTING_BACKEND = {BACKENDS[name]["FASTRNN_PERSISTENT"]: name
+                    for name in DEVICE_BACKENDS["cuda"]}
 
 
 def load(path):
