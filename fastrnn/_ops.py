@@ -183,16 +183,16 @@ def _(gx, batch_sizes, h0, crow_indices, col_indices, values, leak, reverse):
 
 
 @torch.library.register_fake("fastrnn::clockwork_forward")
-def _(gx, batch_sizes, h0, w_hh, periods, rows):
-    _check_devices("clockwork_forward", batch_sizes, h0, w_hh, *gx)
-    return h0.new_empty(rows, h0.shape[1]), h0.new_empty(h0.shape)
+def _(x, w_ih, bias, batch_sizes, h0, w_hh, periods):
+    _check_devices("clockwork_forward", batch_sizes, h0, x, w_ih, bias, w_hh)
+    return h0.new_empty(x.shape[0], h0.shape[1]), h0.new_empty(h0.shape)
 
 
 @torch.library.register_fake("fastrnn::clockwork_backward")
-def _(grad_y, grad_hn, batch_sizes, h0, w_hh, y, periods, gx_rows):
-    _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, w_hh, y)
-    k = h0.shape[1] // len(periods)
-    return [y.new_empty(n, k) for n in gx_rows], h0.new_empty(h0.shape), w_hh.new_empty(w_hh.shape)
+def _(grad_y, grad_hn, x, w_ih, batch_sizes, h0, w_hh, y, periods):
+    _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, x, w_ih, w_hh, y)
+    return (x.new_empty(x.shape), w_ih.new_empty(w_ih.shape), w_ih.new_empty(w_ih.shape[0]),
+            h0.new_empty(h0.shape), w_hh.new_empty(w_hh.shape))
 
 
 # --- the zero initial state of a packed batch -------------------------------------------
@@ -316,17 +316,18 @@ def _rnn_backward(ctx, grad_y, grad_hn):
 
 
 def _clockwork_setup(ctx, inputs, output):
-    gx, batch_sizes, h0, w_hh, periods, _rows = inputs
-    ctx.save_for_backward(batch_sizes, h0, w_hh, output[0])
-    ctx.periods, ctx.gx_rows = periods, [part.shape[0] for part in gx]
+    x, w_ih, bias, batch_sizes, h0, w_hh, periods = inputs
+    ctx.save_for_backward(x, w_ih, batch_sizes, h0, w_hh, output[0])
+    ctx.periods, ctx.has_bias = periods, bias is not None
 
 
 def _clockwork_backward(ctx, grad_y, grad_hn):
-    batch_sizes, h0, w_hh, y = ctx.saved_tensors
-    grad_gx, grad_h0, grad_w_hh = ops.clockwork_backward(
-        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), batch_sizes, h0, w_hh, y,
-        ctx.periods, ctx.gx_rows)
-    return grad_gx, None, grad_h0, grad_w_hh, None, None
+    x, w_ih, batch_sizes, h0, w_hh, y = ctx.saved_tensors
+    grad_x, grad_w_ih, grad_bias, grad_h0, grad_w_hh = ops.clockwork_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), x, w_ih, batch_sizes, h0, w_hh,
+        y, ctx.periods)
+    return (grad_x, grad_w_ih, grad_bias if ctx.has_bias else None, None, grad_h0, grad_w_hh,
+            None)
 
 
 def _no_double_backward(ctx, *grads):

@@ -34,11 +34,11 @@ def definition(model, x, h0):
     return torch.stack(ys), h
 
 
-def make(periods, bias=True, dtype=F64, hidden=None, **kwargs):
+def make(periods, bias=True, dtype=F64, hidden=None, inputs=3, **kwargs):
     """A model whose masked blocks hold large values, which must never be read."""
     torch.manual_seed(0)
-    model = fastrnn.ClockworkRNN(3, hidden or HIDDEN[len(periods)], periods=periods, bias=bias,
-                                 dtype=dtype, **kwargs)
+    model = fastrnn.ClockworkRNN(inputs, hidden or HIDDEN[len(periods)], periods=periods,
+                                 bias=bias, dtype=dtype, **kwargs)
     with torch.no_grad():
         model.weight_hh_l0.add_(~allowed_blocks(model.hidden_size, periods) * 5.0)
     return model
@@ -83,14 +83,15 @@ def test_equals_the_definition_with_every_gradient(periods, bias, hx):
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (1, 3, 5), (2, 3)], ids=str)
 def test_each_cpu_walk_equals_the_definition(periods, walk, threads, dtype, monkeypatch):
     """The fused walk split by units and by rows, and the BLAS walk, on a packed batch
-    whose modules of 21 units cut the panels (8 doubles, 16 floats) and the threads' slices
-    and whose 13 rows make several row blocks; float32 against the float64 definition."""
+    whose modules of 21 units and 37 inputs cut the panels (8 doubles, 16 floats) and the
+    threads' slices and whose 13 rows make several row blocks; float32 against the float64
+    definition."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     torch.set_num_threads(threads)
-    model = make(periods, hidden=21 * len(periods))
+    model = make(periods, hidden=21 * len(periods), inputs=37)
     g = torch.Generator().manual_seed(3)
     lengths = [11, 11, 10, 9, 9, 7, 6, 6, 4, 3, 2, 2, 1]
-    seqs = [torch.randn(n, 3, generator=g, dtype=F64) for n in lengths]
+    seqs = [torch.randn(n, 37, generator=g, dtype=F64) for n in lengths]
     h0 = torch.randn(1, len(seqs), model.hidden_size, generator=g, dtype=F64)
     run_model = copy.deepcopy(model).to(dtype)
     run_seqs = [s.to(dtype).requires_grad_() for s in seqs]
@@ -166,25 +167,25 @@ def test_float32_against_float64():
     torch.testing.assert_close(got.double(), want, atol=tolerance(torch.float32), rtol=0)
 
 
-def _op_args(dtype=F64, requires_grad=False):
-    """The op's arguments: steps of 3, 3, 2, 2, 1 rows, H = 6, periods 1, 2, 3."""
+def _op_args(dtype=F64, requires_grad=False, bias=True):
+    """The op's arguments: steps of 3, 3, 2, 2, 1 rows, I = 4, H = 6, periods 1, 2, 3."""
     g = torch.Generator().manual_seed(3)
-    batch_sizes, periods = torch.tensor([3, 3, 2, 2, 1]), [1, 2, 3]
-    rows = [11, 3 + 2 + 1, 3 + 2]  # the rows of each module's active steps
-    gx = [torch.randn(n, 2, generator=g, dtype=dtype, requires_grad=requires_grad)
-          for n in rows]
-    h0 = torch.randn(3, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
-    w_hh = torch.randn(6, 6, generator=g, dtype=dtype, requires_grad=requires_grad)
-    return gx, batch_sizes, h0, w_hh, periods, 11
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype, requires_grad=requires_grad)
+
+    return (tensor(11, 4), tensor(6, 4), tensor(6) if bias else None, torch.tensor([3, 3, 2, 2, 1]),
+            tensor(3, 6), tensor(6, 6), [1, 2, 3])
 
 
-def test_ops_gradcheck_and_opcheck():
-    gx, batch_sizes, h0, w_hh, periods, rows = _op_args(requires_grad=True)
-    torch.autograd.gradcheck(
-        lambda h, w, *parts: torch.ops.fastrnn.clockwork_forward(list(parts), batch_sizes, h, w,
-                                                                 periods, rows),
-        (h0, w_hh, *gx))
-    torch.library.opcheck(torch.ops.fastrnn.clockwork_forward, _op_args(requires_grad=True))
+@pytest.mark.parametrize("bias", [True, False])
+def test_ops_gradcheck_and_opcheck(bias):
+    x, w_ih, b, batch_sizes, h0, w_hh, periods = _op_args(requires_grad=True, bias=bias)
+    op = torch.ops.fastrnn.clockwork_forward
+    torch.autograd.gradcheck(lambda *t: op(t[0], t[1], t[2] if bias else None, batch_sizes,
+                                           t[-2], t[-1], periods),
+                             (x, w_ih, *([b] if bias else []), h0, w_hh))
+    torch.library.opcheck(op, _op_args(requires_grad=True, bias=bias))
 
 
 @pytest.mark.parametrize("periods, message", [
@@ -202,24 +203,26 @@ def test_bad_periods_raise_value_error(periods, message):
 
 
 def test_op_errors():
-    gx, batch_sizes, h0, w_hh, _, rows = _op_args()
+    x, w_ih, b, batch_sizes, h0, w_hh, periods = _op_args()
     op = torch.ops.fastrnn.clockwork_forward
     with pytest.raises(RuntimeError, match="strictly ascending"):
-        op(gx, batch_sizes, h0, w_hh, [2, 2, 3], rows)
+        op(x, w_ih, b, batch_sizes, h0, w_hh, [2, 2, 3])
     with pytest.raises(RuntimeError, match="multiple of the number of modules"):
-        op(gx, batch_sizes, h0, w_hh, [1, 2, 3, 4], rows)
-    with pytest.raises(RuntimeError, match="one tensor per module"):
-        op(gx[:2], batch_sizes, h0, w_hh, [1, 2, 3], rows)
-    with pytest.raises(RuntimeError, match=r"gx\[i\] must be"):
-        op([gx[0], gx[1][:-1], gx[2]], batch_sizes, h0, w_hh, [1, 2, 3], rows)
-    with pytest.raises(RuntimeError, match="rows must be sum"):
-        op(gx, batch_sizes, h0, w_hh, [1, 2, 3], rows + 1)
-    y, _ = op(gx, batch_sizes, h0, w_hh, [1, 2, 3], rows)
+        op(x, w_ih, b, batch_sizes, h0, w_hh, [1, 2, 3, 4])
+    with pytest.raises(RuntimeError, match=r"x must be \[sum\(batch_sizes\), I\]"):
+        op(x[:-1], w_ih, b, batch_sizes, h0, w_hh, periods)
+    with pytest.raises(RuntimeError, match=r"w_ih must be \[H, I\]"):
+        op(x, w_ih[:, :-1], b, batch_sizes, h0, w_hh, periods)
+    with pytest.raises(RuntimeError, match=r"bias must be \[H\]"):
+        op(x, w_ih, b[:-1], batch_sizes, h0, w_hh, periods)
+    with pytest.raises(RuntimeError, match="x must have dtype"):
+        op(x.float(), w_ih, b, batch_sizes, h0, w_hh, periods)
+    y, _ = op(x, w_ih, b, batch_sizes, h0, w_hh, periods)
     backward = torch.ops.fastrnn.clockwork_backward
-    with pytest.raises(RuntimeError, match="gx_rows must be"):
-        backward(y, h0, batch_sizes, h0, w_hh, y, [1, 2, 3], [11, 6, 4])
     with pytest.raises(RuntimeError, match="grad_y must be"):
-        backward(y[:-1], h0, batch_sizes, h0, w_hh, y, [1, 2, 3], [11, 6, 5])
+        backward(y[:-1], h0, x, w_ih, batch_sizes, h0, w_hh, y, periods)
+    with pytest.raises(RuntimeError, match="y must be"):
+        backward(y, h0, x, w_ih, batch_sizes, h0, w_hh, y[:, :-1], periods)
 
 
 def test_masked_blocks_start_at_zero_and_state_dict_round_trips():
@@ -257,11 +260,11 @@ def test_compiled_fullgraph_equals_eager():
     torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=0)
 
 
-def test_packed_input_compiles_with_graph_breaks():
+def test_packed_input_compiles_fullgraph():
     model = make((1, 2, 4), dtype=torch.float32)
     packed = pack_sequence([torch.randn(n, 3) for n in (9, 5, 2)], enforce_sorted=False)
     with torch._dynamo.config.patch(allow_rnn=True):
-        got, got_h = torch.compile(model)(packed)
+        got, got_h = torch.compile(model, fullgraph=True)(packed)
     want, want_h = model(packed)
     torch.testing.assert_close(got.data, want.data, atol=1e-6, rtol=0)
     torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=0)

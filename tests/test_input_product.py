@@ -1,9 +1,8 @@
 """The rule that sends a layer's input product x @ w_ih^T + bias through the op
 fastrnn::linear (fastrnn._input_product.input_product; the op itself: test_linear_op.py):
 its thresholds, float64, 16-bit products; the layers taking it, against torch.nn; the
-variants, the structured recurrences and the reservoir through it against themselves
-through torch.addmm; compile and export keeping torch's product; and the clockwork RNN's
-input gradients taking it, against float64."""
+variants, the dilated stacks and the reservoir through it against themselves through
+torch.addmm; and compile and export keeping torch's product."""
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
 from helpers.products import BIAS, DEPTH, OTHER_LIBRARY, assert_product_close
-from helpers.tolerances import atol_rtol
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -160,7 +158,6 @@ OWN_PRODUCTS = {
                                                          peepholes=True, coupled_gates=True),
     "layer_norm_lstm": lambda: fastrnn.VariantLSTM(DEPTH + 4, 16, layer_norm=True),
     "layer_norm_gru": lambda: fastrnn.VariantGRU(DEPTH + 4, 16, layer_norm=True),
-    "clockwork": lambda: fastrnn.ClockworkRNN(DEPTH + 4, 16, periods=(1, 2)),
     "dilated": lambda: fastrnn.DilatedGRU(DEPTH + 4, 16, num_layers=2),
 }
 
@@ -227,22 +224,3 @@ def test_exported_layer_runs_on_both_sides_of_the_threshold(monkeypatch, measure
         x = torch.randn(*shape, DEPTH + 4)
         for got, want in zip(program.module()(x), layer(x)):
             torch.testing.assert_close(got, want, **OTHER_LIBRARY)
-
-
-def test_clockwork_input_gradients_through_the_op(monkeypatch, measured_cpu):
-    """The clockwork RNN's backward forms each module's input gradient as a product of
-    input_product's: module 0's here ([1024, 64] @ [64, 256], a 1 MB result) goes through
-    the op, the smaller modules' do not; every gradient equals float64's."""
-    torch.manual_seed(0)
-    model = fastrnn.ClockworkRNN(DEPTH, DEPTH, periods=(1, 2, 4, 8), dtype=torch.float64)
-    x = torch.randn(32, 32, DEPTH, dtype=torch.float64, requires_grad=True)
-    results = []
-    for dtype in (torch.float64, torch.float32):
-        calls = _spy_linear(monkeypatch)
-        xi = x.detach().to(dtype).requires_grad_()
-        out, h = model.to(dtype)(xi)
-        grads = torch.autograd.grad(out.sum() + h.sum(), [xi, *model.parameters()])
-        results.append([out, h, *grads])
-    assert calls == [torch.Size([32 * 32, DEPTH // 4])]  # the float32 run's
-    for got, want in zip(results[1], results[0]):
-        torch.testing.assert_close(got.double(), want, **atol_rtol(torch.float32))

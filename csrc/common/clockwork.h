@@ -2,8 +2,8 @@
 // The clockwork RNN's modules and the checks of its ops' arguments, shared by the CPU walk
 // (cpu/clockwork_walk.h) and the CUDA one (cuda/clockwork_cuda.cpp). H hidden units form
 // g modules of k = H / g; module i is active at step s (from 0) when s % periods[i] == 0.
-// gx comes per module, [n_i, k]: the input-side pre-activations of the rows of its active
-// steps only, in step order.
+// The ops take the layer's input x [N, I] and w_ih [H, I]; module i's input product is
+// formed only at its active steps (clockwork_inputs.h).
 
 #include <ATen/ATen.h>
 
@@ -66,41 +66,65 @@ inline ClockworkArgs check_clockwork(const char* op, const at::Tensor& batch_siz
   return args;
 }
 
-// The forward op's arguments: also gx (one [n_i, k] per module) and rows == N.
-inline ClockworkArgs check_clockwork_forward(const char* op, at::TensorList gx,
-                                             const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                             const at::Tensor& w_hh, c10::IntArrayRef periods,
-                                             int64_t rows) {
-  check_no_forward_ad(op, h0, w_hh);
-  ClockworkArgs args = check_clockwork(op, batch_sizes, h0, w_hh, periods);
-  TORCH_CHECK(rows == args.size.N, op, ": rows must be sum(batch_sizes) = ", args.size.N,
-              ", got ", rows);
-  TORCH_CHECK(static_cast<int64_t>(gx.size()) == args.modules.count(), op,
-              ": gx must hold one tensor per module (", args.modules.count(), "), got ",
-              gx.size());
-  for (int64_t i = 0; i < args.modules.count(); ++i) {
-    check_no_forward_ad(op, gx[i]);
-    check_arg(op, h0, gx[i], "gx[i]", {args.rows[i], args.modules.k},
-              "[rows of module i's active steps, H / modules]");
-  }
+// x [N, I] and w_ih [H, I], as the layer passes them; with the sizes above, I.
+struct ClockworkInputArgs : ClockworkArgs {
+  int64_t I;
+};
+inline ClockworkInputArgs check_clockwork_inputs(const char* op, const at::Tensor& x,
+                                                 const at::Tensor& w_ih,
+                                                 const at::Tensor& batch_sizes,
+                                                 const at::Tensor& h0, const at::Tensor& w_hh,
+                                                 c10::IntArrayRef periods) {
+  ClockworkInputArgs args{check_clockwork(op, batch_sizes, h0, w_hh, periods), 0};
+  TORCH_CHECK(x.dim() == 2, op, ": x must be [sum(batch_sizes), I], got ", x.sizes());
+  args.I = x.size(1);
+  check_arg(op, h0, x, "x", {args.size.N, args.I}, "[sum(batch_sizes), I]");
+  check_arg(op, h0, w_ih, "w_ih", {args.size.H, args.I}, "[H, I]");
   return args;
 }
 
-// The backward op's arguments: grad_y, y [N, H], grad_hn [B, H], gx_rows == the n_i.
-inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& grad_y,
-                                              const at::Tensor& grad_hn,
-                                              const at::Tensor& batch_sizes,
-                                              const at::Tensor& h0, const at::Tensor& w_hh,
-                                              const at::Tensor& y, c10::IntArrayRef periods,
-                                              c10::IntArrayRef gx_rows) {
-  ClockworkArgs args = check_clockwork(op, batch_sizes, h0, w_hh, periods);
+// The forward op's arguments: also bias [H] or undefined.
+inline ClockworkInputArgs check_clockwork_forward(const char* op, const at::Tensor& x,
+                                                  const at::Tensor& w_ih,
+                                                  const at::Tensor& bias,
+                                                  const at::Tensor& batch_sizes,
+                                                  const at::Tensor& h0, const at::Tensor& w_hh,
+                                                  c10::IntArrayRef periods) {
+  check_no_forward_ad(op, x, w_ih, bias, h0, w_hh);
+  ClockworkInputArgs args = check_clockwork_inputs(op, x, w_ih, batch_sizes, h0, w_hh, periods);
+  if (bias.defined()) check_arg(op, h0, bias, "bias", {args.size.H}, "[H]");
+  return args;
+}
+
+// The backward op's arguments: also grad_y, y [N, H], grad_hn [B, H].
+inline ClockworkInputArgs check_clockwork_backward(
+    const char* op, const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& x,
+    const at::Tensor& w_ih, const at::Tensor& batch_sizes, const at::Tensor& h0,
+    const at::Tensor& w_hh, const at::Tensor& y, c10::IntArrayRef periods) {
+  ClockworkInputArgs args = check_clockwork_inputs(op, x, w_ih, batch_sizes, h0, w_hh, periods);
   const RecurrenceSizes& sz = args.size;
   check_arg(op, h0, grad_y, "grad_y", {sz.N, sz.H}, "[N, H]");
   check_arg(op, h0, grad_hn, "grad_hn", {sz.B, sz.H}, "[B, H]");
   check_arg(op, h0, y, "y", {sz.N, sz.H}, "[N, H]");
-  TORCH_CHECK(gx_rows.vec() == args.rows, op, ": gx_rows must be the rows of each module's "
-              "active steps, ", c10::IntArrayRef(args.rows), ", got ", gx_rows);
   return args;
+}
+
+// values as an int64 index on device (on CUDA up from pinned memory, with no host sync).
+inline at::Tensor index_on(const std::vector<int64_t>& values, const at::Device& device) {
+  const at::Tensor index = at::tensor(values, at::kLong);
+  return device.is_cuda() ? index.pin_memory().to(device, true) : index;
+}
+
+// Allocates a tensor: at::empty, or the CPU walks' buffer pool (cpu/walk_state.h).
+using EmptyTensor = at::Tensor (*)(at::IntArrayRef sizes, const at::TensorOptions& options);
+inline at::Tensor fresh_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return at::empty(sizes, options);
+}
+
+// t [n, d] rows at index [m] -> [m, d], into a tensor from empty.
+inline at::Tensor gather_rows(const at::Tensor& t, const at::Tensor& index, EmptyTensor empty) {
+  at::Tensor out = empty({index.size(0), t.size(1)}, t.options());
+  return at::index_select_out(out, t, 0, index);
 }
 
 // The gradient w.r.t. w_hh [H, H] in the accumulation type, zero outside the allowed blocks,
@@ -114,7 +138,8 @@ inline ClockworkArgs check_clockwork_backward(const char* op, const at::Tensor& 
 // goes up from pinned memory without a host sync).
 inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
                                         const at::Tensor& y, const at::Tensor& h0,
-                                        const Schedule& schedule, const ClockworkModules& m) {
+                                        const Schedule& schedule, const ClockworkModules& m,
+                                        EmptyTensor empty = fresh_empty) {
   const int64_t H = y.size(1);
   const at::ScalarType acc = at::toOpMathType(y.scalar_type());
   at::Tensor grad_w = at::zeros({H, H}, y.options().dtype(acc));
@@ -141,8 +166,7 @@ inline at::Tensor clockwork_weight_grad(const std::vector<at::Tensor>& grad_gx,
     if (previous.back() - previous.front() == n - 1) {  // ascending: consecutive
       states = y.narrow(0, previous.front(), n);
     } else {
-      const at::Tensor index = at::tensor(previous, at::kLong);
-      states = y.index_select(0, y.is_cuda() ? index.pin_memory().to(y.device(), true) : index);
+      states = gather_rows(y, index_on(previous, y.device()), empty);
     }
     add(grad_gx[i].narrow(0, first_rows, n), states);
   }

@@ -1,12 +1,15 @@
 // The clockwork RNN's ops on the CPU (schemas in ops.h): their checks, buffers and the
-// walk over the tanh Elman cell's policy: fused (clockwork_fused.h) in float and double up
-// to a batch size, else one BLAS product per step and module (clockwork_walk.h).
+// walk over the tanh Elman cell's policy: fused (clockwork_fused.h), the input products and
+// the input's gradient formed step by step in it, in float and double up to a batch size;
+// else each module's input product for its active rows (common/clockwork_inputs.h), then
+// one BLAS product per step and module (clockwork_walk.h).
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <limits>
 
+#include "../common/clockwork_inputs.h"
 #include "clockwork_fused.h"
 
 namespace fastrnn {
@@ -46,63 +49,74 @@ FusedSplit walk_split(const Tensor& state, int64_t B, const Tensor& w_hh) {
   return fused_split(kFused, 0, B, w_hh.nbytes());  // no least number of steps
 }
 
-// gx: one [n_i, k] per module, the input-side pre-activations of its active steps' rows in
-// step order; h0: [B, H]; w_hh: [H, H] (only its allowed blocks read). Returns y [N, H],
-// hn [B, H].
-std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_sizes,
-                                      const Tensor& h0, const Tensor& w_hh,
-                                      c10::IntArrayRef periods, int64_t rows_of_y) {
+// x: [N, I]; w_ih: [H, I]; bias: [H] or none; h0: [B, H]; w_hh: [H, H] (only its allowed
+// blocks read). Returns y [N, H], hn [B, H].
+std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
+                                      const std::optional<Tensor>& bias,
+                                      const Tensor& batch_sizes, const Tensor& h0,
+                                      const Tensor& w_hh, c10::IntArrayRef periods) {
   constexpr const char* op = "clockwork_forward";
   const WithoutAutocast no_autocast;
-  const ClockworkArgs args = check_clockwork_forward(op, gx, batch_sizes, h0, w_hh, periods,
-                                                     rows_of_y);
+  const ClockworkInputArgs args = check_clockwork_forward(
+      op, x, w_ih, bias.value_or(Tensor()), batch_sizes, h0, w_hh, periods);
   const RecurrenceSizes& sz = args.size;
   const ClockworkModules& m = args.modules;
   const Schedule schedule(batch_sizes, false);
-  std::vector<Tensor> parts;
-  for (const Tensor& part : gx) parts.push_back(part.contiguous());
-  const Tensor h0_c = h0.contiguous(), w = w_hh.contiguous();
+  const Tensor h0_c = h0.contiguous(), w = w_hh.contiguous(), x_c = x.contiguous();
+  const Tensor w_ih_c = w_ih.contiguous(), b = bias ? bias->contiguous() : Tensor();
+  const FusedSplit split = walk_split(h0, sz.B, w);
+  std::vector<Tensor> gx;  // the BLAS walk's, one [n_i, k] per module
+  if (split == FusedSplit::kNone) {
+    const auto inputs = clockwork_module_inputs(
+        x_c, clockwork_active_rows(schedule, m, x.device()), walk_buffer);
+    for (const Tensor& part : clockwork_input_products(inputs, w_ih_c, b, m)) {
+      gx.push_back(part.contiguous());
+    }
+  }
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);  // [B, H], rows updated step by step
-  Tensor y = at::empty({sz.N, sz.H}, h0.options());
+  Tensor y = walk_buffer({sz.N, sz.H}, h0.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h0.scalar_type(), op, [&] {
     using T = scalar_t;
-    std::vector<const T*> gx_p;
-    for (const Tensor& part : parts) gx_p.push_back(part.data_ptr<T>());
     const ForwardState<T> st{nullptr, h0_c.data_ptr<T>(), w.data_ptr<T>(), nullptr, nullptr,
                              h.data_ptr<T>(), nullptr, y.data_ptr<T>(), nullptr, sz.N, sz.B,
                              sz.H, sz.P};
     if constexpr (kFusable<T>) {
-      const FusedSplit split = walk_split(h0, sz.B, w);
       if (split != FusedSplit::kNone) {
-        return clockwork_fused_forward<Cell>(st, schedule, w.data_ptr<T>(), m, gx_p, split);
+        const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(),
+                                   b.defined() ? b.data_ptr<T>() : nullptr, nullptr, args.I};
+        return clockwork_fused_forward<Cell>(st, schedule, w.data_ptr<T>(), m, in, split);
       }
     }
+    std::vector<const T*> gx_p;
+    for (const Tensor& part : gx) gx_p.push_back(part.data_ptr<T>());
     clockwork_forward<Cell>(st, schedule, w, m, gx_p);
   });
   return {y, h};
 }
 
-// Returns grad_gx (one [n_i, k] per module, as forward's gx), grad_h0 [B, H], grad_w_hh
-// [H, H] (zero outside the allowed blocks).
-std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
-    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
-    const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
+// Returns grad_x [N, I], grad_w_ih [H, I], grad_bias [H], grad_h0 [B, H], grad_w_hh [H, H]
+// (zero outside the allowed blocks).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
+    c10::IntArrayRef periods) {
   constexpr const char* op = "clockwork_backward";
   const WithoutAutocast no_autocast;
-  const ClockworkArgs args = check_clockwork_backward(op, grad_y, grad_hn, batch_sizes, h0, w_hh,
-                                                      y, periods, gx_rows);
+  const ClockworkInputArgs args = check_clockwork_backward(op, grad_y, grad_hn, x, w_ih,
+                                                           batch_sizes, h0, w_hh, y, periods);
   const RecurrenceSizes& sz = args.size;
   const ClockworkModules& m = args.modules;
   const std::vector<int64_t>& rows = args.rows;
   const Schedule schedule(batch_sizes, false);
-  const Tensor gy = grad_y.contiguous(), h0_c = h0.contiguous(), w = w_hh.contiguous();
-  const Tensor y_c = y.contiguous();
+  const Tensor gy = pooled_contiguous(grad_y), h0_c = h0.contiguous(), w = w_hh.contiguous();
+  const Tensor y_c = y.contiguous(), x_c = x.contiguous(), w_ih_c = w_ih.contiguous();
   Tensor dh = grad_hn.clone(at::MemoryFormat::Contiguous);  // [B, H] w.r.t. the h state
   const FusedSplit split = walk_split(y, sz.B, w);
   // a step's gate gradients; the fused walk's in two halves, by step parity
   Tensor dx = at::empty({split == FusedSplit::kNone ? 1 : 2, sz.B, sz.H}, y.options());
   std::vector<Tensor> grad_gx;
-  for (int64_t i = 0; i < m.count(); ++i) grad_gx.push_back(at::empty({rows[i], m.k}, y.options()));
+  for (int64_t n : rows) grad_gx.push_back(walk_buffer({n, m.k}, y.options()));
+  Tensor grad_x;  // the fused walk's; the BLAS walk's from grad_gx after it
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), op, [&] {
     using T = scalar_t;
     std::vector<T*> grad_gx_p;
@@ -112,14 +126,21 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
                               dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
     if constexpr (kFusable<T>) {
       if (split != FusedSplit::kNone) {
-        return clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, grad_gx_p, rows,
-                                              split);
+        grad_x = walk_buffer(x.sizes(), x.options());
+        const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(), nullptr,
+                                   grad_x.data_ptr<T>(), args.I};
+        return clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, in, grad_gx_p,
+                                              rows, split);
       }
     }
     clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows);
   });
-  const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0_c, schedule, m);
-  return {grad_gx, dh, grad_w.to(w.scalar_type())};
+  const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0_c, schedule, m, walk_buffer);
+  const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
+  const auto [grad_w_ih, grad_bias] = clockwork_input_weight_grads(
+      grad_gx, clockwork_module_inputs(x_c, active_rows, walk_buffer), w_ih, m);
+  if (!grad_x.defined()) grad_x = clockwork_input_grad(grad_gx, x_c, w_ih_c, active_rows, m);
+  return {grad_x, grad_w_ih, grad_bias, dh, grad_w.to(w.scalar_type())};
 }
 
 }  // namespace

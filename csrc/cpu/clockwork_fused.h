@@ -4,7 +4,9 @@
 // its cache, as the fused walks of fused_walk.h. The threads split each module's units
 // alike (a slice [j0, j1) of [0, k) in every module, so that every step's active modules
 // are shared out evenly) and meet at a barrier once per step, or split the rows
-// (fused_split.h). Modules, gx and grad_gx as clockwork_walk.h's walks.
+// (fused_split.h). Each step also forms its active modules' input products, from x and the
+// rows of w_ih packed into the same panels, and backward the input's gradient, from w_ih
+// packed by columns. Modules and grad_gx as clockwork_walk.h's walks.
 
 #include <vector>
 
@@ -14,48 +16,75 @@
 namespace fastrnn {
 namespace cpu {
 
-// Where each module's panels start: forward, module i's panels over K = H - i*k (the
-// columns it reads), one per chunk of W of its units; backward, module m's panels over
-// K = (m+1)*k (the units of the modules that read its columns), one per chunk of W of its
-// columns, module i's units at rows [i*k, (i+1)*k) of it.
+// The layer's input side as the fused walks read it: x [N, I], w_ih [H, I], bias [H] or
+// null; backward writes grad_x [N, I].
+template <typename T>
+struct ClockworkInput {
+  const T *x, *w_ih, *bias;
+  T* grad_x;
+  int64_t I;
+};
+
+// Where each module's panels start: forward, module i's panels over K = I + H - i*k (w_ih's
+// rows of its units, then the columns of w_hh it reads), one per chunk of W of its units;
+// backward, module m's panels over K = (m+1)*k (the units of the modules that read its
+// columns), one per chunk of W of its columns, module i's units at rows [i*k, (i+1)*k) of
+// it.
 struct ClockworkPanels {
-  int64_t H, k, W, chunks;  // chunks: ceil(k / W) per module
-  int64_t forward_depth(int64_t i) const { return H - i * k; }
+  int64_t I, H, k, W, chunks;  // chunks: ceil(k / W) per module
+  int64_t forward_depth(int64_t i) const { return I + H - i * k; }
   int64_t backward_depth(int64_t m) const { return (m + 1) * k; }
-  int64_t forward(int64_t i, int64_t p) const {  // sum over i' < i of chunks * W * (H - i'k)
-    return (chunks * W) * (i * H - k * i * (i - 1) / 2) + p * forward_depth(i) * W;
+  int64_t forward(int64_t i, int64_t p) const {  // sum over i' < i of chunks*W*(I + H - i'k)
+    return (chunks * W) * (i * (I + H) - k * i * (i - 1) / 2) + p * forward_depth(i) * W;
   }
   int64_t backward(int64_t m, int64_t p) const {  // sum over m' < m of chunks * W * (m'+1)k
     return (chunks * W) * (k * m * (m + 1) / 2) + p * backward_depth(m) * W;
   }
-  int64_t size(int64_t g) const { return forward(g, 0); }  // either set, g modules
+  // g modules' panels: forward's, or backward's with I = 0 (the same size then)
+  int64_t size(int64_t g) const { return forward(g, 0); }
 };
 
-// clockwork_forward fused: w: [H, H] contiguous.
+// Backward's panels of w_ih's columns: one per chunk of W of the I inputs, over K = H (every
+// unit, in order). A walk's thread that owns unit chunks [p0, p1) of each module owns input
+// chunks [first(p0), first(p1)): the same share of them.
+struct ClockworkInputPanels {
+  int64_t I, H, k, W;
+  int64_t chunks() const { return (I + W - 1) / W; }
+  int64_t first(int64_t unit_chunk) const {
+    return unit_chunk * chunks() / ((k + W - 1) / W);
+  }
+  int64_t offset(int64_t q) const { return q * H * W; }
+  int64_t size() const { return chunks() * H * W; }
+};
+
+// clockwork_forward fused: w: [H, H] contiguous; st.gx is not read (in.x and in.w_ih are).
 template <class Cell, typename T>
 void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule,
-                             const T* w, const ClockworkModules& m,
-                             const std::vector<const T*>& gx, FusedSplit split) {
+                             const T* w, const ClockworkModules& m, const ClockworkInput<T>& in,
+                             FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
-  const int64_t H = st.H, k = m.k, g = m.count();
-  const ClockworkPanels layout{H, k, W, (k + W - 1) / W};
+  const int64_t H = st.H, k = m.k, g = m.count(), I = in.I;
+  const ClockworkPanels layout{I, H, k, W, (k + W - 1) / W};
   std::vector<T> panels(layout.size(g)), zeros(H, T(0));
-  std::vector<T> pre(st.B * H);  // active modules' rows: gx + products
+  std::vector<T> pre(st.B * H);  // active modules' rows: the products and the bias
+  const T* bias = in.bias ? in.bias : zeros.data();
   const auto pack = [&](int64_t p) {
     for (int64_t i = 0; i < g; ++i) {
-      pack_panel(panels.data() + layout.forward(i, p), layout.forward_depth(i), 1,
-                 [&](int64_t c) -> const T* {
-                   const int64_t unit = p * W + c;
-                   return unit < k ? w + (i * k + unit) * H + i * k : nullptr;
-                 });
+      T* panel = panels.data() + layout.forward(i, p);
+      const auto unit = [&](int64_t c) { return p * W + c < k ? i * k + p * W + c : -1; };
+      pack_panel(panel, I, 1, [&](int64_t c) -> const T* {
+        return unit(c) < 0 ? nullptr : in.w_ih + unit(c) * I;
+      });
+      pack_panel(panel + I * W, H - i * k, 1, [&](int64_t c) -> const T* {
+        return unit(c) < 0 ? nullptr : w + unit(c) * H + i * k;
+      });
     }
   };
   const auto units = forward_units_for<Cell, T>(false, false);
   run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                               int64_t r_end, const auto& sync) {
     std::vector<const T*> h_prev(r_end);
-    std::vector<int64_t> next(g, 0);  // module i's next row of gx[i]
-    const T* rows[kMaxPanelRows];
+    const T *x_rows[kMaxPanelRows], *h_rows[kMaxPanelRows];
     T out[kMaxPanelRows * W];
     for (int64_t s = 0; s < schedule.steps(); ++s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -73,16 +102,19 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
           continue;
         }
         for (int64_t p = j0 / W; p * W < j1; ++p) {  // a panel stays in L1 over the rows
-          const int64_t columns = std::min(W, k - p * W);
+          const int64_t columns = std::min(W, k - p * W), c0 = i * k + p * W;
+          const T* panel = panels.data() + layout.forward(i, p);
           for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
             const int64_t r0 = r_begin + block;
-            for (int r = 0; r < n; ++r) rows[r] = h_prev[r0 + r] + i * k;
-            panel_product(n, rows, panels.data() + layout.forward(i, p),
-                          layout.forward_depth(i), out);
             for (int r = 0; r < n; ++r) {
-              const T* x = gx[i] + (next[i] + r0 + r) * k + p * W;
-              T* dst = pre.data() + (r0 + r) * H + i * k + p * W;
-              for (int64_t c = 0; c < columns; ++c) dst[c] = x[c] + out[r * W + c];
+              x_rows[r] = in.x + (first + r0 + r) * I;
+              h_rows[r] = h_prev[r0 + r] + i * k;
+            }
+            const PanelSpan<T> spans[] = {{x_rows, panel, I}, {h_rows, panel + I * W, H - i * k}};
+            panel_product(n, spans, 2, out);
+            for (int r = 0; r < n; ++r) {
+              T* dst = pre.data() + (r0 + r) * H + c0;
+              for (int64_t c = 0; c < columns; ++c) dst[c] = out[r * W + c] + bias[c0 + c];
             }
           });
         }
@@ -91,7 +123,6 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
           units(pre.data() + r * H, zeros.data(), nullptr, nullptr, h, nullptr, nullptr, h,
                 st.y + (first + r) * H, H, u0, u1);
         }
-        next[i] += b;
       }
       sync();
     }
@@ -103,13 +134,14 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
 // another writes this step's reads the other half.
 template <class Cell, typename T>
 void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedule,
-                              const T* w, const ClockworkModules& m,
+                              const T* w, const ClockworkModules& m, const ClockworkInput<T>& in,
                               const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
                               FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
-  const int64_t H = st.H, k = m.k, g = m.count();
-  const ClockworkPanels layout{H, k, W, (k + W - 1) / W};
-  std::vector<T> panels(layout.size(g));
+  const int64_t H = st.H, k = m.k, g = m.count(), I = in.I;
+  const ClockworkPanels layout{0, H, k, W, (k + W - 1) / W};
+  const ClockworkInputPanels inputs{I, H, k, W};
+  std::vector<T> panels(layout.size(g)), input_panels(inputs.size());
   const auto pack = [&](int64_t p) {
     for (int64_t c_module = 0; c_module < g; ++c_module) {
       pack_panel(panels.data() + layout.backward(c_module, p), layout.backward_depth(c_module),
@@ -118,11 +150,19 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
                    return column < k ? w + c_module * k + column : nullptr;
                  });
     }
+    for (int64_t q = inputs.first(p); q < inputs.first(p + 1); ++q) {
+      pack_panel(input_panels.data() + inputs.offset(q), H, I, [&](int64_t c) -> const T* {
+        return q * W + c < I ? in.w_ih + q * W + c : nullptr;
+      });
+    }
   };
   run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                               int64_t r_end, const auto& sync) {
     std::vector<int64_t> end = rows;  // module i's rows of grad_gx[i] not yet written
+    const int64_t q0 = inputs.first(j0 / W), q1 = inputs.first((j1 + W - 1) / W);
     const T* dx_rows[kMaxPanelRows];
+    std::vector<const T*> run_rows(g * kMaxPanelRows);  // per run of active modules
+    std::vector<PanelSpan<T>> runs;
     T out[kMaxPanelRows * W];
     for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
       const int64_t b = schedule.rows(s), first = schedule.first_row(s);
@@ -176,6 +216,33 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
             });
           }
         }
+      }
+      // grad_x[rows of the step, inputs of chunk q] = dx[:, active units] @ w_ih[those
+      // units, those inputs]: one span of depth per run of consecutive active modules (zero
+      // where none is active).
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t columns = std::min(W, I - q * W);
+        const T* panel = input_panels.data() + inputs.offset(q);
+        for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
+          const int64_t r0 = r_begin + block;
+          runs.clear();
+          for (int64_t i = 0, i_end; i < g; i = i_end) {
+            for (i_end = i + 1; m.active(i, s) && i_end < g && m.active(i_end, s);) ++i_end;
+            if (!m.active(i, s)) continue;
+            const T** a = run_rows.data() + runs.size() * kMaxPanelRows;
+            for (int r = 0; r < n; ++r) a[r] = dx + (r0 + r) * H + i * k;
+            runs.push_back({a, panel + i * k * W, (i_end - i) * k});
+          }
+          if (runs.empty()) {
+            std::fill(out, out + n * W, T(0));
+          } else {
+            panel_product(n, runs.data(), static_cast<int>(runs.size()), out);
+          }
+          for (int r = 0; r < n; ++r) {
+            std::memcpy(in.grad_x + (first + r0 + r) * I + q * W, out + r * W,
+                        columns * sizeof(T));
+          }
+        });
       }
     }
   });

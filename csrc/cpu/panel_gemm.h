@@ -72,37 +72,50 @@ constexpr int kVectorRegisters = 16;
 template <int MR>
 constexpr int kPanelChains = 4 * MR + 3 <= kVectorRegisters && MR < kMaxPanelRows ? 2 : 1;
 
-// out[r * kPanelWidth + c] = sum_k a[r][k] * panel[k * kPanelWidth + c] for r < MR:
-// a: MR row pointers, each K long; panel: [K, kPanelWidth]; out: [MR, kPanelWidth].
-// With C = kPanelChains<MR> sums per output, sum c takes k = c, c + C, ... in order, one
-// multiply-add per term (the last K % C terms into sum 0), and out is their sum.
+// One run of a product's depth: MR row pointers a, each K long, against K rows of a panel
+// ([K, kPanelWidth]).
+template <typename T>
+struct PanelSpan {
+  const T* const* a;
+  const T* panel;
+  int64_t K;
+};
+
+// out[r * kPanelWidth + c] = sum over the spans of sum_k a[r][k] * panel[k * kPanelWidth + c]
+// for r < MR: out: [MR, kPanelWidth]. With C = kPanelChains<MR> sums per output, sum c takes
+// a span's k = c, c + C, ... in order, one multiply-add per term (its last K % C terms into
+// sum 0), and out is their sum.
 template <typename T, int MR>
-void panel_product_rows(const T* const* a, const T* panel, int64_t K, T* out) {
+void panel_product_rows(const PanelSpan<T>* spans, int count, T* out) {
   using Vec = typename Simd<T>::Vec;
   constexpr int V = Simd<T>::kLanes, C = kPanelChains<MR>;
   Vec lo[C][MR], hi[C][MR];
   for (int c = 0; c < C; ++c) {
     for (int r = 0; r < MR; ++r) lo[c][r] = hi[c][r] = Vec{};
   }
-  const T* rows[MR];
-  for (int r = 0; r < MR; ++r) rows[r] = a[r];
-  // Adds the terms of depth k to sum c.
-  const auto add_term = [&](int c, int64_t k) {
-    Vec p_lo, p_hi;
-    std::memcpy(&p_lo, panel + k * 2 * V, sizeof(Vec));
-    std::memcpy(&p_hi, panel + k * 2 * V + V, sizeof(Vec));
-    for (int r = 0; r < MR; ++r) {
-      const T x = rows[r][k];
-      lo[c][r] += x * p_lo;
-      hi[c][r] += x * p_hi;
-    }
-  };
-  const int64_t whole = K - K % C;
+  for (int span = 0; span < count; ++span) {
+    const T* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = spans[span].a[r];
+    const T* panel = spans[span].panel;
+    const int64_t K = spans[span].K;
+    // Adds the terms of depth k to sum c.
+    const auto add_term = [&](int c, int64_t k) {
+      Vec p_lo, p_hi;
+      std::memcpy(&p_lo, panel + k * 2 * V, sizeof(Vec));
+      std::memcpy(&p_hi, panel + k * 2 * V + V, sizeof(Vec));
+      for (int r = 0; r < MR; ++r) {
+        const T x = rows[r][k];
+        lo[c][r] += x * p_lo;
+        hi[c][r] += x * p_hi;
+      }
+    };
+    const int64_t whole = K - K % C;
 #pragma GCC unroll 4
-  for (int64_t k = 0; k < whole; k += C) {
-    for (int c = 0; c < C; ++c) add_term(c, k + c);
+    for (int64_t k = 0; k < whole; k += C) {
+      for (int c = 0; c < C; ++c) add_term(c, k + c);
+    }
+    for (int64_t k = whole; k < K; ++k) add_term(0, k);
   }
-  for (int64_t k = whole; k < K; ++k) add_term(0, k);
   for (int r = 0; r < MR; ++r) {
     for (int c = 1; c < C; ++c) {
       lo[0][r] += lo[c][r];
@@ -113,17 +126,24 @@ void panel_product_rows(const T* const* a, const T* panel, int64_t K, T* out) {
   }
 }
 
-// panel_product_rows for 1 <= rows <= kMaxPanelRows.
+// panel_product_rows for 1 <= rows <= kMaxPanelRows, over count spans.
+template <typename T>
+void panel_product(int rows, const PanelSpan<T>* spans, int count, T* out) {
+  switch (rows) {
+    case 1: return panel_product_rows<T, 1>(spans, count, out);
+    case 2: return panel_product_rows<T, 2>(spans, count, out);
+    case 3: return panel_product_rows<T, 3>(spans, count, out);
+    case 4: return panel_product_rows<T, 4>(spans, count, out);
+    case 5: return panel_product_rows<T, 5>(spans, count, out);
+    default: return panel_product_rows<T, kMaxPanelRows>(spans, count, out);
+  }
+}
+
+// One span: out = a @ panel over depth K.
 template <typename T>
 void panel_product(int rows, const T* const* a, const T* panel, int64_t K, T* out) {
-  switch (rows) {
-    case 1: return panel_product_rows<T, 1>(a, panel, K, out);
-    case 2: return panel_product_rows<T, 2>(a, panel, K, out);
-    case 3: return panel_product_rows<T, 3>(a, panel, K, out);
-    case 4: return panel_product_rows<T, 4>(a, panel, K, out);
-    case 5: return panel_product_rows<T, 5>(a, panel, K, out);
-    default: return panel_product_rows<T, kMaxPanelRows>(a, panel, K, out);
-  }
+  const PanelSpan<T> span{a, panel, K};
+  panel_product(rows, &span, 1, out);
 }
 
 }  // namespace cpu

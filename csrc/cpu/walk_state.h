@@ -100,6 +100,12 @@ inline at::Tensor walk_buffer(at::IntArrayRef sizes, const at::TensorOptions& op
                                    options.dtype().toScalarType(), std::nullopt);
 }
 
+// t itself where it is contiguous, else a contiguous copy in a walk_buffer (an expanded
+// gradient, as a sum() loss gives, copied fresh page-faults at first touch).
+inline at::Tensor pooled_contiguous(const at::Tensor& t) {
+  return t.is_contiguous() ? t : walk_buffer(t.sizes(), t.options()).copy_(t);
+}
+
 template <typename T>
 struct ForwardState {
   const T* gx;        // [N, G*H]

@@ -1,4 +1,5 @@
-// The clockwork RNN's ops on CUDA (schemas in ops.h, checks in common/clockwork.h): per
+// The clockwork RNN's ops on CUDA (schemas in ops.h, checks in common/clockwork.h): each
+// module's input product for its active steps' rows (common/clockwork_inputs.h), then per
 // step one GEMM per active module through ATen (cuBLAS on the current stream), over the
 // allowed blocks of w_hh, into the module's columns of a [B, H] buffer that starts as its
 // gx rows, then one kernel over the step's rows (clockwork_units.h, the cell's policy).
@@ -7,7 +8,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
-#include "../common/clockwork.h"
+#include "../common/clockwork_inputs.h"
 #include "step_kernels.h"
 #include "stream.h"
 #include "torch_glue.h"
@@ -18,18 +19,22 @@ namespace {
 
 using at::Tensor;
 
-// gx: one [n_i, k] per module (its active steps' rows); h0: [B, H]; w_hh: [H, H]. Returns
-// y [N, H], hn [B, H].
-std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_sizes,
-                                      const Tensor& h0, const Tensor& w_hh,
-                                      c10::IntArrayRef periods, int64_t rows_of_y) {
+// x: [N, I]; w_ih: [H, I]; bias: [H] or none; h0: [B, H]; w_hh: [H, H]. Returns y [N, H],
+// hn [B, H].
+std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
+                                      const std::optional<Tensor>& bias,
+                                      const Tensor& batch_sizes, const Tensor& h0,
+                                      const Tensor& w_hh, c10::IntArrayRef periods) {
   const c10::DeviceGuard guard(h0.device());
   const WithoutAutocast no_autocast;
-  const ClockworkArgs args = check_clockwork_forward("clockwork_forward", gx, batch_sizes, h0,
-                                                     w_hh, periods, rows_of_y);
+  const Tensor b = bias.value_or(Tensor());
+  const ClockworkArgs args = check_clockwork_forward("clockwork_forward", x, w_ih, b,
+                                                     batch_sizes, h0, w_hh, periods);
   const RecurrenceSizes& sz = args.size;
   const ClockworkModules& m = args.modules;
   const Schedule schedule(batch_sizes, false);
+  const std::vector<Tensor> gx = clockwork_input_products(
+      clockwork_module_inputs(x, clockwork_active_rows(schedule, m, x.device())), w_ih, b, m);
   const DType dtype = dtype_of(h0);
   const cudaStream_t stream = current_stream(h0.device());
   const Tensor w = w_hh.contiguous();
@@ -57,16 +62,16 @@ std::tuple<Tensor, Tensor> forward_op(at::TensorList gx, const Tensor& batch_siz
   return {y, h};
 }
 
-// Returns grad_gx (one [n_i, k] per module), grad_h0 [B, H], grad_w_hh [H, H] (zero
-// outside the allowed blocks; summed in float for the 16-bit types).
-std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
-    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& batch_sizes, const Tensor& h0,
-    const Tensor& w_hh, const Tensor& y, c10::IntArrayRef periods, c10::IntArrayRef gx_rows) {
+// Returns grad_x [N, I], grad_w_ih [H, I], grad_bias [H], grad_h0 [B, H], grad_w_hh [H, H]
+// (zero outside the allowed blocks; the weights' summed in float for the 16-bit types).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
+    const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
+    c10::IntArrayRef periods) {
   const c10::DeviceGuard guard(h0.device());
   const WithoutAutocast no_autocast;
-  const ClockworkArgs args = check_clockwork_backward("clockwork_backward", grad_y, grad_hn,
-                                                      batch_sizes, h0, w_hh, y, periods,
-                                                      gx_rows);
+  const ClockworkArgs args = check_clockwork_backward("clockwork_backward", grad_y, grad_hn, x,
+                                                      w_ih, batch_sizes, h0, w_hh, y, periods);
   const RecurrenceSizes& sz = args.size;
   const ClockworkModules& m = args.modules;
   const Schedule schedule(batch_sizes, false);
@@ -96,7 +101,11 @@ std::tuple<std::vector<Tensor>, Tensor, Tensor> backward_op(
     }
   }
   const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0, schedule, m);
-  return {grad_gx, dh, grad_w.to(w.scalar_type())};
+  const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
+  const auto [grad_w_ih, grad_bias] =
+      clockwork_input_weight_grads(grad_gx, clockwork_module_inputs(x, active_rows), w_ih, m);
+  return {clockwork_input_grad(grad_gx, x, w_ih, active_rows, m), grad_w_ih, grad_bias, dh,
+          grad_w.to(w.scalar_type())};
 }
 
 }  // namespace
