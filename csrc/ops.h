@@ -84,14 +84,16 @@ inline void define_ops(torch::Library& m) {
   // step t when t % periods[i] == 0): cpu/clockwork.cpp and cuda/clockwork_cuda.cpp
   // register it, with the checks of common/clockwork.h. x [N, I]: the layer's input rows;
   // w_ih [H, I], bias [H] (b_ih + b_hh) or None; module i's input product is formed only at
-  // its active steps. grad_bias: [H] (zeros where the layer has none).
+  // its active steps. grad_bias: [H] (zeros where the layer has none); grad_x: [0, I]
+  // unless input_grad.
   m.def(
       "clockwork_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor batch_sizes, Tensor h0, "
       "Tensor w_hh, int[] periods) -> (Tensor y, Tensor hn)");
   m.def(
       "clockwork_backward(Tensor grad_y, Tensor grad_hn, Tensor x, Tensor w_ih, "
-      "Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor y, int[] periods) -> (Tensor grad_x, "
-      "Tensor grad_w_ih, Tensor grad_bias, Tensor grad_h0, Tensor grad_w_hh)");
+      "Tensor batch_sizes, Tensor h0, Tensor w_hh, Tensor y, int[] periods, bool input_grad) "
+      "-> (Tensor grad_x, Tensor grad_w_ih, Tensor grad_bias, Tensor grad_h0, "
+      "Tensor grad_w_hh)");
   // input [N, K] @ weight^T + bias: weight [M, K], bias [M] or None -> [N, M], through
   // oneDNN on the CPU (cpu/linear.cpp), for the layers' input products where it pays.
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");

@@ -189,9 +189,10 @@ def _(x, w_ih, bias, batch_sizes, h0, w_hh, periods):
 
 
 @torch.library.register_fake("fastrnn::clockwork_backward")
-def _(grad_y, grad_hn, x, w_ih, batch_sizes, h0, w_hh, y, periods):
+def _(grad_y, grad_hn, x, w_ih, batch_sizes, h0, w_hh, y, periods, input_grad):
     _check_devices("clockwork_backward", batch_sizes, h0, grad_y, grad_hn, x, w_ih, w_hh, y)
-    return (x.new_empty(x.shape), w_ih.new_empty(w_ih.shape), w_ih.new_empty(w_ih.shape[0]),
+    return (x.new_empty(x.shape if input_grad else (0, x.shape[1])), w_ih.new_empty(w_ih.shape),
+            w_ih.new_empty(w_ih.shape[0]),
             h0.new_empty(h0.shape), w_hh.new_empty(w_hh.shape))
 
 
@@ -325,8 +326,8 @@ def _clockwork_backward(ctx, grad_y, grad_hn):
     x, w_ih, batch_sizes, h0, w_hh, y = ctx.saved_tensors
     grad_x, grad_w_ih, grad_bias, grad_h0, grad_w_hh = ops.clockwork_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), x, w_ih, batch_sizes, h0, w_hh,
-        y, ctx.periods)
-    return (grad_x, grad_w_ih, grad_bias if ctx.has_bias else None, None, grad_h0, grad_w_hh,
+        y, ctx.periods, ctx.needs_input_grad[0])
+    return (_none_if_empty(grad_x, ctx.needs_input_grad[0]), grad_w_ih, grad_bias if ctx.has_bias else None, None, grad_h0, grad_w_hh,
             None)
 
 

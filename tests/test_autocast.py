@@ -348,7 +348,7 @@ def test_clockwork_backward_op_under_autocast():
     from fastrnn._ops import ops
     batch_sizes, h0, w_hh = torch.tensor([3] * 5), torch.randn(3, 8), torch.randn(8, 8)
     args = (torch.randn(15, 8), torch.randn(3, 8), torch.randn(15, 5), torch.randn(8, 5),
-            batch_sizes, h0, w_hh, torch.randn(15, 8), [1, 2])
+            batch_sizes, h0, w_hh, torch.randn(15, 8), [1, 2], True)
     with torch.autocast("cpu", torch.bfloat16):
         inside = ops.clockwork_backward(*args)
     after = ops.clockwork_backward(*args)

@@ -115,6 +115,21 @@ def test_each_cpu_walk_equals_the_definition(periods, walk, threads, dtype, monk
         torch.testing.assert_close(got_g.double(), want_g, **tol)
 
 
+@pytest.mark.parametrize("walk", ["units", "0"], ids=["fused", "blas"])
+def test_input_without_gradient(walk, monkeypatch):
+    """An input that needs no gradient gets none (the op skips it); the parameters' equal
+    the definition's."""
+    monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
+    model = make((1, 2, 4, 8), hidden=24, inputs=19)
+    x = torch.randn(9, 5, 19, dtype=F64)
+    got = torch.autograd.grad(model(x)[0].sum(), list(model.parameters()))
+    want_y, _ = definition(model, x, torch.zeros(5, 24, dtype=F64))
+    want = torch.autograd.grad(want_y.sum(), list(model.parameters()))
+    for got_g, want_g in zip(got, want, strict=True):
+        torch.testing.assert_close(got_g, want_g, atol=1e-10, rtol=0)
+    assert x.grad is None
+
+
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (2, 3)], ids=str)
 def test_inactive_modules_keep_their_value(periods):
     model = make(periods)
@@ -220,9 +235,9 @@ def test_op_errors():
     y, _ = op(x, w_ih, b, batch_sizes, h0, w_hh, periods)
     backward = torch.ops.fastrnn.clockwork_backward
     with pytest.raises(RuntimeError, match="grad_y must be"):
-        backward(y[:-1], h0, x, w_ih, batch_sizes, h0, w_hh, y, periods)
+        backward(y[:-1], h0, x, w_ih, batch_sizes, h0, w_hh, y, periods, True)
     with pytest.raises(RuntimeError, match="y must be"):
-        backward(y, h0, x, w_ih, batch_sizes, h0, w_hh, y[:, :-1], periods)
+        backward(y, h0, x, w_ih, batch_sizes, h0, w_hh, y[:, :-1], periods, True)
 
 
 def test_masked_blocks_start_at_zero_and_state_dict_round_trips():

@@ -94,12 +94,13 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
   return {y, h};
 }
 
-// Returns grad_x [N, I], grad_w_ih [H, I], grad_bias [H], grad_h0 [B, H], grad_w_hh [H, H]
+// Returns grad_x [N, I] ([0, I] unless input_grad), grad_w_ih [H, I], grad_bias [H],
+// grad_h0 [B, H], grad_w_hh [H, H]
 // (zero outside the allowed blocks).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
-    c10::IntArrayRef periods) {
+    c10::IntArrayRef periods, bool input_grad) {
   constexpr const char* op = "clockwork_backward";
   const WithoutAutocast no_autocast;
   const ClockworkInputArgs args = check_clockwork_backward(op, grad_y, grad_hn, x, w_ih,
@@ -126,9 +127,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
                               dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
     if constexpr (kFusable<T>) {
       if (split != FusedSplit::kNone) {
-        grad_x = walk_buffer(x.sizes(), x.options());
+        grad_x = walk_buffer({input_grad ? sz.N : 0, args.I}, x.options());
         const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(), nullptr,
-                                   grad_x.data_ptr<T>(), args.I};
+                                   input_grad ? grad_x.data_ptr<T>() : nullptr, args.I};
         return clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, in, grad_gx_p,
                                               rows, split);
       }
@@ -139,7 +140,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
   const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
   const auto [grad_w_ih, grad_bias] = clockwork_input_weight_grads(
       grad_gx, clockwork_module_inputs(x_c, active_rows, walk_buffer), w_ih, m);
-  if (!grad_x.defined()) grad_x = clockwork_input_grad(grad_gx, x_c, w_ih_c, active_rows, m);
+  if (!grad_x.defined()) {
+    grad_x = input_grad ? clockwork_input_grad(grad_gx, x_c, w_ih_c, active_rows, m)
+                        : at::empty({0, args.I}, x.options());
+  }
   return {grad_x, grad_w_ih, grad_bias, dh, grad_w.to(w.scalar_type())};
 }
 

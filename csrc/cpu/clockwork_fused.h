@@ -17,7 +17,7 @@ namespace fastrnn {
 namespace cpu {
 
 // The layer's input side as the fused walks read it: x [N, I], w_ih [H, I], bias [H] or
-// null; backward writes grad_x [N, I].
+// null; backward writes grad_x [N, I] unless it is null.
 template <typename T>
 struct ClockworkInput {
   const T *x, *w_ih, *bias;
@@ -141,7 +141,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
   const int64_t H = st.H, k = m.k, g = m.count(), I = in.I;
   const ClockworkPanels layout{0, H, k, W, (k + W - 1) / W};
   const ClockworkInputPanels inputs{I, H, k, W};
-  std::vector<T> panels(layout.size(g)), input_panels(inputs.size());
+  std::vector<T> panels(layout.size(g)), input_panels(in.grad_x ? inputs.size() : 0);
   const auto pack = [&](int64_t p) {
     for (int64_t c_module = 0; c_module < g; ++c_module) {
       pack_panel(panels.data() + layout.backward(c_module, p), layout.backward_depth(c_module),
@@ -150,7 +150,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
                    return column < k ? w + c_module * k + column : nullptr;
                  });
     }
-    for (int64_t q = inputs.first(p); q < inputs.first(p + 1); ++q) {
+    for (int64_t q = inputs.first(p); in.grad_x && q < inputs.first(p + 1); ++q) {
       pack_panel(input_panels.data() + inputs.offset(q), H, I, [&](int64_t c) -> const T* {
         return q * W + c < I ? in.w_ih + q * W + c : nullptr;
       });
@@ -159,7 +159,9 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
   run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                               int64_t r_end, const auto& sync) {
     std::vector<int64_t> end = rows;  // module i's rows of grad_gx[i] not yet written
-    const int64_t q0 = inputs.first(j0 / W), q1 = inputs.first((j1 + W - 1) / W);
+    // the thread's input chunks, none without grad_x
+    const int64_t q0 = inputs.first(j0 / W);
+    const int64_t q1 = in.grad_x ? inputs.first((j1 + W - 1) / W) : q0;
     const T* dx_rows[kMaxPanelRows];
     std::vector<const T*> run_rows(g * kMaxPanelRows);  // per run of active modules
     std::vector<PanelSpan<T>> runs;

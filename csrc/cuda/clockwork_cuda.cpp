@@ -62,12 +62,13 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
   return {y, h};
 }
 
-// Returns grad_x [N, I], grad_w_ih [H, I], grad_bias [H], grad_h0 [B, H], grad_w_hh [H, H]
+// Returns grad_x [N, I] ([0, I] unless input_grad), grad_w_ih [H, I], grad_bias [H],
+// grad_h0 [B, H], grad_w_hh [H, H]
 // (zero outside the allowed blocks; the weights' summed in float for the 16-bit types).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
-    c10::IntArrayRef periods) {
+    c10::IntArrayRef periods, bool input_grad) {
   const c10::DeviceGuard guard(h0.device());
   const WithoutAutocast no_autocast;
   const ClockworkArgs args = check_clockwork_backward("clockwork_backward", grad_y, grad_hn, x,
@@ -104,7 +105,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
   const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
   const auto [grad_w_ih, grad_bias] =
       clockwork_input_weight_grads(grad_gx, clockwork_module_inputs(x, active_rows), w_ih, m);
-  return {clockwork_input_grad(grad_gx, x, w_ih, active_rows, m), grad_w_ih, grad_bias, dh,
+  const Tensor grad_x = input_grad ? clockwork_input_grad(grad_gx, x, w_ih, active_rows, m)
+                                    : at::empty({0, x.size(1)}, x.options());
+  return {grad_x, grad_w_ih, grad_bias, dh,
           grad_w.to(w.scalar_type())};
 }
 
