@@ -81,16 +81,19 @@ def test_equals_the_definition_with_every_gradient(periods, bias, hx):
 @pytest.mark.parametrize("walk", ["units", "rows", "0"], ids=["fused_units", "fused_rows",
                                                               "blas"])
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (1, 3, 5), (2, 3)], ids=str)
-def test_each_cpu_walk_equals_the_definition(periods, walk, threads, dtype, monkeypatch):
+@pytest.mark.parametrize("lengths", [[11, 11, 10, 9, 9, 7, 6, 6, 4, 3, 2, 2, 1], [11, 6, 2]],
+                         ids=["13_rows", "3_rows"])
+def test_each_cpu_walk_equals_the_definition(periods, lengths, walk, threads, dtype,
+                                             monkeypatch):
     """The fused walk split by units and by rows, and the BLAS walk, on a packed batch
     whose modules of 21 units and 37 inputs cut the panels (8 doubles, 16 floats) and the
-    threads' slices and whose 13 rows make several row blocks; float32 against the float64
+    threads' slices and whose 13 rows make several row blocks (and 3 rows, for which the
+    fused walk takes the input products formed before it); float32 against the float64
     definition."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     torch.set_num_threads(threads)
     model = make(periods, hidden=21 * len(periods), inputs=37)
     g = torch.Generator().manual_seed(3)
-    lengths = [11, 11, 10, 9, 9, 7, 6, 6, 4, 3, 2, 2, 1]
     seqs = [torch.randn(n, 37, generator=g, dtype=F64) for n in lengths]
     h0 = torch.randn(1, len(seqs), model.hidden_size, generator=g, dtype=F64)
     run_model = copy.deepcopy(model).to(dtype)
@@ -116,14 +119,15 @@ def test_each_cpu_walk_equals_the_definition(periods, walk, threads, dtype, monk
 
 
 @pytest.mark.parametrize("walk", ["units", "0"], ids=["fused", "blas"])
-def test_input_without_gradient(walk, monkeypatch):
+@pytest.mark.parametrize("batch", [5, 2])
+def test_input_without_gradient(walk, batch, monkeypatch):
     """An input that needs no gradient gets none (the op skips it); the parameters' equal
     the definition's."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     model = make((1, 2, 4, 8), hidden=24, inputs=19)
-    x = torch.randn(9, 5, 19, dtype=F64)
+    x = torch.randn(9, batch, 19, dtype=F64)
     got = torch.autograd.grad(model(x)[0].sum(), list(model.parameters()))
-    want_y, _ = definition(model, x, torch.zeros(5, 24, dtype=F64))
+    want_y, _ = definition(model, x, torch.zeros(batch, 24, dtype=F64))
     want = torch.autograd.grad(want_y.sum(), list(model.parameters()))
     for got_g, want_g in zip(got, want, strict=True):
         torch.testing.assert_close(got_g, want_g, atol=1e-10, rtol=0)

@@ -1,8 +1,9 @@
 // The clockwork RNN's ops on the CPU (schemas in ops.h): their checks, buffers and the
-// walk over the tanh Elman cell's policy: fused (clockwork_fused.h), the input products and
-// the input's gradient formed step by step in it, in float and double up to a batch size;
-// else each module's input product for its active rows (common/clockwork_inputs.h), then
-// one BLAS product per step and module (clockwork_walk.h).
+// walk over the tanh Elman cell's policy: fused (clockwork_fused.h) in float and double up
+// to a batch size, from a few rows per step with the input products and the input's
+// gradient formed step by step in it; else each module's input product for its active rows
+// (common/clockwork_inputs.h), then one BLAS product per step and module
+// (clockwork_walk.h).
 
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -35,6 +36,19 @@ using Cell = ClockworkCell;
 //   10.3, 38.8 / 39.0 / 38.0.
 constexpr FusedPolicy kFused{512, 4, std::numeric_limits<int64_t>::max()};
 
+// From how many rows per step the fused walk forms the input products and the input's
+// gradient itself; below, each module's input product is one product over its rows before
+// the walk, and the input's gradient one after it (each step would read w_ih's panels
+// whole for a row or two). Periods 1, 2, 4, 8, T = 256, 2 threads, AMD EPYC, in-process
+// shuffled, median of 9, ms, in the walk / before it, inference then forward+backward:
+//   I = H = 256: B1 0.61 / 0.53, 1.61 / 1.56; B2 0.63 / 0.67, 2.03 / 2.13; B4 0.89 / 1.02,
+//   3.30 / 3.95; B8 1.57 / 1.81, 6.34 / 7.71; B32 5.75 / 7.58, 22.3 / 28.4;
+//   I = 1024, H = 256: B1 1.09 / 0.79, 3.51 / 2.84; B2 1.36 / 1.24, 5.20 / 5.06; B4 2.24
+//   / 2.67, 8.81 / 9.23; B8 3.64 / 4.38, 15.2 / 21.1; B32 13.1 / 19.3, 62.3 / 96.4;
+//   I = 64, H = 1024: B1 4.50 / 4.60, 13.1 / 12.8; B4 8.49 / 8.83, 26.3 / 27.2; B32 40.5
+//   / 42.8, 143 / 146.
+constexpr int64_t kInWalkInputMinRows = 4;
+
 // The fused walk's state types.
 constexpr bool fusable(at::ScalarType dtype) {
   return dtype == at::kFloat || dtype == at::kDouble;
@@ -65,8 +79,9 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
   const Tensor h0_c = h0.contiguous(), w = w_hh.contiguous(), x_c = x.contiguous();
   const Tensor w_ih_c = w_ih.contiguous(), b = bias ? bias->contiguous() : Tensor();
   const FusedSplit split = walk_split(h0, sz.B, w);
-  std::vector<Tensor> gx;  // the BLAS walk's, one [n_i, k] per module
-  if (split == FusedSplit::kNone) {
+  const bool in_walk = split != FusedSplit::kNone && sz.B >= kInWalkInputMinRows;
+  std::vector<Tensor> gx;  // one [n_i, k] per module, unless the walk forms them
+  if (!in_walk) {
     const auto inputs = clockwork_module_inputs(
         x_c, clockwork_active_rows(schedule, m, x.device()), walk_buffer);
     for (const Tensor& part : clockwork_input_products(inputs, w_ih_c, b, m)) {
@@ -80,15 +95,16 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
     const ForwardState<T> st{nullptr, h0_c.data_ptr<T>(), w.data_ptr<T>(), nullptr, nullptr,
                              h.data_ptr<T>(), nullptr, y.data_ptr<T>(), nullptr, sz.N, sz.B,
                              sz.H, sz.P};
+    std::vector<const T*> gx_p;
+    for (const Tensor& part : gx) gx_p.push_back(part.data_ptr<T>());
     if constexpr (kFusable<T>) {
       if (split != FusedSplit::kNone) {
-        const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(),
-                                   b.defined() ? b.data_ptr<T>() : nullptr, nullptr, args.I};
+        const ClockworkInput<T> in{in_walk ? x_c.data_ptr<T>() : nullptr, w_ih_c.data_ptr<T>(),
+                                   b.defined() ? b.data_ptr<T>() : nullptr, gx_p.data(),
+                                   nullptr, args.I};
         return clockwork_fused_forward<Cell>(st, schedule, w.data_ptr<T>(), m, in, split);
       }
     }
-    std::vector<const T*> gx_p;
-    for (const Tensor& part : gx) gx_p.push_back(part.data_ptr<T>());
     clockwork_forward<Cell>(st, schedule, w, m, gx_p);
   });
   return {y, h};
@@ -127,9 +143,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
                               dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
     if constexpr (kFusable<T>) {
       if (split != FusedSplit::kNone) {
-        grad_x = walk_buffer({input_grad ? sz.N : 0, args.I}, x.options());
-        const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(), nullptr,
-                                   input_grad ? grad_x.data_ptr<T>() : nullptr, args.I};
+        const bool in_walk = input_grad && sz.B >= kInWalkInputMinRows;
+        if (in_walk) grad_x = walk_buffer(x.sizes(), x.options());
+        const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(), nullptr, nullptr,
+                                   in_walk ? grad_x.data_ptr<T>() : nullptr, args.I};
         return clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, in, grad_gx_p,
                                               rows, split);
       }

@@ -17,10 +17,13 @@ namespace fastrnn {
 namespace cpu {
 
 // The layer's input side as the fused walks read it: x [N, I], w_ih [H, I], bias [H] or
-// null; backward writes grad_x [N, I] unless it is null.
+// null, forming the input products step by step; or, where x is null, gx[i], module i's
+// input products formed before the walk ([n_i, k], its active steps' rows in step order).
+// Backward writes grad_x [N, I] unless it is null.
 template <typename T>
 struct ClockworkInput {
   const T *x, *w_ih, *bias;
+  const T* const* gx;
   T* grad_x;
   int64_t I;
 };
@@ -57,13 +60,13 @@ struct ClockworkInputPanels {
   int64_t size() const { return chunks() * H * W; }
 };
 
-// clockwork_forward fused: w: [H, H] contiguous; st.gx is not read (in.x and in.w_ih are).
+// clockwork_forward fused: w: [H, H] contiguous; st.gx is not read (in's input side is).
 template <class Cell, typename T>
 void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule,
                              const T* w, const ClockworkModules& m, const ClockworkInput<T>& in,
                              FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
-  const int64_t H = st.H, k = m.k, g = m.count(), I = in.I;
+  const int64_t H = st.H, k = m.k, g = m.count(), I = in.x ? in.I : 0;
   const ClockworkPanels layout{I, H, k, W, (k + W - 1) / W};
   std::vector<T> panels(layout.size(g)), zeros(H, T(0));
   std::vector<T> pre(st.B * H);  // active modules' rows: the products and the bias
@@ -72,9 +75,11 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
     for (int64_t i = 0; i < g; ++i) {
       T* panel = panels.data() + layout.forward(i, p);
       const auto unit = [&](int64_t c) { return p * W + c < k ? i * k + p * W + c : -1; };
-      pack_panel(panel, I, 1, [&](int64_t c) -> const T* {
-        return unit(c) < 0 ? nullptr : in.w_ih + unit(c) * I;
-      });
+      if (I > 0) {
+        pack_panel(panel, I, 1, [&](int64_t c) -> const T* {
+          return unit(c) < 0 ? nullptr : in.w_ih + unit(c) * I;
+        });
+      }
       pack_panel(panel + I * W, H - i * k, 1, [&](int64_t c) -> const T* {
         return unit(c) < 0 ? nullptr : w + unit(c) * H + i * k;
       });
@@ -84,6 +89,7 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
   run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                               int64_t r_end, const auto& sync) {
     std::vector<const T*> h_prev(r_end);
+    std::vector<int64_t> next(g, 0);  // module i's next row of in.gx[i]
     const T *x_rows[kMaxPanelRows], *h_rows[kMaxPanelRows];
     T out[kMaxPanelRows * W];
     for (int64_t s = 0; s < schedule.steps(); ++s) {
@@ -107,14 +113,15 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
           for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
             const int64_t r0 = r_begin + block;
             for (int r = 0; r < n; ++r) {
-              x_rows[r] = in.x + (first + r0 + r) * I;
+              x_rows[r] = in.x ? in.x + (first + r0 + r) * I : nullptr;
               h_rows[r] = h_prev[r0 + r] + i * k;
             }
-            const PanelSpan<T> spans[] = {{x_rows, panel, I}, {h_rows, panel + I * W, H - i * k}};
-            panel_product(n, spans, 2, out);
+            const PanelSpan<T> spans[] = {{h_rows, panel + I * W, H - i * k}, {x_rows, panel, I}};
+            panel_product(n, spans, in.x ? 2 : 1, out);
             for (int r = 0; r < n; ++r) {
               T* dst = pre.data() + (r0 + r) * H + c0;
-              for (int64_t c = 0; c < columns; ++c) dst[c] = out[r * W + c] + bias[c0 + c];
+              const T* add = in.x ? bias + c0 : in.gx[i] + (next[i] + r0 + r) * k + p * W;
+              for (int64_t c = 0; c < columns; ++c) dst[c] = out[r * W + c] + add[c];
             }
           });
         }
@@ -123,6 +130,7 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
           units(pre.data() + r * H, zeros.data(), nullptr, nullptr, h, nullptr, nullptr, h,
                 st.y + (first + r) * H, H, u0, u1);
         }
+        next[i] += b;
       }
       sync();
     }
