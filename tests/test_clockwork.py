@@ -83,18 +83,20 @@ def test_equals_the_definition_with_every_gradient(periods, bias, hx):
 @pytest.mark.parametrize("periods", [(1, 2, 4, 8), (1, 3, 5), (2, 3)], ids=str)
 @pytest.mark.parametrize("lengths", [[11, 11, 10, 9, 9, 7, 6, 6, 4, 3, 2, 2, 1], [11, 6, 2]],
                          ids=["13_rows", "3_rows"])
-def test_each_cpu_walk_equals_the_definition(periods, lengths, walk, threads, dtype,
-                                             monkeypatch):
+@pytest.mark.parametrize("units, inputs", [(21, 37), (16, 32)], ids=["cut", "whole"])
+def test_each_cpu_walk_equals_the_definition(periods, lengths, units, inputs, walk, threads,
+                                             dtype, monkeypatch):
     """The fused walk split by units and by rows, and the BLAS walk, on a packed batch
     whose modules of 21 units and 37 inputs cut the panels (8 doubles, 16 floats) and the
-    threads' slices and whose 13 rows make several row blocks (and 3 rows, for which the
-    fused walk takes the input products formed before it); float32 against the float64
-    definition."""
+    threads' slices, or of 16 units and 32 inputs fill them (the fused walk's weight
+    gradients then read x and the states in place), and whose 13 rows make several row
+    blocks (and 3 rows, for which the fused walk takes the input products formed before
+    it); float32 against the float64 definition."""
     monkeypatch.setenv("FASTRNN_CPU_FUSED", walk)
     torch.set_num_threads(threads)
-    model = make(periods, hidden=21 * len(periods), inputs=37)
+    model = make(periods, hidden=units * len(periods), inputs=inputs)
     g = torch.Generator().manual_seed(3)
-    seqs = [torch.randn(n, 37, generator=g, dtype=F64) for n in lengths]
+    seqs = [torch.randn(n, inputs, generator=g, dtype=F64) for n in lengths]
     h0 = torch.randn(1, len(seqs), model.hidden_size, generator=g, dtype=F64)
     run_model = copy.deepcopy(model).to(dtype)
     run_seqs = [s.to(dtype).requires_grad_() for s in seqs]

@@ -12,6 +12,7 @@
 
 #include "../common/clockwork_inputs.h"
 #include "clockwork_fused.h"
+#include "clockwork_weight_grads.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -131,13 +132,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
   const FusedSplit split = walk_split(y, sz.B, w);
   // a step's gate gradients; the fused walk's in two halves, by step parity
   Tensor dx = at::empty({split == FusedSplit::kNone ? 1 : 2, sz.B, sz.H}, y.options());
-  std::vector<Tensor> grad_gx;
-  for (int64_t n : rows) grad_gx.push_back(walk_buffer({n, m.k}, y.options()));
+  // Each module's gate gradients, [n_i, k]: the fused walk's written transposed, [k, n_i]
+  // (grad_gx_t), and viewed as [n_i, k] here.
+  std::vector<Tensor> grad_gx, grad_gx_t;
+  for (int64_t n : rows) {
+    if (split == FusedSplit::kNone) {
+      grad_gx.push_back(walk_buffer({n, m.k}, y.options()));
+    } else {
+      grad_gx_t.push_back(walk_buffer({m.k, n}, y.options()));
+      grad_gx.push_back(grad_gx_t.back().t());
+    }
+  }
   Tensor grad_x;  // the fused walk's; the BLAS walk's from grad_gx after it
+  Tensor grad_w_ih, grad_w_hh;  // the fused walk's weight gradients (where they fit)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), op, [&] {
     using T = scalar_t;
-    std::vector<T*> grad_gx_p;
-    for (Tensor& part : grad_gx) grad_gx_p.push_back(part.data_ptr<T>());
     const BackwardState<T> st{gy.data_ptr<T>(), h0_c.data_ptr<T>(), nullptr, w.data_ptr<T>(),
                               y_c.data_ptr<T>(), nullptr, nullptr, dh.data_ptr<T>(), nullptr,
                               dx.data_ptr<T>(), dx.data_ptr<T>(), nullptr, sz.N, sz.B, sz.H, sz.P};
@@ -147,21 +156,43 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
         if (in_walk) grad_x = walk_buffer(x.sizes(), x.options());
         const ClockworkInput<T> in{x_c.data_ptr<T>(), w_ih_c.data_ptr<T>(), nullptr, nullptr,
                                    in_walk ? grad_x.data_ptr<T>() : nullptr, args.I};
-        return clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, in, grad_gx_p,
-                                              rows, split);
+        std::vector<T*> grad_gx_t_p;
+        for (Tensor& part : grad_gx_t) grad_gx_t_p.push_back(part.data_ptr<T>());
+        clockwork_fused_backward<Cell>(st, schedule, w.data_ptr<T>(), m, in, grad_gx_t_p, rows,
+                                       split);
+        if (!clockwork_weight_grads_fit<T>(args.I, sz.H, m.k)) return;
+        grad_w_ih = at::empty(w_ih.sizes(), w_ih.options());
+        grad_w_hh = at::zeros(w_hh.sizes(), w_hh.options());
+        const std::vector<const T*> parts(grad_gx_t_p.begin(), grad_gx_t_p.end());
+        return clockwork_fused_weight_grads<T>(schedule, m, parts, rows, x_c.data_ptr<T>(),
+                                               args.I, h0_c.data_ptr<T>(), y_c.data_ptr<T>(),
+                                               sz.H, grad_w_ih.data_ptr<T>(),
+                                               grad_w_hh.data_ptr<T>());
       }
     }
+    std::vector<T*> grad_gx_p;
+    for (Tensor& part : grad_gx) grad_gx_p.push_back(part.data_ptr<T>());
     clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows);
   });
-  const Tensor grad_w = clockwork_weight_grad(grad_gx, y_c, h0_c, schedule, m, walk_buffer);
   const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
-  const auto [grad_w_ih, grad_bias] = clockwork_input_weight_grads(
-      grad_gx, clockwork_module_inputs(x_c, active_rows, walk_buffer), w_ih, m);
+  Tensor grad_bias;
+  if (grad_w_ih.defined()) {
+    grad_bias = at::empty({sz.H}, y.options());
+    for (int64_t i = 0; i < m.count(); ++i) {
+      Tensor part = module_part(grad_bias, m, i);
+      at::sum_out(part, grad_gx_t[i], 1);
+    }
+  } else {
+    grad_w_hh = clockwork_weight_grad(grad_gx, y_c, h0_c, schedule, m, walk_buffer)
+                    .to(w.scalar_type());
+    std::tie(grad_w_ih, grad_bias) = clockwork_input_weight_grads(
+        grad_gx, clockwork_module_inputs(x_c, active_rows, walk_buffer), w_ih, m);
+  }
   if (!grad_x.defined()) {
     grad_x = input_grad ? clockwork_input_grad(grad_gx, x_c, w_ih_c, active_rows, m)
                         : at::empty({0, args.I}, x.options());
   }
-  return {grad_x, grad_w_ih, grad_bias, dh, grad_w.to(w.scalar_type())};
+  return {grad_x, grad_w_ih, grad_bias, dh, grad_w_hh};
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 // are shared out evenly) and meet at a barrier once per step, or split the rows
 // (fused_split.h). Each step also forms its active modules' input products, from x and the
 // rows of w_ih packed into the same panels, and backward the input's gradient, from w_ih
-// packed by columns. Modules and grad_gx as clockwork_walk.h's walks.
+// packed by columns. Modules as clockwork_walk.h's walks; backward writes each module's gate
+// gradients transposed, grad_gx_t[i] [k, n_i] (clockwork_walk.h's grad_gx[i] is [n_i, k]),
+// and clockwork_fused_weight_grads forms the weights' gradients from them.
 
 #include <vector>
 
@@ -143,7 +145,7 @@ void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule
 template <class Cell, typename T>
 void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedule,
                               const T* w, const ClockworkModules& m, const ClockworkInput<T>& in,
-                              const std::vector<T*>& grad_gx, const std::vector<int64_t>& rows,
+                              const std::vector<T*>& grad_gx_t, const std::vector<int64_t>& rows,
                               FusedSplit split) {
   constexpr int64_t W = kPanelWidth<T>;
   const int64_t H = st.H, k = m.k, g = m.count(), I = in.I;
@@ -166,7 +168,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
   };
   run_split_walk(split, st.B, k, W, pack, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                               int64_t r_end, const auto& sync) {
-    std::vector<int64_t> end = rows;  // module i's rows of grad_gx[i] not yet written
+    std::vector<int64_t> end = rows;  // module i's rows of grad_gx_t[i] not yet written
     // the thread's input chunks, none without grad_x
     const int64_t q0 = inputs.first(j0 / W);
     const int64_t q1 = in.grad_x ? inputs.first((j1 + W - 1) / W) : q0;
@@ -194,9 +196,11 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
           backward_units<Cell, true, T>(dh, st.grad_y + (first + r) * H, nullptr, nullptr,
                                         nullptr, nullptr, st.y + (first + r) * H, dx + r * H,
                                         nullptr, nullptr, H, u0, u1);
-          std::memcpy(grad_gx[i] + (end[i] + r) * k + j0, dx + r * H + u0,
-                      (u1 - u0) * sizeof(T));
           std::fill(dh + u0, dh + u1, T(0));  // an active module's h_{t-1}: products only
+        }
+        for (int64_t j = j0; j < j1; ++j) {  // unit j's gradients: a run of grad_gx_t[i]'s row j
+          T* g = grad_gx_t[i] + j * rows[i] + end[i];
+          for (int64_t r = r_begin; r < r_last; ++r) g[r] = dx[r * H + i * k + j];
         }
       }
       sync();  // by units: every active unit's gradient of this step is written

@@ -73,15 +73,16 @@ template <int MR>
 constexpr int kPanelChains = 4 * MR + 3 <= kVectorRegisters && MR < kMaxPanelRows ? 2 : 1;
 
 // One run of a product's depth: MR row pointers a, each K long, against K rows of a panel
-// ([K, kPanelWidth]).
+// (kPanelWidth columns, row k at panel + k * ldp: packed, or a matrix read in place).
 template <typename T>
 struct PanelSpan {
   const T* const* a;
   const T* panel;
   int64_t K;
+  int64_t ldp = kPanelWidth<T>;
 };
 
-// out[r * kPanelWidth + c] = sum over the spans of sum_k a[r][k] * panel[k * kPanelWidth + c]
+// out[r * kPanelWidth + c] = sum over the spans of sum_k a[r][k] * panel[k * ldp + c]
 // for r < MR: out: [MR, kPanelWidth]. With C = kPanelChains<MR> sums per output, sum c takes
 // a span's k = c, c + C, ... in order, one multiply-add per term (its last K % C terms into
 // sum 0), and out is their sum.
@@ -97,12 +98,12 @@ void panel_product_rows(const PanelSpan<T>* spans, int count, T* out) {
     const T* rows[MR];
     for (int r = 0; r < MR; ++r) rows[r] = spans[span].a[r];
     const T* panel = spans[span].panel;
-    const int64_t K = spans[span].K;
+    const int64_t K = spans[span].K, ldp = spans[span].ldp;
     // Adds the terms of depth k to sum c.
     const auto add_term = [&](int c, int64_t k) {
       Vec p_lo, p_hi;
-      std::memcpy(&p_lo, panel + k * 2 * V, sizeof(Vec));
-      std::memcpy(&p_hi, panel + k * 2 * V + V, sizeof(Vec));
+      std::memcpy(&p_lo, panel + k * ldp, sizeof(Vec));
+      std::memcpy(&p_hi, panel + k * ldp + V, sizeof(Vec));
       for (int r = 0; r < MR; ++r) {
         const T x = rows[r][k];
         lo[c][r] += x * p_lo;
