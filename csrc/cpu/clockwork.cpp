@@ -112,8 +112,7 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
 }
 
 // Returns grad_x [N, I] ([0, I] unless input_grad), grad_w_ih [H, I], grad_bias [H],
-// grad_h0 [B, H], grad_w_hh [H, H]
-// (zero outside the allowed blocks).
+// grad_h0 [B, H], grad_w_hh [H, H] (zero outside the allowed blocks).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
@@ -163,8 +162,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
         if (!clockwork_weight_grads_fit<T>(args.I, sz.H, m.k)) return;
         grad_w_ih = at::empty(w_ih.sizes(), w_ih.options());
         grad_w_hh = at::zeros(w_hh.sizes(), w_hh.options());
-        const std::vector<const T*> parts(grad_gx_t_p.begin(), grad_gx_t_p.end());
-        return clockwork_fused_weight_grads<T>(schedule, m, parts, rows, x_c.data_ptr<T>(),
+        return clockwork_fused_weight_grads<T>(schedule, m, grad_gx_t_p, rows, x_c.data_ptr<T>(),
                                                args.I, h0_c.data_ptr<T>(), y_c.data_ptr<T>(),
                                                sz.H, grad_w_ih.data_ptr<T>(),
                                                grad_w_hh.data_ptr<T>());
@@ -174,7 +172,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
     for (Tensor& part : grad_gx) grad_gx_p.push_back(part.data_ptr<T>());
     clockwork_backward<Cell>(st, schedule, w, m, grad_gx_p, rows);
   });
-  const std::vector<Tensor> active_rows = clockwork_active_rows(schedule, m, x.device());
+  // each module's rows, for the products over them that the walk did not form
+  const bool other_products = !grad_w_ih.defined() || (input_grad && !grad_x.defined());
+  const std::vector<Tensor> active_rows =
+      other_products ? clockwork_active_rows(schedule, m, x.device()) : std::vector<Tensor>();
   Tensor grad_bias;
   if (grad_w_ih.defined()) {
     grad_bias = at::empty({sz.H}, y.options());

@@ -62,6 +62,16 @@ struct ClockworkInputPanels {
   int64_t size() const { return chunks() * H * W; }
 };
 
+// Calls fn(i, i_end) for each run [i, i_end) of consecutive modules active at step s among
+// modules [0, end) (with periods that divide each other, one run from module 0).
+template <typename F>
+void for_each_active_run(const ClockworkModules& m, int64_t s, int64_t end, const F& fn) {
+  for (int64_t i = 0, i_end; i < end; i = i_end) {
+    for (i_end = i + 1; m.active(i, s) && i_end < end && m.active(i_end, s);) ++i_end;
+    if (m.active(i, s)) fn(i, i_end);
+  }
+}
+
 // clockwork_forward fused: w: [H, H] contiguous; st.gx is not read (in's input side is).
 template <class Cell, typename T>
 void clockwork_fused_forward(const ForwardState<T>& st, const Schedule& schedule,
@@ -207,17 +217,11 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
       // dh[:, columns of module c] += dx[:, units of module i] @ w_hh[those units, those
       // columns], for each active module i reading them (i <= c): one product per run of
       // consecutive active modules [i, i_end), whose units are consecutive rows of the
-      // panel (with periods that divide each other, every step's active modules are one
-      // run from module 0).
+      // panel.
       for (int64_t c_module = 0; c_module < g; ++c_module) {
         for (int64_t p = j0 / W; p * W < j1; ++p) {
           const int64_t columns = std::min(W, k - p * W);
-          for (int64_t i = 0, i_end; i <= c_module; i = i_end) {
-            if (!m.active(i, s)) {
-              i_end = i + 1;
-              continue;
-            }
-            for (i_end = i + 1; i_end <= c_module && m.active(i_end, s);) ++i_end;
+          for_each_active_run(m, s, c_module + 1, [&](int64_t i, int64_t i_end) {
             const T* panel = panels.data() + layout.backward(c_module, p) + i * k * W;
             for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
               const int64_t r0 = r_begin + block;
@@ -228,7 +232,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
                 for (int64_t c = 0; c < columns; ++c) dh[c] += out[r * W + c];
               }
             });
-          }
+          });
         }
       }
       // grad_x[rows of the step, inputs of chunk q] = dx[:, active units] @ w_ih[those
@@ -240,13 +244,11 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           runs.clear();
-          for (int64_t i = 0, i_end; i < g; i = i_end) {
-            for (i_end = i + 1; m.active(i, s) && i_end < g && m.active(i_end, s);) ++i_end;
-            if (!m.active(i, s)) continue;
+          for_each_active_run(m, s, g, [&](int64_t i, int64_t i_end) {
             const T** a = run_rows.data() + runs.size() * kMaxPanelRows;
             for (int r = 0; r < n; ++r) a[r] = dx + (r0 + r) * H + i * k;
             runs.push_back({a, panel + i * k * W, (i_end - i) * k});
-          }
+          });
           if (runs.empty()) {
             std::fill(out, out + n * W, T(0));
           } else {

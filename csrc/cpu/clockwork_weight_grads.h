@@ -36,7 +36,7 @@ bool clockwork_weight_grads_fit(int64_t I, int64_t H, int64_t k) {
 // they are). x [N, I], h0 [B, H], y [N, H]: the forward's, contiguous.
 template <typename T>
 void clockwork_fused_weight_grads(const Schedule& schedule, const ClockworkModules& m,
-                                  const std::vector<const T*>& grad_gx_t,
+                                  const std::vector<T*>& grad_gx_t,
                                   const std::vector<int64_t>& rows, const T* x, int64_t I,
                                   const T* h0, const T* y, int64_t H, T* grad_w_ih,
                                   T* grad_w_hh) {
