@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace fastrnn {
 namespace cpu {
@@ -23,13 +24,24 @@ struct Simd {
 template <typename T>
 constexpr int kPanelWidth = 2 * Simd<T>::kLanes;  // 16 floats, 8 doubles
 
+// The vector registers of the build: AVX-512 has 32, AVX2 16.
+#if defined(__AVX512F__)
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kVectorRegisters = 16;
+#endif
+
 // At most this many rows per panel_product call: 2 * kMaxPanelRows accumulators, two panel
-// vectors and a broadcast fit the 16 AVX registers.
-constexpr int kMaxPanelRows = 6;
+// vectors and a broadcast fit the registers (15 of AVX2's 16 at 6 rows, 19 of AVX-512's 32
+// at 8). More rows per call read each panel vector for more multiply-adds, and 16 rows are
+// two calls of 8, not 6 + 5 + 5. One thread, AMD EPYC (Zen 4), GFLOP/s, packed panel
+// over K = 256 / K = 64 / 8 spans of 32 rows 1 KB apart: MR = 5 104 / 109 / 102, 6 115 /
+// 110 / 107, 8 113 / 105 / 110 (one sum each; the FMA units' peak is 117).
+constexpr int kMaxPanelRows = kVectorRegisters == 32 ? 8 : 6;
 
 // Calls fn(r0, n) over rows [0, rows) in the fewest blocks of at most kMaxPanelRows rows,
-// as even as possible (8 rows: 4 + 4, not 6 + 2): a short block keeps too few
-// accumulators busy to hide the multiply-add latency.
+// as even as possible (with 6 at most, 8 rows are 4 + 4, not 6 + 2): a short block keeps
+// too few accumulators busy to hide the multiply-add latency.
 template <typename F>
 void for_each_row_block(int64_t rows, const F& fn) {
   int64_t blocks = (rows + kMaxPanelRows - 1) / kMaxPanelRows;
@@ -55,22 +67,17 @@ void pack_panel(T* panel, int64_t K, int64_t k_stride, const Column& column) {
   }
 }
 
-// The vector registers of the build: AVX-512 has 32, AVX2 16.
-#if defined(__AVX512F__)
-constexpr int kVectorRegisters = 32;
-#else
-constexpr int kVectorRegisters = 16;
-#endif
-
-// How many sums per output vector panel_product_rows keeps for MR rows: two where their
-// 4 * MR accumulators, two panel vectors and a broadcast fit the registers and MR is below
-// kMaxPanelRows (measured slower there, below), else one. A multiply-add waits 4 cycles
-// for its sum, so 2 * MR of them in flight keep the two FMA units busy only from MR = 4.
-// One thread, AMD EPYC (Zen 4, AVX-512 build), K = 256, 512
-// KB of panels, GFLOP/s, one sum vs two: MR = 1 33 vs 49, 2 58 vs 83, 3 86 vs 107, 4 108
-// vs 111-114, 5 108-111 vs 103-117; MR = 6 114 vs 97-101 (24 accumulators).
+// How many sums per output vector panel_product_rows keeps for MR rows: two up to 4 rows
+// (where their 4 * MR accumulators, two panel vectors and a broadcast fit the registers),
+// else one. A multiply-add waits 4 cycles for its sum, so 2 * MR of them in flight keep the
+// two FMA units busy only from MR = 4. One thread, AMD EPYC (Zen 4, AVX-512 build), K =
+// 256, 512 KB of panels, GFLOP/s, one sum vs two: MR = 1 33 vs 49, 2 58 vs 83, 3 86 vs
+// 107. Panels over K = 256 / K = 64 / 8 spans of 32 rows 1 KB apart, one vs two: MR = 4
+// 108 / 107 / 94 vs 113 / 103 / 80 (two kept: the step products' blocks, packed); from 5
+// rows two were slower: MR = 5 104 / 109 / 102 vs 97 / 90 / 89, 6 115 / 110 / 107 vs 97 /
+// 89 / 92.
 template <int MR>
-constexpr int kPanelChains = 4 * MR + 3 <= kVectorRegisters && MR < kMaxPanelRows ? 2 : 1;
+constexpr int kPanelChains = MR <= 4 && 4 * MR + 3 <= kVectorRegisters ? 2 : 1;
 
 // One run of a product's depth: MR row pointers a, each K long, against K rows of a panel
 // (kPanelWidth columns, row k at panel + k * ldp: packed, or a matrix read in place).
@@ -127,17 +134,20 @@ void panel_product_rows(const PanelSpan<T>* spans, int count, T* out) {
   }
 }
 
+// Calls fn(std::integral_constant<int, rows>{}) for 1 <= rows <= kMaxPanelRows: a kernel
+// instantiated for the block's row count.
+template <int MR = 1, typename F>
+void with_panel_rows(int rows, const F& fn) {
+  if constexpr (MR < kMaxPanelRows) {
+    if (rows > MR) return with_panel_rows<MR + 1>(rows, fn);
+  }
+  fn(std::integral_constant<int, MR>{});
+}
+
 // panel_product_rows for 1 <= rows <= kMaxPanelRows, over count spans.
 template <typename T>
 void panel_product(int rows, const PanelSpan<T>* spans, int count, T* out) {
-  switch (rows) {
-    case 1: return panel_product_rows<T, 1>(spans, count, out);
-    case 2: return panel_product_rows<T, 2>(spans, count, out);
-    case 3: return panel_product_rows<T, 3>(spans, count, out);
-    case 4: return panel_product_rows<T, 4>(spans, count, out);
-    case 5: return panel_product_rows<T, 5>(spans, count, out);
-    default: return panel_product_rows<T, kMaxPanelRows>(spans, count, out);
-  }
+  with_panel_rows(rows, [&](auto mr) { panel_product_rows<T, mr()>(spans, count, out); });
 }
 
 // One span: out = a @ panel over depth K.

@@ -88,15 +88,9 @@ void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel
 template <int NP>
 void bfloat16_panel_product(int rows, const BFloat16* const* a, const BFloat16* panel,
                             int64_t panel_stride, int64_t K, float* out) {
-  switch (rows) {
-    case 1: return bfloat16_panel_product_rows<1, NP>(a, panel, panel_stride, K, out);
-    case 2: return bfloat16_panel_product_rows<2, NP>(a, panel, panel_stride, K, out);
-    case 3: return bfloat16_panel_product_rows<3, NP>(a, panel, panel_stride, K, out);
-    case 4: return bfloat16_panel_product_rows<4, NP>(a, panel, panel_stride, K, out);
-    case 5: return bfloat16_panel_product_rows<5, NP>(a, panel, panel_stride, K, out);
-    default:
-      return bfloat16_panel_product_rows<kMaxPanelRows, NP>(a, panel, panel_stride, K, out);
-  }
+  with_panel_rows(rows, [&](auto mr) {
+    bfloat16_panel_product_rows<mr(), NP>(a, panel, panel_stride, K, out);
+  });
 }
 #else
 constexpr bool kBfloat16Panels = false;
