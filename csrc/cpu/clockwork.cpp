@@ -132,13 +132,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
   // a step's gate gradients; the fused walk's in two halves, by step parity
   Tensor dx = at::empty({split == FusedSplit::kNone ? 1 : 2, sz.B, sz.H}, y.options());
   // Each module's gate gradients, [n_i, k]: the fused walk's written transposed, [k, n_i]
-  // (grad_gx_t), and viewed as [n_i, k] here.
+  // (grad_gx_t, its rows padded apart), and viewed as [n_i, k] here.
   std::vector<Tensor> grad_gx, grad_gx_t;
   for (int64_t n : rows) {
     if (split == FusedSplit::kNone) {
       grad_gx.push_back(walk_buffer({n, m.k}, y.options()));
     } else {
-      grad_gx_t.push_back(walk_buffer({m.k, n}, y.options()));
+      grad_gx_t.push_back(
+          walk_buffer({m.k, transposed_gate_stride(n)}, y.options()).narrow(1, 0, n));
       grad_gx.push_back(grad_gx_t.back().t());
     }
   }

@@ -7,8 +7,9 @@
 // (fused_split.h). Each step also forms its active modules' input products, from x and the
 // rows of w_ih packed into the same panels, and backward the input's gradient, from w_ih
 // packed by columns. Modules as clockwork_walk.h's walks; backward writes each module's gate
-// gradients transposed, grad_gx_t[i] [k, n_i] (clockwork_walk.h's grad_gx[i] is [n_i, k]),
-// and clockwork_fused_weight_grads forms the weights' gradients from them.
+// gradients transposed, grad_gx_t[i] [k, n_i] with rows transposed_gate_stride(n_i) apart
+// (clockwork_walk.h's grad_gx[i] is [n_i, k]), and clockwork_fused_weight_grads forms the
+// weights' gradients from them.
 
 #include <vector>
 
@@ -29,6 +30,13 @@ struct ClockworkInput {
   T* grad_x;
   int64_t I;
 };
+
+// The row stride of grad_gx_t[i] [k, n_i] (backward's gate gradients of module i,
+// transposed): n_i rounded up to 16 elements and 16 more, so that a block's rows do not lie
+// a multiple of 4 KB apart (n_i = T*B / period is often a power of two, and such rows share
+// the L1's sets). The weight gradients' product of module 0 at T256 B32 k64, one thread,
+// AMD EPYC: 80-87 GFLOP/s with a stride of n_i, 91-98 padded; the backward op 1-2% faster.
+constexpr int64_t transposed_gate_stride(int64_t n) { return (n + 15) / 16 * 16 + 16; }
 
 // Where each module's panels start: forward, module i's panels over K = I + H - i*k (w_ih's
 // rows of its units, then the columns of w_hh it reads), one per chunk of W of its units;
@@ -209,7 +217,7 @@ void clockwork_fused_backward(const BackwardState<T>& st, const Schedule& schedu
           std::fill(dh + u0, dh + u1, T(0));  // an active module's h_{t-1}: products only
         }
         for (int64_t j = j0; j < j1; ++j) {  // unit j's gradients: a run of grad_gx_t[i]'s row j
-          T* g = grad_gx_t[i] + j * rows[i] + end[i];
+          T* g = grad_gx_t[i] + j * transposed_gate_stride(rows[i]) + end[i];
           for (int64_t r = r_begin; r < r_last; ++r) g[r] = dx[r * H + i * k + j];
         }
       }

@@ -1,20 +1,21 @@
 #pragma once
 // The clockwork RNN's weight gradients on the CPU, from the fused walk's gate gradients
-// (grad_gx_t[i] [k, n_i]: module i's, transposed, its active steps' rows in step order),
-// reading x, h0 and y in place. Block (i, j >= i) of w_hh's gradient and module i's rows
-// of w_ih's are sums over module i's active steps s of grad_gx_t[i][:, rows of s] @ (the
-// states its rows read at s, or its rows of x)[:, columns]: panel_product's kernel, each
-// step's rows a span of depth and the matrix read in place as its panel. This replaces a
-// BLAS product per module over gathered rows, whose long operands BLAS copies again: T256
-// B32 I=H=256, periods 1, 2, 4, 8, 2 threads, AMD EPYC, about 130 GFLOP/s, 8 ms of the
-// backward op's 15 (in-process shuffled, median of 21: the backward op 15.9 ms that way,
-// 13.7 ms this way).
+// (grad_gx_t[i] [k, n_i]: module i's, transposed, its active steps' rows in step order, its
+// rows transposed_gate_stride(n_i) apart), reading x, h0 and y in place. Block (i, j >= i)
+// of w_hh's gradient and module i's rows of w_ih's are sums over module i's active steps s
+// of grad_gx_t[i][:, rows of s] @ (the states its rows read at s, or its rows of x)[:,
+// columns]: panel_product's kernel, each step's rows a span of depth and the matrix read in
+// place as its panel. This replaces a BLAS product per module over gathered rows, whose
+// long operands BLAS copies again: T256 B32 I=H=256, periods 1, 2, 4, 8, 2 threads, AMD
+// EPYC, about 130 GFLOP/s, 8 ms of the backward op's 15 (in-process shuffled, median of 21:
+// the backward op 15.9 ms that way, 13.7 ms this way).
 
 #include <ATen/Parallel.h>
 
 #include <vector>
 
 #include "../common/clockwork.h"
+#include "clockwork_fused.h"  // transposed_gate_stride
 #include "panel_gemm.h"
 
 namespace fastrnn {
@@ -57,6 +58,7 @@ void clockwork_fused_weight_grads(const Schedule& schedule, const ClockworkModul
         // the thread's share of module i's column panels: w_ih's, then its w_hh block's
         const int64_t panels = input_panels + (H - i * k) / W;
         const int64_t p_begin = panels * t / threads, p_end = panels * (t + 1) / threads;
+        const int64_t stride = transposed_gate_stride(rows[i]);
         int64_t steps[kSteps], offsets[kSteps];  // a group's steps, their rows' offset in i's
         bool first = true;
         const auto add_group = [&](int count) {
@@ -73,7 +75,7 @@ void clockwork_fused_weight_grads(const Schedule& schedule, const ClockworkModul
                 const T* source = input ? x + schedule.first_row(s) * I
                                         : (s == 0 ? h0 : y + schedule.first_row(s - 1) * H);
                 for (int r = 0; r < n; ++r) {
-                  a[j][r] = grad_gx_t[i] + (u0 + r) * rows[i] + offsets[j];
+                  a[j][r] = grad_gx_t[i] + (u0 + r) * stride + offsets[j];
                 }
                 spans[j] = {a[j], source + column, schedule.rows(s), ld};
               }
