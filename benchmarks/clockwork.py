@@ -19,7 +19,7 @@ import time
 import torch
 
 import fastrnn
-from fastrnn.bench.machine import describe
+from fastrnn.bench.machine import describe, settle_allocator
 from fastrnn.bench.report import write_script_outputs
 from fastrnn.bench.loops import ClockworkLoop
 
@@ -57,6 +57,7 @@ def main():
     with torch.no_grad():
         error = (runners["clockwork Python loop"](x)[0] - clockwork(x)[0]).abs().max().item()
     assert error < 1e-4, f"the loop and fastrnn differ by {error}"
+    settle_allocator()  # as the grids' runs: see fastrnn/bench/machine.py
     results = {}
     for mode, backward in (("fwd", False), ("fwd+bwd", True)):
         times = {name: [] for name in runners}

@@ -14,7 +14,7 @@ import time
 import torch
 
 import fastrnn
-from fastrnn.bench.machine import describe
+from fastrnn.bench.machine import describe, settle_allocator
 from fastrnn.bench.report import write_script_outputs
 
 
@@ -46,6 +46,7 @@ def main():
         "fastrnn float64": lambda: res(u),
         "fastrnn float32": lambda: res32(u32),
     }
+    settle_allocator()  # as the grids' runs: see fastrnn/bench/machine.py
     times = {name: [] for name in runners}
     with torch.no_grad():
         for _ in range(args.rounds):

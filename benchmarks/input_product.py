@@ -17,7 +17,7 @@ import torch
 
 import fastrnn
 from fastrnn import _input_product
-from fastrnn.bench.machine import describe
+from fastrnn.bench.machine import describe, settle_allocator
 from fastrnn.bench.report import write_script_outputs
 
 CASES = [("LSTM", 200, 32, 100, 256), ("LSTM", 100, 32, 256, 256), ("LSTM", 100, 64, 512, 512),
@@ -71,6 +71,7 @@ def main():
              f"LINEAR_MIN_DEPTH {_input_product.LINEAR_MIN_DEPTH}.", "",
              "| case | mode | torch.nn ms | fastrnn, addmm ms | fastrnn ms | "
              "gain | vs torch.nn |", "|---|---|---|---|---|---|---|"]
+    settle_allocator()  # as the grids' runs: see fastrnn/bench/machine.py
     results = []
     for case in CASES:
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):

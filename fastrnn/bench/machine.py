@@ -1,4 +1,5 @@
-"""What ran the benchmark: device name, library versions, source commit, date, GEMM peak."""
+"""What ran the benchmark: device name, library versions, source commit, date, GEMM peak;
+and the allocator state every timing starts from (settle_allocator)."""
 
 import datetime
 import os
@@ -76,6 +77,25 @@ def gemm_size(device, dtype):
     if str(device).startswith("cuda"):
         return 8192
     return 1024 if dtype in (torch.bfloat16, torch.float16) else 2048
+
+
+# glibc's malloc serves a request from its mmap threshold up (128 KB when a process starts)
+# with fresh pages, which fault at first touch, and raises the threshold to the size of each
+# such block the program frees (up to 32 MB): once a program has freed a large tensor, as
+# any training or serving loop soon has, tensors below that size reuse freed memory. A
+# layer that allocates its buffers on every call (torch.nn's do) runs far slower before
+# that: PyTorch's word_language_model LSTM (2 layers, I=H=200, B=20, T=35, dropout 0.2),
+# forward+backward, 2 threads, AMD EPYC, ms: torch.nn 25.4-27.3 in a fresh process, 17.5-18.1
+# after one 16 MB block was freed; fastrnn 21.3-22.0 and 18.2-18.4.
+SETTLED_ALLOCATOR_BYTES = 16 << 20
+
+
+def settle_allocator(nbytes=SETTLED_ALLOCATOR_BYTES):
+    """Allocates, touches and frees nbytes on the CPU, so that timings start from the state
+    of a program that has freed a tensor of that size (SETTLED_ALLOCATOR_BYTES: as large as
+    the GEMM peak's [2048, 2048] float32 matrices, which every CPU run of the grids
+    measured first)."""
+    torch.empty(nbytes, dtype=torch.uint8).fill_(0)
 
 
 def gemm_peak_gflops(device="cpu", dtype=torch.float32, n=None, repeats=5):

@@ -51,6 +51,7 @@ def run_suite(cases, *, device="cpu", repeats=5, warmup=2, min_time=0.0, min_sam
         dtypes = ["float32"] + sorted({c.compute_dtype for c in cases} - {"float32"})
         peaks = {d: machine.gemm_peak_gflops(device, getattr(torch, d), n=gemm_size)
                  for d in dtypes}
+        machine.settle_allocator()  # whatever gemm_size was
         doc.update({
             "gemm_peak_gflops": peaks["float32"],
             "gemm_peak_gflops_by_dtype": peaks,
