@@ -84,8 +84,8 @@ inline void define_ops(torch::Library& m) {
   // step t when t % periods[i] == 0): cpu/clockwork.cpp and cuda/clockwork_cuda.cpp
   // register it, with the checks of common/clockwork.h. x [N, I]: the layer's input rows;
   // w_ih [H, I], bias [H] (b_ih + b_hh) or None; module i's input product is formed only at
-  // its active steps. grad_bias: [H] (zeros where the layer has none); grad_x: [0, I]
-  // unless input_grad.
+  // its active steps. grad_bias: [H], the sum of the gate gradients, returned whether or
+  // not a bias was given; grad_x: [0, I] unless input_grad.
   m.def(
       "clockwork_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor batch_sizes, Tensor h0, "
       "Tensor w_hh, int[] periods) -> (Tensor y, Tensor hn)");

@@ -327,8 +327,8 @@ def _clockwork_backward(ctx, grad_y, grad_hn):
     grad_x, grad_w_ih, grad_bias, grad_h0, grad_w_hh = ops.clockwork_backward(
         _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), x, w_ih, batch_sizes, h0, w_hh,
         y, ctx.periods, ctx.needs_input_grad[0])
-    return (_none_if_empty(grad_x, ctx.needs_input_grad[0]), grad_w_ih, grad_bias if ctx.has_bias else None, None, grad_h0, grad_w_hh,
-            None)
+    return (_none_if_empty(grad_x, ctx.needs_input_grad[0]), grad_w_ih,
+            _none_if_empty(grad_bias, ctx.has_bias), None, grad_h0, grad_w_hh, None)
 
 
 def _no_double_backward(ctx, *grads):

@@ -63,8 +63,8 @@ std::tuple<Tensor, Tensor> forward_op(const Tensor& x, const Tensor& w_ih,
 }
 
 // Returns grad_x [N, I] ([0, I] unless input_grad), grad_w_ih [H, I], grad_bias [H],
-// grad_h0 [B, H], grad_w_hh [H, H]
-// (zero outside the allowed blocks; the weights' summed in float for the 16-bit types).
+// grad_h0 [B, H], grad_w_hh [H, H] (zero outside the allowed blocks; the weights' summed in
+// float for the 16-bit types).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
     const Tensor& grad_y, const Tensor& grad_hn, const Tensor& x, const Tensor& w_ih,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& w_hh, const Tensor& y,
@@ -107,8 +107,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_op(
       clockwork_input_weight_grads(grad_gx, clockwork_module_inputs(x, active_rows), w_ih, m);
   const Tensor grad_x = input_grad ? clockwork_input_grad(grad_gx, x, w_ih, active_rows, m)
                                     : at::empty({0, x.size(1)}, x.options());
-  return {grad_x, grad_w_ih, grad_bias, dh,
-          grad_w.to(w.scalar_type())};
+  return {grad_x, grad_w_ih, grad_bias, dh, grad_w.to(w.scalar_type())};
 }
 
 }  // namespace
