@@ -72,7 +72,7 @@ class ClockworkRNN(_OwnRecurrence, nn.RNN):
     def extra_repr(self):
         return super().extra_repr() + f", periods={self.periods}"
 
-    def _own_recurrence(self, data, batch_sizes, h0, weights, is_packed):
+    def _own_recurrence(self, data, batch_sizes, h0, weights):
         """data: [N, I]; h0: [B, H]. The op forms module i's input product only for its
         active steps' rows. Returns y [N, H], h_n [B, H]."""
         bias = weights[2] + weights[3] if self.bias else None

@@ -101,7 +101,7 @@ class Reservoir(_OwnRecurrence, nn.RNN):
         self.register_buffer("leak_rate", leak.to(self.weight_hh_l0).clone())
         self._csr = None  # (key, density, parts) of weight_hh_l0 (_csr_parts), when first used
 
-    def _own_recurrence(self, data, batch_sizes, h0, weights, is_packed):
+    def _own_recurrence(self, data, batch_sizes, h0, weights):
         """data: [N, I]; h0: [B, H]. Returns y [N, H], h_n [B, H]."""
         w_ih, w_hh, b_ih, b_hh = weights
         gx = input_product(data, w_ih, b_ih + b_hh)

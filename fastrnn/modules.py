@@ -312,9 +312,9 @@ class _OwnRecurrence(_FusedRecurrence):
             dtype = weights[0].dtype
             with torch.autocast(data.device.type, enabled=False):
                 y, h_n = self._own_recurrence(data.to(dtype), batch_sizes, h0[0].to(dtype),
-                                              weights, is_packed)
+                                              weights)
         else:
-            y, h_n = self._own_recurrence(data, batch_sizes, h0[0], weights, is_packed)
+            y, h_n = self._own_recurrence(data, batch_sizes, h0[0], weights)
         return y, h_n.unsqueeze(0), None
 
 
