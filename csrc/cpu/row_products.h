@@ -227,8 +227,12 @@ void pack_rows(int64_t m, const T* a, int64_t lda, int64_t K, T* panels) {
 // rows (broadcast) and each of a's panels as its panel; the sums stored transposed. A
 // block's rows fix the order of its sums (kPanelChains), and StepGemm splits the columns at
 // multiples of 16, so every column falls in a block of the same size on any split: a short
-// block only at the matrix's last columns.
-constexpr int kBroadcastRows = 4;
+// block only at the matrix's last columns. 8 rows where the registers hold them (AVX-512:
+// one sum each, half the panel loads per multiply-add of 4 rows' two), else 4. One thread,
+// AMD EPYC (Zen 4), GFLOP/s, 4 rows vs 8, two runs: [32, 256] @ [256, 1024] 84-97 vs 92-104,
+// [16, 256] @ [256, 1024] 94-99 vs 102-104, [128, 256] @ [256, 256] 80-104 vs 87-107,
+// [32, 1024] @ [1024, 4096] 92-100 vs 97-101.
+constexpr int kBroadcastRows = kMaxPanelRows >= 8 ? 8 : 4;
 
 template <typename T>
 void packed_rows_times_transposed(int64_t m, const T* panels, const T* w, int64_t ldw,
