@@ -18,14 +18,15 @@
 namespace fastrnn {
 namespace cpu {
 
-// The least work (in units) worth a thread's task in a gate pass.
+// The least work (in units of a one-gate cell) worth a thread's task in a gate pass.
 constexpr int64_t kUnitsPerTask = 16384;
 
 // Calls fn(row, col_begin, col_end) over [0, rows) x [0, cols), split across threads
-// when there is enough work to pay for it.
+// when there is enough work to pay for it: units_per_task units a task at least.
 template <typename F>
-void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
-  at::parallel_for(0, rows * cols, kUnitsPerTask, [&](int64_t begin, int64_t end) {
+void for_each_unit(int64_t rows, int64_t cols, const F& fn,
+                   int64_t units_per_task = kUnitsPerTask) {
+  at::parallel_for(0, rows * cols, units_per_task, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
     for (int64_t idx = begin; idx < end;) {
       const int64_t row = idx / cols, col = idx % cols;
@@ -36,7 +37,11 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn) {
   });
 }
 
-// for_each_unit for Cell's gate loops: a row-wise cell's rows are never split.
+// for_each_unit for Cell's gate loops: a row-wise cell's rows are never split; a unit's
+// work grows with its gates (an LSTM's five activations against an RNN's one), so a task
+// takes kUnitsPerTask / G units. Cell calls at B32 H256 (8192 units), 2 threads, AMD EPYC,
+// builds alternated over 10 processes, us, fastest run: LSTMCell forward 224 -> 221,
+// forward and backward 684 -> 660; GRUCell forward 170 -> 167 (medians 6-12% lower, noisy).
 template <class Cell, typename F>
 void for_each_unit_of(int64_t rows, int64_t cols, const F& fn) {
   if constexpr (Cell::kRowWise) {
@@ -46,7 +51,7 @@ void for_each_unit_of(int64_t rows, int64_t cols, const F& fn) {
       for (int64_t row = begin; row < end; ++row) fn(row, int64_t{0}, cols);
     });
   } else {
-    for_each_unit(rows, cols, fn);
+    for_each_unit(rows, cols, fn, kUnitsPerTask / Cell::kGates);
   }
 }
 
