@@ -99,12 +99,14 @@ at::Tensor initial_backward_carry(const BackwardArgs& a) {
 }
 
 // grad_b_hh of a kRecurrentBias cell from the gradient w.r.t. gh ([N, G*H]): its sum over
-// the rows, or [0] when the forward had no bias. A row-wise cell adds b_hh after its norm,
-// whose output's gradient is beta_h's part of params_grad ([B, K*H]: layer_norm.h).
+// the rows, or [0] when the forward had no bias or the cell has no recurrent bias (b_hh
+// folded into gx: its gradient is the input side's, which the caller forms). A row-wise
+// cell adds b_hh after its norm, whose output's gradient is beta_h's part of params_grad
+// ([B, K*H]: layer_norm.h).
 template <class Cell>
 at::Tensor recurrent_bias_grad(const BackwardArgs& a, const at::Tensor& grad_gh,
                                const at::Tensor& params_grad) {
-  if (!a.has_bias) return at::empty({0}, grad_gh.options());
+  if (!Cell::kRecurrentBias || !a.has_bias) return at::empty({0}, grad_gh.options());
   if constexpr (Cell::kRowWise) {
     return params_grad.narrow(1, Cell::kBetaH * a.size.H, grad_gh.size(1))
         .sum(0)
