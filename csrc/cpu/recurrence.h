@@ -87,15 +87,16 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_par
 // out = a @ b for a shallow product ([M, K] @ [K, N], K <= kMaxShallowDepth) in float or
 // double, by row_products.h's rows_times, the threads splitting out's rows: a weight's
 // gradient from a step of few rows (an outer product at B = 1), where MKL's sgemm ran far
-// from its limits (B8, [1024, 8] @ [8, 1024]: 240 us, the product's arithmetic 86). False
-// where it does not apply.
+// from its limits (B8, [1024, 8] @ [8, 1024]: 240 us, the product's arithmetic 86) and, at
+// a small cell's sizes, cost more to call than the arithmetic (RNNCell and LSTMCell, B1
+// H64, forward and backward: 105 and 121 us through at::mm, 101 and 117 here). False where
+// it does not apply.
 constexpr int64_t kMaxShallowDepth = 16;
 inline bool shallow_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = a.scalar_type();
   if (!kRowProductKernels || (dtype != at::kFloat && dtype != at::kDouble) ||
-      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth ||
-      M * N < kMinRowProductElements) {
+      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth) {
     return false;
   }
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();  // [M, K] (a's copy: M * K)

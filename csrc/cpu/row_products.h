@@ -40,10 +40,9 @@ constexpr bool kRowProductKernels = true;
 constexpr bool kRowProductKernels = false;
 #endif
 
-// The fewest elements of a weight (a product's w, or a shallow product's result) for which
-// these kernels run (gemm.h's StepGemm, recurrence.h's shallow_product): below, BLAS's small
-// products were faster (StepGemm's, in the step grid at H = 64, B = 8 and 32: 10-30% slower
-// on the kernels, whose sums over K = 64 are short); shallow products take the same bound.
+// The fewest elements of a weight for which these kernels run StepGemm's products (gemm.h):
+// below, BLAS's small products were faster (in the step grid at H = 64, B = 8 and 32:
+// 10-30% slower on the kernels, whose sums over K = 64 are short).
 constexpr int64_t kMinRowProductElements = 1 << 16;
 
 // start + sum_{k < K} a[k] * w[k * w_stride], in order: the scalar tails of the kernels.
