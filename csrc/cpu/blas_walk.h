@@ -8,7 +8,9 @@
 namespace fastrnn {
 namespace cpu {
 
-// w_hh: [G*H, P]; w_hr: [P, H] or undefined. Fills st.y, st.h, st.carry and st.saved.
+// w_hh: [G*H, P]; w_hr: [P, H] or undefined. Fills st.y, st.h, st.carry and st.saved. The
+// first step reads h0 (st.h0), later ones st.h: st.h must start as h0 only in the rows that
+// the first step leaves.
 template <class Cell, typename T>
 void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at::Tensor& w_hh,
                   const at::Tensor& w_hr) {
@@ -26,12 +28,15 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
   for (int64_t s = 0; s < schedule.steps(); ++s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
-    recurrent(b, st.h, gh);
+    // The state's rows before the step: h0's at the first step, which st.h need not hold.
+    const T* h_prev = s == 0 ? st.h0 : st.h;
+    recurrent(b, h_prev, gh);
     for_each_unit_of<Cell>(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
       // Without projection h goes straight to the state and to y; with it, to m (twice).
       T* h = proj ? m + row * H : st.h + row * P;
-      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, st.unit_params, h,
+      units(st.gx + packed * G * H, gh + row * G * H, st.b_hh, st.unit_params,
+            proj ? h : h_prev + row * P,
             Cell::kCellState ? st.carry + row * H : nullptr,
             st.saved != nullptr ? st.saved + packed * S * H : nullptr, h,
             proj ? h : st.y + packed * P, H, j0, j1);
