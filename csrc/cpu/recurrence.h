@@ -41,7 +41,7 @@ void for_each_unit(int64_t rows, int64_t cols, const F& fn,
 // work grows with its gates (an LSTM's five activations against an RNN's one), so a task
 // takes kUnitsPerTask / G units. Cell calls at B32 H256 (8192 units), 2 threads, AMD EPYC,
 // builds alternated over 10 processes, us, fastest run: LSTMCell forward 224 -> 221,
-// forward and backward 684 -> 660; GRUCell forward 170 -> 167 (medians 6-12% lower, noisy).
+// forward and backward 684 -> 660; GRUCell forward 170 -> 167 (medians 10-12% lower, noisy).
 template <class Cell, typename F>
 void for_each_unit_of(int64_t rows, int64_t cols, const F& fn) {
   if constexpr (Cell::kRowWise) {
