@@ -8,10 +8,11 @@ floats, 4 doubles), column counts that are no multiple of 4 (dot products and br
 blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4 or 8),
 the packed rows' panels (8 doubles, 16 floats) and the 32- and 128-row limits,
 and a last thread's block of columns that is no multiple of 16. A step's weight gradients
-(a product of depth B) run the same kernels up to B = 16 (the cells' sizes here: every
-gradient of 65536 elements or more, rows and columns off every block), and those of 1 MB
-and more come from pooled buffers (walk_buffer): they must accumulate into .grad as any
-tensor does."""
+(a sum of B outer products) run csrc/cpu/outer_products.h's kernel up to B = 256, BLAS
+deeper (the cells' sizes here: rows off its blocks of 8 or 6, columns off its strips of 16
+floats or 8 doubles; B = 255 to 257 around the limit), the threads splitting the rows; and
+those of 1 MB and more come from pooled buffers (walk_buffer): they must accumulate into
+.grad as any tensor does."""
 
 import pytest
 import torch
@@ -90,6 +91,30 @@ def test_forward_products_equal_on_one_and_two_threads(batch, dtype):
         with torch.no_grad():
             results.append(cell(x, (h, c)))
     for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", [255, 256, 257])
+def test_deep_weight_gradients_match_torch_nn(batch, dtype, threads):
+    """Weight gradients of depth B around the outer-product kernel's limit of 256 steps."""
+    case = CellCase("GRUCell", input_size=130, hidden_size=171, batch=batch)
+    check_cell_parity(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("batch", [1, 9, 64])
+def test_weight_gradients_equal_on_one_and_two_threads(batch, dtype):
+    """Each element of a weight's gradient is one sum over the batch in order however the
+    threads split its rows (513 of them: a short last block of rows)."""
+    torch.manual_seed(0)
+    cell = fastrnn.GRUCell(130, 171, dtype=dtype)
+    x, h = torch.randn(batch, 130, dtype=dtype), torch.randn(batch, 171, dtype=dtype)
+    grads = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        grads.append(torch.autograd.grad(cell(x, h).sum(), list(cell.parameters())))
+    for got, want in zip(grads[1], grads[0], strict=True):
         assert torch.equal(got, want)
 
 

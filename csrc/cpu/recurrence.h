@@ -12,6 +12,7 @@
 
 #include "../common/schedule.h"
 #include "gemm.h"
+#include "outer_products.h"
 #include "subnormals.h"
 #include "walk_state.h"
 
@@ -84,28 +85,36 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_par
   return m;
 }
 
-// out = a @ b for a shallow product ([M, K] @ [K, N], K <= kMaxShallowDepth) in float or
-// double, by row_products.h's rows_times, the threads splitting out's rows: a weight's
-// gradient from a step of few rows (an outer product at B = 1), where MKL's sgemm ran far
-// from its limits (B8, [1024, 8] @ [8, 1024]: 240 us, the product's arithmetic 86) and, at
-// a small cell's sizes, cost more to call than the arithmetic (RNNCell and LSTMCell, B1
-// H64, forward and backward: 105 and 121 us through at::mm, 101 and 117 here). False where
-// it does not apply.
-constexpr int64_t kMaxShallowDepth = 16;
-inline bool shallow_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+// out = a @ b for a [M, K] that is the transpose of a [K, M] matrix, as a weight's gradient
+// from a step's rows is (grad_gates^T @ x), in float or double, K <= kMaxOuterDepth:
+// outer_products.h's kernel, the threads splitting out's rows in whole row blocks from 2^18
+// multiply-adds (below, waking a thread costs more); false where it does not apply (then
+// at::mm). Against MKL (K > 16) or the row kernels (K <= 16: rows_times on a's copy) before,
+// fwd+bwd, 2 threads, AMD EPYC, builds alternated, median us: LSTMCell B32 H256 749 -> 724,
+// B1 H64 121 -> 121; RNNCell B32 H1024 2588 -> 2510, B128 H1024 10797 -> 9510; GRUCell B32
+// H256 674 -> 635; a loop of 100 LSTMCell calls at B32 H256 89.1 -> 79.2 ms.
+constexpr int64_t kMinSplitOuterProducts = 1 << 18;
+inline bool transposed_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = a.scalar_type();
   if (!kRowProductKernels || (dtype != at::kFloat && dtype != at::kDouble) ||
-      b.scalar_type() != dtype || K == 0 || K > kMaxShallowDepth) {
+      b.scalar_type() != dtype || K > kMaxOuterDepth) {
     return false;
   }
-  const at::Tensor ac = a.contiguous(), bc = b.contiguous();  // [M, K] (a's copy: M * K)
-  AT_DISPATCH_FLOATING_TYPES(dtype, "shallow_product", [&] {
-    const scalar_t *pa = ac.data_ptr<scalar_t>(), *pb = bc.data_ptr<scalar_t>();
+  // [K, M] (a view where a is the transpose of a contiguous matrix) and [K, N]
+  const at::Tensor a_rows = a.t().contiguous(), b_rows = b.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "transposed_product", [&] {
+    const scalar_t *pa = a_rows.data_ptr<scalar_t>(), *pb = b_rows.data_ptr<scalar_t>();
     scalar_t* po = out.data_ptr<scalar_t>();
-    at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+    const auto rows = [&](int64_t r0, int64_t r1) {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
-      rows_times(r1 - r0, pa + r0 * K, K, pb, N, K, po + r0 * N, N, 0, N, false);
+      sum_of_outer_products(K, N, pa, M, pb, N, po, N, r0, r1);
+    };
+    constexpr int64_t MR = kMaxPanelRows;
+    const int64_t blocks = (M + MR - 1) / MR;
+    if (M * N * K < kMinSplitOuterProducts || at::in_parallel_region()) return rows(0, M);
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      rows(b0 * MR, std::min(M, b1 * MR));
     });
   });
   return true;
@@ -117,7 +126,7 @@ inline bool shallow_product(at::Tensor& out, const at::Tensor& a, const at::Tens
 // 1 MB and more, walk_state.h).
 inline at::Tensor product_into_walk_buffer(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = walk_buffer({a.size(0), b.size(1)}, a.options());
-  if (shallow_product(out, a, b)) return out;
+  if (transposed_product(out, a, b)) return out;
   return at::mm_out(out, a, b);
 }
 
