@@ -55,6 +55,19 @@ void outer_block(const T* terms, const T* strip, int64_t K, T* out, int64_t ldc)
   }
 }
 
+// to[0 : L] = from[0 : count], then zeros: count <= L, a copy of constant size when whole,
+// inlined (a library call per copy: one thread, [256, 256] at K = 32 51 against 45 us,
+// [256, 64] 17 against 12).
+template <int L, typename T>
+inline void copy_padded(const T* from, int64_t count, T* to) {
+  if (count == L) {
+    std::memcpy(to, from, L * sizeof(T));
+    return;
+  }
+  std::memcpy(to, from, count * sizeof(T));
+  std::fill(to + count, to + L, T(0));
+}
+
 // Rows [r0, r1) of out [M, N] (rows ldc apart) = a^T @ b: a [K, M] (rows lda apart), b [K, N]
 // (rows ldb apart), K <= kMaxOuterDepth. One thread's share: the callers split out's rows
 // at multiples of kMaxPanelRows (only out's last row block is then short, on any split).
@@ -69,19 +82,12 @@ void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const 
   T* terms = strip + strips * K * W;  // [K, MR], zero past r1
   for (int64_t s = 0; s < strips; ++s) {
     const int64_t c0 = s * W, width = std::min<int64_t>(W, N - c0);
-    for (int64_t k = 0; k < K; ++k) {
-      T* row = strip + (s * K + k) * W;
-      std::memcpy(row, b + k * ldb + c0, width * sizeof(T));
-      std::fill(row + width, row + W, T(0));
-    }
+    for (int64_t k = 0; k < K; ++k) copy_padded<W>(b + k * ldb + c0, width, strip + (s * K + k) * W);
   }
   T tile[MR * W];  // a block at out's edges, computed whole, stored in part
   for (int64_t i = r0; i < r1; i += MR) {
     const int64_t rows = std::min<int64_t>(MR, r1 - i);
-    for (int64_t k = 0; k < K; ++k) {
-      std::memcpy(terms + k * MR, a + k * lda + i, rows * sizeof(T));
-      std::fill(terms + k * MR + rows, terms + k * MR + MR, T(0));
-    }
+    for (int64_t k = 0; k < K; ++k) copy_padded<MR>(a + k * lda + i, rows, terms + k * MR);
     for (int64_t s = 0; s < strips; ++s) {
       const int64_t c0 = s * W, width = std::min<int64_t>(W, N - c0);
       T* corner = out + i * ldc + c0;
