@@ -378,8 +378,8 @@ def _(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, save, unit_params=None):
     _check_same_device("cell_forward", h, x, c, w_ih, w_hh, b_ih, b_hh, unit_params)
     torch._check((c is not None) == CELL_NAME[cell].endswith("LSTM"),
                  lambda: "cell_forward: an LSTM takes a cell state c, other cells none")
-    batch, hidden = h.shape
-    state = lambda: h.new_empty(batch, hidden)  # contiguous, as the kernels' results
+    *step, batch, hidden = h.shape  # [B, H], or [1, B, H]: a layer's step (csrc/cell_ops.h)
+    state = lambda: h.new_empty(*step, batch, hidden)  # contiguous, as the kernels' results
     return (state(), state(), state() if c is not None else h.new_empty(0),
             h.new_empty(batch if save else 0, SAVED_SLOTS[CELL_NAME[cell]] * hidden))
 

@@ -49,7 +49,9 @@ def _needs_grad(*tensors):
 
 def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
                variant=None, product_dtype=None):
-    """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None.
+    """One layer in one direction. x: [N, I]; h0: [B, P]; c0: [B, H] (LSTM) or None; or a
+    dense step without projection or layer norm: x [1, B, I], h0 and c0 [1, B, .], each
+    result [1, B, .] (the cell op's shapes for a layer's step).
 
     weights: (w_ih, w_hh[, b_ih, b_hh][, w_hr]) in torch.nn's order, then the peepholes
     or the norms (LAYER_NORMS) of a variant that has them. product_dtype: input_product's
@@ -138,6 +140,8 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
     """Runs a stack of recurrent layers over packed data.
 
     data: [N, I]; batch_sizes: [T]; h0: [L*D, B, P]; c0: [L*D, B, H] for LSTM, else None;
+    or, for one layer in one direction without projection or layer norm, one dense step
+    [1, B, I] (batch_sizes [B]), whose output then keeps that shape, [1, B, P];
     weights: the flat list of torch.nn's parameters (module._flat_weights order);
     packed: whether the caller's input was a PackedSequence (only autocast's result dtypes
     depend on it, as torch.nn's do); variant: a Variant for mode LSTM (or, with layer_norm
@@ -171,6 +175,9 @@ def rnn(mode, data, batch_sizes, h0, c0, weights, *, has_bias, num_layers, bidir
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   dropout=dropout, training=training)
     if num_layers == 1 and not bidirectional:  # the common case, without the stack's loop
+        if data.dim() == 3:  # one dense step: the cell op keeps the shapes
+            return _direction(mode, data, batch_sizes, h0, c0, weights, has_bias, False, False,
+                              variant, product_dtype)
         y, hn, cn = _direction(mode, data, batch_sizes, h0[0], None if c0 is None else c0[0],
                                weights, has_bias, proj_size > 0, False, variant, product_dtype)
         # Views, not copies: the ops return the states in tensors of their own, never views

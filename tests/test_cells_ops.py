@@ -1,7 +1,7 @@
 """The cells' single-step ops (torch.ops.fastrnn.cell_forward / cell_backward) and the cells
 through them: gradcheck in float64 through the op's registered autograd and through the
 modules, torch.library.opcheck (schema, fake kernels, autograd registration, AOT dispatch) on
-both ops, save=False, and the fake kernels' shapes."""
+both ops, save=False, the fake kernels' shapes, and a layer's step ([1, B, .] tensors)."""
 
 import pytest
 import torch
@@ -214,6 +214,51 @@ def test_meta_device(cell):
         got = flatten_state(fast.to("meta")(*meta.args()))
         assert [t.shape for t in got] == [t.shape for t in want], batched
         assert all(t.device.type == "meta" for t in got)
+
+
+def layer_step_args(cell, bias=True, requires_grad=True):
+    """cell_op_args with x, h and c as a layer's step passes them: [1, B, .]."""
+    args = list(cell_op_args(cell, bias, requires_grad=False))
+    for k in (1, 2, 3):
+        if args[k] is not None:
+            args[k] = args[k].unsqueeze(0).requires_grad_(requires_grad)
+    for k in (4, 5, 6, 7):
+        if args[k] is not None:
+            args[k].requires_grad_(requires_grad)
+    return tuple(args)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_layer_step_shapes(cell):
+    """A layer's step, x [1, B, I] and states [1, B, H]: the same numbers as the [B, .] call,
+    its states and the gradients w.r.t. x, h and c with the leading 1; opcheck and
+    gradcheck on it."""
+    args = layer_step_args(cell)
+    rows = [a[0].detach().requires_grad_() if isinstance(a, torch.Tensor) and a.dim() == 3
+            else a for a in args]
+    got, want = ops.cell_forward(*args), ops.cell_forward(*rows)
+    for g, w in zip(got[:3], want[:3]):
+        assert g.shape == (1, *w.shape) if w.dim() == 2 else g.shape == w.shape
+        assert torch.equal(g.reshape(w.shape), w)
+    outputs = lambda out, cell=cell: out[:3] if cell == "LSTM" else out[:2]
+    leaves = [a for a in args if isinstance(a, torch.Tensor)]
+    grads = torch.autograd.grad(outputs(got), leaves, [torch.ones_like(t) for t in outputs(got)])
+    row_leaves = [a for a in rows if isinstance(a, torch.Tensor)]
+    row_grads = torch.autograd.grad(outputs(want), row_leaves,
+                                    [torch.ones_like(t) for t in outputs(want)])
+    for g, w, leaf in zip(grads, row_grads, leaves, strict=True):
+        assert g.shape == leaf.shape and torch.equal(g.reshape(w.shape), w)
+    torch.library.opcheck(ops.cell_forward.default, args)
+    assert gradcheck(cell_outputs(cell), args, **GRADCHECK)
+
+
+@pytest.mark.parametrize("x_steps,h_steps", [(2, 1), (1, 2)], ids=["x", "h"])
+def test_layer_step_of_two_steps_refused(x_steps, h_steps):
+    args = list(cell_op_args("GRU", requires_grad=False))
+    args[1] = args[1].expand(x_steps, *args[1].shape)
+    args[2] = args[2].expand(h_steps, *args[2].shape)
+    with pytest.raises(RuntimeError, match=r"a layer's step takes x \[1, B, I\]"):
+        ops.cell_forward(*args)
 
 
 def test_unknown_cell_number_refused():
