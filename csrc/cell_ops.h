@@ -14,7 +14,8 @@
 // forms the step's products (the CPU's runs small ones without MKL's own threads).
 //
 // Shapes, with G = Cell::kGates: x [B, I]; h [B, H]; c [B, H] for a cell with a cell state
-// (else undefined), or all three with a leading 1 (a layer's step: is_layer_step); w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither;
+// (else undefined), or all three with a leading 1 (a layer's step: is_layer_step); w_ih
+// [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H], both or neither;
 // unit_params [K*H] for a cell with K = Cell::kUnitParams > 0 (peepholes), else undefined.
 // y and h_new hold the same values, the step's output and the new state, in two tensors
 // (the walk writes both): a layer returns both (output and h_n), a cell returns h_new, and

@@ -82,7 +82,9 @@ void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const 
   T* terms = strip + strips * K * W;  // [K, MR], zero past r1
   for (int64_t s = 0; s < strips; ++s) {
     const int64_t c0 = s * W, width = std::min<int64_t>(W, N - c0);
-    for (int64_t k = 0; k < K; ++k) copy_padded<W>(b + k * ldb + c0, width, strip + (s * K + k) * W);
+    for (int64_t k = 0; k < K; ++k) {
+      copy_padded<W>(b + k * ldb + c0, width, strip + (s * K + k) * W);
+    }
   }
   T tile[MR * W];  // a block at out's edges, computed whole, stored in part
   for (int64_t i = r0; i < r1; i += MR) {
@@ -94,7 +96,9 @@ void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const 
       const bool whole = rows == MR && width == W;
       outer_block<T, MR>(terms, strip + s * K * W, K, whole ? corner : tile, whole ? ldc : W);
       if (whole) continue;
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(corner + r * ldc, tile + r * W, width * sizeof(T));
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(corner + r * ldc, tile + r * W, width * sizeof(T));
+      }
     }
   }
 }
