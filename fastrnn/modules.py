@@ -136,22 +136,14 @@ class _FusedRecurrence:
         if exporter:
             output, h_n, c_n = _onnx.rnn(self, input, h0, c0, weights)
         else:
-            # One step as it is where functional.rnn takes it so: reshaping it to [B, I] and
-            # back would add two nodes to autograd's graph (and selecting h0[0], and
-            # unsqueezing h_n, two more), which cost more than a small step's arithmetic.
-            one_step = steps == 1 and self._takes_one_dense_step()
-            data = input if one_step else input.reshape(steps * batch, input.shape[2])
+            # One step as it is: functional.rnn gives it to the cell op in its [1, B, I] shape.
+            data = input if steps == 1 else input.reshape(steps * batch, input.shape[2])
             output, h_n, c_n = self._recurrence(data, dense_batch_sizes(steps, batch), h0, c0,
                                                 weights, False)
         output = output.view(steps, batch, output.shape[-1]) if output.dim() == 2 else output
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, (h_n, c_n) if self.mode == "LSTM" else h_n
-
-    def _takes_one_dense_step(self):
-        """Whether _recurrence takes a dense step as [1, B, I] (functional.rnn's rule)."""
-        return (self.num_layers == 1 and not self.bidirectional
-                and not getattr(self, "proj_size", 0) and not getattr(self, "layer_norm", False))
 
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
         """The stack on packed rows (shapes: functional.rnn)."""
@@ -316,10 +308,9 @@ class _OwnRecurrence(_FusedRecurrence):
     def __prepare_scriptable__(self):
         refuse_torchscript(type(self).__name__)
 
-    def _takes_one_dense_step(self):
-        return False
-
     def _recurrence(self, data, batch_sizes, h0, c0, weights, is_packed):
+        if data.dim() == 3:  # a dense step, as _dense passes it: [1, B, I]
+            data = data.reshape(-1, data.shape[-1])
         if functional.autocast_enabled(data.device):
             dtype = weights[0].dtype
             with torch.autocast(data.device.type, enabled=False):

@@ -82,6 +82,20 @@ def test_parity_edge_sizes(case, device):
     check_parity(case, torch.float64, device)
 
 
+# One dense step, which the layers hand to functional.rnn as [1, B, I]: in those shapes to
+# the cell op for one layer in one direction, as rows (reshaped there) for a projection or a
+# stack.
+ONE_DENSE_STEP = [Case("LSTM-proj", True, 1, False, False, "dense", True, steps=1),
+                  Case("LSTM", True, 2, False, True, "dense", True, steps=1),
+                  Case("GRU", True, 1, True, False, "dense", False, steps=1),
+                  Case("RNN-tanh", False, 1, False, True, "dense", True, steps=1)]
+
+
+@pytest.mark.parametrize("case", ONE_DENSE_STEP, ids=[c.id for c in ONE_DENSE_STEP])
+def test_parity_one_dense_step(case):
+    check_parity(case, torch.float64)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_parity_long_sequence_float32(device):
     case = Case("LSTM-proj", True, 2, True, True, "packed_unsorted", True, steps=60,

@@ -87,13 +87,12 @@ at::Tensor hidden_from_saved(const at::Tensor& saved, const at::Tensor& unit_par
 
 // out = a @ b for a [M, K] that is the transpose of a [K, M] matrix, as a weight's gradient
 // from a step's rows is (grad_gates^T @ x), in float or double, K <= kMaxOuterDepth:
-// outer_products.h's kernel, the threads splitting out's rows in whole row blocks from 2^18
-// multiply-adds (below, waking a thread costs more); false where it does not apply (then
+// outer_products.h's kernel, the threads splitting out's rows in whole row blocks from
+// SerialBlas's bound (below, waking a thread costs more); false where it does not apply (then
 // at::mm). Against MKL (K > 16) or the row kernels (K <= 16: rows_times on a's copy) before,
 // fwd+bwd, 2 threads, AMD EPYC, builds alternated, median us: LSTMCell B32 H256 749 -> 724,
 // B1 H64 121 -> 121; RNNCell B32 H1024 2588 -> 2510, B128 H1024 10797 -> 9510; GRUCell B32
 // H256 674 -> 635; a loop of 100 LSTMCell calls at B32 H256 89.1 -> 79.2 ms.
-constexpr int64_t kMinSplitOuterProducts = 1 << 18;
 inline bool transposed_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = a.scalar_type();
@@ -112,7 +111,7 @@ inline bool transposed_product(at::Tensor& out, const at::Tensor& a, const at::T
     };
     constexpr int64_t MR = kMaxPanelRows;
     const int64_t blocks = (M + MR - 1) / MR;
-    if (M * N * K < kMinSplitOuterProducts || at::in_parallel_region()) return rows(0, M);
+    if (M * N * K < SerialBlas::kMaxMultiplyAdds || at::in_parallel_region()) return rows(0, M);
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       rows(b0 * MR, std::min(M, b1 * MR));
     });
