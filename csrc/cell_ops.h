@@ -115,8 +115,8 @@ inline Tensor none_like(const Tensor& t) { return at::empty({0}, t.options()); }
 // EPYC). is_layer_step: whether x is such a step (checked: its states must be too).
 inline bool is_layer_step(const char* op, const Tensor& x, const Tensor& h, const Tensor& c) {
   if (x.dim() != 3) return false;
-  const auto one_step = [](const Tensor& t) { return t.dim() == 3 && t.size(0) == 1; };
-  TORCH_CHECK(one_step(x) && one_step(h) && (!c.defined() || one_step(c)), op,
+  const auto leading_one = [](const Tensor& t) { return t.dim() == 3 && t.size(0) == 1; };
+  TORCH_CHECK(leading_one(x) && leading_one(h) && (!c.defined() || leading_one(c)), op,
               ": a layer's step takes x [1, B, I] and states [1, B, H], got x ", x.sizes(),
               " and h ", h.sizes());
   return true;
