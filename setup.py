@@ -50,6 +50,7 @@ def shared_cpp_runtime():
 
 link_flags = ["-fopenmp"] + shared_cpp_runtime()
 cpu_sources = (sources("csrc/ops.cpp") + sources("csrc/cell_autograd.cpp")
+               + sources("csrc/cell_python.cpp")
                + sources("csrc/cpu/*.cpp"))
 with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None
              and os.environ.get("FASTRNN_CUDA", "1") != "0")

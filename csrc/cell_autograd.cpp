@@ -9,6 +9,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "cell_ops.h"
 #include "common/checks.h"
 
 namespace fastrnn {
@@ -19,16 +20,17 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptionalTensor = std::optional<Tensor>;
 
+}  // namespace
+
 // The ops' typed handles (schemas in cell_ops.h).
-const auto& cell_forward_op() {
+const CellForwardOp& cell_forward_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("fastrnn::cell_forward", "")
-                             .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
-                                 int64_t, const Tensor&, const Tensor&, const OptionalTensor&,
-                                 const Tensor&, const Tensor&, const OptionalTensor&,
-                                 const OptionalTensor&, bool, const OptionalTensor&)>();
+                             .typed<CellForwardSignature>();
   return op;
 }
+
+namespace {
 
 const auto& cell_backward_op() {
   static const auto op =

@@ -34,6 +34,14 @@
 
 namespace fastrnn {
 
+// cell_forward's typed handle (cell_autograd.cpp), for callers in C++.
+using CellForwardSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    int64_t, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&, bool, const std::optional<at::Tensor>&);
+using CellForwardOp = c10::TypedOperatorHandle<CellForwardSignature>;
+const CellForwardOp& cell_forward_op();
+
 inline void define_cell_ops(torch::Library& m) {
   m.def(
       "cell_forward(int cell, Tensor x, Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, "

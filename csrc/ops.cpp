@@ -4,7 +4,8 @@
 // the CPU's linear takes oneDNN (LINEAR_MIN_DEPTH), the least size of its results that come
 // from reused buffers (LINEAR_POOLED_BYTES) and whether its fused walks multiply in
 // bfloat16 (BFLOAT16_PRODUCTS), so that Python (the fake kernels, the
-// rules, the tests) reads them instead of repeating them.
+// rules, the tests) reads them instead of repeating them; and the cells' eager entry,
+// cell_step (cell_python.cpp).
 
 #include <Python.h>
 #include <torch/library.h>
@@ -12,6 +13,7 @@
 #include "cells/all.h"
 #include "common/dtype.h"
 #include "cell_ops.h"
+#include "cell_python.h"
 
 TORCH_LIBRARY(fastrnn, m) {
   fastrnn::define_ops(m);
@@ -51,7 +53,8 @@ extern "C" PyObject* PyInit__C(void) {
                PyModule_AddIntConstant(module, "LINEAR_POOLED_BYTES",
                                        static_cast<long>(fastrnn::linear_pooled_bytes())) |
                PyModule_AddIntConstant(module, "BFLOAT16_PRODUCTS",
-                                       fastrnn::bfloat16_recurrent_products());
+                                       fastrnn::bfloat16_recurrent_products()) |
+               fastrnn::add_cell_step(module);
 #define FASTRNN_ADD_CELL(Cell, NAME) failed |= add_cell<Cell>(module, #NAME);
   FASTRNN_FOR_EACH_CELL(FASTRNN_ADD_CELL)
   FASTRNN_FOR_EACH_ROW_CELL(FASTRNN_ADD_CELL)

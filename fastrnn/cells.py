@@ -6,7 +6,8 @@ own; only forward() differs, and it accepts and returns what torch.nn's forward 
 input [B, I] or unbatched [I], an optional state (LSTMCell: a tuple (h, c)), the new state.
 A call is one op, fastrnn::cell_forward (csrc/cell_ops.h): both products and the gate math
 of csrc/cells/ for one step; its backward is one op too, and its autograd is C++
-(csrc/cell_autograd.cpp), since a cell runs once per step, where every microsecond shows.
+(csrc/cell_autograd.cpp), since a cell runs once per step, where every microsecond shows;
+for the same reason an eager call reaches the op through fastrnn._ops.cell_step.
 """
 
 import warnings
@@ -15,12 +16,10 @@ import torch
 from torch import nn
 
 from . import _onnx, functional
-from ._ops import CELL_KIND, CELL_NAME, ops
+from ._ops import CELL_KIND, CELL_NAME, cell_step
 from ._transforms import runs_torch_nn
 from .modules import _has_kernels, read_parameters, torch_nn_twin
 
-# The op a call runs, looked up once (fastrnn._ops: cell numbers, results, autograd).
-_cell_forward = ops.cell_forward.default
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # the op's order
 _LSTM, _GRU = CELL_KIND["LSTM"], CELL_KIND["GRU"]
 _RNN = {"tanh": CELL_KIND["RNN_TANH"], "relu": CELL_KIND["RNN_RELU"]}
@@ -84,7 +83,7 @@ class _FusedCell:
     def _step(cell, x, h, c, weights):
         """One step: (h', c'), c' an empty tensor for a cell without c. x: [B, I]; h, c:
         [B, H] (c None without a cell state); weights: _weight_names()'s."""
-        _, h_new, c_new, _ = _cell_forward(cell, x, h, c, *weights[:4], False, *weights[4:])
+        _, h_new, c_new = cell_step(cell, x, h, c, *weights)
         return h_new, c_new
 
     def _check_hx_rank(self, hx, is_lstm):

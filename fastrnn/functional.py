@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from . import _C
 from ._input_product import input_product
 from ._transforms import refuse_differentiating_transform
-from ._ops import CELL_KIND, lstm_variant_cell, ops
+from ._ops import CELL_KIND, cell_step, lstm_variant_cell, ops
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
@@ -68,8 +68,7 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
     w_hr = weights[-1] if has_proj else None
     if batch_sizes.shape[0] == 1 and not has_proj:  # one step, in either direction: a cell call
         cell = CELL_KIND[mode if variant is None else lstm_variant_cell(*variant)]
-        y, h, c, _ = ops.cell_forward.default(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False,
-                                              peepholes)
+        y, h, c = cell_step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, peepholes)
         return y, h, (c if c0 is not None else None)
     w_hh = _recurrent_weight(mode, w_hh, has_proj, product_dtype)
     if mode == "GRU":  # b_hh stays on the recurrent side: torch puts b_hn inside r * (.)

@@ -1,0 +1,122 @@
+"""The cells' direct eager entry, fastrnn._C.cell_step (csrc/cell_python.cpp), against the op
+it calls, torch.ops.fastrnn.cell_forward: the same results and gradients bit for bit, the
+same errors, Python dispatch modes still seeing the op, and torch.ops taking over where the
+entry declines (tensor subclasses, __torch_function__ modes)."""
+
+import re
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fastrnn
+from fastrnn import _C
+from fastrnn._ops import CELL_KIND
+from helpers.ops import CELL_NAMES, cell_op_args, ops
+
+pytestmark = pytest.mark.usefixtures("torch_state")
+
+
+def peephole_lstm_args(bias=True):
+    """cell_op_args of the peephole LSTM: the LSTM's and peepholes [3*H]."""
+    number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args("LSTM", bias)
+    peepholes = torch.randn(3 * h.shape[1], dtype=h.dtype, requires_grad=True)
+    return CELL_KIND["PEEPHOLE_LSTM"], x, h, c, w_ih, w_hh, b_ih, b_hh, peepholes
+
+
+def op_step(number, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params):
+    return ops.cell_forward(number, x, h, c, w_ih, w_hh, b_ih, b_hh, False, unit_params)[:3]
+
+
+CASES = [pytest.param(lambda bias, cell=cell: (*cell_op_args(cell, bias)[:-1], None), id=cell)
+         for cell in CELL_NAMES] + [pytest.param(peephole_lstm_args, id="PEEPHOLE_LSTM")]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("make_args", CASES)
+def test_entry_equals_the_op(make_args, bias):
+    """Results and every gradient (through the op's autograd either way) bit for bit."""
+    args = make_args(bias)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)]
+    results = []
+    for step in (_C.cell_step, op_step):
+        outs = [o for o in step(*args) if o.numel() > 0]  # c_new is empty but for an LSTM
+        grads = torch.autograd.grad([o.sum() + o.pow(2).sum() for o in outs], leaves)
+        results.append(outs + list(grads))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+class PlainSubclass(torch.Tensor):
+    """A tensor subclass with torch's default __torch_function__."""
+
+
+class RecordFunctions(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_entry_declines_subclasses_and_function_modes():
+    """A tensor subclass or an active __torch_function__ mode: NotImplemented, and the cell
+    goes through torch.ops, where the mode sees the op."""
+    args = (*cell_op_args("RNN_TANH")[:-1], None)
+    subclassed = list(args)
+    subclassed[1] = args[1].detach().as_subclass(PlainSubclass)
+    assert _C.cell_step(*subclassed) is NotImplemented
+    with RecordFunctions():
+        assert _C.cell_step(*args) is NotImplemented
+    cell = fastrnn.RNNCell(4, 3)
+    with RecordFunctions() as mode:
+        cell(torch.randn(2, 4))
+    assert ops.cell_forward.default in mode.seen
+
+
+def test_dispatch_modes_see_the_op():
+    """A __torch_dispatch__ mode sees fastrnn::cell_forward called through the entry, whose
+    result is the op's."""
+    args = (*cell_op_args("GRU", requires_grad=False)[:-1], None)
+    with RecordOps() as mode:
+        outs = _C.cell_step(*args)
+    assert ops.cell_forward.default in mode.seen
+    for a, b in zip(outs, op_step(*args)):
+        assert torch.equal(a, b)
+
+
+def test_entry_errors_are_the_ops():
+    """A bad argument raises what torch.ops raises for it; a bad call, a TypeError."""
+    number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args("LSTM")
+    bad = (number, x, h[:, :2], c, w_ih, w_hh, b_ih, b_hh, None)
+    with pytest.raises(Exception) as through_ops:
+        op_step(*bad)
+    with pytest.raises(type(through_ops.value), match=re.escape(str(through_ops.value).splitlines()[0])):
+        _C.cell_step(*bad)
+    with pytest.raises(TypeError, match="cell_step"):
+        _C.cell_step(number, x, h)
+    with pytest.raises(TypeError, match="cell_step"):
+        _C.cell_step("LSTM", x, h, c, w_ih, w_hh, b_ih, b_hh, None)
+
+
+def test_cells_and_layer_steps_take_the_entry(monkeypatch):
+    """An eager cell call and a layer's single step each make one call of the entry."""
+    calls = []
+    real = _C.cell_step
+    monkeypatch.setattr(_C, "cell_step", lambda *a: calls.append(a[0]) or real(*a))
+    fastrnn.LSTMCell(4, 3)(torch.randn(2, 4))
+    fastrnn.GRU(4, 3)(torch.randn(1, 2, 4))
+    assert calls == [CELL_KIND["LSTM"], CELL_KIND["GRU"]]
