@@ -68,6 +68,7 @@ PyObject* cell_step(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
   }
   if (at::impl::torch_function_mode_enabled()) Py_RETURN_NOTIMPLEMENTED;
   const int64_t cell = PyLong_AsLongLong(args[0]);
+  if (cell == -1 && PyErr_Occurred()) return nullptr;  // OverflowError
   at::Tensor t[kArgs - 1];  // x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params
   constexpr bool kOptional[kArgs - 1] = {false, false, true, false, false, true, true, true};
   for (int i = 0; i < kArgs - 1; ++i) {
@@ -85,9 +86,15 @@ PyObject* cell_step(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
   }
   PyObject* result = PyTuple_New(3);
   if (result == nullptr) return nullptr;
-  PyTuple_SET_ITEM(result, 0, THPVariable_Wrap(std::move(y)));
-  PyTuple_SET_ITEM(result, 1, THPVariable_Wrap(std::move(h_new)));
-  PyTuple_SET_ITEM(result, 2, THPVariable_Wrap(std::move(c_new)));
+  at::Tensor* outs[] = {&y, &h_new, &c_new};
+  for (int i = 0; i < 3; ++i) {
+    PyObject* item = THPVariable_Wrap(std::move(*outs[i]));
+    if (item == nullptr) {
+      Py_DECREF(result);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(result, i, item);  // steals item
+  }
   return result;
   END_HANDLE_TH_ERRORS
 }

@@ -4,6 +4,7 @@ same errors, Python dispatch modes still seeing the op, and torch.ops taking ove
 entry declines (tensor subclasses, __torch_function__ modes)."""
 
 import re
+import sys
 
 import pytest
 import torch
@@ -46,6 +47,13 @@ def test_entry_equals_the_op(make_args, bias):
         results.append(outs + list(grads))
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_results_are_owned_by_the_caller_alone():
+    """The entry hands over its results' references (none leaks): each result is held by
+    its name and by getrefcount's argument only."""
+    y, h_new, c_new = _C.cell_step(*cell_op_args("LSTM", requires_grad=False)[:-1], None)
+    assert sys.getrefcount(y) == sys.getrefcount(h_new) == sys.getrefcount(c_new) == 2
 
 
 class PlainSubclass(torch.Tensor):
@@ -110,6 +118,8 @@ def test_entry_errors_are_the_ops():
         _C.cell_step(number, x, h)
     with pytest.raises(TypeError, match="cell_step"):
         _C.cell_step("LSTM", x, h, c, w_ih, w_hh, b_ih, b_hh, None)
+    with pytest.raises(OverflowError):
+        _C.cell_step(2**70, x, h, c, w_ih, w_hh, b_ih, b_hh, None)
 
 
 def test_cells_and_layer_steps_take_the_entry(monkeypatch):
