@@ -11,6 +11,7 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
 
 #include "cell_python.h"
 #include "cell_ops.h"
@@ -18,27 +19,12 @@
 namespace fastrnn {
 namespace {
 
-// torch.nn.Parameter, whose __torch_function__ is torch's own (disabled): read once.
-PyTypeObject* parameter_type() {
-  static PyTypeObject* const type = [] {
-    PyObject* module = PyImport_ImportModule("torch.nn.parameter");
-    if (module == nullptr) throw python_error();
-    PyObject* parameter = PyObject_GetAttrString(module, "Parameter");
-    Py_DECREF(module);
-    if (parameter == nullptr) throw python_error();
-    return reinterpret_cast<PyTypeObject*>(parameter);  // kept for the process's life
-  }();
-  return type;
-}
-
 // arg as a tensor, or undefined for None; false where it is neither a torch.Tensor nor a
-// torch.nn.Parameter (a subclass, which may take __torch_function__, or not a tensor).
+// torch.nn.Parameter (THPVariable_CheckExact: a subclass, which may take __torch_function__,
+// or not a tensor).
 bool read_tensor(PyObject* arg, bool optional, at::Tensor& out) {
   if (arg == Py_None) return optional;
-  const PyTypeObject* type = Py_TYPE(arg);
-  if (type != reinterpret_cast<PyTypeObject*>(THPVariableClass) && type != parameter_type()) {
-    return false;
-  }
+  if (!THPVariable_CheckExact(arg)) return false;
   out = THPVariable_Unpack(arg);
   return true;
 }
@@ -61,12 +47,15 @@ class WithoutGil {
 PyObject* cell_step(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   constexpr Py_ssize_t kArgs = 9;
-  if (nargs != kArgs || !PyLong_Check(args[0])) {
+  if (nargs != kArgs) {
     PyErr_SetString(PyExc_TypeError, "cell_step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, "
-                                     "unit_params) takes a cell number and 8 tensors or None");
+                                     "unit_params) takes 9 arguments");
     return nullptr;
   }
-  if (at::impl::torch_function_mode_enabled()) Py_RETURN_NOTIMPLEMENTED;
+  // A cell number of another type (numpy's, say): torch.ops converts or refuses it.
+  if (!PyLong_CheckExact(args[0]) || at::impl::torch_function_mode_enabled()) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
   const int64_t cell = PyLong_AsLongLong(args[0]);
   if (cell == -1 && PyErr_Occurred()) return nullptr;  // OverflowError
   at::Tensor t[kArgs - 1];  // x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params
@@ -84,18 +73,15 @@ PyObject* cell_step(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
         cell, t[0], t[1], optional(t[2]), t[3], t[4], optional(t[5]), optional(t[6]), false,
         optional(t[7]));
   }
-  PyObject* result = PyTuple_New(3);
-  if (result == nullptr) return nullptr;
+  THPObjectPtr result(PyTuple_New(3));  // freed on any early return or exception
+  if (!result) return nullptr;
   at::Tensor* outs[] = {&y, &h_new, &c_new};
   for (int i = 0; i < 3; ++i) {
     PyObject* item = THPVariable_Wrap(std::move(*outs[i]));
-    if (item == nullptr) {
-      Py_DECREF(result);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(result, i, item);  // steals item
+    if (item == nullptr) return nullptr;
+    PyTuple_SET_ITEM(result.get(), i, item);  // steals item
   }
-  return result;
+  return result.release();
   END_HANDLE_TH_ERRORS
 }
 

@@ -37,8 +37,11 @@ CASES = [pytest.param(lambda bias, cell=cell: (*cell_op_args(cell, bias)[:-1], N
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("make_args", CASES)
 def test_entry_equals_the_op(make_args, bias):
-    """Results and every gradient (through the op's autograd either way) bit for bit."""
+    """Results and every gradient (through the op's autograd either way) bit for bit, the
+    weights as a module's parameters."""
     args = make_args(bias)
+    args = (*args[:4], *(None if a is None else torch.nn.Parameter(a.detach())
+                         for a in args[4:]))
     leaves = [a for a in args if isinstance(a, torch.Tensor)]
     results = []
     for step in (_C.cell_step, op_step):
@@ -80,13 +83,18 @@ class RecordOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_entry_declines_subclasses_and_function_modes():
-    """A tensor subclass or an active __torch_function__ mode: NotImplemented, and the cell
-    goes through torch.ops, where the mode sees the op."""
+@pytest.mark.parametrize("position", range(1, 9))
+def test_entry_declines_a_subclass(position):
+    """A tensor subclass in any tensor argument: NotImplemented (torch.ops runs it)."""
+    args = list(peephole_lstm_args())
+    args[position] = args[position].detach().as_subclass(PlainSubclass)
+    assert _C.cell_step(*args) is NotImplemented
+
+
+def test_entry_declines_function_modes():
+    """An active __torch_function__ mode: NotImplemented, and the cell goes through
+    torch.ops, where the mode sees the op."""
     args = (*cell_op_args("RNN_TANH")[:-1], None)
-    subclassed = list(args)
-    subclassed[1] = args[1].detach().as_subclass(PlainSubclass)
-    assert _C.cell_step(*subclassed) is NotImplemented
     with RecordFunctions():
         assert _C.cell_step(*args) is NotImplemented
     cell = fastrnn.RNNCell(4, 3)
@@ -107,7 +115,8 @@ def test_dispatch_modes_see_the_op():
 
 
 def test_entry_errors_are_the_ops():
-    """A bad argument raises what torch.ops raises for it; a bad call, a TypeError."""
+    """A bad argument raises what torch.ops raises for it; a wrong count of arguments, a
+    TypeError; a cell number that is not an int, NotImplemented (torch.ops judges it)."""
     number, x, h, c, w_ih, w_hh, b_ih, b_hh, _ = cell_op_args("LSTM")
     bad = (number, x, h[:, :2], c, w_ih, w_hh, b_ih, b_hh, None)
     with pytest.raises(Exception) as through_ops:
@@ -116,17 +125,22 @@ def test_entry_errors_are_the_ops():
         _C.cell_step(*bad)
     with pytest.raises(TypeError, match="cell_step"):
         _C.cell_step(number, x, h)
-    with pytest.raises(TypeError, match="cell_step"):
-        _C.cell_step("LSTM", x, h, c, w_ih, w_hh, b_ih, b_hh, None)
+    assert _C.cell_step(float(number), x, h, c, w_ih, w_hh, b_ih, b_hh, None) is NotImplemented
     with pytest.raises(OverflowError):
         _C.cell_step(2**70, x, h, c, w_ih, w_hh, b_ih, b_hh, None)
 
 
 def test_cells_and_layer_steps_take_the_entry(monkeypatch):
-    """An eager cell call and a layer's single step each make one call of the entry."""
-    calls = []
-    real = _C.cell_step
-    monkeypatch.setattr(_C, "cell_step", lambda *a: calls.append(a[0]) or real(*a))
+    """An eager cell call and a layer's single step each make one call of the entry, which
+    runs them (their weights are parameters)."""
+    calls, real = [], _C.cell_step
+
+    def cell_step(*args):
+        result = real(*args)
+        calls.append((args[0], result is not NotImplemented))
+        return result
+
+    monkeypatch.setattr(_C, "cell_step", cell_step)
     fastrnn.LSTMCell(4, 3)(torch.randn(2, 4))
     fastrnn.GRU(4, 3)(torch.randn(1, 2, 4))
-    assert calls == [CELL_KIND["LSTM"], CELL_KIND["GRU"]]
+    assert calls == [(CELL_KIND["LSTM"], True), (CELL_KIND["GRU"], True)]
