@@ -4,9 +4,10 @@
 // stack: at B=1, H=64 (RNNCell, 2 threads, AMD EPYC) a call took 7.3 us without autograd and
 // 11.5 us with it that way, 5.0 and 8.3 us this way. This entry reads its arguments by
 // position and calls the op's typed handle: the dispatcher, autograd (cell_autograd.cpp),
-// autocast and __torch_dispatch__ modes run as through torch.ops. Where an argument is not a
-// plain tensor or parameter (a subclass may take __torch_function__) or a __torch_function__
-// mode is active, it returns NotImplemented and the caller goes through torch.ops.
+// autocast and __torch_dispatch__ modes run as through torch.ops. Where a tensor argument is
+// not a plain tensor or parameter (a subclass may take __torch_function__), the cell number
+// not an int, or a __torch_function__ mode is active, it returns NotImplemented and the
+// caller goes through torch.ops.
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/Exceptions.h>
