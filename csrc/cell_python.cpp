@@ -13,6 +13,7 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/object_ptr.h>
+#include <pybind11/pybind11.h>
 
 #include "cell_python.h"
 #include "cell_ops.h"
@@ -29,19 +30,6 @@ bool read_tensor(PyObject* arg, bool optional, at::Tensor& out) {
   out = THPVariable_Unpack(arg);
   return true;
 }
-
-// Releases the GIL while it lives, as torch.ops does around an op: Python threads that step
-// their own cells run at once.
-class WithoutGil {
- public:
-  WithoutGil() : state_(PyEval_SaveThread()) {}
-  ~WithoutGil() { PyEval_RestoreThread(state_); }
-  WithoutGil(const WithoutGil&) = delete;
-  WithoutGil& operator=(const WithoutGil&) = delete;
-
- private:
-  PyThreadState* state_;
-};
 
 // cell_step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params) -> (y, h_new, c_new), the
 // op's results with save=False; c, b_ih, b_hh and unit_params may be None.
@@ -69,7 +57,7 @@ PyObject* cell_step(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
   };
   at::Tensor y, h_new, c_new;
   {
-    const WithoutGil without_gil;
+    const pybind11::gil_scoped_release no_gil;  // as torch.ops does around an op
     std::tie(y, h_new, c_new, std::ignore) = cell_forward_op().call(
         cell, t[0], t[1], optional(t[2]), t[3], t[4], optional(t[5]), optional(t[6]), false,
         optional(t[7]));

@@ -377,8 +377,9 @@ def cell_step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params=None):
     """One step of fastrnn::cell_forward with save=False -> (y, h_new, c_new). In eager
     calls on plain tensors and parameters through _C.cell_step (csrc/cell_python.cpp), which
     calls the op without torch.ops' argument matching: 2-3 us a call less, a third of a
-    small cell's; through torch.ops where that entry declines (a tensor subclass, a
-    __torch_function__ mode) and while torch.compile or torch.export traces."""
+    small cell's; through torch.ops where that entry declines (a tensor subclass, a cell
+    number that is not an int, a __torch_function__ mode) and while torch.compile or
+    torch.export traces."""
     if not torch.compiler.is_compiling():
         result = _C.cell_step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, unit_params)
         if result is not NotImplemented:

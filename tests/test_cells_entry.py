@@ -63,24 +63,24 @@ class PlainSubclass(torch.Tensor):
     """A tensor subclass with torch's default __torch_function__."""
 
 
-class RecordFunctions(TorchFunctionMode):
+class Recorder:
+    """A mode that records each function or op it sees, then runs it."""
+
     def __init__(self):
         super().__init__()
         self.seen = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def record(self, func, types, args=(), kwargs=None):
         self.seen.append(func)
         return func(*args, **(kwargs or {}))
 
 
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
+class RecordFunctions(Recorder, TorchFunctionMode):
+    __torch_function__ = Recorder.record
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(func)
-        return func(*args, **(kwargs or {}))
+
+class RecordOps(Recorder, TorchDispatchMode):
+    __torch_dispatch__ = Recorder.record
 
 
 @pytest.mark.parametrize("position", range(1, 9))
