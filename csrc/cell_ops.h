@@ -181,14 +181,21 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   a.h0_grad = state_grad;
   a.weight_grad = weight_grad;
   a.unit_params = unit_params;
+  a.x = x;
+  a.w_ih = w_ih;
+  a.input_grad = input_grad;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
-  // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H].
-  Tensor grad_x = input_grad ? Backend::input_grad(r.grad_gx, w_ih) : none_like(h);
+  // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H], where
+  // the backend did not form them.
+  Tensor grad_x = !input_grad        ? none_like(h)
+                  : r.grad_x.defined() ? r.grad_x
+                                       : Backend::input_grad(r.grad_gx, w_ih);
   Tensor grad_h0 = state_grad ? r.grad_h0 : none_like(h);
   Tensor grad_c0 = state_grad && Cell::kCellState ? r.grad_c0 : none_like(h);
   if (!weight_grad) return {grad_x, grad_h0, grad_c0, none_like(h), none_like(h),
                             none_like(h), none_like(h), none_like(h)};
-  Tensor grad_w_ih = Backend::weight_grad_product(r.grad_gx.t(), x);
+  Tensor grad_w_ih =
+      r.grad_w_ih.defined() ? r.grad_w_ih : Backend::weight_grad_product(r.grad_gx.t(), x);
   Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
   Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
   Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);

@@ -1,18 +1,19 @@
-"""The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32
-rows by a weight of 65536 elements or more they run fastrnn's own kernels
+"""The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32 rows
+by a weight of 65536 elements or more they run fastrnn's own kernels
 (csrc/cpu/row_products.h), the weight read in place, its columns split among the threads,
-and so do products by a transposed weight of 512 columns or more whose rows are packed
-(up to 128 rows); else BLAS. Each must match torch.nn in float64 and float32, with one and two threads, at
-sizes that cut every block those kernels have: depths that are no multiple of a vector (8
-floats, 4 doubles), column counts that are no multiple of 4 (dot products and broadcast
-blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4 or 8),
-the packed rows' panels (8 doubles, 16 floats) and the 32- and 128-row limits,
-and a last thread's block of columns that is no multiple of 16. A step's weight gradients
-(a sum of B outer products) run csrc/cpu/outer_products.h's kernel up to B = 256, BLAS
-deeper (the cells' sizes here: rows off its blocks of 8 or 6, columns off its strips of 16
-floats or 8 doubles; B = 255 to 257 around the limit), the threads splitting the rows; and
-those of 1 MB and more come from pooled buffers (walk_buffer): they must accumulate into
-.grad as any tensor does."""
+and so do products by a transposed weight of 512 columns or more whose rows are packed (up
+to 128 rows); else BLAS. Each must match torch.nn in float64 and float32, with one and two
+threads, at sizes that cut every block those kernels have: depths that are no multiple of a
+vector (8 floats, 4 doubles), column counts that are no multiple of 4 (dot products and
+broadcast blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4
+or 8), the packed rows' panels (8 doubles, 16 floats) and the 32- and 128-row limits, and a
+last thread's block of columns that is no multiple of 16. A step's weight gradients (a sum
+of B outer products) run csrc/cpu/outer_products.h's kernel up to B = 256, BLAS deeper (the
+cells' sizes here: rows off its blocks of 8 or 6, columns off its strips of 16 floats or 8
+doubles; B = 255 to 257 around the limit), the threads splitting the rows; and those of 1 MB
+and more come from pooled buffers (walk_buffer): they must accumulate into .grad as any
+tensor does. A cell call's backward up to 32 rows (and 2^19 weight elements) forms its four
+products in one parallel region (csrc/cpu/step_products.h), each thread its share of each."""
 
 import pytest
 import torch
@@ -140,3 +141,31 @@ def test_pooled_weight_gradients_accumulate():
         backward(ref, index)
         for got, want in zip(fast.parameters(), ref.parameters(), strict=True):
             assert_close(got.grad, want.grad)
+
+
+@pytest.mark.parametrize("wanted", [("x",), ("h", "c"), ("weights",), ("x", "h", "c"),
+                                    ("x", "weights"), ("x", "h", "c", "weights")],
+                         ids="+".join)
+def test_cell_backward_forms_the_wanted_gradients(wanted):
+    """A cell's backward forms its products in one parallel region (csrc/cpu/
+    step_products.h), each thread a share of every product: x's gradient, the state's, and
+    the weights', only those asked for, in any combination, each as torch.nn's (LSTMCell,
+    I=100 H=167, B=9, two threads)."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ref = torch.nn.LSTMCell(100, 167, dtype=torch.float64)
+    fast = fastrnn.LSTMCell(100, 167, dtype=torch.float64)
+    fast.load_state_dict(ref.state_dict())
+    values = {name: torch.randn(9, n, dtype=torch.float64)
+              for name, n in (("x", 100), ("h", 167), ("c", 167))}
+
+    def gradients(cell):
+        leaves = {name: v.clone().requires_grad_(name in wanted) for name, v in values.items()}
+        cell.requires_grad_("weights" in wanted)
+        h, c = cell(leaves["x"], (leaves["h"], leaves["c"]))
+        wrt = [leaves[name] for name in ("x", "h", "c") if name in wanted]
+        wrt += list(cell.parameters()) if "weights" in wanted else []
+        return torch.autograd.grad((h * 1.5 + c).sum(), wrt)
+
+    for got, want in zip(gradients(fast), gradients(ref), strict=True):
+        assert_close(got, want)

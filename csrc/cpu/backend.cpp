@@ -12,6 +12,7 @@
 #include "blas_walk.h"
 #include "fused_walk.h"
 #include "sparse_walk.h"
+#include "step_products.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -122,6 +123,44 @@ inline Tensor walk_weight(const Tensor& w_hh, const Tensor& state, FusedSplit sp
   if (w_hh.layout() != at::kStrided || w_hh.scalar_type() == state.scalar_type()) return w_hh;
   const bool bfloat16_walk = kBfloat16Panels && split != FusedSplit::kNone;
   return bfloat16_walk ? Tensor() : w_hh.to(state.scalar_type());
+}
+
+// A cell call's backward (BackwardArgs::x) with its products in one parallel region
+// (step_products.h), where takes_step_products takes its sizes, in float or double
+// throughout: the BLAS walk runs the step's gate loops alone, then the region forms grad_x,
+// the products' part of the gradient w.r.t. h0 (into st.dh) and both weights' gradients,
+// into r. Returns whether it ran.
+template <class Cell, typename T>
+bool step_backward(const BackwardArgs& a, const BackwardState<T>& st, const Schedule& schedule,
+                   const Tensor& w_hh, FusedSplit split, BackwardResult& r) {
+  if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
+    return false;
+  } else {
+    const auto dtype = a.y.scalar_type();
+    if (!a.x.defined() || split != FusedSplit::kNone || a.w_hr.defined() ||
+        a.size.N != a.size.B || a.x.scalar_type() != dtype || a.w_ih.scalar_type() != dtype ||
+        a.w_hh.scalar_type() != dtype) {
+      return false;
+    }
+    const int64_t B = a.size.B, H = a.size.H, GH = Cell::kGates * H, I = a.x.size(1);
+    const StepGemm<T> input(a.w_ih), recurrent(w_hh);  // [B, G*H] -> [B, I], [B, H]
+    if (!takes_step_products(B, GH, I, H) || !input.shares() || !recurrent.shares()) {
+      return false;
+    }
+    blas_backward<Cell>(st, schedule, w_hh, a.w_hr, /*h0_grad=*/false);
+    const auto options = a.y.options();
+    if (a.input_grad) r.grad_x = at::empty({B, I}, options);
+    if (a.weight_grad) {
+      r.grad_w_ih = walk_buffer({GH, I}, options);
+      r.grad_w_hh = walk_buffer({GH, H}, options);
+    }
+    const auto out = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
+    step_backward_products<T>({B, GH, I, H, st.grad_gx, st.grad_gh, a.x.data_ptr<T>(), st.h0,
+                               out(r.grad_x), a.h0_grad ? st.dh : nullptr, out(r.grad_w_ih),
+                               out(r.grad_w_hh)},
+                              input, recurrent);
+    return true;
+  }
 }
 
 struct CpuBackend {
@@ -242,6 +281,7 @@ struct CpuBackend {
     Tensor dh_all;  // [N, P] w.r.t. each row's projected h, with a projection
     const FusedSplit split = fused_walk_split<Cell>(false, sz, a.w_hh, a.w_hr);
     const Tensor w_hh = walk_weight(a.w_hh, a.y, split);
+    BackwardResult r;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;
       const BackwardState<T> st{a.grad_y.data_ptr<T>(),
@@ -265,9 +305,9 @@ struct CpuBackend {
         }
         if (split != FusedSplit::kNone) return fused_backward<Cell>(st, st.w_hh, schedule, split);
       }
+      if (step_backward<Cell>(a, st, schedule, w_hh, split, r)) return;
       dh_all = blas_backward<Cell>(st, schedule, w_hh, a.w_hr, a.h0_grad);
     });
-    BackwardResult r;
     r.grad_gx = grad_gx;
     r.params_grad = params_grad;
     if (a.weight_grad) {
@@ -279,8 +319,10 @@ struct CpuBackend {
         if (t.scalar_type() == w_dtype) return t;
         return walk_buffer(t.sizes(), t.options().dtype(w_dtype)).copy_(t);
       };
-      r.grad_w_hh = recurrent_weight_grad(rounded(grad_gh), rounded(a.y), a.h0.to(w_dtype),
-                                          schedule, a.reverse);
+      if (!r.grad_w_hh.defined()) {
+        r.grad_w_hh = recurrent_weight_grad(rounded(grad_gh), rounded(a.y), a.h0.to(w_dtype),
+                                            schedule, a.reverse);
+      }
       r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {

@@ -74,6 +74,7 @@ BlasGemm<scalar_t> blas_gemm() {
 
 template <typename scalar_t>
 class StepGemm {
+ public:
   // Products of at most kMaxRowProductRows rows in float and double, by a weight of at
   // least kMinRowProductElements, run row_products.h's kernels, each thread on its own
   // block of columns; else BLAS. Measured on an RNN's BLAS walk, 2 threads, AMD EPYC,
@@ -86,8 +87,8 @@ class StepGemm {
   static constexpr bool kRowProducts =
       kRowProductKernels && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>);
   static constexpr int64_t kMaxRowProductRows = 32;
+  static constexpr int64_t kAlign = 16;  // a column block's width: a multiple of this
 
- public:
   // w: [k, n], row-major or a transposed row-major matrix (e.g. w_hh.t()).
   explicit StepGemm(const at::Tensor& w) : w_(w), k_(w.size(0)), n_(w.size(1)) {
     constexpr int64_t kMax = std::numeric_limits<int>::max();
@@ -125,11 +126,10 @@ class StepGemm {
     // Below kMinWeightToSplit elements of w a product takes a few microseconds, less than
     // waking the other threads (a parallel region costs more than the whole product of a
     // small cell call, and far more when another process holds a core).
-    constexpr int64_t kMaxRowsToSplit = 16, kAlign = 16, kMinWeightToSplit = 1 << 16;
-    const bool large_weight = kRowProducts && k_ * n_ >= kMinRowProductElements;
+    constexpr int64_t kMaxRowsToSplit = 16, kMinWeightToSplit = 1 << 16;
     bool packed = false;  // a's rows packed: from row_products.h's kMinPackedRows rows
-    if constexpr (kRowProducts) packed = large_weight && trans_w_ == 'T' && packs_rows(m);
-    const bool row_kernel = packed || (large_weight && m <= kMaxRowProductRows);
+    if constexpr (kRowProducts) packed = large_weight() && trans_w_ == 'T' && packs_rows(m);
+    const bool row_kernel = packed || takes_row_kernel(m);
     // a's rows packed once for all threads (packed_rows_times_transposed), in the calling
     // thread's buffer, kept from call to call (at most kMaxPackedRows * k_ elements).
     const scalar_t* panels = nullptr;
@@ -147,7 +147,7 @@ class StepGemm {
       columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel, panels);
       return;
     }
-    const int64_t width = ((n_ + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
+    const int64_t width = block_width(threads);
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
       for (int64_t t = begin; t < end; ++t) {
@@ -156,6 +156,19 @@ class StepGemm {
                 panels);
       }
     });
+  }
+
+  // Whether share() can run this weight's product (BLAS or the row kernels reach it).
+  bool shares() const { return trans_w_ != 0; }
+
+  // Part `part` of `parts` of out = a @ w (a: [m, k], out: [m, n], both contiguous): the
+  // block of out's columns that operator() gives thread `part` of `parts`, formed by the
+  // calling thread alone (a's rows not packed), for callers that run several products in
+  // one parallel region (step_products.h). Needs shares().
+  void share(int64_t m, const scalar_t* a, scalar_t* out, int64_t part, int64_t parts) const {
+    const int64_t width = block_width(parts), first = std::min(n_, part * width);
+    columns(m, a, out, first, std::min(width, n_ - first), false, k_, n_, takes_row_kernel(m),
+            nullptr);
   }
 
  private:
@@ -196,6 +209,16 @@ class StepGemm {
   }
 
   static BlasGemm<scalar_t> blas() { return blas_gemm<scalar_t>(); }
+
+  bool large_weight() const { return kRowProducts && k_ * n_ >= kMinRowProductElements; }
+  // Whether m rows take the row kernels unpacked.
+  bool takes_row_kernel(int64_t m) const {
+    return large_weight() && m <= kMaxRowProductRows;
+  }
+  // The columns of each of `parts` blocks.
+  int64_t block_width(int64_t parts) const {
+    return ((n_ + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+  }
 
   // Whether m rows by this weight take the packed kernel (row_products.h's rule).
   bool packs_rows(int64_t m) const {

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "row_products.h"  // load_vector, store_vector, keep_in_register
@@ -101,6 +102,14 @@ void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const 
       }
     }
   }
+}
+
+// Part `part` of `parts` of sum_of_outer_products over out's M rows: out's row blocks
+// shared out evenly, as rows [r0, r1) for the call.
+inline std::pair<int64_t, int64_t> outer_rows_share(int64_t M, int64_t part, int64_t parts) {
+  constexpr int64_t MR = kMaxPanelRows;
+  const int64_t blocks = (M + MR - 1) / MR;
+  return {std::min(M, blocks * part / parts * MR), std::min(M, blocks * (part + 1) / parts * MR)};
 }
 
 }  // namespace cpu
