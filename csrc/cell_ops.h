@@ -196,8 +196,11 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
                             none_like(h), none_like(h), none_like(h)};
   Tensor grad_w_ih =
       r.grad_w_ih.defined() ? r.grad_w_ih : Backend::weight_grad_product(r.grad_gx.t(), x);
-  Tensor grad_b_ih = has_bias ? r.grad_gx.sum(0) : none_like(h);
-  Tensor grad_b_hh = Cell::kRecurrentBias ? r.grad_b_hh : grad_b_ih.clone();
+  Tensor grad_b_ih = !has_bias             ? none_like(h)
+                     : r.grad_b_ih.defined() ? r.grad_b_ih
+                                             : r.grad_gx.sum(0);
+  Tensor grad_b_hh =
+      Cell::kRecurrentBias || r.grad_b_ih.defined() ? r.grad_b_hh : grad_b_ih.clone();
   Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);
   return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
 }

@@ -63,8 +63,8 @@ struct BackwardArgs {
   at::Tensor unit_params{};  // as in ForwardArgs
   // A single step's input side (a cell call, cell_ops.h): x [B, I] and w_ih [G*H, I], the
   // step's gx having been x @ w_ih^T + biases. With x defined a backend may form grad_x
-  // (when input_grad) and, with weight_grad, grad_w_ih alongside the step's other products;
-  // those it does not form it leaves undefined.
+  // (when input_grad) and, with weight_grad, grad_w_ih and grad_b_ih alongside the step's
+  // other products; those it does not form it leaves undefined.
   at::Tensor x{}, w_ih{};
   bool input_grad = false;
 };
@@ -79,7 +79,9 @@ struct BackwardResult {
   at::Tensor grad_unit_params;  // [K*H] (kUnitParams > 0), or [0]; see unit_params_grad
   at::Tensor params_grad;  // [B, K*H] a row-wise cell's per-row gradient w.r.t. unit_params
                            // (cells/row.h), in the accumulation type, for the above
-  at::Tensor grad_x, grad_w_ih;  // [B, I], [G*H, I]: see BackwardArgs::x
+  // [B, I], [G*H, I], [G*H]: see BackwardArgs::x. Where a backend forms grad_b_ih it also
+  // forms grad_b_hh for every cell (a copy of grad_b_ih's values, not kRecurrentBias).
+  at::Tensor grad_x, grad_w_ih, grad_b_ih;
 };
 
 // A working copy of t, updated in place by a walk, in the type the walks keep a carry in

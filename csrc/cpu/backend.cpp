@@ -128,8 +128,11 @@ inline Tensor walk_weight(const Tensor& w_hh, const Tensor& state, FusedSplit sp
 // A cell call's backward (BackwardArgs::x) with its products in one parallel region
 // (step_products.h), where takes_step_products takes its sizes, in float or double
 // throughout: the BLAS walk runs the step's gate loops alone, then the region forms grad_x,
-// the products' part of the gradient w.r.t. h0 (into st.dh) and both weights' gradients,
-// into r. Returns whether it ran.
+// the products' part of the gradient w.r.t. h0 (into st.dh), both weights' gradients and
+// the biases', into r. Returns whether it ran. The biases' there rather than by ATen's sum
+// and clone: cell_backward, 2 threads, AMD EPYC, alternated in one process, median of 21,
+// us, before vs after: RNN B1 H64 22.8 vs 19.0, B32 H256 132 vs 121; LSTM B1 H64 29.2 vs
+// 25.4, B8 H128 57.0 vs 52.9, B32 H256 416 vs 408.
 template <class Cell, typename T>
 bool step_backward(const BackwardArgs& a, const BackwardState<T>& st, const Schedule& schedule,
                    const Tensor& w_hh, FusedSplit split, BackwardResult& r) {
@@ -154,10 +157,16 @@ bool step_backward(const BackwardArgs& a, const BackwardState<T>& st, const Sche
       r.grad_w_ih = walk_buffer({GH, I}, options);
       r.grad_w_hh = walk_buffer({GH, H}, options);
     }
+    // A row-wise cell's b_hh gradient comes from its params_grad (recurrent_bias_grad).
+    if (a.weight_grad && a.has_bias && !Cell::kRowWise) {
+      r.grad_b_ih = at::empty({GH}, options);
+      r.grad_b_hh = at::empty({GH}, options);
+    }
     const auto out = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
     step_backward_products<T>({B, GH, I, H, st.grad_gx, st.grad_gh, a.x.data_ptr<T>(), st.h0,
                                out(r.grad_x), a.h0_grad ? st.dh : nullptr, out(r.grad_w_ih),
-                               out(r.grad_w_hh)},
+                               out(r.grad_w_hh), out(r.grad_b_ih), out(r.grad_b_hh),
+                               Cell::kRecurrentBias},
                               input, recurrent);
     return true;
   }
@@ -323,7 +332,9 @@ struct CpuBackend {
         r.grad_w_hh = recurrent_weight_grad(rounded(grad_gh), rounded(a.y), a.h0.to(w_dtype),
                                             schedule, a.reverse);
       }
-      r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
+      if (!r.grad_b_hh.defined()) {
+        r.grad_b_hh = recurrent_bias_grad<Cell>(a, grad_gh, params_grad);
+      }
       r.grad_w_hr = at::empty({0}, options);
       if constexpr (Cell::kProjection) {
         if (dh_all.defined()) {

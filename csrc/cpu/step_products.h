@@ -6,6 +6,7 @@
 //   dh        = grad_gh @ w_hh      [B, H]    (the part of h0's gradient through w_hh)
 //   grad_w_ih = grad_gx^T @ x       [G*H, I]
 //   grad_w_hh = grad_gh^T @ h0      [G*H, H]
+// and the biases' gradients, sums of grad_gx's and grad_gh's rows.
 // Each thread forms its block of columns of the first two (the blocks StepGemm gives it) and its
 // block of rows of the last two (outer_products.h), with the kernels four parallel regions of a few
 // microseconds each ran, at which the threads met four times a step. cell_backward, 2 threads, AMD
@@ -16,6 +17,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "gemm.h"
@@ -36,12 +38,25 @@ inline bool takes_step_products(int64_t B, int64_t GH, int64_t I, int64_t H) {
 }
 
 // Pointers to the operands and results, all contiguous; a null result is not formed.
+// grad_b_ih [G*H] sums grad_gx's rows; grad_b_hh [G*H] grad_gh's where recurrent_bias (a
+// cell that adds b_hh to the recurrent product alone), else holds a copy of grad_b_ih.
 template <typename T>
 struct StepProducts {
   int64_t B, GH, I, H;  // rows; G*H; x's and h0's widths
   const T *grad_gx, *grad_gh, *x, *h0;
-  T *grad_x, *dh, *grad_w_ih, *grad_w_hh;
+  T *grad_x, *dh, *grad_w_ih, *grad_w_hh, *grad_b_ih, *grad_b_hh;
+  bool recurrent_bias;
 };
+
+// out[j] = sum over rows b < B of rows[b * ld + j], for j in [j0, j1), the rows in order.
+template <typename T>
+void sum_rows(int64_t B, const T* rows, int64_t ld, T* out, int64_t j0, int64_t j1) {
+  std::fill(out + j0, out + j1, T(0));
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = rows + b * ld;
+    for (int64_t j = j0; j < j1; ++j) out[j] += row[j];
+  }
+}
 
 // input: StepGemm(w_ih), recurrent: StepGemm(w_hh), both shares(); the sizes as
 // takes_step_products takes.
@@ -55,6 +70,13 @@ void step_backward_products(const StepProducts<T>& p, const StepGemm<T>& input,
     const auto [r0, r1] = outer_rows_share(p.GH, t, parts);
     sum_of_outer_products(p.B, p.I, p.grad_gx, p.GH, p.x, p.I, p.grad_w_ih, p.I, r0, r1);
     sum_of_outer_products(p.B, p.H, p.grad_gh, p.GH, p.h0, p.H, p.grad_w_hh, p.H, r0, r1);
+    if (p.grad_b_ih == nullptr) return;
+    sum_rows(p.B, p.grad_gx, p.GH, p.grad_b_ih, r0, r1);
+    if (p.recurrent_bias) {
+      sum_rows(p.B, p.grad_gh, p.GH, p.grad_b_hh, r0, r1);
+    } else {
+      std::copy(p.grad_b_ih + r0, p.grad_b_ih + r1, p.grad_b_hh + r0);
+    }
   };
   // One thread below where StepGemm (2^16 weight elements) or the outer products (2^18
   // multiply-adds, SerialBlas) would split.
