@@ -9,17 +9,17 @@
 // thread leaves as it entered.
 //
 // Where the guards stand: at the top of the body of every parallel region the CPU walks
-// open (gemm.h, recurrence.h, fused_split.h), which holds all of a walk's gate arithmetic,
-// so each thread flushes exactly while it runs fastrnn's work, also when a body runs inline
-// on the calling thread. Never around code that can start a parallel region: a thread that
-// OpenMP or BLAS creates inherits its creator's floating-point state, and would keep it.
-// (BLAS called inside an OpenMP region runs on the calling thread alone, so gemm.h guards
-// its split products only where ATen's regions are OpenMP's.) Arithmetic outside those
-// bodies keeps the caller's state: the products that are not split across threads (BLAS
-// may use its own threads for them), the weight gradients, the BLAS walk's products in
-// bfloat16 and half (at::mm), and the few element-wise sums between a walk's steps;
-// the gate loops that feed them flush. x86-64 only (MXCSR); elsewhere the guard does
-// nothing.
+// open (gemm.h, recurrence.h, fused_split.h, step_products.h), which holds all of a walk's
+// gate arithmetic, so each thread flushes exactly while it runs fastrnn's work, also when a
+// body runs inline on the calling thread. Never around code that can start a parallel
+// region: a thread that OpenMP or BLAS creates inherits its creator's floating-point state,
+// and would keep it. (BLAS called inside an OpenMP region runs on the calling thread alone,
+// so gemm.h and step_products.h guard their split products only where ATen's regions are
+// OpenMP's.) Arithmetic outside those bodies keeps the caller's state: the products that
+// are not split across threads (BLAS may use its own threads for them), the weight
+// gradients, the BLAS walk's products in bfloat16 and half (at::mm), and the few
+// element-wise sums between a walk's steps; the gate loops that feed them flush. x86-64
+// only (MXCSR); elsewhere the guard does nothing.
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
