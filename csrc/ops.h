@@ -142,7 +142,7 @@ BackwardResult backward(const char* op, BackwardArgs a) {
   a.size = check_backward<Cell>(op, a);
   a.op = op;
   for (Tensor* t : {&a.grad_y, &a.grad_hn, &a.grad_cn, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.y,
-                    &a.saved, &a.unit_params, &a.x, &a.w_ih}) {
+                    &a.saved, &a.unit_params}) {
     if (t->defined()) *t = t->contiguous();
   }
   const auto w_hh_dtype = a.w_hh.scalar_type();  // grad_w_hh's

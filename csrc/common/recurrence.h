@@ -61,8 +61,8 @@ struct BackwardArgs {
                             //   grad_unit_params are wanted; without, a backend may leave
                             //   them undefined
   at::Tensor unit_params{};  // as in ForwardArgs
-  // A single step's input side (a cell call, cell_ops.h): x [B, I] and w_ih [G*H, I], the
-  // step's gx having been x @ w_ih^T + biases. With x defined a backend may form grad_x
+  // A single step's input side (a cell call, cell_ops.h): x [B, I] and w_ih [G*H, I], as
+  // given (not made contiguous), the step's gx having been x @ w_ih^T + biases. With x defined a backend may form grad_x
   // (when input_grad) and, with weight_grad, grad_w_ih and grad_b_ih alongside the step's
   // other products; those it does not form it leaves undefined.
   at::Tensor x{}, w_ih{};
@@ -80,7 +80,7 @@ struct BackwardResult {
   at::Tensor params_grad;  // [B, K*H] a row-wise cell's per-row gradient w.r.t. unit_params
                            // (cells/row.h), in the accumulation type, for the above
   // [B, I], [G*H, I], [G*H]: see BackwardArgs::x. Where a backend forms grad_b_ih it also
-  // forms grad_b_hh for every cell (a copy of grad_b_ih's values, not kRecurrentBias).
+  // forms grad_b_hh, for a cell without kRecurrentBias as a copy of grad_b_ih.
   at::Tensor grad_x, grad_w_ih, grad_b_ih;
 };
 

@@ -162,8 +162,9 @@ bool step_backward(const BackwardArgs& a, const BackwardState<T>& st, const Sche
       r.grad_b_ih = at::empty({GH}, options);
       r.grad_b_hh = at::empty({GH}, options);
     }
+    const Tensor x = a.x.contiguous();
     const auto out = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-    step_backward_products<T>({B, GH, I, H, st.grad_gx, st.grad_gh, a.x.data_ptr<T>(), st.h0,
+    step_backward_products<T>({B, GH, I, H, st.grad_gx, st.grad_gh, x.data_ptr<T>(), st.h0,
                                out(r.grad_x), a.h0_grad ? st.dh : nullptr, out(r.grad_w_ih),
                                out(r.grad_w_hh), out(r.grad_b_ih), out(r.grad_b_hh),
                                Cell::kRecurrentBias},

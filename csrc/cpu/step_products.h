@@ -32,9 +32,11 @@ namespace cpu {
 // into column blocks (more rows go to BLAS, with its own threads), and up to 2^19 weight
 // elements (w_ih's and w_hh's together, 2 MB of float). Larger weights ran 1-2% slower so
 // (LSTM B16 H512, B32 H512, RNN B32 H1024: alternated in one process, medians of 21).
+// The build must have the row kernels (row_products.h; without them the weight gradients
+// stay with BLAS).
 inline bool takes_step_products(int64_t B, int64_t GH, int64_t I, int64_t H) {
   constexpr int64_t kMaxRows = StepGemm<float>::kMaxRowProductRows;
-  return B > 0 && B <= kMaxRows && GH * (I + H) <= (int64_t{1} << 19);
+  return kRowProductKernels && B > 0 && B <= kMaxRows && GH * (I + H) <= (int64_t{1} << 19);
 }
 
 // Pointers to the operands and results, all contiguous; a null result is not formed.
@@ -67,6 +69,8 @@ void step_backward_products(const StepProducts<T>& p, const StepGemm<T>& input,
     if (p.grad_x != nullptr) input.share(p.B, p.grad_gx, p.grad_x, t, parts);
     if (p.dh != nullptr) recurrent.share(p.B, p.grad_gh, p.dh, t, parts);
     if (p.grad_w_ih == nullptr) return;
+    // As transposed_product (recurrence.h), flushed also on one thread: no BLAS below.
+    const FlushSubnormals flush(AT_PARALLEL_OPENMP);
     const auto [r0, r1] = outer_rows_share(p.GH, t, parts);
     sum_of_outer_products(p.B, p.I, p.grad_gx, p.GH, p.x, p.I, p.grad_w_ih, p.I, r0, r1);
     sum_of_outer_products(p.B, p.H, p.grad_gh, p.GH, p.h0, p.H, p.grad_w_hh, p.H, r0, r1);
@@ -78,10 +82,10 @@ void step_backward_products(const StepProducts<T>& p, const StepGemm<T>& input,
       std::copy(p.grad_b_ih + r0, p.grad_b_ih + r1, p.grad_b_hh + r0);
     }
   };
-  // One thread below where StepGemm (2^16 weight elements) or the outer products (2^18
-  // multiply-adds, SerialBlas) would split.
-  const int64_t weights = p.GH * (p.I + p.H);
-  const bool small = weights < (int64_t{2} << 16) && p.B * weights < (int64_t{1} << 18);
+  // One thread where neither StepGemm (from 2^16 weight elements) nor the outer products
+  // (from 2^18 multiply-adds, SerialBlas) would split the larger weight's products.
+  const int64_t larger = p.GH * std::max(p.I, p.H);
+  const bool small = larger < (int64_t{1} << 16) && p.B * larger < (int64_t{1} << 18);
   const int64_t threads = at::in_parallel_region() || small ? 1 : at::get_num_threads();
   if (threads == 1) return part(0, 1);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {

@@ -17,7 +17,7 @@
 // so gemm.h and step_products.h guard their split products only where ATen's regions are
 // OpenMP's.) Arithmetic outside those bodies keeps the caller's state: the products that
 // are not split across threads (BLAS may use its own threads for them), the weight
-// gradients, the BLAS walk's products in bfloat16 and half (at::mm), and the few
+// gradients BLAS forms, the BLAS walk's products in bfloat16 and half (at::mm), and the few
 // element-wise sums between a walk's steps; the gate loops that feed them flush. x86-64
 // only (MXCSR); elsewhere the guard does nothing.
 
