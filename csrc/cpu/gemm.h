@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "row_products.h"
@@ -88,6 +89,10 @@ class StepGemm {
       kRowProductKernels && (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>);
   static constexpr int64_t kMaxRowProductRows = 32;
   static constexpr int64_t kAlign = 16;  // a column block's width: a multiple of this
+  // Below kMinWeightToSplit elements of w a product takes a few microseconds, less than
+  // waking the other threads (a parallel region costs more than the whole product of a
+  // small cell call, and far more when another process holds a core).
+  static constexpr int64_t kMinWeightToSplit = 1 << 16;
 
   // w: [k, n], row-major or a transposed row-major matrix (e.g. w_hh.t()).
   explicit StepGemm(const at::Tensor& w) : w_(w), k_(w.size(0)), n_(w.size(1)) {
@@ -123,10 +128,7 @@ class StepGemm {
       }
       return;
     }
-    // Below kMinWeightToSplit elements of w a product takes a few microseconds, less than
-    // waking the other threads (a parallel region costs more than the whole product of a
-    // small cell call, and far more when another process holds a core).
-    constexpr int64_t kMaxRowsToSplit = 16, kMinWeightToSplit = 1 << 16;
+    constexpr int64_t kMaxRowsToSplit = 16;
     bool packed = false;  // a's rows packed: from row_products.h's kMinPackedRows rows
     if constexpr (kRowProducts) packed = large_weight() && trans_w_ == 'T' && packs_rows(m);
     const bool row_kernel = packed || takes_row_kernel(m);
@@ -147,13 +149,11 @@ class StepGemm {
       columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel, panels);
       return;
     }
-    const int64_t width = block_width(threads);
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t first = std::min(n_, t * width);
-        columns(m, a, out, first, std::min(width, n_ - first), accumulate, lda, ldc, row_kernel,
-                panels);
+        const auto [first, width] = block(t, threads);
+        columns(m, a, out, first, width, accumulate, lda, ldc, row_kernel, panels);
       }
     });
   }
@@ -166,9 +166,8 @@ class StepGemm {
   // calling thread alone (a's rows not packed), for callers that run several products in
   // one parallel region (step_products.h). Needs shares().
   void share(int64_t m, const scalar_t* a, scalar_t* out, int64_t part, int64_t parts) const {
-    const int64_t width = block_width(parts), first = std::min(n_, part * width);
-    columns(m, a, out, first, std::min(width, n_ - first), false, k_, n_, takes_row_kernel(m),
-            nullptr);
+    const auto [first, width] = block(part, parts);
+    columns(m, a, out, first, width, false, k_, n_, takes_row_kernel(m), nullptr);
   }
 
  private:
@@ -215,9 +214,12 @@ class StepGemm {
   bool takes_row_kernel(int64_t m) const {
     return large_weight() && m <= kMaxRowProductRows;
   }
-  // The columns of each of `parts` blocks.
-  int64_t block_width(int64_t parts) const {
-    return ((n_ + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+  // Block `part` of `parts` of w's columns, (first, width): widths a multiple of kAlign but
+  // the last, which may be short or empty.
+  std::pair<int64_t, int64_t> block(int64_t part, int64_t parts) const {
+    const int64_t width = ((n_ + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+    const int64_t first = std::min(n_, part * width);
+    return {first, std::min(width, n_ - first)};
   }
 
   // Whether m rows by this weight take the packed kernel (row_products.h's rule).

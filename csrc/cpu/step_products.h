@@ -82,10 +82,11 @@ void step_backward_products(const StepProducts<T>& p, const StepGemm<T>& input,
       std::copy(p.grad_b_ih + r0, p.grad_b_ih + r1, p.grad_b_hh + r0);
     }
   };
-  // One thread where neither StepGemm (from 2^16 weight elements) nor the outer products
-  // (from 2^18 multiply-adds, SerialBlas) would split the larger weight's products.
+  // One thread where neither StepGemm nor the outer products (transposed_product, from
+  // SerialBlas's limit) would split the larger weight's products.
   const int64_t larger = p.GH * std::max(p.I, p.H);
-  const bool small = larger < (int64_t{1} << 16) && p.B * larger < (int64_t{1} << 18);
+  const bool small = larger < StepGemm<T>::kMinWeightToSplit &&
+                     p.B * larger < SerialBlas::kMaxMultiplyAdds;
   const int64_t threads = at::in_parallel_region() || small ? 1 : at::get_num_threads();
   if (threads == 1) return part(0, 1);
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
