@@ -33,26 +33,29 @@ namespace cpu {
 constexpr int64_t kMaxOuterDepth = 256;
 
 // out[r, c] = sum_{k < K} terms[k * MR + r] * strip[k * W + c] for r < MR, c < W (W =
-// kPanelWidth<T>): terms [K, MR], strip [K, W], out rows ldc apart.
+// kPanelWidth<T>): terms [K, MR], strip [K, W], out rows ldc apart. A strip row in
+// panel_gemm.h's PanelVector, as the panels' products hold theirs.
 template <typename T, int MR>
 void outer_block(const T* terms, const T* strip, int64_t K, T* out, int64_t ldc) {
-  using Vec = typename Simd<T>::Vec;
-  constexpr int V = Simd<T>::kLanes;
-  Vec lo[MR], hi[MR];
-  for (int r = 0; r < MR; ++r) lo[r] = hi[r] = Vec{};
+  using Vec = typename PanelVector<T, MR>::Vec;
+  constexpr int NV = kPanelVectors<MR>, V = kPanelWidth<T> / NV;
+  Vec sums[MR][NV];
+  for (int r = 0; r < MR; ++r) {
+    for (int v = 0; v < NV; ++v) sums[r][v] = Vec{};
+  }
   for (int64_t k = 0; k < K; ++k) {
-    Vec p_lo = load_vector<Vec>(strip + k * 2 * V), p_hi = load_vector<Vec>(strip + k * 2 * V + V);
-    keep_in_register(p_lo);
-    keep_in_register(p_hi);
+    Vec p[NV];
+    for (int v = 0; v < NV; ++v) {
+      p[v] = load_vector<Vec>(strip + (k * NV + v) * V);
+      keep_in_register(p[v]);
+    }
     for (int r = 0; r < MR; ++r) {
       const T term = terms[k * MR + r];
-      lo[r] += term * p_lo;
-      hi[r] += term * p_hi;
+      for (int v = 0; v < NV; ++v) sums[r][v] += term * p[v];
     }
   }
   for (int r = 0; r < MR; ++r) {
-    store_vector(out + r * ldc, lo[r]);
-    store_vector(out + r * ldc + V, hi[r]);
+    for (int v = 0; v < NV; ++v) store_vector(out + r * ldc + v * V, sums[r][v]);
   }
 }
 
