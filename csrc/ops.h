@@ -110,6 +110,11 @@ int64_t linear_onednn_min_depth();
 // CPU walks reuse from call to call (cpu/walk_state.h; fastrnn._C.LINEAR_POOLED_BYTES).
 int64_t linear_pooled_bytes();
 
+// The least size in bytes of a float32 result that the CPU's linear forms in those buffers
+// at any depth (cpu/linear.cpp; fastrnn._C.LINEAR_FRESH_BYTES): from there at::addmm's or
+// oneDNN's own result would be a fresh mapping (cpu/walk_state.h).
+int64_t linear_fresh_bytes();
+
 // Whether the CPU's fused walks multiply a bfloat16 w_hh in bfloat16 (cpu/panel_operands.h:
 // built for AVX512-BF16); else they read it converted to float (fastrnn._C.BFLOAT16_PRODUCTS).
 bool bfloat16_recurrent_products();

@@ -31,6 +31,13 @@ LINEAR_MIN_MULTIPLY_ADDS = 1 << 27
 # training 14.76 vs 13.76; the RNN (a 560 KB result, unchanged) 3.08 vs 3.07.
 LINEAR_POOLED_BYTES = _C.LINEAR_POOLED_BYTES
 
+# From how large a float32 result (bytes) a product goes through the op on every CPU, at any
+# depth: there torch.addmm's result, or oneDNN's, would be a fresh mapping whose every page
+# faults at first touch (glibc maps each allocation from 32 MB anew). The layers' input
+# product at T100 B64 I=H=512 (LSTM, a 52 MB result), 2 threads, AMD EPYC: torch.addmm
+# 97-108 ms, oneDNN 83-85, the op 66-69 (its panel kernel into a reused buffer).
+LINEAR_FRESH_BYTES = _C.LINEAR_FRESH_BYTES
+
 
 def input_product(x, w_ih, bias=None, dtype=None):
     """x @ w_ih^T (+ bias): x [N, I], w_ih [G*H, I], bias [G*H] or None -> [N, G*H], in
@@ -40,8 +47,9 @@ def input_product(x, w_ih, bias=None, dtype=None):
 
     Through fastrnn::linear in float32 on the CPUs where it was measured faster (at every
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
-    product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough;
-    in float64 on every CPU where the result is that large (BLAS into a reused buffer: a
+    product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough,
+    and on every CPU where its result is LINEAR_FRESH_BYTES or more (into a reused buffer);
+    in float64 on every CPU where the result is LINEAR_POOLED_BYTES or more (BLAS into a reused buffer: a
     reservoir's [10000, 1] @ [1, 2000], 2 threads, AMD EPYC, 54-65 ms with torch.addmm
     against 16-20 ms); else torch.addmm. Never inside torch.compile or torch.export: their
     graphs keep torch.addmm, which they lower as they see fit and run on any device, and a
@@ -60,7 +68,11 @@ def _through_linear(x, w_ih):
     pooled = rows * outputs * x.element_size() >= LINEAR_POOLED_BYTES
     if x.dtype == torch.float64:  # BLAS into a reused buffer, on every CPU
         return pooled
-    return (LINEAR_MIN_DEPTH and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+    if x.dtype != torch.float32:
+        return False
+    if rows * outputs * x.element_size() >= LINEAR_FRESH_BYTES:  # on every CPU
+        return True
+    return (LINEAR_MIN_DEPTH and torch.backends.mkldnn.enabled
             and (rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
                  or (depth < LINEAR_MIN_DEPTH and pooled)))
 

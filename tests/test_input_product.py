@@ -9,7 +9,8 @@ import torch
 
 import fastrnn
 from fastrnn import _input_product
-from fastrnn._input_product import LINEAR_MIN_MULTIPLY_ADDS, LINEAR_POOLED_BYTES
+from fastrnn._input_product import (LINEAR_FRESH_BYTES, LINEAR_MIN_MULTIPLY_ADDS,
+                                    LINEAR_POOLED_BYTES)
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
@@ -94,6 +95,22 @@ def test_input_product_rule_off_where_unmeasured(monkeypatch, dtype):
     _input_product.input_product(torch.randn(rows, DEPTH, dtype=dtype),
                                  torch.randn(64, DEPTH, dtype=dtype))
     assert len(calls) == (dtype == torch.float64)
+
+
+@pytest.mark.parametrize("fewer_rows", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_product_with_a_fresh_sized_result(monkeypatch, dtype, fewer_rows):
+    """Where oneDNN's product was not measured, a shallow float32 product still goes
+    through the op from a result of LINEAR_FRESH_BYTES (torch.addmm's would be a fresh
+    mapping), not below; float64 from LINEAR_POOLED_BYTES, as before."""
+    calls = _spy_linear(monkeypatch)
+    monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
+    columns = 2048
+    x = torch.randn(LINEAR_FRESH_BYTES // (4 * columns) - fewer_rows, 8, dtype=dtype)
+    w = torch.randn(columns, 8, dtype=dtype)
+    got = _input_product.input_product(x, w)
+    assert len(calls) == (dtype == torch.float64 or not fewer_rows)
+    assert_product_close(got, x.double() @ w.double().t())
 
 
 @pytest.mark.parametrize("bias", BIAS)

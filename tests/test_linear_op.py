@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from fastrnn._input_product import LINEAR_MIN_DEPTH
+from fastrnn._input_product import LINEAR_FRESH_BYTES, LINEAR_MIN_DEPTH
 from helpers.ops import ops
 from helpers.products import BIAS, DEPTH, assert_product_close
 from helpers.tolerances import GRADCHECK
@@ -160,6 +160,19 @@ def test_linear_takes_onednn_from_its_depth(bias):
     x, w, b, _ = _operands(64, 40, DEPTH, torch.float32, bias, "contiguous")
     out = ops.linear(x.requires_grad_(), w, b)
     assert _onednn_calls(lambda: out.backward(torch.ones_like(out))) == 1
+
+
+@needs_onednn
+def test_linear_forms_a_fresh_sized_result_itself():
+    """A result of LINEAR_FRESH_BYTES or more, from oneDNN's depth: the panel kernel's, no
+    oneDNN call, right against float64; one row fewer: oneDNN's."""
+    columns = 2048
+    rows = LINEAR_FRESH_BYTES // (4 * columns)
+    x, w, b, exact = _operands(rows, DEPTH, columns, torch.float32, True, "contiguous")
+    got = []
+    assert _onednn_calls(lambda: got.append(ops.linear(x, w, b))) == 0
+    assert_product_close(got[0], _reference(*exact))
+    assert _onednn_calls(lambda: ops.linear(x[1:], w, b)) == 1
 
 
 @pytest.mark.parametrize("dtype, onednn", [(torch.float32, False), (torch.bfloat16, True),

@@ -1,9 +1,9 @@
 // fastrnn::linear on the CPU: input [N, K] @ weight^T + bias, on the CPUs where it was
 // measured (linear_onednn_min_depth) through oneDNN's inner product (the op
 // mkldnn::_linear_pointwise that torch registers where it is built with oneDNN) from a
-// depth K, and below it through panel_gemm.h's kernel into a buffer reused from call to
-// call (panel_linear); elsewhere through at::addmm (the BLAS torch calls: MKL on x86), into
-// such a buffer too.
+// depth K, and below it, or for a result of linear_fresh_bytes or more, through
+// panel_gemm.h's kernel into a buffer reused from call to call (panel_linear); elsewhere
+// through at::addmm (the BLAS torch calls: MKL on x86), into such a buffer too.
 // Where the layers call it: fastrnn/_input_product.py.
 
 #include <ATen/Context.h>
@@ -65,6 +65,8 @@ int64_t linear_onednn_min_depth() {
 }
 
 int64_t linear_pooled_bytes() { return cpu::ReusingAllocator::kMinBytes; }
+
+int64_t linear_fresh_bytes() { return cpu::ReusingAllocator::kAlwaysFreshBytes; }
 
 namespace cpu {
 namespace {
@@ -147,7 +149,14 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
                 : at::mm_out(out, input, weight.t());
   };
   if (!measured) return blas();
-  if (input.size(1) < depth) {
+  // From linear_fresh_bytes of result the panel kernel at any depth: oneDNN's result, fresh,
+  // page-faults (2 threads, AMD EPYC, ms, median of 9, oneDNN vs the panel kernel: 6400x512
+  // @ 2048 83-85 vs 66-69, 12800x256 @ 1024 54.5 vs 37.0, 6400x1024 @ 2048 156 vs 142,
+  // 51200x256 @ 256 54.7 vs 40.8). With smaller results oneDNN was 0-7% faster from its
+  // depth (6400x256 @ 1024 16.5 vs 16.8, 3200x2048 @ 512 32.3 vs 35.0).
+  const bool fresh_result = input.size(0) * weight.size(0) * int64_t(sizeof(float)) >=
+                            linear_fresh_bytes();
+  if (input.size(1) < depth || fresh_result) {
     // The panel kernel's threads split the columns: measured with 2 threads and 16 or more
     // panels; with fewer than 8 panels a thread, at::addmm (which splits the rows too).
     const int64_t panels = (weight.size(0) + kPanelWidth<float> - 1) / kPanelWidth<float>;
