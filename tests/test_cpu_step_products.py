@@ -1,8 +1,8 @@
 """The per-step products of the CPU's BLAS walk and cell calls (csrc/cpu/gemm.h): up to 32 rows
 by a weight of 65536 elements or more they run fastrnn's own kernels
 (csrc/cpu/row_products.h), the weight read in place, its columns split among the threads,
-and so do products by a transposed weight of 512 columns or more whose rows are packed (up
-to 128 rows); else BLAS. Each must match torch.nn in float64 and float32, with one and two
+and so do products by a transposed weight of 256 columns or more whose rows are packed (up
+to 128 rows, each thread packing them for itself); else BLAS. Each must match torch.nn in float64 and float32, with one and two
 threads, at sizes that cut every block those kernels have: depths that are no multiple of a
 vector (8 floats, 4 doubles), column counts that are no multiple of 4 (dot products and
 broadcast blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4
@@ -27,7 +27,7 @@ from helpers.parity import check_parity
 pytestmark = pytest.mark.usefixtures("torch_state")
 
 # Around the dot products' row blocks and the 32-row limit. The forward products by a w^T
-# of 512 columns or more (the LSTMs' here) pack the rows where they fill 80% of two or more
+# of 256 columns or more (the LSTMs' and the RNN's at 257 units here) pack the rows where they fill 80% of two or more
 # panels of rows (8 doubles, 16 floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16,
 # 20 and 33 in float64 only, 48 (three panels of floats) and 128 in both; by a weight of
 # 2^20 elements or more one panel too (16 floats, 8 doubles); 129 never.
@@ -44,7 +44,8 @@ def threads(request, torch_state):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("hidden", [13, 257])  # w_hh 13 x 13 (BLAS), or 257 x 257
 def test_rnn_layer_matches_torch_nn(hidden, batch, dtype, threads):
-    """The RNN's BLAS walk: h @ w_hh^T forward (dot products), dgh @ w_hh backward."""
+    """The RNN's BLAS walk: h @ w_hh^T forward (dot products, or at 257 units the packed
+    rows where they fill two or more panels), dgh @ w_hh backward."""
     case = Case("RNN-tanh", True, 1, False, False, "dense", True, input_size=5,
                 hidden_size=hidden, batch=batch, steps=3)
     check_parity(case, dtype)

@@ -132,25 +132,28 @@ class StepGemm {
     bool packed = false;  // a's rows packed: from row_products.h's kMinPackedRows rows
     if constexpr (kRowProducts) packed = large_weight() && trans_w_ == 'T' && packs_rows(m);
     const bool row_kernel = packed || takes_row_kernel(m);
-    // a's rows packed once for all threads (packed_rows_times_transposed), in the calling
-    // thread's buffer, kept from call to call (at most kMaxPackedRows * k_ elements).
-    const scalar_t* panels = nullptr;
-    if constexpr (kRowProducts) {
-      if (packed) {
-        thread_local std::vector<scalar_t> buffer;
-        buffer.resize(row_panels<scalar_t>(m) * k_ * kPanelWidth<scalar_t>);
-        pack_rows(m, a, lda, k_, buffer.data());
-        panels = buffer.data();
+    // a's rows packed (packed_rows_times_transposed) by each thread for itself, into its
+    // own buffer kept from call to call (at most kMaxPackedRows * k_ elements); or null.
+    const auto pack = [&]() -> const scalar_t* {
+      if constexpr (kRowProducts) {
+        if (packed) {
+          thread_local std::vector<scalar_t> buffer;
+          buffer.resize(row_panels<scalar_t>(m) * k_ * kPanelWidth<scalar_t>);
+          pack_rows(m, a, lda, k_, buffer.data());
+          return buffer.data();
+        }
       }
-    }
+      return nullptr;
+    };
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     if ((m > kMaxRowsToSplit && !row_kernel) || threads == 1 || n_ < 2 * kAlign * threads ||
         k_ * n_ < kMinWeightToSplit) {
-      columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel, panels);
+      columns(m, a, out, 0, n_, accumulate, lda, ldc, row_kernel, pack());
       return;
     }
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       const FlushSubnormals flush(AT_PARALLEL_OPENMP);
+      const scalar_t* panels = pack();
       for (int64_t t = begin; t < end; ++t) {
         const auto [first, width] = block(t, threads);
         columns(m, a, out, first, width, accumulate, lda, ldc, row_kernel, panels);

@@ -178,16 +178,21 @@ void rows_times_transposed(int64_t m, const T* a, int64_t lda, const T* w, int64
 
 // Products a @ w^T of kMinPackedRows (one panel of rows, kPanelWidth<T>) to kMaxPackedRows
 // rows run as packed_rows_times_transposed's (StepGemm, gemm.h), where they were the dot
-// products' (up to 32 rows) or BLAS's (above): a's rows packed once per product into
-// panels, each element of w broadcast against a panel's rows (as panel_gemm.h multiplies
+// products' (up to 32 rows) or BLAS's (above): a's rows packed once per product and thread
+// into panels, each element of w broadcast against a panel's rows (as panel_gemm.h multiplies
 // a weight's panels), where the dot products sum lanes at the end of every block and BLAS
 // runs kernels tuned for larger products. The rows are packed where at least 80% of the
 // panels' rows are a's (the zero rows cost as much): [20, 256] @ [256, 514], one thread, 66
 // GFLOP/s against the dot products' 77; [31, ...] 102 against 77. One panel (then exactly
 // kPanelWidth<T> rows) only by weights of kMinOnePanelElements or more: below, packing did
-// not pay; by fewer than kMinPackedColumns columns neither (the thread that packs the rows
-// does so alone, for a product of as many rows per thread by half as many columns: an RNN
-// cell at B128, H256, 1.1-1.3x the time). Measured on AMD EPYC (Zen 4, AVX-512 build):
+// not pay; by fewer than kMinPackedColumns columns not measured. Each thread packs the rows
+// for itself: when one thread packed them for all, the others read them from its cache,
+// and 256 columns did not pay (an RNN cell at B128 H256, 1.1-1.3x the time). Cell calls
+// without grad, 2 threads, in-process alternated, median of 21, two runs, time with each
+// thread's own packing against one shared (and the dot products below 512 columns): RNN
+// H256 B32 0.90-0.96, B64 0.90-0.96, B128 0.97-1.00; LSTM H256 B32 0.88-0.99, B128
+// 0.90-1.00; GRU H256 B32 0.90-0.99; RNN B32 H1024 0.89-0.98; LSTM B16 H512 0.95-0.99.
+// Measured on AMD EPYC (Zen 4, AVX-512 build):
 // - one thread, GFLOP/s, dot products vs packed: [32, 256] @ [256, 512] 82 vs 101, [16,
 //   256] @ [256, 1024] 82 vs 100, [64, 256] @ [256, 512] 84 vs 102, [32, 1024] @ [1024,
 //   2048] 76 vs 105; an AVX2 build (-march=znver3, on the same CPU), the same shapes, 67-70
@@ -203,7 +208,7 @@ template <typename T>
 constexpr int64_t kMinPackedRows = kPanelWidth<T>;
 constexpr int64_t kMaxPackedRows = 128;
 constexpr int64_t kMinOnePanelElements = 1 << 20;
-constexpr int64_t kMinPackedColumns = 512;
+constexpr int64_t kMinPackedColumns = 256;
 
 // The panels of a [m, K] (rows lda apart): panels * K * kPanelWidth<T> elements, panel p
 // holding rows [p * W, p * W + W) k-major (panel_gemm.h's layout), zero past row m.
