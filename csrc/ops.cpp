@@ -52,6 +52,8 @@ extern "C" PyObject* PyInit__C(void) {
                                        static_cast<long>(fastrnn::linear_onednn_min_depth())) |
                PyModule_AddIntConstant(module, "LINEAR_POOLED_BYTES",
                                        static_cast<long>(fastrnn::linear_pooled_bytes())) |
+               PyModule_AddIntConstant(module, "LINEAR_BFLOAT16_BIAS",
+                                       fastrnn::linear_onednn_bfloat16()) |
                PyModule_AddIntConstant(module, "LINEAR_FRESH_BYTES",
                                        static_cast<long>(fastrnn::linear_fresh_bytes())) |
                PyModule_AddIntConstant(module, "BFLOAT16_PRODUCTS",

@@ -9,8 +9,8 @@ import torch
 
 import fastrnn
 from fastrnn import _input_product
-from fastrnn._input_product import (LINEAR_FRESH_BYTES, LINEAR_MIN_MULTIPLY_ADDS,
-                                    LINEAR_POOLED_BYTES)
+from fastrnn._input_product import (LINEAR_BFLOAT16_BIAS, LINEAR_FRESH_BYTES,
+                                    LINEAR_MIN_MULTIPLY_ADDS, LINEAR_POOLED_BYTES)
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
@@ -111,6 +111,23 @@ def test_input_product_with_a_fresh_sized_result(monkeypatch, dtype, fewer_rows)
     got = _input_product.input_product(x, w)
     assert len(calls) == (dtype == torch.float64 or not fewer_rows)
     assert_product_close(got, x.double() @ w.double().t())
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
+@pytest.mark.parametrize("bias", BIAS)
+def test_bfloat16_input_product_with_a_bias(monkeypatch, bias, onednn):
+    """A bfloat16 product (bfloat16 autocast inference) goes through the op with a bias,
+    oneDNN on, where LINEAR_BFLOAT16_BIAS; else torch.addmm."""
+    calls = _spy_linear(monkeypatch)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+    x, w, b = (torch.randn(40, 24).bfloat16(), torch.randn(12, 24).bfloat16(),
+               torch.randn(12).bfloat16())
+    got = _input_product.input_product(x, w, b if bias else None)
+    assert len(calls) == (bias and onednn and LINEAR_BFLOAT16_BIAS)
+    assert got.dtype == torch.bfloat16
+    if not calls:
+        want = torch.addmm(b, x, w.t()) if bias else torch.mm(x, w.t())
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("bias", BIAS)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from fastrnn._input_product import LINEAR_FRESH_BYTES, LINEAR_MIN_DEPTH
+from fastrnn._input_product import LINEAR_BFLOAT16_BIAS, LINEAR_FRESH_BYTES, LINEAR_MIN_DEPTH
 from helpers.ops import ops
 from helpers.products import BIAS, DEPTH, assert_product_close
-from helpers.tolerances import GRADCHECK
+from helpers.tolerances import GRADCHECK, LOW_PRECISION
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -175,17 +175,41 @@ def test_linear_forms_a_fresh_sized_result_itself():
     assert _onednn_calls(lambda: ops.linear(x[1:], w, b)) == 1
 
 
-@pytest.mark.parametrize("dtype, onednn", [(torch.float32, False), (torch.bfloat16, True),
-                                           (torch.float64, True)], ids=str)
+@pytest.mark.parametrize("dtype, onednn", [(torch.float32, False), (torch.bfloat16, False),
+                                           (torch.bfloat16, True), (torch.float64, True)],
+                         ids=str)
 def test_linear_without_onednn_is_torch_blas(monkeypatch, dtype, onednn):
-    """With oneDNN switched off, and in dtypes other than float32, the op is torch's addmm,
-    to the bit, and calls no oneDNN product."""
+    """With oneDNN switched off, and in dtypes other than float32 (but bfloat16 with a bias
+    where LINEAR_BFLOAT16_BIAS), the op is torch's addmm, to the bit, and calls no oneDNN
+    product."""
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
     for depth in (DEPTH - 1, DEPTH):  # below oneDNN's depth, the panel kernel's where on
         x, w, b = (torch.randn(64, depth, dtype=dtype), torch.randn(40, depth, dtype=dtype),
                    torch.randn(40, dtype=dtype))
+        for bias in ([None] if dtype == torch.bfloat16 and onednn else [None, b]):
+            assert _onednn_calls(lambda: ops.linear(x, w, bias)) == 0
+            want = torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+            assert torch.equal(ops.linear(x, w, bias), want)
+
+
+@pytest.mark.skipif(not LINEAR_BFLOAT16_BIAS, reason="oneDNN computes in bfloat16 only on "
+                    "CPUs with AVX-512 (ATen's mkldnn_bf16_device_check)")
+@pytest.mark.parametrize("layout", WEIGHT_LAYOUTS)
+def test_linear_bfloat16_with_bias_takes_onednn(layout):
+    """A bfloat16 product with a bias: one oneDNN call (which adds the bias as it stores),
+    its error against float64 within LOW_PRECISION's rule of torch.addmm's in bfloat16;
+    without oneDNN, torch's addmm."""
+    x, w, b, exact = _operands(67, 40, 45, torch.bfloat16, True, layout)
+    got = []
+    assert _onednn_calls(lambda: got.append(ops.linear(x, w, b))) == 1
+    assert got[0].dtype == torch.bfloat16 and got[0].shape == (67, 45)
+    want = _reference(*exact)
+    error = (got[0].double() - want).abs().max().item()
+    torch_error = (torch.addmm(b, x, w.t()).double() - want).abs().max().item()
+    slack = LOW_PRECISION["slack"] * want.abs().max().item()
+    assert error <= LOW_PRECISION["factor"] * torch_error + slack
+    with torch.backends.mkldnn.flags(enabled=False):
         assert _onednn_calls(lambda: ops.linear(x, w, b)) == 0
-        assert torch.equal(ops.linear(x, w, b), torch.addmm(b, x, w.t()))
 
 
 @pytest.mark.parametrize("args, match", [
