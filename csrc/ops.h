@@ -106,9 +106,9 @@ inline void define_ops(torch::Library& m) {
 // (cpu/linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
 int64_t linear_onednn_min_depth();
 
-// Whether the CPU's linear takes oneDNN for a bfloat16 product with a bias: where torch has
-// oneDNN's inner product and oneDNN computes in bfloat16 on this CPU (cpu/linear.cpp;
-// fastrnn._C.LINEAR_BFLOAT16_BIAS).
+// Whether the CPU's linear takes oneDNN for a bfloat16 product with a bias: on the CPUs where
+// it takes oneDNN's float32 product (linear_onednn_min_depth) and oneDNN computes in
+// bfloat16 (cpu/linear.cpp; fastrnn._C.LINEAR_BFLOAT16_BIAS).
 bool linear_onednn_bfloat16();
 
 // The least size in bytes of a result of the CPU's linear that comes from the buffers the

@@ -1,6 +1,7 @@
 """The layers' input product, x @ W_ih^T + b for every row of a layer, and the op that forms
 it where that was measured faster than torch's BLAS (oneDNN from a depth, fastrnn's panel
-kernel below it): fastrnn::linear (csrc/cpu/linear.cpp), its
+kernel below it or for a result that would come fresh from the kernel, oneDNN for bfloat16
+with a bias): fastrnn::linear (csrc/cpu/linear.cpp), its
 fake kernel and autograd, and the rule that sends a product to it (input_product); and
 fastrnn::convert (csrc/cpu/convert.cpp), which converts a product computed in another dtype
 and its gradient."""
@@ -38,13 +39,14 @@ LINEAR_POOLED_BYTES = _C.LINEAR_POOLED_BYTES
 # 97-108 ms, oneDNN 83-85, the op 66-69 (its panel kernel into a reused buffer).
 LINEAR_FRESH_BYTES = _C.LINEAR_FRESH_BYTES
 
-# Whether a bfloat16 product with a bias goes through the op (oneDNN on): where oneDNN
-# computes in bfloat16 on this CPU, its inner product adds the bias as it stores, where
-# torch.addmm first copies the bias into every row of the result. bfloat16 autocast
-# inference at T100 B64 I=H=512, 2 threads, AMD EPYC with AVX512-BF16: the LSTM's input
-# product [6400, 512] @ [512, 2048] 34.7 ms through torch.addmm, 31.8 through the op; the
-# layers in one process, the rule off and on alternated, median of 9, ms: LSTM 78.5-80.7
-# vs 76.6-76.9, GRU 60.2 vs 59.0, RNN 20.0 vs 19.2.
+# Whether a large bfloat16 product with a bias (LINEAR_MIN_MULTIPLY_ADDS, or a result of
+# LINEAR_POOLED_BYTES) goes through the op, oneDNN on: where its float32 product was
+# measured (LINEAR_MIN_DEPTH) and oneDNN computes in bfloat16, its inner product adds the
+# bias as it stores, where torch.addmm first copies the bias into every row of the result.
+# bfloat16 autocast inference at T100 B64 I=H=512, 2 threads, AMD EPYC with AVX512-BF16:
+# the LSTM's input product [6400, 512] @ [512, 2048] 34.7 ms through torch.addmm, 31.8
+# through the op; the layers in one process, the rule off and on alternated, median of 9,
+# ms: LSTM 78.5-80.7 vs 76.6-76.9, GRU 60.2 vs 59.0, RNN 20.0 vs 19.2.
 LINEAR_BFLOAT16_BIAS = bool(_C.LINEAR_BFLOAT16_BIAS)
 
 
@@ -58,10 +60,10 @@ def input_product(x, w_ih, bias=None, dtype=None):
     depth: oneDNN from LINEAR_MIN_DEPTH, fastrnn's kernel below), oneDNN on, where the
     product (LINEAR_MIN_MULTIPLY_ADDS) or its result (LINEAR_POOLED_BYTES) is large enough,
     and on every CPU where its result is LINEAR_FRESH_BYTES or more (into a reused buffer);
-    in bfloat16 with a bias where LINEAR_BFLOAT16_BIAS says (oneDNN on); in float64 on
-    every CPU where the result is LINEAR_POOLED_BYTES or more (BLAS into a reused buffer: a
-    reservoir's [10000, 1] @ [1, 2000], 2 threads, AMD EPYC, 54-65 ms with torch.addmm
-    against 16-20 ms); else torch.addmm. Never inside torch.compile or torch.export: their
+    a large one in bfloat16 with a bias where LINEAR_BFLOAT16_BIAS says (oneDNN on); in
+    float64 on every CPU where the result is LINEAR_POOLED_BYTES or more (BLAS into a reused
+    buffer: a reservoir's [10000, 1] @ [1, 2000], 2 threads, AMD EPYC, 54-65 ms with
+    torch.addmm against 16-20 ms); else torch.addmm. Never inside torch.compile or torch.export: their
     graphs keep torch.addmm, which they lower as they see fit and run on any device, and a
     decision on the number of rows would become a guard on the graph's dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
@@ -78,8 +80,10 @@ def _through_linear(x, w_ih, bias):
     pooled = rows * outputs * x.element_size() >= LINEAR_POOLED_BYTES
     if x.dtype == torch.float64:  # BLAS into a reused buffer, on every CPU
         return pooled
+    large = pooled or rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
     if x.dtype == torch.bfloat16:
-        return bias is not None and LINEAR_BFLOAT16_BIAS and torch.backends.mkldnn.enabled
+        return (bias is not None and large and LINEAR_BFLOAT16_BIAS
+                and torch.backends.mkldnn.enabled)
     if x.dtype != torch.float32:
         return False
     if rows * outputs * x.element_size() >= LINEAR_FRESH_BYTES:  # on every CPU

@@ -2,18 +2,19 @@
 by a weight of 65536 elements or more they run fastrnn's own kernels
 (csrc/cpu/row_products.h), the weight read in place, its columns split among the threads,
 and so do products by a transposed weight of 256 columns or more whose rows are packed (up
-to 128 rows, each thread packing them for itself); else BLAS. Each must match torch.nn in float64 and float32, with one and two
-threads, at sizes that cut every block those kernels have: depths that are no multiple of a
-vector (8 floats, 4 doubles), column counts that are no multiple of 4 (dot products and
-broadcast blocks) or 16 (column vectors), row counts around the row blocks (2 or 4 rows; 4
-or 8), the packed rows' panels (8 doubles, 16 floats) and the 32- and 128-row limits, and a
-last thread's block of columns that is no multiple of 16. A step's weight gradients (a sum
-of B outer products) run csrc/cpu/outer_products.h's kernel up to B = 256, BLAS deeper (the
-cells' sizes here: rows off its blocks of 8 or 6, columns off its strips of 16 floats or 8
-doubles; B = 255 to 257 around the limit), the threads splitting the rows; and those of 1 MB
-and more come from pooled buffers (walk_buffer): they must accumulate into .grad as any
-tensor does. A cell call's backward up to 32 rows (and 2^19 weight elements) forms its four
-products in one parallel region (csrc/cpu/step_products.h), each thread its share of each."""
+to 128 rows, each thread packing them for itself); else BLAS. Each must match torch.nn in
+float64 and float32, with one and two threads, at sizes that cut every block those kernels
+have: depths that are no multiple of a vector (8 floats, 4 doubles), column counts that are
+no multiple of 4 (dot products and broadcast blocks) or 16 (column vectors), row counts
+around the row blocks (2 or 4 rows; 4 or 8), the packed rows' panels (8 doubles, 16 floats)
+and the 32- and 128-row limits, and a last thread's block of columns that is no multiple of
+16. A step's weight gradients (a sum of B outer products) run csrc/cpu/outer_products.h's
+kernel up to B = 256, BLAS deeper (the cells' sizes here: rows off its blocks of 8 or 6,
+columns off its strips of 16 floats or 8 doubles; B = 255 to 257 around the limit), the
+threads splitting the rows; and those of 1 MB and more come from pooled buffers
+(walk_buffer): they must accumulate into .grad as any tensor does. A cell call's backward up
+to 32 rows (and 2^19 weight elements) forms its four products in one parallel region
+(csrc/cpu/step_products.h), each thread its share of each."""
 
 import pytest
 import torch
@@ -26,11 +27,12 @@ from helpers.parity import check_parity
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
-# Around the dot products' row blocks and the 32-row limit. The forward products by a w^T
-# of 256 columns or more (the LSTMs' and the RNN's at 257 units here) pack the rows where they fill 80% of two or more
-# panels of rows (8 doubles, 16 floats), up to 128 rows: 31, 32 and 64 in both dtypes, 16,
-# 20 and 33 in float64 only, 48 (three panels of floats) and 128 in both; by a weight of
-# 2^20 elements or more one panel too (16 floats, 8 doubles); 129 never.
+# Around the dot products' row blocks and the 32-row limit. The forward products by a w^T of
+# 256 columns or more (the LSTMs' and the RNN's at 257 units here) pack the rows where they
+# fill 80% of two or more panels of rows (8 doubles, 16 floats), up to 128 rows: 31, 32 and
+# 64 in both dtypes, 16, 20 and 33 in float64 only, 48 (three panels of floats) and 128 in
+# both; by a weight of 2^20 elements or more one panel too (16 floats, 8 doubles); 129
+# never.
 BATCHES = [1, 2, 3, 6, 8, 9, 16, 20, 31, 32, 33, 48, 64, 128, 129]
 
 

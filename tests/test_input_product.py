@@ -15,6 +15,7 @@ from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
 from helpers.products import BIAS, DEPTH, OTHER_LIBRARY, assert_product_close
+from helpers.tolerances import LOW_PRECISION
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -87,8 +88,9 @@ def test_input_product_rule(monkeypatch, measured_cpu, case):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_input_product_rule_off_where_unmeasured(monkeypatch, dtype):
-    """Where oneDNN's product was not measured the op takes no float32 product, and still
-    takes a large float64 one (BLAS into a reused buffer, on every CPU)."""
+    """Where oneDNN's product was not measured the op takes no float32 product with a result
+    below LINEAR_FRESH_BYTES, and still takes a large float64 one (BLAS into a reused
+    buffer, on every CPU)."""
     calls = _spy_linear(monkeypatch)
     monkeypatch.setattr(_input_product, "LINEAR_MIN_DEPTH", 0)
     rows = max(LINEAR_MIN_MULTIPLY_ADDS // (DEPTH * 64), LINEAR_POOLED_BYTES // (8 * 64))
@@ -113,21 +115,32 @@ def test_input_product_with_a_fresh_sized_result(monkeypatch, dtype, fewer_rows)
     assert_product_close(got, x.double() @ w.double().t())
 
 
+@pytest.mark.parametrize("large", [True, False], ids=["pooled_result", "smaller_result"])
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
 @pytest.mark.parametrize("bias", BIAS)
-def test_bfloat16_input_product_with_a_bias(monkeypatch, bias, onednn):
+def test_bfloat16_input_product_with_a_bias(monkeypatch, bias, onednn, large):
     """A bfloat16 product (bfloat16 autocast inference) goes through the op with a bias,
-    oneDNN on, where LINEAR_BFLOAT16_BIAS; else torch.addmm."""
+    oneDNN on, from a result of LINEAR_POOLED_BYTES where LINEAR_BFLOAT16_BIAS; else
+    torch.addmm, to the bit. Either way within bfloat16's rule of torch.addmm's error."""
     calls = _spy_linear(monkeypatch)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
-    x, w, b = (torch.randn(40, 24).bfloat16(), torch.randn(12, 24).bfloat16(),
-               torch.randn(12).bfloat16())
-    got = _input_product.input_product(x, w, b if bias else None)
-    assert len(calls) == (bias and onednn and LINEAR_BFLOAT16_BIAS)
+    rows = LINEAR_POOLED_BYTES // (2 * 64) - (0 if large else 1)
+    g = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(*shape, generator=g, dtype=torch.float64)
+               for shape in ((rows, 24), (64, 24), (64,)))
+    low = [t.bfloat16() for t in (x, w, b)]
+    got = _input_product.input_product(low[0], low[1], low[2] if bias else None)
+    assert len(calls) == (bias and onednn and large and LINEAR_BFLOAT16_BIAS)
     assert got.dtype == torch.bfloat16
+    torch_result = (torch.addmm(low[2], low[0], low[1].t()) if bias
+                    else torch.mm(low[0], low[1].t()))
     if not calls:
-        want = torch.addmm(b, x, w.t()) if bias else torch.mm(x, w.t())
-        assert torch.equal(got, want)
+        assert torch.equal(got, torch_result)
+    want = low[0].double() @ low[1].double().t() + (low[2].double() if bias else 0)
+    error = (got.double() - want).abs().max().item()
+    torch_error = (torch_result.double() - want).abs().max().item()
+    slack = LOW_PRECISION["slack"] * want.abs().max().item()
+    assert error <= LOW_PRECISION["factor"] * torch_error + slack
 
 
 @pytest.mark.parametrize("bias", BIAS)

@@ -46,7 +46,8 @@ const std::optional<c10::TypedOperatorHandle<OnednnLinear>>& onednn_linear() {
 //     input gradient of a layer with H = 64) 19.3 vs 15.6, 6400x2048 @ 512 73.3 vs 61.3;
 //   about even at K = 100 and 128 (4096x100 @ 1024 4.84 vs 4.69, 4096x128 @ 256 1.34 vs
 //     1.40), slower below (4096x64 @ 1024 3.04 vs 3.27, 4096x32 @ 256 0.355 vs 0.399).
-// Measured on AMD only, where MKL keeps to AVX2: on other CPUs the op stays with at::addmm.
+// Measured on AMD only, where MKL keeps to AVX2: on other CPUs the op stays with at::addmm
+// (bfloat16 products too, linear_onednn_bfloat16).
 constexpr int64_t kOnednnMinDepth = 256;
 
 }  // namespace
@@ -69,7 +70,7 @@ bool linear_onednn_bfloat16() {
   static const bool supported = [] {
     const auto handle =
         c10::Dispatcher::singleton().findSchema({"mkldnn::_is_mkldnn_bf16_supported", ""});
-    return cpu::onednn_linear().has_value() && handle && handle->typed<bool()>().call();
+    return linear_onednn_min_depth() > 0 && handle && handle->typed<bool()>().call();
   }();
   return supported;
 }
@@ -82,7 +83,8 @@ namespace cpu {
 namespace {
 
 // input [N, K] @ weight^T + bias (weight [M, K], bias [M] or none) through panel_gemm.h's
-// kernel, float32, below oneDNN's depth on the CPUs measured: weight packed into panels of
+// kernel, float32, on the CPUs measured below oneDNN's depth or for a result of
+// linear_fresh_bytes or more: weight packed into panels of
 // W = kPanelWidth columns, the threads splitting the panels; each thread takes its panels
 // up to kChunkBytes at a time (in L2 over all the rows), blocks of up to kMaxPanelRows
 // rows of input (in L1 over the chunk) at a time, and adds the bias as it stores. The

@@ -14,27 +14,41 @@
 namespace fastrnn {
 namespace cpu {
 
-// 32 bytes of T, kept in one AVX register where the CPU has AVX, else in two SSE registers.
-template <typename T>
-struct Simd {
-  static constexpr int kLanes = 32 / sizeof(T);
-  typedef T Vec __attribute__((vector_size(32)));
+// Bytes of T as one vector: kept in one register where the CPU has it (AVX for 32 bytes,
+// AVX-512 for 64), else in several narrower ones.
+template <typename T, int Bytes>
+struct Vector {
+  static constexpr int kLanes = Bytes / sizeof(T);
+  typedef T Vec __attribute__((vector_size(Bytes)));
 };
+
+// 32 bytes of T: one AVX register where the CPU has AVX, else two SSE registers.
+template <typename T>
+using Simd = Vector<T, 32>;
 
 template <typename T>
 constexpr int kPanelWidth = 2 * Simd<T>::kLanes;  // 16 floats, 8 doubles
 
-// The vector registers of the build: AVX-512 has 32, AVX2 16.
+// The vector registers of the build: AVX-512 has 32 of 64 bytes, AVX2 16 of 32.
 #if defined(__AVX512F__)
 constexpr int kVectorRegisters = 32;
+constexpr int kWideVectorBytes = 64;
 #else
 constexpr int kVectorRegisters = 16;
+constexpr int kWideVectorBytes = 32;
 #endif
+
+// The widest vector of T the build has: where 64 bytes, the kernels that take it (the panel
+// products from 4 rows, outer_products.h's blocks, row_products.h's axpy blocks) do half the
+// instructions of 32-byte ones; where a core has two 512-bit FMA units (Intel Xeon, not
+// measured here), 32-byte vectors reach at most half its multiply-add rate.
+template <typename T>
+using WideSimd = Vector<T, kWideVectorBytes>;
 
 // At most this many rows per panel_product call: 2 * kMaxPanelRows accumulators, two panel
 // vectors and a broadcast fit the registers (15 of AVX2's 16 at 6 rows, 19 of AVX-512's 32
-// at 8). More rows per call read each panel vector for more multiply-adds, and 16 rows are
-// two calls of 8, not 6 + 5 + 5. One thread, AMD EPYC (Zen 4), GFLOP/s, packed panel
+// at 8, in 32-byte vectors; 10 in 64-byte ones). More rows per call read each panel vector
+// for more multiply-adds, and 16 rows are two calls of 8, not 6 + 5 + 5. One thread, AMD EPYC (Zen 4), GFLOP/s, packed panel
 // over K = 256 / K = 64 / 8 spans of 32 rows 1 KB apart: MR = 5 104 / 109 / 102, 6 115 /
 // 110 / 107, 8 113 / 105 / 110 (one sum each; the FMA units' peak is 117).
 constexpr int kMaxPanelRows = kVectorRegisters == 32 ? 8 : 6;
@@ -79,20 +93,18 @@ void pack_panel(T* panel, int64_t K, int64_t k_stride, const Column& column) {
 template <int MR>
 constexpr int kPanelChains = MR <= 4 && 4 * MR + 3 <= kVectorRegisters ? 2 : 1;
 
-// The vectors a block of MR rows holds each of its panel rows in (kPanelWidth lanes, 64
-// bytes): one 64-byte vector where the build has AVX-512 and the block has 4 rows or more,
-// else two of Simd's 32 bytes. Each lane's sum is the same sequence of multiply-adds either
-// way, so the results are equal bit for bit; the wide vectors take half the instructions,
-// and where a core has two 512-bit FMA units (Intel Xeon) twice the multiply-adds per cycle
-// of 32-byte ones. One thread, AMD EPYC (Zen 4, whose 512-bit FMA is two 256-bit halves),
-// 512 KB of panels, GFLOP/s, two 32-byte vectors vs one 64-byte, K = 256: MR = 3 104 vs 86,
-// 4 110 vs 113, 6 109 vs 116, 8 110 vs 115; K = 64: MR = 4 103 vs 105, 8 107 vs 102-110.
+// How many vectors a block of MR rows holds each of its panel rows in (kPanelWidth lanes, 64
+// bytes): one WideSimd where it has 64 bytes and the block has 4 rows or more, else two of
+// Simd's 32 bytes. Each lane's sum is the same sequence of multiply-adds either way, so the
+// results are equal bit for bit. One thread, AMD EPYC (Zen 4, whose 512-bit FMA is two
+// 256-bit halves), 512 KB of panels, GFLOP/s, two 32-byte vectors vs one 64-byte, K = 256:
+// MR = 3 104 vs 86, 4 110 vs 113, 6 109 vs 116, 8 110 vs 115; K = 64: MR = 4 103 vs 105, 8
+// 107 vs 102-110. (On cores with two 512-bit FMA units, one sum per row keeps fewer than
+// the 8 multiply-adds in flight that they need below 8 rows: not tuned there.)
 template <int MR>
-constexpr int kPanelVectors = kVectorRegisters == 32 && MR >= 4 ? 1 : 2;
+constexpr int kPanelVectors = kWideVectorBytes == 64 && MR >= 4 ? 1 : 2;
 template <typename T, int MR>
-struct PanelVector {
-  typedef T Vec __attribute__((vector_size(64 / kPanelVectors<MR>)));
-};
+using PanelVector = Vector<T, 64 / kPanelVectors<MR>>;
 
 // One run of a product's depth: MR row pointers a, each K long, against K rows of a panel
 // (kPanelWidth columns, row k at panel + k * ldp: packed, or a matrix read in place).

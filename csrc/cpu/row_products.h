@@ -16,10 +16,10 @@
 // - rows_times: out [m, n] = a [m, K] @ w, w [K, n] with n contiguous (w_hh for the
 //   backward's dgh @ w_hh): each row of w's block of columns multiplied by every row's
 //   element of a, K in blocks of kDepthBlock rows of w.
-// With accumulate, out += the product. Vectors are panel_gemm.h's Simd (32 bytes), but 64
-// bytes for rows_times where the build has AVX-512 (AxpySimd). Built
-// for AVX2 with FMA or more (kRowProductKernels); a portable build (SSE2) keeps BLAS, whose
-// kernels choose the CPU's instructions at run time.
+// With accumulate, out += the product. The dot products' vectors are panel_gemm.h's Simd (32
+// bytes), rows_times' its WideSimd (64 bytes where the build has AVX-512), the packed rows'
+// its panel kernel's. Built for AVX2 with FMA or more (kRowProductKernels); a portable
+// build (SSE2) keeps BLAS, whose kernels choose the CPU's instructions at run time.
 
 #include <algorithm>
 #include <cstdint>
@@ -30,7 +30,7 @@
 #include <immintrin.h>
 #endif
 
-#include "panel_gemm.h"  // Simd, kVectorRegisters
+#include "panel_gemm.h"  // Simd, WideSimd, kVectorRegisters
 
 namespace fastrnn {
 namespace cpu {
@@ -263,31 +263,20 @@ void packed_rows_times_transposed(int64_t m, const T* panels, const T* w, int64_
   }
 }
 
-// The vectors of rows_times' blocks: 64 bytes where the build has AVX-512, else Simd's 32.
-// Each sum runs over k in order either way. One thread, AMD EPYC (Zen 4), a [K, n] weight
-// by m rows, GFLOP/s, 32-byte vectors vs 64: m = 8, K = 256, n = 256 115 vs 115, n = 1024
-// 84 vs 112; m = 32, K = 1024, n = 1024 76 vs 106; m = 2, K = 256, n = 1024 67 vs 79. The
-// dot products keep 32 bytes: with 64 they were slower there (m = 1 38-57 vs 19-26, m = 8
-// K = 256 83-85 vs 74-75), summing twice the lanes at the end of every block.
-#if defined(__AVX512F__)
-constexpr int kAxpyVectorBytes = 64;
-#else
-constexpr int kAxpyVectorBytes = 32;
-#endif
-template <typename T>
-struct AxpySimd {
-  static constexpr int kLanes = kAxpyVectorBytes / sizeof(T);
-  typedef T Vec __attribute__((vector_size(kAxpyVectorBytes)));
-};
-
+// rows_times' blocks are in panel_gemm.h's WideSimd: each sum runs over k in order in any
+// vector. One thread, AMD EPYC (Zen 4), a [K, n] weight by m rows, GFLOP/s, 32-byte vectors
+// vs 64: m = 8, K = 256, n = 256 115 vs 115, n = 1024 84 vs 112; m = 32, K = 1024, n = 1024
+// 76 vs 106; m = 2, K = 256, n = 1024 67 vs 79. The dot products keep 32 bytes: with 64
+// they were slower there (m = 1 38-57 vs 19-26, m = 8 K = 256 83-85 vs 74-75), summing
+// twice the lanes at the end of every block.
 // out[r, c : c + NC * V] (+)= sum_{k < K} a[r, k] * w[k, c : c + NC * V] for r < MR: NC
-// vectors of columns (V = AxpySimd<T>::kLanes), each w row's vectors loaded once for the MR
+// vectors of columns (V = WideSimd<T>::kLanes), each w row's vectors loaded once for the MR
 // rows' broadcasts.
 template <typename T, int MR, int NC>
 void axpy_block(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
                 int64_t ldc, bool accumulate) {
-  using Vec = typename AxpySimd<T>::Vec;
-  constexpr int V = AxpySimd<T>::kLanes;
+  using Vec = typename WideSimd<T>::Vec;
+  constexpr int V = WideSimd<T>::kLanes;
   Vec acc[MR][NC];
   for (int r = 0; r < MR; ++r) {
     for (int q = 0; q < NC; ++q) {
@@ -323,7 +312,7 @@ constexpr int axpy_vectors(int rows) { return rows <= 2 ? 4 : 2; }
 template <typename T, int MR>
 void axpy_rows(const T* a, int64_t lda, const T* w, int64_t ldw, int64_t K, T* out,
                int64_t ldc, int64_t c0, int64_t c1, bool accumulate) {
-  constexpr int V = AxpySimd<T>::kLanes, NC = axpy_vectors(MR);
+  constexpr int V = WideSimd<T>::kLanes, NC = axpy_vectors(MR);
   int64_t c = c0;
   for (; c + NC * V <= c1; c += NC * V) {
     axpy_block<T, MR, NC>(a, lda, w + c, ldw, K, out + c, ldc, accumulate);

@@ -31,8 +31,8 @@ class ReusingAllocator final : public at::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t{1} << 20, kMaxKept = 32;
   static constexpr size_t kMaxKeptBytes = size_t{512} << 20;
-  // glibc's largest mmap threshold: an allocation of this size or more outside this pool is
-  // always a fresh mapping, every page of which faults at first touch.
+  // glibc's largest mmap threshold: with glibc's malloc an allocation of this size or more
+  // outside this pool is always a fresh mapping, every page of which faults at first touch.
   static constexpr size_t kAlwaysFreshBytes = size_t{32} << 20;
 
   at::DataPtr allocate(size_t bytes) override {
