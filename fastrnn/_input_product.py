@@ -63,9 +63,10 @@ def input_product(x, w_ih, bias=None, dtype=None):
     a large one in bfloat16 with a bias where LINEAR_BFLOAT16_BIAS says (oneDNN on); in
     float64 on every CPU where the result is LINEAR_POOLED_BYTES or more (BLAS into a reused
     buffer: a reservoir's [10000, 1] @ [1, 2000], 2 threads, AMD EPYC, 54-65 ms with
-    torch.addmm against 16-20 ms); else torch.addmm. Never inside torch.compile or torch.export: their
-    graphs keep torch.addmm, which they lower as they see fit and run on any device, and a
-    decision on the number of rows would become a guard on the graph's dynamic sizes."""
+    torch.addmm against 16-20 ms); else torch.addmm. Never inside torch.compile or
+    torch.export: their graphs keep torch.addmm, which they lower as they see fit and run on
+    any device, and a decision on the number of rows would become a guard on the graph's
+    dynamic sizes."""
     if dtype is not None and dtype != x.dtype:
         product = convert(input_product(x.to(dtype), w_ih.to(dtype)), x.dtype)
         return product if bias is None else product.add_(bias)
@@ -77,21 +78,20 @@ def input_product(x, w_ih, bias=None, dtype=None):
 def _through_linear(x, w_ih, bias):
     """Whether input_product sends x [N, K] @ w_ih^T ([M, K]) (+ bias) on the CPU to the op."""
     (rows, depth), outputs = x.shape, w_ih.shape[0]
-    pooled = rows * outputs * x.element_size() >= LINEAR_POOLED_BYTES
+    result_bytes = rows * outputs * x.element_size()
+    pooled = result_bytes >= LINEAR_POOLED_BYTES
     if x.dtype == torch.float64:  # BLAS into a reused buffer, on every CPU
         return pooled
-    large = pooled or rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
+    large_product = rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
     if x.dtype == torch.bfloat16:
-        return (bias is not None and large and LINEAR_BFLOAT16_BIAS
+        return (bias is not None and (pooled or large_product) and LINEAR_BFLOAT16_BIAS
                 and torch.backends.mkldnn.enabled)
     if x.dtype != torch.float32:
         return False
-    if rows * outputs * x.element_size() >= LINEAR_FRESH_BYTES:  # on every CPU
+    if result_bytes >= LINEAR_FRESH_BYTES:  # on every CPU
         return True
     return (LINEAR_MIN_DEPTH and torch.backends.mkldnn.enabled
-            and (rows * outputs * depth >= LINEAR_MIN_MULTIPLY_ADDS
-                 or (depth < LINEAR_MIN_DEPTH and pooled)))
-
+            and (large_product or (depth < LINEAR_MIN_DEPTH and pooled)))
 
 def convert(t, dtype):
     """t in dtype, a new tensor (its gradient converted back): through fastrnn::convert on

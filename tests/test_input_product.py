@@ -14,8 +14,8 @@ from fastrnn._input_product import (LINEAR_BFLOAT16_BIAS, LINEAR_FRESH_BYTES,
 from helpers.cases import CELLS, KINDS, Case
 from helpers.ops import ops
 from helpers.parity import check_parity
-from helpers.products import BIAS, DEPTH, OTHER_LIBRARY, assert_product_close
-from helpers.tolerances import LOW_PRECISION
+from helpers.products import (BIAS, DEPTH, OTHER_LIBRARY, assert_low_precision_close,
+                              assert_product_close)
 
 pytestmark = pytest.mark.usefixtures("torch_state")
 
@@ -137,10 +137,7 @@ def test_bfloat16_input_product_with_a_bias(monkeypatch, bias, onednn, large):
     if not calls:
         assert torch.equal(got, torch_result)
     want = low[0].double() @ low[1].double().t() + (low[2].double() if bias else 0)
-    error = (got.double() - want).abs().max().item()
-    torch_error = (torch_result.double() - want).abs().max().item()
-    slack = LOW_PRECISION["slack"] * want.abs().max().item()
-    assert error <= LOW_PRECISION["factor"] * torch_error + slack
+    assert_low_precision_close(got, torch_result, want)
 
 
 @pytest.mark.parametrize("bias", BIAS)

@@ -62,9 +62,10 @@ struct BackwardArgs {
                             //   them undefined
   at::Tensor unit_params{};  // as in ForwardArgs
   // A single step's input side (a cell call, cell_ops.h): x [B, I] and w_ih [G*H, I], as
-  // given (not made contiguous), the step's gx having been x @ w_ih^T + biases. With x defined a backend may form grad_x
-  // (when input_grad) and, with weight_grad, grad_w_ih and grad_b_ih alongside the step's
-  // other products; those it does not form it leaves undefined.
+  // given (not made contiguous), the step's gx having been x @ w_ih^T + biases. With x
+  // defined a backend may form grad_x (when input_grad) and, with weight_grad, grad_w_ih and
+  // grad_b_ih alongside the step's other products; those it does not form it leaves
+  // undefined.
   at::Tensor x{}, w_ih{};
   bool input_grad = false;
 };

@@ -84,10 +84,10 @@ namespace {
 
 // input [N, K] @ weight^T + bias (weight [M, K], bias [M] or none) through panel_gemm.h's
 // kernel, float32, on the CPUs measured below oneDNN's depth or for a result of
-// linear_fresh_bytes or more: weight packed into panels of
-// W = kPanelWidth columns, the threads splitting the panels; each thread takes its panels
-// up to kChunkBytes at a time (in L2 over all the rows), blocks of up to kMaxPanelRows
-// rows of input (in L1 over the chunk) at a time, and adds the bias as it stores. The
+// linear_fresh_bytes or more: weight packed into panels of W = kPanelWidth columns, the
+// threads splitting the panels; each thread takes its panels up to kChunkBytes at a time
+// (in L2 over all the rows), blocks of up to kMaxPanelRows rows of input (in L1 over the
+// chunk) at a time, and adds the bias as it stores. The
 // result comes from walk_buffer: fresh, a large one page-faults at first touch. 2 threads,
 // AMD EPYC (Zen 4), ms, median of 15, three processes alternated, at::addmm vs this:
 // 6400x100 @ 1024 7.5-8.5 vs 7.1-7.3, 3200x128 @ 512 2.06-2.37 vs 2.17-2.20, 700x200 @ 800

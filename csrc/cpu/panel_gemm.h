@@ -48,9 +48,10 @@ using WideSimd = Vector<T, kWideVectorBytes>;
 // At most this many rows per panel_product call: 2 * kMaxPanelRows accumulators, two panel
 // vectors and a broadcast fit the registers (15 of AVX2's 16 at 6 rows, 19 of AVX-512's 32
 // at 8, in 32-byte vectors; 10 in 64-byte ones). More rows per call read each panel vector
-// for more multiply-adds, and 16 rows are two calls of 8, not 6 + 5 + 5. One thread, AMD EPYC (Zen 4), GFLOP/s, packed panel
-// over K = 256 / K = 64 / 8 spans of 32 rows 1 KB apart: MR = 5 104 / 109 / 102, 6 115 /
-// 110 / 107, 8 113 / 105 / 110 (one sum each; the FMA units' peak is 117).
+// for more multiply-adds, and 16 rows are two calls of 8, not 6 + 5 + 5. One thread, AMD
+// EPYC (Zen 4), GFLOP/s, packed panel over K = 256 / K = 64 / 8 spans of 32 rows 1 KB
+// apart: MR = 5 104 / 109 / 102, 6 115 / 110 / 107, 8 113 / 105 / 110 (one sum each; the
+// FMA units' peak is 117).
 constexpr int kMaxPanelRows = kVectorRegisters == 32 ? 8 : 6;
 
 // Calls fn(r0, n) over rows [0, rows) in the fewest blocks of at most kMaxPanelRows rows,
