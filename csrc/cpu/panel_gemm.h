@@ -71,13 +71,33 @@ void for_each_row_block(int64_t rows, const F& fn) {
 // column(c) points at element k = 0 of column c, or is null past the matrix's last column.
 // Row by row of the panel, so that each of its cache lines is written whole at once (column
 // by column, a weight's panels of 16 MB took 33 ms to pack by strided columns, 4.3 ms by
-// contiguous ones; row by row 5.5 and 3.4, one thread, AMD EPYC).
+// contiguous ones; row by row 5.5 and 3.4, one thread, AMD EPYC). Contiguous columns
+// (k_stride 1) go W x W tiles at a time: each column's W elements copied into the tile
+// whole, then the tile's transpose stored as W panel rows, where element by element every
+// load is a column's own (one thread, AMD EPYC (Zen 4), pack_rows of [m, K], us, element by
+// element vs tiles: [128, 256] 11.8 vs 6.7, [32, 256] 2.4 vs 1.6, [64, 1024] 45.5 vs 15.3).
 template <typename T, typename Column>
 void pack_panel(T* panel, int64_t K, int64_t k_stride, const Column& column) {
   constexpr int W = kPanelWidth<T>;
   const T* src[W];
   for (int c = 0; c < W; ++c) src[c] = column(c);
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k0 = 0;
+  if (k_stride == 1) {
+    for (; k0 + W <= K; k0 += W) {
+      T tile[W][W];  // tile[c]: column c's elements k0 .. k0 + W - 1
+      for (int c = 0; c < W; ++c) {
+        if (src[c]) {
+          std::memcpy(tile[c], src[c] + k0, sizeof tile[c]);
+        } else {
+          std::fill(tile[c], tile[c] + W, T(0));
+        }
+      }
+      for (int k = 0; k < W; ++k) {
+        for (int c = 0; c < W; ++c) panel[(k0 + k) * W + c] = tile[c][k];
+      }
+    }
+  }
+  for (int64_t k = k0; k < K; ++k) {
     for (int c = 0; c < W; ++c) panel[k * W + c] = src[c] ? src[c][k * k_stride] : T(0);
   }
 }
