@@ -95,7 +95,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
     // Unpacked first: under a non-reentrant checkpoint this recomputes the forward, which
     // must record its graph.
     const auto saved = ctx->get_saved_variables();
-    // With create_graph the backward op goes through its own autograd (fastrnn/_ops.py),
+    // With create_graph the backward op goes through its own autograd (fastrnn/_cell_ops.py),
     // which refuses a second differentiation, as the layers' ops do; else below autograd.
     std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
     if (!at::GradMode::is_enabled()) below_autograd.emplace();

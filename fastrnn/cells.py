@@ -7,7 +7,7 @@ input [B, I] or unbatched [I], an optional state (LSTMCell: a tuple (h, c)), the
 A call is one op, fastrnn::cell_forward (csrc/cell_ops.h): both products and the gate math
 of csrc/cells/ for one step; its backward is one op too, and its autograd is C++
 (csrc/cell_autograd.cpp), since a cell runs once per step, where every microsecond shows;
-for the same reason an eager call reaches the op through fastrnn._ops.cell_step.
+for the same reason an eager call reaches the op through fastrnn._cell_ops.cell_step.
 """
 
 import warnings
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import _onnx, functional
-from ._ops import CELL_KIND, CELL_NAME, cell_step
+from ._cell_ops import CELL_KIND, CELL_NAME, cell_step
 from ._transforms import runs_torch_nn
 from .modules import _has_kernels, read_parameters, torch_nn_twin
 

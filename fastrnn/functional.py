@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from . import _C
 from ._input_product import input_product
 from ._transforms import refuse_differentiating_transform
-from ._ops import CELL_KIND, cell_step, lstm_variant_cell, ops
+from ._cell_ops import CELL_KIND, cell_step
+from ._ops import lstm_variant_cell, ops
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from . import _onnx, functional
-from ._ops import CELL_KIND, lstm_variant_cell
+from ._cell_ops import CELL_KIND
+from ._ops import lstm_variant_cell
 from .cells import _WEIGHTS, _FusedCell
 from ._transforms import refuse_differentiating_transform, refuse_torchscript
 from .modules import _FusedRecurrence, _has_kernels

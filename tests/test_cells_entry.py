@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
 from fastrnn import _C
-from fastrnn._ops import CELL_KIND
+from fastrnn._cell_ops import CELL_KIND
 from helpers.ops import CELL_NAMES, cell_op_args, ops
 
 pytestmark = pytest.mark.usefixtures("torch_state")

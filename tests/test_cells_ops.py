@@ -9,7 +9,7 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import fastrnn
-from fastrnn._ops import CELL_KIND
+from fastrnn._cell_ops import CELL_KIND
 from helpers.cells import (CELLS, CellCase, CellInputs, flatten_state, make_cell_inputs,
                            make_cell_pair)
 from helpers.ops import CELL_NAMES, cell_backward_args, cell_op_args, cell_outputs, ops

@@ -199,7 +199,7 @@ def test_op_errors():
     with pytest.raises(RuntimeError, match=r"w_hh must be \[3\*H, P\] .*coupled gates"):
         fastrnn.ops.lstm_variant_forward(gx, sizes, h0, c0, w_hh, None, None, True, False, False,
                                          True)
-    cell = fastrnn._ops.CELL_KIND["PEEPHOLE_LSTM"]  # the single-step op, peepholes missing
+    cell = fastrnn._cell_ops.CELL_KIND["PEEPHOLE_LSTM"]  # the single-step op, peepholes missing
     x, w_ih = torch.randn(3, 2, dtype=F64), torch.randn(12, 2, dtype=F64)
     with pytest.raises(RuntimeError, match=r"this cell needs unit_params \[3\*H\]"):
         fastrnn.ops.cell_forward(cell, x, h0, c0, w_ih, w_hh, None, None, False)

@@ -22,7 +22,7 @@ F64 = torch.float64
 BATCH = 3
 
 # name -> (torch.nn class, fastrnn class, constructor kwargs, the op's cell name: a key of
-# fastrnn._ops.CELL_KIND)
+# fastrnn._cell_ops.CELL_KIND)
 CELLS = {
     "LSTMCell": (nn.LSTMCell, fastrnn.LSTMCell, {}, "LSTM"),
     "GRUCell": (nn.GRUCell, fastrnn.GRUCell, {}, "GRU"),
@@ -53,7 +53,7 @@ class CellCase:
 
     @property
     def op_cell(self):
-        """The cell's name in fastrnn._ops.CELL_KIND (LSTM, GRU, RNN_TANH, RNN_RELU)."""
+        """The cell's name in fastrnn._cell_ops.CELL_KIND (LSTM, GRU, RNN_TANH, RNN_RELU)."""
         return CELLS[self.cell][3]
 
 

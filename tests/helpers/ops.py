@@ -4,7 +4,7 @@ forward; the same for the cells' single-step ops (cell_forward / cell_backward).
 
 import torch
 
-from fastrnn import _ops  # importing registers torch.ops.fastrnn
+from fastrnn import _cell_ops, _ops  # importing registers torch.ops.fastrnn
 
 ops = torch.ops.fastrnn
 H, P, B = 3, 2, 3
@@ -134,7 +134,7 @@ def cell_op_args(cell, bias=True, requires_grad=True, save=True, dtype=F64, seed
     c = rand(CELL_B, H) if cell == "LSTM" else None
     w_ih, w_hh = rand(gates, CELL_I, scale=0.5), rand(gates, H, scale=0.5)
     b_ih, b_hh = (rand(gates), rand(gates)) if bias else (None, None)
-    return (_ops.CELL_KIND[cell], x, h, c, w_ih, w_hh, b_ih, b_hh, save)
+    return (_cell_ops.CELL_KIND[cell], x, h, c, w_ih, w_hh, b_ih, b_hh, save)
 
 
 def cell_outputs(cell):
