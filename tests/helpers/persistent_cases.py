@@ -3,7 +3,7 @@ inputs of one recurrence in the packed layout, and fastrnn's CPU ops as the orac
 
 import torch
 
-from fastrnn._ops import GATES, ops
+from fastrnn._ops import GATES, SAVED_SLOTS as SAVED, ops
 
 from helpers.persistent_host import packed_offsets
 
