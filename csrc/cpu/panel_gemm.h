@@ -81,23 +81,21 @@ void pack_panel(T* panel, int64_t K, int64_t k_stride, const Column& column) {
   constexpr int W = kPanelWidth<T>;
   const T* src[W];
   for (int c = 0; c < W; ++c) src[c] = column(c);
-  int64_t k0 = 0;
-  if (k_stride == 1) {
-    for (; k0 + W <= K; k0 += W) {
-      T tile[W][W];  // tile[c]: column c's elements k0 .. k0 + W - 1
-      for (int c = 0; c < W; ++c) {
-        if (src[c]) {
-          std::memcpy(tile[c], src[c] + k0, sizeof tile[c]);
-        } else {
-          std::fill(tile[c], tile[c] + W, T(0));
-        }
-      }
-      for (int k = 0; k < W; ++k) {
-        for (int c = 0; c < W; ++c) panel[(k0 + k) * W + c] = tile[c][k];
+  const int64_t tiled = k_stride == 1 ? K - K % W : 0;  // the depth packed in tiles
+  for (int64_t k0 = 0; k0 < tiled; k0 += W) {
+    T tile[W][W];  // tile[c]: column c's elements k0 .. k0 + W - 1
+    for (int c = 0; c < W; ++c) {
+      if (src[c]) {
+        std::memcpy(tile[c], src[c] + k0, sizeof tile[c]);
+      } else {
+        std::fill(tile[c], tile[c] + W, T(0));
       }
     }
+    for (int k = 0; k < W; ++k) {
+      for (int c = 0; c < W; ++c) panel[(k0 + k) * W + c] = tile[c][k];
+    }
   }
-  for (int64_t k = k0; k < K; ++k) {
+  for (int64_t k = tiled; k < K; ++k) {
     for (int c = 0; c < W; ++c) panel[k * W + c] = src[c] ? src[c][k * k_stride] : T(0);
   }
 }
