@@ -200,7 +200,7 @@ struct CpuBackend {
         for (int64_t r = 1; r < rows; ++r) std::memcpy(out + r * width, out, width * sizeof(T));
       }
       const Tensor xs = x.contiguous();
-      StepGemm<T>(w_ih.t())(rows, xs.data_ptr<T>(), out, b1.defined());
+      StepGemm<T>(w_ih, /*transposed=*/true)(rows, xs.data_ptr<T>(), out, b1.defined());
     });
     return gx;
   }

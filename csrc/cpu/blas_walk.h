@@ -22,8 +22,8 @@ void blas_forward(const ForwardState<T>& st, const Schedule& schedule, const at:
   at::Tensor m_t = proj ? at::empty({st.B, H}, options) : at::Tensor();  // h before w_hr
   T* gh = gh_t.data_ptr<T>();
   T* m = proj ? m_t.data_ptr<T>() : nullptr;
-  const StepGemm<T> recurrent(w_hh.t());                // [b, P] -> [b, G*H]
-  const StepGemm<T> project(proj ? w_hr.t() : w_hh);  // [b, H] -> [b, P]
+  const StepGemm<T> recurrent(w_hh, /*transposed=*/true);              // [b, P] -> [b, G*H]
+  const StepGemm<T> project(proj ? w_hr : w_hh, /*transposed=*/true);  // [b, H] -> [b, P]
   const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
   for (int64_t s = 0; s < schedule.steps(); ++s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);

@@ -94,16 +94,26 @@ class StepGemm {
   // small cell call, and far more when another process holds a core).
   static constexpr int64_t kMinWeightToSplit = 1 << 16;
 
-  // w: [k, n], row-major or a transposed row-major matrix (e.g. w_hh.t()).
-  explicit StepGemm(const at::Tensor& w) : w_(w), k_(w.size(0)), n_(w.size(1)) {
+  // w: [k, n], row-major or a transposed row-major matrix; with transposed, w is [n, k]
+  // and the product is a @ w^T (w_hh as stored, for h @ w_hh^T) with no transposed view
+  // made, which costs about half a microsecond: a cell call without grad, 2 threads, AMD
+  // EPYC, builds alternated over 4 process pairs, median us, with w.t() vs without:
+  // RNNCell B1 H64 9.4-9.7 vs 8.4-8.5, LSTMCell 13.0-13.6 vs 12.3; a step of a 20-step
+  // loop with backward, RNNCell 35.4-36.3 vs 34.4-35.1, LSTMCell 51.2-53.2 vs 50.0-50.6.
+  explicit StepGemm(const at::Tensor& w, bool transposed = false)
+      : w_(w),
+        transposed_(transposed),
+        k_(w.size(transposed ? 1 : 0)),
+        n_(w.size(transposed ? 0 : 1)) {
     constexpr int64_t kMax = std::numeric_limits<int>::max();
     if (!blas() || k_ == 0 || n_ == 0 || k_ > kMax || n_ > kMax) return;
-    if (w.stride(1) == 1 && w.stride(0) >= n_) {
+    const int64_t k_stride = w.stride(transposed ? 1 : 0), n_stride = w.stride(transposed ? 0 : 1);
+    if (n_stride == 1 && k_stride >= n_) {
       trans_w_ = 'N';  // column-major BLAS sees w^T [n, k]
-      ld_w_ = static_cast<int>(w.stride(0));
-    } else if (w.stride(0) == 1 && w.stride(1) >= k_) {
+      ld_w_ = static_cast<int>(k_stride);
+    } else if (k_stride == 1 && n_stride >= k_) {
       trans_w_ = 'T';  // column-major BLAS sees w [k, n] and must transpose it
-      ld_w_ = static_cast<int>(w.stride(1));
+      ld_w_ = static_cast<int>(n_stride);
     }
   }
 
@@ -121,10 +131,11 @@ class StepGemm {
       const auto options = w_.options();
       at::Tensor out_t = at::from_blob(out, {m, n_}, {ldc, 1}, options);
       at::Tensor a_t = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, {lda, 1}, options);
+      const at::Tensor w = transposed_ ? w_.t() : w_;  // [k, n]
       if (accumulate) {
-        out_t.addmm_(a_t, w_);
+        out_t.addmm_(a_t, w);
       } else {
-        at::mm_out(out_t, a_t, w_);
+        at::mm_out(out_t, a_t, w);
       }
       return;
     }
@@ -234,6 +245,7 @@ class StepGemm {
   }
 
   at::Tensor w_;
+  bool transposed_;  // w_ is [n, k]
   int64_t k_, n_;
   char trans_w_ = 0;  // 0: no BLAS path
   int ld_w_ = 0;
