@@ -37,7 +37,7 @@ const auto& cell_backward_op() {
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastrnn::cell_backward", "")
           .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-              int64_t, const Tensor&, const Tensor&, const OptionalTensor&, const Tensor&,
+              int64_t, const OptionalTensor&, const Tensor&, const OptionalTensor&, const Tensor&,
               const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&, const Tensor&,
               const Tensor&, bool, bool, bool, bool, const OptionalTensor&)>();
   return op;
@@ -101,9 +101,11 @@ struct CellStep : torch::autograd::Function<CellStep> {
     if (!at::GradMode::is_enabled()) below_autograd.emplace();
     const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
                  &y = saved[5], &rows = saved[6], &unit_params = saved[7];
-    const auto or_zeros = [&](const Tensor& grad) {
-      return grad.defined() ? grad : at::zeros_like(y);
-    };
+    // The op sums the gradients w.r.t. y and h_new: one alone goes as grad_h, none is made.
+    const Tensor &grad_y = grads[0], &grad_h_new = grads[1];
+    const Tensor grad_h = grad_h_new.defined() ? grad_h_new
+                          : grad_y.defined()   ? grad_y
+                                               : at::zeros_like(y);
     OptionalTensor grad_c;
     if (c.defined()) grad_c = grads[2].defined() ? grads[2] : at::zeros_like(c);
     const int64_t packed = ctx->saved_data["step"].toInt();
@@ -112,10 +114,10 @@ struct CellStep : torch::autograd::Function<CellStep> {
       return t.defined() ? OptionalTensor(t) : std::nullopt;
     };
     auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_params] =
-        cell_backward_op().call(StepFlags::cell(packed), or_zeros(grads[0]),
-                                or_zeros(grads[1]), grad_c, x, h, optional(c), w_ih, w_hh, y,
-                                rows, has_bias, x_grad, h_grad || c_grad, weight_grad,
-                                optional(unit_params));
+        cell_backward_op().call(StepFlags::cell(packed),
+                                grad_h_new.defined() ? optional(grad_y) : std::nullopt, grad_h,
+                                grad_c, x, h, optional(c), w_ih, w_hh, y, rows, has_bias, x_grad,
+                                h_grad || c_grad, weight_grad, optional(unit_params));
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
     if (h_grad) result[kH] = grad_h0;

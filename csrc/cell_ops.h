@@ -24,6 +24,8 @@
 // gradients backward is told are not wanted (w.r.t. x without input_grad, w.r.t. h and c
 // without state_grad, w.r.t. the weights and biases without weight_grad: frozen weights
 // cost no GEMM); saved of a cell that saves nothing is [B, 0] ([0, 0] without save).
+// Backward sums a step's gradients w.r.t. y and h_new, so grad_y may be None: a caller
+// with one of them passes it as grad_h, and no tensor of zeros is made for the other.
 
 #include <torch/library.h>
 
@@ -48,7 +50,7 @@ inline void define_cell_ops(torch::Library& m) {
       "Tensor? b_ih, Tensor? b_hh, bool save, Tensor? unit_params=None) -> (Tensor y, "
       "Tensor h_new, Tensor c_new, Tensor saved)");
   m.def(
-      "cell_backward(int cell, Tensor grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
+      "cell_backward(int cell, Tensor? grad_y, Tensor grad_h, Tensor? grad_c, Tensor x, "
       "Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor y, Tensor saved, bool has_bias, "
       "bool input_grad, bool state_grad, bool weight_grad, Tensor? unit_params=None) -> "
       "(Tensor grad_x, Tensor grad_h, Tensor grad_c, Tensor grad_w_ih, Tensor grad_w_hh, "
@@ -157,6 +159,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor
 
 using BackwardTuple = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// grad_y: [B, H] or undefined.
 template <class Backend, class Cell>
 BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c,
                        const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
@@ -224,7 +227,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cell_forward(
 }
 
 template <class Backend>
-BackwardTuple cell_backward(int64_t cell, const Tensor& grad_y, const Tensor& grad_h,
+BackwardTuple cell_backward(int64_t cell, const optional<Tensor>& grad_y, const Tensor& grad_h,
                             const optional<Tensor>& grad_c, const Tensor& x, const Tensor& h,
                             const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
                             const Tensor& y, const Tensor& saved, bool has_bias,
@@ -233,7 +236,8 @@ BackwardTuple cell_backward(int64_t cell, const Tensor& grad_y, const Tensor& gr
   const WithoutAutocast no_autocast;
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
-    return backward<Backend, Cell>(grad_y, grad_h, grad_c.value_or(Tensor()), x, h,       \
+    return backward<Backend, Cell>(grad_y.value_or(Tensor()), grad_h,                    \
+                                   grad_c.value_or(Tensor()), x, h,                       \
                                    c.value_or(Tensor()), w_ih, w_hh, y, saved, has_bias,  \
                                    input_grad, state_grad, weight_grad,                   \
                                    unit_params.value_or(Tensor()));                       \

@@ -10,7 +10,8 @@ from . import _C
 from ._ops import GATES, SAVED_SLOTS, _check_same_device, _no_double_backward, ops
 
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
-# (None for other cells); unit_params: a cell's peepholes (None for cells without).
+# (None for other cells); unit_params: a cell's peepholes (None for cells without); grad_y:
+# None or added to grad_h (cell_backward sums a step's gradients w.r.t. y and h_new).
 # cell_forward returns y and h_new, equal values in two tensors (csrc/cell_ops.h says why).
 # Results a cell does not have come back empty ([0]), as do the gradients cell_backward is
 # told are not wanted.

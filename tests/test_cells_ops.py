@@ -120,6 +120,20 @@ def test_backward_op_matches_autograd(cell, bias, input_grad, state_grad, weight
                                        msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_backward_op_without_grad_y(cell):
+    """grad_y may be None: the op sums a step's gradients w.r.t. y and h_new, so grad_h alone
+    gives exactly what it gives with grad_y zero, and what the same gradient as grad_y gives
+    with grad_h zero."""
+    number, grad_y, grad_h, *rest = cell_backward_args(cell)
+    zeros = torch.zeros_like(grad_h)
+    alone = ops.cell_backward(number, None, grad_h, *rest)
+    for other in ((zeros, grad_h), (grad_h, zeros)):
+        for got, want in zip(alone, ops.cell_backward(number, *other, *rest)):
+            assert torch.equal(got, want)
+    torch.library.opcheck(ops.cell_backward.default, (number, None, grad_h, *rest))
+
+
 def test_backward_op_does_not_modify_its_arguments():
     """The forward's saved tensors are only read, so backward can run again (retain_graph)."""
     args = cell_backward_args("LSTM")

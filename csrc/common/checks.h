@@ -190,7 +190,9 @@ inline at::Tensor csr_weight(const char* op, const at::Tensor& h0, const at::Ten
 template <class Cell>
 RecurrenceSizes check_backward(const char* op, const BackwardArgs& a) {
   const auto sz = check_recurrence<Cell>(op, a.batch_sizes, a.h0, a.c0, a.w_hh, a.w_hr);
-  check_arg(op, a.h0, a.grad_y, "grad_y", {sz.N, sz.P}, "[N, P]");
+  if (a.grad_y.defined() || !a.x.defined()) {  // a cell call's may be missing (cell_ops.h)
+    check_arg(op, a.h0, a.grad_y, "grad_y", {sz.N, sz.P}, "[N, P]");
+  }
   check_arg(op, a.h0, a.grad_hn, "grad_hn", {sz.B, sz.P}, "[B, P]");
   if (Cell::kCellState) check_arg(op, a.h0, a.grad_cn, "grad_cn", {sz.B, sz.H}, "[B, H]");
   check_arg(op, a.h0, a.y, "y", {sz.N, sz.P}, "[N, P]");

@@ -302,7 +302,7 @@ struct CpuBackend {
     BackwardResult r;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.y.scalar_type(), "backward", [&] {
       using T = scalar_t;
-      BackwardState<T> st{a.grad_y.data_ptr<T>(),
+      BackwardState<T> st{a.grad_y.defined() ? a.grad_y.data_ptr<T>() : nullptr,
                           a.h0.data_ptr<T>(),
                           Cell::kCellState ? a.c0.data_ptr<T>() : nullptr,
                           w_hh.defined() ? w_hh.data_ptr<T>() : nullptr,

@@ -63,7 +63,9 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
   at::Tensor dm_t = proj ? at::empty({st.B, H}, options) : at::Tensor();
   const StepGemm<T> recurrent(w_hh);                // [b, G*H] -> [b, P]
   const StepGemm<T> project(proj ? w_hr : w_hh);  // [b, P] -> [b, H]
-  const auto units = proj ? backward_units<Cell, false, T> : backward_units<Cell, true, T>;
+  // With projection grad_y is added to dh before the units; a cell call may have none.
+  const bool add_grad_y = !proj && st.grad_y != nullptr;
+  const auto units = add_grad_y ? backward_units<Cell, true, T> : backward_units<Cell, false, T>;
   for (int64_t s = schedule.steps() - 1; s >= 0; --s) {
     const int64_t b = schedule.rows(s), first = schedule.first_row(s);
     if (b == 0) continue;
@@ -78,7 +80,7 @@ at::Tensor blas_backward(const BackwardState<T>& st, const Schedule& schedule,
     for_each_unit_of<Cell>(b, H, [&](int64_t row, int64_t j0, int64_t j1) {
       const int64_t packed = first + row;
       const T* dh_row = dh + row * (proj ? H : P);
-      units(dh_row, st.grad_y + packed * P,
+      units(dh_row, add_grad_y ? st.grad_y + packed * P : nullptr,
             Cell::kBackwardCarry ? st.carry + row * H : nullptr, st.saved + packed * S * H,
             st.unit_params, backward_prev<Cell>(st, schedule, s, row),
             proj ? dh_row : st.y + packed * P, st.grad_gx + packed * G * H,

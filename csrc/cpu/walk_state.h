@@ -125,7 +125,7 @@ struct ForwardState {
 
 template <typename T>
 struct BackwardState {
-  const T* grad_y;    // [N, P]
+  const T* grad_y;    // [N, P], or null: a cell call's without one (cell_ops.h)
   const T* h0;        // [B, P]
   const T* c0;        // [B, H] (kCellState) or null
   const T* w_hh;      // [G*H, P]; null for a float fused walk's bfloat16 w_hh (backend.cpp)

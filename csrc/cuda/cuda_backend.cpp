@@ -77,6 +77,11 @@ struct CudaBackend {
   template <class Cell>
   static BackwardResult backward(const BackwardArgs& args) {
     const c10::DeviceGuard guard(args.h0.device());
+    if (!args.grad_y.defined()) {  // a cell call's (cell_ops.h): the walks read zeros
+      BackwardArgs with_zeros = args;
+      with_zeros.grad_y = at::zeros_like(args.grad_hn);
+      return backward<Cell>(with_zeros);
+    }
     if constexpr (persistent::kPersistentCell<Cell>) {
       if (auto result = persistent_backward<Cell>(args)) return *result;
     }
