@@ -4,13 +4,20 @@
 // every backward. The op's backward is cell_backward; the gradients of inputs that need none
 // are not formed (the input product's backward GEMM, the state's, and the weights' when no
 // weight or bias needs one: a frozen cell). A forward that records a
-// graph always saves what backward reads, so callers may pass save=False.
+// graph always saves what backward reads, so callers may pass save=False. In a loop of calls
+// with the same weights the steps hand their weight gradients on from one to the next
+// (grad_sums_hand_off.h) rather than have autograd add them; on the CPU, backward calls the
+// op's kernel itself (cpu_cell_backward_with_sums), which adds them where it forms them.
 
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <ATen/record_function.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
+
 #include "cell_ops.h"
 #include "common/checks.h"
+#include "grad_sums_hand_off.h"
 
 namespace fastrnn {
 namespace {
@@ -86,6 +93,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
                           w_ih.requires_grad() || w_hh.requires_grad() || needs_grad(b_ih) ||
                               needs_grad(b_hh) || needs_grad(unit_params)};
     ctx->saved_data["step"] = flags.pack(cell);
+    if (flags.weight_grad) HandOff::make_slot(ctx);
     ctx->set_materialize_grads(false);
     return {y, h_new, c_new, saved};
   }
@@ -113,24 +121,61 @@ struct CellStep : torch::autograd::Function<CellStep> {
     const auto optional = [](const Tensor& t) {
       return t.defined() ? OptionalTensor(t) : std::nullopt;
     };
+    // The weights' gradients of the steps after this one, where they were handed off.
+    const HandOff hand_off(ctx, kH, {kWih, kWhh, kBih, kBhh});
+    const BackwardResult sums = weight_grad ? hand_off.take() : BackwardResult();
+    const bool summed = sums.grad_w_ih.defined();
+    const bool direct = takes_cpu_kernel(grads, saved);
+    const auto backward_with = [&](const auto& call) {
+      return call(StepFlags::cell(packed), grad_h_new.defined() ? optional(grad_y) : std::nullopt,
+                  grad_h, grad_c, x, h, optional(c), w_ih, w_hh, y, rows, has_bias, x_grad,
+                  h_grad || c_grad, weight_grad, optional(unit_params));
+    };
+    const auto call_op = [](const auto&... args) { return cell_backward_op().call(args...); };
+    const auto call_cpu_kernel = [&](const auto&... args) {
+      RECORD_FUNCTION("fastrnn::cell_backward", std::vector<c10::IValue>());
+      return cpu_cell_backward_with_sums()(args..., summed ? &sums : nullptr);
+    };
     auto [grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_params] =
-        cell_backward_op().call(StepFlags::cell(packed),
-                                grad_h_new.defined() ? optional(grad_y) : std::nullopt, grad_h,
-                                grad_c, x, h, optional(c), w_ih, w_hh, y, rows, has_bias, x_grad,
-                                h_grad || c_grad, weight_grad, optional(unit_params));
+        direct ? backward_with(call_cpu_kernel) : backward_with(call_op);
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
     if (h_grad) result[kH] = grad_h0;
     if (c_grad) result[kC] = grad_c0;
     if (!weight_grad) return result;
-    result[kWih] = grad_w_ih;
-    result[kWhh] = grad_w_hh;
     if (unit_params.defined()) result[kUnitParams] = grad_params;
-    if (has_bias) {
-      result[kBih] = grad_b_ih;
-      result[kBhh] = grad_b_hh;
+    std::vector<Tensor> weight_grads{grad_w_ih, grad_w_hh};
+    if (has_bias) weight_grads.insert(weight_grads.end(), {grad_b_ih, grad_b_hh});
+    if (summed && !direct) {  // the op formed this step's alone
+      const std::vector<Tensor> earlier{sums.grad_w_ih, sums.grad_w_hh, sums.grad_b_ih,
+                                        sums.grad_b_hh};
+      for (size_t i = 0; i < weight_grads.size(); ++i) {
+        weight_grads[i] = earlier[i].add_(weight_grads[i]);
+      }
     }
+    if (hand_off.pass(weight_grads)) return result;
+    const Argument weights[] = {kWih, kWhh, kBih, kBhh};
+    for (size_t i = 0; i < weight_grads.size(); ++i) result[weights[i]] = weight_grads[i];
     return result;
+  }
+
+ private:
+  using HandOff = GradSumsHandOff<CellStep>;
+
+  // Whether backward may call the CPU kernel itself, past the dispatcher, with the sums of
+  // the hand-off: plain CPU tensors (no subclass, no functionalization), no dispatch mode,
+  // and no graph to record. The profiler still sees the call (RECORD_FUNCTION).
+  static bool takes_cpu_kernel(const variable_list& grads, const variable_list& saved) {
+    if (at::GradMode::is_enabled() || c10::impl::dispatch_mode_enabled()) return false;
+    constexpr auto kCpu = c10::DispatchKeySet(c10::DispatchKey::CPU);
+    const auto plain_cpu = [&](const Tensor& t) {
+      if (!t.defined()) return true;
+      const auto keys = t.key_set() - c10::autograd_dispatch_keyset_with_ADInplaceOrView -
+                        c10::autocast_dispatch_keyset;
+      return t.layout() == at::kStrided && keys == kCpu;
+    };
+    return std::all_of(grads.begin(), grads.end(), plain_cpu) &&
+           std::all_of(saved.begin(), saved.end(), plain_cpu);
   }
 };
 

@@ -159,18 +159,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor
 
 using BackwardTuple = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// grad_y: [B, H] or undefined.
+// grad_y: [B, H] or undefined. grad_sums: see BackwardArgs, or null.
 template <class Backend, class Cell>
 BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c,
                        const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
                        const Tensor& w_hh, const Tensor& y, const Tensor& saved, bool has_bias,
                        bool input_grad, bool state_grad, bool weight_grad,
-                       const Tensor& unit_params) {
+                       const Tensor& unit_params, const BackwardResult* grad_sums) {
   constexpr const char* op = "cell_backward";
   if (is_layer_step(op, x, h, c)) {
     auto r = backward<Backend, Cell>(step_rows(grad_y), step_rows(grad_h), step_rows(grad_c),
                                      x[0], h[0], step_rows(c), w_ih, w_hh, y[0], saved,
-                                     has_bias, input_grad, state_grad, weight_grad, unit_params);
+                                     has_bias, input_grad, state_grad, weight_grad, unit_params,
+                                     grad_sums);
     auto& [grad_x, grad_h0, grad_c0, w_ih_grad, w_hh_grad, b_ih_grad, b_hh_grad, params] = r;
     return {layer_step(grad_x), layer_step(grad_h0), layer_step(grad_c0), w_ih_grad, w_hh_grad,
             b_ih_grad, b_hh_grad, params};
@@ -187,6 +188,7 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   a.x = x;
   a.w_ih = w_ih;
   a.input_grad = input_grad;
+  a.grad_sums = weight_grad ? grad_sums : nullptr;
   const auto r = op_entry::backward<Backend, Cell>(op, std::move(a));
   // gx = x @ w_ih^T + b_ih (+ b_hh): the input side's gradients from grad_gx [B, G*H], where
   // the backend did not form them.
@@ -205,7 +207,22 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   Tensor grad_b_hh =
       Cell::kRecurrentBias || r.grad_b_ih.defined() ? r.grad_b_hh : grad_b_ih.clone();
   Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);
-  return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
+  if (grad_sums == nullptr) {
+    return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
+  }
+  // The sums the backend did not add to: sum + gradient, as autograd would add them.
+  const auto added = [](const Tensor& sum, const Tensor& grad) {
+    return grad.is_same(sum) ? sum : sum.add_(grad);
+  };
+  const BackwardResult& sums = *grad_sums;
+  return {grad_x,
+          grad_h0,
+          grad_c0,
+          added(sums.grad_w_ih, grad_w_ih),
+          added(sums.grad_w_hh, r.grad_w_hh),
+          has_bias ? added(sums.grad_b_ih, grad_b_ih) : grad_b_ih,
+          has_bias ? added(sums.grad_b_hh, grad_b_hh) : grad_b_hh,
+          grad_params};
 }
 
 // The entry points: dispatch on the cell number to the cell's policy.
@@ -232,7 +249,8 @@ BackwardTuple cell_backward(int64_t cell, const optional<Tensor>& grad_y, const 
                             const optional<Tensor>& c, const Tensor& w_ih, const Tensor& w_hh,
                             const Tensor& y, const Tensor& saved, bool has_bias,
                             bool input_grad, bool state_grad, bool weight_grad,
-                            const optional<Tensor>& unit_params) {
+                            const optional<Tensor>& unit_params,
+                            const BackwardResult* grad_sums) {
   const WithoutAutocast no_autocast;
 #define FASTRNN_CELL_BACKWARD(Cell, NAME)                                                  \
   if (cell == static_cast<int64_t>(Cell::kKind)) {                                        \
@@ -240,19 +258,43 @@ BackwardTuple cell_backward(int64_t cell, const optional<Tensor>& grad_y, const 
                                    grad_c.value_or(Tensor()), x, h,                       \
                                    c.value_or(Tensor()), w_ih, w_hh, y, saved, has_bias,  \
                                    input_grad, state_grad, weight_grad,                   \
-                                   unit_params.value_or(Tensor()));                       \
+                                   unit_params.value_or(Tensor()), grad_sums);            \
   }
   FASTRNN_FOR_EACH_CELL(FASTRNN_CELL_BACKWARD)
 #undef FASTRNN_CELL_BACKWARD
   TORCH_CHECK(false, "cell_backward: unknown cell number ", cell);
 }
 
+// The op cell_backward: without sums.
+template <class Backend>
+BackwardTuple cell_backward_op(int64_t cell, const optional<Tensor>& grad_y,
+                               const Tensor& grad_h, const optional<Tensor>& grad_c,
+                               const Tensor& x, const Tensor& h, const optional<Tensor>& c,
+                               const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
+                               const Tensor& saved, bool has_bias, bool input_grad,
+                               bool state_grad, bool weight_grad,
+                               const optional<Tensor>& unit_params) {
+  return cell_backward<Backend>(cell, grad_y, grad_h, grad_c, x, h, c, w_ih, w_hh, y, saved,
+                                has_bias, input_grad, state_grad, weight_grad, unit_params,
+                                nullptr);
+}
+
 }  // namespace cell_entry
+
+// cell_backward of the CPU backend (backend.cpp) with grad_sums: cell_entry::cell_backward
+// for the hand-off of a loop's weight gradients from step to step (cell_autograd.cpp).
+using CellBackwardWithSums = cell_entry::BackwardTuple(
+    int64_t, const std::optional<at::Tensor>&, const at::Tensor&,
+    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, bool, bool, bool, bool, const std::optional<at::Tensor>&,
+    const BackwardResult*);
+CellBackwardWithSums* cpu_cell_backward_with_sums();
 
 template <class Backend>
 void register_cell_ops(torch::Library& m) {
   m.impl("cell_forward", &cell_entry::cell_forward<Backend>);
-  m.impl("cell_backward", &cell_entry::cell_backward<Backend>);
+  m.impl("cell_backward", &cell_entry::cell_backward_op<Backend>);
 }
 
 }  // namespace fastrnn

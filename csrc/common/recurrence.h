@@ -43,6 +43,8 @@ struct ForwardResult {
   at::Tensor saved;  // [N, S*H] the rows' saved slots, read by backward ([0, S*H] unless save)
 };
 
+struct BackwardResult;
+
 // The gradients w.r.t. a forward's outputs and what backward reads of it (only read).
 struct BackwardArgs {
   at::Tensor grad_y;       // [N, P]
@@ -68,6 +70,11 @@ struct BackwardArgs {
   // undefined.
   at::Tensor x{}, w_ih{};
   bool input_grad = false;
+  // With x: sums of earlier steps' gradients w.r.t. the weights and biases (grad_w_ih,
+  // grad_w_hh, grad_b_ih, grad_b_hh of a BackwardResult, contiguous, as this step returns
+  // them) or null. A backend that forms those with the step's products may add them to the
+  // sums in place and return the sums; the caller adds those it returns otherwise.
+  const BackwardResult* grad_sums = nullptr;
 };
 
 struct BackwardResult {

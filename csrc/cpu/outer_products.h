@@ -34,9 +34,11 @@ constexpr int64_t kMaxOuterDepth = 256;
 
 // out[r, c] = sum_{k < K} terms[k * MR + r] * strip[k * W + c] for r < MR, c < W (W =
 // kPanelWidth<T>): terms [K, MR], strip [K, W], out rows ldc apart. A strip row in
-// panel_gemm.h's PanelVector, as the panels' products hold theirs.
+// panel_gemm.h's PanelVector, as the panels' products hold theirs. With add, out[r, c] +
+// the sum: out holds a sum of earlier products, and the result is the one that adding this
+// product to it afterwards gives, bit for bit.
 template <typename T, int MR>
-void outer_block(const T* terms, const T* strip, int64_t K, T* out, int64_t ldc) {
+void outer_block(const T* terms, const T* strip, int64_t K, T* out, int64_t ldc, bool add) {
   using Vec = typename PanelVector<T, MR>::Vec;
   constexpr int NV = kPanelVectors<MR>, V = kPanelWidth<T> / NV;
   Vec sums[MR][NV];
@@ -55,7 +57,10 @@ void outer_block(const T* terms, const T* strip, int64_t K, T* out, int64_t ldc)
     }
   }
   for (int r = 0; r < MR; ++r) {
-    for (int v = 0; v < NV; ++v) store_vector(out + r * ldc + v * V, sums[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      T* to = out + r * ldc + v * V;
+      store_vector(to, add ? load_vector<Vec>(to) + sums[r][v] : sums[r][v]);
+    }
   }
 }
 
@@ -73,11 +78,13 @@ inline void copy_padded(const T* from, int64_t count, T* to) {
 }
 
 // Rows [r0, r1) of out [M, N] (rows ldc apart) = a^T @ b: a [K, M] (rows lda apart), b [K, N]
-// (rows ldb apart), K <= kMaxOuterDepth. One thread's share: the callers split out's rows
-// at multiples of kMaxPanelRows (only out's last row block is then short, on any split).
+// (rows ldb apart), K <= kMaxOuterDepth; with add, out + a^T @ b (outer_block). One thread's
+// share: the callers split out's rows at multiples of kMaxPanelRows (only out's last row
+// block is then short, on any split).
 template <typename T>
 void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const T* b,
-                           int64_t ldb, T* out, int64_t ldc, int64_t r0, int64_t r1) {
+                           int64_t ldb, T* out, int64_t ldc, int64_t r0, int64_t r1,
+                           bool add = false) {
   constexpr int MR = kMaxPanelRows, W = kPanelWidth<T>;
   const int64_t strips = (N + W - 1) / W;
   thread_local std::vector<T> packed;  // b's strips, then a row block's terms
@@ -98,10 +105,14 @@ void sum_of_outer_products(int64_t K, int64_t N, const T* a, int64_t lda, const 
       const int64_t c0 = s * W, width = std::min<int64_t>(W, N - c0);
       T* corner = out + i * ldc + c0;
       const bool whole = rows == MR && width == W;
-      outer_block<T, MR>(terms, strip + s * K * W, K, whole ? corner : tile, whole ? ldc : W);
+      outer_block<T, MR>(terms, strip + s * K * W, K, whole ? corner : tile, whole ? ldc : W,
+                         whole && add);
       if (whole) continue;
       for (int64_t r = 0; r < rows; ++r) {
-        std::memcpy(corner + r * ldc, tile + r * W, width * sizeof(T));
+        T* to = corner + r * ldc;
+        const T* sum = tile + r * W;
+        if (!add) std::memcpy(to, sum, width * sizeof(T));
+        for (int64_t c = 0; add && c < width; ++c) to[c] += sum[c];
       }
     }
   }

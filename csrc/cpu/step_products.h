@@ -41,22 +41,30 @@ inline bool takes_step_products(int64_t B, int64_t GH, int64_t I, int64_t H) {
 
 // Pointers to the operands and results, all contiguous; a null result is not formed.
 // grad_b_ih [G*H] sums grad_gx's rows; grad_b_hh [G*H] grad_gh's where recurrent_bias (a
-// cell that adds b_hh to the recurrent product alone), else holds a copy of grad_b_ih.
+// cell that adds b_hh to the recurrent product alone), else grad_gx's too. With
+// add_to_sums, the weights' and biases' results hold sums of earlier steps' gradients,
+// and this step's are added to them (as autograd would add them: the same bits).
 template <typename T>
 struct StepProducts {
   int64_t B, GH, I, H;  // rows; G*H; x's and h0's widths
   const T *grad_gx, *grad_gh, *x, *h0;
   T *grad_x, *dh, *grad_w_ih, *grad_w_hh, *grad_b_ih, *grad_b_hh;
-  bool recurrent_bias;
+  bool recurrent_bias, add_to_sums;
 };
 
-// out[j] = sum over rows b < B of rows[b * ld + j], for j in [j0, j1), the rows in order.
+// out[j] = sum over rows b < B of rows[b * ld + j], for j in [j0, j1), the rows in order;
+// with add, out[j] + that sum.
 template <typename T>
-void sum_rows(int64_t B, const T* rows, int64_t ld, T* out, int64_t j0, int64_t j1) {
-  std::fill(out + j0, out + j1, T(0));
-  for (int64_t b = 0; b < B; ++b) {
-    const T* row = rows + b * ld;
-    for (int64_t j = j0; j < j1; ++j) out[j] += row[j];
+void sum_rows(int64_t B, const T* rows, int64_t ld, T* out, int64_t j0, int64_t j1, bool add) {
+  constexpr int64_t kChunk = 256;
+  for (int64_t c0 = j0; c0 < j1; c0 += kChunk) {
+    const int64_t width = std::min(kChunk, j1 - c0);
+    T sums[kChunk] = {};
+    for (int64_t b = 0; b < B; ++b) {
+      const T* row = rows + b * ld + c0;
+      for (int64_t j = 0; j < width; ++j) sums[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) out[c0 + j] = add ? out[c0 + j] + sums[j] : sums[j];
   }
 }
 
@@ -72,12 +80,13 @@ void step_backward_products(const StepProducts<T>& p, const StepGemm<T>& input,
     // As transposed_product (recurrence.h), flushed also on one thread: no BLAS below.
     const FlushSubnormals flush(AT_PARALLEL_OPENMP);
     const auto [r0, r1] = outer_rows_share(p.GH, t, parts);
-    sum_of_outer_products(p.B, p.I, p.grad_gx, p.GH, p.x, p.I, p.grad_w_ih, p.I, r0, r1);
-    sum_of_outer_products(p.B, p.H, p.grad_gh, p.GH, p.h0, p.H, p.grad_w_hh, p.H, r0, r1);
+    const bool add = p.add_to_sums;
+    sum_of_outer_products(p.B, p.I, p.grad_gx, p.GH, p.x, p.I, p.grad_w_ih, p.I, r0, r1, add);
+    sum_of_outer_products(p.B, p.H, p.grad_gh, p.GH, p.h0, p.H, p.grad_w_hh, p.H, r0, r1, add);
     if (p.grad_b_ih == nullptr) return;
-    sum_rows(p.B, p.grad_gx, p.GH, p.grad_b_ih, r0, r1);
-    if (p.recurrent_bias) {
-      sum_rows(p.B, p.grad_gh, p.GH, p.grad_b_hh, r0, r1);
+    sum_rows(p.B, p.grad_gx, p.GH, p.grad_b_ih, r0, r1, add);
+    if (p.recurrent_bias || add) {
+      sum_rows(p.B, p.recurrent_bias ? p.grad_gh : p.grad_gx, p.GH, p.grad_b_hh, r0, r1, add);
     } else {
       std::copy(p.grad_b_ih + r0, p.grad_b_ih + r1, p.grad_b_hh + r0);
     }
