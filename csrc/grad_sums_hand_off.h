@@ -16,11 +16,12 @@
 //
 // Only between nodes the engine runs itself (not compiled autograd's), in a backward that
 // records no graph (no create_graph); a node that is left sums always takes them, whatever
-// path its own backward takes. A hook on a step's node sees no weight gradients but the
-// first step's.
+// path its own backward takes. Not on the GPU, where the sums would pass between streams
+// unordered.
 
 #include <ATen/core/ivalue.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/anomaly_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
@@ -52,6 +53,8 @@ class GradSumsHandOff {
   }
 
   // The sums the step after this one left for it in this backward; else all undefined.
+  // Sums another backward left (one running in another thread on the same graph, or the
+  // one a hook of this node runs within it) stay for that backward.
   BackwardResult take() const {
     BackwardResult sums;
     const auto slot = ctx_->saved_data.find(kSlot);
@@ -59,13 +62,12 @@ class GradSumsHandOff {
     const std::lock_guard<std::mutex> lock(mutex());
     if (!slot->second.isTuple()) return sums;
     const auto& left = slot->second.toTupleRef().elements();
-    if (left[0].toInt() == torch::autograd::get_current_graph_task_id()) {
-      sums.grad_w_ih = left[1].toTensor();
-      sums.grad_w_hh = left[2].toTensor();
-      if (left.size() > 3) {
-        sums.grad_b_ih = left[3].toTensor();
-        sums.grad_b_hh = left[4].toTensor();
-      }
+    if (left[0].toInt() != torch::autograd::get_current_graph_task_id()) return sums;
+    sums.grad_w_ih = left[1].toTensor();
+    sums.grad_w_hh = left[2].toTensor();
+    if (left.size() > 3) {
+      sums.grad_b_ih = left[3].toTensor();
+      sums.grad_b_hh = left[4].toTensor();
     }
     slot->second = c10::IValue();
     return sums;
@@ -73,12 +75,20 @@ class GradSumsHandOff {
 
   // Leaves sums (this step's gradients w.r.t. weights, added to the later steps') with the
   // previous step, where it has the same weights, runs in this backward, and would receive
-  // them as they are (same shapes and dtypes, contiguous). Returns whether it did.
+  // them as they are (same shapes and dtypes, contiguous, on the CPU: no stream to order
+  // them on). Not where either node has a hook on what it returns, which must see that
+  // step's gradients alone, nor in anomaly mode, which must name the step that made a NaN.
+  // Returns whether it did.
   bool pass(const std::vector<at::Tensor>& sums) const {
-    if (node_ == nullptr || at::GradMode::is_enabled()) return false;
+    if (node_ == nullptr || at::GradMode::is_enabled() ||
+        torch::autograd::AnomalyMode::is_enabled() || !node_->post_hooks().empty()) {
+      return false;
+    }
     const torch::autograd::Edge& state = edge(*node_, h_);
     auto* previous = dynamic_cast<Node*>(state.function.get());
-    if (previous == nullptr || !will_run(previous)) return false;
+    if (previous == nullptr || !previous->post_hooks().empty() || !will_run(previous)) {
+      return false;
+    }
     for (size_t i = 0; i < weights_.size(); ++i) {
       if (node_->is_variable_input_[weights_[i]] !=
           previous->is_variable_input_[weights_[i]]) {
@@ -96,7 +106,7 @@ class GradSumsHandOff {
     std::vector<c10::IValue> left{torch::autograd::get_current_graph_task_id()};
     left.insert(left.end(), sums.begin(), sums.end());
     const std::lock_guard<std::mutex> lock(mutex());
-    if (!slot->second.isNone()) return false;  // another step left it its sums first
+    if (!slot->second.isNone()) return false;  // another step (or backward) left it sums
     slot->second = c10::ivalue::Tuple::create(std::move(left));
     return true;
   }
@@ -126,9 +136,9 @@ class GradSumsHandOff {
   // Whether the engine passes grad on to e's node unchanged (no cast, no reduction).
   static bool receives_as_is(const torch::autograd::Edge& e, const at::Tensor& grad) {
     const auto& input = e.function->input_metadata(e.input_nr);
-    return grad.defined() && grad.is_contiguous() && !input.is_tensor_subclass() &&
-           input.dtype() == grad.dtype() && input.device() == grad.device() &&
-           input.is_same_shape(grad);
+    return grad.defined() && grad.is_contiguous() && grad.device().is_cpu() &&
+           !input.is_tensor_subclass() && input.dtype() == grad.dtype() &&
+           input.device() == grad.device() && input.is_same_shape(grad);
   }
 
   torch::autograd::AutogradContext* ctx_;

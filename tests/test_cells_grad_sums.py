@@ -213,6 +213,68 @@ def test_weight_hook_sees_the_sum_once(cell):
     assert_equal(seen[handed_off], seen[kept])
 
 
+def step_states(cell, inputs, between):
+    """Each step's h of a loop (the leaves fresh), for hooks on the steps' nodes."""
+    xs, hx = inputs.fresh().args()
+    states = []
+    for x in xs:
+        hx = cell(x, between_steps(hx, between))
+        states.append(flatten_state(hx)[0])
+    return states
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_backward_within_backward(cell):
+    """A hook on one step's node runs a backward of its own through the same graph while
+    the outer backward's sums wait at that node: each backward keeps its own."""
+    fast, inputs = setup(cell)
+    grads = {}
+    for between in (handed_off, kept):
+        fast.zero_grad(set_to_none=True)
+        states = step_states(fast, inputs, between)
+        inner = []
+
+        def pre_hook(grad_outputs):
+            if inner:  # the inner backward runs this node too
+                return
+            inner.append(None)
+            with torch.enable_grad():
+                inner[0] = torch.autograd.grad(states[1].sum(), list(fast.parameters()),
+                                               retain_graph=True)
+
+        states[1].grad_fn.register_prehook(pre_hook)
+        weighted_loss(states).backward()
+        grads[between] = [*inner[0], *(p.grad for p in fast.parameters())]
+    assert_equal(grads[handed_off], grads[kept])
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_hooks_on_step_nodes(cell):
+    """A hook on what a step's node returns sees that step's weight gradients alone, and
+    what it changes changes that step's alone."""
+    fast, inputs = setup(cell)
+    weights = range(3, 7 if fast.bias else 5)  # w_ih, w_hh (b_ih, b_hh) among the op's inputs
+    results = {}
+    for between in (handed_off, kept):
+        fast.zero_grad(set_to_none=True)
+        states = step_states(fast, inputs, between)
+        seen = []
+        drop = lambda grad_in, grad_out: tuple(None if k in weights else g
+                                               for k, g in enumerate(grad_in))
+        states[0].grad_fn.register_hook(drop)
+        states[2].grad_fn.register_hook(lambda grad_in, grad_out: seen.append(grad_in[4]))
+        weighted_loss(states).backward()
+        results[between] = [seen[0], *(p.grad for p in fast.parameters())]
+    assert_equal(results[handed_off], results[kept])
+
+
+def test_anomaly_mode():
+    fast, inputs = setup("LSTMCell")
+    with torch.autograd.detect_anomaly():
+        got = loop_gradients(fast, inputs)
+    assert_equal(got, loop_gradients(fast, inputs, kept))
+
+
 class PassThrough(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         return func(*args, **(kwargs or {}))
