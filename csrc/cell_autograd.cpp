@@ -146,10 +146,11 @@ struct CellStep : torch::autograd::Function<CellStep> {
     if (unit_params.defined()) result[kUnitParams] = grad_params;
     std::vector<Tensor> weight_grads{grad_w_ih, grad_w_hh};
     if (has_bias) weight_grads.insert(weight_grads.end(), {grad_b_ih, grad_b_hh});
-    if (summed && !direct) {  // the op formed this step's alone
+    if (summed) {  // the sums no kernel added to: sum + gradient, as autograd would add them
       const std::vector<Tensor> earlier{sums.grad_w_ih, sums.grad_w_hh, sums.grad_b_ih,
                                         sums.grad_b_hh};
       for (size_t i = 0; i < weight_grads.size(); ++i) {
+        if (weight_grads[i].is_same(earlier[i])) continue;
         weight_grads[i] = earlier[i].add_(weight_grads[i]);
       }
     }

@@ -159,7 +159,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor
 
 using BackwardTuple = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// grad_y: [B, H] or undefined. grad_sums: see BackwardArgs, or null.
+// grad_y: [B, H] or undefined. grad_sums: see BackwardArgs (the caller adds those sums
+// that come back as other tensors), or null.
 template <class Backend, class Cell>
 BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor& grad_c,
                        const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
@@ -207,22 +208,7 @@ BackwardTuple backward(const Tensor& grad_y, const Tensor& grad_h, const Tensor&
   Tensor grad_b_hh =
       Cell::kRecurrentBias || r.grad_b_ih.defined() ? r.grad_b_hh : grad_b_ih.clone();
   Tensor grad_params = r.grad_unit_params.defined() ? r.grad_unit_params : none_like(h);
-  if (grad_sums == nullptr) {
-    return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
-  }
-  // The sums the backend did not add to: sum + gradient, as autograd would add them.
-  const auto added = [](const Tensor& sum, const Tensor& grad) {
-    return grad.is_same(sum) ? sum : sum.add_(grad);
-  };
-  const BackwardResult& sums = *grad_sums;
-  return {grad_x,
-          grad_h0,
-          grad_c0,
-          added(sums.grad_w_ih, grad_w_ih),
-          added(sums.grad_w_hh, r.grad_w_hh),
-          has_bias ? added(sums.grad_b_ih, grad_b_ih) : grad_b_ih,
-          has_bias ? added(sums.grad_b_hh, grad_b_hh) : grad_b_hh,
-          grad_params};
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, r.grad_w_hh, grad_b_ih, grad_b_hh, grad_params};
 }
 
 // The entry points: dispatch on the cell number to the cell's policy.
