@@ -14,6 +14,7 @@
 #include "common/dtype.h"
 #include "cell_ops.h"
 #include "cell_python.h"
+#include "cpu/linear.h"
 
 TORCH_LIBRARY(fastrnn, m) {
   fastrnn::define_ops(m);

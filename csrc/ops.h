@@ -31,6 +31,13 @@ inline void define_ops(torch::Library& m) {
   m.def(
       "lstm_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_hh, "
       "Tensor? w_hr, bool reverse, bool save) -> (Tensor y, Tensor hn, Tensor cn, Tensor saved)");
+  // The LSTM's inference from its input rows (x [N, I], w_ih [4H, I], bias [4H] = b_ih + b_hh
+  // or None) instead of gx: lstm_forward's y, hn and cn without saved. The CPU forms the
+  // input product inside its fused walk, where the walk reads each step's x rows next to its
+  // h rows (cpu/backend.cpp); elsewhere gx first. No gradient: lstm_forward has one.
+  m.def(
+      "lstm_input_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor batch_sizes, Tensor h0, "
+      "Tensor c0, Tensor w_hh, Tensor? w_hr, bool reverse) -> (Tensor y, Tensor hn, Tensor cn)");
   m.def(
       "lstm_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
       "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor saved, bool reverse) "
@@ -102,24 +109,6 @@ inline void define_ops(torch::Library& m) {
   m.def("convert(Tensor self, ScalarType dtype) -> Tensor");
 }
 
-// The least depth from which the CPU's linear takes oneDNN, 0 where it never does
-// (cpu/linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
-int64_t linear_onednn_min_depth();
-
-// Whether the CPU's linear takes oneDNN for a bfloat16 product with a bias: on the CPUs where
-// it takes oneDNN's float32 product (linear_onednn_min_depth) and oneDNN computes in
-// bfloat16 (cpu/linear.cpp; fastrnn._C.LINEAR_BFLOAT16_BIAS).
-bool linear_onednn_bfloat16();
-
-// The least size in bytes of a result of the CPU's linear that comes from the buffers the
-// CPU walks reuse from call to call (cpu/walk_state.h; fastrnn._C.LINEAR_POOLED_BYTES).
-int64_t linear_pooled_bytes();
-
-// The least size in bytes of a float32 result that the CPU's linear forms in those buffers
-// at any depth (cpu/linear.cpp; fastrnn._C.LINEAR_FRESH_BYTES): from there at::addmm's or
-// oneDNN's own result would be a fresh mapping (cpu/walk_state.h).
-int64_t linear_fresh_bytes();
-
 // Whether the CPU's fused walks multiply a bfloat16 w_hh in bfloat16 (cpu/panel_operands.h:
 // built for AVX512-BF16); else they read it converted to float (fastrnn._C.BFLOAT16_PRODUCTS).
 bool bfloat16_recurrent_products();
@@ -133,14 +122,20 @@ using c10::optional;
 template <class Backend, class Cell>
 ForwardResult forward(const char* op, ForwardArgs a) {
   const WithoutAutocast no_autocast;
-  check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh, a.unit_params);
+  check_no_forward_ad(op, a.gx, a.h0, a.c0, a.w_hh, a.w_hr, a.b_hh, a.unit_params, a.x,
+                      a.w_ih, a.b_ih);
   a.size = check_forward<Cell>(op, a);
   a.op = op;
-  for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh, &a.unit_params}) {
+  for (Tensor* t : {&a.gx, &a.h0, &a.c0, &a.w_hh, &a.w_hr, &a.b_hh, &a.unit_params, &a.x,
+                    &a.w_ih, &a.b_ih}) {
     if (t->defined() && t->layout() == at::kStrided) *t = t->contiguous();
   }
   if (!Backend::kBfloat16Products && bfloat16_products(a.h0, a.w_hh)) {
     a.w_hh = a.w_hh.to(a.h0.scalar_type());
+  }
+  if (a.x.defined() && !Backend::kFoldsInputProduct) {  // [N, G*H]
+    a.gx = a.b_ih.defined() ? at::addmm(a.b_ih, a.x, a.w_ih.t()) : at::mm(a.x, a.w_ih.t());
+    a.x = a.w_ih = a.b_ih = Tensor();
   }
   return Backend::template forward<Cell>(a);
 }
@@ -177,6 +172,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
       "lstm_forward", {gx, batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(),
                        reverse, save, {}});
   return {r.y, r.hn, r.cn, r.saved};
+}
+
+template <class Backend>
+std::tuple<Tensor, Tensor, Tensor> lstm_input_forward(
+    const Tensor& x, const Tensor& w_ih, const optional<Tensor>& bias,
+    const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+    const optional<Tensor>& w_hr, bool reverse) {
+  ForwardArgs a{Tensor(), batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(),
+                reverse, false, {}};
+  a.x = x;
+  a.w_ih = w_ih;
+  a.b_ih = bias.value_or(Tensor());
+  const auto r = forward<Backend, lstm::Policy>("lstm_input_forward", a);
+  return {r.y, r.hn, r.cn};
 }
 
 template <class Backend>
@@ -374,6 +383,7 @@ std::tuple<Tensor, Tensor> leaky_forward_csr(const Tensor& gx, const Tensor& bat
 template <class Backend>
 void register_ops(torch::Library& m) {
   m.impl("lstm_forward", &op_entry::lstm_forward<Backend>);
+  m.impl("lstm_input_forward", &op_entry::lstm_input_forward<Backend>);
   m.impl("lstm_backward", &op_entry::lstm_backward<Backend>);
   m.impl("lstm_variant_forward", &op_entry::lstm_variant_forward<Backend>);
   m.impl("lstm_variant_backward", &op_entry::lstm_variant_backward<Backend>);

@@ -97,6 +97,16 @@ def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
                               False, save)
 
 
+@torch.library.register_fake("fastrnn::lstm_input_forward")
+def _(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse):
+    _check_same_device("lstm_input_forward", h0, x, w_ih, bias)
+    torch._check(x.dim() == 2 and w_ih.dim() == 2,
+                 lambda: "lstm_input_forward: x [N, I] and w_ih [4*H, I] expected")
+    gx = x.new_empty(x.shape[0], w_ih.shape[0])
+    return _lstm_forward_fake("lstm_input_forward", gx, batch_sizes, h0, c0, w_hh, w_hr, None,
+                              False, False, False)[:3]
+
+
 @torch.library.register_fake("fastrnn::lstm_backward")
 def _(grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved, reverse):
     return _lstm_backward_fake("lstm_backward", grad_y, grad_hn, grad_cn, batch_sizes, h0, c0,
@@ -349,6 +359,15 @@ torch.library.register_autograd("fastrnn::clockwork_forward", _clockwork_backwar
 for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward",
                      "gru_variant_backward", "rnn_backward", "clockwork_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
+
+
+def _no_input_forward_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastrnn: lstm_input_forward is inference only: it has no gradient; form gx with the "
+        "input product and call lstm_forward with save=True to differentiate")
+
+
+torch.library.register_autograd("fastrnn::lstm_input_forward", _no_input_forward_backward)
 
 
 def _no_reservoir_backward(ctx, *grads):

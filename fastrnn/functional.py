@@ -77,7 +77,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
         y, hn, _ = ops.gru_forward(gx, batch_sizes, h0, w_hh, b_hh, reverse,
                                     _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
-    gx = input_product(x, w_ih, b_ih + b_hh if has_bias else None, product_dtype)
+    bias = b_ih + b_hh if has_bias else None
+    if mode == "LSTM" and variant is None and _input_in_walk(x, product_dtype) and not _needs_grad(
+            x, w_ih, bias, h0, c0, w_hh, w_hr):
+        return ops.lstm_input_forward(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse)
+    gx = input_product(x, w_ih, bias, product_dtype)
     if variant is not None:  # the LSTM with peepholes and/or coupled gates
         y, hn, cn, _ = ops.lstm_variant_forward(
             gx, batch_sizes, h0, c0, w_hh, w_hr, peepholes, variant.coupled_gates, False,
@@ -89,6 +93,15 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
         return y, hn, cn
     y, hn = ops.rnn_forward(gx, batch_sizes, h0, w_hh, mode == "RNN_RELU", reverse)
     return y, hn, None
+
+
+def _input_in_walk(x, product_dtype):
+    """Whether the LSTM's inference takes its input rows to fastrnn::lstm_input_forward, whose
+    fused CPU walk forms the input product step by step next to the recurrent one
+    (csrc/cpu/fused_walk.h), rather than gx from input_product: on the CPU, in x's dtype,
+    outside torch.compile and torch.export (whose graphs keep the input product's
+    torch.addmm, as input_product says)."""
+    return x.is_cpu and product_dtype is None and not torch.compiler.is_compiling()
 
 
 def _recurrent_weight(mode, w_hh, has_proj, product_dtype):

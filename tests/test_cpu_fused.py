@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import fastrnn
+from fastrnn._ops import ops
 from helpers.cases import Case
 from helpers.compare import assert_close
 from helpers.inputs import make_inputs
@@ -63,6 +64,69 @@ def threads(request, torch_state):
                          ids=lambda c: f"{c.cell}-H{c.hidden_size}-B{c.batch}-{c.kind}")
 def test_walk_matches_torch_nn(case, dtype, walk, threads):
     check_parity(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", [c for c in CASES if c.cell == "LSTM"],
+                         ids=lambda c: f"H{c.hidden_size}-B{c.batch}-{c.kind}")
+def test_inference_walk_matches_torch_nn(case, dtype, walk, threads):
+    """Under no_grad the LSTM takes its input rows to fastrnn::lstm_input_forward, whose
+    fused walks form the input product themselves from 4 rows."""
+    ref, fast = make_pair(case, dtype)
+    inputs = make_inputs(case, dtype)
+    want, _, _ = run(ref, inputs, backward=False)
+    with torch.no_grad():
+        got, _, _ = run(fast, inputs, backward=False)
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b)
+
+
+def _input_forward_args(dtype, inputs, batch, hidden, bias, projection, lengths):
+    """lstm_input_forward's arguments, [N, I] rows of `lengths` (non-increasing)."""
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: (torch.randn(*shape, generator=g, dtype=torch.float64) / 2).to(dtype)
+    sizes = torch.tensor([sum(n > t for n in lengths) for t in range(max(lengths))])
+    P = projection or hidden
+    return (r(int(sizes.sum()), inputs), r(4 * hidden, inputs), r(4 * hidden) if bias else None,
+            sizes, r(batch, P), r(batch, hidden), r(4 * hidden, P),
+            r(P, hidden) if projection else None)
+
+
+@pytest.mark.parametrize("inputs,batch,hidden,bias,projection,reverse", [
+    (9, 7, 17, True, 0, False), (9, 13, 40, False, 0, True), (1, 4, 5, True, 0, True),
+    (0, 6, 9, True, 0, False), (5, 3, 16, True, 0, False), (6, 8, 12, True, 5, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_input_forward_matches_forward_on_gx(inputs, batch, hidden, bias, projection, reverse,
+                                             dtype, walk, threads):
+    """lstm_input_forward against lstm_forward on gx = x @ w_ih^T + bias, in every walk:
+    the input product inside a fused walk (float and double from 4 rows), else first
+    (fewer rows, no input, a projection, bfloat16)."""
+    lengths = [max(1, 9 - k % 4) for k in range(batch)]
+    lengths.sort(reverse=True)
+    x, w_ih, b, sizes, h0, c0, w_hh, w_hr = _input_forward_args(
+        dtype, inputs, batch, hidden, bias, projection, lengths)
+    before = [t.clone() for t in (x, w_ih, b, h0, c0, w_hh) if t is not None]
+    got = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, w_hr, reverse)
+    gx = (x.double() @ w_ih.double().t() + (b.double() if bias else 0)).to(dtype)
+    want = ops.lstm_forward(gx, sizes, h0, c0, w_hh, w_hr, reverse, False)[:3]
+    for a, e in zip(got, want, strict=True):
+        assert_close(a, e, kind="same_computation")
+    for a, e in zip([t for t in (x, w_ih, b, h0, c0, w_hh) if t is not None], before):
+        assert torch.equal(a, e)
+
+
+def test_input_forward_has_no_gradient():
+    x, w_ih, b, sizes, h0, c0, w_hh, _ = _input_forward_args(torch.float32, 3, 4, 5, True, 0,
+                                                             [2, 2, 1, 1])
+    x.requires_grad_()
+    y, _, _ = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, None, False)
+    with pytest.raises(RuntimeError, match="inference only"):
+        y.sum().backward()
+
+
+def test_input_forward_opcheck():
+    args = _input_forward_args(torch.float32, 3, 5, 6, True, 0, [3, 3, 2, 2, 1])
+    torch.library.opcheck(ops.lstm_input_forward.default, (*args, True))
 
 
 def test_walks_agree_to_rounding(monkeypatch):

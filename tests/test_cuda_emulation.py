@@ -109,6 +109,20 @@ def test_emulated_lstm_projection_wider_than_hidden(emulated, reverse):
                      "backward")
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_input_forward(emulated, bias):
+    """A backend without its own input product (CUDA's) gets gx formed by the op's entry."""
+    gen = torch.Generator().manual_seed(4)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+    batch_sizes = torch.tensor([5, 5, 3, 1], dtype=torch.long)
+    n, b, inputs, hidden = int(batch_sizes.sum()), 5, 3, 4
+    gates = GATES["lstm"] * hidden
+    args = (rand(n, inputs), rand(gates, inputs), rand(gates) if bias else None, batch_sizes,
+            rand(b, hidden), rand(b, hidden), rand(gates, hidden), None, True)
+    assert_all_close(emulated.lstm_input_forward(*args), torch.ops.fastrnn.lstm_input_forward(
+        *args), torch.float64, "lstm_input_forward")
+
+
 # The modules through the emulated CUDA ops: fastrnn's autograd for them, and the layers
 # pointed at them instead of the CPU ops, over every cell, input kind and direction.
 MODULE_CASES = [Case(cell, bias, 2, bi, False, kind, True)

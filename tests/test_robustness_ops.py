@@ -31,6 +31,10 @@ def op_args(op):
                    w_hh=r(LSTM_G, OP_P), w_hr=r(OP_P, OP_H), reverse=False, save=True)
         if op == "lstm_forward":
             return fwd
+        if op == "lstm_input_forward":
+            return dict(x=r(OP_N, 4), w_ih=r(LSTM_G, 4), bias=r(LSTM_G), batch_sizes=bs,
+                        h0=fwd["h0"], c0=fwd["c0"], w_hh=fwd["w_hh"], w_hr=fwd["w_hr"],
+                        reverse=False)
         y, _, _, saved = OPS.lstm_forward(*fwd.values())
         return dict(grad_y=r(OP_N, OP_P), grad_hn=r(OP_B, OP_P), grad_cn=r(OP_B, OP_H),
                     batch_sizes=bs, h0=fwd["h0"], c0=fwd["c0"], w_hh=fwd["w_hh"],
@@ -70,6 +74,21 @@ OP_CASES = {
                            "gx"),
     "lstm_gx_1d": ("lstm_forward", lambda: {"gx": R(OP_N * LSTM_G)}, RuntimeError, "gx"),
     "lstm_gx_3d": ("lstm_forward", lambda: {"gx": R(OP_N, 1, LSTM_G)}, RuntimeError, "gx"),
+    "lstm_input_x_more_rows": ("lstm_input_forward", lambda: {"x": R(OP_N + 1, 4)},
+                               RuntimeError, "x"),
+    "lstm_input_x_1d": ("lstm_input_forward", lambda: {"x": R(OP_N)}, RuntimeError, "x"),
+    "lstm_input_x_dtype": ("lstm_input_forward", lambda: {"x": R(OP_N, 4).double()},
+                           RuntimeError, "x"),
+    "lstm_input_x_meta": ("lstm_input_forward", lambda: {"x": R(OP_N, 4, device="meta")},
+                          RuntimeError, "device"),
+    "lstm_input_w_ih_columns": ("lstm_input_forward", lambda: {"w_ih": R(LSTM_G, 5)},
+                                RuntimeError, "w_ih"),
+    "lstm_input_w_ih_rows": ("lstm_input_forward", lambda: {"w_ih": R(LSTM_G - 1, 4)},
+                             RuntimeError, "w_ih"),
+    "lstm_input_bias_shape": ("lstm_input_forward", lambda: {"bias": R(LSTM_G + 1)},
+                              RuntimeError, "bias"),
+    "lstm_input_c0_shape": ("lstm_input_forward", lambda: {"c0": R(OP_B, OP_H + 1)},
+                            RuntimeError, "c0"),
     "lstm_batch_sizes_increasing": ("lstm_forward", lambda: {
         "batch_sizes": torch.tensor([3, 2, 3, 0])}, RuntimeError, "non-increasing"),
     "lstm_batch_sizes_first_not_batch": ("lstm_forward", lambda: {

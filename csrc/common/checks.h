@@ -135,7 +135,17 @@ template <class Cell>
 RecurrenceSizes check_forward(const char* op, const ForwardArgs& a) {
   const auto sz = check_recurrence<Cell>(op, a.batch_sizes, a.h0, a.c0, a.w_hh, a.w_hr);
   constexpr BlocksOfH gates{Cell::kGates};
-  check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), ", gates, "]");
+  if (a.x.defined()) {
+    TORCH_CHECK(a.x.dim() == 2, op, ": x must be 2-D [sum(batch_sizes), I], got ", a.x.sizes());
+    const int64_t I = a.x.size(1);
+    check_arg(op, a.h0, a.x, "x", {sz.N, I}, "[sum(batch_sizes), I]");
+    check_arg(op, a.h0, a.w_ih, "w_ih", {Cell::kGates * sz.H, I}, "[", gates, ", I]");
+    if (a.b_ih.defined()) {
+      check_arg(op, a.h0, a.b_ih, "bias", {Cell::kGates * sz.H}, "[", gates, "]");
+    }
+  } else {
+    check_arg(op, a.h0, a.gx, "gx", {sz.N, Cell::kGates * sz.H}, "[sum(batch_sizes), ", gates, "]");
+  }
   if (a.b_hh.defined()) check_arg(op, a.h0, a.b_hh, "b_hh", {Cell::kGates * sz.H}, "[", gates, "]");
   check_unit_params<Cell>(op, a.h0, a.unit_params, sz.H);
   constexpr bool kCsr = Cell::kKind == CellKind::kLeakyTanh;  // csr_weight's only user

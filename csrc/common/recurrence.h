@@ -34,6 +34,11 @@ struct ForwardArgs {
   RecurrenceSizes size;
   const char* op = "";     // the op's name, for messages
   at::Tensor unit_params{};  // [K*H] the cell's per-unit constants (K = Cell::kUnitParams > 0)
+  // The input side instead of gx (which is then undefined): x [N, I], w_ih [G*H, I] and the
+  // input bias [G*H] (b_ih + b_hh) or undefined, gx being x @ w_ih^T + b_ih. A backend with
+  // kFoldsInputProduct forms the input product itself (inside its walk where it can); for
+  // the others the op's entry forms gx first (ops.h).
+  at::Tensor x{}, w_ih{}, b_ih{};
 };
 
 struct ForwardResult {

@@ -35,6 +35,13 @@ inline void store_sums(const S* src, D* dst, int64_t n) {
 // against 32 bytes, in-process interleaved, 2 threads, AMD EPYC, ms: float LSTM inference
 // T200 B32 I100 H256 29.7 vs 31.2, T100 B64 I=H=512 148-155 vs 152-155; under bfloat16
 // autocast 15.8 vs 16.9, 74.7-75.9 vs 78.0-78.5 (U = 32 floats measured slower: 32.5).
+// With st.x (M = T = float or double) the products add each step's x rows times w_ih, packed into panels
+// of the same columns over K = I, to the h rows' (two spans of one panel product), and the
+// gate loops read the input bias as every row's gx: the input product is never written out
+// and read back. Against the input product as its own op before the walk (LSTM inference,
+// 2 threads, AMD EPYC, float32, in-process interleaved, median of 9, ms): T200 B32 I100 H256
+// 28.4 vs 25.4, I1 22.8 vs 19.5; T100 B32 I=H=128 5.37 vs 4.91, B128 (rows split) 24.7 vs
+// 20.6; T100 B64 I=H=512 137 vs 131; T100 B32 I512 H64 6.41 vs 5.98.
 // gh: [B, G*H] scratch.
 template <class Cell, typename T, typename M>
 void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& schedule, T* gh,
@@ -44,15 +51,27 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = Operands::kWidth;
   constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = 64 / sizeof(T);  // U >= V
   const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
+  constexpr bool kFolds = std::is_same_v<T, M> && std::is_floating_point_v<T>;  // float, double
+  const int64_t I = kFolds && st.x != nullptr ? st.I : 0;  // 0: gx given
+  const int64_t gx_stride = I > 0 ? 0 : G * H;
   const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
   at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);
+  at::Tensor input_panels_t = at::empty({groups * Q * I * W}, options);
   M* panels = panels_t.data_ptr<M>();
+  M* input_panels = input_panels_t.data_ptr<M>();
+  // Panel p of unit group u of weight [G*H, K] (w_hh or w_ih) into dst.
+  const auto pack = [&](M* dst, const M* weight, int64_t K, int64_t u, int64_t p) {
+    Operands::pack(dst, K, 1, [&](int64_t c) -> const M* {
+      const int64_t q = p * W + c, unit = u * V + q % V, gate = q / V;
+      return unit < H ? weight + (gate * H + unit) * K : nullptr;
+    });
+  };
   const auto pack_group = [&](int64_t u) {
     for (int64_t p = 0; p < Q; ++p) {
-      Operands::pack(panels + (u * Q + p) * depth * W, H, 1, [&](int64_t c) -> const M* {
-        const int64_t q = p * W + c, unit = u * V + q % V, gate = q / V;
-        return unit < H ? w_hh + (gate * H + unit) * H : nullptr;
-      });
+      pack(panels + (u * Q + p) * depth * W, w_hh, H, u, p);
+      if constexpr (kFolds) {
+        if (I > 0) pack(input_panels + (u * Q + p) * I * W, st.w_ih, I, u, p);
+      }
     }
   };
   const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
@@ -60,13 +79,14 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
                                                     int64_t r_end, const auto& sync) {
     StepRows<T, M> h_prev(r_end, H);
     const M* rows[kMaxPanelRows];
+    const T* x_rows[kMaxPanelRows];
     Sum out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
     // The gate loops of units [u0, u1) of the step's rows [r_begin, r_last).
     const auto gates = [&](int64_t first, int64_t r_begin, int64_t r_last, int64_t u0,
                            int64_t u1) {
       for (int64_t r = r_begin; r < r_last; ++r) {
         const int64_t packed = first + r;
-        units(st.gx + packed * G * H, gh + r * G * H, st.b_hh, st.unit_params, st.h + r * H,
+        units(st.gx + packed * gx_stride, gh + r * G * H, st.b_hh, st.unit_params, st.h + r * H,
               Cell::kCellState ? st.carry + r * H : nullptr,
               st.saved != nullptr ? st.saved + packed * S * H : nullptr, st.h + r * H,
               st.y + packed * H, H, u0, u1);
@@ -86,7 +106,15 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = h_prev.row(r0 + r);
-          Operands::products(n, rows, panels + u * Q * depth * W, Q, H, out);
+          if constexpr (kFolds) {
+            for (int r = 0; r < n && I > 0; ++r) x_rows[r] = st.x + (first + r0 + r) * I;
+            for (int64_t p = 0; p < Q && I > 0; ++p) {
+              const PanelSpan<T> spans[2] = {{x_rows, input_panels + (u * Q + p) * I * W, I},
+                                             {rows, panels + (u * Q + p) * H * W, H}};
+              panel_product(n, spans, 2, out + p * n * W);
+            }
+          }
+          if (I == 0) Operands::products(n, rows, panels + u * Q * depth * W, Q, H, out);
           for (int r = 0; r < n; ++r) {
             for (int64_t gate = 0; gate < G; ++gate) {
               const int64_t q = gate * V;

@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include "../ops.h"
+#include "linear.h"
 #include "panel_gemm.h"
 #include "walk_state.h"
 
@@ -133,6 +134,8 @@ Tensor panel_linear(const Tensor& input, const Tensor& weight, const OptionalTen
   return out;
 }
 
+}  // namespace
+
 Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& bias) {
   const WithoutAutocast no_autocast;
   TORCH_CHECK(input.dim() == 2 && weight.dim() == 2 && input.size(1) == weight.size(1),
@@ -190,8 +193,6 @@ Tensor linear(const Tensor& input, const Tensor& weight, const OptionalTensor& b
   }
   return onednn();
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(fastrnn, CPU, m) { m.impl("linear", &linear); }
 

@@ -111,7 +111,7 @@ inline at::Tensor pooled_contiguous(const at::Tensor& t) {
 
 template <typename T>
 struct ForwardState {
-  const T* gx;        // [N, G*H]
+  const T* gx;        // [N, G*H]; with x, the input bias [G*H] (or zeros), every row's
   const T* h0;        // [B, P]
   const T* w_hh;      // [G*H, P]; null for a float fused walk's bfloat16 w_hh (backend.cpp)
   const T* b_hh;      // [G*H] (kRecurrentBias with bias) or null
@@ -121,6 +121,9 @@ struct ForwardState {
   T* y;               // [N, P]
   T* saved;           // [N, S*H], or null without save
   int64_t N, B, H, P;
+  const T* x = nullptr;     // [N, I] with w_ih [G*H, I] (a fused walk's, ForwardArgs::x):
+  const T* w_ih = nullptr;  // the walk adds x @ w_ih^T to its products; null otherwise
+  int64_t I = 0;
 };
 
 template <typename T>

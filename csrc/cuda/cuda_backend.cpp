@@ -42,6 +42,8 @@ class CudaDevice {
 struct CudaBackend {
   // A bfloat16 w_hh with a float state (common/checks.h) is read converted to float.
   static constexpr bool kBfloat16Products = false;
+  // The input product (ForwardArgs::x): formed by the op's entry, as gx.
+  static constexpr bool kFoldsInputProduct = false;
 
   // The scope of a single step's backward (cell_ops.h): nothing to set on the device.
   struct StepProducts {

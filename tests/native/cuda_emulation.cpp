@@ -52,6 +52,7 @@ struct EmulatedDevice {
 
 struct EmulatedBackend {
   static constexpr bool kBfloat16Products = false;  // as CudaBackend
+  static constexpr bool kFoldsInputProduct = false;  // as CudaBackend
   template <class Cell>
   static ForwardResult forward(const ForwardArgs& args) {
     return walk_forward<EmulatedDevice, Cell>(args);
