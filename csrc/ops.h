@@ -31,13 +31,14 @@ inline void define_ops(torch::Library& m) {
   m.def(
       "lstm_forward(Tensor gx, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_hh, "
       "Tensor? w_hr, bool reverse, bool save) -> (Tensor y, Tensor hn, Tensor cn, Tensor saved)");
-  // The LSTM's inference from its input rows (x [N, I], w_ih [4H, I], bias [4H] = b_ih + b_hh
-  // or None) instead of gx: lstm_forward's y, hn and cn without saved. The CPU forms the
-  // input product inside its fused walk, where the walk reads each step's x rows next to its
-  // h rows (cpu/backend.cpp); elsewhere gx first. No gradient: lstm_forward has one.
+  // The LSTM from its input rows (x [N, I], w_ih [4H, I], bias [4H] = b_ih + b_hh or None)
+  // instead of gx: lstm_forward's results. The CPU forms the input product inside its fused
+  // walk, where the walk reads each step's x rows next to its h rows (cpu/backend.cpp);
+  // elsewhere gx first. Its autograd: lstm_backward, then the input product's gradients.
   m.def(
       "lstm_input_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor batch_sizes, Tensor h0, "
-      "Tensor c0, Tensor w_hh, Tensor? w_hr, bool reverse) -> (Tensor y, Tensor hn, Tensor cn)");
+      "Tensor c0, Tensor w_hh, Tensor? w_hr, bool reverse, bool save) "
+      "-> (Tensor y, Tensor hn, Tensor cn, Tensor saved)");
   m.def(
       "lstm_backward(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor batch_sizes, "
       "Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor saved, bool reverse) "
@@ -175,17 +176,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
 }
 
 template <class Backend>
-std::tuple<Tensor, Tensor, Tensor> lstm_input_forward(
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_input_forward(
     const Tensor& x, const Tensor& w_ih, const optional<Tensor>& bias,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-    const optional<Tensor>& w_hr, bool reverse) {
+    const optional<Tensor>& w_hr, bool reverse, bool save) {
   ForwardArgs a{Tensor(), batch_sizes, h0, c0, w_hh, w_hr.value_or(Tensor()), Tensor(),
-                reverse, false, {}};
+                reverse, save, {}};
   a.x = x;
   a.w_ih = w_ih;
   a.b_ih = bias.value_or(Tensor());
   const auto r = forward<Backend, lstm::Policy>("lstm_input_forward", a);
-  return {r.y, r.hn, r.cn};
+  return {r.y, r.hn, r.cn, r.saved};
 }
 
 template <class Backend>

@@ -98,13 +98,13 @@ def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
 
 
 @torch.library.register_fake("fastrnn::lstm_input_forward")
-def _(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse):
+def _(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
     _check_same_device("lstm_input_forward", h0, x, w_ih, bias)
     torch._check(x.dim() == 2 and w_ih.dim() == 2,
                  lambda: "lstm_input_forward: x [N, I] and w_ih [4*H, I] expected")
     gx = x.new_empty(x.shape[0], w_ih.shape[0])
     return _lstm_forward_fake("lstm_input_forward", gx, batch_sizes, h0, c0, w_hh, w_hr, None,
-                              False, False, False)[:3]
+                              False, False, save)
 
 
 @torch.library.register_fake("fastrnn::lstm_backward")
@@ -243,14 +243,48 @@ def _lstm_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
+def _lstm_recurrence_grads(ctx, grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y,
+                           saved):
+    """lstm_backward on the gradients w.r.t. the forward's outputs (None: zero)."""
+    return ops.lstm_backward(
+        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
+        batch_sizes, h0, c0, w_hh, w_hr, y, saved, ctx.reverse)
+
+
 def _lstm_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
     _require_saved(ctx, "lstm_forward")
     batch_sizes, h0, c0, w_hh, w_hr, y, saved = ctx.saved_tensors
-    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = ops.lstm_backward(
-        _zeros_if_none(grad_y, y), _zeros_if_none(grad_hn, h0), _zeros_if_none(grad_cn, c0),
-        batch_sizes, h0, c0, w_hh, w_hr, y, saved, ctx.reverse)
+    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = _lstm_recurrence_grads(
+        ctx, grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved)
     return (grad_gx, None, grad_h0, grad_c0, grad_w_hh,
             _none_if_empty(grad_w_hr, w_hr is not None), None, None)
+
+
+def _lstm_input_setup(ctx, inputs, output):
+    x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse, save = inputs
+    y, _, _, saved = output
+    # What the input side's gradients read: x's w_ih, w_ih's x.
+    ctx.save_for_backward(batch_sizes, h0, c0, w_hh, w_hr, y, saved,
+                          x if w_ih.requires_grad else None, w_ih if x.requires_grad else None)
+    ctx.reverse, ctx.saved_for_backward, ctx.has_bias = reverse, save, bias is not None
+    ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
+
+
+def _lstm_input_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+    """lstm_forward's gradients, then the input product's from grad_gx [N, 4H]: x's
+    grad_gx @ w_ih (through fastrnn::linear on the CPU), w_ih's grad_gx^T @ x, the bias's
+    the rows' sum."""
+    _require_saved(ctx, "lstm_input_forward")
+    *recurrence, x, w_ih = ctx.saved_tensors
+    grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = _lstm_recurrence_grads(
+        ctx, grad_y, grad_hn, grad_cn, *recurrence)
+    needs_x, needs_w_ih, needs_bias = ctx.needs_input_grad[:3]
+    grad_x = None
+    if needs_x:
+        grad_x = ops.linear(grad_gx, w_ih.t(), None) if grad_gx.is_cpu else grad_gx.mm(w_ih)
+    return (grad_x, grad_gx.t().mm(x) if needs_w_ih else None,
+            grad_gx.sum(0) if ctx.has_bias and needs_bias else None, None, grad_h0, grad_c0,
+            grad_w_hh, _none_if_empty(grad_w_hr, recurrence[4] is not None), None, None)
 
 
 def _lstm_variant_setup(ctx, inputs, output):
@@ -348,6 +382,8 @@ def _no_double_backward(ctx, *grads):
 
 
 torch.library.register_autograd("fastrnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+torch.library.register_autograd("fastrnn::lstm_input_forward", _lstm_input_backward,
+                                setup_context=_lstm_input_setup)
 torch.library.register_autograd("fastrnn::lstm_variant_forward", _lstm_variant_backward,
                                 setup_context=_lstm_variant_setup)
 torch.library.register_autograd("fastrnn::gru_forward", _gru_backward, setup_context=_gru_setup)
@@ -359,15 +395,6 @@ torch.library.register_autograd("fastrnn::clockwork_forward", _clockwork_backwar
 for _backward_op in ("lstm_backward", "lstm_variant_backward", "gru_backward",
                      "gru_variant_backward", "rnn_backward", "clockwork_backward"):
     torch.library.register_autograd(f"fastrnn::{_backward_op}", _no_double_backward)
-
-
-def _no_input_forward_backward(ctx, *grads):
-    raise RuntimeError(
-        "fastrnn: lstm_input_forward is inference only: it has no gradient; form gx with the "
-        "input product and call lstm_forward with save=True to differentiate")
-
-
-torch.library.register_autograd("fastrnn::lstm_input_forward", _no_input_forward_backward)
 
 
 def _no_reservoir_backward(ctx, *grads):

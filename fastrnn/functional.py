@@ -78,9 +78,11 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
                                     _needs_grad(gx, h0, w_hh, b_hh))
         return y, hn, None
     bias = b_ih + b_hh if has_bias else None
-    if mode == "LSTM" and variant is None and _input_in_walk(x, product_dtype) and not _needs_grad(
-            x, w_ih, bias, h0, c0, w_hh, w_hr):
-        return ops.lstm_input_forward(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse)
+    if mode == "LSTM" and variant is None and _input_in_walk(x, product_dtype):
+        y, hn, cn, _ = ops.lstm_input_forward(
+            x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse,
+            _needs_grad(x, w_ih, bias, h0, c0, w_hh, w_hr))
+        return y, hn, cn
     gx = input_product(x, w_ih, bias, product_dtype)
     if variant is not None:  # the LSTM with peepholes and/or coupled gates
         y, hn, cn, _ = ops.lstm_variant_forward(
@@ -96,8 +98,8 @@ def _direction(mode, x, batch_sizes, h0, c0, weights, has_bias, has_proj, revers
 
 
 def _input_in_walk(x, product_dtype):
-    """Whether the LSTM's inference takes its input rows to fastrnn::lstm_input_forward, whose
-    fused CPU walk forms the input product step by step next to the recurrent one
+    """Whether the LSTM takes its input rows to fastrnn::lstm_input_forward, whose fused CPU
+    walk forms the input product step by step next to the recurrent one
     (csrc/cpu/fused_walk.h), rather than gx from input_product: on the CPU, in x's dtype,
     outside torch.compile and torch.export (whose graphs keep the input product's
     torch.addmm, as input_product says)."""

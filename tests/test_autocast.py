@@ -256,6 +256,7 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
                 product = torch.mm(x.bfloat16(), w_ih.bfloat16().t()).float()
                 return product if bias is None else product + bias
             monkeypatch.setattr(functional, "input_product", bfloat16_products)
+            monkeypatch.setattr(functional, "_input_in_walk", lambda x, dtype: False)
             monkeypatch.setattr(functional, "_recurrent_weight",
                                 lambda mode, w_hh, has_proj, dtype: w_hh.bfloat16() if (
                                     _C.BFLOAT16_PRODUCTS and not has_proj

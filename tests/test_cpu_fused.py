@@ -92,41 +92,60 @@ def _input_forward_args(dtype, inputs, batch, hidden, bias, projection, lengths)
             r(P, hidden) if projection else None)
 
 
-@pytest.mark.parametrize("inputs,batch,hidden,bias,projection,reverse", [
+INPUT_FORWARD_CASES = [  # inputs, batch, hidden, bias, projection, reverse
     (9, 7, 17, True, 0, False), (9, 13, 40, False, 0, True), (1, 4, 5, True, 0, True),
-    (0, 6, 9, True, 0, False), (5, 3, 16, True, 0, False), (6, 8, 12, True, 5, True)])
+    (0, 6, 9, True, 0, False), (5, 3, 16, True, 0, False), (6, 8, 12, True, 5, True)]
+
+
+@pytest.mark.parametrize("inputs,batch,hidden,bias,projection,reverse", INPUT_FORWARD_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 def test_input_forward_matches_forward_on_gx(inputs, batch, hidden, bias, projection, reverse,
                                              dtype, walk, threads):
     """lstm_input_forward against lstm_forward on gx = x @ w_ih^T + bias, in every walk:
     the input product inside a fused walk (float and double from 4 rows), else first
     (fewer rows, no input, a projection, bfloat16)."""
-    lengths = [max(1, 9 - k % 4) for k in range(batch)]
-    lengths.sort(reverse=True)
+    lengths = sorted((max(1, 9 - k % 4) for k in range(batch)), reverse=True)
     x, w_ih, b, sizes, h0, c0, w_hh, w_hr = _input_forward_args(
         dtype, inputs, batch, hidden, bias, projection, lengths)
     before = [t.clone() for t in (x, w_ih, b, h0, c0, w_hh) if t is not None]
-    got = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, w_hr, reverse)
+    got = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, w_hr, reverse, True)
     gx = (x.double() @ w_ih.double().t() + (b.double() if bias else 0)).to(dtype)
-    want = ops.lstm_forward(gx, sizes, h0, c0, w_hh, w_hr, reverse, False)[:3]
+    want = ops.lstm_forward(gx, sizes, h0, c0, w_hh, w_hr, reverse, True)
     for a, e in zip(got, want, strict=True):
         assert_close(a, e, kind="same_computation")
     for a, e in zip([t for t in (x, w_ih, b, h0, c0, w_hh) if t is not None], before):
         assert torch.equal(a, e)
 
 
-def test_input_forward_has_no_gradient():
+@pytest.mark.parametrize("inputs,batch,hidden,bias,projection,reverse", [
+    (3, 5, 4, True, 0, False), (2, 6, 3, False, 0, True), (3, 2, 4, True, 0, False),
+    (2, 4, 3, True, 2, True), (0, 4, 3, True, 0, False)])
+def test_input_forward_gradcheck(inputs, batch, hidden, bias, projection, reverse, walk):
+    """Every input's gradient: lstm_backward's, then the input product's from grad_gx (the
+    input product inside the walk from 4 rows; before it with 2, a projection or I = 0)."""
+    torch.set_num_threads(2)
+    lengths = sorted((max(1, 5 - k % 3) for k in range(batch)), reverse=True)
+    args = [t.requires_grad_() if t is not None and t.dtype != torch.long else t
+            for t in _input_forward_args(torch.float64, inputs, batch, hidden, bias,
+                                         projection, lengths)]
+    fn = lambda *a: ops.lstm_input_forward(*a, reverse, True)[:3]
+    assert torch.autograd.gradcheck(fn, tuple(args), **GRADCHECK)
+
+
+def test_input_forward_without_save_refuses_backward():
     x, w_ih, b, sizes, h0, c0, w_hh, _ = _input_forward_args(torch.float32, 3, 4, 5, True, 0,
                                                              [2, 2, 1, 1])
     x.requires_grad_()
-    y, _, _ = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, None, False)
-    with pytest.raises(RuntimeError, match="inference only"):
+    y, _, _, _ = ops.lstm_input_forward(x, w_ih, b, sizes, h0, c0, w_hh, None, False, False)
+    with pytest.raises(RuntimeError, match="save=False"):
         y.sum().backward()
 
 
-def test_input_forward_opcheck():
-    args = _input_forward_args(torch.float32, 3, 5, 6, True, 0, [3, 3, 2, 2, 1])
-    torch.library.opcheck(ops.lstm_input_forward.default, (*args, True))
+@pytest.mark.parametrize("grad", [False, True])
+def test_input_forward_opcheck(grad):
+    args = [t.requires_grad_(grad) if t is not None and t.dtype != torch.long else t
+            for t in _input_forward_args(torch.float64, 3, 5, 6, True, 0, [3, 3, 2, 2, 1])]
+    torch.library.opcheck(ops.lstm_input_forward.default, (*args, True, grad))
 
 
 def test_walks_agree_to_rounding(monkeypatch):

@@ -118,7 +118,7 @@ def test_lstm_input_forward(emulated, bias):
     n, b, inputs, hidden = int(batch_sizes.sum()), 5, 3, 4
     gates = GATES["lstm"] * hidden
     args = (rand(n, inputs), rand(gates, inputs), rand(gates) if bias else None, batch_sizes,
-            rand(b, hidden), rand(b, hidden), rand(gates, hidden), None, True)
+            rand(b, hidden), rand(b, hidden), rand(gates, hidden), None, True, True)
     assert_all_close(emulated.lstm_input_forward(*args), torch.ops.fastrnn.lstm_input_forward(
         *args), torch.float64, "lstm_input_forward")
 
@@ -133,10 +133,12 @@ MODULE_CASES = [Case(cell, bias, 2, bi, False, kind, True)
 @pytest.fixture(scope="module")
 def emulated_autograd(emulated):
     from fastrnn import _ops
-    for cell in ("lstm", "gru", "rnn"):
-        torch.library.register_autograd(f"fastrnn_cuda_emulated::{cell}_forward",
-                                        getattr(_ops, f"_{cell}_backward"),
-                                        setup_context=getattr(_ops, f"_{cell}_setup"))
+    for op in ("lstm", "gru", "rnn", "lstm_input"):
+        torch.library.register_autograd(f"fastrnn_cuda_emulated::{op}_forward",
+                                        getattr(_ops, f"_{op}_backward"),
+                                        setup_context=getattr(_ops, f"_{op}_setup"))
+    # lstm_input_forward's input gradient goes through linear, a CPU op: the CPU's.
+    torch.library.impl("fastrnn_cuda_emulated::linear", "CPU", torch.ops.fastrnn.linear)
     return emulated
 
 

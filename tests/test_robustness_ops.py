@@ -34,7 +34,7 @@ def op_args(op):
         if op == "lstm_input_forward":
             return dict(x=r(OP_N, 4), w_ih=r(LSTM_G, 4), bias=r(LSTM_G), batch_sizes=bs,
                         h0=fwd["h0"], c0=fwd["c0"], w_hh=fwd["w_hh"], w_hr=fwd["w_hr"],
-                        reverse=False)
+                        reverse=False, save=True)
         y, _, _, saved = OPS.lstm_forward(*fwd.values())
         return dict(grad_y=r(OP_N, OP_P), grad_hn=r(OP_B, OP_P), grad_cn=r(OP_B, OP_H),
                     batch_sizes=bs, h0=fwd["h0"], c0=fwd["c0"], w_hh=fwd["w_hh"],
