@@ -103,7 +103,8 @@ def _input_in_walk(x, product_dtype):
     (csrc/cpu/fused_walk.h), rather than gx from input_product: on the CPU, in x's dtype,
     outside torch.compile and torch.export (whose graphs keep the input product's
     torch.addmm, as input_product says)."""
-    return x.is_cpu and product_dtype is None and not torch.compiler.is_compiling()
+    return (x.is_cpu and product_dtype in (None, x.dtype)
+            and not torch.compiler.is_compiling())
 
 
 def _recurrent_weight(mode, w_hh, has_proj, product_dtype):

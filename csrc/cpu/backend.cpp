@@ -98,7 +98,10 @@ constexpr FusedPolicy kRnnBackward{128, 4, 1 << 20, 8, 256 << 10, kFusedWeightBy
 // the step's products read the w_ih panels once per block of rows, where a GEMM over all
 // the rows is bound by its multiply-adds. LSTM inference, T200 I=H=256, 2 threads, AMD EPYC,
 // in-process interleaved, median of 9, ms, input product first vs in the walk: B1 2.71 vs
-// 4.20, B2 4.21 vs 5.05, B4 4.84 vs 4.94 (I100: 4.01 vs 3.86), B8 10.1 vs 9.7.
+// 4.20, B2 4.21 vs 5.05, B4 4.84 vs 4.94 (I100: 4.01 vs 3.86), B8 10.1 vs 9.7. Measured on
+// AMD only: on other CPUs (measured_cpu) the walks form gx first, as torch's LSTM does,
+// unless FASTRNN_CPU_FUSED forces a fused walk (the panel kernel has not been timed against
+// oneDNN's GEMM on Intel's cores, with two 512-bit FMA units).
 constexpr int64_t kFoldMinRows = 4;
 
 // Whether a cell's forward may be given a sparse w_hh: the cells of the ops that build one.
@@ -198,7 +201,7 @@ struct CpuBackend {
   // A bfloat16 w_hh with a float state (common/checks.h): see walk_weight.
   static constexpr bool kBfloat16Products = true;
   // The input product (ForwardArgs::x): inside a fused walk whose products multiply in the
-  // state's type, float or double (fused_forward), else through fastrnn::linear first.
+  // state's type (fused_forward), else through fastrnn::linear first.
   static constexpr bool kFoldsInputProduct = true;
 
   // The scope of a single step's backward (cell_ops.h): small products without MKL's threads.
@@ -258,9 +261,10 @@ struct CpuBackend {
     // (gx: the bias, or zeros), else gx formed here.
     const auto dtype = a.h0.scalar_type();
     const bool fold = a.x.defined() && a.x.size(1) > 0 && sz.B >= kFoldMinRows &&
-                      split != FusedSplit::kNone &&
+                      (measured_cpu() || fused_walk_forced()) && split != FusedSplit::kNone &&
                       !sparse && a.w_hh.scalar_type() == dtype &&
-                      (dtype == at::kFloat || dtype == at::kDouble);
+                      (dtype == at::kFloat || dtype == at::kDouble ||
+                       (dtype == at::kBFloat16 && kBfloat16Panels));
     if (fold) {
       a.gx = a.b_ih.defined() ? a.b_ih : at::zeros({Cell::kGates * sz.H}, options);
     } else if (a.x.defined()) {

@@ -61,13 +61,24 @@ inline int64_t fused_threads() {
   return concurrent ? std::min<int64_t>(at::get_num_threads(), processors) : 1;
 }
 
+// FASTRNN_CPU_FUSED (read at every call): 0, 1, units or rows, or empty.
+inline std::string_view fused_walk_choice() {
+  const char* env = std::getenv("FASTRNN_CPU_FUSED");
+  return env ? env : "";
+}
+
+// Whether FASTRNN_CPU_FUSED forces a fused walk (1, units or rows).
+inline bool fused_walk_forced() {
+  const std::string_view force = fused_walk_choice();
+  return force == "1" || force == "units" || force == "rows";
+}
+
 // How to run a recurrence of `steps` steps, at most `rows` rows per step and a recurrent
 // weight of `weight_bytes` on fused_threads() threads. FASTRNN_CPU_FUSED=0, 1, units or
-// rows forces the choice (1: fused, split as the policy says; read at every call).
+// rows forces the choice (1: fused, split as the policy says).
 inline FusedSplit fused_split(const FusedPolicy& policy, int64_t steps, int64_t rows,
                               int64_t weight_bytes) {
-  const char* env = std::getenv("FASTRNN_CPU_FUSED");
-  const std::string_view force = env ? env : "";
+  const std::string_view force = fused_walk_choice();
   if (force == "0") return FusedSplit::kNone;
   if (force == "units") return FusedSplit::kUnits;
   if (force == "rows") return FusedSplit::kRows;

@@ -35,13 +35,16 @@ inline void store_sums(const S* src, D* dst, int64_t n) {
 // against 32 bytes, in-process interleaved, 2 threads, AMD EPYC, ms: float LSTM inference
 // T200 B32 I100 H256 29.7 vs 31.2, T100 B64 I=H=512 148-155 vs 152-155; under bfloat16
 // autocast 15.8 vs 16.9, 74.7-75.9 vs 78.0-78.5 (U = 32 floats measured slower: 32.5).
-// With st.x (M = T = float or double) the products add each step's x rows times w_ih, packed into panels
+// With st.x (M = T) the products add each step's x rows times w_ih, packed into panels
 // of the same columns over K = I, to the h rows' (two spans of one panel product), and the
 // gate loops read the input bias as every row's gx: the input product is never written out
 // and read back. Against the input product as its own op before the walk (LSTM inference,
 // 2 threads, AMD EPYC, float32, in-process interleaved, median of 9, ms): T200 B32 I100 H256
 // 28.4 vs 25.4, I1 22.8 vs 19.5; T100 B32 I=H=128 5.37 vs 4.91, B128 (rows split) 24.7 vs
-// 20.6; T100 B64 I=H=512 137 vs 131; T100 B32 I512 H64 6.41 vs 5.98.
+// 20.6; T100 B64 I=H=512 137 vs 131; T100 B32 I512 H64 6.41 vs 5.98. In bfloat16 (autocast
+// inference; builds alternated in 3 process pairs, ratio to torch.nn's time in the same
+// process): T100 B64 I=H=512 1.07-1.08 vs 1.00-1.03, T200 B32 I100 H256 1.12-1.13 vs
+// 1.04-1.06.
 // gh: [B, G*H] scratch.
 template <class Cell, typename T, typename M>
 void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& schedule, T* gh,
@@ -51,12 +54,12 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
   constexpr int64_t G = Cell::kGates, S = Cell::kSaved, W = Operands::kWidth;
   constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = 64 / sizeof(T);  // U >= V
   const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
-  constexpr bool kFolds = std::is_same_v<T, M> && std::is_floating_point_v<T>;  // float, double
+  constexpr bool kFolds = std::is_same_v<T, M>;  // x rows as operands as they are
   const int64_t I = kFolds && st.x != nullptr ? st.I : 0;  // 0: gx given
-  const int64_t gx_stride = I > 0 ? 0 : G * H;
+  const int64_t gx_stride = I > 0 ? 0 : G * H, input_depth = Operands::depth(I);
   const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
   at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);
-  at::Tensor input_panels_t = at::empty({groups * Q * I * W}, options);
+  at::Tensor input_panels_t = at::empty({groups * Q * input_depth * W}, options);
   M* panels = panels_t.data_ptr<M>();
   M* input_panels = input_panels_t.data_ptr<M>();
   // Panel p of unit group u of weight [G*H, K] (w_hh or w_ih) into dst.
@@ -70,16 +73,16 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
     for (int64_t p = 0; p < Q; ++p) {
       pack(panels + (u * Q + p) * depth * W, w_hh, H, u, p);
       if constexpr (kFolds) {
-        if (I > 0) pack(input_panels + (u * Q + p) * I * W, st.w_ih, I, u, p);
+        if (I > 0) pack(input_panels + (u * Q + p) * input_depth * W, st.w_ih, I, u, p);
       }
     }
   };
   const auto units = forward_units_for<Cell, T>(st.saved != nullptr, st.b_hh != nullptr);
   run_split_walk(split, st.B, H, V, pack_group, [&](int64_t j0, int64_t j1, int64_t r_begin,
                                                     int64_t r_end, const auto& sync) {
-    StepRows<T, M> h_prev(r_end, H);
+    StepRows<T, M> h_prev(r_end, H), x(I > 0 ? r_end : 0, I);
     const M* rows[kMaxPanelRows];
-    const T* x_rows[kMaxPanelRows];
+    const M* x_rows[kMaxPanelRows];
     Sum out[kMaxPanelRows * Q * W];  // per row: the G gates of V units
     // The gate loops of units [u0, u1) of the step's rows [r_begin, r_last).
     const auto gates = [&](int64_t first, int64_t r_begin, int64_t r_last, int64_t u0,
@@ -99,6 +102,7 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
       h_prev.load(r_begin, r_last, [&](int64_t r) {
         return previous_row(st.y, H, st.h0, schedule, s, r, H);
       });
+      if (I > 0) x.load(r_begin, r_last, [&](int64_t r) { return st.x + (first + r) * I; });
       // Unit group by unit group, so that the group's panels stay in L1 over the rows.
       [[maybe_unused]] int64_t gates_from = j0;  // the first unit whose gates are still to run
       for (int64_t u = j0 / V; u * V < j1; ++u) {
@@ -106,15 +110,10 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = h_prev.row(r0 + r);
-          if constexpr (kFolds) {
-            for (int r = 0; r < n && I > 0; ++r) x_rows[r] = st.x + (first + r0 + r) * I;
-            for (int64_t p = 0; p < Q && I > 0; ++p) {
-              const PanelSpan<T> spans[2] = {{x_rows, input_panels + (u * Q + p) * I * W, I},
-                                             {rows, panels + (u * Q + p) * H * W, H}};
-              panel_product(n, spans, 2, out + p * n * W);
-            }
-          }
-          if (I == 0) Operands::products(n, rows, panels + u * Q * depth * W, Q, H, out);
+          for (int r = 0; r < n && I > 0; ++r) x_rows[r] = x.row(r0 + r);
+          const ProductSpan<M> spans[2] = {{x_rows, input_panels + u * Q * input_depth * W, I},
+                                           {rows, panels + u * Q * depth * W, H}};
+          Operands::products(n, spans + (I > 0 ? 0 : 1), I > 0 ? 2 : 1, Q, out);
           for (int r = 0; r < n; ++r) {
             for (int64_t gate = 0; gate < G; ++gate) {
               const int64_t q = gate * V;
@@ -177,7 +176,8 @@ void fused_backward(const BackwardState<T>& st, const M* w_hh, const Schedule& s
         for_each_row_block(r_last - r_begin, [&](int64_t block, int n) {
           const int64_t r0 = r_begin + block;
           for (int r = 0; r < n; ++r) rows[r] = dgh.row(r0 + r);
-          Operands::products(n, rows, panels + k * depth * W, 1, K, out);
+          const ProductSpan<M> span{rows, panels + k * depth * W, K};
+          Operands::products(n, &span, 1, 1, out);
           const int64_t columns = std::min(W, H - k * W);
           for (int r = 0; r < n; ++r) {
             store_sums<W>(out + r * W, st.dh + (r0 + r) * H + k * W, columns);

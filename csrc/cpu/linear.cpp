@@ -54,16 +54,21 @@ constexpr int64_t kOnednnMinDepth = 256;
 }  // namespace
 }  // namespace cpu
 
-int64_t linear_onednn_min_depth() {
-  static const int64_t depth = [] {
+bool measured_cpu() {
+  static const bool amd = [] {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    const bool measured = __builtin_cpu_is("amd");
+    return bool(__builtin_cpu_is("amd"));
 #else
-    const bool measured = false;
+    return false;
 #endif
-    return measured && cpu::onednn_linear().has_value() ? cpu::kOnednnMinDepth : int64_t{0};
   }();
+  return amd;
+}
+
+int64_t linear_onednn_min_depth() {
+  static const int64_t depth =
+      measured_cpu() && cpu::onednn_linear().has_value() ? cpu::kOnednnMinDepth : int64_t{0};
   return depth;
 }
 

@@ -8,6 +8,11 @@
 
 namespace fastrnn {
 
+// Whether this CPU is of the kind the choices between fastrnn's kernels and oneDNN's or
+// BLAS's were measured on (x86 AMD: an AMD EPYC, Zen 4); on others they keep to what torch
+// does (linear.cpp, and the input product of cpu/backend.cpp's fused walks).
+bool measured_cpu();
+
 // The least depth from which the CPU's linear takes oneDNN, 0 where it never does
 // (linear.cpp; fastrnn._C.LINEAR_MIN_DEPTH).
 int64_t linear_onednn_min_depth();

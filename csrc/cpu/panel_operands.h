@@ -33,49 +33,62 @@ using c10::BFloat16;
 // row operand is bfloat16_depth(K) values, zero past K.
 constexpr int64_t bfloat16_depth(int64_t K) { return K + K % 2; }
 
+// One operand set of a walk's products: rows a (each K long, in M) against panels of M over
+// K (PanelOperands' layout for M), the first at `panels`.
+template <typename M>
+struct ProductSpan {
+  const M* const* a;
+  const M* panels;
+  int64_t K;
+};
+
 #if defined(__AVX512BF16__)
 constexpr bool kBfloat16Panels = true;
 
-// out[(p * MR + r) * W + c] = sum_k a[r][k] * panel_p(k, c) for r < MR, p < NP: a: MR rows
-// of bfloat16_depth(K); panel_p at panel + p * panel_stride; out: [NP, MR, W] floats. Pairs
-// of k, each added to the float sums as vdpbf16ps does (both products exact, subnormals
-// flushed). Two panels share each row's broadcast. With C = 2 sums per output (MR <= 2),
-// sum c takes pairs c, c + 2, ... in order (the last, of an odd count, into sum 0) and out
-// is their sum; so that 2 * NP * MR * C are in flight (one thread, AMD EPYC, K = 256,
-// GFLOP/s, one sum vs two: MR = 1 91 vs 104, 2 156 vs 193-198; MR = 3 runs at 232 with one).
+// out[(p * MR + r) * W + c] = sum over the spans of sum_k a[r][k] * panel_p(k, c) for r < MR,
+// p < NP: each span's a: MR rows of bfloat16_depth(K); its panel_p at span.panels + p *
+// bfloat16_depth(K) * W; out: [NP, MR, W] floats. Pairs of k, each added to the float sums as
+// vdpbf16ps does (both products exact, subnormals flushed). Two panels share each row's
+// broadcast. With C = 2 sums per output (MR <= 2), sum c takes a span's pairs c, c + 2, ...
+// in order (the last, of an odd count, into sum 0) and out is their sum; so that 2 * NP * MR
+// * C are in flight (one thread, AMD EPYC, K = 256, GFLOP/s, one sum vs two: MR = 1 91 vs
+// 104, 2 156 vs 193-198; MR = 3 runs at 232 with one).
 template <int MR, int NP>
-void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel,
-                                 int64_t panel_stride, int64_t K, float* out) {
+void bfloat16_panel_product_rows(const ProductSpan<BFloat16>* spans, int count, float* out) {
   constexpr int W = kPanelWidth<float>, C = MR <= 2 ? 2 : 1;
   static_assert(W == 16, "one 512-bit register of float sums per row");
-  const int64_t pairs = bfloat16_depth(K) / 2;
   __m512 sums[C][NP][MR];
   for (int c = 0; c < C; ++c) {
     for (int p = 0; p < NP; ++p) {
       for (int r = 0; r < MR; ++r) sums[c][p][r] = _mm512_setzero_ps();
     }
   }
-  // Adds pair k to sum c.
-  const auto add_pair = [&](int c, int64_t k) {
-    __m512bh columns[NP];
-    for (int p = 0; p < NP; ++p) {
-      columns[p] = (__m512bh)_mm512_loadu_si512(panel + p * panel_stride + k * 2 * W);
-    }
-    for (int r = 0; r < MR; ++r) {
-      int32_t pair;  // a[r][2k], a[r][2k + 1]
-      std::memcpy(&pair, a[r] + 2 * k, sizeof pair);
-      const __m512bh row = (__m512bh)_mm512_set1_epi32(pair);
+  for (int span = 0; span < count; ++span) {
+    const BFloat16* const* a = spans[span].a;
+    const BFloat16* panel = spans[span].panels;
+    const int64_t pairs = bfloat16_depth(spans[span].K) / 2, panel_stride = 2 * pairs * W;
+    // Adds pair k to sum c.
+    const auto add_pair = [&](int c, int64_t k) {
+      __m512bh columns[NP];
       for (int p = 0; p < NP; ++p) {
-        sums[c][p][r] = _mm512_dpbf16_ps(sums[c][p][r], row, columns[p]);
+        columns[p] = (__m512bh)_mm512_loadu_si512(panel + p * panel_stride + k * 2 * W);
       }
-    }
-  };
-  const int64_t whole = pairs - pairs % C;
+      for (int r = 0; r < MR; ++r) {
+        int32_t pair;  // a[r][2k], a[r][2k + 1]
+        std::memcpy(&pair, a[r] + 2 * k, sizeof pair);
+        const __m512bh row = (__m512bh)_mm512_set1_epi32(pair);
+        for (int p = 0; p < NP; ++p) {
+          sums[c][p][r] = _mm512_dpbf16_ps(sums[c][p][r], row, columns[p]);
+        }
+      }
+    };
+    const int64_t whole = pairs - pairs % C;
 #pragma GCC unroll 4
-  for (int64_t k = 0; k < whole; k += C) {
-    for (int c = 0; c < C; ++c) add_pair(c, k + c);
+    for (int64_t k = 0; k < whole; k += C) {
+      for (int c = 0; c < C; ++c) add_pair(c, k + c);
+    }
+    if (whole < pairs) add_pair(0, whole);
   }
-  if (whole < pairs) add_pair(0, whole);
   for (int p = 0; p < NP; ++p) {
     for (int r = 0; r < MR; ++r) {
       for (int c = 1; c < C; ++c) sums[0][p][r] = _mm512_add_ps(sums[0][p][r], sums[c][p][r]);
@@ -86,10 +99,10 @@ void bfloat16_panel_product_rows(const BFloat16* const* a, const BFloat16* panel
 
 // bfloat16_panel_product_rows for 1 <= rows <= kMaxPanelRows.
 template <int NP>
-void bfloat16_panel_product(int rows, const BFloat16* const* a, const BFloat16* panel,
-                            int64_t panel_stride, int64_t K, float* out) {
+void bfloat16_panel_product(int rows, const ProductSpan<BFloat16>* spans, int count,
+                            float* out) {
   with_panel_rows(rows, [&](auto mr) {
-    bfloat16_panel_product_rows<mr(), NP>(a, panel, panel_stride, K, out);
+    bfloat16_panel_product_rows<mr(), NP>(spans, count, out);
   });
 }
 #else
@@ -98,8 +111,9 @@ constexpr bool kBfloat16Panels = false;
 
 // What the walks call, by state type T and operand type M: kWidth, the columns of a panel;
 // Sum, the type of the products' sums; depth(K), the elements of one panel row; pack as
-// panel_gemm.h's pack_panel; products(rows, a, panels, count, K, out), panel_product over
-// `count` consecutive panels (depth(K) * kWidth apart), panel p's sums at
+// panel_gemm.h's pack_panel; products(rows, spans, span_count, count, out): `count`
+// consecutive panels of each of span_count <= 2 spans (depth(K) * kWidth apart from
+// span.panels, over the span's K, against its rows a), panel p's sums over the spans at
 // out + p * rows * kWidth.
 template <typename T, typename M>
 struct PanelOperands {
@@ -111,10 +125,14 @@ struct PanelOperands {
   static void pack(M* panel, int64_t K, int64_t k_stride, const Column& column) {
     pack_panel(panel, K, k_stride, column);
   }
-  static void products(int rows, const M* const* a, const M* panels, int64_t count, int64_t K,
+  static void products(int rows, const ProductSpan<M>* spans, int span_count, int64_t count,
                        Sum* out) {
+    PanelSpan<M> at_panel[2];
     for (int64_t p = 0; p < count; ++p) {
-      panel_product(rows, a, panels + p * K * kWidth, K, out + p * rows * kWidth);
+      for (int s = 0; s < span_count; ++s) {
+        at_panel[s] = {spans[s].a, spans[s].panels + p * spans[s].K * kWidth, spans[s].K};
+      }
+      panel_product(rows, at_panel, span_count, out + p * rows * kWidth);
     }
   }
 };
@@ -138,15 +156,23 @@ struct PanelOperands<T, BFloat16> {
       }
     }
   }
-  static void products(int rows, const BFloat16* const* a, const BFloat16* panels,
-                       int64_t count, int64_t K, float* out) {
-    const int64_t stride = depth(K) * kWidth;
+  static void products(int rows, const ProductSpan<BFloat16>* spans, int span_count,
+                       int64_t count, float* out) {
+    ProductSpan<BFloat16> at_panel[2];
+    const auto shift = [&](int64_t p) {  // the spans at panel p
+      for (int s = 0; s < span_count; ++s) {
+        at_panel[s] = {spans[s].a, spans[s].panels + p * depth(spans[s].K) * kWidth,
+                       spans[s].K};
+      }
+    };
     int64_t p = 0;
     for (; p + 2 <= count; p += 2) {  // two at a time: each row's broadcast serves both
-      bfloat16_panel_product<2>(rows, a, panels + p * stride, stride, K, out + p * rows * kWidth);
+      shift(p);
+      bfloat16_panel_product<2>(rows, at_panel, span_count, out + p * rows * kWidth);
     }
     if (p < count) {
-      bfloat16_panel_product<1>(rows, a, panels + p * stride, stride, K, out + p * rows * kWidth);
+      shift(p);
+      bfloat16_panel_product<1>(rows, at_panel, span_count, out + p * rows * kWidth);
     }
   }
 };
