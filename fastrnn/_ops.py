@@ -100,8 +100,10 @@ def _(gx, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
 @torch.library.register_fake("fastrnn::lstm_input_forward")
 def _(x, w_ih, bias, batch_sizes, h0, c0, w_hh, w_hr, reverse, save):
     _check_same_device("lstm_input_forward", h0, x, w_ih, bias)
-    torch._check(x.dim() == 2 and w_ih.dim() == 2,
+    torch._check(x.dim() == 2 and w_ih.dim() == 2 and x.shape[1] == w_ih.shape[1],
                  lambda: "lstm_input_forward: x [N, I] and w_ih [4*H, I] expected")
+    torch._check(bias is None or (bias.shape == (w_ih.shape[0],) and bias.dtype == x.dtype),
+                 lambda: "lstm_input_forward: bias [4*H] of x's dtype expected")
     gx = x.new_empty(x.shape[0], w_ih.shape[0])
     return _lstm_forward_fake("lstm_input_forward", gx, batch_sizes, h0, c0, w_hh, w_hr, None,
                               False, False, save)

@@ -102,8 +102,8 @@ INPUT_FORWARD_CASES = [  # inputs, batch, hidden, bias, projection, reverse
 def test_input_forward_matches_forward_on_gx(inputs, batch, hidden, bias, projection, reverse,
                                              dtype, walk, threads):
     """lstm_input_forward against lstm_forward on gx = x @ w_ih^T + bias, in every walk:
-    the input product inside a fused walk (float and double from 4 rows), else first
-    (fewer rows, no input, a projection, bfloat16)."""
+    the input product inside a fused walk from 4 rows (float, double, and bfloat16 where the
+    build has its panels), else first (fewer rows, no input, a projection)."""
     lengths = sorted((max(1, 9 - k % 4) for k in range(batch)), reverse=True)
     x, w_ih, b, sizes, h0, c0, w_hh, w_hr = _input_forward_args(
         dtype, inputs, batch, hidden, bias, projection, lengths)
@@ -130,6 +130,23 @@ def test_input_forward_gradcheck(inputs, batch, hidden, bias, projection, revers
                                          projection, lengths)]
     fn = lambda *a: ops.lstm_input_forward(*a, reverse, True)[:3]
     assert torch.autograd.gradcheck(fn, tuple(args), **GRADCHECK)
+
+
+@pytest.mark.parametrize("wanted", ["x", "w_ih", "bias", "h0", "w_hh"])
+def test_input_forward_one_gradient(wanted, walk):
+    """One input needing a gradient: it equals the gradient through the input product in
+    torch ops and lstm_forward."""
+    names = ["x", "w_ih", "bias", "batch_sizes", "h0", "c0", "w_hh", "w_hr"]
+    args = dict(zip(names, _input_forward_args(torch.float64, 3, 6, 5, True, 0,
+                                               [4, 4, 3, 2, 2, 1])))
+    args[wanted].requires_grad_()
+    grad_y = torch.randn(int(args["batch_sizes"].sum()), 5, dtype=torch.float64)
+    y = ops.lstm_input_forward(*args.values(), False, True)[0]
+    got, = torch.autograd.grad(y, args[wanted], grad_y)
+    gx = args["x"] @ args["w_ih"].t() + args["bias"]
+    y = ops.lstm_forward(gx, *[args[k] for k in names[3:]], False, True)[0]
+    want, = torch.autograd.grad(y, args[wanted], grad_y)
+    assert_close(got, want, kind="same_computation")
 
 
 def test_input_forward_without_save_refuses_backward():

@@ -55,7 +55,8 @@ void fused_forward(const ForwardState<T>& st, const M* w_hh, const Schedule& sch
   constexpr int64_t V = G % 2 == 0 ? W / 2 : W, Q = G * V / W, U = 64 / sizeof(T);  // U >= V
   const int64_t H = st.H, groups = (H + V - 1) / V, depth = Operands::depth(H);
   constexpr bool kFolds = std::is_same_v<T, M>;  // x rows as operands as they are
-  const int64_t I = kFolds && st.x != nullptr ? st.I : 0;  // 0: gx given
+  TORCH_INTERNAL_ASSERT(kFolds || st.x == nullptr, "input rows need operands in T");
+  const int64_t I = st.x != nullptr ? st.I : 0;  // 0: gx given
   const int64_t gx_stride = I > 0 ? 0 : G * H, input_depth = Operands::depth(I);
   const auto options = at::CPU(c10::CppTypeToScalarType<M>::value);
   at::Tensor panels_t = at::empty({groups * Q * depth * W}, options);

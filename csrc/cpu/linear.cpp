@@ -5,7 +5,9 @@
 // panel_gemm.h's kernel into a buffer reused from call to call (panel_linear); in bfloat16
 // with a bias through oneDNN where it computes in bfloat16 (linear_onednn_bfloat16);
 // elsewhere through at::addmm (the BLAS torch calls: MKL on x86), into such a buffer too.
-// Where the layers call it: fastrnn/_input_product.py.
+// Who calls it: fastrnn/_input_product.py (the layers' input products and gradients),
+// fastrnn/_ops.py (lstm_input_forward's input gradient) and cpu/backend.cpp (that op's
+// input product where its walk does not form it).
 
 #include <ATen/Context.h>
 #include <ATen/Functions.h>
