@@ -9,7 +9,7 @@ and its gradient."""
 import torch
 
 from . import _C
-from ._ops import ops
+from ._ops import input_product_grads, ops
 
 # The least depth (K of [N, K] @ [K, M]) from which fastrnn::linear takes oneDNN on this CPU
 # (fastrnn's own kernel below it), or 0 where the op is torch.addmm's: where it was not
@@ -146,9 +146,8 @@ def _linear_backward(ctx, grad):
     """grad [N, M] -> (grad @ weight [N, K], grad^T @ input [M, K], the rows' sum [M])."""
     input, weight = ctx.saved_tensors
     needs_input, needs_weight, needs_bias = ctx.needs_input_grad
-    return (ops.linear(grad, weight.t(), None) if needs_input else None,
-            grad.t().mm(input) if needs_weight else None,
-            grad.sum(0) if ctx.has_bias and needs_bias else None)
+    return input_product_grads(grad, input, weight, needs_input, needs_weight,
+                               ctx.has_bias and needs_bias)
 
 
 torch.library.register_autograd("fastrnn::linear", _linear_backward, setup_context=_linear_setup)

@@ -272,21 +272,28 @@ def _lstm_input_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # unused outputs: None, not zero tensors
 
 
+def input_product_grads(grad, input, weight, needs_input, needs_weight, needs_bias):
+    """The gradients of input @ weight^T + bias from grad [N, M] (input [N, K], weight
+    [M, K]; each None unless needed): the input's grad @ weight (through fastrnn::linear on
+    the CPU), the weight's grad^T @ input, the bias's the rows' sum."""
+    grad_input = None
+    if needs_input:
+        grad_input = ops.linear(grad, weight.t(), None) if grad.is_cpu else grad.mm(weight)
+    return (grad_input, grad.t().mm(input) if needs_weight else None,
+            grad.sum(0) if needs_bias else None)
+
+
 def _lstm_input_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
-    """lstm_forward's gradients, then the input product's from grad_gx [N, 4H]: x's
-    grad_gx @ w_ih (through fastrnn::linear on the CPU), w_ih's grad_gx^T @ x, the bias's
-    the rows' sum."""
+    """lstm_forward's gradients, then the input product's from grad_gx [N, 4H]."""
     _require_saved(ctx, "lstm_input_forward")
-    *recurrence, x, w_ih = ctx.saved_tensors
+    batch_sizes, h0, c0, w_hh, w_hr, y, saved, x, w_ih = ctx.saved_tensors
     grad_gx, grad_h0, grad_c0, grad_w_hh, grad_w_hr = _lstm_recurrence_grads(
-        ctx, grad_y, grad_hn, grad_cn, *recurrence)
+        ctx, grad_y, grad_hn, grad_cn, batch_sizes, h0, c0, w_hh, w_hr, y, saved)
     needs_x, needs_w_ih, needs_bias = ctx.needs_input_grad[:3]
-    grad_x = None
-    if needs_x:
-        grad_x = ops.linear(grad_gx, w_ih.t(), None) if grad_gx.is_cpu else grad_gx.mm(w_ih)
-    return (grad_x, grad_gx.t().mm(x) if needs_w_ih else None,
-            grad_gx.sum(0) if ctx.has_bias and needs_bias else None, None, grad_h0, grad_c0,
-            grad_w_hh, _none_if_empty(grad_w_hr, recurrence[4] is not None), None, None)
+    return (*input_product_grads(grad_gx, x, w_ih, needs_x, needs_w_ih,
+                                 ctx.has_bias and needs_bias),
+            None, grad_h0, grad_c0, grad_w_hh, _none_if_empty(grad_w_hr, w_hr is not None),
+            None, None)
 
 
 def _lstm_variant_setup(ctx, inputs, output):
