@@ -7,7 +7,8 @@ Python's costs show; cell_backward refuses a second differentiation, as the laye
 import torch
 
 from . import _C
-from ._ops import GATES, SAVED_SLOTS, _check_same_device, _no_double_backward, ops
+from ._fake_ops import _check_same_device
+from ._ops import GATES, SAVED_SLOTS, _no_double_backward, ops
 
 # cell: a cell number, CELL_KIND[name]; c, grad_c: the LSTM's cell state and its gradient
 # (None for other cells); unit_params: a cell's peepholes (None for cells without); grad_y:
