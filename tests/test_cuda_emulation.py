@@ -90,11 +90,16 @@ def test_emulated_forward_without_save(emulated, variant):
     assert without[-1].shape == (0, with_save[-1].shape[1])
 
 
+def float64_rand(seed):
+    """rand(*shape): float64 normal tensors from a generator seeded with seed."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_emulated_lstm_projection_wider_than_hidden(emulated, reverse):
     """P > H: the backward step covers P columns to gather h_prev, the gates only H."""
-    gen = torch.Generator().manual_seed(3)
-    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+    rand = float64_rand(seed=3)
     batch_sizes = torch.tensor([4, 4, 2, 1], dtype=torch.long)
     n, b, hidden, proj = int(batch_sizes.sum()), 4, 2, 5
     gates = GATES["lstm"] * hidden
@@ -112,8 +117,7 @@ def test_emulated_lstm_projection_wider_than_hidden(emulated, reverse):
 @pytest.mark.parametrize("bias", [True, False])
 def test_lstm_input_forward(emulated, bias):
     """A backend without its own input product (CUDA's) gets gx formed by the op's entry."""
-    gen = torch.Generator().manual_seed(4)
-    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+    rand = float64_rand(seed=4)
     batch_sizes = torch.tensor([5, 5, 3, 1], dtype=torch.long)
     n, b, inputs, hidden = int(batch_sizes.sum()), 5, 3, 4
     gates = GATES["lstm"] * hidden
