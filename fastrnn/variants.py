@@ -202,6 +202,9 @@ class _VariantCell(_Variant, _FusedCell):
                                                 self.bias, False, False, self._variant)
         return h_new, c_new if c_new is not None else h_new.new_empty(0)
 
+    def _plain_call(self, input, hx):
+        return NotImplemented if self._is_variant() else super()._plain_call(input, hx)
+
     def forward(self, input, hx=None):
         if self._is_variant():
             self._refuse_without_kernels(input)

@@ -1,7 +1,8 @@
 """The cells' direct eager entry, fastrnn._C.cell_step (csrc/cell_python.cpp), against the op
 it calls, torch.ops.fastrnn.cell_forward: the same results and gradients bit for bit, the
 same errors, Python dispatch modes still seeing the op, and torch.ops taking over where the
-entry declines (tensor subclasses, __torch_function__ modes)."""
+entry declines (tensor subclasses, __torch_function__ modes); and the cells' short path to it
+for plain calls, against their general path."""
 
 import re
 import sys
@@ -144,3 +145,56 @@ def test_cells_and_layer_steps_take_the_entry(monkeypatch):
     fastrnn.LSTMCell(4, 3)(torch.randn(2, 4))
     fastrnn.GRU(4, 3)(torch.randn(1, 2, 4))
     assert calls == [(CELL_KIND["LSTM"], True), (CELL_KIND["GRU"], True)]
+
+
+def cell_and_state(name, dtype=torch.float32):
+    """A fastrnn cell `name` (I=4, H=3) and a state [2, 3] for it ((h, c) for the LSTM)."""
+    cell = getattr(fastrnn, name)(4, 3).to(dtype)
+    h = torch.randn(2, 3, dtype=dtype)
+    return cell, ((h, torch.randn(2, 3, dtype=dtype)) if name == "LSTMCell" else h)
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_plain_calls_take_the_short_path(name, monkeypatch):
+    """forward's short path for a plain call (_plain_call) gives the general path's results
+    and gradients bit for bit."""
+    cell, hx = cell_and_state(name)
+    x = torch.randn(2, 4, requires_grad=True)
+    assert cell._plain_call(x, hx) is not NotImplemented
+    results = []
+    for short in (True, False):
+        if not short:
+            monkeypatch.setattr(type(cell), "_plain_call", lambda *args: NotImplemented)
+        outs = cell(x, hx)
+        outs = list(outs) if isinstance(outs, tuple) else [outs]
+        grads = torch.autograd.grad([o.pow(2).sum() for o in outs], [x, *cell.parameters()])
+        results.append(outs + list(grads))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def declined_calls():
+    """(id, cell, x, hx, context) of calls the short path leaves to the general path."""
+    lstm, lstm_state = cell_and_state("LSTMCell")
+    rnn, h = cell_and_state("RNNCell")
+    x = torch.randn(2, 4)
+    parametrized, _ = cell_and_state("GRUCell")
+    torch.nn.utils.parametrize.register_parametrization(parametrized, "weight_hh",
+                                                        torch.nn.Identity())
+    peephole = fastrnn.VariantLSTMCell(4, 3, peepholes=True)
+    mixed = (lstm_state[0], lstm_state[1].double())
+    plain = torch.autocast("cpu", enabled=False)
+    return [("no hx", rnn, x, None, plain), ("unbatched", rnn, x[0], h[0], plain),
+            ("autocast", rnn, x, h, torch.autocast("cpu", dtype=torch.bfloat16)),
+            ("parametrized", parametrized, x, h, plain),
+            ("variant", peephole, x, lstm_state, plain),
+            ("mixed dtypes", lstm, x, mixed, plain), ("hx a list", lstm, x, list(lstm_state), plain)]
+
+
+@pytest.mark.parametrize("case", declined_calls(), ids=lambda case: case[0])
+def test_other_calls_take_the_general_path(case):
+    """Every call the short path does not serve exactly declines it."""
+    _, cell, x, hx, context = case
+    with context:
+        assert cell._plain_call(x, hx) is NotImplemented
+        cell(x, hx)  # and the general path runs it
