@@ -5,15 +5,18 @@
 // are not formed (the input product's backward GEMM, the state's, and the weights' when no
 // weight or bias needs one: a frozen cell). A forward that records a
 // graph always saves what backward reads, so callers may pass save=False. In a loop of calls
-// with the same weights the steps hand their weight gradients on from one to the next
-// (grad_sums_hand_off.h) rather than have autograd add them; on the CPU, backward calls the
-// op's kernel itself (cpu_cell_backward_with_sums), which adds them where it forms them.
+// with the same weights the steps hand their weight gradients, and their gradients w.r.t. the
+// state, on from one to the next (grad_sums_hand_off.h) rather than have autograd add them;
+// on the CPU, backward calls the op's kernel itself (cpu_cell_backward_with_sums), which
+// adds them where it forms them.
 
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <ATen/record_function.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
+
+#include <utility>
 
 #include "cell_ops.h"
 #include "common/checks.h"
@@ -52,6 +55,8 @@ const auto& cell_backward_op() {
 
 // The forward's arguments, by position: backward returns one gradient for each.
 enum Argument { kCell, kX, kH, kC, kWih, kWhh, kBih, kBhh, kSave, kUnitParams, kArguments };
+// The output that is the next step's h (forward returns {y, h_new, c_new, saved}).
+constexpr int kHNew = 1;
 
 // What backward needs to know of the forward's call besides its tensors, packed into one
 // integer with the cell's number (bits 5 and up).
@@ -93,7 +98,7 @@ struct CellStep : torch::autograd::Function<CellStep> {
                           w_ih.requires_grad() || w_hh.requires_grad() || needs_grad(b_ih) ||
                               needs_grad(b_hh) || needs_grad(unit_params)};
     ctx->saved_data["step"] = flags.pack(cell);
-    if (flags.weight_grad) HandOff::make_slot(ctx);
+    HandOff::make_slot(ctx);
     ctx->set_materialize_grads(false);
     return {y, h_new, c_new, saved};
   }
@@ -109,8 +114,25 @@ struct CellStep : torch::autograd::Function<CellStep> {
     if (!at::GradMode::is_enabled()) below_autograd.emplace();
     const Tensor &x = saved[0], &h = saved[1], &c = saved[2], &w_ih = saved[3], &w_hh = saved[4],
                  &y = saved[5], &rows = saved[6], &unit_params = saved[7];
+    // What the step after this one handed off: its gradient w.r.t. h_new (one more term of
+    // h_new's) and the weights' sums.
+    const HandOff hand_off(ctx, kH, kHNew, {kWih, kWhh, kBih, kBhh});
+    const auto left = hand_off.take();
+    const Tensor& handed_state = left.state;
+    const BackwardResult& sums = left.sums;
     // The op sums the gradients w.r.t. y and h_new: one alone goes as grad_h, none is made.
-    const Tensor &grad_y = grads[0], &grad_h_new = grads[1];
+    // A handed-off term goes as one of the two, where the op adds them in their dtype (not a
+    // 16-bit one, which it adds in float: autograd's add rounds), else it is added here.
+    Tensor grad_y = grads[0], grad_h_new = grads[1];
+    if (handed_state.defined()) {
+      if (!grad_h_new.defined()) {
+        grad_h_new = handed_state;
+      } else if (!grad_y.defined() && !at::isReducedFloatingType(y.scalar_type())) {
+        grad_y = std::exchange(grad_h_new, handed_state);
+      } else {
+        grad_h_new = grad_h_new + handed_state;
+      }
+    }
     const Tensor grad_h = grad_h_new.defined() ? grad_h_new
                           : grad_y.defined()   ? grad_y
                                                : at::zeros_like(y);
@@ -121,9 +143,6 @@ struct CellStep : torch::autograd::Function<CellStep> {
     const auto optional = [](const Tensor& t) {
       return t.defined() ? OptionalTensor(t) : std::nullopt;
     };
-    // The weights' gradients of the steps after this one, where they were handed off.
-    const HandOff hand_off(ctx, kH, {kWih, kWhh, kBih, kBhh});
-    const BackwardResult sums = weight_grad ? hand_off.take() : BackwardResult();
     const bool summed = sums.grad_w_ih.defined();
     const bool direct = takes_cpu_kernel(grads, saved);
     const auto backward_with = [&](const auto& call) {
@@ -140,12 +159,13 @@ struct CellStep : torch::autograd::Function<CellStep> {
         direct ? backward_with(call_cpu_kernel) : backward_with(call_op);
     variable_list result(kArguments);
     if (x_grad) result[kX] = grad_x;
-    if (h_grad) result[kH] = grad_h0;
     if (c_grad) result[kC] = grad_c0;
-    if (!weight_grad) return result;
-    if (unit_params.defined()) result[kUnitParams] = grad_params;
-    std::vector<Tensor> weight_grads{grad_w_ih, grad_w_hh};
-    if (has_bias) weight_grads.insert(weight_grads.end(), {grad_b_ih, grad_b_hh});
+    if (weight_grad && unit_params.defined()) result[kUnitParams] = grad_params;
+    std::vector<Tensor> weight_grads;
+    if (weight_grad) {
+      weight_grads = {grad_w_ih, grad_w_hh};
+      if (has_bias) weight_grads.insert(weight_grads.end(), {grad_b_ih, grad_b_hh});
+    }
     if (summed) {  // the sums no kernel added to: sum + gradient, as autograd would add them
       const std::vector<Tensor> earlier{sums.grad_w_ih, sums.grad_w_hh, sums.grad_b_ih,
                                         sums.grad_b_hh};
@@ -154,7 +174,9 @@ struct CellStep : torch::autograd::Function<CellStep> {
         weight_grads[i] = earlier[i].add_(weight_grads[i]);
       }
     }
-    if (hand_off.pass(weight_grads)) return result;
+    const auto passed = hand_off.pass(h_grad ? grad_h0 : Tensor(), weight_grads);
+    if (h_grad && !passed.state) result[kH] = grad_h0;
+    if (passed.sums) return result;
     const Argument weights[] = {kWih, kWhh, kBih, kBhh};
     for (size_t i = 0; i < weight_grads.size(); ++i) result[weights[i]] = weight_grads[i];
     return result;

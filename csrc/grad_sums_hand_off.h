@@ -1,5 +1,5 @@
 #pragma once
-// The hand-off of a loop's weight gradients from step to step. A training loop over a cell
+// The hand-off of a loop's gradients from step to step. A training loop over a cell
 // (h = cell(x[t], h) for t < T, then backward) records T nodes with the same weights, and
 // autograd adds their T gradients w.r.t. each weight and bias as they come back, from the
 // last step to the first: per step an op that adds a [G*H, I] and a [G*H, H] tensor,
@@ -13,11 +13,18 @@
 // off alternated in one process, median of 15-21, ms: B1 H64 RNN tanh 3.29 vs 2.69, LSTM
 // 4.53 vs 3.69, GRU 4.04 vs 3.20; B32 H256 RNN relu 19.1 vs 17.3, RNN tanh 18.8 vs 17.4,
 // LSTM 58.7 vs 55.9, GRU 46.0 vs 43.2.
+// Likewise a step's gradient w.r.t. its h, where h is the previous step's h_new: a loop that
+// also keeps each h (for its output, or a loss on it) gives h_new two gradients, and autograd
+// adds them in a new tensor, the first (the output's, a view of a larger gradient) being
+// no tensor it may add into. The step leaves it with the previous step instead, whose op adds
+// it to the other where it reads them (the same two terms: the same bits). Not where the
+// previous node's inputs are watched: a hook on h_new or on that node, retain_grad, or a
+// backward that captures h_new's gradient (torch.autograd.grad w.r.t. h_new).
 //
 // Only between nodes the engine runs itself (not compiled autograd's), in a backward that
-// records no graph (no create_graph); a node that is left sums always takes them, whatever
-// path its own backward takes. Not on the GPU, where the sums would pass between streams
-// unordered.
+// records no graph (no create_graph); a node that is left gradients always takes them,
+// whatever path its own backward takes. Not on the GPU, where the tensors would pass between
+// streams unordered.
 
 #include <ATen/core/ivalue.h>
 #include <torch/autograd.h>
@@ -35,80 +42,93 @@ namespace fastrnn {
 
 // The node of Step (a torch::autograd::Function) that ctx belongs to while the engine runs
 // it. Step's forward numbers its arguments: h the state the previous step returned, weights
-// those whose gradients are handed off, in BackwardResult's order (w_ih, w_hh, b_ih, b_hh).
+// those whose gradients are handed off, in BackwardResult's order (w_ih, w_hh, b_ih, b_hh);
+// h_new is the number of Step's output that is the next step's h.
 template <class Step>
 class GradSumsHandOff {
  public:
   using Node = torch::autograd::CppNode<Step>;
 
-  // Called by Step's forward: the slot the next step's sums go in, made now so that a
+  // Called by Step's forward: the slot the next step's gradients go in, made now so that a
   // backward never changes the set of another node's saved_data.
   static void make_slot(torch::autograd::AutogradContext* ctx) { ctx->saved_data[kSlot]; }
 
-  GradSumsHandOff(torch::autograd::AutogradContext* ctx, int h, std::array<int, 4> weights)
-      : ctx_(ctx), h_(h), weights_(weights) {
+  GradSumsHandOff(torch::autograd::AutogradContext* ctx, int h, int h_new,
+                  std::array<int, 4> weights)
+      : ctx_(ctx), h_(h), h_new_(h_new), weights_(weights) {
     const auto current = torch::autograd::get_current_node();
     auto* node = dynamic_cast<Node*>(current.get());
     if (node != nullptr && &node->ctx_ == ctx) node_ = node;
   }
 
-  // The sums the step after this one left for it in this backward; else all undefined.
-  // Sums another backward left (one running in another thread on the same graph, or the
-  // one a hook of this node runs within it) stay for that backward.
-  BackwardResult take() const {
+  // What the step after this one left for it: its gradient w.r.t. this step's h_new, and
+  // the weights' sums; each undefined where it left none.
+  struct Left {
+    at::Tensor state;
     BackwardResult sums;
+  };
+
+  // What the step after this one left for it in this backward. What another backward left
+  // (one running in another thread on the same graph, or the one a hook of this node runs
+  // within it) stays for that backward.
+  Left take() const {
+    Left taken;
     const auto slot = ctx_->saved_data.find(kSlot);
-    if (slot == ctx_->saved_data.end()) return sums;
+    if (slot == ctx_->saved_data.end()) return taken;
     const std::lock_guard<std::mutex> lock(mutex());
-    if (!slot->second.isTuple()) return sums;
+    if (!slot->second.isTuple()) return taken;
     const auto& left = slot->second.toTupleRef().elements();
-    if (left[0].toInt() != torch::autograd::get_current_graph_task_id()) return sums;
-    sums.grad_w_ih = left[1].toTensor();
-    sums.grad_w_hh = left[2].toTensor();
-    if (left.size() > 3) {
-      sums.grad_b_ih = left[3].toTensor();
-      sums.grad_b_hh = left[4].toTensor();
+    if (left[0].toInt() != torch::autograd::get_current_graph_task_id()) return taken;
+    if (left[1].isTensor()) taken.state = left[1].toTensor();
+    if (left.size() > 2) {
+      taken.sums.grad_w_ih = left[2].toTensor();
+      taken.sums.grad_w_hh = left[3].toTensor();
+    }
+    if (left.size() > 4) {
+      taken.sums.grad_b_ih = left[4].toTensor();
+      taken.sums.grad_b_hh = left[5].toTensor();
     }
     slot->second = c10::IValue();
-    return sums;
+    return taken;
   }
 
-  // Leaves sums (this step's gradients w.r.t. weights, added to the later steps') with the
-  // previous step, where it has the same weights, runs in this backward, and would receive
-  // them as they are (same shapes and dtypes, contiguous, on the CPU: no stream to order
-  // them on). Not where either node has a hook on what it returns, which must see that
-  // step's gradients alone, nor in anomaly mode, which must name the step that made a NaN.
-  // Returns whether it did.
-  bool pass(const std::vector<at::Tensor>& sums) const {
+  // Which of pass's gradients it left with the previous step.
+  struct Passed {
+    bool state = false, sums = false;
+  };
+
+  // Leaves with the previous step (the node h came from, when it is a Step's that runs in
+  // this backward) state, this step's gradient w.r.t. h (undefined: none), where h is its
+  // h_new and nothing watches that node's inputs (see above); and sums (this step's
+  // gradients w.r.t. weights, added to the later steps'; empty: none), where it has the
+  // same weights. Each only where the previous step would receive it as it is (same shape
+  // and dtype, contiguous, on the CPU: no stream to order it on). Nothing where either node
+  // has a hook on what it returns, which must see that step's gradients alone, nor in
+  // anomaly mode, which must name the step that made a NaN.
+  Passed pass(const at::Tensor& state, const std::vector<at::Tensor>& sums) const {
     if (node_ == nullptr || at::GradMode::is_enabled() ||
         torch::autograd::AnomalyMode::is_enabled() || !node_->post_hooks().empty()) {
-      return false;
+      return {};
     }
-    const torch::autograd::Edge& state = edge(*node_, h_);
-    auto* previous = dynamic_cast<Node*>(state.function.get());
+    const torch::autograd::Edge& h = edge(*node_, h_);
+    auto* previous = dynamic_cast<Node*>(h.function.get());
     if (previous == nullptr || !previous->post_hooks().empty() || !will_run(previous)) {
-      return false;
+      return {};
     }
-    for (size_t i = 0; i < weights_.size(); ++i) {
-      if (node_->is_variable_input_[weights_[i]] !=
-          previous->is_variable_input_[weights_[i]]) {
-        return false;
-      }
-      if (!node_->is_variable_input_[weights_[i]]) continue;
-      const auto &mine = edge(*node_, weights_[i]), &theirs = edge(*previous, weights_[i]);
-      if (!mine.is_valid() || mine != theirs || i >= sums.size() ||
-          !receives_as_is(mine, sums[i])) {
-        return false;
-      }
-    }
+    Passed passed;
+    passed.state = state.defined() && h.input_nr == static_cast<uint32_t>(h_new_) &&
+                   unwatched(previous) && receives_as_is(h, state);
+    passed.sums = !sums.empty() && same_weights(*previous, sums);
+    if (!passed.state && !passed.sums) return {};
     const auto slot = previous->ctx_.saved_data.find(kSlot);
-    if (slot == previous->ctx_.saved_data.end()) return false;
-    std::vector<c10::IValue> left{torch::autograd::get_current_graph_task_id()};
-    left.insert(left.end(), sums.begin(), sums.end());
+    if (slot == previous->ctx_.saved_data.end()) return {};
+    std::vector<c10::IValue> left{torch::autograd::get_current_graph_task_id(),
+                                  passed.state ? c10::IValue(state) : c10::IValue()};
+    if (passed.sums) left.insert(left.end(), sums.begin(), sums.end());
     const std::lock_guard<std::mutex> lock(mutex());
-    if (!slot->second.isNone()) return false;  // another step (or backward) left it sums
+    if (!slot->second.isNone()) return {};  // another step (or backward) left it gradients
     slot->second = c10::ivalue::Tuple::create(std::move(left));
-    return true;
+    return passed;
   }
 
  private:
@@ -133,6 +153,36 @@ class GradSumsHandOff {
     return found != exec_info->end() && found->second.needed_;
   }
 
+  // Whether nothing reads node's inputs but node itself: no hook on them or on node before
+  // it runs, no retain_grad, and no capture of them by this backward.
+  static bool unwatched(Node* node) {
+    if (!node->pre_hooks().empty() || !node->tensor_pre_hooks().empty() ||
+        !node->retains_grad_hooks().empty()) {
+      return false;
+    }
+    const auto* exec_info = torch::autograd::get_current_graph_task_exec_info();
+    if (exec_info == nullptr || exec_info->empty()) return true;
+    const auto found = exec_info->find(node);
+    return found == exec_info->end() || !found->second.captures_;
+  }
+
+  // Whether previous has the same weights as this step's node, and would receive sums (in
+  // BackwardResult's order) as they are.
+  bool same_weights(const Node& previous, const std::vector<at::Tensor>& sums) const {
+    for (size_t i = 0; i < weights_.size(); ++i) {
+      if (node_->is_variable_input_[weights_[i]] != previous.is_variable_input_[weights_[i]]) {
+        return false;
+      }
+      if (!node_->is_variable_input_[weights_[i]]) continue;
+      const auto &mine = edge(*node_, weights_[i]), &theirs = edge(previous, weights_[i]);
+      if (!mine.is_valid() || mine != theirs || i >= sums.size() ||
+          !receives_as_is(mine, sums[i])) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   // Whether the engine passes grad on to e's node unchanged (no cast, no reduction).
   static bool receives_as_is(const torch::autograd::Edge& e, const at::Tensor& grad) {
     const auto& input = e.function->input_metadata(e.input_nr);
@@ -142,7 +192,7 @@ class GradSumsHandOff {
   }
 
   torch::autograd::AutogradContext* ctx_;
-  int h_;
+  int h_, h_new_;
   std::array<int, 4> weights_;
   Node* node_ = nullptr;  // null where the engine does not run this node itself
 };

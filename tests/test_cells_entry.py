@@ -188,7 +188,8 @@ def declined_calls():
             ("autocast", rnn, x, h, torch.autocast("cpu", dtype=torch.bfloat16)),
             ("parametrized", parametrized, x, h, plain),
             ("variant", peephole, x, lstm_state, plain),
-            ("mixed dtypes", lstm, x, mixed, plain), ("hx a list", lstm, x, list(lstm_state), plain)]
+            ("mixed dtypes", lstm, x, mixed, plain),
+            ("hx a list", lstm, x, list(lstm_state), plain)]
 
 
 @pytest.mark.parametrize("case", declined_calls(), ids=lambda case: case[0])
