@@ -386,9 +386,10 @@ def test_checkpoint_of_steps(cell, reentrant):
     got, want = gradients(handed_off), gradients(kept)
     if reentrant:
         assert_equal(got, want)
-    else:  # the first steps' stack is older than the later steps, so autograd's backward
-        # brings its gradient w.r.t. their first h after the next step's, which the
-        # hand-off adds last: the same terms in another order
+    else:  # the first steps' last h has three gradients (its own term of the loss, the
+        # next step's, the first steps' stack's); that stack is older than the next step, so
+        # autograd brings its term after the next step's, which the hand-off adds last: the
+        # same terms in another order
         for k, (a, b) in enumerate(zip(got, want)):
             assert_close(a, b, F64, f"gradient {k}")
 
