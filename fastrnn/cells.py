@@ -38,12 +38,12 @@ class _FusedCell:
         return _WEIGHTS
 
     def forward(self, input, hx=None):
-        result = self._plain_call(input, hx)
-        if result is not NotImplemented:
-            return result
         # torch.nn's graph for ONNX and TorchScript; torch.nn's ops under torch.func.jacrev, ...
         if _onnx.active_exporter() or runs_torch_nn():
             return super().forward(input, hx)
+        result = self._plain_call(input, hx)
+        if result is not NotImplemented:
+            return result
         is_lstm = self._NAME == "LSTMCell"
         rank = input.dim()
         if rank not in (1, 2):
@@ -81,18 +81,17 @@ class _FusedCell:
 
     def _plain_call(self, input, hx):
         """forward() of the most common call, in fewer Python steps (a cell runs once per time
-        step): eager (no torch.compile, export, trace or differentiating transform), no
-        autocast, input [B, I] on a device with kernels, hx given as [B, H] tensors (an
-        LSTM's two of one dtype), the weights plain parameters. NotImplemented for any other
-        call, which forward's general path serves (it raises torch.nn's errors for bad
-        input). Against the general path, 2 threads, AMD EPYC, alternated in one process,
-        medians of 30-38, us: calls at B1 H64 without grad RNN relu 8.77 -> 7.93, LSTM
-        12.83 -> 11.92, with grad 13.71 -> 12.81 and 18.88 -> 18.61; a step of a 100-step
-        loop with backward, B1 H64, RNN relu 28.8 -> 27.9, LSTM 44.4 -> 43.6 (at B32 H256,
-        216 either way)."""
+        step), past forward's check for an export, a trace or a differentiating transform:
+        eager (no torch.compile), no autocast, input [B, I] on a device with kernels, hx
+        given as [B, H] tensors (an LSTM's two of one dtype), the weights plain parameters.
+        NotImplemented for any other call, which forward's general path serves (it raises
+        torch.nn's errors for bad input). Against the general path, 2 threads, AMD EPYC,
+        alternated in one process, medians of 30-38, us: calls at B1 H64 without grad RNN
+        relu 8.77 -> 7.93, LSTM 12.83 -> 11.92, with grad 13.71 -> 12.81 and 18.88 -> 18.61;
+        a step of a 100-step loop with backward, B1 H64, RNN relu 28.8 -> 27.9, LSTM 44.4 ->
+        43.6 (at B32 H256, 216 either way)."""
         if (hx is None or input.dim() != 2 or torch.compiler.is_compiling()
-                or torch._C._is_any_autocast_enabled() or not _has_kernels(input)
-                or _onnx.active_exporter() or runs_torch_nn()):
+                or torch._C._is_any_autocast_enabled() or not _has_kernels(input)):
             return NotImplemented
         is_lstm = self._NAME == "LSTMCell"
         if is_lstm:
