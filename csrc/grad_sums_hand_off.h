@@ -13,12 +13,6 @@
 // off alternated in one process, median of 15-21, ms: B1 H64 RNN tanh 3.29 vs 2.69, LSTM
 // 4.53 vs 3.69, GRU 4.04 vs 3.20; B32 H256 RNN relu 19.1 vs 17.3, RNN tanh 18.8 vs 17.4,
 // LSTM 58.7 vs 55.9, GRU 46.0 vs 43.2.
-// Passing on instead the operands of up to 3 steps' weight gradients, for the 4th to form
-// them all in one pass with the sums' blocks held in registers (the same bits; the outer
-// products alone, one thread, [256, 256] at K = 32: 94 GFLOP/s a step, 106 four at a time),
-// was no faster in those loops: B32 H256, time against one step at a time, two runs of 28
-// alternated in one process, RNN relu 0.97 and 1.03, tanh 0.93 and 1.02, GRU 1.02 and 1.01,
-// LSTM 1.04 and 1.00.
 // Likewise a step's gradient w.r.t. its h, where h is the previous step's h_new: a loop that
 // also keeps each h (for its output, or a loss on it) gives h_new two gradients, and autograd
 // adds them in a new tensor, the first (the output's, a view of a larger gradient) being
@@ -26,6 +20,12 @@
 // it to the other where it reads them (the same two terms: the same bits). Not where the
 // previous node's inputs are watched: a hook on h_new or on that node, retain_grad, or a
 // backward that captures h_new's gradient (torch.autograd.grad w.r.t. h_new).
+// Passing on, instead of the weights' sums, the operands of up to 3 steps' weight gradients,
+// for the 4th to form them all in one pass with the sums' blocks held in registers (the same
+// bits; the outer products alone, one thread, [256, 256] at K = 32: 94 GFLOP/s a step, 106
+// four at a time), was no faster in the loops above at B32 H256: time against one step at a
+// time, two runs of 28 alternated in one process, RNN relu 0.97 and 1.03, tanh 0.93 and
+// 1.02, GRU 1.02 and 1.01, LSTM 1.04 and 1.00.
 //
 // Only between nodes the engine runs itself (not compiled autograd's), in a backward that
 // records no graph (no create_graph); a node that is left gradients always takes them,
