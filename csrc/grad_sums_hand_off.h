@@ -26,6 +26,11 @@
 // four at a time), was no faster in the loops above at B32 H256: time against one step at a
 // time, two runs of 28 alternated in one process, RNN relu 0.97 and 1.03, tanh 0.93 and
 // 1.02, GRU 1.02 and 1.01, LSTM 1.04 and 1.00.
+// Nor are the weights' gradients formed on the second core while the first runs the engine's
+// serial part (its bookkeeping between nodes, the loop's other ops), when the second idles:
+// that takes a thread that outlives a parallel region, outside OpenMP's team, and libgomp's
+// own worker spins for about 8 ms after each region (2 threads, AMD EPYC: its CPU time in
+// the 200 ms after one cell call, 7.4-8.1 ms), so the two would share a core in every loop.
 //
 // Only between nodes the engine runs itself (not compiled autograd's), in a backward that
 // records no graph (no create_graph); a node that is left gradients always takes them,
