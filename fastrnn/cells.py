@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import _C, _onnx, functional
+from . import _C, _autocast_rules, _onnx, functional
 from ._cell_ops import CELL_KIND, CELL_NAME, cell_step
 from ._transforms import runs_torch_nn
 from .modules import _has_kernels, read_parameters, torch_nn_twin
@@ -137,14 +137,14 @@ def _step_under_autocast(step, cell, x, h, c, weights):
     """step(cell, x, h, c, weights) (a _FusedCell's _step: cell number `cell`; x: [B, I];
     h, c: [B, H], c None but for an LSTM) under autocast: computed with autocast off in the
     weights' dtype, the results in the dtypes torch.nn's cells give under autocast
-    (functional.autocast_result_dtypes: a cell is one step of a layer without projection on
-    its per-step path)."""
+    (_autocast_rules.autocast_result_dtypes: a cell is one step of a layer without
+    projection on its per-step path)."""
     device_type = x.device.type
     compute = weights[0].dtype
     cast = lambda t: None if t is None else t.to(compute)
     with torch.autocast(device_type, enabled=False):
         h_new, c_new = step(cell, cast(x), cast(h), cast(c), weights)
-    h_dtype, c_dtype = functional.autocast_result_dtypes(
+    h_dtype, c_dtype = _autocast_rules.autocast_result_dtypes(
         CELL_NAME[cell], device_type, torch.get_autocast_dtype(device_type), compute, h.dtype,
         None if c is None else c.dtype, has_proj=False)
     return h_new.to(h_dtype), c_new if c is None else c_new.to(c_dtype)

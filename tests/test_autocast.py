@@ -8,10 +8,10 @@ torch.nn's CPU results under autocast follow its per-step products (autocast dty
 state updates (type promotion with the state), except where its LSTM takes oneDNN, whose
 layers autocast casts whole (every result in the autocast dtype). On CUDA, cuDNN's autocast
 wrapper casts everything to float16, whatever the autocast dtype.
-fastrnn.functional.autocast_result_dtypes, torch_nn_takes_onednn and torch_nn_takes_cudnn
-state the rules. Whether
-oneDNN supports a dtype on this CPU cannot be switched, so test_onednn_device_check_both_sides
-covers the other answer by patching fastrnn's one reading of it.
+fastrnn._autocast_rules states the rules (autocast_result_dtypes, torch_nn_takes_onednn and
+torch_nn_takes_cudnn). Whether oneDNN supports a dtype on this CPU cannot be switched, so
+test_onednn_device_check_both_sides covers the other answer by patching fastrnn's one reading
+of it.
 """
 
 import itertools
@@ -26,7 +26,7 @@ from helpers.modules import make_pair
 from helpers.running import flatten_result
 from helpers.tolerances import atol_rtol
 import fastrnn
-from fastrnn import _C, functional
+from fastrnn import _C, _autocast_rules, functional
 
 pytestmark = [pytest.mark.usefixtures("torch_state"),
               # torch.backends.mkldnn.flags() warns about Intel GPUs on every use
@@ -141,7 +141,7 @@ def test_onednn_device_check_both_sides(monkeypatch, dtype, supported, grad):
     case = Case("LSTM", True, 2, True, False, "dense", True)
     ref, fast = make_pair(case, F32)
     inputs = to(make_inputs(case, F32), "cpu", dtype, F32)  # hx float32: the paths differ
-    this_cpu = functional.onednn_supports(dtype)
+    this_cpu = _autocast_rules.onednn_supports(dtype)
     with torch.set_grad_enabled(grad):
         per_step = dtypes(forward(ref, inputs, "cpu", dtype, library_on=False))
         assert per_step != [dtype] * 3  # the two paths give different dtypes
@@ -151,7 +151,7 @@ def test_onednn_device_check_both_sides(monkeypatch, dtype, supported, grad):
             want = [dtype] * 3
         else:
             want = per_step
-        monkeypatch.setattr(functional, "onednn_supports", lambda _: supported)
+        monkeypatch.setattr(_autocast_rules, "onednn_supports", lambda _: supported)
         assert dtypes(forward(fast, inputs, "cpu", dtype)) == want
 
 
@@ -218,7 +218,7 @@ def test_inference_error_at_most_twice_torch_nn_error(monkeypatch, device, dtype
     says, and (forced_low) in the autocast dtype itself, which the rule picks on CPUs that
     multiply in it natively: forced here, the 16-bit kernels are checked on every CPU."""
     if compute == "low":
-        monkeypatch.setattr(functional, "autocast_compute_dtype",
+        monkeypatch.setattr(_autocast_rules, "autocast_compute_dtype",
                             lambda device_type, autocast_dtype, weight_dtype, needs_grad:
                             autocast_dtype)
     ref, fast, exact, inputs = modules_and_inputs(cell, kind, device)
@@ -246,7 +246,7 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
     case = Case(cell, True, 2, True, False, "dense", True)
     _, fast = make_pair(case, F32)
     inputs = to(make_inputs(case, F32), "cpu")
-    monkeypatch.setattr(functional, "onednn_supports", lambda dtype: native)
+    monkeypatch.setattr(_autocast_rules, "onednn_supports", lambda dtype: native)
     with torch.set_grad_enabled(grad):
         got = forward(fast, inputs, "cpu", torch.bfloat16)
         low = native and not grad
@@ -271,7 +271,7 @@ def test_cpu_compute_dtype(monkeypatch, cell, native, grad):
 def test_cudnn_rule():
     """cuDNN's autocast wrapper makes every result float16, whatever the autocast dtype;
     float64 layers are left alone; CPU tensors never take cuDNN."""
-    from fastrnn.functional import autocast_result_dtypes, torch_nn_takes_cudnn
+    from fastrnn._autocast_rules import autocast_result_dtypes, torch_nn_takes_cudnn
     for mode in ("LSTM", "GRU", "RNN_TANH"):
         assert autocast_result_dtypes(mode, "cuda", torch.bfloat16, F32, F32, F32, False,
                                       "cudnn") == (torch.float16, torch.float16)
@@ -281,7 +281,8 @@ def test_cudnn_rule():
 
 
 def test_rule_covers_every_mode():
-    from fastrnn.functional import MODES, autocast_result_dtypes
+    from fastrnn._autocast_rules import autocast_result_dtypes
+    from fastrnn.functional import MODES
     for mode, proj in itertools.product(MODES, (False, True)):
         out, c = autocast_result_dtypes(mode, "cpu", torch.bfloat16, F32, F32,
                                         F32 if mode == "LSTM" else None, proj)

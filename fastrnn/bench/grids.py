@@ -161,7 +161,7 @@ class Case:
     def compute_dtype(self):
         """The precision the case is judged in (parity tolerance, % of the GEMM peak):
         autocast's dtype, else dtype. torch.nn's GEMMs run in it under autocast; fastrnn's
-        may not (functional.autocast_compute_dtype: the recurrence in float32 in
+        may not (_autocast_rules.autocast_compute_dtype: the recurrence in float32 in
         training)."""
         return self.autocast or self.dtype
 
