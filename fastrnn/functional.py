@@ -12,11 +12,11 @@ import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 from . import _C
+from . import _autocast_rules as rules
 from ._input_product import input_product
 from ._transforms import refuse_differentiating_transform
 from ._cell_ops import CELL_KIND, cell_step
 from ._ops import lstm_variant_cell, ops
-from . import _autocast_rules as rules
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
